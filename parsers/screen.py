@@ -1,0 +1,141 @@
+"""A pyte screen that remembers which rows wrapped into the next one.
+
+A command line longer than the terminal spans several rows, and a terminal
+does not send a newline where it wraps, so joining rows back into one line
+needs to know which rows the cursor left by auto-wrap. pyte does not record
+that; this subclass does, and numbers rows absolutely (the row index plus the
+lines scrolled off the top so far), so that a position taken before the
+screen scrolled can still be found after.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyte
+from pyte import modes as mo
+from wcwidth import wcwidth
+
+
+class LineScreen(pyte.Screen):
+    """pyte.Screen plus auto-wrap and scroll bookkeeping."""
+
+    def __init__(self, columns: int, lines: int) -> None:
+        self.scrolled = 0  # lines scrolled off the top since the last reset
+        self.wrapped: set[int] = set()  # absolute rows that wrapped into the next
+        self.linefeeds = 0  # explicit line feeds seen (not auto-wraps)
+        self.last_linefeed_row: int | None = None  # absolute row an LF left
+        super().__init__(columns, lines)
+
+    # -- positions -------------------------------------------------------
+
+    def absolute_row(self, y: int | None = None) -> int:
+        return (self.cursor.y if y is None else y) + self.scrolled
+
+    def cursor_position_abs(self) -> tuple[int, int]:
+        return self.absolute_row(), min(self.cursor.x, self.columns)
+
+    def logical_rows(self, abs_row: int) -> list[int]:
+        """The absolute rows of the wrapped line that contains `abs_row`."""
+        first = abs_row
+        while first - 1 in self.wrapped and first - 1 >= self.scrolled:
+            first -= 1
+        last = abs_row
+        while last in self.wrapped and last + 1 < self.scrolled + self.lines:
+            last += 1
+        return list(range(first, last + 1))
+
+    def row_cells(self, abs_row: int) -> list[str]:
+        """Cell contents of one row; a wide character's second cell is ''."""
+        y = abs_row - self.scrolled
+        if not 0 <= y < self.lines:
+            return []
+        line = self.buffer[y]
+        return [line[x].data for x in range(self.columns)]
+
+    # -- pyte hooks ------------------------------------------------------
+
+    def reset(self) -> None:
+        super().reset()
+        self.scrolled = 0
+        self.wrapped = set()
+        self.last_linefeed_row = None
+
+    def draw(self, data: str) -> None:
+        # Split the run where it reaches the right margin, so each auto-wrap
+        # passes through here and is recorded, and the rest through pyte.
+        while data:
+            if self.cursor.x >= self.columns:
+                if mo.DECAWM not in self.mode:
+                    super().draw(data)
+                    break
+                self.wrapped.add(self.absolute_row())
+                self.carriage_return()
+                super().linefeed()
+            room = self.columns - self.cursor.x
+            if data.isascii():
+                take = min(room, len(data))
+            else:
+                take, used = 0, 0
+                for char in data:
+                    width = max(wcwidth(char), 0)
+                    if used + width > room:
+                        break
+                    used += width
+                    take += 1
+                if take == 0:
+                    # A wide character that does not fit in the last column
+                    # wraps whole, as xterm does (pyte would split it).
+                    self.cursor.x = self.columns
+                    continue
+            super().draw(data[:take])
+            data = data[take:]
+        self.last_linefeed_row = None
+
+    def linefeed(self) -> None:
+        self.last_linefeed_row = self.absolute_row()
+        self.linefeeds += 1
+        super().linefeed()
+
+    def index(self) -> None:
+        top, bottom = self.margins or pyte.screens.Margins(0, self.lines - 1)
+        if self.cursor.y == bottom and top == 0:
+            self.scrolled += 1
+            self.wrapped.discard(self.scrolled - 2)  # gone off the top
+        super().index()
+
+    def reverse_index(self) -> None:
+        top, _ = self.margins or pyte.screens.Margins(0, self.lines - 1)
+        if self.cursor.y == top == 0:
+            self.scrolled -= 1
+        super().reverse_index()
+
+    def cursor_back(self, count: int | None = None) -> None:
+        # After a character lands in the last column the cursor waits there
+        # for the wrap; pyte parks it one column further, so a backspace
+        # would land one column too far right.
+        if self.cursor.x >= self.columns:
+            self.cursor.x = self.columns - 1
+        super().cursor_back(count)
+
+    def erase_in_line(self, how: int = 0, private: bool = False) -> None:
+        if how in (0, 2) and self.cursor.x < self.columns:
+            self.wrapped.discard(self.absolute_row())
+        super().erase_in_line(how, private)
+
+    def erase_in_display(self, how: int = 0, *args: Any, **kwargs: Any) -> None:
+        if how == 0:
+            rows = range(self.cursor.y, self.lines)
+        elif how == 1:
+            rows = range(0, self.cursor.y)
+        else:
+            rows = range(self.lines)
+        for y in rows:
+            self.wrapped.discard(self.absolute_row(y))
+        super().erase_in_display(how, *args, **kwargs)
+
+    def resize(self, lines: int | None = None, columns: int | None = None) -> None:
+        # pyte does not reflow; rows cut or padded no longer join reliably.
+        if (lines or self.lines, columns or self.columns) != (self.lines, self.columns):
+            self.wrapped.clear()
+        super().resize(lines, columns)

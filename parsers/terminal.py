@@ -1,0 +1,328 @@
+"""Timed terminal events to the command lines the remote shell accepted.
+
+The command is read off an emulated screen, not assembled from keystrokes:
+what readline shows on the line when the user presses Enter is what bash
+runs, whatever editing, completion or history recall produced it, and what a
+no-echo prompt hides (a password) is never on the screen.
+
+How a line is known to be accepted, in order of trust:
+
+1. Readline (bash >= 5.1, any GNU readline >= 8.1 program) switches bracketed
+   paste on when it starts reading a line and off when it is done:
+   `ESC[?2004h` before the prompt, and on Enter `\\r\\n ESC[?2004l`. A line
+   feed followed by `ESC[?2004l` with nothing drawn in between is an accepted
+   line; Ctrl-C and Ctrl-D switch it off too, but without that line feed.
+   Input read while readline is not reading (type-ahead, a program reading
+   the terminal in cooked mode, a password) is never a command line.
+2. A shell that never sends those markers (dash, busybox sh, bash with
+   bracketed paste off) falls back on Enter keys: a line feed while the user
+   has pressed Enter more often than lines were accepted, on a line that
+   starts with the prompt seen when the user began typing.
+
+The prompt is cut off where the cursor was when the first key of the line was
+read; if readline has redrawn the line elsewhere since (a completion listing),
+by the prompt's text.
+
+Output while no line is being edited (the commands' own output) is not
+emulated, only scanned for the alternate-screen and readline markers, and the
+last few KiB are kept to draw the next prompt: a megabyte of output does not
+cost the emulator a megabyte of emulation.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+
+import pyte
+
+from parsers.events import Chunk, Direction, Event, Marker, Resize
+from parsers.screen import LineScreen
+
+DEFAULT_ROWS = 24
+DEFAULT_COLS = 80
+TAIL_BYTES = 8192  # command output kept to redraw the next prompt from
+MIN_SIZE, MAX_SIZE = 2, 2000  # a TIOCGWINSZ outside this is not believed
+
+# DEC private modes: ESC [ ? Pm h (set) / l (reset).
+_PRIVATE_MODE_RE = re.compile(rb"\x1b\[\?([0-9;]{1,32})([hl])")
+_PARTIAL_ESC_RE = re.compile(rb"\x1b(?:\[(?:\?[0-9;]{0,32})?)?\Z")
+BRACKETED_PASTE = 2004
+ALT_SCREENS = frozenset({47, 1047, 1049})
+ENTER_KEYS = b"\r\n"
+CANCEL_KEYS = b"\x03"  # Ctrl-C: the kernel flushes what was typed ahead
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """Where to restart the builder so that it emits nothing twice.
+
+    Taken right after an accepted line: the builder is then between lines,
+    skipping output, so a fresh builder fed the log from `offset` (dropping
+    the first `skip` bytes of that record's data) continues exactly.
+    """
+
+    offset: int
+    skip: int
+    rows: int
+    cols: int
+    readline: bool
+    prompt: str
+    pending_enters: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CommandLine:
+    """One line the remote shell accepted, as it stood on the screen."""
+
+    time: float
+    text: str
+    prompt: str
+    checkpoint: Checkpoint
+
+
+class CommandBuilder:
+    """Feeds a session's events through a terminal emulator, yields lines."""
+
+    def __init__(self, checkpoint: Checkpoint | None = None) -> None:
+        rows, cols = DEFAULT_ROWS, DEFAULT_COLS
+        self.readline = False  # the shell has shown the readline markers
+        self.prompt = ""  # the last prompt text learned
+        self.pending_enters = 0  # fallback mode: Enters not yet matched
+        self.skip_until: tuple[int, int] | None = None
+        if checkpoint is not None:
+            rows, cols = checkpoint.rows, checkpoint.cols
+            self.readline = checkpoint.readline
+            self.prompt = checkpoint.prompt
+            self.pending_enters = checkpoint.pending_enters
+            self.skip_until = (checkpoint.offset, checkpoint.skip)
+        self.screen = LineScreen(cols, rows)
+        self.stream = pyte.ByteStream(self.screen)
+        self.editing = False  # readline is reading a line now
+        self.alt = False  # a full-screen program owns the terminal
+        self.skipping = True  # between lines: output is scanned, not emulated
+        self.tail = bytearray()  # last output seen while skipping
+        self.carry = b""  # an escape sequence cut by the end of a chunk
+        self.origin: tuple[int, int] | None = None  # cursor at first key
+        self.line_start: tuple[int, int] | None = None  # cursor at ESC[?2004h
+        self.ended: Marker | None = None
+
+    # -- public ----------------------------------------------------------
+
+    def feed(self, event: Event) -> list[CommandLine]:
+        if self.skip_until is not None:
+            offset, skip = self.skip_until
+            if event.offset < offset:
+                return []
+            self.skip_until = None
+            if event.offset == offset and isinstance(event, Chunk):
+                event = replace(event, data=event.data[skip:])
+        if isinstance(event, Chunk):
+            if event.direction is Direction.INPUT:
+                self._input(event)
+                return []
+            return self._output(event)
+        if isinstance(event, Resize):
+            if (
+                MIN_SIZE <= event.rows <= MAX_SIZE
+                and MIN_SIZE <= event.cols <= MAX_SIZE
+            ):
+                self.screen.resize(event.rows, event.cols)
+            return []
+        if event.kind in ("attach", "detach"):
+            self._lose_track()
+        elif event.kind == "end" and self.ended is None:
+            self.ended = event
+        return []
+
+    def checkpoint(self, offset: int, skip: int) -> Checkpoint:
+        return Checkpoint(
+            offset=offset,
+            skip=skip,
+            rows=self.screen.lines,
+            cols=self.screen.columns,
+            readline=self.readline,
+            prompt=self.prompt,
+            pending_enters=self.pending_enters,
+        )
+
+    # -- input -----------------------------------------------------------
+
+    def _input(self, chunk: Chunk) -> None:
+        if self.alt:
+            return  # keys for vim, less, top: never command lines
+        if any(key in chunk.data for key in CANCEL_KEYS):
+            self.origin = None
+            self.pending_enters = 0
+            return
+        if self.readline:
+            if self.editing and self.origin is None and not self.skipping:
+                self._learn_prompt()
+            return
+        if self.skipping:
+            self._resume_emulation()
+        if self.origin is None and self.pending_enters == 0:
+            self._learn_prompt()
+        self.pending_enters += sum(chunk.data.count(key) for key in (b"\r", b"\n"))
+
+    def _learn_prompt(self) -> None:
+        """The text left of the cursor when the first key is read is the prompt."""
+        row, col = self.screen.cursor_position_abs()
+        self.origin = (row, col)
+        cells: list[str] = []
+        for abs_row in self.screen.logical_rows(row):
+            row_cells = self.screen.row_cells(abs_row)
+            if abs_row == row:
+                cells.extend(row_cells[:col])
+                break
+            cells.extend(row_cells)
+        start = 0
+        if self.line_start is not None and self.line_start[
+            0
+        ] in self.screen.logical_rows(row):
+            first = self.screen.logical_rows(row)[0]
+            start = (
+                self.line_start[0] - first
+            ) * self.screen.columns + self.line_start[1]
+            start = min(start, len(cells))
+        prompt = "".join(cells[start:])
+        if prompt.strip():
+            self.prompt = prompt
+
+    # -- output ----------------------------------------------------------
+
+    def _output(self, chunk: Chunk) -> list[CommandLine]:
+        data = self.carry + chunk.data
+        base = len(self.carry)  # bytes of `data` that came with an earlier chunk
+        self.carry = b""
+        partial = _PARTIAL_ESC_RE.search(data, max(0, len(data) - 40))
+        if partial is not None:
+            self.carry = data[partial.start() :]
+            data = data[: partial.start()]
+        lines: list[CommandLine] = []
+        pos = 0
+        for m in _PRIVATE_MODE_RE.finditer(data):
+            self._segment(data[pos : m.start()], chunk, pos - base, lines)
+            pos = m.start()
+            self._private_mode(data, m, chunk, base, lines)
+            pos = m.end()
+        self._segment(data[pos:], chunk, pos - base, lines)
+        return lines
+
+    def _segment(
+        self, data: bytes, chunk: Chunk, start: int, lines: list[CommandLine]
+    ) -> None:
+        """Output between two private-mode markers."""
+        if not data:
+            return
+        if self.skipping:
+            self.tail += data
+            if len(self.tail) > TAIL_BYTES:
+                del self.tail[: len(self.tail) - TAIL_BYTES]
+            return
+        if self.readline or self.pending_enters == 0:
+            self.stream.feed(data)
+            return
+        # Fallback mode with Enters pending: look at every line feed.
+        pos = 0
+        while pos < len(data):
+            lf = data.find(b"\n", pos)
+            if lf < 0:
+                self.stream.feed(data[pos:])
+                return
+            self.stream.feed(data[pos:lf])
+            if self.pending_enters and not self.alt:
+                line = self._accepted_text(
+                    self.screen.absolute_row(), require_prompt=True
+                )
+                if line is not None:
+                    self.pending_enters -= 1
+                    self.origin = None
+                    resume = self.checkpoint(chunk.offset, max(0, start + lf + 1))
+                    if line:
+                        lines.append(CommandLine(chunk.time, line, self.prompt, resume))
+            self.stream.feed(b"\n")
+            pos = lf + 1
+        if self.pending_enters == 0:
+            self._start_skipping()
+
+    def _private_mode(
+        self,
+        data: bytes,
+        m: re.Match[bytes],
+        chunk: Chunk,
+        base: int,
+        lines: list[CommandLine],
+    ) -> None:
+        is_set = m.group(2) == b"h"
+        modes = {int(p) for p in m.group(1).split(b";") if p}
+        if modes & ALT_SCREENS:
+            self.alt = is_set
+            if is_set:
+                self._start_skipping()
+        if BRACKETED_PASTE in modes and not self.alt:
+            if is_set:
+                self.readline = True
+                if self.skipping:
+                    self._resume_emulation()
+                self.editing = True
+                self.line_start = self.screen.cursor_position_abs()
+                self.origin = None
+            elif self.editing:
+                self.editing = False
+                row = self.screen.last_linefeed_row
+                if row is not None:
+                    text = self._accepted_text(row, require_prompt=False)
+                    resume = self.checkpoint(chunk.offset, max(0, m.end() - base))
+                    if text:
+                        lines.append(CommandLine(chunk.time, text, self.prompt, resume))
+                self._start_skipping()
+                return
+        if not self.skipping:
+            self.stream.feed(data[m.start() : m.end()])
+
+    def _accepted_text(self, abs_row: int, require_prompt: bool) -> str | None:
+        """The command on the line through `abs_row`, without its prompt."""
+        rows = self.screen.logical_rows(abs_row)
+        cells: list[str] = []
+        for row in rows:
+            cells.extend(self.screen.row_cells(row))
+        if not cells:
+            return None
+        origin = self.origin
+        if origin is not None and origin[0] in rows:
+            cut = (origin[0] - rows[0]) * self.screen.columns + origin[1]
+            return "".join(cells[cut:]).rstrip()
+        text = "".join(cells).rstrip()
+        prompt = self.prompt
+        if prompt and text.startswith(prompt):
+            return text[len(prompt) :].rstrip()
+        if prompt and text == prompt.rstrip():
+            return ""
+        if require_prompt and prompt:
+            return None  # not the shell's line: type-ahead echo, program input
+        return text
+
+    # -- modes -----------------------------------------------------------
+
+    def _start_skipping(self) -> None:
+        self.skipping = True
+        self.tail.clear()
+        self.origin = None
+
+    def _resume_emulation(self) -> None:
+        """Redraw the last partial row of the skipped output on a clean screen."""
+        self.skipping = False
+        self.screen.reset()
+        self.line_start = None
+        tail = bytes(self.tail)
+        self.tail.clear()
+        last_lf = tail.rfind(b"\n")
+        self.stream.feed(tail[last_lf + 1 :])
+
+    def _lose_track(self) -> None:
+        """The tracer detached or re-attached: bytes may be missing."""
+        self.editing = False
+        self.pending_enters = 0
+        self.carry = b""
+        self._start_skipping()
