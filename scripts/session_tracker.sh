@@ -1,0 +1,176 @@
+#!/bin/bash
+# Attach strace to one tagged ssh client and write its session log.
+#
+#   session_tracker.sh [--data-dir DIR] --pid PID TAG   the agent, as root
+#   sudo session_tracker.sh TAG                         a user, for their own ssh
+#
+# This is the one place that holds the strace command line and the lifecycle
+# lines of a log (DATA_DIR/logs/TAG.strace, root only). Under sudo it waits up
+# to WAIT_S for a tagged ssh owned by the invoking user (SUDO_UID), attaches
+# only to that, and always writes under the default data directory.
+#
+# Exit codes: 0 the session ended (or the agent already audits it), 2 usage,
+# 3 no such tagged ssh or no terminal, 4 already traced, 5 cannot write the log.
+set -euo pipefail
+export LC_ALL=C PATH=/usr/sbin:/usr/bin:/sbin:/bin
+umask 077
+
+readonly PROG=session_tracker.sh
+readonly TAG_RE='^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$'
+readonly TTY_RE='^/dev/(pts/[0-9]+|tty[A-Za-z0-9]+)$'
+readonly DEFAULT_DATA_DIR=/var/lib/bastion-audit
+readonly WAIT_S=10
+
+die() {
+    echo "$PROG: error: $2" >&2
+    exit "$1"
+}
+
+usage() {
+    echo "usage: $PROG [--data-dir DIR] --pid PID TAG | sudo $PROG TAG" >&2
+    exit 2
+}
+
+data_dir=
+pid=
+while [ $# -gt 0 ]; do
+    case $1 in
+        --data-dir) [ $# -ge 2 ] || usage; data_dir=$2; shift 2 ;;
+        --pid) [ $# -ge 2 ] || usage; pid=$2; shift 2 ;;
+        -h | --help) usage ;;
+        --) shift; break ;;
+        -*) die 2 "unknown option $1" ;;
+        *) break ;;
+    esac
+done
+[ $# -eq 1 ] || usage
+tag=$1
+[[ $tag =~ $TAG_RE ]] || die 2 "invalid tag (it must match $TAG_RE)"
+[[ -z $pid || $pid =~ ^[1-9][0-9]{0,9}$ ]] || die 2 "invalid pid"
+
+owner=
+tracer=agent
+if [ -n "${SUDO_UID:-}" ]; then
+    # A user may only have their own ssh traced, into the real audit log.
+    [ -z "$data_dir" ] || die 2 "--data-dir is not allowed under sudo"
+    [[ $SUDO_UID =~ ^[0-9]+$ ]] || die 2 "invalid SUDO_UID"
+    owner=$SUDO_UID
+    tracer=sudo
+fi
+data_dir=${data_dir:-$DEFAULT_DATA_DIR}
+[ "$(id -u)" -eq 0 ] || die 2 "must run as root: strace attaches to other users' processes"
+command -v strace >/dev/null || die 3 "strace is not installed"
+
+# True when argv (NUL-separated in /proc) carries our tag in one of ssh's
+# spellings. The agent parses argv fully; this only has to keep a user to
+# their own tagged ssh.
+carries_tag() {
+    local -a argv
+    local i arg next
+    mapfile -d '' argv <"/proc/$1/cmdline" 2>/dev/null || return 1
+    for ((i = 1; i < ${#argv[@]}; i++)); do
+        arg=${argv[i]}
+        next=${argv[i + 1]:-}
+        case $arg in
+            -Z | -P) [ "$next" = "$tag" ] && return 0 ;;
+            "-Z$tag" | "-P$tag") return 0 ;;
+        esac
+        case " $arg " in
+            *[=\ \"]AUDIT_SESSION="$tag"[\ \"]* | *[Tt]ag[=\ ]"$tag"\ *) return 0 ;;
+        esac
+    done
+    return 1
+}
+
+is_ssh() {
+    local exe
+    exe=$(readlink "/proc/$1/exe" 2>/dev/null) || return 1
+    [ "${exe##*/}" = ssh ]
+}
+
+owned() {
+    [ -z "$owner" ] || [ "$(stat -c %u "/proc/$1" 2>/dev/null)" = "$owner" ]
+}
+
+if [ -z "$pid" ]; then
+    [ -n "$owner" ] || die 2 "--pid is required outside sudo"
+    deadline=$((SECONDS + WAIT_S))
+    while [ -z "$pid" ] && ((SECONDS < deadline)); do
+        # Only the caller's processes: one find, then a look at each.
+        while read -r dir; do
+            p=${dir#/proc/}
+            if is_ssh "$p" && carries_tag "$p"; then
+                pid=$p
+                break
+            fi
+        done < <(find /proc -mindepth 1 -maxdepth 1 -regex '/proc/[0-9]+' -uid "$owner" 2>/dev/null)
+        [ -n "$pid" ] || sleep 0.1
+    done
+    [ -n "$pid" ] || die 3 "no ssh tagged $tag of uid $owner appeared within ${WAIT_S}s"
+fi
+owned "$pid" || die 3 "process $pid is not yours"
+is_ssh "$pid" || die 3 "process $pid is not an ssh client"
+if [ -n "$owner" ]; then
+    carries_tag "$pid" || die 3 "ssh $pid does not carry the tag $tag"
+fi
+
+tracer_pid=$(awk '/^TracerPid:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
+if [ -n "$tracer_pid" ] && [ "$tracer_pid" != 0 ]; then
+    [ "$tracer" = sudo ] && { echo "$PROG: ssh $pid is already audited" >&2; exit 0; }
+    die 4 "ssh $pid is already traced by process $tracer_pid"
+fi
+
+# The terminal is what ssh's stdin or stdout point to; strace -P keeps only
+# the syscalls on it, which leaves out the encrypted socket (as large as the
+# session's output) and /dev/tty, where ssh reads a password.
+tty=
+for fd in 0 1; do
+    t=$(readlink "/proc/$pid/fd/$fd" 2>/dev/null || true)
+    if [[ $t =~ $TTY_RE ]]; then tty=$t; break; fi
+done
+[ -n "$tty" ] || die 3 "ssh $pid has no terminal on stdin or stdout"
+
+# Start time in clock ticks after boot: with the pid, it names this process
+# for good, so a re-attach can find the log of the same ssh.
+stat_line=$(<"/proc/$pid/stat")
+read -ra stat_fields <<<"${stat_line##*) }"
+start_ticks=${stat_fields[19]}
+uid=$(stat -c %u "/proc/$pid")
+btime=$(awk '/^btime/ {print $2}' /proc/stat)
+started_at=$(awk -v b="$btime" -v t="$start_ticks" -v hz="$(getconf CLK_TCK)" \
+    'BEGIN { printf "%.2f", b + t / hz }')
+user=$(id -nu "$uid" 2>/dev/null || true)
+[[ $user =~ ^[A-Za-z0-9._][A-Za-z0-9._-]*$ ]] || user=
+argv_b64=$(base64 -w0 <"/proc/$pid/cmdline")
+
+logs=$data_dir/logs
+mkdir -p -m 0700 "$data_dir" "$logs" || die 5 "cannot create $logs"
+[ ! -L "$logs" ] && [ "$(stat -c %u "$logs")" = 0 ] || die 5 "$logs is not a root-owned directory"
+chmod 0700 "$logs"
+
+identity="\"ssh_pid\":$pid,\"start_ticks\":$start_ticks,"
+log=
+for name in "$tag" "$tag~$pid-$start_ticks"; do
+    candidate=$logs/$name.strace
+    if (set -C; : >"$candidate") 2>/dev/null; then
+        log=$candidate
+        printf '#bastion-audit {"event":"start","v":1,"time":%s,"tag":"%s",%s"started_at":%s,"uid":%s,"user":"%s","tty":"%s","argv_b64":"%s"}\n' \
+            "$(date +%s.%6N)" "$tag" "$identity" "$started_at" "$uid" "$user" "$tty" "$argv_b64" >>"$log"
+        break
+    fi
+    # The log of this very ssh (the agent restarted): keep appending to it.
+    if [ -f "$candidate" ] && [ ! -L "$candidate" ] && head -n 1 "$candidate" | grep -qF "$identity"; then
+        log=$candidate
+        break
+    fi
+done
+[ -n "$log" ] || die 5 "cannot create a log for tag $tag in $logs"
+
+printf '#bastion-audit {"event":"attach","time":%s,"tracer":"%s","tracer_pid":%s}\n' \
+    "$(date +%s.%6N)" "$tracer" "$$" >>"$log"
+
+# -ttt: epoch timestamps; -y: fd paths; -s 1 MiB: ssh writes up to 256 KiB to
+# the terminal in one call (fully escaped, four characters a byte); -A: append
+# after our lifecycle lines. An attached strace cannot use --seccomp-bpf, so
+# every syscall of ssh stops; tracing only these three keeps the log small.
+exec strace -q -ttt -y -s 1048576 -e trace=read,write,ioctl -P "$tty" -p "$pid" -A -o "$log"

@@ -1,0 +1,162 @@
+"""Finding tagged ssh clients by polling the process table with psutil.
+
+Each round inspects only processes it has not seen, with two exceptions that
+keep an `exec` from slipping by: a process seen while still a shell that then
+execs ssh keeps its pid, so young processes are looked at again on every
+round for YOUNG_WINDOW_S, and every process that is not ssh yet once every
+SWEEP_INTERVAL_S. Vanished processes, zombies and kernel threads are
+ordinary races: counted, never raised.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+import psutil
+
+from tracer.tags import parse_ssh_argv
+
+log = logging.getLogger(__name__)
+
+YOUNG_WINDOW_S = 2.0
+SWEEP_INTERVAL_S = 1.0
+SSH_NAMES = frozenset({"ssh"})  # executable basenames that are ssh clients
+
+
+@dataclass(frozen=True, slots=True)
+class TaggedSsh:
+    """A running ssh client that carries a valid session tag."""
+
+    pid: int
+    start_ticks: int  # with the pid, names this process for good
+    tag: str
+    uid: int
+    exe: str
+    tracer_pid: int  # 0 when nothing ptraces it yet
+
+    @property
+    def identity(self) -> tuple[int, int]:
+        return self.pid, self.start_ticks
+
+
+@dataclass
+class DiscoveryStats:
+    rounds: int = 0
+    inspected: int = 0
+    vanished: int = 0
+    bad_tags: int = 0
+
+
+def read_start_ticks(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat: start time in clock ticks after boot."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # comm may hold spaces and parentheses; the fields follow the last ')'.
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def read_tracer_pid(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"TracerPid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def is_alive(identity: tuple[int, int]) -> bool:
+    """Whether that very process (not a reuse of its pid) still runs."""
+    pid, ticks = identity
+    return (
+        read_start_ticks(pid) == ticks
+        and psutil.pid_exists(pid)
+        and not _is_zombie(pid)
+    )
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return True
+
+
+@dataclass
+class Discovery:
+    """Polls for tagged ssh clients; `poll()` returns each one once."""
+
+    stats: DiscoveryStats = field(default_factory=DiscoveryStats)
+    _first_seen: dict[int, float] = field(default_factory=dict)
+    _settled: set[int] = field(default_factory=set)  # ssh already classified
+    _last_sweep: float = 0.0
+
+    def poll(self) -> list[TaggedSsh]:
+        now = time.monotonic()
+        self.stats.rounds += 1
+        pids = set(psutil.pids())
+        sweep = now - self._last_sweep >= SWEEP_INTERVAL_S
+        if sweep:
+            self._last_sweep = now
+        found: list[TaggedSsh] = []
+        for pid in pids:
+            first = self._first_seen.setdefault(pid, now)
+            if pid in self._settled:
+                continue
+            if first != now and not sweep and now - first >= YOUNG_WINDOW_S:
+                continue
+            tagged = self._inspect(pid)
+            if tagged is not None:
+                found.append(tagged)
+        for pid in set(self._first_seen) - pids:
+            del self._first_seen[pid]
+            self._settled.discard(pid)
+        return found
+
+    def _inspect(self, pid: int) -> TaggedSsh | None:
+        self.stats.inspected += 1
+        try:
+            # A bare readlink first: most processes are not ssh, and this is
+            # the check a sweep repeats for each of them.
+            exe = os.readlink(f"/proc/{pid}/exe").removesuffix(" (deleted)")
+        except OSError:
+            self.stats.vanished += 1  # gone, a zombie, or a kernel thread
+            return None
+        if os.path.basename(exe) not in SSH_NAMES:
+            return None
+        try:
+            proc = psutil.Process(pid)
+            with proc.oneshot():
+                argv = proc.cmdline()
+                uid = proc.uids().real
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            self.stats.vanished += 1  # gone, a zombie, or a kernel thread
+            return None
+        self._settled.add(pid)
+        ssh = parse_ssh_argv(argv)
+        if ssh.tag is None:
+            if ssh.bad_tag is not None:
+                self.stats.bad_tags += 1
+                log.warning(
+                    "ssh %d of uid %d carries an invalid tag %s; not traced",
+                    pid,
+                    uid,
+                    ascii(ssh.bad_tag[:40]),
+                )
+            return None
+        ticks = read_start_ticks(pid)
+        if ticks is None:
+            self.stats.vanished += 1
+            return None
+        return TaggedSsh(pid, ticks, ssh.tag, uid, exe, read_tracer_pid(pid))

@@ -1,0 +1,136 @@
+"""The session log's own lines: who the session is, and its lifecycle.
+
+scripts/session_tracker.sh writes a log's first line (`start`: the ssh
+process, its owner, terminal and argv) and an `attach` line each time a strace
+attaches; the agent appends `detach` and `end` lines when a strace is lost or
+a session ended unseen. All are `#bastion-audit {json}` lines, which strace
+never writes, so one log tells the whole story of its session.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from parsers.strace_lines import MARKER_PREFIX, parse_marker
+from tracer import TracerError
+from tracer.tags import valid_tag
+
+START_LINE_MAX_BYTES = 64 << 10
+_TTY_RE = re.compile(r"/dev/(pts/\d+|tty\w+)")
+_END_RE = re.compile(rb'\+\+\+ (exited with|killed by) |"event":"end"')
+
+
+class SessionLogError(TracerError):
+    """A session log whose start line is missing or wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionStart:
+    """What the start line of a session log says."""
+
+    tag: str
+    ssh_pid: int
+    start_ticks: int
+    started_at: float
+    uid: int
+    user: str
+    tty: str
+    argv: tuple[str, ...]
+
+    @property
+    def identity(self) -> tuple[int, int]:
+        """The ssh process, named for good: its pid and its start time in ticks."""
+        return self.ssh_pid, self.start_ticks
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, Any]) -> SessionStart:
+        try:
+            tag = str(fields["tag"])
+            ssh_pid = _count(fields["ssh_pid"])
+            start_ticks = _count(fields["start_ticks"])
+            started_at = float(fields["started_at"])
+            uid = _count(fields["uid"])
+            tty = str(fields["tty"])
+            raw = base64.b64decode(str(fields["argv_b64"]), validate=True)
+        except (KeyError, TypeError, ValueError, binascii.Error) as e:
+            raise SessionLogError(f"bad session start line: {e}") from e
+        if not valid_tag(tag):
+            raise SessionLogError(f"bad session start line: invalid tag {tag!r}")
+        if not _TTY_RE.fullmatch(tty):
+            raise SessionLogError(f"bad session start line: invalid tty {tty!r}")
+        argv = tuple(a.decode("utf-8", "replace") for a in raw.split(b"\0") if a)
+        user = str(fields.get("user") or "") or f"uid:{uid}"
+        return cls(tag, ssh_pid, start_ticks, started_at, uid, user, tty, argv)
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"not a count: {value!r}")
+    return value
+
+
+def read_start(path: Path) -> SessionStart | None:
+    """The session a log belongs to; None while its first line is unwritten."""
+    with open(path, "rb") as f:
+        head = f.read(START_LINE_MAX_BYTES)
+    line, newline, _ = head.partition(b"\n")
+    if not newline:
+        if len(head) >= START_LINE_MAX_BYTES:
+            raise SessionLogError(f"log {path} has no start line")
+        return None
+    marker = parse_marker(line) if line.startswith(MARKER_PREFIX) else None
+    if marker is None or marker.kind != "start":
+        raise SessionLogError(f"log {path} does not begin with a session start line")
+    try:
+        return SessionStart.from_fields(marker.fields)
+    except SessionLogError as e:
+        raise SessionLogError(f"log {path}: {e}") from e
+
+
+def find_log(logs_dir: Path, tag: str, identity: tuple[int, int]) -> Path | None:
+    """The log session_tracker.sh writes for this ssh (see its naming rule)."""
+    pid, ticks = identity
+    for name in (f"{tag}.strace", f"{tag}~{pid}-{ticks}.strace"):
+        path = logs_dir / name
+        try:
+            start = read_start(path)
+        except (OSError, SessionLogError):
+            continue
+        if start is not None and start.identity == identity:
+            return path
+    return None
+
+
+def has_ended(path: Path) -> bool:
+    """Whether the log's last line says the session ended."""
+    with open(path, "rb") as f:
+        f.seek(max(0, os.fstat(f.fileno()).st_size - 512))
+        tail = f.read().rstrip(b"\n")
+    last = tail.rsplit(b"\n", 1)[-1]
+    return _END_RE.search(last) is not None
+
+
+def append_marker(path: Path, kind: str, **fields: Any) -> None:
+    """Append one lifecycle line; only while no strace writes the log."""
+    line = (
+        MARKER_PREFIX
+        + json.dumps(
+            {"event": kind, "time": round(time.time(), 6), **fields},
+            separators=(",", ":"),
+        ).encode("ascii")
+        + b"\n"
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW)
+    try:
+        os.write(fd, line)  # one write: O_APPEND keeps it whole at the end
+    finally:
+        os.close(fd)

@@ -1,0 +1,194 @@
+"""An ssh client's argv to its session tag and destination.
+
+Pure: argv in, an `SshInvocation` out. It reads argv the way OpenSSH's ssh.c
+does: BSD getopt without permutation (OpenSSH ships its own getopt), options
+up to the destination, options again right after it, then the remote command;
+`--` ends the options.
+
+Tag sources, in precedence order:
+- `-Z TAG`: the patched ssh of the original design;
+- `SetEnv AUDIT_SESSION=TAG` in a `-o` option (stock OpenSSH >= 7.8), in any
+  spelling ssh accepts: `-oSetEnv=...`, `-o "SetEnv AUDIT_SESSION=TAG"`,
+  several variables in one SetEnv, quoted values;
+- `-P TAG` / `-o Tag=TAG` (OpenSSH >= 9.4).
+For `-o`, ssh keeps the first value it reads of an option; so do we.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shlex
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+TAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+TAG_ENV = "AUDIT_SESSION"
+
+# ssh.c (9.2p1): "1246ab:c:e:fgi:kl:m:no:p:qstvxAB:CD:E:F:GI:J:KL:MNO:P:Q:R:S:TVw:W:XYy"
+# plus Z: from the patched client.
+_WITH_ARG = frozenset("bceilmopBDEFIJLOPQRSWwZ")
+_FLAGS = frozenset("1246afgknqstvxACGKMNTVXYy")
+_KEYWORD_RE = re.compile(r"\s*([A-Za-z]+)\s*(?:=\s*|\s+)(.*)", re.S)
+
+
+@dataclass(frozen=True, slots=True)
+class SshInvocation:
+    """What an ssh command line says about the session it opens."""
+
+    tag: str | None  # a valid tag, or None
+    tag_source: str | None  # "-Z", "SetEnv", "-P" or "Tag"
+    bad_tag: str | None  # a tag value that failed validation, for one log line
+    remote_user: str | None
+    host: str | None
+    port: int | None
+    command: tuple[str, ...]  # the remote command, if one was given
+
+
+def valid_tag(tag: str) -> bool:
+    return TAG_RE.fullmatch(tag) is not None
+
+
+def parse_ssh_argv(argv: list[str] | tuple[str, ...]) -> SshInvocation:
+    """Read an ssh client's argv (argv[0] included)."""
+    options: list[tuple[str, str | None]] = []  # ("@", destination) in order
+    command: tuple[str, ...] = ()
+    have_destination = False
+    args = list(argv[1:])
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest = args[i + 1 :]
+            if not have_destination and rest:
+                options.append(("@", rest[0]))
+                rest = rest[1:]
+            command = tuple(rest)
+            break
+        if arg.startswith("-") and len(arg) > 1:
+            i = _read_option_group(args, i, options)
+        elif not have_destination:
+            options.append(("@", arg))
+            have_destination = True
+            i += 1
+        else:
+            command = tuple(args[i:])
+            break
+
+    # ssh keeps the first user and port it reads, in argv order, whether from
+    # -l/-p, user@host, ssh://user@host:port or -o User=/Port=.
+    seen = _Seen()
+    for opt, value in options:
+        if value is None:
+            continue
+        if opt == "@":
+            seen.destination(value)
+        elif opt == "l":
+            seen.set_user(value)
+        elif opt == "p":
+            seen.set_port(value)
+        elif opt in ("Z", "P"):
+            seen.tags.setdefault("-" + opt, value)
+        elif opt == "o":
+            seen.config_option(value)
+
+    tag = source = bad = None
+    for name in ("-Z", "SetEnv", "-P", "Tag"):
+        if name in seen.tags:
+            value = seen.tags[name]
+            if valid_tag(value):
+                tag, source = value, name
+                break
+            bad = bad or value
+    return SshInvocation(
+        tag, source, None if tag else bad, seen.user, seen.host, seen.port, command
+    )
+
+
+def _read_option_group(
+    args: list[str], i: int, out: list[tuple[str, str | None]]
+) -> int:
+    """Read `-tt`, `-p22`, `-p 22`, `-vvo Opt=x`; return the next index."""
+    arg = args[i]
+    j = 1
+    while j < len(arg):
+        opt = arg[j]
+        if opt in _WITH_ARG:
+            value = arg[j + 1 :]
+            if value:
+                out.append((opt, value))
+                return i + 1
+            if i + 1 < len(args):
+                out.append((opt, args[i + 1]))
+                return i + 2
+            out.append((opt, None))  # ssh would refuse to run; nothing to learn
+            return i + 1
+        out.append((opt, None))  # a flag, or one ssh would refuse
+        j += 1
+    return i + 1
+
+
+@dataclass
+class _Seen:
+    """First-wins accumulation of what ssh would use."""
+
+    user: str | None = None
+    host: str | None = None
+    port: int | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def set_user(self, value: str | None) -> None:
+        if self.user is None and value:
+            self.user = value
+
+    def set_port(self, value: str | int | None) -> None:
+        if self.port is None and value is not None:
+            self.port = _port(str(value))
+
+    def destination(self, dest: str) -> None:
+        if dest.startswith("ssh://"):
+            parts = urlsplit(dest)
+            self.set_user(parts.username)
+            self.host = parts.hostname
+            with contextlib.suppress(ValueError):
+                self.set_port(parts.port)
+            return
+        user, at, host = dest.rpartition("@")
+        if at:
+            self.set_user(user)
+            self.host = host
+        else:
+            self.host = dest
+
+    def config_option(self, text: str) -> None:
+        m = _KEYWORD_RE.fullmatch(text)
+        if m is None:
+            return
+        keyword, value = m.group(1).lower(), m.group(2).strip()
+        words = _split_args(value)
+        if keyword == "setenv":
+            for token in words:
+                name, eq, val = token.partition("=")
+                if eq and name == TAG_ENV:
+                    self.tags.setdefault("SetEnv", val)
+        elif keyword == "tag" and words:
+            self.tags.setdefault("Tag", words[0])
+        elif keyword == "user" and words:
+            self.set_user(words[0])
+        elif keyword == "port" and words:
+            self.set_port(words[0])
+
+
+def _split_args(value: str) -> list[str]:
+    """Split an option's arguments the way ssh's argv_split does (quotes)."""
+    try:
+        return shlex.split(value, posix=True)
+    except ValueError:
+        return value.split()
+
+
+def _port(value: str) -> int | None:
+    value = value.strip()
+    if value.isdigit() and 0 < int(value) < 65536:
+        return int(value)
+    return None
