@@ -1,0 +1,63 @@
+"""audit-agent: the foreground daemon (`audit-agent run`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from agent.cli import ExitStatus, run_cli, setup_logging
+from agent.config import load_config
+from agent.daemon import Agent, stop_signals
+
+PROG = "audit-agent"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Audit tagged ssh sessions."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run the agent in the foreground")
+    run.add_argument(
+        "--config", type=Path, metavar="FILE", help="TOML configuration file"
+    )
+    run.add_argument(
+        "--data-dir", type=Path, metavar="DIR", help="where logs and store live"
+    )
+    run.add_argument(
+        "--poll-interval",
+        type=float,
+        metavar="S",
+        dest="poll_interval_s",
+        help="seconds between looks for new ssh processes (default 0.1)",
+    )
+    run.add_argument(
+        "-v", "--verbose", action="store_true", help="log debugging detail"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        config = load_config(
+            args.config,
+            {
+                "data_dir": args.data_dir.absolute() if args.data_dir else None,
+                "poll_interval_s": args.poll_interval_s,
+            },
+        )
+        setup_logging(PROG, args.verbose)
+        agent = Agent(config)
+
+        with stop_signals(agent.stop_event):
+            agent.run()
+        return ExitStatus.SUCCESS
+
+    return run_cli(PROG, body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

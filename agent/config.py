@@ -1,0 +1,117 @@
+"""Agent configuration: defaults, then a TOML file, then command-line flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent import AgentError
+
+DEFAULT_CONFIG_PATH = Path("/etc/bastion-audit/agent.toml")
+DEFAULT_DATA_DIR = Path("/var/lib/bastion-audit")
+
+
+class ConfigError(AgentError):
+    """A configuration file or value that cannot be used."""
+
+
+def default_tracker_script() -> Path:
+    """session_tracker.sh as installed with the package, else in the source tree.
+
+    setup.cfg installs it as data_files into the venv; an editable install
+    (make run, make test) installs no data files, so the checkout's copy counts.
+    """
+    installed = Path(sys.prefix) / "share" / "bastion-audit" / "session_tracker.sh"
+    if installed.exists():
+        return installed
+    return Path(__file__).resolve().parents[1] / "scripts" / "session_tracker.sh"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting of the agent, with its default."""
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    poll_interval_s: float = 0.1  # how often new processes are looked for
+    flush_interval_s: float = 0.2  # store writes are batched this long (<= 1 s)
+    log_retention_s: float = 0.0  # keep ingested logs of closed sessions this long
+    tracker_script: Path = dataclasses.field(default_factory=default_tracker_script)
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def store_dir(self) -> Path:
+        return self.data_dir / "store"
+
+
+_LIMITS: dict[str, tuple[float, float]] = {
+    "poll_interval_s": (0.01, 10.0),
+    "flush_interval_s": (0.01, 1.0),
+    "log_retention_s": (0.0, 10 * 365 * 86400.0),
+}
+
+
+def load_config(
+    path: Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> Config:
+    """Read `path` (or the default file, if present) and apply `overrides`."""
+    values: dict[str, Any] = {}
+    source = "command line"
+    if path is None and DEFAULT_CONFIG_PATH.is_file():
+        path = DEFAULT_CONFIG_PATH
+    if path is not None:
+        source = str(path)
+        try:
+            with open(path, "rb") as f:
+                values.update(tomllib.load(f))
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {path}: {e.strerror}") from e
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"invalid config file {path}: {e}") from e
+    config = _build(values, source)
+    if overrides:
+        config = _build(
+            {
+                **_as_values(config),
+                **{k: v for k, v in overrides.items() if v is not None},
+            },
+            "command line",
+        )
+    return config
+
+
+def _as_values(config: Config) -> dict[str, Any]:
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+
+
+def _build(values: Mapping[str, Any], source: str) -> Config:
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise ConfigError(f"{source}: unknown key {key!r}")
+        default = getattr(Config(), key)
+        if isinstance(default, Path):
+            if not isinstance(value, (str, Path)) or not str(value):
+                raise ConfigError(f"{source}: {key} must be a path")
+            value = Path(value)
+            if not value.is_absolute():
+                raise ConfigError(
+                    f"{source}: {key} must be an absolute path, not {value}"
+                )
+        elif isinstance(default, float):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{source}: {key} must be a number of seconds")
+            low, high = _LIMITS[key]
+            if not low <= value <= high:
+                raise ConfigError(f"{source}: {key} must be between {low} and {high}")
+            value = float(value)
+        kwargs[key] = value
+    return Config(**kwargs)

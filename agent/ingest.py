@@ -1,0 +1,323 @@
+"""Session logs to stored commands, live.
+
+watchdog reports writes in DATA_DIR/logs; one ingest thread reads each
+growing log from where it stopped, through the strace decoder and the command
+builder, and hands the session's new state and commands to the store. Any log
+counts, whoever started its strace (the agent, or a user through sudo).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from agent.records import CLOSED, Command, Session, iso
+from agent.store import Store
+from parsers.events import Marker
+from parsers.strace_lines import StraceDecoder
+from parsers.terminal import CommandBuilder
+from tracer.session_log import SessionLogError, read_start
+
+log = logging.getLogger(__name__)
+
+LOG_SUFFIX = ".strace"
+READ_CHUNK_BYTES = 1 << 20
+MAX_READ_PER_ROUND_BYTES = 16 << 20  # then let the other sessions have a turn
+RESCAN_INTERVAL_S = 1.0  # a safety net under inotify
+
+
+@dataclass
+class LogFollower:
+    """One session log being read."""
+
+    path: Path
+    session: Session
+    decoder: StraceDecoder
+    builder: CommandBuilder
+    detached_at: float | None = None
+    finished: bool = False
+    pending_commands: list[Command] = field(default_factory=list)
+
+
+class _Wakeup(FileSystemEventHandler):
+    def __init__(self, ingest: Ingest) -> None:
+        self.ingest = ingest
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        path = event.dest_path if event.event_type == "moved" else event.src_path
+        if isinstance(path, bytes):
+            path = os.fsdecode(path)
+        if path.endswith(LOG_SUFFIX):
+            self.ingest.wake(Path(path))
+
+
+class Ingest:
+    """Owns the watchdog observer and the ingest thread."""
+
+    def __init__(self, logs_dir: Path, store: Store, retention_s: float = 0.0) -> None:
+        self.logs_dir = logs_dir
+        self.store = store
+        self.retention_s = retention_s
+        self.followers: dict[Path, LogFollower] = {}
+        self._ignored: set[Path] = set()  # logs already reported as unusable
+        self._dirty: set[Path] = set()
+        self._dirty_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._closed: queue.Queue[Session] = queue.Queue()
+        self._expiring: dict[Path, Session] = {}  # closed, durable, log kept
+        self._observer: Observer | None = None  # type: ignore[valid-type]
+        self._thread: threading.Thread | None = None
+        self.junk_lines = 0
+
+    # -- lifecycle -------------------------------------------------------
+
+    def start(self) -> None:
+        self.logs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.logs_dir, 0o700)
+        observer = Observer()
+        observer.schedule(_Wakeup(self), str(self.logs_dir), recursive=False)
+        observer.start()
+        self._observer = observer
+        self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop watching, then read every log to its current end once more."""
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join()
+            self._observer = None
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self.scan()
+        self.process_all(final=True)
+
+    def wake(self, path: Path | None = None) -> None:
+        if path is not None:
+            with self._dirty_lock:
+                self._dirty.add(path)
+        self._wake.set()
+
+    def on_flushed(self, sessions: list[Session]) -> None:
+        """Store callback (writer thread): these states are now durable."""
+        for session in sessions:
+            if session.status == CLOSED:
+                self._closed.put(session)
+        self._wake.set()
+
+    # -- the thread ------------------------------------------------------
+
+    def _run(self) -> None:
+        last_scan = 0.0
+        while not self._stop.is_set():
+            self._wake.wait(RESCAN_INTERVAL_S)
+            self._wake.clear()
+            now = time.monotonic()
+            try:
+                if now - last_scan >= RESCAN_INTERVAL_S:
+                    last_scan = now
+                    self.scan()
+                    self.process_all()
+                else:
+                    with self._dirty_lock:
+                        dirty, self._dirty = self._dirty, set()
+                    for path in sorted(dirty):
+                        self.process(path)
+                self._delete_ingested()
+            except Exception:  # the daemon boundary for this thread
+                log.exception("ingest round failed; retrying")
+                time.sleep(RESCAN_INTERVAL_S)
+
+    def scan(self) -> None:
+        """Notice logs that appeared without an event (startup, missed inotify)."""
+        try:
+            names = os.listdir(self.logs_dir)
+        except FileNotFoundError:
+            return
+        for name in names:
+            path = self.logs_dir / name
+            if name.endswith(LOG_SUFFIX) and path not in self.followers:
+                self.process(path)
+
+    def process_all(self, final: bool = False) -> None:
+        for path in list(self.followers):
+            self.process(path, final=final)
+
+    # -- one log ---------------------------------------------------------
+
+    def process(self, path: Path, final: bool = False) -> None:
+        follower = self.followers.get(path)
+        if follower is None:
+            if path in self._ignored or not path.name.endswith(LOG_SUFFIX):
+                return
+            try:
+                follower = self._open(path)
+            except FileNotFoundError:
+                return
+            except SessionLogError as e:
+                self._ignored.add(path)
+                log.error("%s; it is left out of the store", e)
+                return
+            if follower is None:
+                return
+            self.followers[path] = follower
+        if follower.finished:
+            return
+        self._read(follower, final)
+
+    def _open(self, path: Path) -> LogFollower | None:
+        start = read_start(path)
+        if start is None:
+            return None  # the tracker is still writing the start line
+        session = self.store.find(start.identity)
+        if session is None:
+            session = Session.new(
+                self.store.new_session_id(start.tag), start, path.name
+            )
+            self.store.submit(session)
+            log.info(
+                "session %s: %s -> %s@%s:%s on %s",
+                session.id,
+                session.bastion_user,
+                session.remote_user,
+                session.host,
+                session.port,
+                session.tty,
+            )
+        follower = LogFollower(
+            path=path,
+            session=session,
+            decoder=StraceDecoder(tty=start.tty),
+            builder=CommandBuilder(session.checkpoint),
+        )
+        if session.status == CLOSED:
+            follower.finished = True
+            self._closed.put(session)  # ingested before; only the file is left
+        elif session.checkpoint is not None:
+            follower.decoder.offset = session.checkpoint.offset
+        return follower
+
+    def _read(self, follower: LogFollower, final: bool) -> None:
+        try:
+            fd = os.open(follower.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            log.error(
+                "log %s vanished before session %s ended",
+                follower.path,
+                follower.session.id,
+            )
+            follower.finished = True
+            return
+        try:
+            budget = MAX_READ_PER_ROUND_BYTES
+            while budget > 0:
+                data = os.pread(fd, READ_CHUNK_BYTES, follower.decoder.offset)
+                if not data:
+                    break
+                budget -= len(data)
+                for event in follower.decoder.feed(data):
+                    self._apply(follower, event)
+                if follower.finished:
+                    break
+            if budget <= 0:
+                self.wake(follower.path)
+        finally:
+            os.close(fd)
+        if final and not follower.finished:
+            for event in follower.decoder.finish():
+                self._apply(follower, event)
+        self._submit(follower)
+
+    def _apply(self, follower: LogFollower, event: object) -> None:
+        if follower.finished:
+            return
+        for line in follower.builder.feed(event):  # type: ignore[arg-type]
+            seq = follower.session.command_count + 1
+            follower.pending_commands.append(
+                Command(follower.session.id, seq, iso(line.time), line.text)
+            )
+            follower.session = dataclasses.replace(
+                follower.session, command_count=seq, checkpoint=line.checkpoint
+            )
+        if not isinstance(event, Marker):
+            return
+        session = follower.session
+        if event.kind == "detach" and follower.detached_at is None:
+            follower.detached_at = event.time
+            log.warning(
+                "session %s: tracer detached (%s)",
+                session.id,
+                event.fields.get("reason", "no reason given"),
+            )
+        elif event.kind == "attach" and follower.detached_at is not None:
+            gap = (follower.detached_at, event.time)
+            follower.detached_at = None
+            if gap not in session.gaps:
+                follower.session = dataclasses.replace(
+                    session, gaps=session.gaps + (gap,)
+                )
+        elif event.kind == "end":
+            gaps = session.gaps
+            if (
+                follower.detached_at is not None
+                and (follower.detached_at, None) not in gaps
+            ):
+                gaps += ((follower.detached_at, None),)
+            follower.session = dataclasses.replace(
+                session,
+                status=CLOSED,
+                ended_at=event.time,
+                end_reason=str(event.fields.get("reason") or "ended"),
+                gaps=gaps,
+            )
+            follower.finished = True
+            junk = follower.decoder.stats.junk
+            self.junk_lines += junk
+            log.info(
+                "session %s closed: %s, %d commands%s",
+                session.id,
+                follower.session.end_reason,
+                follower.session.command_count,
+                f", {junk} unreadable log lines" if junk else "",
+            )
+
+    def _submit(self, follower: LogFollower) -> None:
+        commands, follower.pending_commands = follower.pending_commands, []
+        if commands or follower.session != self.store.find(follower.session.identity):
+            self.store.submit(follower.session, commands)
+
+    # -- retention -------------------------------------------------------
+
+    def _delete_ingested(self) -> None:
+        """Remove logs of closed sessions once the store has them durably."""
+        while True:
+            try:
+                session = self._closed.get_nowait()
+            except queue.Empty:
+                break
+            self._expiring[self.logs_dir / session.log] = session
+        now = time.time()
+        for path, session in list(self._expiring.items()):
+            if now - (session.ended_at or 0.0) < self.retention_s:
+                continue
+            del self._expiring[path]
+            follower = self.followers.get(path)
+            if follower is None or follower.session.identity != session.identity:
+                continue  # not this session's log (any more)
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            del self.followers[path]

@@ -1,0 +1,177 @@
+"""Sessions and commands: the records the store keeps, and their documents.
+
+This is the one place where TinyDB documents are built from records and read
+back. Times are epoch seconds in the records and UTC ISO 8601 with a `Z` in
+the documents, so that exports sort and compare as text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from agent import AgentError
+from parsers.terminal import Checkpoint
+from tracer.session_log import SessionStart
+from tracer.tags import parse_ssh_argv
+
+LIVE, CLOSED = "live", "closed"
+
+
+class RecordError(AgentError):
+    """A document or log line that does not describe a valid record."""
+
+
+def iso(t: float) -> str:
+    """Epoch seconds to `2026-11-28T10:53:00.123Z`."""
+    dt = datetime.fromtimestamp(t, tz=UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def parse_iso(text: str) -> float:
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except (ValueError, AttributeError) as e:
+        raise RecordError(f"not an ISO 8601 time: {text!r}") from e
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    id: str  # the tag, or tag~N when the tag was used before
+    tag: str
+    bastion_user: str
+    remote_user: str | None
+    host: str | None
+    port: int | None
+    ssh_pid: int
+    tty: str
+    started_at: float
+    ended_at: float | None = None
+    status: str = LIVE
+    end_reason: str | None = None
+    command_count: int = 0
+    gaps: tuple[tuple[float, float | None], ...] = ()
+    remote_command: str | None = None
+    # Private to the agent: which log feeds the session and where to resume.
+    log: str = ""
+    start_ticks: int = 0
+    checkpoint: Checkpoint | None = None
+
+    @classmethod
+    def new(cls, session_id: str, start: SessionStart, log: str) -> Session:
+        ssh = parse_ssh_argv(start.argv)
+        return cls(
+            id=session_id,
+            tag=start.tag,
+            bastion_user=start.user,
+            # ssh's default is the local user; ssh_config User lines are not read.
+            remote_user=ssh.remote_user or start.user,
+            host=ssh.host,
+            port=ssh.port or 22,
+            ssh_pid=start.ssh_pid,
+            tty=start.tty,
+            started_at=start.started_at,
+            remote_command=" ".join(ssh.command) or None,
+            log=log,
+            start_ticks=start.start_ticks,
+        )
+
+    @property
+    def identity(self) -> tuple[int, int]:
+        return self.ssh_pid, self.start_ticks
+
+    def to_document(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "tag": self.tag,
+            "bastion_user": self.bastion_user,
+            "remote_user": self.remote_user,
+            "host": self.host,
+            "port": self.port,
+            "ssh_pid": self.ssh_pid,
+            "tty": self.tty,
+            "started_at": iso(self.started_at),
+            "ended_at": iso(self.ended_at) if self.ended_at is not None else None,
+            "status": self.status,
+            "end_reason": self.end_reason,
+            "command_count": self.command_count,
+            "gaps": [[iso(a), iso(b) if b is not None else None] for a, b in self.gaps],
+            "remote_command": self.remote_command,
+            "_ingest": {
+                "log": self.log,
+                "start_ticks": self.start_ticks,
+                "checkpoint": (
+                    dataclasses.asdict(self.checkpoint) if self.checkpoint else None
+                ),
+            },
+        }
+
+    @classmethod
+    def from_document(cls, doc: Mapping[str, Any]) -> Session:
+        try:
+            ingest = doc.get("_ingest") or {}
+            cp = ingest.get("checkpoint")
+            ended = doc.get("ended_at")
+            return cls(
+                id=str(doc["id"]),
+                tag=str(doc["tag"]),
+                bastion_user=str(doc["bastion_user"]),
+                remote_user=doc.get("remote_user"),
+                host=doc.get("host"),
+                port=doc.get("port"),
+                ssh_pid=int(doc["ssh_pid"]),
+                tty=str(doc.get("tty") or ""),
+                started_at=parse_iso(doc["started_at"]),
+                ended_at=parse_iso(ended) if ended else None,
+                status=str(doc.get("status") or LIVE),
+                end_reason=doc.get("end_reason"),
+                command_count=int(doc.get("command_count") or 0),
+                gaps=tuple(
+                    (parse_iso(a), parse_iso(b) if b else None)
+                    for a, b in doc.get("gaps") or ()
+                ),
+                remote_command=doc.get("remote_command"),
+                log=str(ingest.get("log") or ""),
+                start_ticks=int(ingest.get("start_ticks") or 0),
+                checkpoint=Checkpoint(**cp) if cp else None,
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise RecordError(f"bad session document: {e}") from e
+
+    def public_fields(self) -> dict[str, Any]:
+        """The document without the agent's private bookkeeping."""
+        doc = self.to_document()
+        del doc["_ingest"]
+        return doc
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    session: str  # Session.id
+    seq: int  # 1, 2, 3 ... within the session
+    time: str  # when the shell accepted the line, iso(); kept as text so that
+    # reading a million of them back costs no date parsing
+    command: str
+
+    def to_document(self) -> dict[str, Any]:
+        return {
+            "session": self.session,
+            "seq": self.seq,
+            "time": self.time,
+            "command": self.command,
+        }
+
+    @classmethod
+    def from_document(cls, doc: Mapping[str, Any]) -> Command:
+        try:
+            return cls(
+                str(doc["session"]),
+                int(doc["seq"]),
+                str(doc["time"]),
+                str(doc["command"]),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise RecordError(f"bad command document: {e}") from e

@@ -1,0 +1,333 @@
+"""The audit store: TinyDB shards written whole and atomically, by one thread.
+
+Layout (DATA_DIR/store, root only):
+    00000001.json, 00000002.json, ...   TinyDB databases, tables `sessions`
+                                        and `commands`
+
+Only the newest shard is ever written. It is rewritten whole on each flush
+(write a temporary file, fsync, rename over the shard, fsync the directory),
+so a reader or a crash sees the previous version or the next, never a torn
+one. Once it holds SHARD_MAX_COMMANDS commands it is sealed and the next one
+begins, so the cost of a flush does not grow with the store.
+
+A session's document is written again into the newest shard whenever it
+changes; readers take the last one. It carries the ingest checkpoint (where
+in its log to resume), so the commands and the offset that produced them land
+in the same atomic write: after a crash the agent resumes from the checkpoint
+and stores every command exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tinydb import TinyDB
+from tinydb.storages import Storage
+
+from agent import AgentError
+from agent.records import Command, RecordError, Session
+
+log = logging.getLogger(__name__)
+
+SHARD_MAX_COMMANDS = 20_000
+SHARD_RE = re.compile(r"(\d{8})\.json")
+SESSIONS, COMMANDS = "sessions", "commands"
+
+
+class StoreError(AgentError):
+    """The store directory or one of its shards cannot be used."""
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` so that it is whole, durable, or untouched."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dir_fd)  # the rename itself must survive a power cut
+    finally:
+        os.close(dir_fd)
+
+
+class AtomicJSONStorage(Storage):
+    """TinyDB storage kept in memory and written whole only on flush().
+
+    TinyDB's JSONStorage truncates and rewrites the file in place on every
+    write: a crash in between loses the database. Here TinyDB's writes only
+    touch memory, and flush() replaces the file atomically.
+    """
+
+    def __init__(self, path: Path, data: dict[str, Any] | None = None) -> None:
+        self.path = path
+        self._data: dict[str, Any] = data if data is not None else {}
+        self.dirty = data is None
+
+    def read(self) -> dict[str, Any]:
+        return self._data
+
+    def write(self, data: dict[str, Any]) -> None:
+        self._data = data
+        self.dirty = True
+
+    def flush(self) -> None:
+        if self.dirty:
+            text = json.dumps(self._data, ensure_ascii=False, separators=(",", ":"))
+            write_atomic(self.path, text.encode("utf-8"))
+            self.dirty = False
+
+    def close(self) -> None:
+        pass
+
+
+def list_shards(store_dir: Path) -> list[Path]:
+    """Shard files in write order."""
+    try:
+        names = os.listdir(store_dir)
+    except FileNotFoundError:
+        return []
+    return [store_dir / n for n in sorted(names) if SHARD_RE.fullmatch(n)]
+
+
+def read_shard(path: Path) -> dict[str, dict[str, Any]]:
+    """The tables of one shard; StoreError names the shard if it is unusable."""
+    try:
+        with open(path, "rb") as f:
+            data = json.load(f)
+    except OSError as e:
+        raise StoreError(f"cannot read shard {path}: {e.strerror}") from e
+    except (ValueError, UnicodeDecodeError) as e:
+        raise StoreError(f"corrupt shard {path}: not JSON ({e})") from e
+    if not isinstance(data, dict) or not all(
+        isinstance(t, dict) for t in data.values()
+    ):
+        raise StoreError(f"corrupt shard {path}: not a TinyDB database")
+    return data
+
+
+def iter_sessions(tables: dict[str, dict[str, Any]], path: Path) -> Iterator[Session]:
+    for doc in tables.get(SESSIONS, {}).values():
+        try:
+            yield Session.from_document(doc)
+        except RecordError as e:
+            raise StoreError(f"corrupt shard {path}: {e}") from e
+
+
+@dataclass
+class _Pending:
+    session: Session
+    commands: list[Command] = field(default_factory=list)
+
+
+class Store:
+    """The agent's writer: batches session updates, flushes them atomically."""
+
+    def __init__(
+        self,
+        store_dir: Path,
+        flush_interval_s: float,
+        on_flushed: Callable[[list[Session]], None] | None = None,
+    ) -> None:
+        self.store_dir = store_dir
+        self.flush_interval_s = flush_interval_s
+        self.on_flushed = on_flushed
+        self.quarantine_dir = store_dir.parent / "quarantine"
+        self._lock = threading.Lock()
+        self._pending: dict[str, _Pending] = {}
+        self._sessions: dict[str, Session] = {}  # newest state, flushed or not
+        self._by_identity: dict[tuple[int, int], str] = {}
+        self._db: TinyDB | None = None
+        self._storage: AtomicJSONStorage | None = None
+        self._doc_ids: dict[str, int] = {}  # session id -> doc id in the newest shard
+        self._shard_commands = 0
+        self._next_shard = 1
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.flush_errors = 0
+        self.flushed_at: float | None = None
+
+    # -- lifecycle -------------------------------------------------------
+
+    def open(self) -> None:
+        """Load every shard's sessions; quarantine the ones that are unusable."""
+        self.store_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.store_dir, 0o700)
+        shards = list_shards(self.store_dir)
+        newest: tuple[Path, dict[str, dict[str, Any]]] | None = None
+        for path in shards:
+            self._next_shard = int(path.stem) + 1
+            try:
+                tables = read_shard(path)
+                sessions = list(iter_sessions(tables, path))
+            except StoreError as e:
+                self._quarantine(path, str(e))
+                newest = None
+                continue
+            for session in sessions:
+                self._remember(session)
+            newest = (path, tables)
+        if newest is not None:
+            path, tables = newest
+            if len(tables.get(COMMANDS, {})) < SHARD_MAX_COMMANDS:
+                self._use_shard(path, tables)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self._run, name="store-writer", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Flush what is pending and stop the writer thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self.flush()
+
+    def __enter__(self) -> Store:
+        self.open()
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- what the ingest asks --------------------------------------------
+
+    def find(self, identity: tuple[int, int]) -> Session | None:
+        with self._lock:
+            sid = self._by_identity.get(identity)
+            return self._sessions.get(sid) if sid else None
+
+    def sessions(self) -> list[Session]:
+        with self._lock:
+            return list(self._sessions.values())
+
+    def new_session_id(self, tag: str) -> str:
+        """The tag itself, or `tag~N` when an earlier session used the tag."""
+        with self._lock:
+            sid, n = tag, 1
+            while sid in self._sessions:
+                n += 1
+                sid = f"{tag}~{n}"
+            return sid
+
+    def submit(
+        self, session: Session, commands: list[Command] | tuple[Command, ...] = ()
+    ) -> None:
+        """Queue a session's new state and the commands that led to it."""
+        with self._lock:
+            pending = self._pending.get(session.id)
+            if pending is None:
+                pending = self._pending[session.id] = _Pending(session)
+            pending.session = session
+            pending.commands.extend(commands)
+            self._remember(session)
+
+    @property
+    def pending_count(self) -> int:
+        with self._lock:
+            return sum(len(p.commands) for p in self._pending.values())
+
+    # -- writing ---------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.flush_interval_s):
+            try:
+                self.flush()
+            except OSError as e:
+                self.flush_errors += 1
+                log.error("cannot write store shard in %s: %s", self.store_dir, e)
+
+    def flush(self) -> None:
+        """Write every pending update to the newest shard in one atomic write."""
+        with self._lock:
+            batch, self._pending = self._pending, {}
+        if not batch:
+            return
+        try:
+            self._write(batch)
+        except BaseException:
+            self._reload_newest()  # memory must not keep what the disk lacks
+            with self._lock:  # keep the batch (and anything newer) for a retry
+                for sid, pending in batch.items():
+                    newer = self._pending.get(sid)
+                    if newer is not None:
+                        pending.commands.extend(newer.commands)
+                        pending.session = newer.session
+                    self._pending[sid] = pending
+            raise
+        self.flushed_at = time.time()
+        if self.on_flushed is not None:
+            self.on_flushed([p.session for p in batch.values()])
+
+    def _write(self, batch: dict[str, _Pending]) -> None:
+        if self._db is None or self._shard_commands >= SHARD_MAX_COMMANDS:
+            self._new_shard()
+        assert self._db is not None and self._storage is not None
+        sessions = self._db.table(SESSIONS)
+        new_docs: list[dict[str, Any]] = []
+        for sid, pending in batch.items():
+            doc = pending.session.to_document()
+            doc_id = self._doc_ids.get(sid)
+            if doc_id is None:
+                self._doc_ids[sid] = sessions.insert(doc)
+            else:
+                # Every document carries every key, so this merge replaces it.
+                sessions.update(doc, doc_ids=[doc_id])
+            new_docs.extend(c.to_document() for c in pending.commands)
+        if new_docs:
+            self._db.table(COMMANDS).insert_multiple(new_docs)
+            self._shard_commands += len(new_docs)
+        self._storage.flush()
+
+    def _reload_newest(self) -> None:
+        if self._storage is None:
+            return
+        path = self._storage.path
+        try:
+            self._use_shard(path, read_shard(path) if path.exists() else None)
+        except StoreError:
+            self._db = self._storage = None
+
+    def _new_shard(self) -> None:
+        path = self.store_dir / f"{self._next_shard:08d}.json"
+        self._next_shard += 1
+        self._use_shard(path, None)
+
+    def _use_shard(self, path: Path, tables: dict[str, dict[str, Any]] | None) -> None:
+        self._db = TinyDB(path, storage=AtomicJSONStorage, data=tables)
+        self._storage = self._db.storage  # type: ignore[assignment]
+        self._doc_ids = {}
+        self._shard_commands = 0
+        if tables is not None:
+            for doc_id, doc in tables.get(SESSIONS, {}).items():
+                self._doc_ids[str(doc.get("id"))] = int(doc_id)
+            self._shard_commands = len(tables.get(COMMANDS, {}))
+
+    def _remember(self, session: Session) -> None:
+        self._sessions[session.id] = session
+        self._by_identity[session.identity] = session.id
+
+    def _quarantine(self, path: Path, why: str) -> None:
+        self.quarantine_dir.mkdir(mode=0o700, exist_ok=True)
+        target = self.quarantine_dir / f"{path.name}.{int(time.time())}"
+        os.replace(path, target)
+        log.error("%s; moved it to %s and carry on without it", why, target)
