@@ -1,0 +1,52 @@
+# bastion-audit: the two commands a newcomer needs (README), and a few more.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DATA_DIR ?= /var/lib/bastion-audit
+PYTEST_ARGS ?=
+
+APT_RUN := strace openssh-client
+APT_TEST := openssh-server sshpass sudo
+
+.PHONY: run test demo deps-run deps-test venv venv-test lint clean
+
+## make run: install what is missing, then run the agent in the foreground.
+run: deps-run venv
+	$(BIN)/audit-agent run --data-dir $(DATA_DIR)
+
+## make test: install the test needs too, then run the whole suite.
+test: deps-run deps-test venv-test
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## make demo: the agent, a throwaway sshd, a scripted tagged session, audit-tail.
+demo: deps-run deps-test venv-test
+	$(BIN)/python -m scripts.demo
+
+deps-run:
+	@scripts/ensure-packages.sh $(APT_RUN)
+	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || scripts/ensure-packages.sh python3-venv
+
+deps-test:
+	@scripts/ensure-packages.sh $(APT_TEST)
+
+venv: $(VENV)/.installed
+venv-test: $(VENV)/.installed-test
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+lint: venv-test
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/ruff check agent tracer parsers tests bench scripts
+	$(BIN)/mypy agent tracer parsers
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

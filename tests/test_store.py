@@ -1,0 +1,189 @@
+"""The store on a real filesystem: atomic shards, resume state, readers."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from agent import store as store_module
+from agent.reader import StoreFollower, load
+from agent.records import CLOSED, Command, Session, iso
+from agent.store import Store, list_shards
+from parsers.terminal import Checkpoint
+from tracer.session_log import SessionStart
+
+
+def make_session(sid: str = "t1", pid: int = 100, ticks: int = 5) -> Session:
+    start = SessionStart(
+        tag=sid.split("~")[0],
+        ssh_pid=pid,
+        start_ticks=ticks,
+        started_at=1_800_000_000.0,
+        uid=1000,
+        user="alice",
+        tty="/dev/pts/3",
+        argv=("ssh", "-p", "2200", "bob@db1"),
+    )
+    return Session.new(sid, start, f"{sid}.strace")
+
+
+def commands(session: Session, first: int, count: int) -> list[Command]:
+    return [
+        Command(session.id, n, iso(1_800_000_000.0 + n), f"cmd {n}")
+        for n in range(first, first + count)
+    ]
+
+
+def cp(offset: int) -> Checkpoint:
+    return Checkpoint(
+        offset=offset, skip=3, rows=24, cols=80, readline=True, prompt="$ "
+    )
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+def open_store(data_dir: Path) -> Store:
+    store = Store(data_dir / "store", flush_interval_s=0.05)
+    store.open()
+    return store
+
+
+def test_flush_writes_one_whole_shard_and_resume_state(data_dir: Path) -> None:
+    store = open_store(data_dir)
+    session = make_session()
+    store.submit(session)
+    state = session
+    for first in (1, 4):
+        state = dataclasses.replace(
+            state, command_count=first + 2, checkpoint=cp(first * 100)
+        )
+        store.submit(state, commands(session, first, 3))
+    store.flush()
+    (shard,) = list_shards(data_dir / "store")
+    assert not list((data_dir / "store").glob("*.tmp"))
+    assert oct(os.stat(shard).st_mode & 0o777) == "0o600"
+    tables = json.loads(shard.read_text())
+    assert len(tables["sessions"]) == 1 and len(tables["commands"]) == 6
+
+    reopened = open_store(data_dir)
+    again = reopened.find(session.identity)
+    assert again is not None
+    assert again.command_count == 6 and again.checkpoint == cp(400)
+    assert [c.command for c in load(data_dir).commands] == [
+        f"cmd {n}" for n in range(1, 7)
+    ]
+
+
+def test_a_reused_tag_gets_its_own_id(data_dir: Path) -> None:
+    store = open_store(data_dir)
+    store.submit(make_session("t1", pid=1))
+    store.flush()
+    reopened = open_store(data_dir)
+    assert reopened.new_session_id("t1") == "t1~2"
+    reopened.submit(make_session("t1~2", pid=2))
+    assert reopened.new_session_id("t1") == "t1~3"
+
+
+def test_shards_roll_over_and_readers_merge_them(data_dir: Path, monkeypatch) -> None:
+    monkeypatch.setattr(store_module, "SHARD_MAX_COMMANDS", 10)
+    store = open_store(data_dir)
+    session = make_session()
+    seq = 0
+    for _ in range(5):
+        batch = commands(session, seq + 1, 4)
+        seq += 4
+        session = dataclasses.replace(session, command_count=seq)
+        store.submit(session, batch)
+        store.flush()
+    shards = list_shards(data_dir / "store")
+    assert len(shards) == 2  # 12 commands sealed the first; the second holds 8
+    snapshot = load(data_dir)
+    assert [c.seq for c in snapshot.commands] == list(range(1, 21))
+    assert snapshot.sessions["t1"].command_count == 20  # the newest document wins
+
+
+def test_corrupt_shard_is_quarantined_and_named_by_readers(data_dir: Path) -> None:
+    store = open_store(data_dir)
+    store.submit(
+        make_session("good", pid=1), commands(make_session("good", pid=1), 1, 2)
+    )
+    store.flush()
+    bad = data_dir / "store" / "00000002.json"
+    bad.write_bytes(b'{"sessions": {"1": {"id": "half')  # truncated by hand
+    snapshot = load(data_dir)
+    assert [c.command for c in snapshot.commands] == ["cmd 1", "cmd 2"]
+    assert len(snapshot.errors) == 1 and "00000002.json" in snapshot.errors[0]
+
+    reopened = open_store(data_dir)  # the agent moves it aside and goes on
+    assert not bad.exists()
+    assert len(list((data_dir / "quarantine").iterdir())) == 1
+    reopened.submit(
+        make_session("next", pid=2), commands(make_session("next", pid=2), 1, 1)
+    )
+    reopened.flush()
+    assert [c.session for c in load(data_dir).commands] == ["good", "good", "next"]
+
+
+def test_follower_returns_each_command_once(data_dir: Path) -> None:
+    store = open_store(data_dir)
+    session = make_session()
+    follower = StoreFollower(data_dir)
+    assert follower.poll() == []
+    store.submit(session, commands(session, 1, 2))
+    store.flush()
+    assert [c.seq for c in follower.poll()] == [1, 2]
+    assert follower.poll() == []
+    store.submit(session, commands(session, 3, 1))
+    store.flush()
+    assert [c.seq for c in follower.poll()] == [3]
+    assert follower.sessions["t1"].host == "db1"
+
+
+def test_readers_never_see_a_torn_shard_while_the_agent_writes(data_dir: Path) -> None:
+    store = open_store(data_dir)
+    store.start()
+    stop = threading.Event()
+    session = make_session()
+
+    def write() -> None:
+        n = 0
+        while not stop.is_set() and n < 3000:
+            store.submit(session, commands(session, n + 1, 10))
+            n += 10
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    seen_errors = []
+    for _ in range(200):
+        snapshot = load(data_dir)
+        seen_errors.extend(snapshot.errors)
+        seqs = [c.seq for c in snapshot.commands]
+        assert seqs == list(range(1, len(seqs) + 1))
+    stop.set()
+    writer.join()
+    store.stop()
+    assert seen_errors == []
+    assert len(load(data_dir).commands) == 3000
+
+
+def test_closed_session_round_trips(data_dir: Path) -> None:
+    session = dataclasses.replace(
+        make_session(),
+        status=CLOSED,
+        ended_at=1_800_000_100.5,
+        end_reason="ssh exited with 0",
+        gaps=((1_800_000_010.0, 1_800_000_020.0),),
+    )
+    assert Session.from_document(session.to_document()) == dataclasses.replace(
+        session, started_at=1_800_000_000.0
+    )
+    public = session.public_fields()
+    assert "_ingest" not in public and public["ended_at"] == "2027-01-15T08:01:40.500Z"
