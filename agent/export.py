@@ -13,7 +13,7 @@ from typing import IO, Any
 
 from agent.cli import ExitStatus, Filter, add_reading_options, run_cli
 from agent.reader import Snapshot, load
-from agent.records import Session
+from agent.records import Command, Session
 
 PROG = "audit-export"
 
@@ -35,37 +35,74 @@ def session_fields(session: Session) -> dict[str, Any]:
     }
 
 
-def select(snapshot: Snapshot, selection: Filter) -> Iterator[dict[str, Any]]:
-    """Flat command records (README: export fields), in the order stored."""
-    fields: dict[str, dict[str, Any]] = {}
+def select(
+    snapshot: Snapshot, selection: Filter
+) -> Iterator[tuple[Command, Session | None]]:
+    """The selected commands with their sessions, in the order stored."""
     for command in snapshot.commands:
         session = snapshot.sessions.get(command.session)
-        if not selection.command_matches(command, session):
-            continue
-        record: dict[str, Any] = {
-            "session": command.session,
-            "seq": command.seq,
-            "time": command.time,
-            "command": command.command,
-        }
+        if selection.command_matches(command, session):
+            yield command, session
+
+
+def flat_record(command: Command, session: Session | None) -> dict[str, Any]:
+    """One exported command with its session's fields (README: export fields)."""
+    record: dict[str, Any] = {
+        "session": command.session,
+        "seq": command.seq,
+        "time": command.time,
+        "command": command.command,
+    }
+    if session is not None:
+        record.update(session_fields(session))
+    return record
+
+
+class JsonRecords:
+    """flat_record() as JSON text, fast enough for a million records.
+
+    The session's fields are encoded once per session and the command's four
+    by hand; the text is exactly what json.dumps(flat_record(...),
+    ensure_ascii=False) gives, at a third of the cost.
+    """
+
+    def __init__(self) -> None:
+        self._tails: dict[str, str] = {}
+
+    def text(self, command: Command, session: Session | None) -> str:
+        tail = "}"
         if session is not None:
-            if session.id not in fields:
-                fields[session.id] = session_fields(session)
-            record.update(fields[session.id])
-        yield record
+            tail = self._tails.get(session.id) or self._tail(session)
+        return (
+            f'{{"session": {_string(command.session)}, "seq": {command.seq}, '
+            f'"time": {_string(command.time)}, "command": {_string(command.command)}'
+            f"{tail}"
+        )
+
+    def _tail(self, session: Session) -> str:
+        tail = self._tails[session.id] = (
+            ", " + _ENCODER.encode(session_fields(session))[1:]
+        )
+        return tail
 
 
-def write_records(records: Iterator[dict[str, Any]], out: IO[str], fmt: str) -> int:
+_ENCODER = json.JSONEncoder(ensure_ascii=False)
+_string = json.encoder.encode_basestring
+
+
+def write_records(
+    rows: Iterator[tuple[Command, Session | None]], out: IO[str], fmt: str
+) -> int:
+    text = JsonRecords().text
     count = 0
     if fmt == "jsonl":
-        for record in records:
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+        for command, session in rows:
+            out.write(text(command, session) + "\n")
             count += 1
         return count
     out.write("[")
-    for record in records:
-        out.write(",\n  " if count else "\n  ")
-        out.write(json.dumps(record, ensure_ascii=False))
+    for command, session in rows:
+        out.write((",\n  " if count else "\n  ") + text(command, session))
         count += 1
     out.write("\n]\n" if count else "]\n")
     return count
@@ -107,7 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     return run_cli(PROG, body)
 
 
-def _write_file(path: Path, records: Iterator[dict[str, Any]], fmt: str) -> None:
+Rows = Iterator[tuple[Command, Session | None]]
+
+
+def _write_file(path: Path, records: Rows, fmt: str) -> None:
     """Write to a temporary file beside `path`, then rename: never half a file."""
     directory = path.parent if str(path.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)

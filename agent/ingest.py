@@ -21,9 +21,10 @@ from pathlib import Path
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+from agent.quarantine import quarantine
 from agent.records import CLOSED, Command, Session, iso
 from agent.store import Store
-from parsers.events import Marker
+from parsers.events import Event, Marker
 from parsers.strace_lines import StraceDecoder
 from parsers.terminal import CommandBuilder
 from tracer.session_log import SessionLogError, read_start
@@ -44,7 +45,8 @@ class LogFollower:
     session: Session
     decoder: StraceDecoder
     builder: CommandBuilder
-    detached_at: float | None = None
+    inode: int = 0
+    gap_since: float | None = None  # bytes may be missing from here on
     finished: bool = False
     pending_commands: list[Command] = field(default_factory=list)
 
@@ -76,6 +78,7 @@ class Ingest:
         self._stop = threading.Event()
         self._closed: queue.Queue[Session] = queue.Queue()
         self._expiring: dict[Path, Session] = {}  # closed, durable, log kept
+        self.quarantine_dir = logs_dir.parent / "quarantine"
         self._observer: Observer | None = None  # type: ignore[valid-type]
         self._thread: threading.Thread | None = None
         self.junk_lines = 0
@@ -170,7 +173,8 @@ class Ingest:
                 return
             except SessionLogError as e:
                 self._ignored.add(path)
-                log.error("%s; it is left out of the store", e)
+                where = self._keep(path, move=True)
+                log.error("%s; moved it to %s, left out of the store", e, where)
                 return
             if follower is None:
                 return
@@ -180,6 +184,7 @@ class Ingest:
         self._read(follower, final)
 
     def _open(self, path: Path) -> LogFollower | None:
+        inode = os.stat(path).st_ino
         start = read_start(path)
         if start is None:
             return None  # the tracker is still writing the start line
@@ -203,6 +208,7 @@ class Ingest:
             session=session,
             decoder=StraceDecoder(tty=start.tty),
             builder=CommandBuilder(session.checkpoint),
+            inode=inode,
         )
         if session.status == CLOSED:
             follower.finished = True
@@ -215,14 +221,12 @@ class Ingest:
         try:
             fd = os.open(follower.path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
-            log.error(
-                "log %s vanished before session %s ended",
-                follower.path,
-                follower.session.id,
-            )
-            follower.finished = True
+            self._lost(follower, "its log was removed under the agent")
             return
         try:
+            st = os.fstat(fd)
+            if st.st_ino != follower.inode or st.st_size < follower.decoder.offset:
+                self._changed_under_us(follower, st.st_ino, st.st_size)
             budget = MAX_READ_PER_ROUND_BYTES
             while budget > 0:
                 data = os.pread(fd, READ_CHUNK_BYTES, follower.decoder.offset)
@@ -242,10 +246,53 @@ class Ingest:
                 self._apply(follower, event)
         self._submit(follower)
 
-    def _apply(self, follower: LogFollower, event: object) -> None:
+    def _changed_under_us(self, follower: LogFollower, inode: int, size: int) -> None:
+        """The log was truncated or replaced: it is no longer what we read.
+
+        What was stored stays; a copy of what is there now goes to quarantine;
+        a gap opens on the session, and reading goes on from the file's end.
+        """
+        how = "replaced" if inode != follower.inode else "truncated"
+        target = self._keep(follower.path, move=False)
+        log.error(
+            "session %s: log %s was %s under the agent; kept a copy at %s, "
+            "marked a gap, reading on from its end",
+            follower.session.id,
+            follower.path,
+            how,
+            target,
+        )
+        follower.inode = inode
+        follower.decoder = StraceDecoder(tty=follower.decoder.tty, offset=size)
+        follower.builder.lose_track()
+        follower.gap_since = follower.gap_since or time.time()
+
+    def _keep(self, path: Path, move: bool) -> str:
+        """Quarantine `path`; where it went, for the one log line."""
+        try:
+            return str(quarantine(path, self.quarantine_dir, move=move))
+        except OSError as e:
+            return f"nowhere ({e.strerror})"
+
+    def _lost(self, follower: LogFollower, why: str) -> None:
+        """Nothing more can be read for this session: close it, saying why."""
+        now = time.time()
+        session = follower.session
+        log.error("session %s: %s; closing it", session.id, why)
+        follower.session = dataclasses.replace(
+            session,
+            status=CLOSED,
+            ended_at=now,
+            end_reason=why,
+            gaps=session.gaps + ((follower.gap_since or now, None),),
+        )
+        follower.finished = True
+        self._submit(follower)
+
+    def _apply(self, follower: LogFollower, event: Event) -> None:
         if follower.finished:
             return
-        for line in follower.builder.feed(event):  # type: ignore[arg-type]
+        for line in follower.builder.feed(event):
             seq = follower.session.command_count + 1
             follower.pending_commands.append(
                 Command(follower.session.id, seq, iso(line.time), line.text)
@@ -253,46 +300,50 @@ class Ingest:
             follower.session = dataclasses.replace(
                 follower.session, command_count=seq, checkpoint=line.checkpoint
             )
-        if not isinstance(event, Marker):
-            return
         session = follower.session
-        if event.kind == "detach" and follower.detached_at is None:
-            follower.detached_at = event.time
-            log.warning(
-                "session %s: tracer detached (%s)",
-                session.id,
-                event.fields.get("reason", "no reason given"),
-            )
-        elif event.kind == "attach" and follower.detached_at is not None:
-            gap = (follower.detached_at, event.time)
-            follower.detached_at = None
+        if isinstance(event, Marker) and event.kind == "detach":
+            if follower.gap_since is None:
+                follower.gap_since = event.time
+                reason = event.fields.get("reason", "no reason given")
+                log.warning("session %s: tracer detached (%s)", session.id, reason)
+            return
+        if follower.gap_since is not None:
+            # The first thing seen after a gap closes it: a re-attach, or data.
+            gap = (follower.gap_since, event.time)
+            follower.gap_since = None
             if gap not in session.gaps:
-                follower.session = dataclasses.replace(
+                session = follower.session = dataclasses.replace(
                     session, gaps=session.gaps + (gap,)
                 )
-        elif event.kind == "end":
-            gaps = session.gaps
-            if (
-                follower.detached_at is not None
-                and (follower.detached_at, None) not in gaps
-            ):
-                gaps += ((follower.detached_at, None),)
-            follower.session = dataclasses.replace(
-                session,
-                status=CLOSED,
-                ended_at=event.time,
-                end_reason=str(event.fields.get("reason") or "ended"),
-                gaps=gaps,
-            )
-            follower.finished = True
-            junk = follower.decoder.stats.junk
+        if isinstance(event, Marker) and event.kind == "end":
+            self._close(follower, event)
+
+    def _close(self, follower: LogFollower, end: Marker) -> None:
+        follower.session = dataclasses.replace(
+            follower.session,
+            status=CLOSED,
+            ended_at=end.time,
+            end_reason=str(end.fields.get("reason") or "ended"),
+        )
+        follower.finished = True
+        session = follower.session
+        junk = follower.decoder.stats.junk
+        log.info(
+            "session %s closed: %s, %d commands",
+            session.id,
+            session.end_reason,
+            session.command_count,
+        )
+        if junk:
             self.junk_lines += junk
-            log.info(
-                "session %s closed: %s, %d commands%s",
+            where = self._keep(follower.path, move=False)
+            log.error(
+                "session %s: %d unreadable lines in %s (last: %r); kept a copy at %s",
                 session.id,
-                follower.session.end_reason,
-                follower.session.command_count,
-                f", {junk} unreadable log lines" if junk else "",
+                junk,
+                follower.path,
+                follower.decoder.stats.last_junk[:80],
+                where,
             )
 
     def _submit(self, follower: LogFollower) -> None:

@@ -46,7 +46,7 @@ def _commands(
     for doc_id, doc in tables.get(COMMANDS, {}).items():
         try:
             yield int(doc_id), Command.from_document(doc)
-        except (RecordError, ValueError) as e:
+        except (RecordError, ValueError) as e:  # ValueError: a doc id not a number
             raise StoreError(f"corrupt shard {path}: {e}") from e
 
 
@@ -57,9 +57,8 @@ def load(data_dir: Path) -> Snapshot:
         try:
             tables = read_shard(path)
             sessions = list(iter_sessions(tables, path))
-            commands = [
-                c for _, c in sorted(_commands(tables, path), key=lambda p: p[0])
-            ]
+            # TinyDB writes a table in insertion order, which is ours.
+            commands = [c for _, c in _commands(tables, path)]
         except StoreError as e:
             snapshot.errors.append(str(e))
             continue
@@ -100,7 +99,7 @@ class StoreFollower:
             try:
                 tables = read_shard(path)
                 sessions = list(iter_sessions(tables, path))
-                commands = sorted(_commands(tables, path), key=lambda p: p[0])
+                commands = list(_commands(tables, path))
             except StoreError as e:
                 if state.signature is None or str(e) not in self.errors:
                     self.errors.append(str(e))

@@ -166,12 +166,18 @@ class Command:
 
     @classmethod
     def from_document(cls, doc: Mapping[str, Any]) -> Command:
+        # Checked, not converted: this runs once per command on every export.
         try:
-            return cls(
-                str(doc["session"]),
-                int(doc["seq"]),
-                str(doc["time"]),
-                str(doc["command"]),
+            session, seq, time, command = (
+                doc["session"],
+                doc["seq"],
+                doc["time"],
+                doc["command"],
             )
-        except (KeyError, TypeError, ValueError) as e:
-            raise RecordError(f"bad command document: {e}") from e
+        except (KeyError, TypeError) as e:
+            raise RecordError(f"bad command document: missing {e}") from e
+        if type(seq) is not int or not (
+            type(session) is str and type(time) is str and type(command) is str
+        ):
+            raise RecordError(f"bad command document: wrong types in {doc!r:.200}")
+        return cls(session, seq, time, command)

@@ -34,11 +34,12 @@ from tinydb import TinyDB
 from tinydb.storages import Storage
 
 from agent import AgentError
+from agent.quarantine import quarantine
 from agent.records import Command, RecordError, Session
 
 log = logging.getLogger(__name__)
 
-SHARD_MAX_COMMANDS = 20_000
+SHARD_MAX_COMMANDS = 2_000
 SHARD_RE = re.compile(r"(\d{8})\.json")
 SESSIONS, COMMANDS = "sessions", "commands"
 
@@ -327,7 +328,5 @@ class Store:
         self._by_identity[session.identity] = session.id
 
     def _quarantine(self, path: Path, why: str) -> None:
-        self.quarantine_dir.mkdir(mode=0o700, exist_ok=True)
-        target = self.quarantine_dir / f"{path.name}.{int(time.time())}"
-        os.replace(path, target)
+        target = quarantine(path, self.quarantine_dir, move=True)
         log.error("%s; moved it to %s and carry on without it", why, target)

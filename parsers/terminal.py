@@ -130,7 +130,7 @@ class CommandBuilder:
                 self.screen.resize(event.rows, event.cols)
             return []
         if event.kind in ("attach", "detach"):
-            self._lose_track()
+            self.lose_track()
         elif event.kind == "end" and self.ended is None:
             self.ended = event
         return []
@@ -320,8 +320,14 @@ class CommandBuilder:
         last_lf = tail.rfind(b"\n")
         self.stream.feed(tail[last_lf + 1 :])
 
-    def _lose_track(self) -> None:
-        """The tracer detached or re-attached: bytes may be missing."""
+    def lose_track(self) -> None:
+        """Bytes may be missing from here on (a tracer detached, a log changed).
+
+        The prompt of the line being typed may have been drawn while nobody
+        watched, so readline's markers cannot be waited for: fall back on Enter
+        keys until the shell shows the next marker.
+        """
+        self.readline = False
         self.editing = False
         self.pending_enters = 0
         self.carry = b""

@@ -214,3 +214,24 @@ def test_config_layers_and_errors(tmp_path: Path) -> None:
             load_config(config)
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_config(tmp_path / "missing.toml")
+
+
+def test_fast_json_text_is_exactly_json_dumps() -> None:
+    from agent.export import JsonRecords, flat_record
+
+    session = make_session("s1")
+    records = JsonRecords()
+    for text in [
+        'echo "}, {"',
+        "tab\there",
+        "esc \x1b[31m",
+        "中文 ✓",
+        "back\\slash",
+        "\u2028",
+        "",
+    ]:
+        command = Command("s1", 7, "2027-01-15T08:00:10.000Z", text)
+        for s in (session, None):
+            assert records.text(command, s) == json.dumps(
+                flat_record(command, s), ensure_ascii=False
+            )

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -150,24 +151,23 @@ def test_follower_returns_each_command_once(data_dir: Path) -> None:
 def test_readers_never_see_a_torn_shard_while_the_agent_writes(data_dir: Path) -> None:
     store = open_store(data_dir)
     store.start()
-    stop = threading.Event()
     session = make_session()
 
     def write() -> None:
-        n = 0
-        while not stop.is_set() and n < 3000:
+        for n in range(0, 3000, 10):
             store.submit(session, commands(session, n + 1, 10))
-            n += 10
+            time.sleep(0.001)
 
     writer = threading.Thread(target=write)
     writer.start()
     seen_errors = []
-    for _ in range(200):
+    reads = 0
+    while writer.is_alive() or reads < 50:
         snapshot = load(data_dir)
         seen_errors.extend(snapshot.errors)
         seqs = [c.seq for c in snapshot.commands]
         assert seqs == list(range(1, len(seqs) + 1))
-    stop.set()
+        reads += 1
     writer.join()
     store.stop()
     assert seen_errors == []

@@ -1,0 +1,128 @@
+"""Store growth: ingest cost per command and export time at 10k, 100k, 1M commands.
+
+Synthetic sessions and commands go through the real store code (Store.submit,
+the writer's atomic flushes, shard roll-over), then the real export path
+(reader.load, export.select, export.write_records) writes JSON to /dev/null.
+Everything is measured side by side in one run; the ratios are what to read.
+
+    .venv/bin/python -m bench.store_bench [--sizes 10000,100000,1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from agent.cli import Filter
+from agent.export import select, write_records
+from agent.reader import load
+from agent.records import Command, Session, iso
+from agent.store import Store
+from parsers.terminal import Checkpoint
+from tracer.session_log import SessionStart
+
+COMMANDS_PER_SESSION = 1000
+BATCH = 50  # commands handed to the store between two flushes
+
+
+def session(n: int) -> Session:
+    start = SessionStart(
+        tag=f"bench{n}",
+        ssh_pid=10_000 + n,
+        start_ticks=n,
+        started_at=1_800_000_000.0 + n,
+        uid=1000,
+        user="alice",
+        tty="/dev/pts/3",
+        argv=("ssh", "bob@db1"),
+    )
+    return Session.new(f"bench{n}", start, f"bench{n}.strace")
+
+
+def fill(data_dir: Path, total: int) -> tuple[float, float, float]:
+    """Write `total` commands; seconds per command in the first and last 10%, total s."""
+    store = Store(data_dir / "store", flush_interval_s=1.0)
+    store.open()
+    written = 0
+    marks: list[tuple[int, float]] = []
+    t0 = time.perf_counter()
+    sid = 0
+    while written < total:
+        s = session(sid)
+        for first in range(1, COMMANDS_PER_SESSION + 1, BATCH):
+            count = min(BATCH, total - written, COMMANDS_PER_SESSION - first + 1)
+            if count <= 0:
+                break
+            cmds = [
+                Command(
+                    s.id,
+                    first + i,
+                    iso(1_800_000_000.0 + written + i),
+                    f"ls -l /srv/data/{written + i} | grep -v tmp",
+                )
+                for i in range(count)
+            ]
+            s = dataclasses.replace(
+                s,
+                command_count=first + count - 1,
+                checkpoint=Checkpoint(written * 80, 0, 24, 80, True, "$ "),
+            )
+            store.submit(s, cmds)
+            store.flush()
+            written += count
+            marks.append((written, time.perf_counter()))
+        sid += 1
+    elapsed = time.perf_counter() - t0
+
+    def per_command(lo: float, hi: float) -> float:
+        sel = [(w, t) for w, t in marks if lo * total <= w <= hi * total]
+        (w0, t0_), (w1, t1) = sel[0], sel[-1]
+        return (t1 - t0_) / max(1, w1 - w0)
+
+    return per_command(0.0, 0.1), per_command(0.9, 1.0), elapsed
+
+
+def export_seconds(data_dir: Path) -> tuple[float, int]:
+    t0 = time.perf_counter()
+    snapshot = load(data_dir)
+    with open(os.devnull, "w") as out:
+        count = write_records(select(snapshot, Filter()), out, "json")
+    return time.perf_counter() - t0, count
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="10000,100000,1000000")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    rows = []
+    for total in sizes:
+        tmp = Path(tempfile.mkdtemp(prefix="store-bench."))
+        try:
+            first, last, elapsed = fill(tmp, total)
+            exp, count = export_seconds(tmp)
+            assert count == total, (count, total)
+            size = sum(p.stat().st_size for p in (tmp / "store").iterdir())
+            rows.append((total, first, last, elapsed, exp, size))
+        finally:
+            shutil.rmtree(tmp)
+    base = rows[0]
+    print(
+        f"{'commands':>10} {'ingest/s':>10} {'µs/cmd first10%':>16} {'µs/cmd last10%':>15}"
+        f" {'last/first':>10} {'export s':>9} {'export/cmd vs 10k':>18} {'store MB':>9}"
+    )
+    for total, first, last, elapsed, exp, size in rows:
+        print(
+            f"{total:>10} {total / elapsed:>10.0f} {first * 1e6:>16.1f} {last * 1e6:>15.1f}"
+            f" {last / first:>10.2f} {exp:>9.2f} {(exp / total) / (base[4] / base[0]):>18.2f}"
+            f" {size / 1e6:>9.1f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
