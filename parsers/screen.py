@@ -25,6 +25,11 @@ class LineScreen(pyte.Screen):
         self.wrapped: set[int] = set()  # absolute rows that wrapped into the next
         self.linefeeds = 0  # explicit line feeds seen (not auto-wraps)
         self.last_linefeed_row: int | None = None  # absolute row an LF left
+        # readline redraws a line that fills a row exactly with a CR LF after
+        # the last column instead of relying on auto-wrap; while it edits, such
+        # a row continues on the next one all the same.
+        self.soft_wraps = False
+        self._full_row: int | None = None  # row left by CR from the last column
         super().__init__(columns, lines)
 
     # -- positions -------------------------------------------------------
@@ -53,6 +58,34 @@ class LineScreen(pyte.Screen):
         line = self.buffer[y]
         return [line[x].data for x in range(self.columns)]
 
+    def prefix_cells(self, abs_row: int, prefix: str) -> int | None:
+        """Cells the row's text takes to spell `prefix`, if it starts with it."""
+        if not prefix:
+            return None
+        text = ""
+        for n, cell in enumerate(self.row_cells(abs_row), start=1):
+            text += cell
+            if len(text) >= len(prefix):
+                return n if text.startswith(prefix) else None
+        return None
+
+    def text_from(self, start: tuple[int, int], last_row: int) -> str:
+        """Text from `start` (row, col) to the end of `last_row`.
+
+        Rows that auto-wrapped join with nothing between them; rows that a
+        newline ended (readline shows a pasted newline so) join with "\n".
+        """
+        row, col = start
+        parts: list[str] = []
+        for abs_row in range(row, last_row + 1):
+            cells = self.row_cells(abs_row)
+            text = "".join(cells[col:] if abs_row == row else cells)
+            if abs_row in self.wrapped and abs_row < last_row:
+                parts.append(text)
+            else:
+                parts.append(text.rstrip() + ("\n" if abs_row < last_row else ""))
+        return "".join(parts)
+
     # -- pyte hooks ------------------------------------------------------
 
     def reset(self) -> None:
@@ -60,6 +93,7 @@ class LineScreen(pyte.Screen):
         self.scrolled = 0
         self.wrapped = set()
         self.last_linefeed_row = None
+        self._full_row = None
 
     def draw(self, data: str) -> None:
         # Split the run where it reaches the right margin, so each auto-wrap
@@ -91,9 +125,19 @@ class LineScreen(pyte.Screen):
             super().draw(data[:take])
             data = data[take:]
         self.last_linefeed_row = None
+        self._full_row = None
+
+    def carriage_return(self) -> None:
+        if self.cursor.x >= self.columns:
+            self._full_row = self.absolute_row()
+        super().carriage_return()
 
     def linefeed(self) -> None:
-        self.last_linefeed_row = self.absolute_row()
+        row = self.absolute_row()
+        if self.soft_wraps and (self.cursor.x >= self.columns or self._full_row == row):
+            self.wrapped.add(row)
+        self._full_row = None
+        self.last_linefeed_row = row
         self.linefeeds += 1
         super().linefeed()
 

@@ -37,16 +37,21 @@ from dataclasses import dataclass, replace
 import pyte
 
 from parsers.events import Chunk, Direction, Event, Marker, Resize
+from parsers.history_expansion import expansion_prefix, plausible_expansion
 from parsers.screen import LineScreen
 
 DEFAULT_ROWS = 24
 DEFAULT_COLS = 80
 TAIL_BYTES = 8192  # command output kept to redraw the next prompt from
+MAX_LINE_ROWS = 200  # how far up a command line may begin
 MIN_SIZE, MAX_SIZE = 2, 2000  # a TIOCGWINSZ outside this is not believed
 
 # DEC private modes: ESC [ ? Pm h (set) / l (reset).
 _PRIVATE_MODE_RE = re.compile(rb"\x1b\[\?([0-9;]{1,32})([hl])")
 _PARTIAL_ESC_RE = re.compile(rb"\x1b(?:\[(?:\?[0-9;]{0,32})?)?\Z")
+_ESCAPES_RE = re.compile(
+    r"\x1b(?:\[[0-9;?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|.)"
+)
 BRACKETED_PASTE = 2004
 ALT_SCREENS = frozenset({47, 1047, 1049})
 ENTER_KEYS = b"\r\n"
@@ -106,6 +111,8 @@ class CommandBuilder:
         self.origin: tuple[int, int] | None = None  # cursor at first key
         self.line_start: tuple[int, int] | None = None  # cursor at ESC[?2004h
         self.ended: Marker | None = None
+        # A line with `!!` waits for the expansion bash prints before running it.
+        self.expanding: tuple[CommandLine, bytearray] | None = None
 
     # -- public ----------------------------------------------------------
 
@@ -216,6 +223,9 @@ class CommandBuilder:
         if not data:
             return
         if self.skipping:
+            if self.expanding is not None:
+                self.expanding[1].extend(data)
+                self._expanded(lines, final=False)
             self.tail += data
             if len(self.tail) > TAIL_BYTES:
                 del self.tail[: len(self.tail) - TAIL_BYTES]
@@ -263,45 +273,77 @@ class CommandBuilder:
         if BRACKETED_PASTE in modes and not self.alt:
             if is_set:
                 self.readline = True
+                self._expanded(lines, final=True)
                 if self.skipping:
                     self._resume_emulation()
                 self.editing = True
+                self.screen.soft_wraps = True
                 self.line_start = self.screen.cursor_position_abs()
                 self.origin = None
             elif self.editing:
                 self.editing = False
+                self.screen.soft_wraps = False
                 row = self.screen.last_linefeed_row
                 if row is not None:
                     text = self._accepted_text(row, require_prompt=False)
                     resume = self.checkpoint(chunk.offset, max(0, m.end() - base))
                     if text:
-                        lines.append(CommandLine(chunk.time, text, self.prompt, resume))
+                        line = CommandLine(chunk.time, text, self.prompt, resume)
+                        if expansion_prefix(text) is not None:
+                            self.expanding = (line, bytearray())
+                        else:
+                            lines.append(line)
                 self._start_skipping()
                 return
         if not self.skipping:
             self.stream.feed(data[m.start() : m.end()])
 
+    def _expanded(self, lines: list[CommandLine], final: bool) -> None:
+        """Release a line waiting for its history expansion, once bash printed it."""
+        if self.expanding is None:
+            return
+        line, printed = self.expanding
+        first, newline, _ = bytes(printed).partition(b"\n")
+        if not newline and not final:
+            return
+        self.expanding = None
+        text = _ESCAPES_RE.sub("", first.decode("utf-8", "replace")).replace("\r", "")
+        if newline and plausible_expansion(line.text, text):
+            line = replace(line, text=text.rstrip())
+        lines.append(line)
+
     def _accepted_text(self, abs_row: int, require_prompt: bool) -> str | None:
-        """The command on the line through `abs_row`, without its prompt."""
-        rows = self.screen.logical_rows(abs_row)
-        cells: list[str] = []
-        for row in rows:
-            cells.extend(self.screen.row_cells(row))
-        if not cells:
-            return None
-        origin = self.origin
-        if origin is not None and origin[0] in rows:
-            cut = (origin[0] - rows[0]) * self.screen.columns + origin[1]
-            return "".join(cells[cut:]).rstrip()
-        text = "".join(cells).rstrip()
-        prompt = self.prompt
-        if prompt and text.startswith(prompt):
-            return text[len(prompt) :].rstrip()
-        if prompt and text == prompt.rstrip():
-            return ""
-        if require_prompt and prompt:
+        """The command on the line ending at `abs_row`, without its prompt."""
+        screen = self.screen
+        bottom = screen.logical_rows(abs_row)[-1]
+        start = self._line_start(bottom)
+        if start is not None:
+            return screen.text_from(start, bottom).rstrip()
+        if require_prompt and self.prompt:
             return None  # not the shell's line: type-ahead echo, program input
-        return text
+        rows = screen.logical_rows(abs_row)
+        return screen.text_from((rows[0], 0), bottom).rstrip() if rows else None
+
+    def _line_start(self, bottom: int) -> tuple[int, int] | None:
+        """Where the line being accepted begins, after its prompt.
+
+        Walks up from the last row: a pasted newline puts a line's text on
+        several rows, and a completion listing makes readline redraw the
+        prompt below where the first key was read.
+        """
+        screen = self.screen
+        top = max(screen.scrolled, bottom - MAX_LINE_ROWS)
+        row = bottom
+        while row >= top:
+            group = screen.logical_rows(row)
+            if self.origin is not None and self.origin[0] in group:
+                return self.origin
+            first = group[0]
+            cells = screen.prefix_cells(first, self.prompt)
+            if cells is not None:
+                return first + cells // screen.columns, cells % screen.columns
+            row = first - 1
+        return None
 
     # -- modes -----------------------------------------------------------
 
@@ -329,6 +371,7 @@ class CommandBuilder:
         """
         self.readline = False
         self.editing = False
+        self.screen.soft_wraps = False
         self.pending_enters = 0
         self.carry = b""
         self._start_skipping()
