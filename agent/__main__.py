@@ -33,6 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between looks for new ssh processes (default 0.1)",
     )
     run.add_argument(
+        "--scope-pid",
+        type=int,
+        metavar="PID",
+        dest="scope_pid",
+        help="audit only ssh processes descended from PID (default: all)",
+    )
+    run.add_argument(
         "-v", "--verbose", action="store_true", help="log debugging detail"
     )
     return parser
@@ -47,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "data_dir": args.data_dir.absolute() if args.data_dir else None,
                 "poll_interval_s": args.poll_interval_s,
+                "scope_pid": args.scope_pid,
             },
         )
         setup_logging(PROG, args.verbose)

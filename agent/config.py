@@ -41,6 +41,7 @@ class Config:
     flush_interval_s: float = 0.2  # store writes are batched this long (<= 1 s)
     log_retention_s: float = 0.0  # keep ingested logs of closed sessions this long
     tracker_script: Path = dataclasses.field(default_factory=default_tracker_script)
+    scope_pid: int = 0  # audit only ssh processes descended from this pid (0: all)
 
     @property
     def logs_dir(self) -> Path:
@@ -106,6 +107,9 @@ def _build(values: Mapping[str, Any], source: str) -> Config:
                 raise ConfigError(
                     f"{source}: {key} must be an absolute path, not {value}"
                 )
+        elif isinstance(default, int):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"{source}: {key} must be a whole number >= 0")
         elif isinstance(default, float):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ConfigError(f"{source}: {key} must be a number of seconds")

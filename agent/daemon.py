@@ -87,7 +87,7 @@ class Agent:
         self.ingest = Ingest(config.logs_dir, self.store, config.log_retention_s)
         self.store.on_flushed = self.ingest.on_flushed
         self.supervisor = Supervisor(config.tracker_script, config.data_dir)
-        self.discovery = Discovery()
+        self.discovery = Discovery(scope_pid=config.scope_pid)
 
     def run(self) -> None:
         """Run until a stop signal (or `stop_event`); clean up in any case."""

@@ -52,6 +52,7 @@ def flat_record(command: Command, session: Session | None) -> dict[str, Any]:
         "seq": command.seq,
         "time": command.time,
         "command": command.command,
+        "cancelled": command.cancelled,
     }
     if session is not None:
         record.update(session_fields(session))
@@ -75,8 +76,8 @@ class JsonRecords:
             tail = self._tails.get(session.id) or self._tail(session)
         return (
             f'{{"session": {_string(command.session)}, "seq": {command.seq}, '
-            f'"time": {_string(command.time)}, "command": {_string(command.command)}'
-            f"{tail}"
+            f'"time": {_string(command.time)}, "command": {_string(command.command)}, '
+            f'"cancelled": {"true" if command.cancelled else "false"}{tail}'
         )
 
     def _tail(self, session: Session) -> str:

@@ -24,6 +24,7 @@ from watchdog.observers import Observer
 from agent.quarantine import quarantine
 from agent.records import CLOSED, Command, Session, iso
 from agent.store import Store
+from parsers.commands import CommandAssembler
 from parsers.events import Event, Marker
 from parsers.strace_lines import StraceDecoder
 from parsers.terminal import CommandBuilder
@@ -45,6 +46,7 @@ class LogFollower:
     session: Session
     decoder: StraceDecoder
     builder: CommandBuilder
+    assembler: CommandAssembler = field(default_factory=CommandAssembler)
     inode: int = 0
     gap_since: float | None = None  # bytes may be missing from here on
     finished: bool = False
@@ -293,13 +295,22 @@ class Ingest:
         if follower.finished:
             return
         for line in follower.builder.feed(event):
-            seq = follower.session.command_count + 1
-            follower.pending_commands.append(
-                Command(follower.session.id, seq, iso(line.time), line.text)
-            )
-            follower.session = dataclasses.replace(
-                follower.session, command_count=seq, checkpoint=line.checkpoint
-            )
+            for shell_command in follower.assembler.feed(line):
+                seq = follower.session.command_count + 1
+                follower.pending_commands.append(
+                    Command(
+                        follower.session.id,
+                        seq,
+                        iso(shell_command.time),
+                        shell_command.text,
+                        shell_command.cancelled,
+                    )
+                )
+                follower.session = dataclasses.replace(
+                    follower.session,
+                    command_count=seq,
+                    checkpoint=shell_command.checkpoint,
+                )
         session = follower.session
         if isinstance(event, Marker) and event.kind == "detach":
             if follower.gap_since is None:

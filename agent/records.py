@@ -155,14 +155,18 @@ class Command:
     time: str  # when the shell accepted the line, iso(); kept as text so that
     # reading a million of them back costs no date parsing
     command: str
+    cancelled: bool = False  # entered over several lines, then given up (Ctrl-C)
 
     def to_document(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "session": self.session,
             "seq": self.seq,
             "time": self.time,
             "command": self.command,
         }
+        if self.cancelled:
+            doc["cancelled"] = True
+        return doc
 
     @classmethod
     def from_document(cls, doc: Mapping[str, Any]) -> Command:
@@ -180,4 +184,4 @@ class Command:
             type(session) is str and type(time) is str and type(command) is str
         ):
             raise RecordError(f"bad command document: wrong types in {doc!r:.200}")
-        return cls(session, seq, time, command)
+        return cls(session, seq, time, command, doc.get("cancelled") is True)

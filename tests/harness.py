@@ -175,6 +175,10 @@ def agent(
                 str(data_dir),
                 "--poll-interval",
                 str(poll_interval),
+                # Only this test run's sessions: other suites may run agents
+                # on the same machine, and ptrace admits one tracer.
+                "--scope-pid",
+                str(os.getpid()),
                 *extra,
             ],
             stdout=log,
@@ -213,6 +217,10 @@ def ssh_argv(
         f"UserKnownHostsFile={server.known_hosts}",
         "-o",
         "LogLevel=ERROR",
+        # What Debian's own ssh_config sends (-F /dev/null drops it): the
+        # remote shell then runs in the user's UTF-8 locale.
+        "-o",
+        "SendEnv=LANG LC_*",
     ]
     if key:
         argv += ["-i", str(user.key), "-o", "IdentitiesOnly=yes"]

@@ -35,6 +35,8 @@ def start_agent(data_dir: Path) -> subprocess.Popen[bytes]:
                 str(data_dir),
                 "--poll-interval",
                 "0.05",
+                "--scope-pid",  # this run's sessions only (see harness.agent)
+                str(os.getpid()),
             ],
             stdout=log,
             stderr=log,

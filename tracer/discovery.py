@@ -86,6 +86,13 @@ def is_alive(identity: tuple[int, int]) -> bool:
     )
 
 
+def _descends_from(proc: psutil.Process, ancestor: int) -> bool:
+    try:
+        return any(parent.pid == ancestor for parent in proc.parents())
+    except psutil.Error:
+        return False
+
+
 def _is_zombie(pid: int) -> bool:
     try:
         return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
@@ -97,6 +104,9 @@ def _is_zombie(pid: int) -> bool:
 class Discovery:
     """Polls for tagged ssh clients; `poll()` returns each one once."""
 
+    # Only ssh processes descended from this pid count (0: all). Lets an agent
+    # audit one process tree, e.g. a test suite beside other agents.
+    scope_pid: int = 0
     stats: DiscoveryStats = field(default_factory=DiscoveryStats)
     _first_seen: dict[int, float] = field(default_factory=dict)
     _settled: set[int] = field(default_factory=set)  # ssh already classified
@@ -144,6 +154,8 @@ class Discovery:
             self.stats.vanished += 1  # gone, a zombie, or a kernel thread
             return None
         self._settled.add(pid)
+        if self.scope_pid and not _descends_from(proc, self.scope_pid):
+            return None
         ssh = parse_ssh_argv(argv)
         if ssh.tag is None:
             if ssh.bad_tag is not None:
