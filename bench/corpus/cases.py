@@ -1,0 +1,583 @@
+"""The sessions of the fidelity corpus: what a person types, nothing else.
+
+The expected commands are not written here: each case runs against a real
+bash, whose own history (PROMPT_COMMAND='history -a') is the ground truth.
+Keys are sent with a pause after each step, the way a person types, unless a
+step is a paste.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+UP, DOWN, RIGHT, LEFT = b"\x1b[A", b"\x1b[B", b"\x1b[C", b"\x1b[D"
+HOME, END, DELETE = b"\x1b[H", b"\x1b[F", b"\x1b[3~"
+ALT_B, ALT_F = b"\x1bb", b"\x1bf"
+CTRL_A, CTRL_C, CTRL_D, CTRL_E = b"\x01", b"\x03", b"\x04", b"\x05"
+CTRL_H, CTRL_K, CTRL_R, CTRL_U, CTRL_W = b"\x08", b"\x0b", b"\x12", b"\x15", b"\x17"
+BS, TAB, ENTER = b"\x7f", b"\t", b"\r"
+PASTE_START, PASTE_END = b"\x1b[200~", b"\x1b[201~"
+
+
+@dataclass(frozen=True)
+class Keys:
+    data: bytes
+    pause_s: float = 0.25
+
+
+@dataclass(frozen=True)
+class Ready:
+    """Wait until readline reads a line again (bash sends ESC[?2004h)."""
+
+    count: int = 1
+
+
+@dataclass(frozen=True)
+class Expect:
+    pattern: bytes  # a regular expression on the output
+
+
+@dataclass(frozen=True)
+class Resize:
+    rows: int
+    cols: int
+
+
+@dataclass(frozen=True)
+class Password:
+    """Type the named secret (see Runner.secrets) and Enter, with no echo."""
+
+    name: str
+
+
+Step = Keys | Ready | Expect | Resize | Password
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    steps: tuple[Step, ...]
+    group: str
+    cols: int = 80
+    rows: int = 24
+    rc: str = ""  # extra lines for the remote user's shell startup
+    nested: bool = False  # commands run in a second user's shell too
+
+
+def line(text: str | bytes) -> tuple[Step, ...]:
+    """Type a whole command and wait for the next prompt."""
+    data = text.encode() if isinstance(text, str) else text
+    return (Keys(data + ENTER), Ready())
+
+
+def case(name: str, group: str, *steps: Step | tuple[Step, ...], **kw: object) -> Case:
+    flat: list[Step] = []
+    for step in steps:
+        flat.extend(step if isinstance(step, tuple) else (step,))
+    return Case(name, tuple(flat), group, **kw)  # type: ignore[arg-type]
+
+
+CASES: tuple[Case, ...] = (
+    # -- 1. line editing --------------------------------------------------
+    case(
+        "edit_backspace", "editing", Keys(b"echo helo"), Keys(BS * 2), *line("lo world")
+    ),
+    case("edit_ctrl_h", "editing", Keys(b"echo abcX"), Keys(CTRL_H), *line("d")),
+    case(
+        "edit_ctrl_u",
+        "editing",
+        Keys(b"rm -rf /important"),
+        Keys(CTRL_U),
+        *line("echo safe"),
+    ),
+    case(
+        "edit_ctrl_w",
+        "editing",
+        Keys(b"echo one two three"),
+        Keys(CTRL_W),
+        *line("four"),
+    ),
+    case(
+        "edit_ctrl_k",
+        "editing",
+        Keys(b"echo keep drop"),
+        Keys(LEFT * 5),
+        Keys(CTRL_K),
+        *line(""),
+    ),
+    case(
+        "edit_ctrl_a_e",
+        "editing",
+        Keys(b"hello world"),
+        Keys(CTRL_A),
+        Keys(b"echo "),
+        Keys(CTRL_E),
+        *line("!"),
+    ),
+    case(
+        "edit_arrows_insert",
+        "editing",
+        Keys(b"echo abef"),
+        Keys(LEFT * 2),
+        Keys(b"cd"),
+        Keys(RIGHT * 2),
+        *line(" gh"),
+    ),
+    case(
+        "edit_alt_b_f",
+        "editing",
+        Keys(b"echo alpha gamma"),
+        Keys(ALT_B),
+        Keys(b"beta "),
+        Keys(ALT_F),
+        *line(" delta"),
+    ),
+    case(
+        "edit_delete_key",
+        "editing",
+        Keys(b"echo abXcd"),
+        Keys(LEFT * 3),
+        Keys(DELETE),
+        *line(""),
+    ),
+    case(
+        "edit_home_end",
+        "editing",
+        Keys(b"ls -la"),
+        Keys(HOME),
+        Keys(b"time "),
+        Keys(END),
+        *line(" /tmp"),
+    ),
+    case(
+        "edit_wrapped_line",
+        "editing",
+        Keys(b"echo " + b"a" * 90 + b" tail"),
+        Keys(CTRL_A),
+        Keys(ALT_F * 2),
+        Keys(b" inserted"),
+        Keys(END),
+        Keys(BS * 4),
+        *line("TAIL"),
+    ),
+    case(
+        "edit_wrapped_backspace_across_rows",
+        "editing",
+        Keys(b"echo " + b"b" * 76 + b"XYZ"),
+        Keys(BS * 6),
+        *line("end"),
+    ),
+    # -- 2. completion and history ---------------------------------------
+    case(
+        "complete_single_tab",
+        "completion",
+        Keys(b"cat /etc/host"),
+        Keys(b"n"),
+        Keys(TAB),
+        *line(""),
+    ),
+    case(
+        "complete_double_tab_listing",
+        "completion",
+        Keys(b"ls /etc/pa"),
+        Keys(TAB * 2, 0.5),
+        Keys(b"ssw"),
+        Keys(TAB),
+        *line(""),
+    ),
+    case("complete_command_name", "completion", Keys(b"unam"), Keys(TAB), *line("-s")),
+    case(
+        "complete_many_listing_pager",
+        "completion",
+        Keys(b"ls /usr/bin/"),
+        Keys(TAB * 2, 0.8),
+        Keys(b"n", 0.5),
+        Keys(b"whoam"),
+        Keys(TAB),
+        *line(""),
+    ),
+    case("history_up_recall", "history", *line("echo first"), Keys(UP), *line("")),
+    case(
+        "history_up_up_down",
+        "history",
+        *line("echo one"),
+        *line("echo two"),
+        Keys(UP),
+        Keys(UP),
+        Keys(DOWN),
+        *line(""),
+    ),
+    case(
+        "history_recall_then_edit",
+        "history",
+        *line("echo apple"),
+        Keys(UP),
+        Keys(BS * 5),
+        *line("banana"),
+    ),
+    case(
+        "history_ctrl_r_enter",
+        "history",
+        *line("echo needle"),
+        *line("echo hay"),
+        Keys(CTRL_R),
+        Keys(b"need"),
+        *line(""),
+    ),
+    case(
+        "history_ctrl_r_arrow_edit",
+        "history",
+        *line("echo target"),
+        *line("echo other"),
+        Keys(CTRL_R),
+        Keys(b"targ"),
+        Keys(RIGHT),
+        *line(" edited"),
+    ),
+    case("history_bang_bang", "history", *line("echo bang"), *line("!!")),
+    case("history_bang_dollar", "history", *line("echo x /tmp"), *line("ls -d !$")),
+    case(
+        "history_bang_number",
+        "history",
+        *line("echo numbered"),
+        *line("echo between"),
+        *line("!-2"),
+    ),
+    # -- 3. long lines ----------------------------------------------------
+    case("long_line_80", "long", *line("echo " + "word " * 40)),
+    case("long_line_200_cols", "long", *line("echo " + "wide " * 80), cols=200),
+    case(
+        "long_line_resize_mid_session",
+        "long",
+        *line("echo " + "q" * 100),
+        Resize(30, 120),
+        *line("echo " + "r" * 150),
+    ),
+    case(
+        "long_line_resize_while_typing",
+        "long",
+        Keys(b"echo " + b"s" * 60),
+        Resize(24, 40),
+        Keys(b"t" * 30),
+        *line(""),
+    ),
+    case(
+        "long_line_tiny_terminal", "long", *line("echo " + "u" * 70), cols=30, rows=10
+    ),
+    # -- 4. multi-line ----------------------------------------------------
+    case(
+        "multi_backslash",
+        "multiline",
+        Keys(b"echo one \\" + ENTER),
+        Keys(b"two \\" + ENTER),
+        *line("three"),
+    ),
+    case(
+        "multi_open_quote", "multiline", Keys(b'echo "first' + ENTER), *line('second"')
+    ),
+    case(
+        "multi_heredoc",
+        "multiline",
+        Keys(b"cat <<EOF" + ENTER),
+        Keys(b"alpha" + ENTER),
+        Keys(b"beta" + ENTER),
+        *line("EOF"),
+    ),
+    case(
+        "multi_for_loop",
+        "multiline",
+        Keys(b"for i in 1 2 3" + ENTER),
+        Keys(b"do" + ENTER),
+        Keys(b"echo $i" + ENTER),
+        *line("done"),
+    ),
+    case(
+        "multi_if_then",
+        "multiline",
+        Keys(b"if true; then" + ENTER),
+        Keys(b"echo yes" + ENTER),
+        *line("fi"),
+    ),
+    case(
+        "multi_function",
+        "multiline",
+        Keys(b"greet() {" + ENTER),
+        Keys(b"echo hi" + ENTER),
+        *line("}"),
+        *line("greet"),
+    ),
+    # -- 5. pastes --------------------------------------------------------
+    case(
+        "paste_three_commands",
+        "paste",
+        Keys(b"echo p1\recho p2\recho p3\r", 1.0),
+        Ready(3),
+    ),
+    case(
+        "paste_bracketed_one_line",
+        "paste",
+        Keys(PASTE_START + b"echo pasted" + PASTE_END),
+        *line(""),
+    ),
+    case(
+        "paste_bracketed_multi_line",
+        "paste",
+        Keys(PASTE_START + b"echo b1\recho b2" + PASTE_END),
+        *line(""),
+    ),
+    case(
+        "paste_while_running",
+        "paste",
+        Keys(b"sleep 1" + ENTER, 0.3),
+        Keys(b"echo typed-ahead" + ENTER, 2.0),
+        Ready(),
+    ),
+    # -- 6. Ctrl-C, Ctrl-D, exit -------------------------------------------
+    case(
+        "ctrl_c_half_typed",
+        "signals",
+        Keys(b"rm -rf /half"),
+        Keys(CTRL_C),
+        Ready(),
+        *line("echo after"),
+    ),
+    case(
+        "ctrl_c_running_command",
+        "signals",
+        Keys(b"sleep 30" + ENTER, 0.5),
+        Keys(CTRL_C),
+        Ready(),
+        *line("echo next"),
+    ),
+    case(
+        "ctrl_c_in_continuation",
+        "signals",
+        Keys(b'echo "open' + ENTER),
+        Keys(CTRL_C),
+        Ready(),
+        *line("echo closed"),
+    ),
+    case("ctrl_d_on_empty_line", "signals", *line("echo before-eof")),
+    case("exit_command", "signals", *line("echo bye"), Keys(b"exit" + ENTER)),
+    # -- 7. full-screen programs -------------------------------------------
+    case(
+        "fullscreen_vi",
+        "fullscreen",
+        Keys(b"vi /tmp/corpus-vi.txt" + ENTER, 1.0),
+        Keys(b"iecho not-a-command" + ENTER + b"ls -la" + b"\x1b", 0.5),
+        Keys(b":q!" + ENTER),
+        Ready(),
+        *line("echo after-vi"),
+    ),
+    case(
+        "fullscreen_less",
+        "fullscreen",
+        Keys(b"less /etc/services" + ENTER, 1.0),
+        Keys(b"/http" + ENTER, 0.5),
+        Keys(b"q"),
+        Ready(),
+        *line("echo after-less"),
+    ),
+    case(
+        "fullscreen_top",
+        "fullscreen",
+        Keys(b"top" + ENTER, 1.5),
+        Keys(b"q"),
+        Ready(),
+        *line("echo after-top"),
+    ),
+    case(
+        "fullscreen_man",
+        "fullscreen",
+        Keys(b"man ls" + ENTER, 2.0),
+        Keys(b"q"),
+        Ready(),
+        *line("echo after-man"),
+    ),
+    case(
+        "fullscreen_watch",
+        "fullscreen",
+        Keys(b"watch -n 0.5 date" + ENTER, 1.5),
+        Keys(CTRL_C),
+        Ready(),
+        *line("echo after-watch"),
+    ),
+    # -- 8. prompts -------------------------------------------------------
+    case(
+        "prompt_debian_plain",
+        "prompts",
+        *line("echo plain"),
+        rc=r"PS1='${debian_chroot:+($debian_chroot)}\u@\h:\w\$ '",
+    ),
+    case(
+        "prompt_colored_escapes",
+        "prompts",
+        *line("echo colored"),
+        rc=r"PS1='\[\e]0;\u@\h\a\]\[\e[1;31m\]\u\[\e[0m\]@\[\e[1;33m\]\h\[\e[0m\] \[\e[4m\]\w\[\e[0m\] \$ '",
+    ),
+    case(
+        "prompt_two_lines",
+        "prompts",
+        *line("echo two-line"),
+        *line("cd /tmp"),
+        rc=r"PS1='[\u@\h \w]\n\$ '",
+    ),
+    case("prompt_root_hash", "prompts", *line("echo rooty"), rc=r"PS1='root@box:~# '"),
+    case(
+        "prompt_changes_with_dir",
+        "prompts",
+        *line("cd /usr/share"),
+        *line("cd doc"),
+        *line("echo where"),
+        *line("cd"),
+    ),
+    case(
+        "prompt_contains_command_text",
+        "prompts",
+        *line("ls -d /"),
+        *line("echo ls"),
+        rc=r"PS1='ls -d / $ '",
+    ),
+    case("prompt_empty", "prompts", *line("echo no-prompt"), rc="PS1=''"),
+    # -- 9. secrets -------------------------------------------------------
+    case(
+        "secret_read_s",
+        "secrets",
+        Keys(b'read -s -p "Password: " pw' + ENTER, 0.5),
+        Password("remote"),
+        Ready(),
+        *line("echo done"),
+    ),
+    case(
+        "secret_getpass",
+        "secrets",
+        Keys(b"python3 -c 'import getpass; getpass.getpass()'" + ENTER, 1.0),
+        Password("remote"),
+        Ready(),
+        *line("echo done"),
+    ),
+    case(
+        "secret_su_password",
+        "secrets",
+        Keys(b"su - OTHER" + ENTER, 1.0),
+        Password("other"),
+        Ready(),
+        *line("whoami"),
+        Keys(CTRL_D, 1.0),
+        Ready(),
+        *line("echo back"),
+        nested=True,
+    ),
+    case(
+        "secret_passwd_wrong",
+        "secrets",
+        Keys(b"passwd" + ENTER, 1.0),
+        Password("wrong"),
+        Expect(rb"[Pp]assword"),
+        Keys(CTRL_C, 0.5),
+        Ready(),
+        *line("echo survived"),
+    ),
+    case(
+        "secret_nested_ssh_password",
+        "secrets",
+        Keys(
+            b"ssh -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
+            b"-o PubkeyAuthentication=no -p PORT OTHER@127.0.0.1" + ENTER,
+            2.0,
+        ),
+        Password("other"),
+        Ready(),
+        *line("echo inner"),
+        Keys(b"exit" + ENTER, 1.0),
+        Ready(),
+        *line("echo outer"),
+        nested=True,
+    ),
+    # -- 10. UTF-8 --------------------------------------------------------
+    case(
+        "utf8_chinese_filename",
+        "utf8",
+        *line("touch /tmp/中文文件名.txt"),
+        *line("ls /tmp/中文文件名.txt"),
+    ),
+    case("utf8_argument", "utf8", *line("echo héllo wörld ünïcode ✓")),
+    case(
+        "utf8_split_across_reads",
+        "utf8",
+        Keys("echo 汉".encode()[:-1], 0.3),
+        Keys("汉".encode()[-1:] + "字".encode() + ENTER),
+        Ready(),
+    ),
+    case("utf8_across_wrap", "utf8", *line("echo " + "a" * 60 + "宽字符" * 8)),
+    case(
+        "utf8_backspace_wide",
+        "utf8",
+        Keys("echo 中文字".encode()),
+        Keys(BS),
+        *line("符"),
+    ),
+    # -- 11. nested shells ------------------------------------------------
+    case(
+        "nested_bash_subshell",
+        "nested",
+        *line("bash"),
+        *line("echo inside"),
+        Keys(b"exit" + ENTER, 0.5),
+        Ready(),
+        *line("echo outside"),
+    ),
+    case(
+        "nested_su_login",
+        "nested",
+        Keys(b"su - OTHER" + ENTER, 1.0),
+        Password("other"),
+        Ready(),
+        *line("echo as-other"),
+        *line("cd /tmp"),
+        Keys(b"exit" + ENTER, 0.5),
+        Ready(),
+        *line("echo as-me"),
+        nested=True,
+    ),
+    case(
+        "nested_ssh_key",
+        "nested",
+        Keys(
+            b"ssh -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
+            b"-i ~/.ssh/id_other -p PORT OTHER@127.0.0.1" + ENTER,
+            2.0,
+        ),
+        Ready(),
+        *line("echo remote-inner"),
+        Keys(CTRL_D, 1.0),
+        Ready(),
+        *line("echo local-outer"),
+        nested=True,
+    ),
+    # -- plain, for good measure -----------------------------------------
+    case(
+        "plain_sequence",
+        "plain",
+        *line("echo a"),
+        *line("pwd"),
+        *line("id -u"),
+        *line("true"),
+        *line("date +%Y"),
+    ),
+    case(
+        "plain_empty_lines",
+        "plain",
+        *line(""),
+        *line("echo x"),
+        *line(""),
+        *line("   "),
+    ),
+    case("plain_spaces_and_quotes", "plain", *line("echo '  spaced  '   \"q\"  end  ")),
+    case("plain_pipeline", "plain", *line("ls /etc | grep -c conf | cat")),
+    case("plain_big_output", "plain", *line("seq 1 20000"), *line("echo after-output")),
+    case("plain_clear_screen", "plain", *line("clear"), *line("echo after-clear")),
+    case(
+        "plain_ctrl_l", "plain", Keys(b"echo before"), Keys(b"\x0c"), *line(" ctrl-l")
+    ),
+)
