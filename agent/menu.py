@@ -54,6 +54,7 @@ class KeyDecoder:
         default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace")
     )
     _escape: str | None = None  # an escape sequence being read
+    _junk: bool = False  # in an overlong sequence: swallow up to its end
 
     def feed(self, data: bytes) -> list[str]:
         keys: list[str] = []
@@ -79,10 +80,11 @@ class KeyDecoder:
         assert self._escape is not None
         seq = self._escape + char
         if not char.isprintable():  # ESC then Enter, Ctrl-D, another ESC...
-            self._escape = None
+            self._escape, self._junk = None, False
             return self._char(char)
-        if len(seq) > ESCAPE_MAX_BYTES:
-            self._escape = None
+        if self._junk or len(seq) > ESCAPE_MAX_BYTES:
+            self._junk = not _csi_final(char)
+            self._escape = "" if self._junk else None
             return None
         if seq == "[" or seq == "O" or (seq[0] == "[" and not _csi_final(char)):
             self._escape = seq
@@ -145,6 +147,24 @@ class MenuState:
         return self
 
 
+Line = tuple[int, "str | tuple[int, Target]"]
+
+
+def _window(shown: list[tuple[int, Target]], first: int, room: int) -> list[Line]:
+    """At most `room` lines from shown[first:]: group names, then their targets."""
+    out: list[Line] = []
+    group = None
+    for index, (number, target) in enumerate(shown[first:], start=first):
+        header = target.host.group != group
+        if len(out) + (2 if header else 1) > room:
+            break
+        if header:
+            group = target.host.group
+            out.append((-1, group))
+        out.append((index, (number, target)))
+    return out
+
+
 def _haystack(target: Target) -> str:
     host = target.host
     return f"{target.account.name}@{host.name} {host.address} {host.group}".lower()
@@ -184,18 +204,18 @@ def render(state: MenuState, view: View) -> str:
     shown = state.visible()
     room = max(3, view.rows - 7)
     selected = min(state.selected, max(0, len(shown) - 1))
-    first = max(0, min(selected - room // 2, len(shown) - room))
-    lines = 0
-    group = None
+    first = max(0, selected - room // 2)
+    lines = _window(shown, first, room)
+    while first < selected and selected not in [i for i, _ in lines]:
+        first += 1  # group headers took the room: scroll until it shows
+        lines = _window(shown, first, room)
     if not shown:
         console.print(Text("   nothing matches", style="dim"))
-    for index, (number, target) in enumerate(shown[first:], start=first):
-        if lines >= room:
-            break
-        if target.host.group != group:
-            group = target.host.group
-            console.print(Text(f" {group}", style="bold cyan"))
-            lines += 1
+    for index, item in lines:
+        if isinstance(item, str):
+            console.print(Text(f" {item}", style="bold cyan"))
+            continue
+        number, target = item
         where = f"{target.host.address}:{target.host.port}"
         line = Text(f" {'>' if index == selected else ' '} {number:>3}  ")
         line.append(f"{target.label:<32} ", style="bold")
@@ -203,7 +223,6 @@ def render(state: MenuState, view: View) -> str:
         if index == selected:
             line.stylize("reverse")
         console.print(line, no_wrap=True, overflow="ellipsis")
-        lines += 1
     console.print()
     console.print(
         Text(
