@@ -58,6 +58,19 @@ def commands_of(data_dir: Path, tag: str) -> list[str]:
     return [r["command"] for r in harness.export(data_dir, "--session", tag)]
 
 
+def wait_commands(agent: harness.AgentProcess, tag: str, expected: list[str]) -> None:
+    """Wait for the agent to store `expected`; say what it did if it does not."""
+    try:
+        harness.wait_for(
+            lambda: commands_of(agent.data_dir, tag) == expected, timeout=DEADLINE_S
+        )
+    except TimeoutError:
+        raise AssertionError(
+            f"stored {commands_of(agent.data_dir, tag)!r}, not {expected!r}; "
+            f"agent log:\n{agent.log_text()[-3000:]}"
+        ) from None
+
+
 def pick(child, text: bytes) -> str:
     """Type a filter and Enter at the menu; the tag audit-shell announces."""
     child.send(text + b"\r")
@@ -80,10 +93,7 @@ def test_login_pick_host_run_commands_and_leave(
     child.expect(harness.PROMPT)
     child.send(b"id -un\r")
     child.expect(harness.PROMPT)
-    harness.wait_for(
-        lambda: commands_of(data_dir, tag) == ["echo from-audit-shell", "id -un"],
-        timeout=DEADLINE_S,
-    )
+    wait_commands(agent, tag, ["echo from-audit-shell", "id -un"])
     child.sendeof()  # leaves the remote bash: back to the menu
     child.expect(MENU_FOOTER)
     child.expect(b"connection closed")
@@ -121,10 +131,7 @@ def test_password_account_through_sshpass(
     child.expect(harness.PROMPT)
     child.send(b"echo with-password\r")
     child.expect(harness.PROMPT)
-    harness.wait_for(
-        lambda: commands_of(data_dir, tag) == ["echo with-password"],
-        timeout=DEADLINE_S,
-    )
+    wait_commands(agent, tag, ["echo with-password"])
     # The password is on no command line on the bastion.
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True)
     assert bastion.target_user.password not in ps.stdout
