@@ -7,9 +7,10 @@ DATA_DIR ?= /var/lib/bastion-audit
 PYTEST_ARGS ?=
 
 APT_RUN := strace openssh-client
-APT_TEST := openssh-server sshpass sudo
+APT_TEST := openssh-server sshpass sudo rsync
+BASTION_USER ?= zxy
 
-.PHONY: run test demo deps-run deps-test venv venv-test lint clean
+.PHONY: run test demo deps-run deps-test venv venv-test lint clean install-shell
 
 ## make run: install what is missing, then run the agent in the foreground.
 run: deps-run venv
@@ -22,6 +23,10 @@ test: deps-run deps-test venv-test
 ## make demo: the agent, a throwaway sshd, a scripted tagged session, audit-tail.
 demo: deps-run deps-test venv-test
 	$(BIN)/python -m scripts.demo
+
+## make install-shell: audit-shell as the ForceCommand of $(BASTION_USER) (sshd drop-in).
+install-shell: deps-run venv
+	scripts/install-shell.sh --user $(BASTION_USER) --audit-shell $(abspath $(BIN))/audit-shell
 
 deps-run:
 	@scripts/ensure-packages.sh $(APT_RUN)

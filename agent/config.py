@@ -14,6 +14,9 @@ from agent import AgentError
 
 DEFAULT_CONFIG_PATH = Path("/etc/bastion-audit/agent.toml")
 DEFAULT_DATA_DIR = Path("/var/lib/bastion-audit")
+# audit-shell's connection records (agent/intents.py); outside DATA_DIR (0700)
+# so that the bastion users can drop files into it.
+DEFAULT_INTENTS_DIR = Path("/var/spool/bastion-audit/intents")
 
 
 class ConfigError(AgentError):
@@ -42,6 +45,7 @@ class Config:
     log_retention_s: float = 0.0  # keep ingested logs of closed sessions this long
     tracker_script: Path = dataclasses.field(default_factory=default_tracker_script)
     scope_pid: int = 0  # audit only ssh processes descended from this pid (0: all)
+    intents_dir: Path = DEFAULT_INTENTS_DIR
 
     @property
     def logs_dir(self) -> Path:

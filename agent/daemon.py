@@ -25,6 +25,7 @@ from types import FrameType
 from agent import AgentError
 from agent.config import Config
 from agent.ingest import Ingest
+from agent.intents import IntentLinker
 from agent.store import Store
 from tracer.discovery import Discovery
 from tracer.supervisor import Supervisor
@@ -84,7 +85,12 @@ class Agent:
         self.config = config
         self.stop_event = threading.Event()
         self.store = Store(config.store_dir, config.flush_interval_s)
-        self.ingest = Ingest(config.logs_dir, self.store, config.log_retention_s)
+        self.ingest = Ingest(
+            config.logs_dir,
+            self.store,
+            config.log_retention_s,
+            intents=IntentLinker(config.intents_dir, self.store),
+        )
         self.store.on_flushed = self.ingest.on_flushed
         self.supervisor = Supervisor(config.tracker_script, config.data_dir)
         self.discovery = Discovery(scope_pid=config.scope_pid)

@@ -7,7 +7,7 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -32,7 +32,35 @@ def session_fields(session: Session) -> dict[str, Any]:
         "session_started_at": public["started_at"],
         "session_ended_at": public["ended_at"],
         "session_status": session.status,
+        # Set when audit-shell opened the session (agent/intents.py), else null.
+        "origin": session.origin,
+        "client_addr": session.client_addr,
+        "inventory_host": session.inventory_host,
+        "remote_account": session.remote_account,
     }
+
+
+def session_records(snapshot: Snapshot, selection: Filter) -> Iterator[dict[str, Any]]:
+    """`--sessions`: one record per session, connections never started included."""
+    for session in snapshot.sessions.values():
+        started = session.public_fields()["started_at"]
+        if selection.since and started < selection.since:
+            continue
+        if selection.until and started > selection.until:
+            continue
+        if selection.session_matches(session):
+            yield session.public_fields()
+
+
+def write_session_records(
+    records: Iterator[dict[str, Any]], out: IO[str], fmt: str
+) -> None:
+    texts = (_ENCODER.encode(r) for r in records)
+    if fmt == "jsonl":
+        out.writelines(t + "\n" for t in texts)
+        return
+    body = ",\n  ".join(texts)
+    out.write(f"[\n  {body}\n]\n" if body else "[]\n")
 
 
 def select(
@@ -118,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--until", metavar="T", help="commands at or before T")
     parser.add_argument("--format", choices=("json", "jsonl"), default="json")
     parser.add_argument(
+        "--sessions",
+        action="store_true",
+        help="one record per session instead of per command (includes "
+        "audit-shell connections whose ssh never started)",
+    )
+    parser.add_argument(
         "-o",
         "--output",
         metavar="FILE",
@@ -133,10 +167,18 @@ def main(argv: list[str] | None = None) -> int:
         selection = Filter.from_args(args)
         snapshot = load(args.data_dir)
         records = select(snapshot, selection)
+
+        def write(out: IO[str]) -> None:
+            if args.sessions:
+                rows = session_records(snapshot, selection)
+                write_session_records(rows, out, args.format)
+            else:
+                write_records(records, out, args.format)
+
         if args.output and args.output != "-":
-            _write_file(Path(args.output), records, args.format)
+            _write_file(Path(args.output), write)
         else:
-            write_records(records, sys.stdout, args.format)
+            write(sys.stdout)
             sys.stdout.flush()
         for error in snapshot.errors:
             print(f"{PROG}: warning: {error}; exported the rest", file=sys.stderr)
@@ -145,16 +187,13 @@ def main(argv: list[str] | None = None) -> int:
     return run_cli(PROG, body)
 
 
-Rows = Iterator[tuple[Command, Session | None]]
-
-
-def _write_file(path: Path, records: Rows, fmt: str) -> None:
+def _write_file(path: Path, write: Callable[[IO[str]], None]) -> None:
     """Write to a temporary file beside `path`, then rename: never half a file."""
     directory = path.parent if str(path.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
-            write_records(records, out, fmt)
+            write(out)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

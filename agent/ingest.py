@@ -21,6 +21,7 @@ from pathlib import Path
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+from agent.intents import IntentLinker
 from agent.quarantine import quarantine
 from agent.records import CLOSED, Command, Session, iso
 from agent.store import Store
@@ -68,10 +69,17 @@ class _Wakeup(FileSystemEventHandler):
 class Ingest:
     """Owns the watchdog observer and the ingest thread."""
 
-    def __init__(self, logs_dir: Path, store: Store, retention_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        logs_dir: Path,
+        store: Store,
+        retention_s: float = 0.0,
+        intents: IntentLinker | None = None,
+    ) -> None:
         self.logs_dir = logs_dir
         self.store = store
         self.retention_s = retention_s
+        self.intents = intents  # audit-shell's connection records, if collected
         self.followers: dict[Path, LogFollower] = {}
         self._ignored: set[Path] = set()  # logs already reported as unusable
         self._dirty: set[Path] = set()
@@ -90,6 +98,8 @@ class Ingest:
     def start(self) -> None:
         self.logs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.logs_dir, 0o700)
+        if self.intents is not None:
+            self.intents.open()
         observer = Observer()
         observer.schedule(_Wakeup(self), str(self.logs_dir), recursive=False)
         observer.start()
@@ -108,6 +118,7 @@ class Ingest:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        self._take_intents()
         self.scan()
         self.process_all(final=True)
 
@@ -122,6 +133,8 @@ class Ingest:
         for session in sessions:
             if session.status == CLOSED:
                 self._closed.put(session)
+        if self.intents is not None:
+            self.intents.flushed(sessions)
         self._wake.set()
 
     # -- the thread ------------------------------------------------------
@@ -135,6 +148,7 @@ class Ingest:
             try:
                 if now - last_scan >= RESCAN_INTERVAL_S:
                     last_scan = now
+                    self._take_intents()
                     self.scan()
                     self.process_all()
                 else:
@@ -143,6 +157,8 @@ class Ingest:
                     for path in sorted(dirty):
                         self.process(path)
                 self._delete_ingested()
+                if self.intents is not None:
+                    self.intents.remove_durable()
             except Exception:  # the daemon boundary for this thread
                 log.exception("ingest round failed; retrying")
                 time.sleep(RESCAN_INTERVAL_S)
@@ -157,6 +173,10 @@ class Ingest:
             path = self.logs_dir / name
             if name.endswith(LOG_SUFFIX) and path not in self.followers:
                 self.process(path)
+
+    def _take_intents(self) -> None:
+        if self.intents is not None:
+            self.intents.poll()
 
     def process_all(self, final: bool = False) -> None:
         for path in list(self.followers):
@@ -195,6 +215,10 @@ class Ingest:
             session = Session.new(
                 self.store.new_session_id(start.tag), start, path.name
             )
+            if self.intents is not None:
+                # audit-shell writes its record before it starts ssh.
+                self._take_intents()
+                session = self.intents.link(start, session)
             self.store.submit(session)
             log.info(
                 "session %s: %s -> %s@%s:%s on %s",

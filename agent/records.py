@@ -19,6 +19,9 @@ from tracer.session_log import SessionStart
 from tracer.tags import parse_ssh_argv
 
 LIVE, CLOSED = "live", "closed"
+# A connection audit-shell recorded before its ssh started (agent/intents.py):
+# PENDING until the traced ssh appears, NOT_STARTED if it does not in time.
+PENDING, NOT_STARTED = "pending", "not-started"
 
 
 class RecordError(AgentError):
@@ -55,6 +58,11 @@ class Session:
     command_count: int = 0
     gaps: tuple[tuple[float, float | None], ...] = ()
     remote_command: str | None = None
+    # From audit-shell's connection record (agent/intents.py), else None.
+    origin: str | None = None
+    client_addr: str | None = None
+    inventory_host: str | None = None
+    remote_account: str | None = None
     # Private to the agent: which log feeds the session and where to resume.
     log: str = ""
     start_ticks: int = 0
@@ -100,6 +108,10 @@ class Session:
             "command_count": self.command_count,
             "gaps": [[iso(a), iso(b) if b is not None else None] for a, b in self.gaps],
             "remote_command": self.remote_command,
+            "origin": self.origin,
+            "client_addr": self.client_addr,
+            "inventory_host": self.inventory_host,
+            "remote_account": self.remote_account,
             "_ingest": {
                 "log": self.log,
                 "start_ticks": self.start_ticks,
@@ -134,6 +146,10 @@ class Session:
                     for a, b in doc.get("gaps") or ()
                 ),
                 remote_command=doc.get("remote_command"),
+                origin=doc.get("origin"),
+                client_addr=doc.get("client_addr"),
+                inventory_host=doc.get("inventory_host"),
+                remote_account=doc.get("remote_account"),
                 log=str(ingest.get("log") or ""),
                 start_ticks=int(ingest.get("start_ticks") or 0),
                 checkpoint=Checkpoint(**cp) if cp else None,

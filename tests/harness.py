@@ -166,6 +166,11 @@ def agent(
 ) -> Iterator[AgentProcess]:
     """`audit-agent run` as a real daemon process; SIGTERM and wait after."""
     log_path = data_dir.parent / f"{data_dir.name}.agent.log"
+    if "--config" not in extra:
+        # Never the machine's /etc/bastion-audit/agent.toml: defaults only.
+        config = data_dir.parent / f"{data_dir.name}.agent.toml"
+        config.write_text("")
+        extra = ("--config", str(config), *extra)
     with open(log_path, "ab") as log:  # the child keeps its own copy of the fd
         process = subprocess.Popen(
             [

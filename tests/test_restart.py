@@ -37,6 +37,8 @@ def start_agent(data_dir: Path) -> subprocess.Popen[bytes]:
                 "0.05",
                 "--scope-pid",  # this run's sessions only (see harness.agent)
                 str(os.getpid()),
+                "--config",  # defaults, never the machine's agent.toml
+                "/dev/null",
             ],
             stdout=log,
             stderr=log,

@@ -1,0 +1,373 @@
+"""Connection records ("intents"): who asked audit-shell for which host.
+
+audit-shell runs as the bastion user and cannot write the root-only store, so
+before it starts ssh it drops `<tag>.json` into a spool directory
+(default /var/spool/bastion-audit/intents, root's, mode 1733: anyone may
+create a file there, nobody may list it or touch another's file). The agent
+reads each new file, takes the bastion user from the file's *owner*, never
+from its text, stores it as a session document in status `pending`, and links
+the session it later builds from the strace log of an ssh with the same tag
+and owner to it. A connection whose ssh never shows up becomes `not-started`
+and stays in the audit trail. A file is removed once the store holds it
+durably; read again after a crash, it is recognised and not stored twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import pwd
+import queue
+import stat
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent import AgentError
+from agent.records import NOT_STARTED, PENDING, Session
+from agent.store import Store
+from tracer.session_log import SessionStart
+from tracer.tags import valid_tag
+
+log = logging.getLogger(__name__)
+
+ORIGIN = "audit-shell"
+SUFFIX = ".json"
+INTENT_MAX_BYTES = 4096
+INCOMPLETE_GRACE_S = 10.0  # a file still empty or cut short this young: retry
+START_GRACE_S = 30.0  # no traced ssh this long after the intent: not-started
+_FIELD_MAX_CHARS = 256
+
+
+class IntentError(AgentError):
+    """A connection record that cannot be written or read."""
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """A connection audit-shell is about to open, as the agent trusts it."""
+
+    tag: str
+    uid: int  # the spool file's owner: the one field the agent trusts
+    bastion_user: str
+    inventory_host: str
+    address: str
+    port: int
+    remote_account: str
+    client_addr: str | None
+    created_at: float
+
+    def to_session(self, session_id: str) -> Session:
+        return Session(
+            id=session_id,
+            tag=self.tag,
+            bastion_user=self.bastion_user,
+            remote_user=self.remote_account,
+            host=self.address,
+            port=self.port,
+            ssh_pid=0,
+            tty="",
+            started_at=self.created_at,
+            status=PENDING,
+            origin=ORIGIN,
+            client_addr=self.client_addr,
+            inventory_host=self.inventory_host,
+            remote_account=self.remote_account,
+        )
+
+
+def client_addr_from(ssh_connection: str | None) -> str | None:
+    """The client's address from sshd's SSH_CONNECTION ("ip port ip port")."""
+    words = (ssh_connection or "").split()
+    return words[0][:_FIELD_MAX_CHARS] if len(words) == 4 else None
+
+
+# -- audit-shell's side ----------------------------------------------------
+
+
+def write_intent(
+    spool: Path,
+    tag: str,
+    inventory_host: str,
+    address: str,
+    port: int,
+    remote_account: str,
+    client_addr: str | None,
+) -> Path:
+    """Create `spool/<tag>.json` for our own uid; FileExistsError if taken.
+
+    O_EXCL and O_NOFOLLOW: a name someone else created (even a symlink) is
+    never written through; the caller picks another tag.
+    """
+    if not valid_tag(tag):
+        raise IntentError(f"invalid tag {tag!r}")
+    data = json.dumps(
+        {
+            "v": 1,
+            "tag": tag,
+            "inventory_host": inventory_host,
+            "address": address,
+            "port": port,
+            "remote_account": remote_account,
+            "client_addr": client_addr,
+        },
+        separators=(",", ":"),
+    ).encode()
+    path = spool / f"{tag}{SUFFIX}"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(path, flags, 0o600)
+    try:
+        os.write(fd, data)  # one write, far below PIPE_BUF-like limits
+    finally:
+        os.close(fd)
+    return path
+
+
+# -- the agent's side ------------------------------------------------------
+
+
+def parse_intent(
+    data: bytes, tag: str, uid: int, user: str, created_at: float
+) -> Intent:
+    """Check a spool file's text against its name; IntentError if unusable."""
+    try:
+        fields = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise IntentError(f"not JSON ({e})") from e
+    if not isinstance(fields, dict) or fields.get("v") != 1:
+        raise IntentError("not a version 1 connection record")
+    if fields.get("tag") != tag:
+        raise IntentError(f"its tag {fields.get('tag')!r} is not its name's")
+
+    def text(key: str, optional: bool = False) -> Any:
+        value = fields.get(key)
+        if value is None and optional:
+            return None
+        if not isinstance(value, str) or not value or len(value) > _FIELD_MAX_CHARS:
+            raise IntentError(f"bad {key}: {value!r:.80}")
+        if not value.isprintable():
+            raise IntentError(f"bad {key}: {value!r:.80}")
+        return value
+
+    port = fields.get("port")
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise IntentError(f"bad port: {port!r:.80}")
+    return Intent(
+        tag=tag,
+        uid=uid,
+        bastion_user=user,
+        inventory_host=text("inventory_host"),
+        address=text("address"),
+        port=port,
+        remote_account=text("remote_account"),
+        client_addr=text("client_addr", optional=True),
+        created_at=created_at,
+    )
+
+
+def user_name(uid: int) -> str:
+    """The name session_tracker.sh would give the same uid (`id -nu`)."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid:{uid}"
+
+
+class IntentLinker:
+    """The agent's reader of the spool; used by the ingest thread only.
+
+    `flushed()` is the exception: the store's writer thread calls it, and it
+    only queues.
+    """
+
+    def __init__(self, spool: Path, store: Store) -> None:
+        self.spool = spool
+        self.store = store
+        self._unlinked: dict[str, Session] = {}  # tag -> intent session
+        self._known: set[str] = set()  # tags of intents the store has
+        self._taken: dict[str, Path] = {}  # tag -> spool file not yet durable
+        self._durable: queue.Queue[str] = queue.Queue()
+        self._warned: set[str] = set()
+
+    def open(self) -> None:
+        """Learn from the store which intents it holds and which are unlinked."""
+        for session in self.store.sessions():
+            if session.origin != ORIGIN:
+                continue
+            self._known.add(session.tag)
+            if session.ssh_pid == 0:
+                self._unlinked[session.tag] = session
+
+    # -- what the ingest asks --------------------------------------------
+
+    def poll(self, now: float | None = None) -> None:
+        """Store new intents, and mark those that waited too long."""
+        now = time.time() if now is None else now
+        for intent in self._scan():
+            self.store.submit(self._adopt(intent))
+        for tag, session in list(self._unlinked.items()):
+            if session.status == PENDING and now - session.started_at > START_GRACE_S:
+                session = dataclasses.replace(session, status=NOT_STARTED)
+                self._unlinked[tag] = session
+                log.warning(
+                    "connection %s: %s -> %s@%s never started a traced ssh",
+                    session.id,
+                    session.bastion_user,
+                    session.remote_account,
+                    session.inventory_host,
+                )
+                self.store.submit(session)
+
+    def link(self, start: SessionStart, session: Session) -> Session:
+        """`session` (new, from a log) joined to its intent, if it has one."""
+        intent = self._unlinked.get(start.tag)
+        if intent is None or intent.bastion_user != start.user:
+            return session
+        del self._unlinked[start.tag]
+        if (session.host, session.remote_user) != (intent.host, intent.remote_user):
+            log.warning(
+                "session %s: ssh went to %s@%s, its connection record said %s@%s",
+                intent.id,
+                session.remote_user,
+                session.host,
+                intent.remote_user,
+                intent.host,
+            )
+        return dataclasses.replace(
+            session,
+            id=intent.id,
+            origin=intent.origin,
+            client_addr=intent.client_addr,
+            inventory_host=intent.inventory_host,
+            remote_account=intent.remote_account,
+        )
+
+    def flushed(self, sessions: list[Session]) -> None:
+        """Store callback (writer thread): these sessions are durable."""
+        for session in sessions:
+            if session.origin == ORIGIN:
+                self._durable.put(session.tag)
+
+    def remove_durable(self) -> None:
+        """Delete the spool files the store now holds."""
+        while True:
+            try:
+                tag = self._durable.get_nowait()
+            except queue.Empty:
+                return
+            path = self._taken.pop(tag, None)
+            if path is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+
+    # -- the spool -------------------------------------------------------
+
+    def _adopt(self, intent: Intent) -> Session:
+        session = intent.to_session(self.store.new_session_id(intent.tag))
+        self._known.add(intent.tag)
+        self._unlinked[intent.tag] = session
+        log.info(
+            "connection %s: %s from %s -> %s@%s (%s:%d)",
+            session.id,
+            intent.bastion_user,
+            intent.client_addr or "?",
+            intent.remote_account,
+            intent.inventory_host,
+            intent.address,
+            intent.port,
+        )
+        return session
+
+    def _scan(self) -> list[Intent]:
+        try:
+            dir_fd = os.open(
+                self.spool, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+            )
+        except OSError as e:
+            self._warn_once("open", f"intents dir {self.spool}: {e.strerror}", e)
+            return []
+        try:
+            st = os.fstat(dir_fd)
+            writable = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+            if st.st_uid != 0 or (writable and not st.st_mode & stat.S_ISVTX):
+                self._warn_once(
+                    "mode",
+                    f"intents dir {self.spool} must be root's and, if others may "
+                    "write it, sticky (mode 1733); not reading it",
+                )
+                return []
+            found = []
+            for name in sorted(os.listdir(dir_fd)):
+                tag = name.removesuffix(SUFFIX)
+                if tag in self._taken or not name.endswith(SUFFIX):
+                    continue
+                intent = self._read(dir_fd, name, tag)
+                if intent is not None:
+                    found.append(intent)
+            return found
+        finally:
+            os.close(dir_fd)
+
+    def _read(self, dir_fd: int, name: str, tag: str) -> Intent | None:
+        path = self.spool / name
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            fd = os.open(name, flags, dir_fd=dir_fd)
+        except FileNotFoundError:
+            return None
+        except OSError as e:  # a symlink (ELOOP), or worse
+            self._discard(dir_fd, name, f"cannot open it: {e.strerror}")
+            return None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+                self._discard(dir_fd, name, "not a plain file", st.st_uid)
+                return None
+            if st.st_size > INTENT_MAX_BYTES:
+                self._discard(dir_fd, name, "too large", st.st_uid)
+                return None
+            data = os.read(fd, INTENT_MAX_BYTES + 1)
+        finally:
+            os.close(fd)
+        if not valid_tag(tag):
+            self._discard(dir_fd, name, "its name is not a tag", st.st_uid)
+            return None
+        if tag in self._known:  # stored before a crash; only the file was left
+            self._taken[tag] = path
+            self._durable.put(tag)
+            return None
+        try:
+            return_value = parse_intent(
+                data, tag, st.st_uid, user_name(st.st_uid), st.st_mtime
+            )
+        except IntentError as e:
+            if time.time() - st.st_mtime < INCOMPLETE_GRACE_S:
+                return None  # audit-shell may still be writing it
+            self._discard(dir_fd, name, str(e), st.st_uid)
+            return None
+        self._taken[tag] = path
+        return return_value
+
+    def _discard(self, dir_fd: int, name: str, why: str, uid: int = -1) -> None:
+        log.error(
+            "intents dir %s: removed %s of uid %d: %s",
+            self.spool,
+            ascii(name[:80]),
+            uid,
+            why,
+        )
+        with contextlib.suppress(OSError):
+            os.unlink(name, dir_fd=dir_fd)
+
+    def _warn_once(self, key: str, message: str, error: OSError | None = None) -> None:
+        if key in self._warned:
+            return
+        self._warned.add(key)
+        if isinstance(error, FileNotFoundError):
+            log.info("%s; audit-shell connection records are not collected", message)
+        else:
+            log.error(message)

@@ -1,0 +1,305 @@
+"""audit-shell's configuration: its settings, the hosts and who may use them.
+
+One TOML file (default /etc/bastion-audit/shell.toml), loaded into frozen
+dataclasses. `[shell]` holds the settings; each `[[host]]` has a name,
+address, port, group and its remote `[[host.account]]`s (a key file or a
+password for sshpass); each `[[grant]]` lets bastion users or Unix groups use
+hosts (by name, `@group` or `*`) as accounts (by name or `*`). Errors name the
+file and the key at fault.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import re
+import stat
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent import AgentError
+from agent.config import DEFAULT_INTENTS_DIR
+
+DEFAULT_SHELL_CONFIG = Path("/etc/bastion-audit/shell.toml")
+TAG_STYLES = ("setenv", "patched")
+# Names that reach an ssh command line: never an option, never a shell word.
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_ACCOUNT_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}")
+_ADDRESS_RE = re.compile(r"[A-Za-z0-9_.:\[\]%-]{1,253}")
+
+
+class InventoryError(AgentError):
+    """A shell configuration or inventory that cannot be used."""
+
+
+@dataclass(frozen=True)
+class Account:
+    """A remote account on a host, and how the bastion logs into it."""
+
+    name: str
+    key_file: Path | None = None
+    password: str | None = field(default=None, repr=False)
+
+    @property
+    def auth(self) -> str:
+        return "key" if self.key_file is not None else "password"
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    address: str
+    port: int = 22
+    group: str = "hosts"
+    accounts: tuple[Account, ...] = ()
+
+
+@dataclass(frozen=True)
+class Grant:
+    """Who (bastion users, Unix groups) may use what (hosts, accounts)."""
+
+    users: frozenset[str] = frozenset()
+    groups: frozenset[str] = frozenset()
+    hosts: frozenset[str] = frozenset()  # names, "@group" or "*"
+    accounts: frozenset[str] = frozenset()  # names or "*"
+
+    def admits(self, user: str, user_groups: frozenset[str]) -> bool:
+        return user in self.users or bool(self.groups & user_groups)
+
+    def covers(self, host: Host, account: Account) -> bool:
+        host_ok = bool({"*", host.name, "@" + host.group} & self.hosts)
+        return host_ok and bool({"*", account.name} & self.accounts)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One line of the menu: an account on a host."""
+
+    host: Host
+    account: Account
+
+    @property
+    def label(self) -> str:
+        return f"{self.account.name}@{self.host.name}"
+
+
+@dataclass(frozen=True)
+class ShellSettings:
+    intents_dir: Path = DEFAULT_INTENTS_DIR
+    known_hosts: str = "~/.bastion-audit/known_hosts"  # ~ is the user's home
+    ssh: Path = Path("/usr/bin/ssh")
+    tag_style: str = "setenv"  # or "patched": `-Z TAG` (issue 8's ssh)
+    sshpass: Path = Path("/usr/bin/sshpass")
+    idle_timeout_s: float = 900.0  # 0: none
+    max_session_s: float = 8 * 3600.0  # the whole bastion login; 0: none
+    warn_before_s: float = 60.0
+    audit_wait_s: float = 5.0  # wait this long for the agent's strace; 0: don't
+    connect_timeout_s: float = 15.0
+    title: str = "bastion"
+
+
+@dataclass(frozen=True)
+class ShellConfig:
+    path: Path
+    settings: ShellSettings
+    hosts: tuple[Host, ...]
+    grants: tuple[Grant, ...]
+
+    def targets_for(self, user: str, user_groups: frozenset[str]) -> list[Target]:
+        """What `user` may reach, grouped and sorted as the menu shows it."""
+        grants = [g for g in self.grants if g.admits(user, user_groups)]
+        found = [
+            Target(host, account)
+            for host in self.hosts
+            for account in host.accounts
+            if any(g.covers(host, account) for g in grants)
+        ]
+        return sorted(found, key=lambda t: (t.host.group, t.host.name, t.account.name))
+
+
+def groups_of(user: str) -> frozenset[str]:
+    """The Unix group names of `user` (primary and supplementary)."""
+    try:
+        gid = pwd.getpwnam(user).pw_gid
+        gids = os.getgrouplist(user, gid)
+    except (KeyError, OSError):
+        return frozenset()
+    names = set()
+    for g in gids:
+        try:
+            names.add(grp.getgrgid(g).gr_name)
+        except KeyError:
+            continue
+    return frozenset(names)
+
+
+def load_shell_config(path: Path = DEFAULT_SHELL_CONFIG) -> ShellConfig:
+    """Read and check the whole file; InventoryError names the file and key."""
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            values = tomllib.load(f)
+    except OSError as e:
+        raise InventoryError(f"cannot read config file {path}: {e.strerror}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise InventoryError(f"invalid config file {path}: {e}") from e
+    config = parse_shell_config(values, path)
+    has_passwords = any(a.password for h in config.hosts for a in h.accounts)
+    if has_passwords and st.st_mode & stat.S_IROTH:
+        raise InventoryError(
+            f"{path} holds passwords and everyone may read it (chmod o-r {path})"
+        )
+    return config
+
+
+def parse_shell_config(values: Mapping[str, Any], path: Path) -> ShellConfig:
+    """The checked configuration from parsed TOML (pure)."""
+    where = _Where(str(path))
+    _only(values, {"shell", "host", "grant"}, where)
+    settings = _settings(_table(values.get("shell", {}), where.at("shell")), where)
+    hosts: list[Host] = []
+    for i, raw in enumerate(_array(values.get("host", []), where.at("host"))):
+        hosts.append(_host(raw, where.at(f"host[{i}]")))
+    names = [h.name for h in hosts]
+    for name in names:
+        if names.count(name) > 1:
+            raise InventoryError(f"{path}: host name {name!r} is used twice")
+    grants = [
+        _grant(raw, where.at(f"grant[{i}]"))
+        for i, raw in enumerate(_array(values.get("grant", []), where.at("grant")))
+    ]
+    return ShellConfig(path, settings, tuple(hosts), tuple(grants))
+
+
+@dataclass(frozen=True)
+class _Where:
+    file: str
+    key: str = ""
+
+    def at(self, key: str) -> _Where:
+        return _Where(self.file, f"{self.key}.{key}" if self.key else key)
+
+    def error(self, message: str) -> InventoryError:
+        return InventoryError(f"{self.file}: {self.key} {message}")
+
+
+def _only(values: Mapping[str, Any], allowed: set[str], where: _Where) -> None:
+    for key in values:
+        if key not in allowed:
+            raise where.at(key).error("is not a known key")
+
+
+def _table(value: Any, where: _Where) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise where.error("must be a table")
+    return value
+
+
+def _array(value: Any, where: _Where) -> list[Mapping[str, Any]]:
+    if not isinstance(value, list):
+        raise where.error("must be an array of tables ([[...]])")
+    return [_table(v, where) for v in value]
+
+
+def _text(value: Any, where: _Where, pattern: re.Pattern[str] | None = None) -> str:
+    if not isinstance(value, str) or not value:
+        raise where.error("must be a non-empty string")
+    if pattern is not None and not pattern.fullmatch(value):
+        raise where.error(f"is not a valid name: {value!r}")
+    return value
+
+
+def _seconds(value: Any, where: _Where, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise where.error("must be a number of seconds")
+    if not 0 <= value <= high:
+        raise where.error(f"must be between 0 and {high}")
+    return float(value)
+
+
+def _abs_path(value: Any, where: _Where) -> Path:
+    path = Path(_text(value, where))
+    if not path.is_absolute():
+        raise where.error(f"must be an absolute path, not {path}")
+    return path
+
+
+def _settings(values: Mapping[str, Any], where: _Where) -> ShellSettings:
+    defaults = ShellSettings()
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        at = where.at("shell").at(key)
+        if not hasattr(defaults, key):
+            raise at.error("is not a known key")
+        default = getattr(defaults, key)
+        if isinstance(default, Path):
+            kwargs[key] = _abs_path(value, at)
+        elif isinstance(default, float):
+            kwargs[key] = _seconds(value, at, 30 * 86400.0)
+        elif key == "tag_style":
+            if value not in TAG_STYLES:
+                raise at.error(f"must be one of {', '.join(TAG_STYLES)}")
+            kwargs[key] = value
+        else:
+            kwargs[key] = _text(value, at)
+    settings = ShellSettings(**kwargs)
+    if not (
+        settings.known_hosts.startswith("~/")
+        or Path(settings.known_hosts).is_absolute()
+    ):
+        raise where.at("shell.known_hosts").error("must start with ~/ or /")
+    return settings
+
+
+def _host(values: Mapping[str, Any], where: _Where) -> Host:
+    _only(values, {"name", "address", "port", "group", "account"}, where)
+    name = _text(values.get("name"), where.at("name"), _NAME_RE)
+    address = _text(values.get("address", name), where.at("address"), _ADDRESS_RE)
+    if address.startswith("-"):
+        raise where.at("address").error("must not start with '-'")
+    port = values.get("port", 22)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise where.at("port").error("must be a port number (1-65535)")
+    group = _text(values.get("group", "hosts"), where.at("group"), _NAME_RE)
+    accounts = tuple(
+        _account(raw, where.at(f"account[{i}]"))
+        for i, raw in enumerate(_array(values.get("account", []), where.at("account")))
+    )
+    if not accounts:
+        raise where.error("has no [[host.account]]")
+    return Host(name, address, port, group, accounts)
+
+
+def _account(values: Mapping[str, Any], where: _Where) -> Account:
+    _only(values, {"name", "key_file", "password"}, where)
+    name = _text(values.get("name"), where.at("name"), _ACCOUNT_RE)
+    key_file = values.get("key_file")
+    password = values.get("password")
+    if (key_file is None) == (password is None):
+        raise where.error("needs exactly one of key_file and password")
+    if key_file is not None:
+        return Account(name, key_file=_abs_path(key_file, where.at("key_file")))
+    return Account(name, password=_text(password, where.at("password")))
+
+
+def _grant(values: Mapping[str, Any], where: _Where) -> Grant:
+    _only(values, {"users", "groups", "hosts", "accounts"}, where)
+
+    def names(key: str) -> frozenset[str]:
+        value = values.get(key, [])
+        if not isinstance(value, list) or not all(
+            isinstance(v, str) and v for v in value
+        ):
+            raise where.at(key).error("must be a list of names")
+        return frozenset(value)
+
+    grant = Grant(names("users"), names("groups"), names("hosts"), names("accounts"))
+    if not (grant.users or grant.groups):
+        raise where.error("names no users and no groups")
+    if not grant.hosts or not grant.accounts:
+        raise where.error('needs hosts and accounts (use ["*"] for all)')
+    return grant
