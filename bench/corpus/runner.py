@@ -20,6 +20,7 @@ import contextlib
 import os
 import re
 import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -109,13 +110,11 @@ class CaseRun:
         }
 
     def prepare(self) -> None:
-        for user in (self.users.main, self.users.other):
-            corpus = user.home / ".corpus"
-            for old in corpus.glob(f"{self.tag}.*"):
-                old.unlink()
-            if user is self.users.other:
-                for old in corpus.glob("_direct.*"):
-                    old.unlink()
+        for old in (self.users.main.home / ".corpus").glob(f"{self.tag}.*"):
+            old.unlink(missing_ok=True)
+        if self.case.nested:  # nested cases run one at a time: the file is theirs
+            for old in (self.users.other.home / ".corpus").glob("_direct.*"):
+                old.unlink(missing_ok=True)
         if self.case.rc:
             rc = self.users.main.home / ".corpus" / f"{self.tag}.rc"
             rc.write_text(self.case.rc + "\n")
@@ -195,22 +194,40 @@ class CaseRun:
         if not inner:
             return outer
         for i, entry in enumerate(outer):
-            if re.match(r"(bash|su |ssh )", entry):
+            # The command that opened the nested shell.
+            if re.match(r"(bash$|bash |su |ssh |sudo (.* )?-[is]\b)", entry):
                 return outer[: i + 1] + inner + outer[i + 1 :]
         return outer + inner
 
 
 @contextlib.contextmanager
 def environment(workdir: Path) -> Iterator[tuple[harness.Sshd, Users]]:
-    """A throwaway sshd and two throwaway users ready for the corpus."""
+    """A throwaway sshd and two throwaway users ready for the corpus.
+
+    The main user may use sudo with its password (a sudoers.d drop-in, checked
+    with visudo, removed afterwards), for the sudo cases.
+    """
     with (
         harness.sshd(workdir) as server,
         harness.test_user(workdir, "cpa") as main,
         harness.test_user(workdir, "cpb") as other,
+        sudo_rights(main),
     ):
         prepare_user(main, other)
         prepare_user(other, None)
         yield server, Users(main, other)
+
+
+@contextlib.contextmanager
+def sudo_rights(user: harness.TestUser) -> Iterator[None]:
+    rule = Path(f"/etc/sudoers.d/bastion-audit-corpus-{user.name}")
+    rule.write_text(f"{user.name} ALL=(ALL:ALL) ALL\n")
+    rule.chmod(0o440)
+    try:
+        subprocess.run(["visudo", "-cf", str(rule)], check=True, capture_output=True)
+        yield
+    finally:
+        rule.unlink()
 
 
 def run_cases(
