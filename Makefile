@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 APT_RUN := strace openssh-client
 APT_TEST := openssh-server sshpass sudo
 
-.PHONY: run test demo deps-run deps-test venv venv-test lint clean
+.PHONY: run test demo deps-run deps-test venv venv-test lint clean patched-ssh
 
 ## make run: install what is missing, then run the agent in the foreground.
 run: deps-run venv
@@ -22,6 +22,11 @@ test: deps-run deps-test venv-test
 ## make demo: the agent, a throwaway sshd, a scripted tagged session, audit-tail.
 demo: deps-run deps-test venv-test
 	$(BIN)/python -m scripts.demo
+
+## make patched-ssh: build ssh with -Z TAG from Debian's openssh source, install
+## it as /usr/local/lib/bastion-audit/ssh (cached; /usr/bin/ssh is left alone).
+patched-ssh:
+	scripts/build-patched-ssh.sh
 
 deps-run:
 	@scripts/ensure-packages.sh $(APT_RUN)
