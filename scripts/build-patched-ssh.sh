@@ -140,16 +140,15 @@ pick_version() {
 
 # Installs the cached binary as DEST unless DEST already is that binary.
 install_binary() {
-    local built=$1 how=$2
-    if cmp -s "$built" "$DEST"; then
-        how="up to date"
-    else
+    local built=$1 note=$2 verb="up to date"
+    if ! cmp -s "$built" "$DEST"; then
         mkdir -p "$(dirname "$DEST")"
         # A new inode: an ssh running from DEST keeps its old file.
         install -m 0755 "$built" "$DEST.new.$$"
         mv -f "$DEST.new.$$" "$DEST"
+        verb=installed
     fi
-    say "$how: $DEST: $("$DEST" -V 2>&1)"
+    say "$verb: $DEST: $("$DEST" -V 2>&1) ($note)"
 }
 
 ensure_deb_src
@@ -158,7 +157,7 @@ version=${OPENSSH_SOURCE_VERSION:-}
 key=$({ sha256sum <"$PATCH_FILE"; echo "$version"; echo "$RECIPE"; } | sha256sum | cut -c1-16)
 build_dir=$CACHE_DIR/build-$key
 if [ -x "$build_dir/ssh" ]; then
-    install_binary "$build_dir/ssh" "installed cached build $key of openssh $version"
+    install_binary "$build_dir/ssh" "cached build $key of openssh $version"
     exit 0
 fi
 
@@ -232,4 +231,4 @@ EOF
 cd /
 rm -rf "$src" # about 40 MB once built; the binary, log and BUILD-INFO stay
 mv "$build_dir/ssh.tmp" "$build_dir/ssh"
-install_binary "$build_dir/ssh" "built openssh $version in $((SECONDS - started)) s, installed"
+install_binary "$build_dir/ssh" "built openssh $version in $((SECONDS - started)) s"
