@@ -16,6 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pexpect
 import pytest
 
 from tests import harness
@@ -116,7 +117,9 @@ def test_a_patch_that_no_longer_applies_fails_with_one_clear_line(
     assert errors[0].startswith(f"build-patched-ssh: error: {stale} does not apply")
     assert file_identity(patched_ssh) == before
     # The failed build's directory (unpacked source, log) is ours to remove.
-    log = Path(re.search(r"\(log: (\S+)\)", errors[0]).group(1))  # type: ignore[union-attr]
+    named = re.search(r"\(log: (\S+)\)", errors[0])
+    assert named is not None, errors[0]
+    log = Path(named.group(1))
     assert log.is_file() and "FAILED" in log.read_text()
     shutil.rmtree(log.parent)
 
@@ -216,7 +219,7 @@ def test_a_session_tagged_with_z_is_audited(
         assert record["ssh_pid"] == ssh_pid
 
     child.sendeof()
-    child.expect(harness.pexpect.EOF)
+    child.expect(pexpect.EOF)
     child.close()
     harness.wait_for(
         lambda: harness.sessions_in(data_dir)[tag].status == "closed", timeout=20
