@@ -10,7 +10,7 @@ APT_RUN := strace openssh-client
 APT_TEST := openssh-server sshpass sudo rsync
 BASTION_USER ?= zxy
 
-.PHONY: run test demo deps-run deps-test venv venv-test lint clean install-shell
+.PHONY: run test demo deps-run deps-test venv venv-test lint clean install-shell patched-ssh
 
 ## make run: install what is missing, then run the agent in the foreground.
 run: deps-run venv
@@ -27,6 +27,11 @@ demo: deps-run deps-test venv-test
 ## make install-shell: audit-shell as the ForceCommand of $(BASTION_USER) (sshd drop-in).
 install-shell: deps-run venv
 	scripts/install-shell.sh --user $(BASTION_USER) --audit-shell $(abspath $(BIN))/audit-shell
+
+## make patched-ssh: build ssh with -Z TAG from Debian's openssh source, install
+## it as /usr/local/lib/bastion-audit/ssh (cached; /usr/bin/ssh is left alone).
+patched-ssh:
+	scripts/build-patched-ssh.sh
 
 deps-run:
 	@scripts/ensure-packages.sh $(APT_RUN)
