@@ -33,6 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between looks for new ssh processes (default 0.1)",
     )
     run.add_argument(
+        "--mode",
+        choices=("strict", "permissive"),
+        help="strict (default): end a tagged ssh that cannot be traced; "
+        "permissive: let it go on, marked with the gap",
+    )
+    run.add_argument(
         "--scope-pid",
         type=int,
         metavar="PID",
@@ -55,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                 "data_dir": args.data_dir.absolute() if args.data_dir else None,
                 "poll_interval_s": args.poll_interval_s,
                 "scope_pid": args.scope_pid,
+                "mode": args.mode,
             },
         )
         setup_logging(PROG, args.verbose)

@@ -46,6 +46,12 @@ class Config:
     tracker_script: Path = dataclasses.field(default_factory=default_tracker_script)
     scope_pid: int = 0  # audit only ssh processes descended from this pid (0: all)
     intents_dir: Path = DEFAULT_INTENTS_DIR
+    # strict: a tagged ssh that cannot be traced is ended; permissive: it goes
+    # on untraced and its session shows the gap.
+    mode: str = "strict"
+    attach_deadline_s: float = 5.0  # from discovery to strace attached
+    max_sessions: int = 1000  # live traced sessions at once
+    max_new_sessions_per_s: float = 50.0  # straces started per second
 
     @property
     def logs_dir(self) -> Path:
@@ -60,7 +66,10 @@ _LIMITS: dict[str, tuple[float, float]] = {
     "poll_interval_s": (0.01, 10.0),
     "flush_interval_s": (0.01, 1.0),
     "log_retention_s": (0.0, 10 * 365 * 86400.0),
+    "attach_deadline_s": (0.1, 60.0),
+    "max_new_sessions_per_s": (1.0, 10_000.0),
 }
+_CHOICES: dict[str, tuple[str, ...]] = {"mode": ("strict", "permissive")}
 
 
 def load_config(
@@ -111,12 +120,17 @@ def _build(values: Mapping[str, Any], source: str) -> Config:
                 raise ConfigError(
                     f"{source}: {key} must be an absolute path, not {value}"
                 )
+        elif isinstance(default, str):
+            if value not in _CHOICES[key]:
+                choices = " or ".join(_CHOICES[key])
+                raise ConfigError(f"{source}: {key} must be {choices}, not {value!r}")
         elif isinstance(default, int):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"{source}: {key} must be a whole number >= 0")
         elif isinstance(default, float):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"{source}: {key} must be a number of seconds")
+                unit = " of seconds" if key.endswith("_s") else ""
+                raise ConfigError(f"{source}: {key} must be a number{unit}")
             low, high = _LIMITS[key]
             if not low <= value <= high:
                 raise ConfigError(f"{source}: {key} must be between {low} and {high}")

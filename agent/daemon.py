@@ -1,7 +1,7 @@
 """The agent: discovery, straces, ingest and store wired into one daemon.
 
 Threads and processes, and who stops them:
-- the main thread polls for tagged ssh clients and reaps straces;
+- the main thread polls for tagged ssh clients and supervises their straces;
 - the Supervisor owns the straces (stopped first, so every log ends whole);
 - the Ingest owns the watchdog observer and the ingest thread (stopped
   second, after reading every log to its end once more);
@@ -28,7 +28,7 @@ from agent.ingest import Ingest
 from agent.intents import IntentLinker
 from agent.store import Store
 from tracer.discovery import Discovery
-from tracer.supervisor import Supervisor
+from tracer.supervisor import Limits, Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,16 @@ class Agent:
             intents=IntentLinker(config.intents_dir, self.store),
         )
         self.store.on_flushed = self.ingest.on_flushed
-        self.supervisor = Supervisor(config.tracker_script, config.data_dir)
+        self.supervisor = Supervisor(
+            config.tracker_script,
+            config.data_dir,
+            config.mode,
+            Limits(
+                attach_deadline_s=config.attach_deadline_s,
+                max_sessions=config.max_sessions,
+                max_new_sessions_per_s=config.max_new_sessions_per_s,
+            ),
+        )
         self.discovery = Discovery(scope_pid=config.scope_pid)
 
     def run(self) -> None:
@@ -122,7 +131,7 @@ class Agent:
         while not self.stop_event.is_set():
             for ssh in self.discovery.poll():
                 self.supervisor.track(ssh)
-            self.supervisor.reap()
+            self.supervisor.supervise()
             now = time.monotonic()
             if now - last_orphan_sweep >= ORPHAN_SWEEP_INTERVAL_S:
                 last_orphan_sweep = now

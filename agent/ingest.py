@@ -23,13 +23,14 @@ from watchdog.observers import Observer
 
 from agent.intents import IntentLinker
 from agent.quarantine import quarantine
-from agent.records import CLOSED, Command, Session, iso
+from agent.records import CLOSED, ENDED, Command, Session, iso
 from agent.store import Store
 from parsers.commands import CommandAssembler
 from parsers.events import Event, Marker
 from parsers.strace_lines import StraceDecoder
 from parsers.terminal import CommandBuilder
 from tracer.session_log import SessionLogError, read_start
+from tracer.tags import parse_ssh_argv
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class LogFollower:
     builder: CommandBuilder
     assembler: CommandAssembler = field(default_factory=CommandAssembler)
     inode: int = 0
+    interactive: bool = True
     gap_since: float | None = None  # bytes may be missing from here on
     finished: bool = False
     pending_commands: list[Command] = field(default_factory=list)
@@ -131,7 +133,7 @@ class Ingest:
     def on_flushed(self, sessions: list[Session]) -> None:
         """Store callback (writer thread): these states are now durable."""
         for session in sessions:
-            if session.status == CLOSED:
+            if session.status in ENDED:
                 self._closed.put(session)
         if self.intents is not None:
             self.intents.flushed(sessions)
@@ -219,7 +221,16 @@ class Ingest:
                 # audit-shell writes its record before it starts ssh.
                 self._take_intents()
                 session = self.intents.link(start, session)
-            self.store.submit(session)
+            commands: list[Command] = []
+            if session.remote_command:
+                # `ssh host cmd`: argv says what runs; the shell never shows it.
+                commands.append(
+                    Command(
+                        session.id, 1, iso(start.started_at), session.remote_command
+                    )
+                )
+                session = dataclasses.replace(session, command_count=1)
+            self.store.submit(session, commands)
             log.info(
                 "session %s: %s -> %s@%s:%s on %s",
                 session.id,
@@ -235,8 +246,11 @@ class Ingest:
             decoder=StraceDecoder(tty=start.tty),
             builder=CommandBuilder(session.checkpoint),
             inode=inode,
+            # Without a remote pty (`ssh host cmd`) keys go to the command,
+            # not to a shell: only the log's lifecycle lines matter.
+            interactive=parse_ssh_argv(start.argv, start.ssh_version).remote_tty,
         )
-        if session.status == CLOSED:
+        if session.status in ENDED:
             follower.finished = True
             self._closed.put(session)  # ingested before; only the file is left
         elif session.checkpoint is not None:
@@ -318,7 +332,8 @@ class Ingest:
     def _apply(self, follower: LogFollower, event: Event) -> None:
         if follower.finished:
             return
-        for line in follower.builder.feed(event):
+        lines = follower.builder.feed(event) if follower.interactive else []
+        for line in lines:
             for shell_command in follower.assembler.feed(line):
                 seq = follower.session.command_count + 1
                 follower.pending_commands.append(
@@ -354,9 +369,10 @@ class Ingest:
             self._close(follower, event)
 
     def _close(self, follower: LogFollower, end: Marker) -> None:
+        status = end.fields.get("status")
         follower.session = dataclasses.replace(
             follower.session,
-            status=CLOSED,
+            status=status if status in ENDED else CLOSED,
             ended_at=end.time,
             end_reason=str(end.fields.get("reason") or "ended"),
         )

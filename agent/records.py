@@ -18,7 +18,8 @@ from parsers.terminal import Checkpoint
 from tracer.session_log import SessionStart
 from tracer.tags import parse_ssh_argv
 
-LIVE, CLOSED = "live", "closed"
+LIVE, CLOSED, TERMINATED = "live", "closed", "terminated"
+ENDED = frozenset({CLOSED, TERMINATED})  # terminated: ended by the agent (strict mode)
 # A connection audit-shell recorded before its ssh started (agent/intents.py):
 # PENDING until the traced ssh appears, NOT_STARTED if it does not in time.
 PENDING, NOT_STARTED = "pending", "not-started"
@@ -70,7 +71,7 @@ class Session:
 
     @classmethod
     def new(cls, session_id: str, start: SessionStart, log: str) -> Session:
-        ssh = parse_ssh_argv(start.argv)
+        ssh = parse_ssh_argv(start.argv, start.ssh_version)
         return cls(
             id=session_id,
             tag=start.tag,

@@ -10,7 +10,9 @@
 # only to that, and always writes under the default data directory.
 #
 # Exit codes: 0 the session ended (or the agent already audits it), 2 usage,
-# 3 no such tagged ssh or no terminal, 4 already traced, 5 cannot write the log.
+# 3 no such tagged ssh or no terminal, 4 already traced, 5 cannot write the log,
+# 6 strace is not installed. From 3 on, the log and its start line exist
+# whenever the ssh itself does.
 set -euo pipefail
 export LC_ALL=C PATH=/usr/sbin:/usr/bin:/sbin:/bin
 umask 077
@@ -59,7 +61,6 @@ if [ -n "${SUDO_UID:-}" ]; then
 fi
 data_dir=${data_dir:-$DEFAULT_DATA_DIR}
 [ "$(id -u)" -eq 0 ] || die 2 "must run as root: strace attaches to other users' processes"
-command -v strace >/dev/null || die 3 "strace is not installed"
 
 # True when argv (NUL-separated in /proc) carries our tag in one of ssh's
 # spellings. The agent parses argv fully; this only has to keep a user to
@@ -114,11 +115,15 @@ if [ -n "$owner" ]; then
     carries_tag "$pid" || die 3 "ssh $pid does not carry the tag $tag"
 fi
 
-tracer_pid=$(awk '/^TracerPid:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
-if [ -n "$tracer_pid" ] && [ "$tracer_pid" != 0 ]; then
-    [ "$tracer" = sudo ] && { echo "$PROG: ssh $pid is already audited" >&2; exit 0; }
-    die 4 "ssh $pid is already traced by process $tracer_pid"
-fi
+# From /proc/PID/status: the owner, and whether something ptraces it already.
+uid=
+tracer_pid=0
+while read -r key value _; do
+    case $key in
+        Uid:) uid=$value ;;
+        TracerPid:) tracer_pid=$value ;;
+    esac
+done <"/proc/$pid/status" || die 3 "process $pid is gone"
 
 # The terminal is what ssh's stdin or stdout point to; strace -P keeps only
 # the syscalls on it, which leaves out the encrypted socket (as large as the
@@ -128,34 +133,40 @@ for fd in 0 1; do
     t=$(readlink "/proc/$pid/fd/$fd" 2>/dev/null || true)
     if [[ $t =~ $TTY_RE ]]; then tty=$t; break; fi
 done
-[ -n "$tty" ] || die 3 "ssh $pid has no terminal on stdin or stdout"
 
 # Start time in clock ticks after boot: with the pid, it names this process
 # for good, so a re-attach can find the log of the same ssh.
 stat_line=$(<"/proc/$pid/stat")
 read -ra stat_fields <<<"${stat_line##*) }"
 start_ticks=${stat_fields[19]}
-uid=$(stat -c %u "/proc/$pid")
-btime=$(awk '/^btime/ {print $2}' /proc/stat)
+btime=
+while read -r key value; do
+    [ "$key" = btime ] && { btime=$value; break; }
+done </proc/stat
 started_at=$(awk -v b="$btime" -v t="$start_ticks" -v hz="$(getconf CLK_TCK)" \
     'BEGIN { printf "%.2f", b + t / hz }')
 user=$(id -nu "$uid" 2>/dev/null || true)
 [[ $user =~ ^[A-Za-z0-9._][A-Za-z0-9._-]*$ ]] || user=
 argv_b64=$(base64 -w0 <"/proc/$pid/cmdline")
+# Read from the binary, never run: argv means what this ssh version says.
+ssh_version=$(grep -aom1 'OpenSSH_[0-9][0-9.]*p[0-9]*' "/proc/$pid/exe" 2>/dev/null | head -n 1 || true)
+[[ $ssh_version =~ ^OpenSSH_[0-9.p]+$ ]] || ssh_version=
 
 logs=$data_dir/logs
 mkdir -p -m 0700 "$data_dir" "$logs" || die 5 "cannot create $logs"
 [ ! -L "$logs" ] && [ "$(stat -c %u "$logs")" = 0 ] || die 5 "$logs is not a root-owned directory"
 chmod 0700 "$logs"
 
+# The log exists before anything can still go wrong, so that a session that
+# cannot be traced is on record all the same (the agent appends its end).
 identity="\"ssh_pid\":$pid,\"start_ticks\":$start_ticks,"
 log=
 for name in "$tag" "$tag~$pid-$start_ticks"; do
     candidate=$logs/$name.strace
     if (set -C; : >"$candidate") 2>/dev/null; then
         log=$candidate
-        printf '#bastion-audit {"event":"start","v":1,"time":%s,"tag":"%s",%s"started_at":%s,"uid":%s,"user":"%s","tty":"%s","argv_b64":"%s"}\n' \
-            "$(date +%s.%6N)" "$tag" "$identity" "$started_at" "$uid" "$user" "$tty" "$argv_b64" >>"$log"
+        printf '#bastion-audit {"event":"start","v":1,"time":%s,"tag":"%s",%s"started_at":%s,"uid":%s,"user":"%s","tty":"%s","ssh_version":"%s","argv_b64":"%s"}\n' \
+            "$EPOCHREALTIME" "$tag" "$identity" "$started_at" "$uid" "$user" "$tty" "$ssh_version" "$argv_b64" >>"$log"
         break
     fi
     # The log of this very ssh (the agent restarted): keep appending to it.
@@ -166,11 +177,19 @@ for name in "$tag" "$tag~$pid-$start_ticks"; do
 done
 [ -n "$log" ] || die 5 "cannot create a log for tag $tag in $logs"
 
+[ -n "$tty" ] || die 3 "ssh $pid has no terminal on stdin or stdout"
+strace_bin=$(command -v strace || true)
+[ -f "$strace_bin" ] && [ -x "$strace_bin" ] || die 6 "strace is not installed"
+if [ "$tracer_pid" != 0 ]; then
+    [ "$tracer" = sudo ] && { echo "$PROG: ssh $pid is already audited" >&2; exit 0; }
+    die 4 "ssh $pid is already traced by process $tracer_pid"
+fi
+
 printf '#bastion-audit {"event":"attach","time":%s,"tracer":"%s","tracer_pid":%s}\n' \
-    "$(date +%s.%6N)" "$tracer" "$$" >>"$log"
+    "$EPOCHREALTIME" "$tracer" "$$" >>"$log"
 
 # -ttt: epoch timestamps; -y: fd paths; -s 1 MiB: ssh writes up to 256 KiB to
 # the terminal in one call (fully escaped, four characters a byte); -A: append
 # after our lifecycle lines. An attached strace cannot use --seccomp-bpf, so
 # every syscall of ssh stops; tracing only these three keeps the log small.
-exec strace -q -ttt -y -s 1048576 -e trace=read,write,ioctl -P "$tty" -p "$pid" -A -o "$log"
+exec "$strace_bin" -q -ttt -y -s 1048576 -e trace=read,write,ioctl -P "$tty" -p "$pid" -A -o "$log"

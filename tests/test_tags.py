@@ -96,3 +96,36 @@ def test_destination(argv, user, host, port, command) -> None:
         port,
         command,
     )
+
+
+def test_dash_p_before_openssh_9_4_is_a_flag() -> None:
+    """Debian 12's ssh (9.2p1) takes -P as an old flag: `foo` is the host there."""
+    modern = parse_ssh_argv(["ssh", "-P", "foo", "alice@db1"], "OpenSSH_9.4p1")
+    assert (modern.tag, modern.host) == ("foo", "db1")
+    old = parse_ssh_argv(["ssh", "-P", "foo", "alice@db1"], "OpenSSH_9.2p1")
+    assert (old.tag, old.host, old.command) == (None, "foo", ("alice@db1",))
+    assert parse_ssh_argv(["ssh", "-o", "Tag=t", "h"], "OpenSSH_9.2p1").tag == "t"
+
+
+def test_ssh_version_is_read_from_the_binary() -> None:
+    from tracer.tags import ssh_version
+
+    with open("/usr/bin/ssh", "rb") as f:
+        assert (ssh_version(f.read()) or "").startswith("OpenSSH_")
+    assert ssh_version(b"\x7fELF not ssh") is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "remote_tty"),
+    [
+        (["ssh", "h"], True),
+        (["ssh", "h", "uptime"], False),
+        (["ssh", "-t", "h", "top"], True),
+        (["ssh", "-tt", "h", "top"], True),
+        (["ssh", "-T", "h"], False),
+        (["ssh", "-o", "RequestTTY=force", "h", "ls"], True),
+        (["ssh", "-o", "RequestTTY=no", "h"], False),
+    ],
+)
+def test_remote_tty(argv: list[str], remote_tty: bool) -> None:
+    assert parse_ssh_argv(argv).remote_tty is remote_tty

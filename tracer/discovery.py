@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from tracer.tags import parse_ssh_argv
+from tracer.tags import parse_ssh_argv, ssh_version
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,7 @@ class Discovery:
     _first_seen: dict[int, float] = field(default_factory=dict)
     _settled: set[int] = field(default_factory=set)  # ssh already classified
     _last_sweep: float = 0.0
+    _versions: dict[tuple[int, int, int], str | None] = field(default_factory=dict)
 
     def poll(self) -> list[TaggedSsh]:
         now = time.monotonic()
@@ -134,6 +135,21 @@ class Discovery:
             self._settled.discard(pid)
         return found
 
+    def _version(self, pid: int) -> str | None:
+        """OpenSSH version of the process's binary, read once per binary file."""
+        path = f"/proc/{pid}/exe"
+        try:
+            st = os.stat(path)
+            key = (st.st_dev, st.st_ino, st.st_mtime_ns)
+            if key not in self._versions:
+                if len(self._versions) > 64:
+                    self._versions.clear()
+                with open(path, "rb") as f:
+                    self._versions[key] = ssh_version(f.read(8 << 20))
+            return self._versions[key]
+        except OSError:
+            return None
+
     def _inspect(self, pid: int) -> TaggedSsh | None:
         self.stats.inspected += 1
         try:
@@ -156,7 +172,7 @@ class Discovery:
         self._settled.add(pid)
         if self.scope_pid and not _descends_from(proc, self.scope_pid):
             return None
-        ssh = parse_ssh_argv(argv)
+        ssh = parse_ssh_argv(argv, self._version(pid))
         if ssh.tag is None:
             if ssh.bad_tag is not None:
                 self.stats.bad_tags += 1

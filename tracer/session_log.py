@@ -45,6 +45,7 @@ class SessionStart:
     user: str
     tty: str
     argv: tuple[str, ...]
+    ssh_version: str | None = None  # as compiled into its binary: argv reads by it
 
     @property
     def identity(self) -> tuple[int, int]:
@@ -65,11 +66,13 @@ class SessionStart:
             raise SessionLogError(f"bad session start line: {e}") from e
         if not valid_tag(tag):
             raise SessionLogError(f"bad session start line: invalid tag {tag!r}")
-        if not _TTY_RE.fullmatch(tty):
+        if tty and not _TTY_RE.fullmatch(tty):  # "": ssh had no terminal
             raise SessionLogError(f"bad session start line: invalid tty {tty!r}")
         argv = tuple(a.decode("utf-8", "replace") for a in raw.split(b"\0") if a)
         user = str(fields.get("user") or "") or f"uid:{uid}"
-        return cls(tag, ssh_pid, start_ticks, started_at, uid, user, tty, argv)
+        version = fields.get("ssh_version")
+        version = str(version) if isinstance(version, str) and version else None
+        return cls(tag, ssh_pid, start_ticks, started_at, uid, user, tty, argv, version)
 
 
 def _count(value: Any) -> int:

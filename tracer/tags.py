@@ -28,7 +28,29 @@ TAG_ENV = "AUDIT_SESSION"
 # ssh.c (9.2p1): "1246ab:c:e:fgi:kl:m:no:p:qstvxAB:CD:E:F:GI:J:KL:MNO:P:Q:R:S:TVw:W:XYy"
 # plus Z: from the patched client.
 _WITH_ARG = frozenset("bceilmopBDEFIJLOPQRSWwZ")
-_FLAGS = frozenset("1246afgknqstvxACGKMNTVXYy")
+# Before 9.4, -P was an old flag without an argument (Debian 12 ships 9.2p1):
+# `ssh -P foo alice@db1` connects to host foo there.
+_WITH_ARG_BEFORE_9_4 = _WITH_ARG - {"P"}
+_VERSION_RE = re.compile(rb"OpenSSH_(\d+)\.(\d+)")
+
+
+def tag_option_p(version: str | None) -> bool:
+    """Whether -P takes an argument (the tag) in this OpenSSH version.
+
+    Unknown versions get the current meaning, as the issue of -P describes it.
+    """
+    if not version:
+        return True
+    m = _VERSION_RE.match(version.encode())
+    return m is None or (int(m.group(1)), int(m.group(2))) >= (9, 4)
+
+
+def ssh_version(binary: bytes) -> str | None:
+    """The OpenSSH version compiled into an ssh binary, read, never run."""
+    m = re.search(rb"OpenSSH_\d+\.\d+(?:p\d+)?", binary)
+    return m.group().decode() if m else None
+
+
 _KEYWORD_RE = re.compile(r"\s*([A-Za-z]+)\s*(?:=\s*|\s+)(.*)", re.S)
 
 
@@ -43,14 +65,18 @@ class SshInvocation:
     host: str | None
     port: int | None
     command: tuple[str, ...]  # the remote command, if one was given
+    remote_tty: bool = True  # ssh asks the server for a pty (an interactive shell)
 
 
 def valid_tag(tag: str) -> bool:
     return TAG_RE.fullmatch(tag) is not None
 
 
-def parse_ssh_argv(argv: list[str] | tuple[str, ...]) -> SshInvocation:
-    """Read an ssh client's argv (argv[0] included)."""
+def parse_ssh_argv(
+    argv: list[str] | tuple[str, ...], version: str | None = None
+) -> SshInvocation:
+    """Read an ssh client's argv (argv[0] included) as that ssh version would."""
+    with_arg = _WITH_ARG if tag_option_p(version) else _WITH_ARG_BEFORE_9_4
     options: list[tuple[str, str | None]] = []  # ("@", destination) in order
     command: tuple[str, ...] = ()
     have_destination = False
@@ -66,7 +92,7 @@ def parse_ssh_argv(argv: list[str] | tuple[str, ...]) -> SshInvocation:
             command = tuple(rest)
             break
         if arg.startswith("-") and len(arg) > 1:
-            i = _read_option_group(args, i, options)
+            i = _read_option_group(args, i, options, with_arg)
         elif not have_destination:
             options.append(("@", arg))
             have_destination = True
@@ -78,6 +104,7 @@ def parse_ssh_argv(argv: list[str] | tuple[str, ...]) -> SshInvocation:
     # ssh keeps the first user and port it reads, in argv order, whether from
     # -l/-p, user@host, ssh://user@host:port or -o User=/Port=.
     seen = _Seen()
+    flags = [opt for opt, value in options if value is None]
     for opt, value in options:
         if value is None:
             continue
@@ -100,20 +127,36 @@ def parse_ssh_argv(argv: list[str] | tuple[str, ...]) -> SshInvocation:
                 tag, source = value, name
                 break
             bad = bad or value
+    # ssh's rule: -T never, -t (with a command) or RequestTTY yes/force
+    # always, otherwise only when no command is given.
+    request = seen.request_tty
+    if "T" in flags or request == "no":
+        remote_tty = False
+    elif "t" in flags or request in ("yes", "force"):
+        remote_tty = True
+    else:
+        remote_tty = not command
     return SshInvocation(
-        tag, source, None if tag else bad, seen.user, seen.host, seen.port, command
+        tag,
+        source,
+        None if tag else bad,
+        seen.user,
+        seen.host,
+        seen.port,
+        command,
+        remote_tty,
     )
 
 
 def _read_option_group(
-    args: list[str], i: int, out: list[tuple[str, str | None]]
+    args: list[str], i: int, out: list[tuple[str, str | None]], with_arg: frozenset[str]
 ) -> int:
     """Read `-tt`, `-p22`, `-p 22`, `-vvo Opt=x`; return the next index."""
     arg = args[i]
     j = 1
     while j < len(arg):
         opt = arg[j]
-        if opt in _WITH_ARG:
+        if opt in with_arg:
             value = arg[j + 1 :]
             if value:
                 out.append((opt, value))
@@ -136,6 +179,7 @@ class _Seen:
     host: str | None = None
     port: int | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    request_tty: str | None = None
 
     def set_user(self, value: str | None) -> None:
         if self.user is None and value:
@@ -177,6 +221,8 @@ class _Seen:
             self.set_user(words[0])
         elif keyword == "port" and words:
             self.set_port(words[0])
+        elif keyword == "requesttty" and words and self.request_tty is None:
+            self.request_tty = words[0].lower()
 
 
 def _split_args(value: str) -> list[str]:
