@@ -22,6 +22,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from agent.quarantine import quarantine
+from agent.recording import Recorder
 from agent.records import CLOSED, Command, Session, iso
 from agent.store import Store
 from parsers.events import Event, Marker
@@ -66,10 +67,17 @@ class _Wakeup(FileSystemEventHandler):
 class Ingest:
     """Owns the watchdog observer and the ingest thread."""
 
-    def __init__(self, logs_dir: Path, store: Store, retention_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        logs_dir: Path,
+        store: Store,
+        retention_s: float = 0.0,
+        recorder: Recorder | None = None,
+    ) -> None:
         self.logs_dir = logs_dir
         self.store = store
         self.retention_s = retention_s
+        self.recorder = recorder  # sees every event; committed before each submit
         self.followers: dict[Path, LogFollower] = {}
         self._ignored: set[Path] = set()  # logs already reported as unusable
         self._dirty: set[Path] = set()
@@ -292,6 +300,8 @@ class Ingest:
     def _apply(self, follower: LogFollower, event: Event) -> None:
         if follower.finished:
             return
+        if self.recorder is not None:
+            self.recorder.event(follower.session, follower.inode, event)
         for line in follower.builder.feed(event):
             seq = follower.session.command_count + 1
             follower.pending_commands.append(
@@ -347,6 +357,9 @@ class Ingest:
             )
 
     def _submit(self, follower: LogFollower) -> None:
+        if self.recorder is not None:
+            # The recording must reach as far as the checkpoint about to be stored.
+            self.recorder.commit(follower.session)
         commands, follower.pending_commands = follower.pending_commands, []
         if commands or follower.session != self.store.find(follower.session.identity):
             self.store.submit(follower.session, commands)
