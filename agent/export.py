@@ -1,21 +1,54 @@
-"""audit-export: commands with their sessions' fields, as JSON or JSON Lines."""
+"""audit-export: commands with their sessions' fields, as JSON, JSON Lines or CSV.
+
+Also a session's recording (`--cast TAG`), as the asciicast v2 file it is.
+The fields are documented in the README and in schema/export-record.schema.json.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import csv
 import json
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from agent.cli import ExitStatus, Filter, add_reading_options, run_cli
+from agent.cli import (
+    ExitStatus,
+    Filter,
+    add_reading_options,
+    add_time_options,
+    reading_config,
+    run_cli,
+)
 from agent.reader import Snapshot, load
+from agent.recording import RecordingError, cast_path, read_cast
 from agent.records import Command, Session
 
 PROG = "audit-export"
+FORMATS = ("json", "jsonl", "csv")
+# The order of the fields in a record, and of the columns in CSV.
+FIELDS = (
+    "session",
+    "seq",
+    "time",
+    "command",
+    "tag",
+    "bastion_user",
+    "remote_user",
+    "host",
+    "port",
+    "ssh_pid",
+    "tty",
+    "session_started_at",
+    "session_ended_at",
+    "session_status",
+)
+PROGRESS_EVERY = 20_000  # commands between two progress updates
 
 
 def session_fields(session: Session) -> dict[str, Any]:
@@ -36,13 +69,27 @@ def session_fields(session: Session) -> dict[str, Any]:
 
 
 def select(
-    snapshot: Snapshot, selection: Filter
+    snapshot: Snapshot,
+    selection: Filter,
+    scanned: Callable[[int], None] | None = None,
 ) -> Iterator[tuple[Command, Session | None]]:
-    """The selected commands with their sessions, in the order stored."""
-    for command in snapshot.commands:
+    """The selected commands with their sessions, in the order stored.
+
+    `scanned(n)` hears how many commands were looked at, now and then.
+    """
+    if scanned is None:
+        for command in snapshot.commands:
+            session = snapshot.sessions.get(command.session)
+            if selection.command_matches(command, session):
+                yield command, session
+        return
+    for n, command in enumerate(snapshot.commands, 1):
+        if n % PROGRESS_EVERY == 0:
+            scanned(n)
         session = snapshot.sessions.get(command.session)
         if selection.command_matches(command, session):
             yield command, session
+    scanned(len(snapshot.commands))
 
 
 def flat_record(command: Command, session: Session | None) -> dict[str, Any]:
@@ -90,9 +137,32 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False)
 _string = json.encoder.encode_basestring
 
 
+def write_csv(rows: Iterator[tuple[Command, Session | None]], out: IO[str]) -> int:
+    """RFC 4180 CSV with a header row of FIELDS; a missing value is empty."""
+    writer = csv.writer(out)
+    writer.writerow(FIELDS)
+    tails: dict[str, tuple[Any, ...]] = {}
+    none: tuple[Any, ...] = ("",) * (len(FIELDS) - 4)
+    count = 0
+    for command, session in rows:
+        tail = none
+        if session is not None:
+            tail = tails.get(session.id) or tails.setdefault(
+                session.id,
+                tuple("" if v is None else v for v in session_fields(session).values()),
+            )
+        writer.writerow(
+            (command.session, command.seq, command.time, command.command, *tail)
+        )
+        count += 1
+    return count
+
+
 def write_records(
     rows: Iterator[tuple[Command, Session | None]], out: IO[str], fmt: str
 ) -> int:
+    if fmt == "csv":
+        return write_csv(rows, out)
     text = JsonRecords().text
     count = 0
     if fmt == "jsonl":
@@ -109,18 +179,28 @@ def write_records(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="Export audited commands.")
-    add_reading_options(parser)
-    parser.add_argument(
-        "--since", metavar="T", help="commands at or after T (ISO 8601; UTC if no zone)"
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Export audited commands, or one session's recording.",
     )
-    parser.add_argument("--until", metavar="T", help="commands at or before T")
-    parser.add_argument("--format", choices=("json", "jsonl"), default="json")
+    add_reading_options(parser)
+    add_time_options(parser, "commands")
+    parser.add_argument("--format", choices=FORMATS, default="json")
+    parser.add_argument(
+        "--cast",
+        metavar="TAG",
+        help="write the session's recording (asciicast v2) instead of commands",
+    )
     parser.add_argument(
         "-o",
         "--output",
         metavar="FILE",
         help="write here (atomically) instead of stdout",
+    )
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (there is one on stderr when it is a terminal)",
     )
     return parser
 
@@ -129,14 +209,18 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
+        reading_config(args)
+        if args.cast:
+            data = read_cast(find_cast(args.data_dir, args.cast))
+            _output(args.output, lambda out: out.buffer.write(data))
+            return ExitStatus.SUCCESS
         selection = Filter.from_args(args)
-        snapshot = load(args.data_dir)
-        records = select(snapshot, selection)
-        if args.output and args.output != "-":
-            _write_file(Path(args.output), records, args.format)
-        else:
-            write_records(records, sys.stdout, args.format)
-            sys.stdout.flush()
+        with progress_bar(sys.stderr.isatty() and not args.no_progress) as bar:
+            snapshot = load(args.data_dir, bar.shards if bar else None)
+            if bar:
+                bar.start_commands(len(snapshot.commands))
+            records = select(snapshot, selection, bar.commands if bar else None)
+            _output(args.output, lambda out: write_records(records, out, args.format))
         for error in snapshot.errors:
             print(f"{PROG}: warning: {error}; exported the rest", file=sys.stderr)
         return ExitStatus.PARTIAL if snapshot.errors else ExitStatus.SUCCESS
@@ -144,16 +228,87 @@ def main(argv: list[str] | None = None) -> int:
     return run_cli(PROG, body)
 
 
-Rows = Iterator[tuple[Command, Session | None]]
+def find_cast(data_dir: Path, name: str) -> Path:
+    """The recording of session `name` (an id, or a tag used only once)."""
+    path = cast_path(data_dir, name)
+    if "/" not in name and path.exists():
+        return path
+    snapshot = load(data_dir)
+    ids = sorted(s.id for s in snapshot.sessions.values() if name in (s.id, s.tag))
+    if len(ids) > 1:
+        raise RecordingError(
+            f"tag {name!r} names {len(ids)} sessions ({', '.join(ids)}): pick one"
+        )
+    if not ids:
+        raise RecordingError(f"no session {name!r} in {data_dir}")
+    path = cast_path(data_dir, ids[0])
+    if not path.exists():
+        raise RecordingError(f"session {ids[0]} has no recording (at {path})")
+    return path
 
 
-def _write_file(path: Path, records: Rows, fmt: str) -> None:
-    """Write to a temporary file beside `path`, then rename: never half a file."""
+class _Bar:
+    """rich's progress bar on stderr: shards read, then commands written."""
+
+    def __init__(self, progress: Any) -> None:
+        self.progress = progress
+        self.reading = progress.add_task("reading the store", total=None)
+        self.writing: Any = None
+
+    def shards(self, done: int, total: int) -> None:
+        self.progress.update(self.reading, completed=done, total=total)
+
+    def start_commands(self, total: int) -> None:
+        self.writing = self.progress.add_task("exporting commands", total=total)
+
+    def commands(self, done: int) -> None:
+        self.progress.update(self.writing, completed=done)
+
+
+@contextlib.contextmanager
+def progress_bar(enabled: bool) -> Iterator[_Bar | None]:
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
+    console = Console(file=sys.stderr)
+    # Not redirect_stdout: the records go to stdout, past rich.
+    with Progress(
+        *columns,
+        console=console,
+        transient=True,
+        redirect_stdout=False,
+        redirect_stderr=False,
+    ) as progress:
+        yield _Bar(progress)
+
+
+def _output(output: str | None, write: Callable[[Any], object]) -> None:
+    """To stdout, or to a temporary file beside FILE renamed over it."""
+    if not output or output == "-":
+        write(sys.stdout)
+        sys.stdout.flush()
+        return
+    path = Path(output)
     directory = path.parent if str(path.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            write_records(records, out, fmt)
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
+            write(out)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
