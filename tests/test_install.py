@@ -312,42 +312,49 @@ REAL = {
     reason="installs to the real paths: set BASTION_AUDIT_REAL_INSTALL=1",
 )
 def test_real_paths_install_and_uninstall() -> None:
+    """Only when nothing of ours is there; a data dir already there is kept."""
+    import fcntl
+
     ours = [
         REAL["PREFIX"],
         REAL["SYSCONFDIR"],
-        REAL["LIBEXECDIR"],
-        REAL["DATA_DIR"],
+        REAL["LIBEXECDIR"] / "session_tracker.sh",  # the dir may hold others' files
         REAL["UNITDIR"] / UNIT,
         REAL["SUDOERSDIR"] / "zxy",
         *[REAL["BINDIR"] / c for c in COMMANDS],
     ]
-    present = [p for p in ours if p.exists() or p.is_symlink()]
-    if present:
-        pytest.skip(f"already there, not touching: {present}")
-    sudoers_mode = mode(REAL["SUDOERSDIR"])
-    bindir_mode = mode(REAL["BINDIR"])
-    try:
-        result = make("install", {})
-        assert result.returncode == 0, result.stdout + result.stderr
-        assert (REAL["BINDIR"] / "audit-agent").resolve() == REAL[
-            "PREFIX"
-        ] / "bin/audit-agent"
-        verify = subprocess.run(
-            ["systemd-analyze", "verify", str(REAL["UNITDIR"] / UNIT)],
-            capture_output=True,
-            text=True,
-        )
-        assert (verify.returncode, verify.stderr) == (0, "")
-        version = subprocess.run(
-            ["/usr/local/bin/audit-agent", "status"], capture_output=True, text=True
-        )
-        assert version.returncode == 4  # installed, not running: systemd is not here
-        assert (mode(REAL["SUDOERSDIR"]), mode(REAL["BINDIR"])) == (
-            sudoers_mode,
-            bindir_mode,
-        )
-    finally:
-        result = make("uninstall", {}, "PURGE=1")
-    assert result.returncode == 0, result.stderr
-    assert [p for p in ours if p.exists() or p.is_symlink()] == []
-    assert re.search(r"removed everything", result.stdout)
+    with open("/run/lock/bastion-audit-real-install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # one real install at a time
+        present = [p for p in ours if p.exists() or p.is_symlink()]
+        if present:
+            pytest.skip(f"already there, not touching: {present}")
+        data_was_there = REAL["DATA_DIR"].exists()
+        modes = {d: mode(REAL[d]) for d in ("SUDOERSDIR", "BINDIR") if REAL[d].exists()}
+        try:
+            result = make("install", {})
+            assert result.returncode == 0, result.stdout + result.stderr
+            link = REAL["BINDIR"] / "audit-agent"
+            assert link.resolve() == (REAL["PREFIX"] / "bin/audit-agent").resolve()
+            verify = subprocess.run(
+                ["systemd-analyze", "verify", str(REAL["UNITDIR"] / UNIT)],
+                capture_output=True,
+                text=True,
+            )
+            assert (verify.returncode, verify.stderr) == (0, "")
+            check = subprocess.run(
+                ["visudo", "-cf", str(REAL["SUDOERSDIR"] / "zxy")], capture_output=True
+            )
+            assert check.returncode == 0
+            status = subprocess.run(
+                [str(link), "status", "--data-dir", str(REAL["DATA_DIR"])],
+                capture_output=True,
+                text=True,
+            )
+            assert status.returncode == 4  # installed, not started: no systemd here
+            assert {d: mode(REAL[d]) for d in modes} == modes
+        finally:
+            result = make("uninstall", {}, *([] if data_was_there else ["PURGE=1"]))
+        assert result.returncode == 0, result.stderr
+        assert [p for p in ours if p.exists() or p.is_symlink()] == []
+        assert REAL["DATA_DIR"].exists() == data_was_there
+        assert re.search(r"removed everything", result.stdout)
