@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import AgentError
+from agent.quarantine import quarantine
 from agent.records import CLOSED, Session, iso
 from parsers.events import Chunk, Direction, Event, Marker, Resize
 
@@ -84,6 +85,7 @@ def mib(n: int) -> str:
 class CastState:
     """What SESSION.cast.state keeps between runs of the agent."""
 
+    identity: list[int] = dataclasses.field(default_factory=list)  # ssh pid, ticks
     inode: int = 0  # the log the offsets belong to
     offset: int = -1  # log offset of the last event taken
     size: int = 0  # bytes of the cast that are committed
@@ -142,8 +144,13 @@ class CastWriter:
         self.dirty = False  # events taken since the last commit
         self.resume_after: int | None = None  # skip re-fed events up to here
         loaded = CastState.load(self.state_path)
+        identity = list(session.identity)
+        if loaded is not None and loaded.identity not in ([], identity):
+            # Another ssh's recording under this id (its store shard was lost).
+            self._set_aside()
+            loaded = None
         # The store keeps times to the millisecond; the cast keeps its own base.
-        self.state = loaded or CastState(base=session.started_at)
+        self.state = loaded or CastState(base=session.started_at, identity=identity)
         if loaded is not None and loaded.pending:
             self.decoder.setstate((bytes.fromhex(loaded.pending), 0))
         self.fd = os.open(
@@ -152,6 +159,18 @@ class CastWriter:
         # A crash may have left events after the committed size: they come again.
         os.truncate(self.fd, self.state.size)
         self.loaded = loaded is not None
+
+    def _set_aside(self) -> None:
+        quarantine_dir = self.path.parent.parent / "quarantine"
+        for path in (self.path, self.state_path):
+            if path.exists():
+                target = quarantine(path, quarantine_dir, move=True)
+                log.warning(
+                    "session %s: %s belongs to another ssh; moved it to %s",
+                    self.session.id,
+                    path.name,
+                    target,
+                )
 
     # -- events ----------------------------------------------------------
 

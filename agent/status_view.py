@@ -54,7 +54,8 @@ def summary_lines(status: AgentStatus | None, now: float) -> list[str]:
             else f"{status.state}, "
         )
         + f"status {human_age(now - status.updated_at)} old",
-        f"store: {status.shards} shards, {human_bytes(status.store_bytes)}; "
+        f"store: {status.shards} shard{'' if status.shards == 1 else 's'}, "
+        f"{human_bytes(status.store_bytes)}; "
         f"recordings {human_bytes(status.recordings_bytes)}; last write "
         + (
             f"{human_age(now - status.last_flush_at)} ago"
@@ -146,6 +147,9 @@ def render_rich(
         style = "bold red" if row[5] == "NO" else ""
         table.add_row(*(Text(cell) for cell in row), style=style)
     console.print(table)
+    if not status.straces:
+        console.print(Text("straces: none"))
+        return
     straces = Table(title=f"straces: {len(status.straces)}", title_justify="left")
     for header in ("pid", "session tag", "ssh pid", "how"):
         straces.add_column(header)

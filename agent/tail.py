@@ -124,7 +124,7 @@ class RichPrinter:
         if not rows:
             return
         table = Table(box=None, show_header=not self.header_done, pad_edge=False)
-        table.add_column("time", no_wrap=True, style="dim", width=23)
+        table.add_column("time", no_wrap=True, style="dim", width=24)
         table.add_column("who", no_wrap=True, width=36)
         table.add_column("session", no_wrap=True, width=18)
         table.add_column("command", overflow="fold")

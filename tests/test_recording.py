@@ -272,3 +272,23 @@ def test_replay_stops_on_ctrl_c_and_puts_the_terminal_back(tmp_path: Path) -> No
     replay.close()
     assert replay.exitstatus == 0
     assert b"\x1b[?1049l" in replay.before  # the alternate screen left
+
+
+def test_a_recording_of_another_ssh_under_the_same_id_is_set_aside(
+    tmp_path: Path,
+) -> None:
+    """A lost store shard lets a session id come again for another ssh."""
+    record_whole(tmp_path, fixture_log("bash_basic.strace"))
+    data_dir = tmp_path / "whole"
+    old = cast_path(data_dir, "s1").read_bytes()
+    shutil.rmtree(data_dir / "store")
+    body = fixture_log("bash_ctrl_c_password.strace")
+    (data_dir / "logs" / "s1.strace").write_bytes(body.replace(b"4242", b"5555", 1))
+    run_agent_once(data_dir)
+    assert b"Pw: " in cast_path(data_dir, "s1").read_bytes()
+    kept = sorted(p.name for p in (data_dir / "quarantine").iterdir())
+    assert [name.rsplit(".", 1)[0] for name in kept] == ["s1.cast", "s1.cast.state"]
+    (old_copy,) = [
+        p for p in (data_dir / "quarantine").iterdir() if ".state" not in p.name
+    ]
+    assert old_copy.read_bytes() == old
