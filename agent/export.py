@@ -141,20 +141,22 @@ def write_csv(rows: Iterator[tuple[Command, Session | None]], out: IO[str]) -> i
     """RFC 4180 CSV with a header row of FIELDS; a missing value is empty."""
     writer = csv.writer(out)
     writer.writerow(FIELDS)
-    tails: dict[str, tuple[Any, ...]] = {}
-    none: tuple[Any, ...] = ("",) * (len(FIELDS) - 4)
+    tails: dict[str | None, tuple[Any, ...]] = {None: ("",) * (len(FIELDS) - 4)}
     count = 0
-    for command, session in rows:
-        tail = none
-        if session is not None:
-            tail = tails.get(session.id) or tails.setdefault(
-                session.id,
-                tuple("" if v is None else v for v in session_fields(session).values()),
-            )
-        writer.writerow(
-            (command.session, command.seq, command.time, command.command, *tail)
-        )
-        count += 1
+
+    def lines() -> Iterator[tuple[Any, ...]]:
+        nonlocal count
+        for command, session in rows:
+            sid = session.id if session is not None else None
+            tail = tails.get(sid)
+            if tail is None:
+                assert session is not None
+                values = session_fields(session).values()
+                tail = tails[sid] = tuple("" if v is None else v for v in values)
+            count += 1
+            yield (command.session, command.seq, command.time, command.command) + tail
+
+    writer.writerows(lines())  # the loop over rows stays in C
     return count
 
 
