@@ -222,7 +222,12 @@ def test_restarts_lose_nothing_repeat_nothing_and_tail_goes_on(
     finally:
         agent.__exit__(None, None, None)
         tail.send_signal(signal.SIGINT)
-        _, err = tail.communicate(timeout=10)
+        try:
+            _, err = tail.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            tail.kill()  # never leave it behind, whatever went wrong
+            tail.communicate()
+            raise
     assert tail.returncode == 0 and b"Traceback" not in err
 
     commands = [f"echo out-$((10+{n}))" for n in range(1, 6)]
