@@ -21,7 +21,7 @@ import pytest
 from agent.cli import FilterError, parse_time
 from agent.records import CLOSED, Command, iso
 from agent.store import Store
-from tests.harness import BIN, REPO, run_cli
+from tests.harness import BIN, REPO, default_sigint, run_cli
 from tests.test_store import make_session
 
 EXPORT_SCHEMA = json.loads((REPO / "schema" / "export-record.schema.json").read_text())
@@ -240,6 +240,7 @@ def spawn_tail(*args: str) -> pexpect.spawn:
         dimensions=(30, 160),
         env={**os.environ, "TERM": "xterm-256color"},
         timeout=20,
+        preexec_fn=default_sigint,
     )
 
 

@@ -161,6 +161,7 @@ def test_restarts_lose_nothing_repeat_nothing_and_tail_goes_on(
     cursor = data_dir / "events.cursor.json"
     tag = f"rs-{secrets.token_hex(3)}"
     args = ["--events-file", str(events_file)]
+    data_dir.mkdir(mode=0o700)  # audit-tail needs the directory; the agent fills it
     tail = subprocess.Popen(
         [
             str(harness.BIN / "audit-tail"),
@@ -168,8 +169,8 @@ def test_restarts_lose_nothing_repeat_nothing_and_tail_goes_on(
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        preexec_fn=harness.default_sigint,
     )
-    data_dir.mkdir(mode=0o700)  # audit-tail needs the directory; the agent fills it
     reader = harness.LineReader(tail.stdout)
     tailed: list[dict] = []
 

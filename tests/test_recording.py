@@ -21,7 +21,7 @@ import pytest
 from agent.ingest import Ingest
 from agent.recording import Recorder, cast_path, read_cast
 from agent.store import Store
-from tests.harness import BIN, run_cli
+from tests.harness import BIN, default_sigint, run_cli
 
 DATA = Path(__file__).parent / "data"
 BIG = 1 << 30
@@ -265,6 +265,7 @@ def test_replay_stops_on_ctrl_c_and_puts_the_terminal_back(tmp_path: Path) -> No
         str(BIN / "audit-replay"),
         ["--data-dir", str(data_dir), "--idle-limit", "60", "slow"],
         timeout=30,
+        preexec_fn=default_sigint,
     )
     replay.expect("full screen program")
     replay.sendintr()
