@@ -151,7 +151,8 @@ def write_csv(rows: Iterator[tuple[Command, Session | None]], out: IO[str]) -> i
             tail = tails.get(sid)
             if tail is None:
                 assert session is not None
-                values = session_fields(session).values()
+                fields = session_fields(session)  # by name: FIELDS sets the order
+                values = (fields.get(name) for name in FIELDS[4:])
                 tail = tails[sid] = tuple("" if v is None else v for v in values)
             count += 1
             yield (command.session, command.seq, command.time, command.command) + tail
