@@ -7,10 +7,23 @@ DATA_DIR ?= /var/lib/bastion-audit
 PYTEST_ARGS ?=
 
 APT_RUN := strace openssh-client
-APT_TEST := openssh-server sshpass sudo rsync
+APT_TEST := openssh-server sshpass sudo rsync rsyslog asciinema systemd
 BASTION_USER ?= zxy
 
-.PHONY: run test demo deps-run deps-test venv venv-test lint clean install-shell patched-ssh
+# make install: where things go (each can be moved, e.g. into a test root).
+PREFIX ?= /opt/bastion-audit
+BINDIR ?= /usr/local/bin
+SYSCONFDIR ?= /etc/bastion-audit
+UNITDIR ?= /etc/systemd/system
+SUDOERSDIR ?= /etc/sudoers.d
+LIBEXECDIR ?= /usr/local/lib/bastion-audit
+INSTALL_PYTHON ?= /usr/bin/python3
+INSTALL_VARS = PREFIX='$(PREFIX)' BINDIR='$(BINDIR)' SYSCONFDIR='$(SYSCONFDIR)' \
+	UNITDIR='$(UNITDIR)' SUDOERSDIR='$(SUDOERSDIR)' LIBEXECDIR='$(LIBEXECDIR)' \
+	DATA_DIR='$(DATA_DIR)' INSTALL_PYTHON='$(INSTALL_PYTHON)' PURGE='$(PURGE)'
+
+.PHONY: run test demo deps-run deps-test venv venv-test lint clean install uninstall \
+	install-shell patched-ssh
 
 ## make run: install what is missing, then run the agent in the foreground.
 run: deps-run venv
@@ -32,6 +45,15 @@ install-shell: deps-run venv
 ## it as /usr/local/lib/bastion-audit/ssh (cached; /usr/bin/ssh is left alone).
 patched-ssh:
 	scripts/build-patched-ssh.sh
+
+## make install (root): the agent as a systemd service, its config, sudoers, data dir.
+install: deps-run
+	@scripts/ensure-packages.sh python3 python3-venv
+	$(INSTALL_VARS) scripts/install.sh install
+
+## make uninstall: all of it but the data (make uninstall PURGE=1: the data too).
+uninstall:
+	$(INSTALL_VARS) scripts/install.sh uninstall
 
 deps-run:
 	@scripts/ensure-packages.sh $(APT_RUN)
@@ -56,6 +78,7 @@ $(VENV)/.installed-test: $(VENV)/.installed
 lint: venv-test
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	$(BIN)/ruff check agent tracer parsers tests bench scripts
+	$(BIN)/ruff format --check agent tracer parsers tests bench scripts
 	$(BIN)/mypy agent tracer parsers
 
 clean:

@@ -1,4 +1,4 @@
-"""audit-agent: the foreground daemon (`audit-agent run`)."""
+"""audit-agent: the foreground daemon (`audit-agent run`) and its health (`status`)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from agent.cli import ExitStatus, run_cli, setup_logging
+from agent.cli import (
+    ExitStatus,
+    add_data_dir_options,
+    reading_config,
+    run_cli,
+    setup_logging,
+)
 from agent.config import load_config
 from agent.daemon import Agent, stop_signals
+from agent.status import DEFAULT_MAX_LAG_BYTES
 
 PROG = "audit-agent"
 
@@ -46,7 +53,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="audit only ssh processes descended from PID (default: all)",
     )
     run.add_argument(
+        "--events-file",
+        type=Path,
+        metavar="FILE",
+        help="append session and command events here as JSON Lines",
+    )
+    run.add_argument(
+        "--syslog",
+        metavar="URL",
+        dest="events_syslog",
+        help="send the events to syslog: udp://HOST:PORT, tcp://HOST:PORT, unix:PATH",
+    )
+    run.add_argument(
         "-v", "--verbose", action="store_true", help="log debugging detail"
+    )
+    status = commands.add_parser(
+        "status",
+        help="is the agent healthy (exit 0) or not (exit 4), and what is it doing",
+    )
+    add_data_dir_options(status)
+    status.add_argument("--json", action="store_true", help="the status as JSON")
+    status.add_argument(
+        "--max-lag",
+        type=int,
+        default=DEFAULT_MAX_LAG_BYTES,
+        metavar="BYTES",
+        help="ingest lag above this is unhealthy (default 64 MiB)",
     )
     return parser
 
@@ -55,6 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
+        if args.command == "status":
+            from agent.status_view import show_status
+
+            reading_config(args)
+            return show_status(args.data_dir, args.json, args.max_lag)
         config = load_config(
             args.config,
             {
@@ -62,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
                 "poll_interval_s": args.poll_interval_s,
                 "scope_pid": args.scope_pid,
                 "mode": args.mode,
+                "events_file": args.events_file.absolute()
+                if args.events_file
+                else None,
+                "events_syslog": args.events_syslog,
             },
         )
         setup_logging(PROG, args.verbose)

@@ -6,14 +6,16 @@ import argparse
 import enum
 import logging
 import os
+import re
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from agent import AgentError
-from agent.config import DEFAULT_DATA_DIR
+from agent.config import DEFAULT_DATA_DIR, Config, load_config
 from agent.records import Command, Session, iso
 
 
@@ -22,6 +24,7 @@ class ExitStatus(enum.IntEnum):
     ERROR = 1
     BAD_INPUT = 2  # usage, configuration, an unusable data directory
     PARTIAL = 3  # done, but a corrupt shard was left out (named on stderr)
+    UNHEALTHY = 4  # audit-agent status: the agent is not running or not well
     CTRL_C = 130
 
 
@@ -58,12 +61,25 @@ class FilterError(AgentError):
     """A filter value that cannot be understood."""
 
 
-def parse_time(text: str) -> str:
-    """An ISO 8601 time (naive means UTC) as the store's own time text."""
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_time(text: str, now: float | None = None) -> str:
+    """An ISO 8601 time (naive means UTC), or a time ago (`90s`, `2h`, `7d`).
+
+    Returned as the store's own time text, so that it compares as text.
+    """
+    ago = _DURATION_RE.fullmatch(text.strip())
+    if ago is not None:
+        seconds = float(ago.group(1)) * _UNIT_S[ago.group(2)]
+        return iso((time.time() if now is None else now) - seconds)
     try:
         dt = datetime.fromisoformat(text)
     except ValueError as e:
-        raise FilterError(f"not an ISO 8601 time: {text!r}") from e
+        raise FilterError(
+            f"not an ISO 8601 time nor a time ago like 2h or 7d: {text!r}"
+        ) from e
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return iso(dt.timestamp())
@@ -109,13 +125,7 @@ class Filter:
 
 
 def add_reading_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=DEFAULT_DATA_DIR,
-        metavar="DIR",
-        help=f"the agent's data directory (default {DEFAULT_DATA_DIR})",
-    )
+    add_data_dir_options(parser)
     parser.add_argument(
         "--session", metavar="TAG", help="only this session (id or tag)"
     )
@@ -130,3 +140,38 @@ def printable(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
+def add_data_dir_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="DIR",
+        help="the agent's data directory (default: data_dir of the configuration, "
+        f"else {DEFAULT_DATA_DIR})",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="the agent's TOML configuration (default /etc/bastion-audit/agent.toml "
+        "if it exists)",
+    )
+
+
+def add_time_options(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--since",
+        metavar="T",
+        help=f"{what} at or after T: ISO 8601 (UTC if no zone) or a time ago "
+        "(30m, 2h, 7d)",
+    )
+    parser.add_argument("--until", metavar="T", help=f"{what} at or before T")
+
+
+def reading_config(args: argparse.Namespace) -> Config:
+    """The configuration a reading tool works with; --data-dir wins."""
+    config = load_config(getattr(args, "config", None))
+    if args.data_dir is None:
+        args.data_dir = config.data_dir
+    return config

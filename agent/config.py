@@ -5,12 +5,13 @@ from __future__ import annotations
 import dataclasses
 import sys
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from agent import AgentError
+from agent.highlight import HighlightError, HighlightRule, parse_rules
 
 DEFAULT_CONFIG_PATH = Path("/etc/bastion-audit/agent.toml")
 DEFAULT_DATA_DIR = Path("/var/lib/bastion-audit")
@@ -52,6 +53,16 @@ class Config:
     attach_deadline_s: float = 5.0  # from discovery to strace attached
     max_sessions: int = 1000  # live traced sessions at once
     max_new_sessions_per_s: float = 50.0  # straces started per second
+    # Operator experience (README: Configuration).
+    status_interval_s: float = 2.0  # how often DATA_DIR/status.json is rewritten
+    recording: bool = True  # keep each session's output as an asciicast
+    recording_max_bytes: int = 32 << 20  # per session, then the recording stops
+    recording_burst_max_bytes: int = 2 << 20  # output without a keystroke in between
+    events_file: Path | None = None  # JSON Lines of session and command events
+    events_syslog: str = ""  # udp://HOST:PORT, tcp://HOST:PORT or unix:/dev/log
+    events_syslog_facility: str = "authpriv"
+    highlight: tuple[HighlightRule, ...] = ()  # audit-tail's own risky commands
+    highlight_builtin: bool = True  # and the built-in ones (agent/highlight.py)
 
     @property
     def logs_dir(self) -> Path:
@@ -68,6 +79,7 @@ _LIMITS: dict[str, tuple[float, float]] = {
     "log_retention_s": (0.0, 10 * 365 * 86400.0),
     "attach_deadline_s": (0.1, 60.0),
     "max_new_sessions_per_s": (1.0, 10_000.0),
+    "status_interval_s": (0.1, 60.0),
 }
 _CHOICES: dict[str, tuple[str, ...]] = {"mode": ("strict", "permissive")}
 
@@ -111,6 +123,9 @@ def _build(values: Mapping[str, Any], source: str) -> Config:
     for key, value in values.items():
         if key not in fields:
             raise ConfigError(f"{source}: unknown key {key!r}")
+        if key in _CHECKS:
+            kwargs[key] = _CHECKS[key](source, key, value)
+            continue
         default = getattr(Config(), key)
         if isinstance(default, Path):
             if not isinstance(value, (str, Path)) or not str(value):
@@ -137,3 +152,77 @@ def _build(values: Mapping[str, Any], source: str) -> Config:
             value = float(value)
         kwargs[key] = value
     return Config(**kwargs)
+
+
+def config_source(path: Path | None) -> Path | None:
+    """The file load_config(path) reads, if any (for messages about it)."""
+    if path is None and DEFAULT_CONFIG_PATH.is_file():
+        return DEFAULT_CONFIG_PATH
+    return path
+
+
+def _bool(source: str, key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{source}: {key} must be true or false")
+    return value
+
+
+def _byte_count(source: str, key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{source}: {key} must be a whole number of bytes")
+    if not 4096 <= value <= 1 << 40:
+        raise ConfigError(f"{source}: {key} must be between 4096 and {1 << 40}")
+    return value
+
+
+def _optional_path(source: str, key: str, value: Any) -> Path | None:
+    if value is None or value == "":
+        return None  # TOML has no null: "" means off
+    if not isinstance(value, (str, Path)):
+        raise ConfigError(f"{source}: {key} must be a path")
+    path = Path(value)
+    if not path.is_absolute():
+        raise ConfigError(f"{source}: {key} must be an absolute path, not {path}")
+    return path
+
+
+def _syslog_target(source: str, key: str, value: Any) -> str:
+    from agent.syslog import SyslogError, parse_target
+
+    if not isinstance(value, str):
+        raise ConfigError(f"{source}: {key} must be a string like udp://host:514")
+    if value:
+        try:
+            parse_target(value)
+        except SyslogError as e:
+            raise ConfigError(f"{source}: {key}: {e}") from e
+    return value
+
+
+def _facility(source: str, key: str, value: Any) -> str:
+    from agent.syslog import FACILITIES
+
+    if not isinstance(value, str) or value not in FACILITIES:
+        raise ConfigError(
+            f"{source}: {key} must be one of {', '.join(sorted(FACILITIES))}"
+        )
+    return value
+
+
+def _highlight(source: str, key: str, value: Any) -> tuple[HighlightRule, ...]:
+    try:
+        return parse_rules(value, source)
+    except HighlightError as e:
+        raise ConfigError(str(e)) from e
+
+
+_CHECKS: dict[str, Callable[[str, str, Any], Any]] = {
+    "recording": _bool,
+    "recording_max_bytes": _byte_count,
+    "recording_burst_max_bytes": _byte_count,
+    "events_file": _optional_path,
+    "events_syslog": _syslog_target,
+    "events_syslog_facility": _facility,
+    "highlight": _highlight,
+    "highlight_builtin": _bool,
+}

@@ -5,7 +5,10 @@ Threads and processes, and who stops them:
 - the Supervisor owns the straces (stopped first, so every log ends whole);
 - the Ingest owns the watchdog observer and the ingest thread (stopped
   second, after reading every log to its end once more);
-- the Store owns the writer thread (stopped last, with a final flush).
+- the Store owns the writer thread (stopped third, with a final flush);
+- the EventSink, when configured, owns the events thread (stopped last, after
+  the final flush has handed it everything durable).
+The main loop also rewrites DATA_DIR/status.json (agent/status.py).
 SIGTERM, SIGINT and SIGHUP all lead to that one orderly stop.
 """
 
@@ -24,8 +27,11 @@ from types import FrameType
 
 from agent import AgentError
 from agent.config import Config
+from agent.events import EventSink, stored_batch
 from agent.ingest import Ingest
 from agent.intents import IntentLinker
+from agent.recording import Recorder
+from agent.status import RUNNING, STOPPED, collect, write_status
 from agent.store import Store
 from tracer.discovery import Discovery
 from tracer.supervisor import Limits, Supervisor
@@ -85,13 +91,32 @@ class Agent:
         self.config = config
         self.stop_event = threading.Event()
         self.store = Store(config.store_dir, config.flush_interval_s)
+        self.recorder = (
+            Recorder(
+                config.data_dir,
+                config.recording_max_bytes,
+                config.recording_burst_max_bytes,
+            )
+            if config.recording
+            else None
+        )
         self.ingest = Ingest(
             config.logs_dir,
             self.store,
             config.log_retention_s,
+            self.recorder,
             intents=IntentLinker(config.intents_dir, self.store),
         )
         self.store.on_flushed = self.ingest.on_flushed
+        self.sink: EventSink | None = None
+        if config.events_file is not None or config.events_syslog:
+            self.sink = EventSink(
+                config.data_dir,
+                config.events_file,
+                config.events_syslog,
+                config.events_syslog_facility,
+            )
+            self.store.on_committed = self.sink.committed
         self.supervisor = Supervisor(
             config.tracker_script,
             config.data_dir,
@@ -103,27 +128,44 @@ class Agent:
             ),
         )
         self.discovery = Discovery(scope_pid=config.scope_pid)
+        self.started_at = time.time()
+        self._status_at = 0.0
 
     def run(self) -> None:
         """Run until a stop signal (or `stop_event`); clean up in any case."""
         check_can_run(self.config)
         prepare_data_dir(self.config.data_dir)
         self.store.open()
-        self.store.start()
+        if self.sink is not None:
+            data_dir = self.config.data_dir
+            self.sink.open(
+                self.store.sessions(), lambda ids: stored_batch(data_dir, ids)
+            )
+            self.sink.start()
         try:
-            self.ingest.start()
+            self.store.start()
             try:
-                log.info(
-                    "auditing tagged ssh sessions into %s (poll every %.2fs)",
-                    self.config.data_dir,
-                    self.config.poll_interval_s,
-                )
-                self._loop()
+                self.ingest.start()
+                try:
+                    log.info(
+                        "auditing tagged ssh sessions into %s (poll every %.2fs)",
+                        self.config.data_dir,
+                        self.config.poll_interval_s,
+                    )
+                    if self.sink is not None:
+                        log.info("events to %s", self.sink.description)
+                    self._loop()
+                finally:
+                    self.supervisor.stop()
+                    self.ingest.stop()
+                    if self.recorder is not None:
+                        self.recorder.close_all()
             finally:
-                self.supervisor.stop()
-                self.ingest.stop()
+                self.store.stop()
         finally:
-            self.store.stop()
+            if self.sink is not None:
+                self.sink.stop()
+            self._write_status(STOPPED)
             log.info("stopped")
 
     def _loop(self) -> None:
@@ -136,4 +178,26 @@ class Agent:
             if now - last_orphan_sweep >= ORPHAN_SWEEP_INTERVAL_S:
                 last_orphan_sweep = now
                 self.supervisor.close_orphans()
+            if now - self._status_at >= self.config.status_interval_s:
+                self._status_at = now
+                self._write_status(RUNNING)
             self.stop_event.wait(self.config.poll_interval_s)
+
+    def _write_status(self, state: str) -> None:
+        try:
+            write_status(
+                self.config.data_dir,
+                collect(
+                    started_at=self.started_at,
+                    interval_s=self.config.status_interval_s,
+                    data_dir=self.config.data_dir,
+                    store=self.store,
+                    ingest=self.ingest,
+                    supervisor=self.supervisor,
+                    recorder=self.recorder,
+                    sink=self.sink,
+                    state=state,
+                ),
+            )
+        except OSError as e:  # a full disk must not stop the auditing
+            log.error("cannot write %s/status.json: %s", self.config.data_dir, e)

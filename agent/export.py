@@ -1,8 +1,14 @@
-"""audit-export: commands with their sessions' fields, as JSON or JSON Lines."""
+"""audit-export: commands with their sessions' fields, as JSON, JSON Lines or CSV.
+
+Also a session's recording (`--cast TAG`), as the asciicast v2 file it is.
+The fields are documented in the README and in schema/export-record.schema.json.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import csv
 import json
 import os
 import sys
@@ -11,11 +17,45 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from agent.cli import ExitStatus, Filter, add_reading_options, run_cli
+from agent import AgentError
+from agent.cli import (
+    ExitStatus,
+    Filter,
+    add_reading_options,
+    add_time_options,
+    reading_config,
+    run_cli,
+)
 from agent.reader import Snapshot, load
+from agent.recording import RecordingError, cast_path, read_cast
 from agent.records import Command, Session
 
 PROG = "audit-export"
+FORMATS = ("json", "jsonl", "csv")
+# The order of the fields in a record, and of the columns in CSV.
+FIELDS = (
+    "session",
+    "seq",
+    "time",
+    "command",
+    "cancelled",
+    "tag",
+    "bastion_user",
+    "remote_user",
+    "host",
+    "port",
+    "ssh_pid",
+    "tty",
+    "session_started_at",
+    "session_ended_at",
+    "session_status",
+    "origin",
+    "client_addr",
+    "inventory_host",
+    "remote_account",
+)
+COMMAND_FIELDS = 5  # the first five come from the command, the rest its session
+PROGRESS_EVERY = 20_000  # commands between two progress updates
 
 
 def session_fields(session: Session) -> dict[str, Any]:
@@ -40,37 +80,28 @@ def session_fields(session: Session) -> dict[str, Any]:
     }
 
 
-def session_records(snapshot: Snapshot, selection: Filter) -> Iterator[dict[str, Any]]:
-    """`--sessions`: one record per session, connections never started included."""
-    for session in snapshot.sessions.values():
-        started = session.public_fields()["started_at"]
-        if selection.since and started < selection.since:
-            continue
-        if selection.until and started > selection.until:
-            continue
-        if selection.session_matches(session):
-            yield session.public_fields()
-
-
-def write_session_records(
-    records: Iterator[dict[str, Any]], out: IO[str], fmt: str
-) -> None:
-    texts = (_ENCODER.encode(r) for r in records)
-    if fmt == "jsonl":
-        out.writelines(t + "\n" for t in texts)
-        return
-    body = ",\n  ".join(texts)
-    out.write(f"[\n  {body}\n]\n" if body else "[]\n")
-
-
 def select(
-    snapshot: Snapshot, selection: Filter
+    snapshot: Snapshot,
+    selection: Filter,
+    scanned: Callable[[int], None] | None = None,
 ) -> Iterator[tuple[Command, Session | None]]:
-    """The selected commands with their sessions, in the order stored."""
-    for command in snapshot.commands:
+    """The selected commands with their sessions, in the order stored.
+
+    `scanned(n)` hears how many commands were looked at, now and then.
+    """
+    if scanned is None:
+        for command in snapshot.commands:
+            session = snapshot.sessions.get(command.session)
+            if selection.command_matches(command, session):
+                yield command, session
+        return
+    for n, command in enumerate(snapshot.commands, 1):
+        if n % PROGRESS_EVERY == 0:
+            scanned(n)
         session = snapshot.sessions.get(command.session)
         if selection.command_matches(command, session):
             yield command, session
+    scanned(len(snapshot.commands))
 
 
 def flat_record(command: Command, session: Session | None) -> dict[str, Any]:
@@ -119,9 +150,43 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False)
 _string = json.encoder.encode_basestring
 
 
+def write_csv(rows: Iterator[tuple[Command, Session | None]], out: IO[str]) -> int:
+    """RFC 4180 CSV with a header row of FIELDS; a missing value is empty."""
+    writer = csv.writer(out)
+    writer.writerow(FIELDS)
+    tails: dict[str | None, tuple[Any, ...]] = {
+        None: ("",) * (len(FIELDS) - COMMAND_FIELDS)
+    }
+    count = 0
+
+    def lines() -> Iterator[tuple[Any, ...]]:
+        nonlocal count
+        for command, session in rows:
+            sid = session.id if session is not None else None
+            tail = tails.get(sid)
+            if tail is None:
+                assert session is not None
+                fields = session_fields(session)  # by name: FIELDS sets the order
+                values = (fields.get(name) for name in FIELDS[COMMAND_FIELDS:])
+                tail = tails[sid] = tuple("" if v is None else v for v in values)
+            count += 1
+            yield (
+                command.session,
+                command.seq,
+                command.time,
+                command.command,
+                command.cancelled,
+            ) + tail
+
+    writer.writerows(lines())  # the loop over rows stays in C
+    return count
+
+
 def write_records(
     rows: Iterator[tuple[Command, Session | None]], out: IO[str], fmt: str
 ) -> int:
+    if fmt == "csv":
+        return write_csv(rows, out)
     text = JsonRecords().text
     count = 0
     if fmt == "jsonl":
@@ -137,14 +202,43 @@ def write_records(
     return count
 
 
+def session_records(snapshot: Snapshot, selection: Filter) -> Iterator[dict[str, Any]]:
+    """`--sessions`: one record per session, connections never started included."""
+    for session in snapshot.sessions.values():
+        started = session.public_fields()["started_at"]
+        if selection.since and started < selection.since:
+            continue
+        if selection.until and started > selection.until:
+            continue
+        if selection.session_matches(session):
+            yield session.public_fields()
+
+
+def write_session_records(
+    records: Iterator[dict[str, Any]], out: IO[str], fmt: str
+) -> None:
+    if fmt == "csv":
+        raise ExportError("--sessions writes JSON or JSON Lines, not CSV")
+    texts = (_ENCODER.encode(r) for r in records)
+    if fmt == "jsonl":
+        out.writelines(t + "\n" for t in texts)
+        return
+    body = ",\n  ".join(texts)
+    out.write(f"[\n  {body}\n]\n" if body else "[]\n")
+
+
+class ExportError(AgentError):
+    """An export that cannot be written as asked."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="Export audited commands.")
-    add_reading_options(parser)
-    parser.add_argument(
-        "--since", metavar="T", help="commands at or after T (ISO 8601; UTC if no zone)"
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Export audited commands, or one session's recording.",
     )
-    parser.add_argument("--until", metavar="T", help="commands at or before T")
-    parser.add_argument("--format", choices=("json", "jsonl"), default="json")
+    add_reading_options(parser)
+    add_time_options(parser, "commands")
+    parser.add_argument("--format", choices=FORMATS, default="json")
     parser.add_argument(
         "--sessions",
         action="store_true",
@@ -152,10 +246,20 @@ def build_parser() -> argparse.ArgumentParser:
         "audit-shell connections whose ssh never started)",
     )
     parser.add_argument(
+        "--cast",
+        metavar="TAG",
+        help="write the session's recording (asciicast v2) instead of commands",
+    )
+    parser.add_argument(
         "-o",
         "--output",
         metavar="FILE",
         help="write here (atomically) instead of stdout",
+    )
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (there is one on stderr when it is a terminal)",
     )
     return parser
 
@@ -164,22 +268,23 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
+        reading_config(args)
+        if args.cast:
+            data = read_cast(find_cast(args.data_dir, args.cast))
+            _output(args.output, lambda out: out.buffer.write(data))
+            return ExitStatus.SUCCESS
         selection = Filter.from_args(args)
-        snapshot = load(args.data_dir)
-        records = select(snapshot, selection)
-
-        def write(out: IO[str]) -> None:
-            if args.sessions:
-                rows = session_records(snapshot, selection)
-                write_session_records(rows, out, args.format)
-            else:
-                write_records(records, out, args.format)
-
-        if args.output and args.output != "-":
-            _write_file(Path(args.output), write)
-        else:
-            write(sys.stdout)
-            sys.stdout.flush()
+        if args.sessions:
+            snapshot = load(args.data_dir)
+            rows = session_records(snapshot, selection)
+            _output(args.output, lambda out: write_session_records(rows, out, args.format))
+            return ExitStatus.PARTIAL if snapshot.errors else ExitStatus.SUCCESS
+        with progress_bar(sys.stderr.isatty() and not args.no_progress) as bar:
+            snapshot = load(args.data_dir, bar.shards if bar else None)
+            if bar:
+                bar.start_commands(len(snapshot.commands))
+            records = select(snapshot, selection, bar.commands if bar else None)
+            _output(args.output, lambda out: write_records(records, out, args.format))
         for error in snapshot.errors:
             print(f"{PROG}: warning: {error}; exported the rest", file=sys.stderr)
         return ExitStatus.PARTIAL if snapshot.errors else ExitStatus.SUCCESS
@@ -187,12 +292,86 @@ def main(argv: list[str] | None = None) -> int:
     return run_cli(PROG, body)
 
 
-def _write_file(path: Path, write: Callable[[IO[str]], None]) -> None:
-    """Write to a temporary file beside `path`, then rename: never half a file."""
+def find_cast(data_dir: Path, name: str) -> Path:
+    """The recording of session `name` (an id, or a tag used only once)."""
+    path = cast_path(data_dir, name)
+    if "/" not in name and path.exists():
+        return path
+    snapshot = load(data_dir)
+    ids = sorted(s.id for s in snapshot.sessions.values() if name in (s.id, s.tag))
+    if len(ids) > 1:
+        raise RecordingError(
+            f"tag {name!r} names {len(ids)} sessions ({', '.join(ids)}): pick one"
+        )
+    if not ids:
+        raise RecordingError(f"no session {name!r} in {data_dir}")
+    path = cast_path(data_dir, ids[0])
+    if not path.exists():
+        raise RecordingError(f"session {ids[0]} has no recording (at {path})")
+    return path
+
+
+class _Bar:
+    """rich's progress bar on stderr: shards read, then commands written."""
+
+    def __init__(self, progress: Any) -> None:
+        self.progress = progress
+        self.reading = progress.add_task("reading the store", total=None)
+        self.writing: Any = None
+
+    def shards(self, done: int, total: int) -> None:
+        self.progress.update(self.reading, completed=done, total=total)
+
+    def start_commands(self, total: int) -> None:
+        self.writing = self.progress.add_task("exporting commands", total=total)
+
+    def commands(self, done: int) -> None:
+        self.progress.update(self.writing, completed=done)
+
+
+@contextlib.contextmanager
+def progress_bar(enabled: bool) -> Iterator[_Bar | None]:
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
+    console = Console(file=sys.stderr)
+    # Not redirect_stdout: the records go to stdout, past rich.
+    with Progress(
+        *columns,
+        console=console,
+        transient=True,
+        redirect_stdout=False,
+        redirect_stderr=False,
+    ) as progress:
+        yield _Bar(progress)
+
+
+def _output(output: str | None, write: Callable[[Any], object]) -> None:
+    """To stdout, or to a temporary file beside FILE renamed over it."""
+    if not output or output == "-":
+        write(sys.stdout)
+        sys.stdout.flush()
+        return
+    path = Path(output)
     directory = path.parent if str(path.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
             write(out)
         os.replace(tmp, path)
     except BaseException:

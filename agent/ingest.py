@@ -23,6 +23,7 @@ from watchdog.observers import Observer
 
 from agent.intents import IntentLinker
 from agent.quarantine import quarantine
+from agent.recording import Recorder
 from agent.records import CLOSED, ENDED, Command, Session, iso
 from agent.store import Store
 from parsers.commands import CommandAssembler
@@ -76,12 +77,14 @@ class Ingest:
         logs_dir: Path,
         store: Store,
         retention_s: float = 0.0,
+        recorder: Recorder | None = None,
         intents: IntentLinker | None = None,
     ) -> None:
         self.logs_dir = logs_dir
         self.store = store
         self.retention_s = retention_s
         self.intents = intents  # audit-shell's connection records, if collected
+        self.recorder = recorder  # sees every event; committed before each submit
         self.followers: dict[Path, LogFollower] = {}
         self._ignored: set[Path] = set()  # logs already reported as unusable
         self._dirty: set[Path] = set()
@@ -332,6 +335,8 @@ class Ingest:
     def _apply(self, follower: LogFollower, event: Event) -> None:
         if follower.finished:
             return
+        if self.recorder is not None:
+            self.recorder.event(follower.session, follower.inode, event)
         lines = follower.builder.feed(event) if follower.interactive else []
         for line in lines:
             for shell_command in follower.assembler.feed(line):
@@ -398,6 +403,9 @@ class Ingest:
             )
 
     def _submit(self, follower: LogFollower) -> None:
+        if self.recorder is not None:
+            # The recording must reach as far as the checkpoint about to be stored.
+            self.recorder.commit(follower.session)
         commands, follower.pending_commands = follower.pending_commands, []
         if commands or follower.session != self.store.find(follower.session.identity):
             self.store.submit(follower.session, commands)

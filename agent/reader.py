@@ -8,7 +8,7 @@ named in `errors` and the rest is still returned.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,10 +50,18 @@ def _commands(
             raise StoreError(f"corrupt shard {path}: {e}") from e
 
 
-def load(data_dir: Path) -> Snapshot:
-    """Every session (newest document wins) and every command, in write order."""
+def load(
+    data_dir: Path, progress: Callable[[int, int], None] | None = None
+) -> Snapshot:
+    """Every session (newest document wins) and every command, in write order.
+
+    `progress(done, total)` is told how many shards are read, as it goes.
+    """
     snapshot = Snapshot()
-    for path in list_shards(check_data_dir(data_dir)):
+    shards = list_shards(check_data_dir(data_dir))
+    for done, path in enumerate(shards):
+        if progress is not None:
+            progress(done, len(shards))
         try:
             tables = read_shard(path)
             sessions = list(iter_sessions(tables, path))
@@ -65,6 +73,8 @@ def load(data_dir: Path) -> Snapshot:
         for session in sessions:
             snapshot.sessions[session.id] = session
         snapshot.commands.extend(commands)
+    if progress is not None:
+        progress(len(shards), len(shards))
     return snapshot
 
 
@@ -101,6 +111,8 @@ class StoreFollower:
                 sessions = list(iter_sessions(tables, path))
                 commands = list(_commands(tables, path))
             except StoreError as e:
+                if not path.exists():
+                    continue  # moved to quarantine between listing and reading
                 if state.signature is None or str(e) not in self.errors:
                     self.errors.append(str(e))
                 state.signature = signature

@@ -148,6 +148,10 @@ class Store:
         self.store_dir = store_dir
         self.flush_interval_s = flush_interval_s
         self.on_flushed = on_flushed
+        # Also after each flush: what it made durable, commands included (events).
+        self.on_committed: (
+            Callable[[list[tuple[Session, list[Command]]]], None] | None
+        ) = None
         self.quarantine_dir = store_dir.parent / "quarantine"
         self._lock = threading.Lock()
         self._pending: dict[str, _Pending] = {}
@@ -161,6 +165,7 @@ class Store:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.flush_errors = 0
+        self.flush_error_at: float | None = None
         self.flushed_at: float | None = None
 
     # -- lifecycle -------------------------------------------------------
@@ -255,6 +260,7 @@ class Store:
                 self.flush()
             except OSError as e:
                 self.flush_errors += 1
+                self.flush_error_at = time.time()
                 log.error("cannot write store shard in %s: %s", self.store_dir, e)
 
     def flush(self) -> None:
@@ -278,6 +284,8 @@ class Store:
         self.flushed_at = time.time()
         if self.on_flushed is not None:
             self.on_flushed([p.session for p in batch.values()])
+        if self.on_committed is not None:
+            self.on_committed([(p.session, p.commands) for p in batch.values()])
 
     def _write(self, batch: dict[str, _Pending]) -> None:
         if self._db is None or self._shard_commands >= SHARD_MAX_COMMANDS:

@@ -6,6 +6,7 @@ the writer's atomic flushes, shard roll-over), then the real export path
 Everything is measured side by side in one run; the ratios are what to read.
 
     .venv/bin/python -m bench.store_bench [--sizes 10000,100000,1000000]
+                                          [--formats json,jsonl,csv]
 """
 
 from __future__ import annotations
@@ -87,19 +88,22 @@ def fill(data_dir: Path, total: int) -> tuple[float, float, float]:
     return per_command(0.0, 0.1), per_command(0.9, 1.0), elapsed
 
 
-def export_seconds(data_dir: Path) -> tuple[float, int]:
+def export_seconds(data_dir: Path, fmt: str = "json") -> tuple[float, int]:
     t0 = time.perf_counter()
     snapshot = load(data_dir)
     with open(os.devnull, "w") as out:
-        count = write_records(select(snapshot, Filter()), out, "json")
+        count = write_records(select(snapshot, Filter()), out, fmt)
     return time.perf_counter() - t0, count
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument("--formats", default="json", help="export formats to time")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
+    formats = ["json", *(f for f in args.formats.split(",") if f != "json")]
+    by_format: list[tuple[int, dict[str, float]]] = []
     rows = []
     for total in sizes:
         tmp = Path(tempfile.mkdtemp(prefix="store-bench."))
@@ -107,6 +111,7 @@ def main() -> None:
             first, last, elapsed = fill(tmp, total)
             exp, count = export_seconds(tmp)
             assert count == total, (count, total)
+            by_format.append((total, {f: export_seconds(tmp, f)[0] for f in formats}))
             size = sum(p.stat().st_size for p in (tmp / "store").iterdir())
             rows.append((total, first, last, elapsed, exp, size))
         finally:
@@ -122,6 +127,22 @@ def main() -> None:
             f" {last / first:>10.2f} {exp:>9.2f} {(exp / total) / (base[4] / base[0]):>18.2f}"
             f" {size / 1e6:>9.1f}"
         )
+    if formats != ["json"]:
+        print()
+        print(
+            f"{'commands':>10}"
+            + "".join(f" {f + ' s':>9}" for f in formats)
+            + "  vs json"
+        )
+        for total, seconds in by_format:
+            ratios = " ".join(
+                f"{f}={seconds[f] / seconds['json']:.2f}" for f in formats
+            )
+            print(
+                f"{total:>10}"
+                + "".join(f" {seconds[f]:>9.2f}" for f in formats)
+                + f"  {ratios}"
+            )
 
 
 if __name__ == "__main__":

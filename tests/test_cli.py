@@ -136,7 +136,8 @@ def test_export_bad_time_and_bad_output(tmp_path: Path) -> None:
     bad = run_cli("audit-export", "--data-dir", str(tmp_path), "--since", "yesterday")
     assert (bad.returncode, bad.stderr) == (
         2,
-        "audit-export: error: not an ISO 8601 time: 'yesterday'\n",
+        "audit-export: error: not an ISO 8601 time nor a time ago like 2h or 7d: "
+        "'yesterday'\n",
     )
     nowhere = run_cli(
         "audit-export", "--data-dir", str(tmp_path), "-o", str(tmp_path / "no" / "x")

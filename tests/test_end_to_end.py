@@ -126,7 +126,8 @@ def test_invalid_tag_is_not_traced(
     child.expect(harness.pexpect.EOF)
     child.close()
     assert list((data_dir / "logs").iterdir()) == []
-    assert sorted(p.name for p in data_dir.iterdir()) == ["logs", "store"]
+    names = {p.name for p in data_dir.iterdir()}
+    assert {"logs", "store"} <= names <= {"logs", "store", "status.json"}
     assert set(Path("/etc").iterdir()) == before
     assert harness.export(data_dir) == []
     assert running_agent.log_text().count("invalid tag") == 1

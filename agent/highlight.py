@@ -1,0 +1,133 @@
+"""Risky command lines: the rules audit-tail shows in red.
+
+A rule is a name, a regular expression searched in the command line and a
+rich style. The built-in rules cover what operators ask to see at a glance
+(wiping a disk or the root, opening permissions, piping a download into a
+shell, dropping the firewall, hiding one's traces); the configuration can add
+rules and switch the built-in ones off (`highlight`, `highlight_builtin`).
+Pure: no rich here, so that the daemon can load the configuration.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from agent import AgentError
+
+DEFAULT_STYLE = "bold red"
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# A shell word boundary that stays inside one simple command.
+_SAME_COMMAND = r"[^;&|\n]*"
+
+
+class HighlightError(AgentError):
+    """A highlight rule that cannot be used."""
+
+
+@dataclass(frozen=True, slots=True)
+class HighlightRule:
+    name: str
+    pattern: re.Pattern[str]
+    style: str = DEFAULT_STYLE
+
+    def matches(self, command: str) -> bool:
+        return self.pattern.search(command) is not None
+
+
+def rule(name: str, pattern: str, style: str = DEFAULT_STYLE) -> HighlightRule:
+    return HighlightRule(name, re.compile(pattern), style)
+
+
+BUILTIN_RULES: tuple[HighlightRule, ...] = (
+    # rm with a recursive flag anywhere and `/` or `/*` as an operand.
+    rule(
+        "rm-root",
+        rf"\brm\s(?=(?:{_SAME_COMMAND}\s)?-(?:-recursive|[A-Za-z]*[rR]))"
+        rf"{_SAME_COMMAND}\s/+\*?(?=\s|$|[;&|])",
+    ),
+    rule(
+        "chmod-open",
+        rf"\bchmod\s(?=(?:{_SAME_COMMAND}\s)?-(?:-recursive|[A-Za-z]*R))"
+        rf"{_SAME_COMMAND}\s(?:0?777|a\+rwx|ugo\+rwx)\b",
+    ),
+    rule(
+        "pipe-to-shell",
+        r"\b(?:curl|wget|fetch)\b[^|;&\n]*\|\s*(?:sudo\s+(?:-\S+\s+)*)?"
+        r"(?:ba|z|k|da|fi)?sh\b|\b(?:ba|z)?sh\s+<\(\s*(?:curl|wget)\b",
+    ),
+    rule(
+        "firewall-off",
+        rf"\bip6?tables(?:-legacy|-nft)?\b{_SAME_COMMAND}"
+        r"\s(?:-F\b|--flush\b|-X\b|-P\s+\w+\s+ACCEPT\b)"
+        r"|\bnft\s+flush\s+ruleset\b|\bufw\s+disable\b",
+    ),
+    rule(
+        "disk-wipe",
+        r"\bmkfs(?:\.\w+)?\s|\bwipefs\b|\bdd\b[^;&|\n]*\bof=/dev/(?!null\b|zero\b)"
+        r"|>\s*/dev/(?:sd|vd|xvd|hd|nvme|mmcblk)\w*|\bshred\b[^;&|\n]*\s/dev/",
+    ),
+    rule("fork-bomb", r":\s*\(\s*\)\s*\{\s*:\s*\|\s*:\s*&\s*\}\s*;\s*:"),
+    rule(
+        "hide-traces",
+        r"\bunset\s+HISTFILE\b|\bhistory\s+-c\b|\bHISTSIZE=0\b|\bHISTFILE=/dev/null\b"
+        r"|\bset\s+\+o\s+history\b|>\s*\S*\.bash_history\b"
+        r"|\bauditctl\s+-D\b|\bsetenforce\s+0\b"
+        r"|\bsystemctl\s+(?:stop|disable|mask|kill)\s+(?:auditd|rsyslog|"
+        r"systemd-journald|bastion-audit)\b",
+    ),
+    rule(
+        "reverse-shell",
+        r"/dev/tcp/|\bnc(?:at)?\b[^;&|\n]*\s-[A-Za-z]*[ec]\s"
+        r"|\bsocat\b[^;&|\n]*\bexec:",
+    ),
+)
+
+
+def parse_rules(value: Any, where: str) -> tuple[HighlightRule, ...]:
+    """TOML `highlight = [{name, pattern, style}, ...]` to rules.
+
+    `where` is the file (or "command line") for the error message, which
+    names the item and its key: `agent.toml: highlight[2].pattern ...`.
+    """
+    if isinstance(value, tuple) and all(isinstance(r, HighlightRule) for r in value):
+        return value
+    if not isinstance(value, list):
+        raise HighlightError(f"{where}: highlight must be a list of tables")
+    rules: list[HighlightRule] = []
+    for i, item in enumerate(value):
+        at = f"{where}: highlight[{i}]"
+        if not isinstance(item, dict):
+            raise HighlightError(f"{at} must be a table with name and pattern")
+        unknown = sorted(set(item) - {"name", "pattern", "style"})
+        if unknown:
+            raise HighlightError(f"{at}: unknown key {unknown[0]!r}")
+        name, pattern = item.get("name"), item.get("pattern")
+        style = item.get("style", DEFAULT_STYLE)
+        if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+            raise HighlightError(f"{at}.name must be a short word like 'drop-db'")
+        if not isinstance(pattern, str) or not pattern:
+            raise HighlightError(f"{at}.pattern must be a regular expression")
+        try:
+            compiled = re.compile(pattern)
+        except re.error as e:
+            raise HighlightError(
+                f"{at}.pattern is not a regular expression: {e}"
+            ) from e
+        if not isinstance(style, str) or not style.strip():
+            raise HighlightError(f"{at}.style must be a style like 'bold red'")
+        rules.append(HighlightRule(name, compiled, style))
+    return tuple(rules)
+
+
+def active_rules(
+    custom: Sequence[HighlightRule], builtin: bool
+) -> tuple[HighlightRule, ...]:
+    """The configured rules first (they win), then the built-in ones."""
+    return tuple(custom) + (BUILTIN_RULES if builtin else ())
+
+
+def matching(rules: Iterable[HighlightRule], command: str) -> list[HighlightRule]:
+    return [r for r in rules if r.matches(command)]

@@ -1,0 +1,403 @@
+"""Session recordings: each session's terminal output as an asciicast v2 file.
+
+DATA_DIR/casts/SESSION.cast (root only) is a header line and one event a
+line: `[seconds since the session started, "o", text]` for output, `"r"` for
+a resize (`"COLSxROWS"`) and `"m"` for a marker (a gap, a truncation).
+Keystrokes are never recorded: what a user types with echo off (a password)
+is not in the output, but it is in the keys.
+
+Re-fed events are skipped: after a restart the ingest reads each log again
+from the stored checkpoint, which lies before what the recording already
+holds. SESSION.cast.state remembers the log (inode) and the offset of the
+last event taken and how much of the cast is committed; a cast found longer
+than that is cut back to it, and events at or before the offset are skipped.
+The ingest commits a session's recording before it hands the session to the
+store, so the recording is always at least as far as the stored checkpoint.
+
+Bulk output is capped: past `burst_max_bytes` of recording without a
+keystroke in between, output is dropped until the next keystroke, and past
+`max_bytes` for the session, for good. Either is marked in the recording with
+a marker event and a visible line, and counted.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent import AgentError
+from agent.quarantine import quarantine
+from agent.records import CLOSED, Session, iso
+from parsers.events import Chunk, Direction, Event, Marker, Resize
+
+log = logging.getLogger(__name__)
+
+CASTS_DIR = "casts"
+CAST_SUFFIX = ".cast"
+STATE_SUFFIX = ".cast.state"
+IDLE_TIME_LIMIT_S = 3.0  # players shorten longer pauses (a gap of hours, say)
+DEFAULT_ROWS, DEFAULT_COLS = 24, 80
+_NOTE = "\r\n\x1b[0m\x1b[7m[bastion-audit: {}]\x1b[0m\r\n"
+
+
+class RecordingError(AgentError):
+    """A recording that cannot be found or read."""
+
+
+def cast_path(data_dir: Path, session_id: str) -> Path:
+    return data_dir / CASTS_DIR / f"{session_id}{CAST_SUFFIX}"
+
+
+def read_cast(path: Path) -> bytes:
+    """The recording's complete lines (a live one may have a line half written)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError as e:
+        raise RecordingError(f"no recording at {path}") from e
+    except PermissionError as e:
+        raise RecordingError(
+            f"cannot read recording {path}: permission denied (it is root's)"
+        ) from e
+    end = data.rfind(b"\n")
+    if end < 0:
+        raise RecordingError(f"recording {path} has no header yet")
+    return data[: end + 1]
+
+
+def mib(n: int) -> str:
+    """A byte count for a person: 512 B, 12.0 KiB, 3.5 MiB."""
+    if n < 1024:
+        return f"{n} B"
+    if n < 1 << 20:
+        return f"{n / 1024:.1f} KiB"
+    return f"{n / (1 << 20):.1f} MiB"
+
+
+@dataclass
+class CastState:
+    """What SESSION.cast.state keeps between runs of the agent."""
+
+    identity: list[int] = dataclasses.field(default_factory=list)  # ssh pid, ticks
+    inode: int = 0  # the log the offsets belong to
+    offset: int = -1  # log offset of the last event taken
+    size: int = 0  # bytes of the cast that are committed
+    base: float = 0.0  # epoch time of 0 in the cast: the session's start
+    t: float = 0.0  # time of the last event, seconds since `base`
+    recorded: int = 0  # bytes of output events written
+    burst: int = 0  # of which since the last keystroke
+    burst_dropped: int = 0  # output bytes dropped since the last keystroke
+    dropped: int = 0  # output bytes never recorded, in all
+    stopped: bool = False  # max_bytes reached: nothing more is recorded
+    gaps: int = 0  # session gaps already marked
+    rows: int = DEFAULT_ROWS
+    cols: int = DEFAULT_COLS
+    pending: str = ""  # hex: the start of a UTF-8 sequence cut by a chunk's end
+    closed: bool = False
+
+    @classmethod
+    def load(cls, path: Path) -> CastState | None:
+        try:
+            with open(path, "rb") as f:
+                doc = json.load(f)
+            fields = {f.name for f in dataclasses.fields(cls)}
+            return cls(**{k: v for k, v in doc.items() if k in fields})
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, TypeError) as e:
+            log.error("recording state %s is unreadable (%s); starting over", path, e)
+            return None
+
+    def save(self, path: Path) -> None:
+        """Replace the state file whole (no fsync: that is for close)."""
+        tmp = path.with_name(path.name + ".tmp")
+        text = json.dumps(dataclasses.asdict(self), separators=(",", ":"))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, text.encode("ascii"))
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+
+
+class CastWriter:
+    """The recording of one session, fed its log's events in order."""
+
+    def __init__(
+        self, casts_dir: Path, session: Session, max_bytes: int, burst_max_bytes: int
+    ) -> None:
+        self.path = casts_dir / f"{session.id}{CAST_SUFFIX}"
+        self.state_path = casts_dir / f"{session.id}{STATE_SUFFIX}"
+        self.session = session
+        self.max_bytes = max_bytes
+        self.burst_max_bytes = burst_max_bytes
+        self.lines: list[bytes] = []  # written at the next commit
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.inode: int | None = None
+        self.dirty = False  # events taken since the last commit
+        self.resume_after: int | None = None  # skip re-fed events up to here
+        loaded = CastState.load(self.state_path)
+        identity = list(session.identity)
+        if loaded is not None and loaded.identity not in ([], identity):
+            # Another ssh's recording under this id (its store shard was lost).
+            self._set_aside()
+            loaded = None
+        # The store keeps times to the millisecond; the cast keeps its own base.
+        self.state = loaded or CastState(base=session.started_at, identity=identity)
+        if loaded is not None and loaded.pending:
+            self.decoder.setstate((bytes.fromhex(loaded.pending), 0))
+        self.fd = os.open(
+            self.path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_APPEND, 0o600
+        )
+        # A crash may have left events after the committed size: they come again.
+        os.truncate(self.fd, self.state.size)
+        self.loaded = loaded is not None
+
+    def _set_aside(self) -> None:
+        quarantine_dir = self.path.parent.parent / "quarantine"
+        for path in (self.path, self.state_path):
+            if path.exists():
+                target = quarantine(path, quarantine_dir, move=True)
+                log.warning(
+                    "session %s: %s belongs to another ssh; moved it to %s",
+                    self.session.id,
+                    path.name,
+                    target,
+                )
+
+    # -- events ----------------------------------------------------------
+
+    def event(self, session: Session, inode: int, event: Event) -> None:
+        self.session = session
+        if self.state.closed:
+            return
+        if self.inode != inode:
+            self._log_changed(inode)
+        if self.resume_after is not None:
+            if event.offset <= self.resume_after:
+                return  # in the recording already
+            self.resume_after = None
+        self.dirty = True
+        self.state.offset = event.offset
+        self._mark_gaps(event.time)
+        if isinstance(event, Chunk):
+            if event.direction is Direction.OUTPUT:
+                self._output(event)
+            else:
+                self._keystroke(event)
+        elif isinstance(event, Resize):
+            self.state.rows, self.state.cols = event.rows, event.cols
+            if self.state.size or self.lines:
+                self._write(event.time, "r", f"{event.cols}x{event.rows}")
+        elif isinstance(event, Marker) and event.kind == "detach":
+            reason = event.fields.get("reason", "no reason given")
+            self._write(event.time, "m", f"tracer detached ({reason})")
+
+    def _log_changed(self, inode: int) -> None:
+        first = self.inode is None
+        if first and self.state.inode in (0, inode):
+            # The log this state was written for: skip what the cast holds.
+            self.resume_after = self.state.offset if self.loaded else None
+        elif self.state.size:
+            self._write(
+                self.state.t, "m", "session log replaced: output may be missing"
+            )
+        self.inode = self.state.inode = inode
+
+    def _mark_gaps(self, now: float) -> None:
+        gaps = self.session.gaps
+        for start, end in gaps[self.state.gaps :]:
+            until = iso(end) if end is not None else "the end"
+            self._note(
+                start,
+                f"not recorded from {iso(start)} to {until} (agent or tracer away)",
+            )
+        self.state.gaps = len(gaps)
+
+    def _keystroke(self, chunk: Chunk) -> None:
+        """A key ends a burst of output (the key itself is never recorded)."""
+        if self.state.burst_dropped and not self.state.stopped:
+            self._note(
+                chunk.time,
+                f"recording resumed: {mib(self.state.burst_dropped)} of output "
+                "were not recorded",
+            )
+        self.state.burst = 0
+        self.state.burst_dropped = 0
+
+    def _output(self, chunk: Chunk) -> None:
+        state = self.state
+        if state.stopped or state.burst_dropped:
+            state.dropped += len(chunk.data)
+            state.burst_dropped += len(chunk.data)
+            return
+        text = self.decoder.decode(chunk.data)
+        line = self._line(chunk.time, "o", text)
+        if state.recorded + len(line) > self.max_bytes:
+            state.stopped = True
+            self._note(
+                chunk.time,
+                "recording stopped: this session's output passed "
+                + mib(self.max_bytes),
+            )
+        elif state.burst + len(line) > self.burst_max_bytes:
+            self._note(
+                chunk.time,
+                f"recording paused: more than {mib(self.burst_max_bytes)} of output "
+                "without a keystroke",
+            )
+        else:
+            self._append(line)
+            state.recorded += len(line)
+            state.burst += len(line)
+            return
+        state.dropped += len(chunk.data)
+        state.burst_dropped += len(chunk.data)
+        self.decoder.reset()
+
+    def _note(self, t: float, text: str) -> None:
+        """A marker for players that list them, and a line anyone sees."""
+        self._write(t, "m", text)
+        self._write(t, "o", _NOTE.format(text))
+
+    def _write(self, t: float, code: str, data: str) -> None:
+        self._append(self._line(t, code, data))
+
+    def _line(self, t: float, code: str, data: str) -> bytes:
+        rel = max(self.state.t, round(t - self.state.base, 6))
+        self.state.t = rel
+        text = json.dumps([rel, code, data], ensure_ascii=False)
+        return text.encode("utf-8") + b"\n"
+
+    def _append(self, line: bytes) -> None:
+        if not self.state.size and not self.lines:
+            self.lines.append(self._header())
+        self.lines.append(line)
+
+    def _header(self) -> bytes:
+        s = self.session
+        where = f"{s.remote_user}@{s.host}" + (f":{s.port}" if s.port != 22 else "")
+        header: dict[str, Any] = {
+            "version": 2,
+            "width": self.state.cols,
+            "height": self.state.rows,
+            "timestamp": int(self.state.base),
+            "idle_time_limit": IDLE_TIME_LIMIT_S,
+            "title": f"{s.id}: {s.bastion_user} → {where}",
+        }
+        return json.dumps(header, ensure_ascii=False).encode("utf-8") + b"\n"
+
+    # -- durability ------------------------------------------------------
+
+    def commit(self, final: bool = False) -> None:
+        """Append what is buffered, then record how far the cast goes."""
+        if not (self.dirty or final):
+            return
+        self.dirty = False
+        if final and not self.state.closed:
+            self._mark_gaps(self.session.ended_at or self.state.t)
+            if self.state.dropped:
+                self._write(
+                    self.session.ended_at or 0.0,
+                    "m",
+                    f"session ended; {mib(self.state.dropped)} of output not recorded",
+                )
+            self.state.closed = True
+        if self.lines:
+            data = b"".join(self.lines)
+            self.lines.clear()
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self.fd, view) :]
+            self.state.size += len(data)
+        pending = self.decoder.getstate()[0]
+        self.state.pending = pending.hex()
+        if final:
+            os.fsync(self.fd)
+        self.state.save(self.state_path)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class Recorder:
+    """Owns the recordings of the sessions being ingested (ingest thread only)."""
+
+    def __init__(self, data_dir: Path, max_bytes: int, burst_max_bytes: int) -> None:
+        self.casts_dir = data_dir / CASTS_DIR
+        self.max_bytes = max_bytes
+        self.burst_max_bytes = burst_max_bytes
+        self.writers: dict[str, CastWriter] = {}
+        self.broken: set[str] = set()  # sessions whose recording failed
+        self.errors = 0
+
+    def event(self, session: Session, inode: int, event: Event) -> None:
+        if session.id in self.broken:
+            return
+        try:
+            writer = self.writers.get(session.id)
+            if writer is None:
+                writer = self._open(session)
+                if writer is None:
+                    return
+            writer.event(session, inode, event)
+        except OSError as e:
+            self._broken(session, e)
+
+    def commit(self, session: Session) -> None:
+        """Before the ingest submits `session`: make its recording durable."""
+        writer = self.writers.get(session.id)
+        if writer is None:
+            return
+        closed = session.status == CLOSED
+        try:
+            writer.session = session
+            writer.commit(final=closed)
+        except OSError as e:
+            self._broken(session, e)
+            return
+        if closed:
+            self.writers.pop(session.id).close()
+
+    def close_all(self) -> None:
+        for writer in self.writers.values():
+            with contextlib.suppress(OSError):
+                writer.commit()
+                os.fsync(writer.fd)
+            writer.close()
+        self.writers.clear()
+
+    def _open(self, session: Session) -> CastWriter | None:
+        if session.status == CLOSED:
+            return None  # recorded to its end before
+        self.casts_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.casts_dir, 0o700)
+        writer = CastWriter(
+            self.casts_dir, session, self.max_bytes, self.burst_max_bytes
+        )
+        if writer.state.closed:
+            writer.close()
+            return None
+        self.writers[session.id] = writer
+        return writer
+
+    def _broken(self, session: Session, error: OSError) -> None:
+        self.errors += 1
+        self.broken.add(session.id)
+        writer = self.writers.pop(session.id, None)
+        if writer is not None:
+            with contextlib.suppress(OSError):
+                writer.close()
+        log.error(
+            "session %s: cannot write its recording in %s: %s; not recording it",
+            session.id,
+            self.casts_dir,
+            error.strerror or error,
+        )

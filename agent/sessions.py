@@ -1,0 +1,180 @@
+"""audit-sessions: the audited sessions, one a row, with the export's filters.
+
+A session is in the time window when it was running at some point in it. On a
+terminal a table; into a pipe tab-separated lines under a header line;
+`--format json|jsonl|csv` gives the records of schema/session-record.schema.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from agent.cli import (
+    ExitStatus,
+    Filter,
+    add_reading_options,
+    add_time_options,
+    printable,
+    reading_config,
+    run_cli,
+)
+from agent.reader import load
+from agent.recording import cast_path
+from agent.records import CLOSED, LIVE, Session, iso
+from agent.status_view import human_age, human_bytes
+
+PROG = "audit-sessions"
+FORMATS = ("table", "json", "jsonl", "csv")
+FIELDS = (
+    "id",
+    "tag",
+    "status",
+    "bastion_user",
+    "remote_user",
+    "host",
+    "port",
+    "ssh_pid",
+    "tty",
+    "started_at",
+    "ended_at",
+    "end_reason",
+    "command_count",
+    "gaps",
+    "remote_command",
+    "recording_bytes",
+)
+
+
+def session_record(session: Session, data_dir: Path) -> dict[str, Any]:
+    """A session's public fields and the size of its recording (or null)."""
+    doc = session.public_fields()
+    try:
+        doc["recording_bytes"] = cast_path(data_dir, session.id).stat().st_size
+    except OSError:
+        doc["recording_bytes"] = None
+    return {key: doc[key] for key in FIELDS}
+
+
+def in_window(session: Session, selection: Filter, now: float) -> bool:
+    """Running at some time between --since and --until (text compare, as iso)."""
+    started = iso(session.started_at)
+    ended = iso(session.ended_at if session.ended_at is not None else now)
+    if selection.until and started > selection.until:
+        return False
+    return not (selection.since and ended < selection.since)
+
+
+def select_sessions(
+    sessions: dict[str, Session], selection: Filter, status: str | None
+) -> Iterator[Session]:
+    now = time.time()
+    for session in sorted(sessions.values(), key=lambda s: (s.started_at, s.id)):
+        if selection.session and selection.session not in (session.id, session.tag):
+            continue
+        if not selection.session_matches(session) or not in_window(
+            session, selection, now
+        ):
+            continue
+        if status is None or session.status == status:
+            yield session
+
+
+def row(session: Session, data_dir: Path, now: float) -> tuple[str, ...]:
+    where = f"{session.remote_user}@{session.host}"
+    if session.port not in (None, 22):
+        where += f":{session.port}"
+    end = session.ended_at if session.ended_at is not None else now
+    record = session_record(session, data_dir)
+    size = record["recording_bytes"]
+    return (
+        printable(session.id),
+        session.status,
+        printable(f"{session.bastion_user} → {where}"),
+        iso(session.started_at),
+        human_age(end - session.started_at),
+        str(session.command_count),
+        str(len(session.gaps)),
+        human_bytes(size) if size is not None else "-",
+    )
+
+
+HEADERS = ("session", "status", "who", "started", "lasted", "commands", "gaps", "rec")
+
+
+def write_table(sessions: list[Session], data_dir: Path, out: IO[str]) -> None:
+    now = time.time()
+    if not out.isatty():
+        out.write("\t".join(HEADERS) + "\n")
+        for session in sessions:
+            out.write("\t".join(row(session, data_dir, now)) + "\n")
+        return
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=f"{len(sessions)} sessions", title_justify="left")
+    for header in HEADERS:
+        table.add_column(header, no_wrap=header != "who")
+    for session in sessions:
+        cells = row(session, data_dir, now)
+        style = "green" if session.status == LIVE else ""
+        table.add_row(*(Text(c) for c in cells), style=style)
+    Console(file=out, highlight=False).print(table)
+
+
+def write_records(
+    sessions: list[Session], data_dir: Path, out: IO[str], fmt: str
+) -> None:
+    records = [session_record(s, data_dir) for s in sessions]
+    if fmt == "json":
+        json.dump(records, out, ensure_ascii=False, indent=1)
+        out.write("\n")
+    elif fmt == "jsonl":
+        for record in records:
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    else:
+        writer = csv.writer(out)
+        writer.writerow(FIELDS)
+        for record in records:
+            record["gaps"] = json.dumps(record["gaps"])
+            writer.writerow("" if v is None else v for v in record.values())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="List audited sessions.")
+    add_reading_options(parser)
+    add_time_options(parser, "sessions running")
+    parser.add_argument("--status", choices=(LIVE, CLOSED), help="only these")
+    parser.add_argument("--format", choices=FORMATS, default="table")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        reading_config(args)
+        selection = Filter.from_args(args)
+        snapshot = load(args.data_dir)
+        sessions = list(select_sessions(snapshot.sessions, selection, args.status))
+        if args.format == "table":
+            write_table(sessions, args.data_dir, sys.stdout)
+        else:
+            write_records(sessions, args.data_dir, sys.stdout, args.format)
+        sys.stdout.flush()
+        for error in snapshot.errors:
+            print(f"{PROG}: warning: {error}; listed the rest", file=sys.stderr)
+        return ExitStatus.PARTIAL if snapshot.errors else ExitStatus.SUCCESS
+
+    return run_cli(PROG, body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
