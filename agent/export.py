@@ -277,7 +277,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.sessions:
             snapshot = load(args.data_dir)
             rows = session_records(snapshot, selection)
-            _output(args.output, lambda out: write_session_records(rows, out, args.format))
+            _output(
+                args.output, lambda out: write_session_records(rows, out, args.format)
+            )
             return ExitStatus.PARTIAL if snapshot.errors else ExitStatus.SUCCESS
         with progress_bar(sys.stderr.isatty() and not args.no_progress) as bar:
             snapshot = load(args.data_dir, bar.shards if bar else None)

@@ -185,8 +185,11 @@ def collect(
             )
         )
     straces = tuple(
-        StraceProcess(t.tracer_pid, t.ssh.tag, t.ssh.pid, t.popen is None)
-        for t in list(supervisor.trackers.values())
+        StraceProcess(
+            w.tracker.tracer_pid, w.ssh.tag, w.ssh.pid, w.tracker.popen is None
+        )
+        for w in list(supervisor.watches.values())
+        if w.tracker is not None and w.tracker.running()
     )
     shards = list_shards(store.store_dir)
     events: dict[str, Any] | None = None
