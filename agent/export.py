@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from agent import AgentError
 from agent.cli import (
     ExitStatus,
     Filter,
@@ -175,7 +174,7 @@ def write_csv(rows: Iterator[tuple[Command, Session | None]], out: IO[str]) -> i
                 command.seq,
                 command.time,
                 command.command,
-                command.cancelled,
+                "true" if command.cancelled else "false",
             ) + tail
 
     writer.writerows(lines())  # the loop over rows stays in C
@@ -202,35 +201,6 @@ def write_records(
     return count
 
 
-def session_records(snapshot: Snapshot, selection: Filter) -> Iterator[dict[str, Any]]:
-    """`--sessions`: one record per session, connections never started included."""
-    for session in snapshot.sessions.values():
-        started = session.public_fields()["started_at"]
-        if selection.since and started < selection.since:
-            continue
-        if selection.until and started > selection.until:
-            continue
-        if selection.session_matches(session):
-            yield session.public_fields()
-
-
-def write_session_records(
-    records: Iterator[dict[str, Any]], out: IO[str], fmt: str
-) -> None:
-    if fmt == "csv":
-        raise ExportError("--sessions writes JSON or JSON Lines, not CSV")
-    texts = (_ENCODER.encode(r) for r in records)
-    if fmt == "jsonl":
-        out.writelines(t + "\n" for t in texts)
-        return
-    body = ",\n  ".join(texts)
-    out.write(f"[\n  {body}\n]\n" if body else "[]\n")
-
-
-class ExportError(AgentError):
-    """An export that cannot be written as asked."""
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -239,12 +209,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_reading_options(parser)
     add_time_options(parser, "commands")
     parser.add_argument("--format", choices=FORMATS, default="json")
-    parser.add_argument(
-        "--sessions",
-        action="store_true",
-        help="one record per session instead of per command (includes "
-        "audit-shell connections whose ssh never started)",
-    )
     parser.add_argument(
         "--cast",
         metavar="TAG",
@@ -274,13 +238,6 @@ def main(argv: list[str] | None = None) -> int:
             _output(args.output, lambda out: out.buffer.write(data))
             return ExitStatus.SUCCESS
         selection = Filter.from_args(args)
-        if args.sessions:
-            snapshot = load(args.data_dir)
-            rows = session_records(snapshot, selection)
-            _output(
-                args.output, lambda out: write_session_records(rows, out, args.format)
-            )
-            return ExitStatus.PARTIAL if snapshot.errors else ExitStatus.SUCCESS
         with progress_bar(sys.stderr.isatty() and not args.no_progress) as bar:
             snapshot = load(args.data_dir, bar.shards if bar else None)
             if bar:

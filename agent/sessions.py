@@ -48,6 +48,10 @@ FIELDS = (
     "command_count",
     "gaps",
     "remote_command",
+    "origin",
+    "client_addr",
+    "inventory_host",
+    "remote_account",
     "recording_bytes",
 )
 

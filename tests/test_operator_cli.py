@@ -92,9 +92,16 @@ def test_every_format_holds_the_same_records(seeded: Path) -> None:
     )
     assert len(rows) == 5
     for row, record in zip(rows, records, strict=True):
-        assert row == {k: "" if v is None else str(v) for k, v in record.items()}
+        assert row == {k: _cell(v) for k, v in record.items()}
     assert rows[0]["command"] == 'echo "quoted, with comma"'
     assert rows[2]["command"] == "tab\there"
+
+
+def _cell(value: object) -> str:
+    """A JSON value as its CSV cell: null is empty, booleans as JSON writes them."""
+    if value is None:
+        return ""
+    return json.dumps(value) if isinstance(value, bool) else str(value)
 
 
 def test_a_record_without_its_session_is_still_valid(tmp_path: Path) -> None:
@@ -107,10 +114,16 @@ def test_a_record_without_its_session_is_still_valid(tmp_path: Path) -> None:
     tables["sessions"] = {}
     shard.write_text(json.dumps(tables))
     (record,) = json.loads(export(tmp_path))
-    assert record == {"session": "s9", "seq": 1, "time": iso(NOW), "command": "ls"}
+    assert record == {
+        "session": "s9",
+        "seq": 1,
+        "time": iso(NOW),
+        "command": "ls",
+        "cancelled": False,
+    }
     jsonschema.validate(record, EXPORT_SCHEMA)
     header, row = export(tmp_path, "--format", "csv").splitlines()
-    assert row == f"s9,1,{iso(NOW)},ls" + "," * 10
+    assert row == f"s9,1,{iso(NOW)},ls,false" + "," * 14
 
 
 def test_times_can_be_relative(seeded: Path) -> None:

@@ -7,6 +7,7 @@ picks a host, runs commands and leaves, while the agent records them.
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import time
@@ -401,7 +402,16 @@ def test_a_connection_whose_ssh_never_starts_is_recorded(
     )
     assert (session.status, session.ssh_pid) == ("pending", 0)
     assert session.bastion_user == bastion.person.name
-    (record,) = harness.export(agent.data_dir, "--sessions", "--session", tag)
+    listed = harness.run_cli(
+        "audit-sessions",
+        "--data-dir",
+        str(agent.data_dir),
+        "--format",
+        "json",
+        "--session",
+        tag,
+    )
+    (record,) = json.loads(listed.stdout)
     assert record["origin"] == "audit-shell"
     assert record["inventory_host"] == "web1"
     assert record["remote_account"] == bastion.target_user.name
