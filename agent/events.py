@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from agent.export import flat_record, session_fields
-from agent.records import CLOSED, Command, Session, iso
+from agent.records import ENDED, Command, Session, iso
 from agent.store import write_atomic
 from agent.syslog import (
     FACILITIES,
@@ -135,7 +135,7 @@ class Cursor:
             if command.seq > seq:
                 events.append(FleetEvent("command", session, command))
                 seq = command.seq
-        if session.status == CLOSED:
+        if session.status in ENDED:
             events.append(FleetEvent("session_end", session))
             self.live.pop(sid, None)
             self.done.add(sid)
@@ -201,17 +201,17 @@ class EventSink:
         """
         if not self.cursor.load():
             self.cursor.live = {
-                s.id: s.command_count for s in sessions if s.status != CLOSED
+                s.id: s.command_count for s in sessions if s.status not in ENDED
             }
-            self.cursor.done = {s.id for s in sessions if s.status == CLOSED}
+            self.cursor.done = {s.id for s in sessions if s.status in ENDED}
             self.cursor.save()
             return
         behind: set[str] = set()
         for s in sessions:
             seq = self.cursor.live.get(s.id)
-            if seq is None and s.status == CLOSED:
+            if seq is None and s.status in ENDED:
                 self.cursor.done.add(s.id)
-            elif seq is None or s.command_count > seq or s.status == CLOSED:
+            elif seq is None or s.command_count > seq or s.status in ENDED:
                 behind.add(s.id)
         known = {s.id for s in sessions}
         for sid in set(self.cursor.live) - known:

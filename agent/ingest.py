@@ -41,6 +41,23 @@ MAX_READ_PER_ROUND_BYTES = 16 << 20  # then let the other sessions have a turn
 RESCAN_INTERVAL_S = 1.0  # a safety net under inotify
 
 
+def _with_gap(session: Session, start: float, end: float | None) -> Session:
+    """The session with the gap from `start` open (end None) or closed.
+
+    Idempotent: re-reading a log after a restart meets the same gap again,
+    with its times as exact as the log has them, while the store kept them to
+    the millisecond; so gaps compare as the store writes them.
+    """
+
+    def key(t: float | None) -> str | None:
+        return iso(t) if t is not None else None
+
+    gaps = [g for g in session.gaps if (key(g[0]), g[1]) != (key(start), None)]
+    if all((key(a), key(b)) != (key(start), key(end)) for a, b in gaps):
+        gaps.append((start, end))
+    return dataclasses.replace(session, gaps=tuple(gaps))
+
+
 @dataclass
 class LogFollower:
     """One session log being read."""
@@ -308,7 +325,9 @@ class Ingest:
         follower.inode = inode
         follower.decoder = StraceDecoder(tty=follower.decoder.tty, offset=size)
         follower.builder.lose_track()
-        follower.gap_since = follower.gap_since or time.time()
+        if follower.gap_since is None:
+            follower.gap_since = time.time()
+            follower.session = _with_gap(follower.session, follower.gap_since, None)
 
     def _keep(self, path: Path, move: bool) -> str:
         """Quarantine `path`; where it went, for the one log line."""
@@ -323,11 +342,10 @@ class Ingest:
         session = follower.session
         log.error("session %s: %s; closing it", session.id, why)
         follower.session = dataclasses.replace(
-            session,
+            _with_gap(session, follower.gap_since or now, None),
             status=CLOSED,
             ended_at=now,
             end_reason=why,
-            gaps=session.gaps + ((follower.gap_since or now, None),),
         )
         follower.finished = True
         self._submit(follower)
@@ -358,18 +376,19 @@ class Ingest:
         session = follower.session
         if isinstance(event, Marker) and event.kind == "detach":
             if follower.gap_since is None:
+                # Open at once, so that a live session shows it: [from, null].
                 follower.gap_since = event.time
                 reason = event.fields.get("reason", "no reason given")
                 log.warning("session %s: tracer detached (%s)", session.id, reason)
+                follower.session = _with_gap(session, event.time, None)
             return
         if follower.gap_since is not None:
-            # The first thing seen after a gap closes it: a re-attach, or data.
-            gap = (follower.gap_since, event.time)
+            # The first thing seen after a gap closes it: a re-attach, data,
+            # or the end of the session.
+            session = follower.session = _with_gap(
+                session, follower.gap_since, event.time
+            )
             follower.gap_since = None
-            if gap not in session.gaps:
-                session = follower.session = dataclasses.replace(
-                    session, gaps=session.gaps + (gap,)
-                )
         if isinstance(event, Marker) and event.kind == "end":
             self._close(follower, event)
 

@@ -34,7 +34,7 @@ from typing import Any
 
 from agent import AgentError
 from agent.quarantine import quarantine
-from agent.records import CLOSED, Session, iso
+from agent.records import ENDED, Session, iso
 from parsers.events import Chunk, Direction, Event, Marker, Resize
 
 log = logging.getLogger(__name__)
@@ -153,12 +153,21 @@ class CastWriter:
         self.state = loaded or CastState(base=session.started_at, identity=identity)
         if loaded is not None and loaded.pending:
             self.decoder.setstate((bytes.fromhex(loaded.pending), 0))
-        self.fd = os.open(
+        # No fd is kept between commits: a thousand live sessions must not
+        # cost a thousand file descriptors.
+        fd = self._open_cast()
+        try:
+            # A crash may have left events after the committed size: they come
+            # again.
+            os.truncate(fd, self.state.size)
+        finally:
+            os.close(fd)
+        self.loaded = loaded is not None
+
+    def _open_cast(self) -> int:
+        return os.open(
             self.path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_APPEND, 0o600
         )
-        # A crash may have left events after the committed size: they come again.
-        os.truncate(self.fd, self.state.size)
-        self.loaded = loaded is not None
 
     def _set_aside(self) -> None:
         quarantine_dir = self.path.parent.parent / "quarantine"
@@ -296,9 +305,9 @@ class CastWriter:
 
     # -- durability ------------------------------------------------------
 
-    def commit(self, final: bool = False) -> None:
+    def commit(self, final: bool = False, sync: bool = False) -> None:
         """Append what is buffered, then record how far the cast goes."""
-        if not (self.dirty or final):
+        if not (self.dirty or final or sync):
             return
         self.dirty = False
         if final and not self.state.closed:
@@ -310,21 +319,25 @@ class CastWriter:
                     f"session ended; {mib(self.state.dropped)} of output not recorded",
                 )
             self.state.closed = True
-        if self.lines:
+        if self.lines or final or sync:
             data = b"".join(self.lines)
             self.lines.clear()
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self.fd, view) :]
+            fd = self._open_cast()
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                if final or sync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
             self.state.size += len(data)
         pending = self.decoder.getstate()[0]
         self.state.pending = pending.hex()
-        if final:
-            os.fsync(self.fd)
         self.state.save(self.state_path)
 
     def close(self) -> None:
-        os.close(self.fd)
+        """Nothing is held open between commits (kept for the callers)."""
 
 
 class Recorder:
@@ -356,7 +369,7 @@ class Recorder:
         writer = self.writers.get(session.id)
         if writer is None:
             return
-        closed = session.status == CLOSED
+        closed = session.status in ENDED
         try:
             writer.session = session
             writer.commit(final=closed)
@@ -369,13 +382,12 @@ class Recorder:
     def close_all(self) -> None:
         for writer in self.writers.values():
             with contextlib.suppress(OSError):
-                writer.commit()
-                os.fsync(writer.fd)
+                writer.commit(sync=True)
             writer.close()
         self.writers.clear()
 
     def _open(self, session: Session) -> CastWriter | None:
-        if session.status == CLOSED:
+        if session.status in ENDED:
             return None  # recorded to its end before
         self.casts_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.casts_dir, 0o700)

@@ -27,7 +27,7 @@ from agent.cli import (
 )
 from agent.reader import load
 from agent.recording import cast_path
-from agent.records import CLOSED, LIVE, Session, iso
+from agent.records import CLOSED, LIVE, TERMINATED, Session, iso
 from agent.status_view import human_age, human_bytes
 
 PROG = "audit-sessions"
@@ -155,7 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="List audited sessions.")
     add_reading_options(parser)
     add_time_options(parser, "sessions running")
-    parser.add_argument("--status", choices=(LIVE, CLOSED), help="only these")
+    parser.add_argument(
+        "--status",
+        choices=(LIVE, CLOSED, TERMINATED, "pending", "not-started"),
+        help="only these",
+    )
     parser.add_argument("--format", choices=FORMATS, default="table")
     return parser
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent import AgentError
 from agent.recording import CAST_SUFFIX, CASTS_DIR
-from agent.records import CLOSED, RecordError, iso, parse_iso
+from agent.records import ENDED, RecordError, iso, parse_iso
 from agent.store import list_shards, write_atomic
 from tracer.discovery import is_alive, read_start_ticks, read_tracer_pid
 
@@ -164,7 +164,7 @@ def collect(
     casts = data_dir / CASTS_DIR
     sessions = []
     for s in sorted(store.sessions(), key=lambda s: s.started_at):
-        if s.status == CLOSED:
+        if s.status in ENDED:
             continue
         alive = is_alive(s.identity)
         sessions.append(

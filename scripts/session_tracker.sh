@@ -2,6 +2,8 @@
 # Attach strace to one tagged ssh client and write its session log.
 #
 #   session_tracker.sh [--data-dir DIR] --pid PID TAG   the agent, as root
+#   session_tracker.sh [--data-dir DIR] --pid PID --record-only TAG
+#                                   the agent: only the log's start line
 #   sudo session_tracker.sh TAG                         a user, for their own ssh
 #
 # This is the one place that holds the strace command line and the lifecycle
@@ -29,16 +31,18 @@ die() {
 }
 
 usage() {
-    echo "usage: $PROG [--data-dir DIR] --pid PID TAG | sudo $PROG TAG" >&2
+    echo "usage: $PROG [--data-dir DIR] --pid PID [--record-only] TAG | sudo $PROG TAG" >&2
     exit 2
 }
 
 data_dir=
 pid=
+record_only=
 while [ $# -gt 0 ]; do
     case $1 in
         --data-dir) [ $# -ge 2 ] || usage; data_dir=$2; shift 2 ;;
         --pid) [ $# -ge 2 ] || usage; pid=$2; shift 2 ;;
+        --record-only) record_only=1; shift ;;
         -h | --help) usage ;;
         --) shift; break ;;
         -*) die 2 "unknown option $1" ;;
@@ -55,6 +59,7 @@ tracer=agent
 if [ -n "${SUDO_UID:-}" ]; then
     # A user may only have their own ssh traced, into the real audit log.
     [ -z "$data_dir" ] || die 2 "--data-dir is not allowed under sudo"
+    [ -z "$record_only" ] || die 2 "--record-only is not allowed under sudo"
     [[ $SUDO_UID =~ ^[0-9]+$ ]] || die 2 "invalid SUDO_UID"
     owner=$SUDO_UID
     tracer=sudo
@@ -116,6 +121,10 @@ if [ -n "$owner" ]; then
 fi
 
 # From /proc/PID/status: the owner, and whether something ptraces it already.
+# One read of the whole file: the kernel rebuilds it on every read(), and a
+# traced process flips its State line between reads, so reading it line by
+# line can shift the lines under us.
+status=$(<"/proc/$pid/status") || die 3 "process $pid is gone"
 uid=
 tracer_pid=0
 while read -r key value _; do
@@ -123,7 +132,8 @@ while read -r key value _; do
         Uid:) uid=$value ;;
         TracerPid:) tracer_pid=$value ;;
     esac
-done <"/proc/$pid/status" || die 3 "process $pid is gone"
+done <<<"$status"
+[[ $uid =~ ^[0-9]+$ ]] || die 3 "cannot read the owner of process $pid"
 
 # The terminal is what ssh's stdin or stdout point to; strace -P keeps only
 # the syscalls on it, which leaves out the encrypted socket (as large as the
@@ -177,6 +187,9 @@ for name in "$tag" "$tag~$pid-$start_ticks"; do
 done
 [ -n "$log" ] || die 5 "cannot create a log for tag $tag in $logs"
 
+# The agent refused this ssh before tracing it (a limit): it only wants the
+# session on record; its verdict goes in as the log's end line.
+[ -z "$record_only" ] || exit 0
 [ -n "$tty" ] || die 3 "ssh $pid has no terminal on stdin or stdout"
 strace_bin=$(command -v strace || true)
 [ -f "$strace_bin" ] && [ -x "$strace_bin" ] || die 6 "strace is not installed"

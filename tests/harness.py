@@ -131,7 +131,10 @@ def sshd(workdir: Path, extra_config: str = "") -> Iterator[Sshd]:
         "UsePAM yes\n"
         "PrintMotd no\n"
         "AcceptEnv LANG LC_* AUDIT_SESSION\n"
-        "StrictModes no\n" + extra_config
+        "StrictModes no\n"
+        # A burst of logins at once: sshd's default drops unauthenticated
+        # connections beyond 10.
+        "MaxStartups 200\n" + extra_config
     )
     with open(workdir / f"sshd.{port}.log", "wb") as log:
         # The child keeps its own copy of the fd.

@@ -187,30 +187,38 @@ class Supervisor:
             return
         self._try_launch(watch, now)
 
-    def _try_launch(self, watch: Watch, now: float) -> None:
+    def _take_token(self, now: float) -> bool:
         rate = self.limits.max_new_sessions_per_s
         self._tokens = min(rate, self._tokens + (now - self._tokens_at) * rate)
         self._tokens_at = now
         if self._tokens < 1.0:
-            return  # waits for a token, within its attach deadline
+            return False
         self._tokens -= 1.0
-        ssh = watch.ssh
+        return True
+
+    def _run_tracker(self, ssh: TaggedSsh, *flags: str) -> subprocess.Popen[bytes]:
         argv = [
             str(self.script),
             "--data-dir",
             str(self.data_dir),
             "--pid",
             str(ssh.pid),
+            *flags,
             ssh.tag,
         ]
+        return subprocess.Popen(
+            argv,
+            env=CHILD_ENV,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def _try_launch(self, watch: Watch, now: float) -> None:
+        if not self._take_token(now):
+            return  # waits for a token, within its attach deadline
         try:
-            popen = subprocess.Popen(
-                argv,
-                env=CHILD_ENV,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+            popen = self._run_tracker(watch.ssh)
         except OSError as e:
             self._judge(watch, f"cannot run {self.script}: {e.strerror}")
             return
@@ -287,6 +295,12 @@ class Supervisor:
         first = watch.verdict is None
         watch.verdict = reason
         tracker = watch.tracker
+        if tracker is None and self._take_token(time.monotonic()):
+            # Refused before any tracker ran (a limit): a log with its start
+            # line puts the session on record; the verdict follows as its end.
+            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                record = self._run_tracker(ssh, "--record-only")
+                record.wait(1.0)  # before the ssh is ended: it reads /proc/PID
         if tracker is not None and tracker.running() and tracker.popen is not None:
             # Our strace, alive but useless here (a multiplexed terminal):
             # detach it so that the log can be marked.
