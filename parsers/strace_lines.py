@@ -97,9 +97,14 @@ class StraceDecoder:
             marker = parse_marker(line, offset)
             if marker is None:
                 self._junk(line)
-            else:
-                self.stats.events += 1
-                yield marker
+                return
+            self.stats.events += 1
+            yield marker
+            rows, cols = marker.fields.get("rows"), marker.fields.get("cols")
+            if type(rows) is int and type(cols) is int and rows > 0 and cols > 0:
+                # The terminal's size when the tracer attached: ssh may have
+                # asked for it before anyone was watching.
+                yield Resize(marker.time, rows, cols, offset)
             return
         if line.startswith(b"strace: "):
             self.stats.tracer_notes += 1  # attach/detach notes, ptrace errors

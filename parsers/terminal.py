@@ -44,6 +44,7 @@ DEFAULT_ROWS = 24
 DEFAULT_COLS = 80
 TAIL_BYTES = 8192  # command output kept to redraw the next prompt from
 MAX_LINE_ROWS = 200  # how far up a command line may begin
+FALLBACK_EMULATION_BYTES = 64 << 10  # see _segment
 MIN_SIZE, MAX_SIZE = 2, 2000  # a TIOCGWINSZ outside this is not believed
 
 # DEC private modes: ESC [ ? Pm h (set) / l (reset).
@@ -108,6 +109,7 @@ class CommandBuilder:
         self.skipping = True  # between lines: output is scanned, not emulated
         self.tail = bytearray()  # last output seen while skipping
         self.carry = b""  # an escape sequence cut by the end of a chunk
+        self.emulated = 0  # fallback mode: output emulated since the last key
         self.origin: tuple[int, int] | None = None  # cursor at first key
         self.line_start: tuple[int, int] | None = None  # cursor at ESC[?2004h
         self.ended: Marker | None = None
@@ -166,6 +168,7 @@ class CommandBuilder:
             if self.editing and self.origin is None and not self.skipping:
                 self._learn_prompt()
             return
+        self.emulated = 0
         if self.skipping:
             self._resume_emulation()
         if self.origin is None and self.pending_enters == 0:
@@ -230,6 +233,16 @@ class CommandBuilder:
             if len(self.tail) > TAIL_BYTES:
                 del self.tail[: len(self.tail) - TAIL_BYTES]
             return
+        if not self.readline:
+            # Without readline's markers, a key pressed while a command pours
+            # out output would have us emulate all of it: past this much output
+            # since the last key, it is output, not a line being typed.
+            self.emulated += len(data)
+            if self.emulated > FALLBACK_EMULATION_BYTES:
+                self.pending_enters = 0
+                self._start_skipping()
+                self._segment(data, chunk, start, lines)
+                return
         if self.readline or self.pending_enters == 0:
             self.stream.feed(data)
             return

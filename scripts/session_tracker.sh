@@ -187,6 +187,15 @@ for name in "$tag" "$tag~$pid-$start_ticks"; do
 done
 [ -n "$log" ] || die 5 "cannot create a log for tag $tag in $logs"
 
+# The terminal's size now: ssh asked for it (TIOCGWINSZ) when it started,
+# maybe before strace was there to see the answer.
+rows=0
+cols=0
+if [ -n "$tty" ] && size=$(stty -F "$tty" size 2>/dev/null); then
+    read -r rows cols <<<"$size"
+    [[ $rows =~ ^[0-9]+$ && $cols =~ ^[0-9]+$ ]] || { rows=0; cols=0; }
+fi
+
 # The agent refused this ssh before tracing it (a limit): it only wants the
 # session on record; its verdict goes in as the log's end line.
 [ -z "$record_only" ] || exit 0
@@ -198,8 +207,8 @@ if [ "$tracer_pid" != 0 ]; then
     die 4 "ssh $pid is already traced by process $tracer_pid"
 fi
 
-printf '#bastion-audit {"event":"attach","time":%s,"tracer":"%s","tracer_pid":%s}\n' \
-    "$EPOCHREALTIME" "$tracer" "$$" >>"$log"
+printf '#bastion-audit {"event":"attach","time":%s,"tracer":"%s","tracer_pid":%s,"rows":%s,"cols":%s}\n' \
+    "$EPOCHREALTIME" "$tracer" "$$" "$rows" "$cols" >>"$log"
 
 # -ttt: epoch timestamps; -y: fd paths; -s 1 MiB: ssh writes up to 256 KiB to
 # the terminal in one call (fully escaped, four characters a byte); -A: append

@@ -149,3 +149,26 @@ def test_keys_typed_in_a_full_screen_program_are_not_commands() -> None:
         out(b"pwd" + ACCEPT),
     ]
     assert [line.text for line in build(events)] == ["less f", "pwd"]
+
+
+def test_fallback_mode_stops_emulating_bulk_output() -> None:
+    """No readline markers (dash): a key pressed during a flood of output."""
+    builder = CommandBuilder()
+    prompt = b"$ "
+    build([out(prompt), key(b"cat big\r"), out(b"cat big\r\n")], builder)
+    build([key(b"x"), out(b"line of output\r\n" * 20_000)], builder)
+    assert builder.skipping and len(builder.tail) <= 8192
+    lines = build([out(b"$ "), key(b"ls\r"), out(b"ls\r\nfile\r\n$ ")], builder)
+    assert [line.text for line in lines] == ["ls"]
+
+
+def test_size_from_the_attach_line() -> None:
+    """ssh asked for the size before the tracer attached: the attach line has it."""
+    log = (
+        b'#bastion-audit {"event":"attach","time":1.0,"tracer":"agent","tracer_pid":9,'
+        b'"rows":40,"cols":120}\n'
+    )
+    events = decode_log(log)
+    builder = CommandBuilder()
+    build(events, builder)
+    assert (builder.screen.lines, builder.screen.columns) == (40, 120)
