@@ -39,6 +39,7 @@ LOG_SUFFIX = ".strace"
 READ_CHUNK_BYTES = 1 << 20
 MAX_READ_PER_ROUND_BYTES = 16 << 20  # then let the other sessions have a turn
 RESCAN_INTERVAL_S = 1.0  # a safety net under inotify
+INGEST_NICE = 10  # parsing yields the CPU to the sessions it audits
 
 
 def _with_gap(session: Session, start: float, end: float | None) -> Session:
@@ -162,6 +163,11 @@ class Ingest:
     # -- the thread ------------------------------------------------------
 
     def _run(self) -> None:
+        # Parsing can wait for the sessions it audits: on a busy bastion the
+        # CPU goes first to ssh and its strace (which ssh waits for at every
+        # syscall). Linux lets a thread have its own nice value.
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), INGEST_NICE)
         last_scan = 0.0
         while not self._stop.is_set():
             self._wake.wait(RESCAN_INTERVAL_S)
