@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pexpect
+import psutil
 import pytest
 
 from tests import harness
@@ -225,3 +226,44 @@ def test_a_session_tagged_with_z_is_audited(
         lambda: harness.sessions_in(data_dir)[tag].status == "closed", timeout=20
     )
     assert commands_of(data_dir, tag) == expected
+
+
+def test_audit_shell_launches_the_patched_ssh_with_z(patched_ssh: Path) -> None:
+    """audit-shell configured for the patched client: `-Z TAG`, and audited."""
+    from tests import shell_harness
+    from tests.shell_harness import MENU_FOOTER, TAG_RE
+
+    with shell_harness.bastion() as b:
+        config = b.write_config(
+            "shell-patched.toml", shell=f'tag_style = "patched"\nssh = "{patched_ssh}"'
+        )
+        with harness.agent(
+            b.workdir / "data", "--config", str(b.agent_config)
+        ) as agent:
+            child = shell_harness.run_as_person(b, config)
+            child.expect(MENU_FOOTER)
+            child.send(b"web1\r")
+            child.expect(TAG_RE)
+            tag = child.match.group(1).decode()
+            child.expect(harness.PROMPT)
+            ssh = next(
+                p
+                for p in psutil.process_iter(["exe", "cmdline"])
+                if p.info["exe"] == str(patched_ssh)
+                and tag in (p.info["cmdline"] or [])
+            )
+            assert ssh.info["cmdline"][ssh.info["cmdline"].index(tag) - 1] == "-Z"
+            child.send(b"echo via-patched-ssh\r")
+            child.expect(harness.PROMPT)
+            harness.wait_for(
+                lambda: commands_of(agent.data_dir, tag) == ["echo via-patched-ssh"],
+                timeout=COMMAND_DEADLINE_S,
+            )
+            (record,) = harness.export(agent.data_dir, "--session", tag)
+            assert record["bastion_user"] == b.person.name
+            assert record["origin"] == "audit-shell"
+            child.sendeof()
+            child.expect(MENU_FOOTER)
+            child.sendeof()
+            child.expect(pexpect.EOF)
+            child.close()
