@@ -36,7 +36,9 @@ TLOG_CONF = Path("/etc/tlog/tlog-rec-session.conf")
 TLOG_BIN = Path("/usr/bin/tlog-rec-session")
 
 
-def read_until(fd: int, marker: bytes, then: bytes = b"", timeout: float = 600.0) -> None:
+def read_until(
+    fd: int, marker: bytes, then: bytes = b"", timeout: float = 600.0
+) -> None:
     """Read the pty as fast as a terminal would, until `marker`, then `then`."""
     deadline = time.monotonic() + timeout
     tail = b""

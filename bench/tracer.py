@@ -65,7 +65,9 @@ def attach_latencies(user, server, data_dir: Path, count: int) -> dict[str, obje
         child.send(f"echo early-{n}\r".encode())
         pid = harness.ssh_pid_of(child)
         t_attach = wait_traced(pid)
-        child.expect(b"\\S", timeout=PROMPT_TIMEOUT_S)  # the remote side speaks
+        # The remote shell is ready: bash's readline switches bracketed paste
+        # on (ESC[?2004h) before its first prompt.
+        child.expect(rb"\x1b\[\?2004h", timeout=PROMPT_TIMEOUT_S)
         t_connect = time.perf_counter()
         attach.append(t_attach - t0)
         connect.append(t_connect - t0)
@@ -79,8 +81,10 @@ def attach_latencies(user, server, data_dir: Path, count: int) -> dict[str, obje
     for n, tag in enumerate(tags):
         try:
             harness.wait_for(
-                lambda t=tag, n=n: [r["command"] for r in harness.export(
-                    data_dir, "--session", t)] == [f"echo early-{n}"],
+                lambda t=tag, n=n: (
+                    [r["command"] for r in harness.export(data_dir, "--session", t)]
+                    == [f"echo early-{n}"]
+                ),
                 timeout=30,
             )
         except TimeoutError:
@@ -90,7 +94,9 @@ def attach_latencies(user, server, data_dir: Path, count: int) -> dict[str, obje
 
 def burst(user, server, data_dir: Path, count: int) -> dict[str, object]:
     t0 = time.perf_counter()
-    children = [harness.spawn_ssh(tagged(user, server, f"burst{n}")) for n in range(count)]
+    children = [
+        harness.spawn_ssh(tagged(user, server, f"burst{n}")) for n in range(count)
+    ]
     pids = [harness.ssh_pid_of(c) for c in children]
     attach = [wait_traced(pid, timeout=60) - t0 for pid in pids]
     for child in children:
@@ -105,8 +111,13 @@ def burst(user, server, data_dir: Path, count: int) -> dict[str, object]:
     for n in range(count):
         try:
             harness.wait_for(
-                lambda n=n: [r["command"] for r in harness.export(
-                    data_dir, "--session", f"burst{n}")] == [f"echo burst-{n}"],
+                lambda n=n: (
+                    [
+                        r["command"]
+                        for r in harness.export(data_dir, "--session", f"burst{n}")
+                    ]
+                    == [f"echo burst-{n}"]
+                ),
                 timeout=60,
             )
         except TimeoutError:
@@ -161,9 +172,7 @@ def memory(user, server, agent_proc: psutil.Process, count: int) -> dict[str, fl
         wait_traced(harness.ssh_pid_of(child), timeout=60)
     time.sleep(2)
     live_rss = agent_proc.memory_info().rss
-    straces = [
-        p for p in psutil.process_iter(["name"]) if p.info["name"] == "strace"
-    ]
+    straces = [p for p in psutil.process_iter(["name"]) if p.info["name"] == "strace"]
     strace_rss = sum(p.memory_info().rss for p in straces)
     fds = agent_proc.num_fds()
     for child in children:
@@ -193,31 +202,48 @@ def main() -> int:
         workdir = Path(tmp)
         workdir.chmod(0o755)
         data_dir = workdir / "data"
-        with harness.sshd(workdir) as server, harness.test_user(workdir, "trb") as user, \
-                harness.agent(data_dir, poll_interval=0.1) as agent:
+        with (
+            harness.sshd(workdir) as server,
+            harness.test_user(workdir, "trb") as user,
+            harness.agent(data_dir, poll_interval=0.1) as agent,
+        ):
             proc = psutil.Process(agent.process.pid)
-            idle = cpu_percent(proc, args.idle_s)
-            att = attach_latencies(user, server, data_dir, args.sessions)
-            bur = burst(user, server, data_dir, args.burst)
-            feed = enter_to_feed(user, server, data_dir, args.commands)
-            mem = memory(user, server, proc, args.live)
+            try:
+                idle = cpu_percent(proc, args.idle_s)
+                att = attach_latencies(user, server, data_dir, args.sessions)
+                bur = burst(user, server, data_dir, args.burst)
+                feed = enter_to_feed(user, server, data_dir, args.commands)
+                mem = memory(user, server, proc, args.live)
+            except Exception:
+                print(agent.log_text()[-3000:], file=sys.stderr)
+                raise
     ms = 1e3
     print(f"attach, {args.sessions} sessions one after another (poll interval 0.1 s):")
     for name in ("attach", "connect", "margin"):
         v = att[name]
-        print(f"  {name:<8} p50 {pct(v, .5) * ms:7.1f} ms  p95 {pct(v, .95) * ms:7.1f} ms"
-              f"  max {max(v) * ms:7.1f} ms  min {min(v) * ms:7.1f} ms")
-    print(f"  keys typed before ssh connected, missed: {att['missed']} of {args.sessions}")
+        print(
+            f"  {name:<8} p50 {pct(v, 0.5) * ms:7.1f} ms  p95 {pct(v, 0.95) * ms:7.1f} ms"
+            f"  max {max(v) * ms:7.1f} ms  min {min(v) * ms:7.1f} ms"
+        )
+    print(
+        f"  keys typed before ssh connected, missed: {att['missed']} of {args.sessions}"
+    )
     b = bur["attach"]
-    print(f"burst of {args.burst}: attach p50 {pct(b, .5) * ms:.0f} ms, p95 "
-          f"{pct(b, .95) * ms:.0f} ms, max {max(b) * ms:.0f} ms; commands missed: "
-          f"{bur['missed']} of {args.burst}")
-    print(f"Enter to feed over {args.commands} commands: p50 {pct(feed, .5) * ms:.0f} ms,"
-          f" p95 {pct(feed, .95) * ms:.0f} ms, max {max(feed) * ms:.0f} ms")
+    print(
+        f"burst of {args.burst}: attach p50 {pct(b, 0.5) * ms:.0f} ms, p95 "
+        f"{pct(b, 0.95) * ms:.0f} ms, max {max(b) * ms:.0f} ms; commands missed: "
+        f"{bur['missed']} of {args.burst}"
+    )
+    print(
+        f"Enter to feed over {args.commands} commands: p50 {pct(feed, 0.5) * ms:.0f} ms,"
+        f" p95 {pct(feed, 0.95) * ms:.0f} ms, max {max(feed) * ms:.0f} ms"
+    )
     print(f"idle CPU over {args.idle_s:.0f} s: {idle:.2f}% of one core")
-    print(f"memory: agent RSS idle {mem['idle_mb']:.1f} MB, with {args.live} live sessions "
-          f"{mem['live_mb']:.1f} MB ({mem['fds']} fds); {mem['straces']} straces "
-          f"{mem['strace_mb']:.1f} MB in all")
+    print(
+        f"memory: agent RSS idle {mem['idle_mb']:.1f} MB, with {args.live} live sessions "
+        f"{mem['live_mb']:.1f} MB ({mem['fds']} fds); {mem['straces']} straces "
+        f"{mem['strace_mb']:.1f} MB in all"
+    )
     return 0
 
 

@@ -45,6 +45,7 @@ DEFAULT_COLS = 80
 TAIL_BYTES = 8192  # command output kept to redraw the next prompt from
 MAX_LINE_ROWS = 200  # how far up a command line may begin
 FALLBACK_EMULATION_BYTES = 64 << 10  # see _segment
+TYPEAHEAD_BYTES = 4096
 MIN_SIZE, MAX_SIZE = 2, 2000  # a TIOCGWINSZ outside this is not believed
 
 # DEC private modes: ESC [ ? Pm h (set) / l (reset).
@@ -110,6 +111,8 @@ class CommandBuilder:
         self.tail = bytearray()  # last output seen while skipping
         self.carry = b""  # an escape sequence cut by the end of a chunk
         self.emulated = 0  # fallback mode: output emulated since the last key
+        self.typeahead = bytearray()  # keys read while no line was edited
+        self.output_seen = False  # the remote side has printed something
         self.origin: tuple[int, int] | None = None  # cursor at first key
         self.line_start: tuple[int, int] | None = None  # cursor at ESC[?2004h
         self.ended: Marker | None = None
@@ -165,8 +168,21 @@ class CommandBuilder:
             self.pending_enters = 0
             return
         if self.readline:
-            if self.editing and self.origin is None and not self.skipping:
-                self._learn_prompt()
+            if self.editing and not self.skipping:
+                if self.origin is None:
+                    self._learn_prompt()
+                self.typeahead.clear()
+            else:
+                self._type_ahead(chunk.data)
+            return
+        if not self.output_seen:
+            # Keys before the remote side printed anything (typed at login, or
+            # the tracer attached mid-session): no prompt is on the screen to
+            # learn from; their echo is matched against them instead.
+            self._type_ahead(chunk.data)
+            self.pending_enters += sum(chunk.data.count(key) for key in (b"\r", b"\n"))
+            if self.skipping:
+                self._resume_emulation()
             return
         self.emulated = 0
         if self.skipping:
@@ -201,7 +217,13 @@ class CommandBuilder:
 
     # -- output ----------------------------------------------------------
 
+    def _type_ahead(self, data: bytes) -> None:
+        self.typeahead += data
+        if len(self.typeahead) > TYPEAHEAD_BYTES:
+            del self.typeahead[: len(self.typeahead) - TYPEAHEAD_BYTES]
+
     def _output(self, chunk: Chunk) -> list[CommandLine]:
+        self.output_seen = True
         data = self.carry + chunk.data
         base = len(self.carry)  # bytes of `data` that came with an earlier chunk
         self.carry = b""
@@ -293,7 +315,16 @@ class CommandBuilder:
                 self.screen.soft_wraps = True
                 self.line_start = self.screen.cursor_position_abs()
                 self.origin = None
-            elif self.editing:
+            elif self.editing or (
+                not self.readline
+                and self.typeahead
+                and self.screen.last_linefeed_row is not None
+            ):
+                # The second case: the tracer came after the prompt was drawn
+                # (late attach), and the keys were read before any output; a
+                # line feed then ESC[?2004l still says readline accepted them.
+                self.readline = True
+                self.pending_enters = 0
                 self.editing = False
                 self.screen.soft_wraps = False
                 row = self.screen.last_linefeed_row
@@ -332,10 +363,30 @@ class CommandBuilder:
         start = self._line_start(bottom)
         if start is not None:
             return screen.text_from(start, bottom).rstrip()
-        if require_prompt and self.prompt:
-            return None  # not the shell's line: type-ahead echo, program input
         rows = screen.logical_rows(abs_row)
-        return screen.text_from((rows[0], 0), bottom).rstrip() if rows else None
+        whole = screen.text_from((rows[0], 0), bottom).rstrip() if rows else ""
+        typed, rest = self._typed_ahead()
+        if typed and whole.endswith(typed) and not require_prompt:
+            # Only once readline's ESC[?2004l confirmed the line: a terminal in
+            # cooked mode (a shell still logging in) echoes type-ahead too.
+            # Keys typed before the prompt was drawn (at login, or while the
+            # last command ran) are echoed verbatim after it: what precedes
+            # them is the prompt.
+            self.typeahead = bytearray(rest)
+            if whole[: -len(typed)].strip():
+                self.prompt = whole[: -len(typed)]
+            return typed
+        if require_prompt:
+            return None  # not the shell's line: output, program input
+        return whole or None
+
+    def _typed_ahead(self) -> tuple[str, bytes]:
+        """The first line of keys read while no line was edited, and the rest."""
+        if not self.typeahead:
+            return "", b""
+        first, _, rest = bytes(self.typeahead).replace(b"\r", b"\n").partition(b"\n")
+        text = first.decode("utf-8", "replace")
+        return (text.strip() if text.isprintable() else ""), rest
 
     def _line_start(self, bottom: int) -> tuple[int, int] | None:
         """Where the line being accepted begins, after its prompt.

@@ -62,6 +62,7 @@ class Case:
     rows: int = 24
     rc: str = ""  # extra lines for the remote user's shell startup
     nested: bool = False  # commands run in a second user's shell too
+    at_login: bytes = b""  # typed at once, before ssh has even connected
 
 
 def line(text: str | bytes) -> tuple[Step, ...]:
@@ -579,6 +580,20 @@ CASES: tuple[Case, ...] = (
         Ready(),
         *line("echo local-outer"),
         nested=True,
+    ),
+    # -- typed before the session started ----------------------------------
+    case(
+        "typeahead_at_login",
+        "typeahead",
+        Ready(),
+        *line("echo second"),
+        at_login=b"echo typed-at-login\r",
+    ),
+    case(
+        "typeahead_at_login_two",
+        "typeahead",
+        Ready(),
+        at_login=b"echo first-early\recho second-early\r",
     ),
     # -- plain, for good measure -----------------------------------------
     case(

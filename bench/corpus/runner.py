@@ -126,6 +126,8 @@ class CaseRun:
         )
         child = harness.spawn_ssh(argv, rows=self.case.rows, cols=self.case.cols)
         child.timeout = STEP_TIMEOUT_S
+        if self.case.at_login:
+            child.send(self.case.at_login)
         try:
             ssh_pid = harness.ssh_pid_of(child)
             child.expect(READY)
