@@ -122,6 +122,21 @@ def has_ended(path: Path) -> bool:
     return _END_RE.search(last) is not None
 
 
+def mark_unended(path: Path, kind: str, **fields: Any) -> bool:
+    """Append a lifecycle line unless the log has ended or is gone.
+
+    The ingest removes a closed session's log once the store holds it, which can
+    happen between finding the log and writing to it: nothing is left to mark.
+    """
+    try:
+        if has_ended(path):
+            return False
+        append_marker(path, kind, **fields)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def append_marker(path: Path, kind: str, **fields: Any) -> None:
     """Append one lifecycle line; only while no strace writes the log."""
     line = (

@@ -33,9 +33,8 @@ import psutil
 from tracer.discovery import SSH_NAMES, TaggedSsh, is_alive, read_tracer_pid
 from tracer.session_log import (
     SessionLogError,
-    append_marker,
     find_log,
-    has_ended,
+    mark_unended,
     read_start,
 )
 
@@ -327,7 +326,7 @@ class Supervisor:
             )
         path = find_log(self.logs_dir, ssh.tag, ssh.identity)
         if path is not None and not (tracker and tracker.running()):
-            append_marker(path, "detach", reason=reason)
+            mark_unended(path, "detach", reason=reason)
         watch.next_attempt = time.monotonic() + RETRY_AFTER_S
 
     def _retry(self, watch: Watch, now: float) -> None:
@@ -351,14 +350,14 @@ class Supervisor:
         if watch.sudo:
             return  # its own session_tracker wrote the log; strace ended it
         path = find_log(self.logs_dir, watch.ssh.tag, identity)
-        if path is None or has_ended(path):
+        if path is None:
             return
         if watch.verdict is not None and self.mode == STRICT:
-            append_marker(
+            mark_unended(
                 path, "end", reason=f"terminated: {watch.verdict}", status="terminated"
             )
         else:
-            append_marker(path, "end", reason="ssh is gone")
+            mark_unended(path, "end", reason="ssh is gone")
 
     def close_orphans(self) -> None:
         """End the logs of sessions whose ssh is gone with no strace left on it."""
@@ -379,8 +378,7 @@ class Supervisor:
                     or is_alive(start.identity)
                 ):
                     continue
-                if not has_ended(path):
-                    append_marker(path, "end", reason="ssh ended while not traced")
+                mark_unended(path, "end", reason="ssh ended while not traced")
             except (OSError, SessionLogError):
                 continue  # the ingest reports unusable logs
 
@@ -408,10 +406,9 @@ class Supervisor:
             if path is None:
                 continue
             if is_alive(identity):
-                if not has_ended(path):
-                    append_marker(path, "detach", reason="agent stopped")
-            elif not has_ended(path):
-                append_marker(path, "end", reason="ssh is gone")
+                mark_unended(path, "detach", reason="agent stopped")
+            else:
+                mark_unended(path, "end", reason="ssh is gone")
         self.watches.clear()
 
 
