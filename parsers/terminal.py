@@ -211,6 +211,20 @@ class CommandBuilder:
                 self.line_start[0] - first
             ) * self.screen.columns + self.line_start[1]
             start = min(start, len(cells))
+        typed, rest = self._typed_ahead()
+        if typed and not self.readline:
+            # Keys read before any output (the tracer attached after the
+            # prompt was drawn) are echoed on this line: the command starts
+            # with them, the prompt is what precedes them.
+            cut = _suffix_start(cells, typed, start)
+            if cut is not None:
+                first = self.screen.logical_rows(row)[0]
+                self.origin = (
+                    first + cut // self.screen.columns,
+                    cut % self.screen.columns,
+                )
+                cells = cells[:cut]
+                self.typeahead = bytearray(rest)
         prompt = "".join(cells[start:])
         if prompt.strip():
             self.prompt = prompt
@@ -283,6 +297,9 @@ class CommandBuilder:
                 if line is not None:
                     self.pending_enters -= 1
                     self.origin = None
+                    # Keys typed ahead up to this Enter are spent: ESC[?2004l
+                    # right after must not accept them a second time.
+                    self.typeahead = bytearray(self._typed_ahead()[1])
                     resume = self.checkpoint(chunk.offset, max(0, start + lf + 1))
                     if line:
                         lines.append(CommandLine(chunk.time, line, self.prompt, resume))
@@ -439,3 +456,13 @@ class CommandBuilder:
         self.pending_enters = 0
         self.carry = b""
         self._start_skipping()
+
+
+def _suffix_start(cells: list[str], text: str, lowest: int) -> int | None:
+    """The cell index from which `cells` read `text` to the end, if they do."""
+    joined = ""
+    for index in range(len(cells) - 1, lowest - 1, -1):
+        joined = cells[index] + joined
+        if len(joined) >= len(text):
+            return index if joined == text else None
+    return None

@@ -55,6 +55,11 @@ CAPTURES = {
     # strace attached after the first prompt (no ESC[?2004h seen yet), no -P
     # filter, ssh run by sshpass: the fallback path, then readline's markers.
     "bash_late_attach_sshpass.strace": ["echo one", "exit"],
+    # strace attached after the prompt was drawn and before the first key:
+    # "cat /etc/host" read, then "n", Tab ("ame " echoed), Enter. The keys
+    # read before any output begin the line; what precedes their echo is the
+    # prompt (here nothing was seen of it). Once, not once per mode.
+    "bash_late_attach_keys_first.strace": ["cat /etc/hostname"],
 }
 
 
@@ -172,3 +177,15 @@ def test_size_from_the_attach_line() -> None:
     builder = CommandBuilder()
     build(events, builder)
     assert (builder.screen.lines, builder.screen.columns) == (40, 120)
+
+
+def test_a_line_is_accepted_once_when_the_typed_ahead_echo_differs() -> None:
+    # The late-attach capture with its first echo altered: the keys read
+    # before any output no longer match the screen. The fallback path accepts
+    # the line at the line feed; ESC[?2004l right after must not add it again.
+    log = (DATA / "bash_late_attach_keys_first.strace").read_bytes()
+    echo = b'write(5</dev/pts/0>, "cat /etc/host", 13)'
+    assert echo in log
+    log = log.replace(echo, b'write(5</dev/pts/0>, "cat /etc/hosX", 13)')
+    lines = build(decode_log(log, tty="/dev/pts/0"))
+    assert len(lines) == 1
