@@ -9,7 +9,9 @@ from tracer.session_log import append_marker, has_ended, mark_unended
 
 
 def open_log(path: Path) -> Path:
-    path.write_bytes(MARKER_PREFIX + b'{"event":"start"}\n1234 read(0, "a", 16384) = 1\n')
+    path.write_bytes(
+        MARKER_PREFIX + b'{"event":"start"}\n1234 read(0, "a", 16384) = 1\n'
+    )
     return path
 
 
