@@ -48,6 +48,7 @@ class DiscoveryStats:
     inspected: int = 0
     vanished: int = 0
     bad_tags: int = 0
+    mid_exec: int = 0  # ssh seen between execve's switch and its argv
 
 
 def read_start_ticks(pid: int) -> int | None:
@@ -168,6 +169,12 @@ class Discovery:
                 uid = proc.uids().real
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             self.stats.vanished += 1  # gone, a zombie, or a kernel thread
+            return None
+        if not argv:
+            # Mid-execve: the kernel points /proc/PID/exe at the new binary
+            # before it lays out the new argv (cmdline reads empty until
+            # then). Settling now would lose the session: look again.
+            self.stats.mid_exec += 1
             return None
         self._settled.add(pid)
         if self.scope_pid and not _descends_from(proc, self.scope_pid):
