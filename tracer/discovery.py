@@ -170,7 +170,7 @@ class Discovery:
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             self.stats.vanished += 1  # gone, a zombie, or a kernel thread
             return None
-        if not argv:
+        if not any(argv):
             # Mid-execve: the kernel points /proc/PID/exe at the new binary
             # before it lays out the new argv (cmdline reads empty until
             # then). Settling now would lose the session: look again.

@@ -1,0 +1,58 @@
+"""Discovery on real processes: an ssh whose argv cannot be read yet."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from tracer.discovery import Discovery
+
+# Blanks its own argv (what /proc/PID/cmdline shows during execve, before the
+# kernel lays out the new argv), then restores it on request.
+BLANK_ARGV = """
+import sys
+stat = open("/proc/self/stat").read().rsplit(")", 1)[1].split()
+start, end = int(stat[45]), int(stat[46])  # fields 48 and 49: arg_start, arg_end
+with open("/proc/self/mem", "r+b", buffering=0) as mem:
+    mem.seek(start)
+    saved = mem.read(end - start)
+    mem.seek(start)
+    mem.write(bytes(len(saved)))
+    print("blank", flush=True)
+    sys.stdin.readline()
+    mem.seek(start)
+    mem.write(saved)
+    print("restored", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_an_ssh_seen_before_its_argv_is_looked_at_again(tmp_path: Path) -> None:
+    # A real process whose executable is named ssh: a copy of this Python.
+    fake_ssh = tmp_path / "ssh"
+    shutil.copy(os.path.realpath(sys.executable), fake_ssh)
+    script = tmp_path / "blank.py"
+    script.write_text(BLANK_ARGV)
+    process = subprocess.Popen(
+        [fake_ssh, script, "-o", "SetEnv=AUDIT_SESSION=midexec", "db1"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdin and process.stdout
+    try:
+        assert process.stdout.readline() == "blank\n"
+        discovery = Discovery(scope_pid=os.getpid())
+        assert discovery.poll() == []
+        process.stdin.write("\n")
+        process.stdin.flush()
+        assert process.stdout.readline() == "restored\n"
+        found = discovery.poll()
+        assert [(s.pid, s.tag) for s in found] == [(process.pid, "midexec")]
+        assert discovery.stats.mid_exec == 1
+    finally:
+        process.kill()
+        process.wait()
