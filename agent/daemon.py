@@ -33,7 +33,7 @@ from agent.intents import IntentLinker
 from agent.recording import Recorder
 from agent.status import RUNNING, STOPPED, collect, write_status
 from agent.store import Store
-from tracer.discovery import Discovery
+from tracer.discovery import Discovery, read_start_ticks
 from tracer.supervisor import Limits, Supervisor
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,8 @@ def check_can_run(config: Config) -> None:
     script = config.tracker_script
     if not (script.is_file() and os.access(script, os.X_OK)):
         raise DaemonError(f"tracker script {script} is missing or not executable")
+    if config.scope_pid and read_start_ticks(config.scope_pid) is None:
+        raise DaemonError(f"scope pid {config.scope_pid}: no such process")
 
 
 @contextlib.contextmanager
@@ -178,6 +180,12 @@ class Agent:
             if now - last_orphan_sweep >= ORPHAN_SWEEP_INTERVAL_S:
                 last_orphan_sweep = now
                 self.supervisor.close_orphans()
+                if self.discovery.scope_gone():
+                    log.warning(
+                        "scope pid %d has ended: stopping (its pid may be reused)",
+                        self.config.scope_pid,
+                    )
+                    self.stop_event.set()
             if now - self._status_at >= self.config.status_interval_s:
                 self._status_at = now
                 self._write_status(RUNNING)

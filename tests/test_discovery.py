@@ -8,6 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from tests import harness
 from tracer.discovery import Discovery
 
 # Blanks its own argv (what /proc/PID/cmdline shows during execve, before the
@@ -56,3 +59,25 @@ def test_an_ssh_seen_before_its_argv_is_looked_at_again(tmp_path: Path) -> None:
     finally:
         process.kill()
         process.wait()
+
+
+@pytest.mark.root
+def test_an_agent_stops_when_its_scope_process_ends(tmp_path: Path) -> None:
+    # Left running, it would audit whatever process reuses the pid next.
+    scope = subprocess.Popen(["sleep", "1"])
+    with harness.agent(tmp_path / "data", "--scope-pid", str(scope.pid)) as agent:
+        scope.wait()
+        status = agent.process.wait(timeout=30)
+        assert status == 0
+        assert f"scope pid {scope.pid} has ended: stopping" in agent.log_text()
+
+
+@pytest.mark.root
+def test_an_agent_refuses_a_scope_pid_that_does_not_exist(tmp_path: Path) -> None:
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    with (
+        pytest.raises(RuntimeError, match=f"scope pid {gone.pid}: no such process"),
+        harness.agent(tmp_path / "data", "--scope-pid", str(gone.pid)),
+    ):
+        pass

@@ -113,6 +113,23 @@ class Discovery:
     _settled: set[int] = field(default_factory=set)  # ssh already classified
     _last_sweep: float = 0.0
     _versions: dict[tuple[int, int, int], str | None] = field(default_factory=dict)
+    _scope_ticks: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.scope_pid:
+            self._scope_ticks = read_start_ticks(self.scope_pid)
+
+    def scope_gone(self) -> bool:
+        """Whether the process this discovery is scoped to has ended.
+
+        Its pid may then be reused by anyone (pid_max is often 32768), which
+        would put strangers' sessions in scope; and its orphans, reparented,
+        are out of scope anyway.
+        """
+        if not self.scope_pid:
+            return False
+        ticks = read_start_ticks(self.scope_pid)
+        return ticks is None or ticks != self._scope_ticks
 
     def poll(self) -> list[TaggedSsh]:
         now = time.monotonic()
