@@ -200,7 +200,8 @@ def test_the_units_command_line_audits_and_stops_on_sigterm(
     log = installed.root / "agent.log"
     with open(log, "wb") as out:
         agent = subprocess.Popen(
-            unit_command(installed),
+            # Plus a scope: other suites on this machine have tagged sessions too.
+            [*unit_command(installed), "--scope-pid", str(os.getpid())],
             env={"PATH": SYSTEMD_PATH},  # as systemd starts it: nothing inherited
             stdout=out,
             stderr=out,
