@@ -52,6 +52,7 @@ FIELDS = (
     "client_addr",
     "inventory_host",
     "remote_account",
+    "recorder",
     "recording_bytes",
 )
 
