@@ -99,6 +99,17 @@ class ShellSignals:
         os.close(self.fd)
         os.close(self._write_fd)
 
+    def renew(self) -> None:
+        """In a forked child: a wakeup pipe of its own.
+
+        Shared with the parent, either process could drain the byte that was
+        meant to wake the other.
+        """
+        os.close(self.fd)
+        os.close(self._write_fd)
+        self.fd, self._write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(self._write_fd)
+
     def _on_hangup(self, signum: int, frame: FrameType | None) -> None:
         self.hangup = True
 
