@@ -79,6 +79,7 @@ class ChunkWriter:
         self.gap_since: float | None = None  # permissive: writing stopped here
         self.failure = ""  # why writing stopped, for the detach line
         self.end_reason = "paramiko session ended"
+        self.end_status: str | None = None  # "terminated": cut by the recorder
 
     def open(self, start: dict[str, Any]) -> None:
         """Create the file and write its start line; OSError if that fails."""
@@ -123,7 +124,10 @@ class ChunkWriter:
         if self.fd < 0:
             return
         try:
-            self.record(marker_line("end", time.time(), reason=self.end_reason))
+            fields: dict[str, Any] = {"reason": self.end_reason}
+            if self.end_status is not None:
+                fields["status"] = self.end_status
+            self.record(marker_line("end", time.time(), **fields))
         except RecorderFailed:
             pass  # the agent ends it when this process is gone
         finally:

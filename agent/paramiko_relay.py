@@ -226,7 +226,9 @@ def _session(
             try:
                 result = _relay(channel, writer, user_in, user_out, timers, signals)
             except RecorderFailed as e:
-                writer.end_reason = "recording failed"
+                # Strict mode: what could not be recorded was never relayed.
+                writer.end_reason = f"recording failed: {e}"[:200]
+                writer.end_status = "terminated"
                 notice(
                     user_out,
                     f"bastion-audit: this session cannot be recorded ({e}); "
