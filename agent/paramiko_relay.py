@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import os
 import pwd
 import re
@@ -29,7 +30,7 @@ from pathlib import Path
 from agent.chunk_writer import ChunkWriter, RecorderFailed, start_fields
 from agent.inventory import ShellSettings, Target
 from agent.relay import (
-    _CUT_TEXT,
+    CUT_TEXT,
     Outcome,
     RelayResult,
     ShellSignals,
@@ -169,6 +170,11 @@ def _session(
 ) -> RelayResult:
     import paramiko  # only this backend needs it, and only in its child
 
+    # paramiko logs through `logging`; with no handler, Python's last resort
+    # would print its warnings on the person's terminal. Errors reach the
+    # person as one notice line instead.
+    logging.getLogger("paramiko").addHandler(logging.NullHandler())
+    logging.getLogger("paramiko").propagate = False
     host, account = target.host, target.account
     rows, cols, _, _ = struct.unpack("HHHH", window_size(user_in))
     rows, cols = rows or 24, cols or 80
@@ -298,7 +304,7 @@ def _relay(
         if warning:
             notice(user_out, warning)
         if cut is not None:
-            notice(user_out, _CUT_TEXT[cut])
+            notice(user_out, CUT_TEXT[cut])
             return RelayResult(cut)
         if signals.hangup:
             return RelayResult(Outcome.HANGUP)

@@ -256,7 +256,7 @@ def _relay(
         if warning:
             notice(user_out, warning)
         if cut is not None:
-            notice(user_out, _CUT_TEXT[cut])
+            notice(user_out, CUT_TEXT[cut])
             return RelayResult(cut)
         if signals.hangup:
             return RelayResult(Outcome.HANGUP)
@@ -298,7 +298,7 @@ def _relay(
             to_child = data
 
 
-_CUT_TEXT = {
+CUT_TEXT = {
     Outcome.IDLE: "no input for too long: logging you out",
     Outcome.TIME_LIMIT: "this login reached its time limit: logging you out",
 }
