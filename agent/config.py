@@ -18,6 +18,8 @@ DEFAULT_DATA_DIR = Path("/var/lib/bastion-audit")
 # audit-shell's connection records (agent/intents.py); outside DATA_DIR (0700)
 # so that the bastion users can drop files into it.
 DEFAULT_INTENTS_DIR = Path("/var/spool/bastion-audit/intents")
+# audit-shell's paramiko recordings (parsers/chunk_log.py), the same kind of spool.
+DEFAULT_RECORDINGS_DIR = Path("/var/spool/bastion-audit/recordings")
 
 
 class ConfigError(AgentError):
@@ -47,6 +49,7 @@ class Config:
     tracker_script: Path = dataclasses.field(default_factory=default_tracker_script)
     scope_pid: int = 0  # audit only ssh processes descended from this pid (0: all)
     intents_dir: Path = DEFAULT_INTENTS_DIR
+    recordings_dir: Path = DEFAULT_RECORDINGS_DIR
     # strict: a tagged ssh that cannot be traced is ended; permissive: it goes
     # on untraced and its session shows the gap.
     mode: str = "strict"

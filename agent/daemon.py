@@ -108,6 +108,7 @@ class Agent:
             config.log_retention_s,
             self.recorder,
             intents=IntentLinker(config.intents_dir, self.store),
+            recordings_dir=config.recordings_dir,
         )
         self.store.on_flushed = self.ingest.on_flushed
         self.sink: EventSink | None = None

@@ -52,6 +52,7 @@ FIELDS = (
     "client_addr",
     "inventory_host",
     "remote_account",
+    "recorder",
 )
 COMMAND_FIELDS = 5  # the first five come from the command, the rest its session
 PROGRESS_EVERY = 20_000  # commands between two progress updates
@@ -76,6 +77,8 @@ def session_fields(session: Session) -> dict[str, Any]:
         "client_addr": session.client_addr,
         "inventory_host": session.inventory_host,
         "remote_account": session.remote_account,
+        # strace or paramiko; null for sessions stored before it was kept.
+        "recorder": session.recorder,
     }
 
 

@@ -24,18 +24,30 @@ from watchdog.observers import Observer
 from agent.intents import IntentLinker
 from agent.quarantine import quarantine
 from agent.recording import Recorder
+from agent.recordings import (
+    OPEN_FLAGS,
+    RECORDING_MAX_BYTES,
+    STRACE_SUFFIX,
+    Decoder,
+    RecordingError,
+    check_file,
+    decoder_for,
+    read_recording_start,
+    spool_usable,
+)
 from agent.records import CLOSED, ENDED, Command, Session, iso
 from agent.store import Store
+from parsers.chunk_log import SUFFIX as CHUNK_SUFFIX
 from parsers.commands import CommandAssembler
 from parsers.events import Event, Marker
-from parsers.strace_lines import StraceDecoder
 from parsers.terminal import CommandBuilder
+from tracer.discovery import is_alive
 from tracer.session_log import SessionLogError, read_start
 from tracer.tags import parse_ssh_argv
 
 log = logging.getLogger(__name__)
 
-LOG_SUFFIX = ".strace"
+LOG_SUFFIX = STRACE_SUFFIX
 READ_CHUNK_BYTES = 1 << 20
 MAX_READ_PER_ROUND_BYTES = 16 << 20  # then let the other sessions have a turn
 RESCAN_INTERVAL_S = 1.0  # a safety net under inotify
@@ -65,7 +77,7 @@ class LogFollower:
 
     path: Path
     session: Session
-    decoder: StraceDecoder
+    decoder: Decoder
     builder: CommandBuilder
     assembler: CommandAssembler = field(default_factory=CommandAssembler)
     inode: int = 0
@@ -73,6 +85,9 @@ class LogFollower:
     gap_since: float | None = None  # bytes may be missing from here on
     finished: bool = False
     pending_commands: list[Command] = field(default_factory=list)
+    spooled: bool = False  # a paramiko recording in the spool, written by its user
+    owner_uid: int | None = None  # a spooled recording's owner, checked at each read
+    last_time: float = 0.0  # of the last event read
 
 
 class _Wakeup(FileSystemEventHandler):
@@ -83,7 +98,7 @@ class _Wakeup(FileSystemEventHandler):
         path = event.dest_path if event.event_type == "moved" else event.src_path
         if isinstance(path, bytes):
             path = os.fsdecode(path)
-        if path.endswith(LOG_SUFFIX):
+        if path.endswith((LOG_SUFFIX, CHUNK_SUFFIX)):
             self.ingest.wake(Path(path))
 
 
@@ -97,8 +112,11 @@ class Ingest:
         retention_s: float = 0.0,
         recorder: Recorder | None = None,
         intents: IntentLinker | None = None,
+        recordings_dir: Path | None = None,
     ) -> None:
         self.logs_dir = logs_dir
+        # audit-shell's paramiko recordings (agent/recordings.py), read in place.
+        self.recordings_dir = recordings_dir
         self.store = store
         self.retention_s = retention_s
         self.intents = intents  # audit-shell's connection records, if collected
@@ -125,6 +143,9 @@ class Ingest:
             self.intents.open()
         observer = Observer()
         observer.schedule(_Wakeup(self), str(self.logs_dir), recursive=False)
+        if self.recordings_dir is not None and spool_usable(self.recordings_dir):
+            # Without it (made later, or never): the rescan each second finds them.
+            observer.schedule(_Wakeup(self), str(self.recordings_dir), recursive=False)
         observer.start()
         self._observer = observer
         self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
@@ -201,6 +222,17 @@ class Ingest:
             path = self.logs_dir / name
             if name.endswith(LOG_SUFFIX) and path not in self.followers:
                 self.process(path)
+        spool = self.recordings_dir
+        if spool is None or not spool_usable(spool):
+            return
+        try:
+            names = os.listdir(spool)
+        except OSError:
+            return
+        for name in names:
+            path = spool / name
+            if name.endswith(CHUNK_SUFFIX) and path not in self.followers:
+                self.process(path)
 
     def _take_intents(self) -> None:
         if self.intents is not None:
@@ -209,19 +241,48 @@ class Ingest:
     def process_all(self, final: bool = False) -> None:
         for path in list(self.followers):
             self.process(path, final=final)
+            follower = self.followers.get(path)
+            if follower is not None and follower.spooled and not follower.finished:
+                self._check_recorder(follower)
+
+    def _check_recorder(self, follower: LogFollower) -> None:
+        """A paramiko recording whose writer is gone without an end line.
+
+        The log was read to its end just now; read once more after the check,
+        so that an end line written just before the process went still counts.
+        """
+        if is_alive(follower.session.identity):
+            return
+        self._read(follower, final=True)
+        if follower.finished:
+            return
+        gone = time.time()
+        log.error(
+            "session %s: its recorder (pid %d) is gone without an end line; "
+            "closing it with a gap from the last record",
+            follower.session.id,
+            follower.session.ssh_pid,
+        )
+        if follower.gap_since is None:
+            follower.gap_since = follower.last_time or follower.session.started_at
+        self._apply(
+            follower,
+            Marker(gone, "end", {"reason": "recorder ended without an end line"}),
+        )
+        self._submit(follower)
 
     # -- one log ---------------------------------------------------------
 
     def process(self, path: Path, final: bool = False) -> None:
         follower = self.followers.get(path)
         if follower is None:
-            if path in self._ignored or not path.name.endswith(LOG_SUFFIX):
+            if path in self._ignored or not self._is_log(path):
                 return
             try:
                 follower = self._open(path)
             except FileNotFoundError:
                 return
-            except SessionLogError as e:
+            except (SessionLogError, RecordingError) as e:
                 self._ignored.add(path)
                 where = self._keep(path, move=True)
                 log.error("%s; moved it to %s, left out of the store", e, where)
@@ -233,12 +294,30 @@ class Ingest:
             return
         self._read(follower, final)
 
+    def _is_log(self, path: Path) -> bool:
+        if path.parent == self.logs_dir:
+            return path.name.endswith(LOG_SUFFIX)
+        return path.parent == self.recordings_dir and path.name.endswith(CHUNK_SUFFIX)
+
+    def _log_path(self, name: str) -> Path:
+        """Where a session's log lives, by its suffix (Session.log is a name)."""
+        if name.endswith(CHUNK_SUFFIX) and self.recordings_dir is not None:
+            return self.recordings_dir / name
+        return self.logs_dir / name
+
     def _open(self, path: Path) -> LogFollower | None:
-        inode = os.stat(path).st_ino
-        start = read_start(path)
+        inode = os.stat(path, follow_symlinks=False).st_ino
+        spooled = path.parent != self.logs_dir
+        start = read_recording_start(path) if spooled else read_start(path)
         if start is None:
             return None  # the tracker is still writing the start line
         session = self.store.find(start.identity)
+        if session is not None and spooled and session.log != path.name:
+            # A user's file may name any process: it never joins a session
+            # that another log feeds.
+            raise RecordingError(
+                f"recording {path} claims session {session.id} of {session.log}"
+            )
         if session is None:
             session = Session.new(
                 self.store.new_session_id(start.tag), start, path.name
@@ -269,9 +348,11 @@ class Ingest:
         follower = LogFollower(
             path=path,
             session=session,
-            decoder=StraceDecoder(tty=start.tty),
+            decoder=decoder_for(path.name, start.tty),
             builder=CommandBuilder(session.checkpoint),
             inode=inode,
+            spooled=spooled,
+            owner_uid=start.uid if spooled else None,
             # Without a remote pty (`ssh host cmd`) keys go to the command,
             # not to a shell: only the log's lifecycle lines matter.
             interactive=parse_ssh_argv(start.argv, start.ssh_version).remote_tty,
@@ -285,14 +366,26 @@ class Ingest:
 
     def _read(self, follower: LogFollower, final: bool) -> None:
         try:
-            fd = os.open(follower.path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(follower.path, OPEN_FLAGS)
         except FileNotFoundError:
             self._lost(follower, "its log was removed under the agent")
             return
+        except OSError as e:  # a symlink put in its place (ELOOP)
+            self._lost(follower, f"its log cannot be opened any more ({e.strerror})")
+            return
         try:
+            if follower.spooled:  # a user's file: as trusted as when it was opened
+                try:
+                    check_file(fd, follower.path, follower.owner_uid)
+                except RecordingError as e:
+                    self._lost(follower, str(e))
+                    return
             st = os.fstat(fd)
             if st.st_ino != follower.inode or st.st_size < follower.decoder.offset:
                 self._changed_under_us(follower, st.st_ino, st.st_size)
+            if follower.spooled and st.st_size > RECORDING_MAX_BYTES:
+                self._lost(follower, f"recording over {RECORDING_MAX_BYTES} bytes")
+                return
             budget = MAX_READ_PER_ROUND_BYTES
             while budget > 0:
                 data = os.pread(fd, READ_CHUNK_BYTES, follower.decoder.offset)
@@ -329,7 +422,7 @@ class Ingest:
             target,
         )
         follower.inode = inode
-        follower.decoder = StraceDecoder(tty=follower.decoder.tty, offset=size)
+        follower.decoder = decoder_for(follower.path.name, follower.decoder.tty, size)
         follower.builder.lose_track()
         if follower.gap_since is None:
             follower.gap_since = time.time()
@@ -359,6 +452,7 @@ class Ingest:
     def _apply(self, follower: LogFollower, event: Event) -> None:
         if follower.finished:
             return
+        follower.last_time = event.time
         if self.recorder is not None:
             self.recorder.event(follower.session, follower.inode, event)
         lines = follower.builder.feed(event) if follower.interactive else []
@@ -444,7 +538,7 @@ class Ingest:
                 session = self._closed.get_nowait()
             except queue.Empty:
                 break
-            self._expiring[self.logs_dir / session.log] = session
+            self._expiring[self._log_path(session.log)] = session
         now = time.time()
         for path, session in list(self._expiring.items()):
             if now - (session.ended_at or 0.0) < self.retention_s:

@@ -22,10 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from agent import AgentError
-from agent.config import DEFAULT_INTENTS_DIR
+from agent.config import DEFAULT_INTENTS_DIR, DEFAULT_RECORDINGS_DIR
 
 DEFAULT_SHELL_CONFIG = Path("/etc/bastion-audit/shell.toml")
 TAG_STYLES = ("setenv", "patched")
+# ssh: the ssh binary, traced by the agent's strace; paramiko: audit-shell's own
+# client, which records the session itself (agent/paramiko_relay.py).
+BACKENDS = ("ssh", "paramiko")
+RECORDING_MODES = ("strict", "permissive")
 # Names that reach an ssh command line: never an option, never a shell word.
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _ACCOUNT_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}")
@@ -56,6 +60,7 @@ class Host:
     port: int = 22
     group: str = "hosts"
     accounts: tuple[Account, ...] = ()
+    backend: str | None = None  # this host's own choice; else [shell] backend
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,10 @@ class ShellSettings:
     audit_wait_s: float = 5.0  # wait this long for the agent's strace; 0: don't
     connect_timeout_s: float = 15.0
     title: str = "bastion"
+    backend: str = "ssh"  # or "paramiko"; a [[host]] may choose its own
+    recordings_dir: Path = DEFAULT_RECORDINGS_DIR  # the paramiko backend's spool
+    recording_mode: str = "strict"  # paramiko: a recording that cannot be written
+    # ends the session (strict) or leaves a gap in it (permissive)
 
 
 @dataclass(frozen=True)
@@ -240,9 +249,9 @@ def _settings(values: Mapping[str, Any], where: _Where) -> ShellSettings:
             kwargs[key] = _abs_path(value, at)
         elif isinstance(default, float):
             kwargs[key] = _seconds(value, at, 30 * 86400.0)
-        elif key == "tag_style":
-            if value not in TAG_STYLES:
-                raise at.error(f"must be one of {', '.join(TAG_STYLES)}")
+        elif key in _CHOICES:
+            if value not in _CHOICES[key]:
+                raise at.error(f"must be one of {', '.join(_CHOICES[key])}")
             kwargs[key] = value
         else:
             kwargs[key] = _text(value, at)
@@ -255,8 +264,15 @@ def _settings(values: Mapping[str, Any], where: _Where) -> ShellSettings:
     return settings
 
 
+_CHOICES = {
+    "tag_style": TAG_STYLES,
+    "backend": BACKENDS,
+    "recording_mode": RECORDING_MODES,
+}
+
+
 def _host(values: Mapping[str, Any], where: _Where) -> Host:
-    _only(values, {"name", "address", "port", "group", "account"}, where)
+    _only(values, {"name", "address", "port", "group", "account", "backend"}, where)
     name = _text(values.get("name"), where.at("name"), _NAME_RE)
     address = _text(values.get("address", name), where.at("address"), _ADDRESS_RE)
     if address.startswith("-"):
@@ -271,7 +287,10 @@ def _host(values: Mapping[str, Any], where: _Where) -> Host:
     )
     if not accounts:
         raise where.error("has no [[host.account]]")
-    return Host(name, address, port, group, accounts)
+    backend = values.get("backend")
+    if backend is not None and backend not in BACKENDS:
+        raise where.at("backend").error(f"must be one of {', '.join(BACKENDS)}")
+    return Host(name, address, port, group, accounts, backend)
 
 
 def _account(values: Mapping[str, Any], where: _Where) -> Account:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import stat
 import time
 from pathlib import Path
 
@@ -19,8 +21,20 @@ def quarantine(path: Path, quarantine_dir: Path, *, move: bool) -> Path:
         n += 1
         target = quarantine_dir / f"{path.name}.{stamp}.{n}"
     if move:
-        os.replace(path, target)
-    else:
-        shutil.copyfile(path, target)
-    os.chmod(target, 0o600)  # a session log holds everything its user typed
+        os.replace(path, target)  # a symlink moves as itself, never its target
+        if not target.is_symlink():
+            os.chmod(target, 0o600)  # a session log holds everything its user typed
+        return target
+    # A file in a user's spool may have become a symlink: copy only what the
+    # name itself holds, and only a plain file.
+    src = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(src).st_mode):
+            raise OSError(errno.EINVAL, "not a plain file", str(path))
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        dst = os.open(target, flags, 0o600)
+        with open(src, "rb", closefd=False) as f_in, open(dst, "wb") as f_out:
+            shutil.copyfileobj(f_in, f_out)
+    finally:
+        os.close(src)
     return target

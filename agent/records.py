@@ -64,6 +64,8 @@ class Session:
     client_addr: str | None = None
     inventory_host: str | None = None
     remote_account: str | None = None
+    # "strace" or "paramiko" (tracer/session_log.py); None before a log exists.
+    recorder: str | None = None
     # Private to the agent: which log feeds the session and where to resume.
     log: str = ""
     start_ticks: int = 0
@@ -84,6 +86,7 @@ class Session:
             tty=start.tty,
             started_at=start.started_at,
             remote_command=" ".join(ssh.command) or None,
+            recorder=start.recorder,
             log=log,
             start_ticks=start.start_ticks,
         )
@@ -113,6 +116,7 @@ class Session:
             "client_addr": self.client_addr,
             "inventory_host": self.inventory_host,
             "remote_account": self.remote_account,
+            "recorder": self.recorder,
             "_ingest": {
                 "log": self.log,
                 "start_ticks": self.start_ticks,
@@ -151,6 +155,7 @@ class Session:
                 client_addr=doc.get("client_addr"),
                 inventory_host=doc.get("inventory_host"),
                 remote_account=doc.get("remote_account"),
+                recorder=doc.get("recorder"),
                 log=str(ingest.get("log") or ""),
                 start_ticks=int(ingest.get("start_ticks") or 0),
                 checkpoint=Checkpoint(**cp) if cp else None,

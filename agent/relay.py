@@ -99,6 +99,17 @@ class ShellSignals:
         os.close(self.fd)
         os.close(self._write_fd)
 
+    def renew(self) -> None:
+        """In a forked child: a wakeup pipe of its own.
+
+        Shared with the parent, either process could drain the byte that was
+        meant to wake the other.
+        """
+        os.close(self.fd)
+        os.close(self._write_fd)
+        self.fd, self._write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(self._write_fd)
+
     def _on_hangup(self, signum: int, frame: FrameType | None) -> None:
         self.hangup = True
 
@@ -245,7 +256,7 @@ def _relay(
         if warning:
             notice(user_out, warning)
         if cut is not None:
-            notice(user_out, _CUT_TEXT[cut])
+            notice(user_out, CUT_TEXT[cut])
             return RelayResult(cut)
         if signals.hangup:
             return RelayResult(Outcome.HANGUP)
@@ -287,7 +298,7 @@ def _relay(
             to_child = data
 
 
-_CUT_TEXT = {
+CUT_TEXT = {
     Outcome.IDLE: "no input for too long: logging you out",
     Outcome.TIME_LIMIT: "this login reached its time limit: logging you out",
 }

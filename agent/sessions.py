@@ -52,6 +52,7 @@ FIELDS = (
     "client_addr",
     "inventory_host",
     "remote_account",
+    "recorder",
     "recording_bytes",
 )
 
@@ -106,10 +107,21 @@ def row(session: Session, data_dir: Path, now: float) -> tuple[str, ...]:
         str(session.command_count),
         str(len(session.gaps)),
         human_bytes(size) if size is not None else "-",
+        session.recorder or "-",  # strace or paramiko
     )
 
 
-HEADERS = ("session", "status", "who", "started", "lasted", "commands", "gaps", "rec")
+HEADERS = (
+    "session",
+    "status",
+    "who",
+    "started",
+    "lasted",
+    "commands",
+    "gaps",
+    "rec",
+    "by",
+)
 
 
 def write_table(sessions: list[Session], data_dir: Path, out: IO[str]) -> None:

@@ -37,6 +37,7 @@ from agent.inventory import (
     load_shell_config,
 )
 from agent.menu import ENTER, INTERRUPT, LEAVE, KeyDecoder, MenuState, View, render
+from agent.paramiko_relay import run_paramiko
 from agent.relay import (
     Outcome,
     RelayResult,
@@ -166,6 +167,11 @@ def ssh_command(
     return argv, env
 
 
+def backend_of(settings: ShellSettings, target: Target) -> str:
+    """`ssh` or `paramiko`: the host's own choice, else the global one."""
+    return target.host.backend or settings.backend
+
+
 def managed_known_hosts(setting: str, home: Path) -> Path:
     """The known_hosts file audit-shell keeps for this user, created 0600."""
     path = home / setting[2:] if setting.startswith("~/") else Path(setting)
@@ -271,25 +277,48 @@ class Shell:
             where = f" {e.filename}" if e.filename else ""
             _log(f"{self.user}: cannot record or prepare {target.label}: {e}")
             return f"not connecting: cannot record it ({e.strerror or e}{where})"
-        argv, env = ssh_command(settings, target, tag, known_hosts, self.environ)
         _log(
             f"{self.user} from {self.client_addr or '?'} -> {target.label} "
-            f"({target.host.address}:{target.host.port}) session {tag}"
+            f"({target.host.address}:{target.host.port}) session {tag} "
+            f"via {backend_of(settings, target)}"
         )
         notice(self.fd_out, f"connecting to {target.label} (session {tag})")
         self.timers.input(time.monotonic())
         with terminal_mode(self.fd_in, "raw"):
-            result = run_in_pty(
-                argv,
-                env,
+            result = self.launch(target, tag, known_hosts)
+        _log(f"{self.user}: session {tag} ended: {result.outcome.value}")
+        return result
+
+    def launch(self, target: Target, tag: str, known_hosts: Path) -> RelayResult:
+        """Open the session with the host's backend and relay it to the end.
+
+        Every way audit-shell opens a connection goes through here, so each
+        gets both backends: the ssh binary (traced by the agent) or paramiko
+        (recording itself).
+        """
+        settings = self.config.settings
+        if backend_of(settings, target) == "paramiko":
+            return run_paramiko(
+                settings,
+                target,
+                tag,
+                known_hosts,
+                self.environ,
                 self.fd_in,
                 self.fd_out,
                 self.timers,
                 self.signals,
-                settings.audit_wait_s,
             )
-        _log(f"{self.user}: session {tag} ended: {result.outcome.value}")
-        return result
+        argv, env = ssh_command(settings, target, tag, known_hosts, self.environ)
+        return run_in_pty(
+            argv,
+            env,
+            self.fd_in,
+            self.fd_out,
+            self.timers,
+            self.signals,
+            settings.audit_wait_s,
+        )
 
     def _record(self, target: Target) -> str:
         """Write the connection record under a fresh tag; the tag."""

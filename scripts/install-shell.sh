@@ -2,17 +2,19 @@
 # Make audit-shell the bastion account's only way in.
 #
 #   install-shell.sh [--user NAME] [--audit-shell PATH] [--config FILE]
-#                    [--intents-dir DIR] [--dropin FILE] [--sshd-config FILE]
+#                    [--intents-dir DIR] [--recordings-dir DIR]
+#                    [--dropin FILE] [--sshd-config FILE]
 #   install-shell.sh --print-block [--user NAME] [--audit-shell PATH] [--config FILE]
 #   install-shell.sh --uninstall [--dropin FILE] [--sshd-config FILE]
 #
 # Creates the account if it is missing (login shell /bin/sh, password locked:
-# add its keys or set a password yourself), the intents spool (root's, mode
-# 1733), an example audit-shell config if there is none, and an sshd_config.d
-# drop-in with the `Match User` block of sshd-audit-shell.conf.in. The drop-in
-# is checked with `sshd -t` and `sshd -T` (the account really gets the
-# ForceCommand); if either fails it is taken back out. sshd is not reloaded:
-# run `systemctl reload ssh` when you are ready.
+# add its keys or set a password yourself), the intents spool and the paramiko
+# recordings spool (root's, mode 1733; by default side by side), an example
+# audit-shell config if there is none, and an sshd_config.d drop-in with the
+# `Match User` block of sshd-audit-shell.conf.in. The drop-in is checked with
+# `sshd -t` and `sshd -T` (the account really gets the ForceCommand); if either
+# fails it is taken back out. sshd is not reloaded: run `systemctl reload ssh`
+# when you are ready.
 set -euo pipefail
 export LC_ALL=C PATH=/usr/sbin:/usr/bin:/sbin:/bin
 
@@ -31,6 +33,7 @@ user=zxy
 audit_shell=$(cd "$here/.." && pwd)/.venv/bin/audit-shell
 config=/etc/bastion-audit/shell.toml
 intents_dir=/var/spool/bastion-audit/intents
+recordings_dir=
 dropin=/etc/ssh/sshd_config.d/bastion-audit-shell.conf
 sshd_config=/etc/ssh/sshd_config
 action=install
@@ -41,17 +44,19 @@ while [ $# -gt 0 ]; do
         --audit-shell) audit_shell=$2; shift 2 ;;
         --config) config=$2; shift 2 ;;
         --intents-dir) intents_dir=$2; shift 2 ;;
+        --recordings-dir) recordings_dir=$2; shift 2 ;;
         --dropin) dropin=$2; shift 2 ;;
         --sshd-config) sshd_config=$2; shift 2 ;;
         --print-block) action=print; shift ;;
         --uninstall) action=uninstall; shift ;;
-        -h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument $1" ;;
     esac
 done
 [[ $user =~ $USER_RE ]] || die "invalid user name $user"
+[ -n "$recordings_dir" ] || recordings_dir=$(dirname "$intents_dir")/recordings
 # These go into sshd_config, where a space or a quote would change the meaning.
-for path in "$audit_shell" "$config" "$intents_dir" "$dropin"; do
+for path in "$audit_shell" "$config" "$intents_dir" "$recordings_dir" "$dropin"; do
     [[ $path =~ $SAFE_RE ]] || die "unsafe path $path (letters, digits and /._+- only)"
 done
 
@@ -97,10 +102,12 @@ group=$(id -gn "$user")
 runuser -u "$user" -- "$audit_shell" --help >/dev/null 2>&1 ||
     die "$user cannot run $audit_shell (can $user reach its python and packages?)"
 
-install -d -m 0755 -o root -g root "$(dirname "$intents_dir")"
-install -d -m 1733 -o root -g root "$intents_dir"
-chown root:root "$intents_dir"
-chmod 1733 "$intents_dir"
+for spool in "$intents_dir" "$recordings_dir"; do
+    install -d -m 0755 -o root -g root "$(dirname "$spool")"
+    install -d -m 1733 -o root -g root "$spool"
+    chown root:root "$spool"
+    chmod 1733 "$spool"
+done
 
 if [ ! -e "$config" ]; then
     install -d -m 0755 "$(dirname "$config")"
@@ -110,6 +117,9 @@ if [ ! -e "$config" ]; then
 # Readable by the bastion account's group only: it may hold passwords.
 [shell]
 intents_dir = "$intents_dir"
+recordings_dir = "$recordings_dir"
+# backend = "paramiko"     # record with audit-shell's own client, no strace
+# recording_mode = "strict"
 # idle_timeout_s = 900
 # max_session_s = 28800
 # warn_before_s = 60

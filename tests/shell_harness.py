@@ -40,6 +40,7 @@ class Bastion:
     target_key: Path  # the target's key, readable by `person`
     agent_config: Path
     audit_shell: Path  # see launcher()
+    recordings: Path  # the paramiko backend's spool (mode 1733, like `spool`)
 
     def write_config(self, name: str, shell: str = "", hosts: str = "") -> Path:
         """An audit-shell config the person can read, 0640 root:<their group>."""
@@ -47,6 +48,7 @@ class Bastion:
         path.write_text(
             "[shell]\n"
             f'intents_dir = "{self.spool}"\n'
+            f'recordings_dir = "{self.recordings}"\n'
             f"{shell}\n"
             f"{hosts or self.default_hosts()}"
         )
@@ -143,12 +145,17 @@ def bastion() -> Iterator[Bastion]:
             spool = workdir / "spool"
             spool.mkdir()
             spool.chmod(0o1733)
+            recordings = workdir / "recordings"
+            recordings.mkdir()
+            recordings.chmod(0o1733)
             key = workdir / "target_key"
             shutil.copy(target_user.key, key)
             os.chown(key, person.uid, -1)
             key.chmod(0o600)
             agent_config = workdir / "agent.toml"
-            agent_config.write_text(f'intents_dir = "{spool}"\n')
+            agent_config.write_text(
+                f'intents_dir = "{spool}"\nrecordings_dir = "{recordings}"\n'
+            )
             yield Bastion(
                 workdir,
                 person,
@@ -158,6 +165,7 @@ def bastion() -> Iterator[Bastion]:
                 key,
                 agent_config,
                 launcher(workdir, person.uid),
+                recordings,
             )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -168,14 +176,20 @@ def login(b: Bastion, server: harness.Sshd, *options: str) -> pexpect.spawn:
     return harness.spawn_ssh(harness.ssh_argv(b.person, server, *options))
 
 
-def run_as_person(b: Bastion, config: Path) -> pexpect.spawn:
-    """audit-shell started directly (no sshd) as the person, in a real pty."""
+def run_as_person(
+    b: Bastion, config: Path, *wrapper: str, dimensions: tuple[int, int] = (24, 100)
+) -> pexpect.spawn:
+    """audit-shell started directly (no sshd) as the person, in a real pty.
+
+    `wrapper` runs before it (e.g. `prlimit --fsize=N`).
+    """
     return pexpect.spawn(
         "setpriv",
         [
             f"--reuid={b.person.uid}",
             f"--regid={pwd.getpwnam(b.person.name).pw_gid}",
             "--init-groups",
+            *wrapper,
             str(b.audit_shell),
             "--config",
             str(config),
@@ -187,6 +201,6 @@ def run_as_person(b: Bastion, config: Path) -> pexpect.spawn:
             "USER": b.person.name,
             "LOGNAME": b.person.name,
         },
-        dimensions=(24, 100),
+        dimensions=dimensions,
         timeout=30,
     )

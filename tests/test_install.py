@@ -138,7 +138,10 @@ def test_the_unit_is_a_hardened_service_that_may_ptrace(installed: Install) -> N
     ]
     assert unit["Restart"] == ["on-failure"]
     assert unit["KillMode"] == ["process"]  # straces outlive a crash, are adopted
-    assert unit["ReadWritePaths"] == [str(installed["DATA_DIR"])]
+    assert unit["ReadWritePaths"] == [
+        str(installed["DATA_DIR"]),
+        "-/var/spool/bastion-audit",
+    ]
     assert unit["NoNewPrivileges"] == ["yes"] and unit["ProtectSystem"] == ["strict"]
     assert "CAP_SYS_PTRACE" in unit["CapabilityBoundingSet"][0].split()
     if shutil.which("systemd-analyze") is None:

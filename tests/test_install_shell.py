@@ -96,8 +96,9 @@ def test_install_writes_the_block_the_tests_use(setup) -> None:
     assert mine["forcecommand"] == f"{audit_shell} --config {config}"
     assert (mine["disableforwarding"], mine["permittty"]) == ("yes", "yes")
     assert effective(workdir, "someoneelse")["forcecommand"] == "none"
-    spool = os.stat(workdir / "spool" / "intents")
-    assert (spool.st_mode & 0o7777, spool.st_uid) == (0o1733, 0)
+    for name in ("intents", "recordings"):  # recordings: beside intents by default
+        spool = os.stat(workdir / "spool" / name)
+        assert (spool.st_mode & 0o7777, spool.st_uid) == (0o1733, 0)
     st = os.stat(config)
     assert (st.st_mode & 0o777, st.st_uid, st.st_gid) == (0o640, 0, user_gid(user))
     assert load_shell_config(config).hosts == ()

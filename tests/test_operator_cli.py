@@ -123,7 +123,7 @@ def test_a_record_without_its_session_is_still_valid(tmp_path: Path) -> None:
     }
     jsonschema.validate(record, EXPORT_SCHEMA)
     header, row = export(tmp_path, "--format", "csv").splitlines()
-    assert row == f"s9,1,{iso(NOW)},ls,false" + "," * 14
+    assert row == f"s9,1,{iso(NOW)},ls,false" + "," * 15
 
 
 def test_times_can_be_relative(seeded: Path) -> None:
@@ -219,9 +219,10 @@ def test_sessions_list_with_the_export_filters(seeded: Path) -> None:
         "commands",
         "gaps",
         "rec",
+        "by",
     ]
     assert row.split("\t")[:3] == ["s1", "closed", "alice → bob@db1:2200"]
-    assert row.split("\t")[4:] == ["30m 0s", "3", "1", "-"]
+    assert row.split("\t")[4:] == ["30m 0s", "3", "1", "-", "strace"]
     csv_out = run_cli("audit-sessions", "--data-dir", str(seeded), "--format", "csv")
     assert csv_out.stdout.splitlines()[0].startswith("id,tag,status,bastion_user")
 

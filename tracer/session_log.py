@@ -25,6 +25,7 @@ from tracer import TracerError
 from tracer.tags import valid_tag
 
 START_LINE_MAX_BYTES = 64 << 10
+RECORDERS = ("strace", "paramiko")
 _TTY_RE = re.compile(r"/dev/(pts/\d+|tty\w+)")
 _END_RE = re.compile(rb'\+\+\+ (exited with|killed by) |"event":"end"')
 
@@ -46,6 +47,9 @@ class SessionStart:
     tty: str
     argv: tuple[str, ...]
     ssh_version: str | None = None  # as compiled into its binary: argv reads by it
+    # Who wrote the log: "strace" (session_tracker.sh) or "paramiko" (audit-shell's
+    # own recorder, parsers/chunk_log.py).
+    recorder: str = "strace"
 
     @property
     def identity(self) -> tuple[int, int]:
@@ -72,7 +76,21 @@ class SessionStart:
         user = str(fields.get("user") or "") or f"uid:{uid}"
         version = fields.get("ssh_version")
         version = str(version) if isinstance(version, str) and version else None
-        return cls(tag, ssh_pid, start_ticks, started_at, uid, user, tty, argv, version)
+        recorder = fields.get("recorder", "strace")
+        if recorder not in RECORDERS:
+            raise SessionLogError(f"bad session start line: recorder {recorder!r:.40}")
+        return cls(
+            tag,
+            ssh_pid,
+            start_ticks,
+            started_at,
+            uid,
+            user,
+            tty,
+            argv,
+            version,
+            recorder,
+        )
 
 
 def _count(value: Any) -> int:

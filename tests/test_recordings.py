@@ -1,0 +1,137 @@
+"""The agent reading paramiko recordings from the spool: what it trusts.
+
+Real files, a real Store and Ingest; the spool must be root's, so these run
+as root.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.ingest import Ingest
+from agent.reader import load
+from agent.store import Store
+from parsers.chunk_log import encode_chunk
+from parsers.events import Chunk
+from parsers.strace_lines import MARKER_PREFIX, decode_log
+from tests.harness import wait_for
+from tests.test_ingest import start_line
+from tracer.discovery import read_start_ticks
+from tracer.session_log import SessionLogError, SessionStart
+
+pytestmark = pytest.mark.root
+DATA = Path(__file__).parent / "data"
+
+
+def recording(tag: str, uid: int = 0, user: str = "mallory") -> bytes:
+    """A paramiko recording of the bash_basic session, start line to end line."""
+    pid = os.getpid()
+    argv = base64.b64encode(b"ssh\0-t\0-p\0002200\0-l\0bob\0--\0db1").decode()
+    start = {
+        "event": "start",
+        "time": 1.0,
+        "tag": tag,
+        "ssh_pid": pid,
+        "start_ticks": read_start_ticks(pid),
+        "started_at": 1_700_000_000.0,
+        "uid": uid,
+        "user": user,  # never believed: the file's owner names the user
+        "tty": "/dev/pts/0",
+        "argv_b64": argv,
+        "rows": 24,
+        "cols": 80,
+        "recorder": "paramiko",
+    }
+    out = [MARKER_PREFIX + json.dumps(start).encode() + b"\n"]
+    events = decode_log((DATA / "bash_basic.strace").read_bytes(), tty="/dev/pts/0")
+    for e in events:
+        if isinstance(e, Chunk):
+            out.append(encode_chunk(e.time, e.direction, e.data))
+    out.append(MARKER_PREFIX + b'{"event":"end","time":1700000100,"reason":"x"}\n')
+    return b"".join(out)
+
+
+@pytest.fixture
+def spooled(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    data_dir = tmp_path / "data"
+    spool = tmp_path / "recordings"
+    spool.mkdir(mode=0o1733)
+    spool.chmod(0o1733)
+    store = Store(data_dir / "store", 0.05)
+    ingest = Ingest(data_dir / "logs", store, recordings_dir=spool)
+    store.on_flushed = ingest.on_flushed
+    store.open()
+    store.start()
+    ingest.start()
+    yield data_dir, spool
+    ingest.stop()
+    store.stop()
+
+
+def test_a_recording_is_stored_as_the_file_owners_paramiko_session(
+    spooled: tuple[Path, Path],
+) -> None:
+    data_dir, spool = spooled
+    (spool / "rec1.chunks").write_bytes(recording("rec1"))
+    session = wait_for(
+        lambda: (
+            (s := load(data_dir).sessions.get("rec1")) and s.status == "closed" and s
+        )
+    )
+    assert session.recorder == "paramiko"
+    assert session.bastion_user == "root"  # the owner, not "mallory"
+    assert (session.remote_user, session.host, session.port) == ("bob", "db1", 2200)
+    assert [c.command for c in load(data_dir).commands]
+    wait_for(lambda: not (spool / "rec1.chunks").exists())  # removed once stored
+
+
+def test_a_recording_whose_owner_is_not_its_uid_is_quarantined(
+    spooled: tuple[Path, Path],
+) -> None:
+    data_dir, spool = spooled
+    path = spool / "rec2.chunks"
+    path.write_bytes(recording("rec2", uid=0))
+    os.chown(path, 1000, -1)  # another user's file claiming root's session
+    wait_for(lambda: not path.exists())
+    assert list((data_dir / "quarantine").glob("rec2.chunks.*"))
+    assert "rec2" not in load(data_dir).sessions
+
+
+def test_a_symlink_in_the_spool_is_never_followed(
+    spooled: tuple[Path, Path], tmp_path: Path
+) -> None:
+    data_dir, spool = spooled
+    target = tmp_path / "elsewhere.chunks"
+    target.write_bytes(recording("rec3"))
+    (spool / "rec3.chunks").symlink_to(target)
+    wait_for(lambda: not (spool / "rec3.chunks").is_symlink())
+    moved = list((data_dir / "quarantine").glob("rec3.chunks.*"))
+    assert moved and moved[0].is_symlink()  # moved as a link, target untouched
+    assert target.read_bytes() == recording("rec3")
+    assert "rec3" not in load(data_dir).sessions
+
+
+def test_a_recording_cannot_join_another_logs_session(
+    spooled: tuple[Path, Path],
+) -> None:
+    data_dir, spool = spooled
+    (spool / "rec4.chunks").write_bytes(recording("rec4"))
+    wait_for(lambda: "rec4" in load(data_dir).sessions)
+    # Same process identity, another file: refused, not appended to rec4.
+    (spool / "rec5.chunks").write_bytes(recording("rec5"))
+    wait_for(lambda: list((data_dir / "quarantine").glob("rec5.chunks.*")))
+    assert "rec5" not in load(data_dir).sessions
+
+
+def test_start_lines_without_a_recorder_are_strace_logs() -> None:
+    # Logs written before the recorder field existed.
+    fields = json.loads(start_line("old")[len(MARKER_PREFIX) :])
+    assert SessionStart.from_fields(fields).recorder == "strace"
+    with pytest.raises(SessionLogError):
+        SessionStart.from_fields({**fields, "recorder": "other"})
