@@ -7,7 +7,8 @@ DATA_DIR ?= /var/lib/bastion-audit
 PYTEST_ARGS ?=
 
 APT_RUN := strace openssh-client
-APT_TEST := openssh-server sshpass sudo rsync rsyslog asciinema systemd
+APT_TEST := openssh-server sshpass sudo rsync rsyslog asciinema systemd \
+	shellinabox chromium chromium-driver
 BASTION_USER ?= zxy
 
 # make install: where things go (each can be moved, e.g. into a test root).
@@ -72,14 +73,14 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,web]'
 	touch $@
 
 lint: venv-test
 	$(BIN)/python -m pip install -q -e '.[dev]'
-	$(BIN)/ruff check agent tracer parsers tests bench scripts
-	$(BIN)/ruff format --check agent tracer parsers tests bench scripts
-	$(BIN)/mypy agent tracer parsers
+	$(BIN)/ruff check agent tracer parsers web tests bench scripts
+	$(BIN)/ruff format --check agent tracer parsers web tests bench scripts
+	$(BIN)/mypy agent tracer parsers web
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

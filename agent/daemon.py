@@ -105,7 +105,9 @@ class Agent:
             self.store,
             config.log_retention_s,
             self.recorder,
-            intents=IntentLinker(config.intents_dir, self.store),
+            intents=IntentLinker(
+                config.intents_dir, self.store, config.web_intents_user
+            ),
         )
         self.store.on_flushed = self.ingest.on_flushed
         self.sink: EventSink | None = None
