@@ -347,6 +347,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help=f"settings and inventory (default {DEFAULT_SHELL_CONFIG})",
     )
+    parser.add_argument(
+        "--token-login",
+        action="store_true",
+        help="the web terminal: ask for an audit-web token, open its host (no menu)",
+    )
     return parser
 
 
@@ -358,6 +363,13 @@ def serve(args: argparse.Namespace) -> ShellExit:
         )
     if not (os.isatty(0) and os.isatty(1)):
         raise Refused("this account needs a terminal (ssh -t)")
+    if args.token_login:
+        from agent.token_login import TokenLoginError, token_login
+
+        try:
+            return ShellExit(token_login(args.config))
+        except TokenLoginError as e:
+            raise Refused(str(e)) from e
     config = load_shell_config(args.config)
     entry = pwd.getpwuid(os.getuid())
     user = entry.pw_name

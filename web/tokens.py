@@ -133,13 +133,7 @@ class TokenStore:
         now = self.clock()
         with self._db() as db:
             db.execute("BEGIN IMMEDIATE")  # one redeemer at a time, across processes
-            db.execute(
-                "DELETE FROM failures WHERE at <= ?", (now - self.failure_window_s,)
-            )
-            (failures,) = db.execute(
-                "SELECT count(*) FROM failures WHERE client = ?", (client,)
-            ).fetchone()
-            if failures >= self.failures_max:
+            if self._throttled(db, client, now):
                 return Redemption(Verdict.THROTTLED)
             row = db.execute(
                 "SELECT web_user, host, account, issued_at, expires_at, used_at"
@@ -164,6 +158,23 @@ class TokenStore:
                     )
             db.execute("INSERT INTO failures VALUES (?, ?)", (client, now))
             return Redemption(verdict)
+
+    def throttled(self, client: str) -> bool:
+        """Whether `client` failed too often lately (sign-ins use this too)."""
+        with self._db() as db:
+            return self._throttled(db, client, self.clock())
+
+    def failed(self, client: str) -> None:
+        """Count one failure against `client`."""
+        with self._db() as db:
+            db.execute("INSERT INTO failures VALUES (?, ?)", (client, self.clock()))
+
+    def _throttled(self, db: sqlite3.Connection, client: str, now: float) -> bool:
+        db.execute("DELETE FROM failures WHERE at <= ?", (now - self.failure_window_s,))
+        (failures,) = db.execute(
+            "SELECT count(*) FROM failures WHERE client = ?", (client,)
+        ).fetchone()
+        return bool(failures >= self.failures_max)
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
