@@ -98,4 +98,7 @@ def wsgi_application(config: WebConfig, tokens: TokenStore) -> Any:
         BASTION_TOKENS=tokens,
     )
     django.setup()
+    from django.contrib.sessions.backends.file import SessionStore
+
+    SessionStore.clear_expired()  # files of sessions that expired while we were down
     return get_wsgi_application()
