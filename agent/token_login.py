@@ -94,9 +94,10 @@ def token_login(config_path: Path, fd_in: int = 0, fd_out: int = 1) -> int:
     # shellinaboxd's variables: X-Real-IP as the TLS proxy set it (README),
     # else the peer it saw. It listens on 127.0.0.1, so only the proxy (or a
     # local program) can set the header.
-    env = os.environ
-    client = env.get("SHELLINABOX_REALIP") or env.get("SHELLINABOX_PEERNAME") or "?"
-    client = client[:100]
+    peer = os.environ.get("SHELLINABOX_REALIP") or os.environ.get(
+        "SHELLINABOX_PEERNAME"
+    )
+    client = (peer or "?")[:100]
     typed = read_token(fd_in, fd_out, TOKEN_PROMPT_TIMEOUT_S)
     reply = redeem(config.web.redeem_socket, typed, client)
     if not reply.ok:
