@@ -33,7 +33,7 @@ from types import TracebackType
 from typing import Any
 
 from agent.intents import write_intent
-from agent.inventory import groups_of
+from agent.inventory import Target, groups_of
 from web import WebError
 from web.config import WebConfig
 from web.tokens import TokenStore, Verdict
@@ -150,13 +150,13 @@ class Redeemer:
         )
         return Reply(True, "ok", tag, grant.web_user, grant.host, grant.account)
 
-    def _target(self, user: str, host: str, account: str) -> Any:
+    def _target(self, user: str, host: str, account: str) -> Target | None:
         for target in self.config.shell.targets_for(user, groups_of(user)):
             if (target.host.name, target.account.name) == (host, account):
                 return target
         return None
 
-    def _record(self, web_user: str, target: Any, client: str) -> str:
+    def _record(self, web_user: str, target: Target, client: str) -> str:
         """The agent's connection record, written as audit-web; the tag."""
         for _ in range(TAG_TRIES):
             tag = new_web_tag()
