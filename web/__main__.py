@@ -15,6 +15,7 @@ from types import FrameType
 
 from agent import AgentError
 from agent.inventory import DEFAULT_SHELL_CONFIG
+from web import WebError
 from web.config import load_web_config
 from web.redeem import Redeemer, RedeemServer
 from web.site import wsgi_application
@@ -56,7 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def serve(args: argparse.Namespace) -> WebExit:
-    import waitress
+    try:
+        import django  # noqa: F401
+        import pamela  # noqa: F401
+        import waitress
+    except ImportError as e:  # the agent's own install leaves them out
+        raise WebError(
+            f"{e.name} is missing: install bastion-audit[web] (make web does)"
+        ) from e
 
     config = load_web_config(args.config)
     web = config.web
