@@ -93,9 +93,15 @@ def take_token(driver: Any, web: WebBastion) -> tuple[str, float]:
     return by_id(driver, "token").text, parse_iso(expires)
 
 
-def redeem_in_terminal(driver: Any, web: WebBastion, token: str) -> None:
+def open_terminal(driver: Any, web: WebBastion) -> None:
+    """shellinabox's page in a new tab, once audit-shell asks for the token."""
+    driver.switch_to.new_window("tab")
     driver.get(web.terminal_url)
     wait_screen(driver, "Token:")
+
+
+def redeem_in_terminal(driver: Any, web: WebBastion, token: str) -> None:
+    open_terminal(driver, web)
     type_keys(driver, token + "\n")
 
 
@@ -110,8 +116,15 @@ def test_token_opens_an_audited_session_once(
     assert "secret1" not in browser.page_source  # not granted: not offered
 
     expiring, expires_at = take_token(browser, web)
+    page = browser.current_window_handle
+    # The terminal first, then the token: its short life is not spent waiting
+    # for a busy machine to start audit-shell.
+    open_terminal(browser, web)
+    terminal = browser.current_window_handle
+    browser.switch_to.window(page)
     token, _ = take_token(browser, web)
-    redeem_in_terminal(browser, web, token)
+    browser.switch_to.window(terminal)
+    type_keys(browser, token + "\n")
     shown = wait_screen(browser, "$ ")
     tag = shown.split("(session ")[1].split(")")[0]
     type_keys(browser, "echo via-$((6*7))-web\n")

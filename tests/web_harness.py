@@ -27,7 +27,7 @@ from tests import harness, shell_harness
 SHELLINABOXD = "/usr/bin/shellinaboxd"
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-TOKEN_TTL_S = 10  # short, so that the test can watch a token expire
+TOKEN_TTL_S = 20  # short, so that the test can watch a token expire
 STOP_S = 10.0
 
 
