@@ -39,16 +39,28 @@ def agent(web: WebBastion) -> Iterator[harness.AgentProcess]:
 
 
 @pytest.fixture
-def browser(tmp_path: Path) -> Iterator[Any]:
+def browser(web: WebBastion, tmp_path: Path) -> Iterator[Any]:
     with web_harness.chromium(tmp_path / "chromium") as driver:
         driver.set_page_load_timeout(WAIT_S)
         yield driver
+    for name in ("audit-web.log", "shellinaboxd.log"):  # shown if the test failed
+        print(f"--- {name}\n{(web.workdir / name).read_text(errors='replace')}")
 
 
 def by_id(driver: Any, name: str) -> Any:
+    """The element, once the page that has it is there (a click may still load)."""
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.wait import WebDriverWait
 
-    return driver.find_element(By.ID, name)
+    try:
+        return WebDriverWait(driver, WAIT_S).until(
+            expected_conditions.presence_of_element_located((By.ID, name))
+        )
+    except TimeoutException:
+        page = screen(driver)
+        raise AssertionError(f"no #{name} on {driver.current_url}:\n{page}") from None
 
 
 def screen(driver: Any) -> str:
