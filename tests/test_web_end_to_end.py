@@ -151,8 +151,8 @@ def test_token_opens_an_audited_session_once(
     records = harness.wait_for(
         lambda: harness.export(agent.data_dir, "--session", tag), timeout=WAIT_S
     )
-    assert [r["command"] for r in records][:2] == ["echo via-$((6*7))-web", "exit"]
     record = records[0]
+    assert record["command"] == "echo via-$((6*7))-web"
     assert record["bastion_user"] == web.person.name  # the web user
     assert record["origin"] == "web-token"
     assert record["remote_user"] == web.target_user.name
