@@ -7,8 +7,10 @@ DATA_DIR ?= /var/lib/bastion-audit
 PYTEST_ARGS ?=
 
 APT_RUN := strace openssh-client
-APT_TEST := openssh-server sshpass sudo rsync rsyslog asciinema systemd
+APT_TEST := openssh-server sshpass sudo rsync rsyslog asciinema systemd \
+	shellinabox chromium chromium-driver
 BASTION_USER ?= zxy
+SHELL_CONFIG ?= /etc/bastion-audit/shell.toml
 
 # make install: where things go (each can be moved, e.g. into a test root).
 PREFIX ?= /opt/bastion-audit
@@ -23,7 +25,7 @@ INSTALL_VARS = PREFIX='$(PREFIX)' BINDIR='$(BINDIR)' SYSCONFDIR='$(SYSCONFDIR)' 
 	DATA_DIR='$(DATA_DIR)' INSTALL_PYTHON='$(INSTALL_PYTHON)' PURGE='$(PURGE)'
 
 .PHONY: run test demo deps-run deps-test venv venv-test lint clean install uninstall \
-	install-shell patched-ssh
+	install-shell patched-ssh web venv-web
 
 ## make run: install what is missing, then run the agent in the foreground.
 run: deps-run venv
@@ -40,6 +42,11 @@ demo: deps-run deps-test venv-test
 ## make install-shell: audit-shell as the ForceCommand of $(BASTION_USER) (sshd drop-in).
 install-shell: deps-run venv
 	scripts/install-shell.sh --user $(BASTION_USER) --audit-shell $(abspath $(BIN))/audit-shell
+
+## make web: audit-web in the foreground with $(SHELL_CONFIG) (README: audit-web;
+## in production it runs as its own account, not root).
+web: deps-run venv-web
+	$(BIN)/audit-web --config $(SHELL_CONFIG)
 
 ## make patched-ssh: build ssh with -Z TAG from Debian's openssh source, install
 ## it as /usr/local/lib/bastion-audit/ssh (cached; /usr/bin/ssh is left alone).
@@ -64,6 +71,7 @@ deps-test:
 
 venv: $(VENV)/.installed
 venv-test: $(VENV)/.installed-test
+venv-web: $(VENV)/.installed-web
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -72,14 +80,18 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,web]'
+	touch $@
+
+$(VENV)/.installed-web: $(VENV)/.installed
+	$(BIN)/python -m pip install -q -e '.[web]'
 	touch $@
 
 lint: venv-test
 	$(BIN)/python -m pip install -q -e '.[dev]'
-	$(BIN)/ruff check agent tracer parsers tests bench scripts
-	$(BIN)/ruff format --check agent tracer parsers tests bench scripts
-	$(BIN)/mypy agent tracer parsers
+	$(BIN)/ruff check agent tracer parsers web tests bench scripts
+	$(BIN)/ruff format --check agent tracer parsers web tests bench scripts
+	$(BIN)/mypy agent tracer parsers web
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 import tomllib
 from collections.abc import Callable, Mapping
@@ -50,6 +51,9 @@ class Config:
     scope_pid: int = 0  # audit only ssh processes descended from this pid (0: all)
     intents_dir: Path = DEFAULT_INTENTS_DIR
     recordings_dir: Path = DEFAULT_RECORDINGS_DIR
+    # The account audit-web runs as: its connection records may name another
+    # bastion user (the web user). "": only root's may (README: audit-web).
+    web_intents_user: str = ""
     # strict: a tagged ssh that cannot be traced is ended; permissive: it goes
     # on untraced and its session shows the gap.
     mode: str = "strict"
@@ -212,6 +216,14 @@ def _facility(source: str, key: str, value: Any) -> str:
     return value
 
 
+def _user_name(source: str, key: str, value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(
+        r"[a-z_][a-z0-9_.-]{0,31}|", value
+    ):
+        raise ConfigError(f"{source}: {key} must be a user name")
+    return value
+
+
 def _highlight(source: str, key: str, value: Any) -> tuple[HighlightRule, ...]:
     try:
         return parse_rules(value, source)
@@ -228,4 +240,5 @@ _CHECKS: dict[str, Callable[[str, str, Any], Any]] = {
     "events_syslog_facility": _facility,
     "highlight": _highlight,
     "highlight_builtin": _bool,
+    "web_intents_user": _user_name,
 }

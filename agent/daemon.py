@@ -107,7 +107,9 @@ class Agent:
             self.store,
             config.log_retention_s,
             self.recorder,
-            intents=IntentLinker(config.intents_dir, self.store),
+            intents=IntentLinker(
+                config.intents_dir, self.store, config.web_intents_user
+            ),
             recordings_dir=config.recordings_dir,
         )
         self.store.on_flushed = self.ingest.on_flushed

@@ -72,7 +72,8 @@ def session_fields(session: Session) -> dict[str, Any]:
         "session_started_at": public["started_at"],
         "session_ended_at": public["ended_at"],
         "session_status": session.status,
-        # Set when audit-shell opened the session (agent/intents.py), else null.
+        # From the connection record (agent/intents.py): audit-shell or
+        # web-token; null for a tagged ssh started directly.
         "origin": session.origin,
         "client_addr": session.client_addr,
         "inventory_host": session.inventory_host,

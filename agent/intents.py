@@ -10,6 +10,11 @@ the session it later builds from the strace log of an ssh with the same tag
 and owner to it. A connection whose ssh never shows up becomes `not-started`
 and stays in the audit trail. A file is removed once the store holds it
 durably; read again after a crash, it is recognised and not stored twice.
+
+audit-web (web/redeem.py) writes the records of the web terminal's sessions:
+their ssh runs as the terminal's service account, but the person is the web
+user who took the token. Such a record names both, and the agent believes it
+only from a file owned by root or by the configured `web_intents_user`.
 """
 
 from __future__ import annotations
@@ -28,14 +33,15 @@ from pathlib import Path
 from typing import Any
 
 from agent import AgentError
-from agent.records import NOT_STARTED, PENDING, Session
+from agent.records import LOGIN_SHELL, NOT_STARTED, PENDING, WEB_TOKEN, Session
 from agent.store import Store
 from tracer.session_log import SessionStart
 from tracer.tags import valid_tag
 
 log = logging.getLogger(__name__)
 
-ORIGIN = "audit-shell"
+ORIGIN = LOGIN_SHELL
+ORIGINS = frozenset({LOGIN_SHELL, WEB_TOKEN})
 SUFFIX = ".json"
 INTENT_MAX_BYTES = 4096
 INCOMPLETE_GRACE_S = 10.0  # a file still empty or cut short this young: retry
@@ -60,6 +66,8 @@ class Intent:
     remote_account: str
     client_addr: str | None
     created_at: float
+    origin: str = ORIGIN
+    ssh_user: str = ""  # whose ssh to link, when not the bastion user's
 
     def to_session(self, session_id: str) -> Session:
         return Session(
@@ -73,10 +81,11 @@ class Intent:
             tty="",
             started_at=self.created_at,
             status=PENDING,
-            origin=ORIGIN,
+            origin=self.origin,
             client_addr=self.client_addr,
             inventory_host=self.inventory_host,
             remote_account=self.remote_account,
+            runner=self.ssh_user,
         )
 
 
@@ -97,26 +106,29 @@ def write_intent(
     port: int,
     remote_account: str,
     client_addr: str | None,
+    web_user: str | None = None,
+    ssh_user: str | None = None,
 ) -> Path:
     """Create `spool/<tag>.json` for our own uid; FileExistsError if taken.
 
     O_EXCL and O_NOFOLLOW: a name someone else created (even a symlink) is
-    never written through; the caller picks another tag.
+    never written through; the caller picks another tag. `web_user` and
+    `ssh_user`: audit-web's record of a web-token session.
     """
     if not valid_tag(tag):
         raise IntentError(f"invalid tag {tag!r}")
-    data = json.dumps(
-        {
-            "v": 1,
-            "tag": tag,
-            "inventory_host": inventory_host,
-            "address": address,
-            "port": port,
-            "remote_account": remote_account,
-            "client_addr": client_addr,
-        },
-        separators=(",", ":"),
-    ).encode()
+    fields: dict[str, Any] = {
+        "v": 1,
+        "tag": tag,
+        "inventory_host": inventory_host,
+        "address": address,
+        "port": port,
+        "remote_account": remote_account,
+        "client_addr": client_addr,
+    }
+    if web_user is not None:
+        fields.update(origin=WEB_TOKEN, web_user=web_user, ssh_user=ssh_user)
+    data = json.dumps(fields, separators=(",", ":")).encode()
     path = spool / f"{tag}{SUFFIX}"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     fd = os.open(path, flags, 0o600)
@@ -131,9 +143,17 @@ def write_intent(
 
 
 def parse_intent(
-    data: bytes, tag: str, uid: int, user: str, created_at: float
+    data: bytes,
+    tag: str,
+    uid: int,
+    user: str,
+    created_at: float,
+    may_name_user: bool = False,
 ) -> Intent:
-    """Check a spool file's text against its name; IntentError if unusable."""
+    """Check a spool file's text against its name; IntentError if unusable.
+
+    `may_name_user`: the file's owner is trusted to write web-token records.
+    """
     try:
         fields = json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
@@ -156,7 +176,16 @@ def parse_intent(
     port = fields.get("port")
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         raise IntentError(f"bad port: {port!r:.80}")
+    origin, ssh_user = ORIGIN, ""
+    if "web_user" in fields or "origin" in fields:
+        if not may_name_user:
+            raise IntentError(f"uid {uid} may not write web-token records")
+        if fields.get("origin") != WEB_TOKEN:
+            raise IntentError(f"bad origin: {fields.get('origin')!r:.80}")
+        origin, user, ssh_user = WEB_TOKEN, text("web_user"), text("ssh_user")
     return Intent(
+        origin=origin,
+        ssh_user=ssh_user,
         tag=tag,
         uid=uid,
         bastion_user=user,
@@ -184,9 +213,15 @@ class IntentLinker:
     only queues.
     """
 
-    def __init__(self, spool: Path, store: Store) -> None:
+    def __init__(self, spool: Path, store: Store, web_user: str = "") -> None:
         self.spool = spool
         self.store = store
+        self.web_uids = {0}  # who may write web-token records
+        if web_user:
+            try:
+                self.web_uids.add(pwd.getpwnam(web_user).pw_uid)
+            except KeyError:
+                log.error("web_intents_user %r is not an account here", web_user)
         self._unlinked: dict[str, Session] = {}  # tag -> intent session
         self._known: set[str] = set()  # tags of intents the store has
         self._taken: dict[str, Path] = {}  # tag -> spool file not yet durable
@@ -196,7 +231,7 @@ class IntentLinker:
     def open(self) -> None:
         """Learn from the store which intents it holds and which are unlinked."""
         for session in self.store.sessions():
-            if session.origin != ORIGIN:
+            if session.origin not in ORIGINS:
                 continue
             self._known.add(session.tag)
             if session.ssh_pid == 0:
@@ -225,7 +260,7 @@ class IntentLinker:
     def link(self, start: SessionStart, session: Session) -> Session:
         """`session` (new, from a log) joined to its intent, if it has one."""
         intent = self._unlinked.get(start.tag)
-        if intent is None or intent.bastion_user != start.user:
+        if intent is None or (intent.runner or intent.bastion_user) != start.user:
             return session
         del self._unlinked[start.tag]
         if (session.host, session.remote_user) != (intent.host, intent.remote_user):
@@ -240,6 +275,7 @@ class IntentLinker:
         return dataclasses.replace(
             session,
             id=intent.id,
+            bastion_user=intent.bastion_user,  # the web user, for a web token
             origin=intent.origin,
             client_addr=intent.client_addr,
             inventory_host=intent.inventory_host,
@@ -249,7 +285,7 @@ class IntentLinker:
     def flushed(self, sessions: list[Session]) -> None:
         """Store callback (writer thread): these sessions are durable."""
         for session in sessions:
-            if session.origin == ORIGIN:
+            if session.origin in ORIGINS:
                 self._durable.put(session.tag)
 
     def remove_durable(self) -> None:
@@ -342,7 +378,12 @@ class IntentLinker:
             return None
         try:
             return_value = parse_intent(
-                data, tag, st.st_uid, user_name(st.st_uid), st.st_mtime
+                data,
+                tag,
+                st.st_uid,
+                user_name(st.st_uid),
+                st.st_mtime,
+                may_name_user=st.st_uid in self.web_uids,
             )
         except IntentError as e:
             if time.time() - st.st_mtime < INCOMPLETE_GRACE_S:

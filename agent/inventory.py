@@ -168,7 +168,8 @@ def load_shell_config(path: Path = DEFAULT_SHELL_CONFIG) -> ShellConfig:
 def parse_shell_config(values: Mapping[str, Any], path: Path) -> ShellConfig:
     """The checked configuration from parsed TOML (pure)."""
     where = _Where(str(path))
-    _only(values, {"shell", "host", "grant"}, where)
+    # [web] is audit-web's (web/config.py), read from the same file.
+    _only(values, {"shell", "host", "grant", "web"}, where)
     settings = _settings(_table(values.get("shell", {}), where.at("shell")), where)
     hosts: list[Host] = []
     for i, raw in enumerate(_array(values.get("host", []), where.at("host"))):

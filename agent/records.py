@@ -20,6 +20,10 @@ from tracer.tags import parse_ssh_argv
 
 LIVE, CLOSED, TERMINATED = "live", "closed", "terminated"
 ENDED = frozenset({CLOSED, TERMINATED})  # terminated: ended by the agent (strict mode)
+# How a session came in (Session.origin): audit-shell's menu, a token of
+# audit-web's redeemed in the web terminal, or None: a tagged ssh started
+# directly.
+LOGIN_SHELL, WEB_TOKEN = "audit-shell", "web-token"
 # A connection audit-shell recorded before its ssh started (agent/intents.py):
 # PENDING until the traced ssh appears, NOT_STARTED if it does not in time.
 PENDING, NOT_STARTED = "pending", "not-started"
@@ -66,10 +70,12 @@ class Session:
     remote_account: str | None = None
     # "strace" or "paramiko" (tracer/session_log.py); None before a log exists.
     recorder: str | None = None
-    # Private to the agent: which log feeds the session and where to resume.
+    # Private to the agent: which log feeds the session and where to resume,
+    # and for a web-token connection the account whose ssh it waits for.
     log: str = ""
     start_ticks: int = 0
     checkpoint: Checkpoint | None = None
+    runner: str = ""
 
     @classmethod
     def new(cls, session_id: str, start: SessionStart, log: str) -> Session:
@@ -120,6 +126,7 @@ class Session:
             "_ingest": {
                 "log": self.log,
                 "start_ticks": self.start_ticks,
+                "runner": self.runner,
                 "checkpoint": (
                     dataclasses.asdict(self.checkpoint) if self.checkpoint else None
                 ),
@@ -159,6 +166,7 @@ class Session:
                 log=str(ingest.get("log") or ""),
                 start_ticks=int(ingest.get("start_ticks") or 0),
                 checkpoint=Checkpoint(**cp) if cp else None,
+                runner=str(ingest.get("runner") or ""),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise RecordError(f"bad session document: {e}") from e

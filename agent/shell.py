@@ -172,6 +172,31 @@ def backend_of(settings: ShellSettings, target: Target) -> str:
     return target.host.backend or settings.backend
 
 
+def open_session(
+    settings: ShellSettings,
+    target: Target,
+    tag: str,
+    known_hosts: Path,
+    environ: dict[str, str],
+    fd_in: int,
+    fd_out: int,
+    timers: Timers,
+    signals: ShellSignals,
+) -> RelayResult:
+    """Open the session with the host's backend and relay it to the end.
+
+    Every way in (the menu, the web terminal's --token-login) goes through
+    here, so each gets both backends: the ssh binary (traced by the agent) or
+    paramiko (recording itself).
+    """
+    if backend_of(settings, target) == "paramiko":
+        return run_paramiko(
+            settings, target, tag, known_hosts, environ, fd_in, fd_out, timers, signals
+        )
+    argv, env = ssh_command(settings, target, tag, known_hosts, environ)
+    return run_in_pty(argv, env, fd_in, fd_out, timers, signals, settings.audit_wait_s)
+
+
 def managed_known_hosts(setting: str, home: Path) -> Path:
     """The known_hosts file audit-shell keeps for this user, created 0600."""
     path = home / setting[2:] if setting.startswith("~/") else Path(setting)
@@ -290,34 +315,16 @@ class Shell:
         return result
 
     def launch(self, target: Target, tag: str, known_hosts: Path) -> RelayResult:
-        """Open the session with the host's backend and relay it to the end.
-
-        Every way audit-shell opens a connection goes through here, so each
-        gets both backends: the ssh binary (traced by the agent) or paramiko
-        (recording itself).
-        """
-        settings = self.config.settings
-        if backend_of(settings, target) == "paramiko":
-            return run_paramiko(
-                settings,
-                target,
-                tag,
-                known_hosts,
-                self.environ,
-                self.fd_in,
-                self.fd_out,
-                self.timers,
-                self.signals,
-            )
-        argv, env = ssh_command(settings, target, tag, known_hosts, self.environ)
-        return run_in_pty(
-            argv,
-            env,
+        return open_session(
+            self.config.settings,
+            target,
+            tag,
+            known_hosts,
+            self.environ,
             self.fd_in,
             self.fd_out,
             self.timers,
             self.signals,
-            settings.audit_wait_s,
         )
 
     def _record(self, target: Target) -> str:
@@ -376,6 +383,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help=f"settings and inventory (default {DEFAULT_SHELL_CONFIG})",
     )
+    parser.add_argument(
+        "--token-login",
+        action="store_true",
+        help="the web terminal: ask for an audit-web token, open its host (no menu)",
+    )
     return parser
 
 
@@ -387,6 +399,13 @@ def serve(args: argparse.Namespace) -> ShellExit:
         )
     if not (os.isatty(0) and os.isatty(1)):
         raise Refused("this account needs a terminal (ssh -t)")
+    if args.token_login:
+        from agent.token_login import TokenLoginError, token_login
+
+        try:
+            return ShellExit(token_login(args.config))
+        except TokenLoginError as e:
+            raise Refused(str(e)) from e
     config = load_shell_config(args.config)
     entry = pwd.getpwuid(os.getuid())
     user = entry.pw_name

@@ -78,7 +78,7 @@ install_all() {
     # Build from a copy, so that concurrent installs never share a build dir.
     stage=$(mktemp -d)
     trap 'rm -rf "$stage"' EXIT
-    (cd "$SRC" && cp -r setup.cfg pyproject.toml README.md agent tracer parsers \
+    (cd "$SRC" && cp -r setup.cfg pyproject.toml README.md agent tracer parsers web \
         scripts etc schema "$stage/")
     find "$stage" -name __pycache__ -prune -exec rm -rf {} +
 

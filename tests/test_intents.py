@@ -180,3 +180,45 @@ def test_unsafe_spool_and_files_are_not_read(tmp_path: Path) -> None:
     linker.poll()
     assert [s.id for s in store.sessions()] == ["t1"]
     assert sorted(p.name for p in spool.iterdir()) == ["t1.json"]
+
+
+@pytest.mark.root
+def test_web_token_records_name_the_web_user_only_when_trusted(tmp_path: Path) -> None:
+    spool = spool_dir(tmp_path)
+    logs = tmp_path / "logs"
+    runner = user_name(UID)  # the web terminal's account, which runs the ssh
+    # audit-web's record (root's here: root is always trusted) ...
+    write_intent(
+        spool, "aw1", "web1", "10.0.0.7", 2222, "deploy", "192.0.2.9", "alice", runner
+    )
+    # ... and the same claim from an account that is not audit-web's.
+    forged = write_intent(
+        spool, "aw2", "web1", "10.0.0.7", 2222, "deploy", None, "alice", runner
+    )
+    data = forged.read_bytes()
+    os.chown(forged, UID, -1)
+    os.utime(forged, (0, 0))
+    store = Store(tmp_path / "store", 0.05)
+    store.open()
+    store.start()
+    ingest = Ingest(logs, store, intents=IntentLinker(spool, store))
+    store.on_flushed = ingest.on_flushed
+    ingest.start()
+    try:
+        (logs / "aw1.strace").write_bytes(start_line("aw1"))
+        session = wait_for(
+            lambda: (s := load(tmp_path).sessions.get("aw1")) and s.ssh_pid and s,
+            timeout=10,
+        )
+        assert session.bastion_user == "alice"  # the web user, not the runner
+        assert session.origin == "web-token"
+        assert session.client_addr == "192.0.2.9"
+        assert "aw2" not in load(tmp_path).sessions
+        wait_for(lambda: not list(spool.iterdir()), timeout=10)
+    finally:
+        ingest.stop()
+        store.stop()
+    with pytest.raises(IntentError, match="may not write web-token records"):
+        parse_intent(data, "aw2", UID, runner, 1.0)
+    intent = parse_intent(data, "aw2", UID, runner, 1.0, may_name_user=True)
+    assert (intent.bastion_user, intent.ssh_user) == ("alice", runner)

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,10 +25,21 @@ SESSIONS = 5
 KILLS = 20
 
 
+_STARTED: list[subprocess.Popen[bytes]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_agent_left() -> Iterator[None]:
+    """Stop what a failing test left: its agent would trace the next tests' ssh."""
+    yield
+    while _STARTED:
+        stop_agent(_STARTED.pop())
+
+
 def start_agent(data_dir: Path) -> subprocess.Popen[bytes]:
     log = open(data_dir.parent / "agent.log", "ab")  # noqa: SIM115 (the child keeps it)
     with log:
-        return subprocess.Popen(
+        process = subprocess.Popen(
             [
                 str(harness.BIN / "audit-agent"),
                 "run",
@@ -44,6 +56,8 @@ def start_agent(data_dir: Path) -> subprocess.Popen[bytes]:
             stderr=log,
             start_new_session=True,
         )
+    _STARTED.append(process)
+    return process
 
 
 def stop_agent(process: subprocess.Popen[bytes]) -> None:

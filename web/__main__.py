@@ -1,0 +1,124 @@
+"""audit-web: the sign-in page and the token redemption socket, one process.
+
+audit-web [--config /etc/bastion-audit/shell.toml] [--listen HOST] [--port N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import logging
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+from agent import AgentError
+from agent.inventory import DEFAULT_SHELL_CONFIG
+from web import WebError
+from web.config import load_web_config
+from web.redeem import Redeemer, RedeemServer
+from web.site import wsgi_application
+from web.tokens import TokenStore
+
+PROG = "audit-web"
+WSGI_THREADS = 4
+
+
+class WebExit(enum.IntEnum):
+    SUCCESS = 0
+    ERROR = 1
+    BAD_CONFIG = 2
+    INTERRUPTED = 130
+
+
+class _Stop(Exception):
+    """SIGTERM or SIGINT: unwind the server loop into the cleanup."""
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Sign-in page and one-time tokens for the web terminal."
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_SHELL_CONFIG,
+        metavar="FILE",
+        help=f"inventory and [web] settings (default {DEFAULT_SHELL_CONFIG})",
+    )
+    parser.add_argument("--listen", metavar="HOST", help="overrides web.listen_host")
+    parser.add_argument("--port", type=int, help="overrides web.listen_port")
+    return parser
+
+
+def serve(args: argparse.Namespace) -> WebExit:
+    try:
+        import django  # noqa: F401
+        import pamela  # noqa: F401
+        import waitress
+    except ImportError as e:  # the agent's own install leaves them out
+        raise WebError(
+            f"{e.name} is missing: install bastion-audit[web] (make web does)"
+        ) from e
+
+    config = load_web_config(args.config)
+    web = config.web
+    tokens = TokenStore(
+        web.state_dir / "tokens.sqlite",
+        ttl_s=web.token_ttl_s,
+        failures_max=web.failures_max,
+        failure_window_s=web.failure_window_s,
+    )
+    app = wsgi_application(config, tokens)
+    host = args.listen or web.listen_host
+    port = web.listen_port if args.port is None else args.port
+    old = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with RedeemServer(web.redeem_socket, Redeemer(config, tokens)):
+            server = waitress.create_server(
+                app, host=host, port=port, threads=WSGI_THREADS, ident=PROG
+            )
+            try:
+                logging.info(
+                    "listening on http://%s:%d/, tokens at %s",
+                    host,
+                    port,
+                    web.redeem_socket,
+                )
+                server.run()
+            except _Stop as e:
+                logging.info("%s: stopping", e)
+            finally:
+                server.close()
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    return WebExit.SUCCESS
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format=f"{PROG}: %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return serve(build_parser().parse_args(argv))
+    except AgentError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return WebExit.BAD_CONFIG
+    except OSError as e:  # the port, most likely
+        print(
+            f"{PROG}: error: {e.strerror or e} {e.filename or ''}".rstrip(),
+            file=sys.stderr,
+        )
+        return WebExit.ERROR
+    except KeyboardInterrupt:
+        return WebExit.INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

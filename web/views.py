@@ -1,0 +1,121 @@
+"""audit-web's pages: sign in, the hosts you may use, a token for one of them.
+
+Every form is a POST under Django's CSRF check; every page is `no-store`, so
+that a token never sits in a shared browser cache.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.urls import path
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_http_methods, require_POST
+
+from agent.inventory import Target, groups_of
+from agent.records import iso
+from web.auth import authenticate
+from web.config import WebConfig
+from web.tokens import TokenStore, Verdict
+
+log = logging.getLogger(__name__)
+SIGNED_IN = "user"
+
+
+def _config() -> WebConfig:
+    config: WebConfig = settings.BASTION_WEB
+    return config
+
+
+def _tokens() -> TokenStore:
+    tokens: TokenStore = settings.BASTION_TOKENS
+    return tokens
+
+
+def _client(request: HttpRequest) -> str:
+    return str(request.META.get("REMOTE_ADDR") or "?")
+
+
+def _targets(user: str) -> list[Target]:
+    """The same hosts and accounts audit-shell's menu would offer `user`."""
+    return _config().shell.targets_for(user, groups_of(user))
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+def sign_in(request: HttpRequest) -> HttpResponse:
+    error = ""
+    status = 200
+    if request.method == "POST":
+        client = _client(request)
+        key = f"sign-in {client}"
+        user = request.POST.get("username", "")
+        if _tokens().throttled(key):
+            log.warning("sign-in from %s refused: too many failures", client)
+            error, status = Verdict.THROTTLED.value, 429
+        elif authenticate(
+            _config().web.pam_service, user, request.POST.get("password", "")
+        ):
+            request.session.cycle_key()  # no session fixation
+            request.session[SIGNED_IN] = user
+            log.info("%s signed in from %s", user, client)
+            return HttpResponseRedirect("/")
+        else:
+            _tokens().failed(key)
+            log.warning("sign-in failed for %r from %s", user[:40], client)
+            error, status = "sign-in failed", 403
+    return render(request, "sign_in.html", {"error": error}, status=status)
+
+
+@never_cache
+@require_http_methods(["GET"])
+def hosts(request: HttpRequest) -> HttpResponse:
+    user = request.session.get(SIGNED_IN)
+    if not user:
+        return HttpResponseRedirect("/sign-in")
+    context = {"user": user, "targets": _targets(user)}
+    return render(request, "hosts.html", context)
+
+
+@never_cache
+@require_POST
+def connect(request: HttpRequest) -> HttpResponse:
+    user = request.session.get(SIGNED_IN)
+    if not user:
+        return HttpResponseRedirect("/sign-in")
+    wanted = request.POST.get("target", "")
+    target = next((t for t in _targets(user) if t.label == wanted), None)
+    if target is None:
+        log.warning("%s asked for %r, which is not theirs", user, wanted[:80])
+        return HttpResponse("not a host you may use\n", status=403)
+    token, expires = _tokens().issue(user, target.host.name, target.account.name)
+    log.info("token for %s: %s, expires %s", user, target.label, iso(expires))
+    context = {
+        "user": user,
+        "target": target,
+        "token": token,
+        "expires": iso(expires),
+        "ttl_min": round(_config().web.token_ttl_s / 60, 1),
+        "terminal_url": _config().web.terminal_url,
+    }
+    return render(request, "token.html", context)
+
+
+@never_cache
+@require_POST
+def sign_out(request: HttpRequest) -> HttpResponse:
+    if request.session.get(SIGNED_IN):
+        log.info("%s signed out", request.session[SIGNED_IN])
+    request.session.flush()
+    return HttpResponseRedirect("/sign-in")
+
+
+urlpatterns = [
+    path("", hosts),
+    path("sign-in", sign_in),
+    path("connect", connect),
+    path("sign-out", sign_out),
+]
