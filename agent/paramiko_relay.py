@@ -30,11 +30,11 @@ from pathlib import Path
 from agent.chunk_writer import ChunkWriter, RecorderFailed, start_fields
 from agent.inventory import ShellSettings, Target
 from agent.relay import (
-    CUT_TEXT,
     Outcome,
     RelayResult,
     ShellSignals,
     Timers,
+    must_end,
     notice,
     window_size,
     write_all,
@@ -300,14 +300,9 @@ def _relay(
     assert isinstance(channel, paramiko.Channel)
     while True:
         now = time.monotonic()
-        warning, cut = timers.check(now)
-        if warning:
-            notice(user_out, warning)
-        if cut is not None:
-            notice(user_out, CUT_TEXT[cut])
-            return RelayResult(cut)
-        if signals.hangup:
-            return RelayResult(Outcome.HANGUP)
+        ended = must_end(timers, signals, user_out, now)
+        if ended is not None:
+            return ended
         if signals.winch:
             signals.winch = False
             rows, cols, _, _ = struct.unpack("HHHH", window_size(user_in))

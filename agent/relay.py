@@ -136,6 +136,18 @@ class Timers:
     idle_warned: bool = False
     limit_warned: bool = False
 
+    @classmethod
+    def starting(
+        cls, now: float, idle_timeout_s: float, warn_before_s: float, max_s: float
+    ) -> Timers:
+        """Timers for a login that starts at `now` (max_s 0: no time limit)."""
+        return cls(
+            idle_timeout_s=idle_timeout_s,
+            warn_before_s=warn_before_s,
+            deadline=now + max_s if max_s else None,
+            last_input=now,
+        )
+
     def input(self, now: float) -> None:
         self.last_input = now
         self.idle_warned = False
@@ -168,6 +180,21 @@ class Timers:
             moments += [cut - self.warn_before_s, cut]
         future = [m - now for m in moments if m > now]
         return max(0.01, min(future, default=3600.0))
+
+
+def must_end(
+    timers: Timers, signals: ShellSignals, user_out: int, now: float
+) -> RelayResult | None:
+    """Each relay round: warn as the timers say; the result if it ends now."""
+    warning, cut = timers.check(now)
+    if warning:
+        notice(user_out, warning)
+    if cut is not None:
+        notice(user_out, CUT_TEXT[cut])
+        return RelayResult(cut)
+    if signals.hangup:
+        return RelayResult(Outcome.HANGUP)
+    return None
 
 
 def _span(seconds: float) -> str:
@@ -252,14 +279,9 @@ def _relay(
             if not audited and now >= audit_deadline:
                 notice(user_out, "the audit agent did not pick up this session; closed")
                 return RelayResult(Outcome.NOT_AUDITED)
-        warning, cut = timers.check(now)
-        if warning:
-            notice(user_out, warning)
-        if cut is not None:
-            notice(user_out, CUT_TEXT[cut])
-            return RelayResult(cut)
-        if signals.hangup:
-            return RelayResult(Outcome.HANGUP)
+        ended = must_end(timers, signals, user_out, now)
+        if ended is not None:
+            return ended
         if signals.winch:
             signals.winch = False
             with contextlib.suppress(OSError):

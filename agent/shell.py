@@ -412,11 +412,8 @@ def serve(args: argparse.Namespace) -> ShellExit:
     client_addr = client_addr_from(os.environ.get("SSH_CONNECTION"))
     settings = config.settings
     now = time.monotonic()
-    timers = Timers(
-        idle_timeout_s=settings.idle_timeout_s,
-        warn_before_s=settings.warn_before_s,
-        deadline=now + settings.max_session_s if settings.max_session_s else None,
-        last_input=now,
+    timers = Timers.starting(
+        now, settings.idle_timeout_s, settings.warn_before_s, settings.max_session_s
     )
     _log(f"{user} from {client_addr or '?'}: host menu")
     with ShellSignals() as signals:

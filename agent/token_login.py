@@ -114,11 +114,8 @@ def token_login(config_path: Path, fd_in: int = 0, fd_out: int = 1) -> int:
         fd_out, f"{reply.web_user}: connecting to {target.label} (session {reply.tag})"
     )
     now = time.monotonic()
-    timers = Timers(
-        idle_timeout_s=settings.idle_timeout_s,
-        warn_before_s=settings.warn_before_s,
-        deadline=now + settings.max_session_s if settings.max_session_s else None,
-        last_input=now,
+    timers = Timers.starting(
+        now, settings.idle_timeout_s, settings.warn_before_s, settings.max_session_s
     )
     with ShellSignals() as signals, terminal_mode(fd_in, "raw"):
         result = open_session(
