@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from parsers.events import Chunk, Direction, Event, Resize
-from parsers.strace_lines import MARKER_PREFIX, DecoderStats, parse_marker
+from parsers.strace_lines import MARKER_PREFIX, DecoderStats, marker_events
 
 SUFFIX = ".chunks"
 # One chunk of up to 1 MiB of data is about 1.4 MiB of base64; a line longer
@@ -92,15 +92,12 @@ class ChunkLogDecoder:
     def decode_line(self, line: bytes, offset: int) -> Iterator[Event]:
         self.stats.lines += 1
         if line.startswith(MARKER_PREFIX):
-            marker = parse_marker(line, offset)
-            if marker is None:
+            events = marker_events(line, offset)
+            if events is None:
                 self._junk(line)
                 return
             self.stats.events += 1
-            yield marker
-            rows, cols = marker.fields.get("rows"), marker.fields.get("cols")
-            if type(rows) is int and type(cols) is int and rows > 0 and cols > 0:
-                yield Resize(marker.time, rows, cols, offset)
+            yield from events
             return
         if not line.strip():
             return

@@ -94,17 +94,12 @@ class StraceDecoder:
     def decode_line(self, line: bytes, offset: int) -> Iterator[Event]:
         self.stats.lines += 1
         if line.startswith(MARKER_PREFIX):
-            marker = parse_marker(line, offset)
-            if marker is None:
+            events = marker_events(line, offset)
+            if events is None:
                 self._junk(line)
                 return
             self.stats.events += 1
-            yield marker
-            rows, cols = marker.fields.get("rows"), marker.fields.get("cols")
-            if type(rows) is int and type(cols) is int and rows > 0 and cols > 0:
-                # The terminal's size when the tracer attached: ssh may have
-                # asked for it before anyone was watching.
-                yield Resize(marker.time, rows, cols, offset)
+            yield from events
             return
         if line.startswith(b"strace: "):
             self.stats.tracer_notes += 1  # attach/detach notes, ptrace errors
@@ -198,6 +193,21 @@ class StraceDecoder:
     def _junk(self, line: bytes) -> None:
         self.stats.junk += 1
         self.stats.last_junk = line[:200]
+
+
+def marker_events(line: bytes, offset: int) -> list[Event] | None:
+    """A lifecycle line as events (None: not a valid one).
+
+    An attach line carries the terminal's size when the tracer attached: ssh
+    may have asked for it before anyone was watching.
+    """
+    marker = parse_marker(line, offset)
+    if marker is None:
+        return None
+    rows, cols = marker.fields.get("rows"), marker.fields.get("cols")
+    if type(rows) is int and type(cols) is int and rows > 0 and cols > 0:
+        return [marker, Resize(marker.time, rows, cols, offset)]
+    return [marker]
 
 
 def parse_marker(line: bytes, offset: int = 0) -> Marker | None:
