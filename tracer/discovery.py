@@ -194,7 +194,9 @@ class Discovery:
             self.stats.mid_exec += 1
             return None
         self._settled.add(pid)
-        if self.scope_pid and not _descends_from(proc, self.scope_pid):
+        if self.scope_pid and (
+            self.scope_gone() or not _descends_from(proc, self.scope_pid)
+        ):
             return None
         ssh = parse_ssh_argv(argv, self._version(pid))
         if ssh.tag is None:
