@@ -26,7 +26,6 @@ from bench.corpus.runner import (
     READY,
     STEP_TIMEOUT_S,
     WRONG_PASSWORD,
-    CaseError,
     CaseRun,
     Users,
     environment,
@@ -96,15 +95,7 @@ class ParamikoCaseRun(CaseRun):
             self.tags[self.case.name] = self.tag
             child.expect(READY)
             time.sleep(0.2)
-            for n, step in enumerate(self.case.steps):
-                try:
-                    self._step(child, step)
-                except pexpect.ExceptionPexpect as e:
-                    seen = (child.before or b"")[-300:]
-                    raise CaseError(
-                        f"case {self.case.name}: step {n} {step!r} failed "
-                        f"({type(e).__name__}); last output {seen!r}"
-                    ) from None
+            self.play(child)
             time.sleep(0.3)
             child.sendcontrol("d")  # leaves bash: back to the menu
             # The menu again (its footer may be cut short at 80 columns).

@@ -133,18 +133,22 @@ class CaseRun:
             child.expect(READY)
             harness.wait_for(lambda: harness.is_traced(ssh_pid), timeout=20)
             time.sleep(0.2)
-            for n, step in enumerate(self.case.steps):
-                try:
-                    self._step(child, step)
-                except pexpect.ExceptionPexpect as e:
-                    seen = (child.before or b"")[-300:]
-                    raise CaseError(
-                        f"case {self.case.name}: step {n} {step!r} failed "
-                        f"({type(e).__name__}); last output {seen!r}"
-                    ) from None
+            self.play(child)
             self._leave(child)
         finally:
             child.close(force=True)
+
+    def play(self, child: pexpect.spawn) -> None:
+        """The case's steps, at the shell's prompt; CaseError names the one that failed."""
+        for n, step in enumerate(self.case.steps):
+            try:
+                self._step(child, step)
+            except pexpect.ExceptionPexpect as e:
+                seen = (child.before or b"")[-300:]
+                raise CaseError(
+                    f"case {self.case.name}: step {n} {step!r} failed "
+                    f"({type(e).__name__}); last output {seen!r}"
+                ) from None
 
     def _drain(self, child: pexpect.spawn) -> None:
         """Forget output already seen, so that Ready waits for a new prompt."""
