@@ -71,25 +71,23 @@ def agent_with(tmp_path: Path):
         ctx.__exit__(None, None, None)
 
 
+def held_by_strace(
+    user: harness.TestUser, server: harness.Sshd, tag: str
+) -> harness.pexpect.spawn:
+    """A tagged ssh started under strace: ptrace is taken before the agent looks."""
+    return harness.spawn_ssh(
+        ["-f", "-qq", "-e", "trace=none", "-o", "/dev/null", "ssh"]
+        + tagged(user, server, tag),
+        program="strace",
+    )
+
+
 # -- strict: ended, with a notice and a reason ---------------------------------
 
 
 def test_strict_ends_a_session_another_tracer_holds(agent_with, user, server) -> None:
     agent = agent_with()
-    # strace runs ssh, so ptrace is taken before the agent can look.
-    child = harness.spawn_ssh(
-        [
-            "-f",
-            "-qq",
-            "-e",
-            "trace=none",
-            "-o",
-            "/dev/null",
-            "ssh",
-            *tagged(user, server, "held"),
-        ],
-        program="strace",
-    )
+    child = held_by_strace(user, server, "held")
     child.expect(NOTICE, timeout=30)
     child.expect(harness.pexpect.EOF)
     child.close()
@@ -254,19 +252,7 @@ def test_permissive_lets_an_untraceable_session_go_on_with_the_gap(
     agent_with, user, server
 ) -> None:
     agent = agent_with(mode="permissive")
-    child = harness.spawn_ssh(
-        [
-            "-f",
-            "-qq",
-            "-e",
-            "trace=none",
-            "-o",
-            "/dev/null",
-            "ssh",
-            *tagged(user, server, "gap"),
-        ],
-        program="strace",
-    )
+    child = held_by_strace(user, server, "gap")
     child.expect(harness.PROMPT)
     harness.wait_for(lambda: "it goes on untraced" in agent.log_text(), timeout=30)
     child.send(b"echo unseen\r")
