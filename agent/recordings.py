@@ -21,8 +21,13 @@ from agent import AgentError
 from agent.intents import user_name
 from parsers.chunk_log import SUFFIX as CHUNK_SUFFIX
 from parsers.chunk_log import ChunkLogDecoder
-from parsers.strace_lines import MARKER_PREFIX, StraceDecoder, parse_marker
-from tracer.session_log import START_LINE_MAX_BYTES, SessionLogError, SessionStart
+from parsers.strace_lines import StraceDecoder
+from tracer.session_log import (
+    START_LINE_MAX_BYTES,
+    SessionLogError,
+    SessionStart,
+    start_from_head,
+)
 
 STRACE_SUFFIX = ".strace"
 RECORDING_MAX_BYTES = 8 << 30  # a session's recording is read this far, no further
@@ -85,18 +90,12 @@ def read_recording_start(path: Path) -> SessionStart | None:
         head = os.pread(fd, START_LINE_MAX_BYTES, 0)
     finally:
         os.close(fd)
-    line, newline, _ = head.partition(b"\n")
-    if not newline:
-        if len(head) >= START_LINE_MAX_BYTES:
-            raise RecordingError(f"recording {path} has no start line")
-        return None
-    marker = parse_marker(line) if line.startswith(MARKER_PREFIX) else None
-    if marker is None or marker.kind != "start":
-        raise RecordingError(f"recording {path} does not begin with a start line")
     try:
-        start = SessionStart.from_fields(marker.fields)
+        start = start_from_head(head, f"recording {path}")
     except SessionLogError as e:
-        raise RecordingError(f"recording {path}: {e}") from e
+        raise RecordingError(str(e)) from e
+    if start is None:
+        return None
     if start.recorder != "paramiko":
         raise RecordingError(f"recording {path}: not written by the paramiko recorder")
     if start.uid != st.st_uid:

@@ -103,18 +103,26 @@ def read_start(path: Path) -> SessionStart | None:
     """The session a log belongs to; None while its first line is unwritten."""
     with open(path, "rb") as f:
         head = f.read(START_LINE_MAX_BYTES)
+    return start_from_head(head, f"log {path}")
+
+
+def start_from_head(head: bytes, what: str) -> SessionStart | None:
+    """The start line at the head of a log (`what` names it in errors).
+
+    None while the first line is unwritten; SessionLogError if it is not one.
+    """
     line, newline, _ = head.partition(b"\n")
     if not newline:
         if len(head) >= START_LINE_MAX_BYTES:
-            raise SessionLogError(f"log {path} has no start line")
+            raise SessionLogError(f"{what} has no start line")
         return None
     marker = parse_marker(line) if line.startswith(MARKER_PREFIX) else None
     if marker is None or marker.kind != "start":
-        raise SessionLogError(f"log {path} does not begin with a session start line")
+        raise SessionLogError(f"{what} does not begin with a session start line")
     try:
         return SessionStart.from_fields(marker.fields)
     except SessionLogError as e:
-        raise SessionLogError(f"log {path}: {e}") from e
+        raise SessionLogError(f"{what}: {e}") from e
 
 
 def find_log(logs_dir: Path, tag: str, identity: tuple[int, int]) -> Path | None:
