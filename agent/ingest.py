@@ -38,9 +38,8 @@ from agent.recordings import (
 from agent.records import CLOSED, ENDED, Command, Session, iso
 from agent.store import Store
 from parsers.chunk_log import SUFFIX as CHUNK_SUFFIX
-from parsers.commands import CommandAssembler
-from parsers.events import Event, Marker
-from parsers.terminal import CommandBuilder
+from parsers.events import Event, Marker, MarkerKind
+from parsers.pipeline import CommandPipeline
 from tracer.discovery import is_alive
 from tracer.session_log import SessionLogError, read_start
 from tracer.tags import parse_ssh_argv
@@ -78,8 +77,7 @@ class LogFollower:
     path: Path
     session: Session
     decoder: Decoder
-    builder: CommandBuilder
-    assembler: CommandAssembler = field(default_factory=CommandAssembler)
+    pipeline: CommandPipeline
     inode: int = 0
     interactive: bool = True
     gap_since: float | None = None  # bytes may be missing from here on
@@ -267,7 +265,9 @@ class Ingest:
             follower.gap_since = follower.last_time or follower.session.started_at
         self._apply(
             follower,
-            Marker(gone, "end", {"reason": "recorder ended without an end line"}),
+            Marker(
+                gone, MarkerKind.END, {"reason": "recorder ended without an end line"}
+            ),
         )
         self._submit(follower)
 
@@ -349,7 +349,7 @@ class Ingest:
             path=path,
             session=session,
             decoder=decoder_for(path.name, start.tty),
-            builder=CommandBuilder(session.checkpoint),
+            pipeline=CommandPipeline(session.checkpoint),
             inode=inode,
             spooled=spooled,
             owner_uid=start.uid if spooled else None,
@@ -423,7 +423,7 @@ class Ingest:
         )
         follower.inode = inode
         follower.decoder = decoder_for(follower.path.name, follower.decoder.tty, size)
-        follower.builder.lose_track()
+        follower.pipeline.lose_track()
         if follower.gap_since is None:
             follower.gap_since = time.time()
             follower.session = _with_gap(follower.session, follower.gap_since, None)
@@ -455,26 +455,25 @@ class Ingest:
         follower.last_time = event.time
         if self.recorder is not None:
             self.recorder.event(follower.session, follower.inode, event)
-        lines = follower.builder.feed(event) if follower.interactive else []
-        for line in lines:
-            for shell_command in follower.assembler.feed(line):
-                seq = follower.session.command_count + 1
-                follower.pending_commands.append(
-                    Command(
-                        follower.session.id,
-                        seq,
-                        iso(shell_command.time),
-                        shell_command.text,
-                        shell_command.cancelled,
-                    )
+        commands = follower.pipeline.feed(event) if follower.interactive else []
+        for shell_command in commands:
+            seq = follower.session.command_count + 1
+            follower.pending_commands.append(
+                Command(
+                    follower.session.id,
+                    seq,
+                    iso(shell_command.time),
+                    shell_command.text,
+                    shell_command.cancelled,
                 )
-                follower.session = dataclasses.replace(
-                    follower.session,
-                    command_count=seq,
-                    checkpoint=shell_command.checkpoint,
-                )
+            )
+            follower.session = dataclasses.replace(
+                follower.session,
+                command_count=seq,
+                checkpoint=shell_command.checkpoint,
+            )
         session = follower.session
-        if isinstance(event, Marker) and event.kind == "detach":
+        if isinstance(event, Marker) and event.kind is MarkerKind.DETACH:
             if follower.gap_since is None:
                 # Open at once, so that a live session shows it: [from, null].
                 follower.gap_since = event.time
@@ -489,7 +488,7 @@ class Ingest:
                 session, follower.gap_since, event.time
             )
             follower.gap_since = None
-        if isinstance(event, Marker) and event.kind == "end":
+        if isinstance(event, Marker) and event.kind is MarkerKind.END:
             self._close(follower, event)
 
     def _close(self, follower: LogFollower, end: Marker) -> None:

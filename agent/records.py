@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agent import AgentError
-from parsers.terminal import Checkpoint
+from parsers.events import Checkpoint
 from tracer.session_log import SessionStart
 from tracer.tags import parse_ssh_argv
 

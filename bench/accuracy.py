@@ -19,7 +19,7 @@ from pathlib import Path
 
 from bench.corpus.cases import CASES
 from bench.corpus.runner import normalise
-from parsers.commands import commands_from_log
+from parsers.pipeline import commands_from_log
 
 DATA = Path(__file__).parent / "corpus" / "data"
 

@@ -25,12 +25,11 @@ CHUNK = 1 << 20
 
 
 def measure(mode: str, path: str, limit: int) -> dict[str, float]:
-    from parsers.commands import CommandAssembler
+    from parsers.pipeline import CommandPipeline
     from parsers.strace_lines import StraceDecoder
-    from parsers.terminal import CommandBuilder
 
     decoder = StraceDecoder()
-    builder, assembler = CommandBuilder(), CommandAssembler()
+    pipeline = CommandPipeline()
     commands = 0
     t0 = time.perf_counter()
     with open(path, "rb") as f:
@@ -46,8 +45,7 @@ def measure(mode: str, path: str, limit: int) -> dict[str, float]:
             events = decoder.feed(data)
             if mode == "parse":
                 for event in events:
-                    for line in builder.feed(event):
-                        commands += len(assembler.feed(line))
+                    commands += len(pipeline.feed(event))
     elapsed = time.perf_counter() - t0
     return {
         "seconds": elapsed,

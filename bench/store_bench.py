@@ -24,7 +24,7 @@ from agent.export import select, write_records
 from agent.reader import load
 from agent.records import Command, Session, iso
 from agent.store import Store
-from parsers.terminal import Checkpoint
+from parsers.events import Checkpoint
 from tracer.session_log import SessionStart
 
 COMMANDS_PER_SESSION = 1000

@@ -11,13 +11,10 @@ entered, and so do we, marked cancelled.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
-from parsers.events import Event
+from parsers.events import Checkpoint, CommandLine
 from parsers.shell_syntax import needs_more
-from parsers.strace_lines import StraceDecoder
-from parsers.terminal import Checkpoint, CommandBuilder, CommandLine
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,19 +96,3 @@ def _continues(text: str) -> bool:
     """Whether the text ends in a backslash that escapes the newline."""
     stripped = text.rstrip("\\")
     return (len(text) - len(stripped)) % 2 == 1 and needs_more(text)
-
-
-def commands_from_events(events: Iterator[Event] | list[Event]) -> list[ShellCommand]:
-    builder, assembler = CommandBuilder(), CommandAssembler()
-    return [
-        command
-        for event in events
-        for line in builder.feed(event)
-        for command in assembler.feed(line)
-    ]
-
-
-def commands_from_log(log: bytes, tty: str | None = None) -> list[ShellCommand]:
-    """A whole session log at once (benchmarks, the corpus, tests)."""
-    decoder = StraceDecoder(tty=tty)
-    return commands_from_events(decoder.feed(log) + decoder.finish())

@@ -37,14 +37,52 @@ class Resize:
     offset: int
 
 
+class MarkerKind(enum.StrEnum):
+    """The lifecycle lines of a session log (`#bastion-audit {"event": ...}`)."""
+
+    START = "start"  # written once, before anything else
+    ATTACH = "attach"  # a strace attached (again)
+    DETACH = "detach"  # bytes may be missing from here until the next record
+    END = "end"  # the session is over; nothing after it counts
+
+
 @dataclass(frozen=True, slots=True)
 class Marker:
     """A lifecycle line: session start, tracer attach/detach, session end."""
 
     time: float
-    kind: str  # "start", "attach", "detach" or "end"
+    kind: MarkerKind
     fields: Mapping[str, Any] = field(default_factory=dict)
     offset: int = 0
 
 
 Event = Chunk | Resize | Marker
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """Where to restart the command pipeline so that it emits nothing twice.
+
+    Taken right after an accepted line: the builder is then between lines,
+    skipping output, so a fresh pipeline fed the log from `offset` (dropping
+    the first `skip` bytes of that record's data) continues exactly. The
+    store keeps it with the commands it released (agent/records.py).
+    """
+
+    offset: int
+    skip: int
+    rows: int
+    cols: int
+    readline: bool
+    prompt: str
+    pending_enters: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CommandLine:
+    """One line the remote shell accepted, as it stood on the screen."""
+
+    time: float
+    text: str
+    prompt: str
+    checkpoint: Checkpoint

@@ -27,7 +27,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from parsers.events import Chunk, Direction, Event, Marker, Resize
+from parsers.events import Chunk, Direction, Event, Marker, MarkerKind, Resize
 
 MARKER_PREFIX = b"#bastion-audit "
 
@@ -39,6 +39,7 @@ _RESUMED_RE = re.compile(rb"<\.\.\. (\w+) resumed>\s*")
 _UNFINISHED = b" <unfinished ...>"
 _EXIT_RE = re.compile(rb"\+\+\+ (exited with (-?\d+)|killed by (\w+)[^+]*) \+\+\+")
 _WINSZ_RE = re.compile(rb"ws_row=(\d+), ws_col=(\d+)")
+_MARKER_KINDS = frozenset(MarkerKind)
 _TTY_PATH_RE = re.compile(r"/dev/(pts/\d+|tty\w+)")  # not /dev/tty itself
 
 
@@ -131,7 +132,7 @@ class StraceDecoder:
                 return
             reason = exit_m.group(1).decode("ascii", "replace")
             self.stats.events += 1
-            yield Marker(time, "end", {"reason": f"ssh {reason}"}, offset)
+            yield Marker(time, MarkerKind.END, {"reason": f"ssh {reason}"}, offset)
             return
         if rest.startswith(b"---"):
             return  # a signal delivered to ssh; SIGWINCH is followed by TIOCGWINSZ
@@ -218,10 +219,11 @@ def parse_marker(line: bytes, offset: int = 0) -> Marker | None:
         return None
     if not isinstance(fields, dict):
         return None
-    kind = fields.get("event")
-    time = fields.get("time")
-    if kind not in ("start", "attach", "detach", "end"):
+    event = fields.get("event")
+    if not isinstance(event, str) or event not in _MARKER_KINDS:
         return None
+    kind = MarkerKind(event)
+    time = fields.get("time")
     if not isinstance(time, (int, float)) or isinstance(time, bool):
         return None
     return Marker(float(time), kind, fields, offset)

@@ -32,11 +32,20 @@ cost the emulator a megabyte of emulation.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import pyte
 
-from parsers.events import Chunk, Direction, Event, Marker, Resize
+from parsers.events import (
+    Checkpoint,
+    Chunk,
+    CommandLine,
+    Direction,
+    Event,
+    Marker,
+    MarkerKind,
+    Resize,
+)
 from parsers.history_expansion import expansion_prefix, plausible_expansion
 from parsers.screen import LineScreen
 
@@ -58,34 +67,6 @@ BRACKETED_PASTE = 2004
 ALT_SCREENS = frozenset({47, 1047, 1049})
 ENTER_KEYS = b"\r\n"
 CANCEL_KEYS = b"\x03"  # Ctrl-C: the kernel flushes what was typed ahead
-
-
-@dataclass(frozen=True, slots=True)
-class Checkpoint:
-    """Where to restart the builder so that it emits nothing twice.
-
-    Taken right after an accepted line: the builder is then between lines,
-    skipping output, so a fresh builder fed the log from `offset` (dropping
-    the first `skip` bytes of that record's data) continues exactly.
-    """
-
-    offset: int
-    skip: int
-    rows: int
-    cols: int
-    readline: bool
-    prompt: str
-    pending_enters: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class CommandLine:
-    """One line the remote shell accepted, as it stood on the screen."""
-
-    time: float
-    text: str
-    prompt: str
-    checkpoint: Checkpoint
 
 
 class CommandBuilder:
@@ -141,9 +122,9 @@ class CommandBuilder:
             ):
                 self.screen.resize(event.rows, event.cols)
             return []
-        if event.kind in ("attach", "detach"):
+        if event.kind in (MarkerKind.ATTACH, MarkerKind.DETACH):
             self.lose_track()
-        elif event.kind == "end" and self.ended is None:
+        elif event.kind is MarkerKind.END and self.ended is None:
             self.ended = event
         return []
 

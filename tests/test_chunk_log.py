@@ -16,10 +16,9 @@ from parsers.chunk_log import (
     encode_chunk,
     encode_resize,
 )
-from parsers.commands import CommandAssembler
 from parsers.events import Chunk, Direction, Event, Marker, Resize
+from parsers.pipeline import commands_from_events
 from parsers.strace_lines import MARKER_PREFIX, decode_log
-from parsers.terminal import CommandBuilder
 
 DATA = Path(__file__).parent / "data"
 START = MARKER_PREFIX + b'{"event":"start","time":1.5,"rows":24,"cols":80}\n'
@@ -37,12 +36,7 @@ def to_chunk_log(events: list[Event]) -> bytes:
 
 
 def commands(events: list[Event]) -> list[str]:
-    builder, assembler = CommandBuilder(None), CommandAssembler()
-    found = []
-    for event in events:
-        for line in builder.feed(event):
-            found += [c.text for c in assembler.feed(line)]
-    return found
+    return [c.text for c in commands_from_events(events)]
 
 
 def test_round_trip_keeps_every_byte_time_and_offset() -> None:

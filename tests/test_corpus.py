@@ -16,7 +16,7 @@ import pytest
 
 from bench.corpus.cases import CASES
 from bench.corpus.runner import normalise
-from parsers.commands import commands_from_log
+from parsers.pipeline import commands_from_log
 
 DATA = Path(__file__).resolve().parents[1] / "bench" / "corpus" / "data"
 CAPTURED = [c for c in CASES if (DATA / f"{c.name}.strace").exists()]

@@ -15,7 +15,7 @@ from agent import store as store_module
 from agent.reader import StoreFollower, load
 from agent.records import CLOSED, Command, Session, iso
 from agent.store import Store, list_shards
-from parsers.terminal import Checkpoint
+from parsers.events import Checkpoint
 from tracer.session_log import SessionStart
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from parsers.events import Chunk, Direction
+from parsers.events import Chunk, CommandLine, Direction
 from parsers.strace_lines import decode_log
-from parsers.terminal import CommandBuilder, CommandLine
+from parsers.terminal import CommandBuilder
 
 DATA = Path(__file__).parent / "data"
 
