@@ -16,6 +16,7 @@ from agent.cli import (
 from agent.config import load_config
 from agent.daemon import Agent, stop_signals
 from agent.status import DEFAULT_MAX_LAG_BYTES
+from tracer import Mode
 
 PROG = "audit-agent"
 
@@ -41,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--mode",
-        choices=("strict", "permissive"),
+        choices=tuple(Mode),
         help="strict (default): end a tagged ssh that cannot be traced; "
         "permissive: let it go on, marked with the gap",
     )

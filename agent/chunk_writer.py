@@ -28,8 +28,7 @@ from agent import AgentError
 from parsers.chunk_log import SUFFIX, encode_chunk, encode_resize
 from parsers.events import Direction
 from parsers.strace_lines import MARKER_PREFIX
-
-STRICT, PERMISSIVE = "strict", "permissive"
+from tracer import Mode
 
 
 class RecorderFailed(AgentError):
@@ -71,7 +70,7 @@ def start_fields(
 class ChunkWriter:
     """One session's recording; a context manager that writes the end line."""
 
-    def __init__(self, spool: Path, tag: str, mode: str = STRICT) -> None:
+    def __init__(self, spool: Path, tag: str, mode: Mode = Mode.STRICT) -> None:
         self.path = spool / f"{tag}{SUFFIX}"
         self.mode = mode
         self.fd = -1
@@ -145,7 +144,7 @@ class ChunkWriter:
         # A line cut short would be junk to the agent: back to the last whole one.
         with contextlib.suppress(OSError):
             os.ftruncate(self.fd, self.size)
-        if self.mode == STRICT:
+        if self.mode is Mode.STRICT:
             raise RecorderFailed(why) from error
         if self.gap_since is None:
             self.gap_since = time.time()

@@ -13,6 +13,7 @@ from typing import Any
 
 from agent import AgentError
 from agent.highlight import HighlightError, HighlightRule, parse_rules
+from tracer import Mode
 
 DEFAULT_CONFIG_PATH = Path("/etc/bastion-audit/agent.toml")
 DEFAULT_DATA_DIR = Path("/var/lib/bastion-audit")
@@ -56,7 +57,7 @@ class Config:
     web_intents_user: str = ""
     # strict: a tagged ssh that cannot be traced is ended; permissive: it goes
     # on untraced and its session shows the gap.
-    mode: str = "strict"
+    mode: Mode = Mode.STRICT
     attach_deadline_s: float = 5.0  # from discovery to strace attached
     max_sessions: int = 1000  # live traced sessions at once
     max_new_sessions_per_s: float = 50.0  # straces started per second
@@ -88,7 +89,7 @@ _LIMITS: dict[str, tuple[float, float]] = {
     "max_new_sessions_per_s": (1.0, 10_000.0),
     "status_interval_s": (0.1, 60.0),
 }
-_CHOICES: dict[str, tuple[str, ...]] = {"mode": ("strict", "permissive")}
+_CHOICES: dict[str, tuple[str, ...]] = {"mode": tuple(Mode)}
 
 
 def load_config(
@@ -146,6 +147,7 @@ def _build(values: Mapping[str, Any], source: str) -> Config:
             if value not in _CHOICES[key]:
                 choices = " or ".join(_CHOICES[key])
                 raise ConfigError(f"{source}: {key} must be {choices}, not {value!r}")
+            value = Mode(value)
         elif isinstance(default, int):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"{source}: {key} must be a whole number >= 0")

@@ -23,13 +23,13 @@ from typing import Any
 
 from agent import AgentError
 from agent.config import DEFAULT_INTENTS_DIR, DEFAULT_RECORDINGS_DIR
+from tracer import Mode
 
 DEFAULT_SHELL_CONFIG = Path("/etc/bastion-audit/shell.toml")
 TAG_STYLES = ("setenv", "patched")
 # ssh: the ssh binary, traced by the agent's strace; paramiko: audit-shell's own
 # client, which records the session itself (agent/paramiko_relay.py).
 BACKENDS = ("ssh", "paramiko")
-RECORDING_MODES = ("strict", "permissive")
 # Names that reach an ssh command line: never an option, never a shell word.
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _ACCOUNT_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}")
@@ -107,7 +107,7 @@ class ShellSettings:
     title: str = "bastion"
     backend: str = "ssh"  # or "paramiko"; a [[host]] may choose its own
     recordings_dir: Path = DEFAULT_RECORDINGS_DIR  # the paramiko backend's spool
-    recording_mode: str = "strict"  # paramiko: a recording that cannot be written
+    recording_mode: Mode = Mode.STRICT  # paramiko: a recording that cannot be written
     # ends the session (strict) or leaves a gap in it (permissive)
 
 
@@ -253,7 +253,7 @@ def _settings(values: Mapping[str, Any], where: _Where) -> ShellSettings:
         elif key in _CHOICES:
             if value not in _CHOICES[key]:
                 raise at.error(f"must be one of {', '.join(_CHOICES[key])}")
-            kwargs[key] = value
+            kwargs[key] = Mode(value) if key == "recording_mode" else value
         else:
             kwargs[key] = _text(value, at)
     settings = ShellSettings(**kwargs)
@@ -268,7 +268,7 @@ def _settings(values: Mapping[str, Any], where: _Where) -> ShellSettings:
 _CHOICES = {
     "tag_style": TAG_STYLES,
     "backend": BACKENDS,
-    "recording_mode": RECORDING_MODES,
+    "recording_mode": tuple(Mode),
 }
 
 

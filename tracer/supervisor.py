@@ -30,6 +30,7 @@ from pathlib import Path
 
 import psutil
 
+from tracer import Mode
 from tracer.discovery import SSH_NAMES, TaggedSsh, is_alive, read_tracer_pid
 from tracer.session_log import (
     SessionLogError,
@@ -40,7 +41,6 @@ from tracer.session_log import (
 
 log = logging.getLogger(__name__)
 
-STRICT, PERMISSIVE = "strict", "permissive"
 STOP_DEADLINE_S = 3.0
 KILL_GRACE_S = 0.5  # SIGTERM, then SIGKILL: ended within 1 s of the verdict
 MAX_ATTACHES = 3  # a strace that keeps dying is not restarted forever
@@ -133,7 +133,7 @@ class Supervisor:
         self,
         script: Path,
         data_dir: Path,
-        mode: str = STRICT,
+        mode: Mode = Mode.STRICT,
         limits: Limits | None = None,
     ) -> None:
         self.script = script
@@ -306,7 +306,7 @@ class Supervisor:
             _signal(tracker.tracer_pid, signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 tracker.popen.wait(1.0)
-        if self.mode == STRICT:
+        if self.mode is Mode.STRICT:
             self.stats.terminated += 1
             log.error(
                 "session %s: %s; ending ssh %d (strict mode)", ssh.tag, reason, ssh.pid
@@ -331,7 +331,7 @@ class Supervisor:
 
     def _retry(self, watch: Watch, now: float) -> None:
         """Permissive mode: attach again, a few times, when the cause may pass."""
-        if self.mode == STRICT or now < watch.next_attempt:
+        if self.mode is Mode.STRICT or now < watch.next_attempt:
             return
         if watch.attaches >= MAX_ATTACHES or watch.tracker is None:
             return
@@ -352,7 +352,7 @@ class Supervisor:
         path = find_log(self.logs_dir, watch.ssh.tag, identity)
         if path is None:
             return
-        if watch.verdict is not None and self.mode == STRICT:
+        if watch.verdict is not None and self.mode is Mode.STRICT:
             mark_unended(
                 path, "end", reason=f"terminated: {watch.verdict}", status="terminated"
             )
