@@ -184,7 +184,7 @@ CREATE FUNCTION fleet_notify_commands() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pg_notify('{NOTIFY_CHANNEL}',
         json_build_object('bastion', bastion, 'session', session,
-                          'seq', max(seq))::text)
+                          'first', min(seq), 'seq', max(seq))::text)
     FROM new_rows GROUP BY bastion, session;
     RETURN NULL;
 END
