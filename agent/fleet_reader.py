@@ -109,7 +109,7 @@ class FleetReader(Reader):
         self.config = fleet
         self.where = describe(database)
         self.errors: list[str] = []
-        self.conn = connect(fleet, database)
+        self.conn = connect(fleet, database, autocommit=True)
         try:
             check_version(self.conn, self.where)
         except BaseException:

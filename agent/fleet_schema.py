@@ -244,7 +244,7 @@ def check_version(conn: Any, where: str) -> None:
 def migrate(conn: Any, upto: int = SCHEMA_VERSION) -> list[int]:
     """Apply the migrations the database lacks (up to `upto`); the versions applied.
 
-    `conn` must not be in autocommit mode: each migration is one transaction.
+    Each migration is one transaction (`conn` in autocommit mode, or idle).
     """
     done: list[int] = []
     with conn.transaction():

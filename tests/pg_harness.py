@@ -41,17 +41,16 @@ class PgServer:
     def dsn(self, user: str | None = None, database: str = DATABASE) -> str:
         return f"postgresql://{user or self.owner}@127.0.0.1:{self.port}/{database}"
 
-    def connect(self, **kwargs: Any) -> Any:
-        """A superuser connection over the unix socket (autocommit)."""
+    def connect(self, autocommit: bool = True, database: str = DATABASE) -> Any:
+        """A superuser connection over the unix socket."""
         import psycopg
 
         return psycopg.connect(
             host=str(self.root),
             port=self.port,
             user=self.owner,
-            dbname=DATABASE,
-            autocommit=True,
-            **kwargs,
+            dbname=database,
+            autocommit=autocommit,
         )
 
     def sql(self, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
@@ -88,21 +87,24 @@ class PgServer:
 
     def add_agent_role(self, role: str, password: str, bastion: str) -> None:
         """A login role for one bastion's agent (README: the fleet's roles)."""
+        self._create_role(role, password, "bastion_audit_agent")
         with self.connect() as conn:
-            conn.execute(
-                f'CREATE ROLE "{role}" LOGIN PASSWORD %s IN ROLE bastion_audit_agent',
-                (password,),
-            )
             conn.execute(
                 "INSERT INTO fleet_agents (role, bastion) VALUES (%s, %s)",
                 (role, bastion),
             )
 
     def add_auditor_role(self, role: str, password: str) -> None:
+        self._create_role(role, password, "bastion_audit_auditor")
+
+    def _create_role(self, role: str, password: str, group: str) -> None:
+        from psycopg import sql
+
         with self.connect() as conn:
             conn.execute(
-                f'CREATE ROLE "{role}" LOGIN PASSWORD %s IN ROLE bastion_audit_auditor',
-                (password,),
+                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE {}").format(
+                    sql.Identifier(role), sql.Literal(password), sql.Identifier(group)
+                )
             )
 
 

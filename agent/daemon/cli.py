@@ -55,7 +55,7 @@ def fleet_init(args: argparse.Namespace) -> int:
         from agent.toml_table import Where
 
         check_database(dsn, Where("--database", error_class=FleetConfigError))
-    conn = connect(fleet, dsn)
+    conn = connect(fleet, dsn, autocommit=True)
     try:
         applied = migrate(conn)
     except FleetDbError:

@@ -214,7 +214,9 @@ class Shipper:
 
     def _open(self) -> None:
         try:
-            conn = connect(self.fleet)
+            # Autocommit: each transaction() below is a real transaction, and
+            # a lone look (shipped_seqs) is not left open around them.
+            conn = connect(self.fleet, autocommit=True)
             try:
                 if self.fleet.migrate_on_start:
                     applied = migrate(conn)
@@ -399,7 +401,6 @@ class Shipper:
             shipped = self.cursor.casts[sid]
             if shipped < 0:
                 shipped = shipped_cast_bytes(self._conn.cursor(), self.bastion, sid)
-                self._conn.commit()
             if state.size > shipped:
                 first = shipped // CAST_CHUNK_BYTES
                 with open(self._cast(sid), "rb") as f:
