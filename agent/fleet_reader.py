@@ -172,21 +172,29 @@ class FleetReader(Reader):
     def _command_sql(
         self, selection: Selection, limit: int | None, offset: int
     ) -> tuple[str, list[Any]]:
+        # A search goes through the trigram index first: behind the OFFSET 0
+        # fence the planner cannot choose to walk the time index instead and
+        # filter, which it does for a LIMIT when it guesses many hits.
+        text, text_params = [], []
+        if selection.contains:
+            text.append("command ILIKE %s")
+            text_params.append(_like(selection.contains))
+        if selection.regex:
+            text.append("command ~ %s")
+            text_params.append(selection.regex)
+        source = "commands"
+        if text:
+            source = f"(SELECT * FROM commands WHERE {' AND '.join(text)} OFFSET 0)"
         where, params = _session_where(selection, "s")
+        params = [*text_params, *params]
         if selection.since:
             where.append("c.time >= %s::timestamptz")
             params.append(selection.since)
         if selection.until:
             where.append("c.time <= %s::timestamptz")
             params.append(selection.until)
-        if selection.contains:
-            where.append("c.command ILIKE %s")
-            params.append(_like(selection.contains))
-        if selection.regex:
-            where.append("c.command ~ %s")
-            params.append(selection.regex)
         sql = (
-            f"SELECT {_COMMAND_COLUMNS} FROM commands c"
+            f"SELECT {_COMMAND_COLUMNS} FROM {source} c"
             " JOIN sessions s ON s.bastion = c.bastion AND s.id = c.session"
             + (" WHERE " + " AND ".join(where) if where else "")
             + " ORDER BY c.time, c.bastion, c.session, c.seq"

@@ -88,6 +88,8 @@ class ShardContent:
     signature: tuple[int, int, int]  # inode, size, mtime_ns
     sessions: dict[str, SessionState]
     commands: tuple[tuple[int, Command], ...]  # (doc id, command), write order
+    count: int  # commands in the shard, those before `after` included
+    after: int  # commands up to this doc id were left out
 
 
 def shard_number(path: Path) -> int:
@@ -102,8 +104,11 @@ def signature(path: Path) -> tuple[int, int, int] | None:
     return st.st_ino, st.st_size, st.st_mtime_ns
 
 
-def read_content(path: Path) -> ShardContent | None:
-    """The shard as it is now; None if it went (quarantined) meanwhile.
+def read_content(path: Path, after: int = 0) -> ShardContent | None:
+    """The shard as it is now, its commands past doc id `after`; None if it went.
+
+    Only the commands not shipped yet are built into records: the newest
+    shard is read again after every flush, and most of it went out already.
 
     StoreError for a shard that cannot be read: the caller skips it, as the
     readers do, and the agent quarantines it.
@@ -122,12 +127,15 @@ def read_content(path: Path) -> ShardContent | None:
         s.id: SessionState(s, number, sig[2]) for s in iter_sessions(tables, path)
     }
     commands = []
-    for doc_id, doc in tables.get(COMMANDS, {}).items():
+    table = tables.get(COMMANDS, {})
+    for doc_id, doc in table.items():
         try:
-            commands.append((int(doc_id), Command.from_document(doc)))
+            n = int(doc_id)
+            if n > after:
+                commands.append((n, Command.from_document(doc)))
         except (RecordError, ValueError) as e:
             raise StoreError(f"corrupt shard {path}: {e}") from e
-    return ShardContent(number, sig, sessions, tuple(commands))
+    return ShardContent(number, sig, sessions, tuple(commands), len(table), after)
 
 
 def shards_from(store_dir: Path, number: int) -> list[Path]:

@@ -282,12 +282,17 @@ class Shipper:
     def _save(self) -> None:
         self.cursor.save(self.cursor_path, self.bastion)
 
-    def _content(self, path: Path) -> ShardContent | None:
+    def _content(self, path: Path, after: int = 0) -> ShardContent | None:
+        """The shard's content past doc id `after` (cached while it is the same)."""
         known = self._contents.get(path)
         try:
-            if known is not None and known.signature == signature(path):
+            if (
+                known is not None
+                and known.signature == signature(path)
+                and known.after <= after
+            ):
                 return known
-            content = read_content(path)
+            content = read_content(path, after)
         except StoreError as e:
             log.error("fleet: %s; skipping it", e)
             return None
@@ -308,7 +313,7 @@ class Shipper:
         number = shard_number(path)
         if number != self.cursor.shard:  # the next shard (or a quarantined one)
             self._enter_shard(number)
-        content = self._content(path)
+        content = self._content(path, self.cursor.doc)
         if content is None:
             if not last:
                 self._enter_shard(shard_number(shards[1]))
@@ -425,13 +430,15 @@ class Shipper:
             return
         self._survey_at = now
         shards = shards_from(self.store_dir, max(self.cursor.shard, 1))
-        total = sum(self._counts.count(p) for p in shards)
-        if shards and shard_number(shards[0]) == self.cursor.shard:
-            total -= self.cursor.doc
+        content = self._content(shards[0], self.cursor.doc) if shards else None
+        total = sum(self._counts.count(p) for p in shards[1:])
+        if content is not None:
+            total += content.count
+            if content.number == self.cursor.shard:
+                total -= self.cursor.doc
         self.lag_records = max(0, total - self._ahead_shipped)
         self.lag_s = 0.0
         if self.lag_records and shards:
-            content = self._content(shards[0])
             ahead = self.cursor.ahead
             for doc_id, command in content.commands if content else ():
                 if doc_id > self.cursor.doc and command.seq > ahead.get(
