@@ -35,6 +35,7 @@ FIELDS = (
     "recorder",
 )
 COMMAND_FIELDS = 5  # the first five come from the command, the rest its session
+FLEET_FIELDS = (*FIELDS, "bastion")  # read from the fleet store
 
 
 def session_fields(session: Session) -> dict[str, Any]:
@@ -59,6 +60,8 @@ def session_fields(session: Session) -> dict[str, Any]:
         "remote_account": session.remote_account,
         # strace or paramiko; null for sessions stored before it was kept.
         "recorder": session.recorder,
+        # Only from the fleet store: the bastion the session ran on.
+        **({"bastion": session.bastion} if session.bastion is not None else {}),
     }
 
 
@@ -90,7 +93,7 @@ class JsonRecords:
     def text(self, command: Command, session: Session | None) -> str:
         tail = "}"
         if session is not None:
-            tail = self._tails.get(session.id) or self._tail(session)
+            tail = self._tails.get(_key(session)) or self._tail(session)
         return (
             f'{{"session": {_string(command.session)}, "seq": {command.seq}, '
             f'"time": {_string(command.time)}, "command": {_string(command.command)}, '
@@ -98,10 +101,14 @@ class JsonRecords:
         )
 
     def _tail(self, session: Session) -> str:
-        tail = self._tails[session.id] = (
+        tail = self._tails[_key(session)] = (
             ", " + _ENCODER.encode(session_fields(session))[1:]
         )
         return tail
+
+
+def _key(session: Session) -> str:
+    return f"{session.bastion}/{session.id}" if session.bastion else session.id
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False)

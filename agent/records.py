@@ -91,6 +91,9 @@ class Session:
     start_ticks: int = 0
     checkpoint: Checkpoint | None = None
     runner: str = ""
+    # The fleet's bastion id, for a session read from the fleet store
+    # (agent/fleet_reader.py); None in the local store, which is one bastion's.
+    bastion: str | None = None
 
     @classmethod
     def new(cls, session_id: str, start: SessionStart, log: str) -> Session:
@@ -194,6 +197,7 @@ class Session:
             "inventory_host": self.inventory_host,
             "remote_account": self.remote_account,
             "recorder": self.recorder,
+            **({"bastion": self.bastion} if self.bastion is not None else {}),
             "_ingest": {
                 "log": self.log,
                 "start_ticks": self.start_ticks,
@@ -238,6 +242,7 @@ class Session:
                 start_ticks=int(ingest.get("start_ticks") or 0),
                 checkpoint=Checkpoint(**cp) if cp else None,
                 runner=str(ingest.get("runner") or ""),
+                bastion=doc.get("bastion"),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise RecordError(f"bad session document: {e}") from e
