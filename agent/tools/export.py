@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import json
 import os
 import sys
 import tempfile
@@ -95,10 +96,16 @@ def write_csv(
                 command.time,
                 command.command,
                 "true" if command.cancelled else "false",
+                command.kind.value,
+                "" if command.transfer is None else _compact(command.transfer),
             ) + tail
 
     writer.writerows(lines())  # the loop over rows stays in C
     return count
+
+
+def _compact(fields: Any) -> str:
+    return json.dumps(dict(fields), ensure_ascii=False, separators=(",", ":"))
 
 
 def write_records(
