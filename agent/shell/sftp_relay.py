@@ -18,12 +18,12 @@ agent/shell/transfers.py.
 
 from __future__ import annotations
 
-import hashlib
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from agent.shell import sftp_wire as w
+from agent.shell.file_watch import WatchedFile, direction_of, open_flags
 from agent.shell.transfer_paths import Route, host_path, resolve
 from parsers.events import Transfer, TransferDirection, TransferOutcome
 
@@ -64,36 +64,11 @@ _DIR_ATTRS = w.Attrs(size=0, permissions=stat.S_IFDIR | 0o755)
 
 
 @dataclass
-class _File:
-    """A file open on the host, followed for its transfer record."""
-
-    direction: TransferDirection
-    path: str  # on the host
-    name: str  # as the client named it
-    started_at: float
-    limit: int
-    digest: hashlib._Hash = field(default_factory=hashlib.sha256)
-    next_offset: int = 0  # where the bytes in order have reached
-    size: int = 0
-    in_order: bool = True
-    refused: str = ""
-    failed: str = ""
-
-    def took(self, offset: int, data: bytes) -> None:
-        if self.in_order and offset == self.next_offset:
-            self.digest.update(data)
-            self.next_offset += len(data)
-        else:
-            self.in_order = False
-        self.size = max(self.size, offset + len(data))
-
-
-@dataclass
 class _Pending:
     op: int
     handle: bytes = b""
     offset: int = 0
-    opening: _File | None = None
+    opening: WatchedFile | None = None
     private: bool = False  # our own request (a partial upload's removal)
 
 
@@ -113,7 +88,7 @@ class SftpRelay:
         self.queued: list[w.Packet] = []  # for the host, until it answered
         self.transfers: list[Transfer] = []
         self._pending: dict[int, _Pending] = {}
-        self._files: dict[bytes, _File] = {}  # by the host's handle
+        self._files: dict[bytes, WatchedFile] = {}  # by the host's handle
         self._listings: dict[bytes, list[Route] | None] = {}
         self._next_listing = 0
         self._private_ids = 0xFFFFFFFF
@@ -183,33 +158,25 @@ class SftpRelay:
             route, w.with_path(p, path.encode("utf-8", "surrogateescape"))
         )
 
-    def _opening(self, p: w.Packet, route: Route, path: str, name: str) -> _File | str:
+    def _opening(
+        self, p: w.Packet, route: Route, path: str, name: str
+    ) -> WatchedFile | str:
         """The file an OPEN would move, or why it is refused (recorded)."""
-        r = w.Reader(p.payload)
-        r.u32(), r.string()
-        flags = r.u32()
-        writing = flags & (w.FXF_WRITE | w.FXF_APPEND | w.FXF_CREAT | w.FXF_TRUNC)
-        direction = TransferDirection.UPLOAD if writing else TransferDirection.DOWNLOAD
-        target = route.target
+        direction = direction_of(p)
+        rights = route.target.transfers
         if self.route is None:
             self.route = route  # refused or not, the session is on this host now
-        if not target.transfers.allows(direction):
+        why = ""
+        if not rights.allows(direction):
             why = f"{direction}s to or from {route.label} are not granted"
-            self._record(
-                _File(direction, path, name, self.clock(), 0),
-                TransferOutcome.REFUSED,
-                why,
-            )
-            return why
-        if writing and flags & w.FXF_READ and not target.transfers.allows("download"):
+        elif open_flags(p) & w.FXF_READ and not rights.allows("download"):
             why = f"downloads from {route.label} are not granted"
-            self._record(
-                _File(direction, path, name, self.clock(), 0),
-                TransferOutcome.REFUSED,
-                why,
-            )
+        if why:
+            refused = WatchedFile(direction, path, name, self.clock(), 0)
+            self._record(refused, TransferOutcome.REFUSED, why)
             return why
-        return _File(direction, path, name, self.clock(), target.max_transfer_bytes)
+        limit = route.target.max_transfer_bytes
+        return WatchedFile(direction, path, name, self.clock(), limit)
 
     def _root_request(
         self, p: w.Packet, rid: int
@@ -408,7 +375,9 @@ class SftpRelay:
             f.failed = message or f"status {code}"
         return [(None, p)]
 
-    def _refused_close(self, f: _File, rid: int) -> list[tuple[Route | None, w.Packet]]:
+    def _refused_close(
+        self, f: WatchedFile, rid: int
+    ) -> list[tuple[Route | None, w.Packet]]:
         """A refused file is closed: record it; an upload's part is removed."""
         out: list[tuple[Route | None, w.Packet]] = [
             (None, w.status(rid, w.Status.FAILURE, f.refused))
@@ -471,29 +440,12 @@ class SftpRelay:
         return [(route, p)]
 
     def _refused(self, p: w.Packet, name: str, why: str) -> None:
-        r = w.Reader(p.payload)
-        r.u32(), r.string()
-        flags = r.u32()
-        writing = flags & (w.FXF_WRITE | w.FXF_APPEND | w.FXF_CREAT | w.FXF_TRUNC)
-        direction = TransferDirection.UPLOAD if writing else TransferDirection.DOWNLOAD
-        self._record(
-            _File(direction, name, name, self.clock(), 0), TransferOutcome.REFUSED, why
-        )
+        direction = direction_of(p)
+        refused = WatchedFile(direction, name, name, self.clock(), 0)
+        self._record(refused, TransferOutcome.REFUSED, why)
 
-    def _record(self, f: _File, outcome: TransferOutcome, reason: str) -> None:
-        self.transfers.append(
-            Transfer(
-                time=self.clock(),
-                direction=f.direction,
-                path=f.path,
-                name=f.name,
-                size=f.size,
-                sha256=f.digest.hexdigest() if f.in_order else None,
-                started_at=f.started_at,
-                outcome=outcome,
-                reason=reason,
-            )
-        )
+    def _record(self, f: WatchedFile, outcome: TransferOutcome, reason: str) -> None:
+        self.transfers.append(f.record(self.clock(), outcome, reason))
 
     @staticmethod
     def _deny(
