@@ -11,6 +11,8 @@ reverse order of the start):
   flush);
 - the EventSink, when configured, owns the events thread (stopped last, after
   the final flush has handed it everything durable);
+- the Shipper, with a `[fleet]` table, owns the fleet-shipping thread and its
+  connection (stopped after the store's final flush, shipping what it can);
 - the ControlServer owns the control socket's thread (stopped first): the
   web's access-log entries go to the store, its terminates to the Cutter,
   which the main loop runs.
@@ -41,10 +43,11 @@ from agent.daemon.events import EventSink, stored_access, stored_batch
 from agent.daemon.ingest import Ingest
 from agent.daemon.intents import IntentLinker
 from agent.daemon.recorder import Recorder
+from agent.daemon.shipper import Shipper
 from agent.daemon.status import collect
 from agent.daemon.store import Store
 from agent.files import Sharing
-from agent.records import SessionStatus
+from agent.records import Command, Session, SessionStatus
 from agent.status_file import AgentState, write_status
 from tracer.discovery import Discovery, read_start_ticks
 from tracer.supervisor import Limits, Supervisor
@@ -161,6 +164,17 @@ class Agent:
             )
             self.store.on_committed = self.sink.committed
             self.store.on_access_committed = self.sink.access_committed
+        self.shipper: Shipper | None = None
+        if config.fleet.enabled:
+            shipper = self.shipper = Shipper(config.data_dir, config.fleet)
+            also = self.store.on_committed
+
+            def committed(batch: list[tuple[Session, list[Command]]]) -> None:
+                if also is not None:
+                    also(batch)
+                shipper.wake()
+
+            self.store.on_committed = committed
         self.supervisor = Supervisor(
             config.tracker_script,
             config.data_dir,
@@ -193,6 +207,8 @@ class Agent:
                         lambda seq: stored_access(data_dir, seq),
                     )
                     running.enter_context(self.sink)
+                if self.shipper is not None:
+                    running.enter_context(self.shipper)
                 self.store.start()
                 running.callback(self.store.stop)
                 if self.recorder is not None:
@@ -261,6 +277,7 @@ class Agent:
                     supervisor=self.supervisor.snapshot(),
                     recorder=self.recorder.snapshot() if self.recorder else None,
                     sink=self.sink.snapshot() if self.sink else None,
+                    shipper=self.shipper.snapshot() if self.shipper else None,
                     state=state,
                 ),
                 self.sharing.file_mode,
