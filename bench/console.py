@@ -7,7 +7,8 @@ entry, and audit-web's real Django views answer through Django's test client
 asked ROUNDS times with the store at rest, then again while a writer adds
 commands to the newest shard (as a busy bastion does: the console reads
 that shard again at each request). Goal (issue 18): p95 <= 1 s on the 2-core
-VM. The fleet store's 1,000,000 commands (p95 <= 200 ms) wait for its reader.
+VM. The fleet store's 1,000,000 commands (p95 <= 200 ms) wait for a console
+backend over agent/fleet_reader.py.
 
     sudo .venv/bin/python -m bench.console [--commands 100000] [--rounds 30]
 """
@@ -191,8 +192,8 @@ def main() -> int:
                 busy.join()
         store.stop()
         print(
-            "fleet store, 1,000,000 commands: left for later (the fleet reader is "
-            "not on main yet)"
+            "fleet store, 1,000,000 commands: left for later (the console has no "
+            "fleet backend yet)"
         )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

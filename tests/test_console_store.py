@@ -100,12 +100,27 @@ def test_a_catastrophic_pattern_stops_at_the_deadline(
 
 
 def test_session_filters_and_text_in_any_command(reader: LocalReader) -> None:
-    everyone = reader.sessions(SessionFilter(), 0, 50)
+    everyone = reader.session_page(SessionFilter(), 0, 50)
     assert [s.id for s in everyone.items] == ["s1", "s0"]  # the newest first
-    assert [s.id for s in reader.sessions(SessionFilter(owner="bob"), 0, 50).items] == [
-        "s1"
-    ]
-    having = reader.sessions(SessionFilter(text="RM -RF"), 0, 50)
+    assert [
+        s.id for s in reader.session_page(SessionFilter(owner="bob"), 0, 50).items
+    ] == ["s1"]
+    having = reader.session_page(SessionFilter(text="RM -RF"), 0, 50)
     assert having.total == 2
-    assert reader.sessions(SessionFilter(text="absent"), 0, 50).total == 0
-    assert [c.seq for c in reader.commands("s0")] == [1, 2, 3, 4, 5]
+    assert reader.session_page(SessionFilter(text="absent"), 0, 50).total == 0
+    assert [c.seq for c in reader.session_commands("s0")] == [1, 2, 3, 4, 5]
+
+
+def test_the_console_reads_through_the_shared_reader_interface(
+    reader: LocalReader,
+) -> None:
+    from agent.reading import Reader, Selection
+
+    assert isinstance(reader, Reader) and not reader.fleet
+    assert [s.id for s in reader.sessions(Selection())] == ["s0", "s1"]
+    rows = list(reader.commands(Selection(contains="NEEDLE", session="s0")))
+    assert [c.command for c, _ in rows] == [
+        "grep -r needle /etc",
+        "GREP -i Needle /var",
+    ]
+    assert all(s is not None and s.id == "s0" for _, s in rows)

@@ -1,12 +1,14 @@
 """What the console reads: sessions, commands, the access log, recordings.
 
-`ConsoleReader` is the console's view of a store; `LocalReader` reads this
-bastion's shards (agent/shards.py) read-only, through the group the agent
-shares them with (`read_group`). A shard is parsed again only when it
-changed (inode, size, mtime): the agent rewrites only the newest one, so a
-request costs one small shard's parse plus the filtering, however large the
-store is. The fleet store's reader (issue "Many bastions, one record") is to
-take `LocalReader`'s place behind the same methods.
+`ConsoleReader` is what the console asks of a store: the shared Reader
+(agent/reading.py) plus counted pages, the newest first, a bounded search
+and the access log. `LocalReader` is agent/local_reader.py's Reader over
+this bastion's shards, read-only through the agent's `read_group`, whose
+snapshot is kept between requests: a shard is parsed again only when it
+changed (inode, size, mtime), and the agent rewrites only the newest one,
+so a request costs one small shard's parse plus the filtering, however
+large the store is. A console over the fleet store (agent/fleet_reader.py)
+would be the fleet's Reader with the same console queries.
 
 Searching is bounded: a regular expression runs under the `regex` module's
 timeout, each match for a short step, and the whole search within
@@ -29,9 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from agent import local_reader
 from agent.access_log import AccessEntry
-from agent.casts import cast_path
-from agent.reader import access_entries
+from agent.reader import Snapshot, access_entries
 from agent.records import Command, RecordError, Session, parse_iso
 from agent.shards import COMMANDS, StoreError, iter_sessions, list_shards, read_shard
 from web import WebError
@@ -112,13 +114,14 @@ class Page:
 
 
 class ConsoleReader(Protocol):
-    def sessions(self, f: SessionFilter, offset: int, limit: int) -> Page: ...
+    errors: list[str]  # what could not be read at the last request
+
+    def session_page(self, f: SessionFilter, offset: int, limit: int) -> Page: ...
     def session(self, sid: str) -> Session | None: ...
-    def commands(self, sid: str) -> list[Command]: ...
+    def session_commands(self, sid: str) -> list[Command]: ...
     def search(self, q: Search, offset: int, limit: int) -> Page: ...
     def access(self, offset: int, limit: int) -> Page: ...
-    def cast_file(self, sid: str) -> Path: ...
-    def errors(self) -> list[str]: ...
+    def cast_file(self, name: str) -> Path: ...
 
 
 @dataclass
@@ -131,12 +134,10 @@ class _Shard:
 
 
 @dataclass
-class _View:
-    sessions: dict[str, Session] = field(default_factory=dict)
-    commands: list[Command] = field(default_factory=list)
+class _View(Snapshot):
+    """The reader's snapshot, with what the search keeps beside it."""
+
     folded: list[str] = field(default_factory=list)
-    access: list[AccessEntry] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
     _joined: tuple[str, list[int]] | None = None
 
     def joined(self) -> tuple[str, list[int]]:
@@ -159,16 +160,29 @@ def offset_s(command: Command, session: Session) -> float:
         return 0.0
 
 
-class LocalReader:
-    """This bastion's store, read-only; safe to share between request threads."""
+class LocalReader(local_reader.LocalReader):
+    """This bastion's store, read-only; safe to share between request threads.
+
+    Every Reader method (sessions, commands, cast, follower) reads the kept
+    snapshot as it is at that call.
+    """
 
     def __init__(self, data_dir: Path) -> None:
+        # Not the base's __init__: the data directory may be made after
+        # audit-web starts; until then a request shows the error.
         self.data_dir = data_dir
+        self.where = str(data_dir)
+        self.progress = None
+        self.errors: list[str] = []
         self.store_dir = data_dir / "store"
         self._lock = threading.Lock()
         self._shards: dict[Path, _Shard] = {}
         self._key: tuple[tuple[Path, tuple[int, int, int]], ...] = ()
         self._view = _View()
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self.view()
 
     def view(self) -> _View:
         """The store now: shards that changed are read again, the rest kept."""
@@ -204,12 +218,10 @@ class LocalReader:
                 # 0.5 s for it (bench/console.py). They hold no cycles, so
                 # those dropped later are still freed by their refcount.
                 gc.freeze()
+            self.errors = self._view.errors
             return self._view
 
-    def errors(self) -> list[str]:
-        return list(self.view().errors)
-
-    def sessions(self, f: SessionFilter, offset: int, limit: int) -> Page:
+    def session_page(self, f: SessionFilter, offset: int, limit: int) -> Page:
         view = self.view()
         chosen = [s for s in view.sessions.values() if f.matches(s)]
         if f.text:
@@ -227,7 +239,7 @@ class LocalReader:
     def session(self, sid: str) -> Session | None:
         return self.view().sessions.get(sid)
 
-    def commands(self, sid: str) -> list[Command]:
+    def session_commands(self, sid: str) -> list[Command]:
         found = [c for c in self.view().commands if c.session == sid]
         found.sort(key=lambda c: c.seq)
         return found
@@ -247,9 +259,6 @@ class LocalReader:
         entries = self.view().access
         newest_first = entries[::-1]
         return Page(newest_first[offset : offset + limit], len(entries), offset, limit)
-
-    def cast_file(self, sid: str) -> Path:
-        return cast_path(self.data_dir, sid)
 
 
 def _read(path: Path, signature: tuple[int, int, int]) -> _Shard:

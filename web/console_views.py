@@ -165,7 +165,7 @@ def sessions(request: HttpRequest) -> HttpResponse:
     if refused is not None:
         return refused
     offset = page_offset(request)
-    page = console().reader.sessions(f, offset, PAGE_SIZE)
+    page = console().reader.session_page(f, offset, PAGE_SIZE)
     query = urlencode({k: v for k, v in given.items() if v})
     context = base_context(
         viewer,
@@ -176,7 +176,7 @@ def sessions(request: HttpRequest) -> HttpResponse:
         statuses=STATUSES,
         origins=ORIGINS,
         recorders=RECORDERS,
-        errors=console().reader.errors(),
+        errors=console().reader.errors,
         live_only=False,
     )
     return render(request, "sessions.html", context)
@@ -189,14 +189,14 @@ def live(request: HttpRequest) -> HttpResponse:
     if isinstance(viewer, HttpResponse):
         return viewer
     f = SessionFilter(status=SessionStatus.LIVE.value, owner=viewer.owner)
-    page = console().reader.sessions(f, page_offset(request), PAGE_SIZE)
+    page = console().reader.session_page(f, page_offset(request), PAGE_SIZE)
     context = base_context(
         viewer,
         page=page,
         rows=[session_row(s) for s in page.items],
         given={},
         query="",
-        errors=console().reader.errors(),
+        errors=console().reader.errors,
         live_only=True,
     )
     return render(request, "sessions.html", context)
@@ -233,7 +233,7 @@ def session_page(request: HttpRequest, sid: str) -> HttpResponse:
     if isinstance(found, HttpResponse):
         return found
     viewer, session = found
-    rows = command_rows(session, console().reader.commands(session.id))
+    rows = command_rows(session, console().reader.session_commands(session.id))
     markers = [
         [
             row["offset"],
@@ -274,7 +274,7 @@ def feed(request: HttpRequest, sid: str) -> HttpResponse:
         after = int(request.GET.get("after", "0"))
     except ValueError:
         after = 0
-    rows = command_rows(session, console().reader.commands(session.id))
+    rows = command_rows(session, console().reader.session_commands(session.id))
     new = [
         {
             "seq": r["command"].seq,

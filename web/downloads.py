@@ -78,7 +78,9 @@ def commands(request: HttpRequest, sid: str, fmt: str) -> HttpResponse:
     if isinstance(found, HttpResponse):
         return found
     _, session = found
-    records = [flat_record(c, session) for c in console().reader.commands(session.id)]
+    records = [
+        flat_record(c, session) for c in console().reader.session_commands(session.id)
+    ]
     if fmt == "json":
         body = json.dumps(records, ensure_ascii=False, indent=1)
         return attachment(body, f"{session.id}.json", "application/json")

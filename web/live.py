@@ -122,8 +122,8 @@ def stream(request: HttpRequest, sid: str) -> HttpResponse:
     if isinstance(found, HttpResponse):
         return found
     viewer, session = found
-    path = console().reader.cast_file(session.id)
     try:
+        path = console().reader.cast_file(session.id)
         first, offset = opening(read_cast(path))
     except (CastError, ValueError) as e:
         return HttpResponse(f"no recording yet: {e}\n", status=404)
