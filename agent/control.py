@@ -108,7 +108,9 @@ class ControlClient:
         session: str | None = None,
         detail: str = "",
         client: str = "",
+        ok: bool = True,
     ) -> ControlReply:
+        """Log an access; `ok` False: it was asked for and refused."""
         return ask(
             self.path,
             {
@@ -119,6 +121,7 @@ class ControlClient:
                 "session": session,
                 "detail": detail,
                 "client": client,
+                "ok": ok,
             },
         )
 

@@ -265,8 +265,8 @@ def test_the_access_log_lists_what_the_auditor_did(
     assert any("view" in r and tag in r for r in mine)
     assert any("terminate" in r and "console-live" in r for r in mine)
     assert any("search" in r and "console-needle" in r for r in mine)
-    assert any(
-        f" {bastion.person.name} user " in r for r in rows
-    )  # the person's tries are in it too
+    # The person's searches, and their refused tries at the auditor's session.
+    theirs = [r for r in rows if f" {bastion.person.name} user " in r]
+    assert any("refused: not theirs to see" in r and tag in r for r in theirs), rows
     shot(browser, "console-access-log.png")
     shutil.copy(ARTIFACTS / "console-session.png", ARTIFACTS / "console.png")

@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -178,36 +179,43 @@ def pexpect_eof() -> type:
 @pytest.mark.slow
 def test_an_auditor_terminates_a_paramiko_session_through_its_audit_shell() -> None:
     from tests import shell_harness
-    from tests.shell_harness import MENU_FOOTER, TAG_RE
 
     with shell_harness.bastion() as bastion:
         config = bastion.write_config(
             "paramiko.toml", shell='backend = "paramiko"\naudit_wait_s = 0\n'
         )
         data_dir = bastion.workdir / "data"
-        with harness.agent(data_dir, "--config", str(bastion.agent_config)):
-            child = shell_harness.run_as_person(bastion, config)
-            child.expect(MENU_FOOTER)
-            child.send(b"web1\r")
-            child.expect(TAG_RE)
-            tag = child.match.group(1).decode()
-            child.expect(harness.PROMPT)
-            child.send(b"echo via-paramiko\r")
-            child.expect(harness.PROMPT)
-            harness.wait_for(lambda: harness.export(data_dir, "--session", tag))
-            reply = ControlClient(data_dir / "control.sock").terminate(
-                tag, "alice", "ticket 7"
-            )
-            assert reply.ok, reply.message
-            child.expect(b"ended by auditor alice: ticket 7")
-            session = harness.wait_for(
-                lambda: (
-                    (s := harness.sessions_in(data_dir).get(tag))
-                    and s.status == "terminated"
-                    and s
-                ),
-                timeout=20,
-            )
-            assert session.recorder == "paramiko"
-            assert session.end_reason == "terminated by auditor alice: ticket 7"
-            child.close(force=True)
+        with harness.agent(data_dir, "--config", str(bastion.agent_config)) as agent:
+            try:
+                terminate_paramiko(
+                    shell_harness.run_as_person(bastion, config), data_dir
+                )
+            except (AssertionError, TimeoutError, pexpect_eof()) as e:
+                raise AssertionError(f"{e}\n{agent.log_text()[-3000:]}") from e
+
+
+def terminate_paramiko(child: Any, data_dir: Path) -> None:
+    from tests.shell_harness import MENU_FOOTER, TAG_RE
+
+    child.expect(MENU_FOOTER)
+    child.send(b"web1\r")
+    child.expect(TAG_RE)
+    tag = child.match.group(1).decode()
+    child.expect(harness.PROMPT)
+    child.send(b"echo via-paramiko\r")
+    child.expect(harness.PROMPT)
+    harness.wait_for(lambda: harness.export(data_dir, "--session", tag), timeout=30)
+    reply = ControlClient(data_dir / "control.sock").terminate(tag, "alice", "ticket 7")
+    assert reply.ok, reply.message
+    child.expect(b"ended by auditor alice: ticket 7")
+    session = harness.wait_for(
+        lambda: (
+            (s := harness.sessions_in(data_dir).get(tag))
+            and s.status == "terminated"
+            and s
+        ),
+        timeout=30,
+    )
+    assert session.recorder == "paramiko"
+    assert session.end_reason == "terminated by auditor alice: ticket 7"
+    child.close(force=True)

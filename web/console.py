@@ -150,6 +150,24 @@ def logged(
     )
 
 
+def log_refusal(
+    request: HttpRequest, viewer: Viewer, action: Action, session: str
+) -> None:
+    """Log an attempt on a session that is not the viewer's (the 403 stands)."""
+    try:
+        console().control.access(
+            viewer.name,
+            viewer.role,
+            action.value,
+            session,
+            "refused: not theirs to see",
+            client_of(request),
+            ok=False,
+        )
+    except ControlError as e:
+        log.error("access log: %s", e)
+
+
 def params(request: HttpRequest, *names: str) -> dict[str, Any]:
     """The query parameters asked for, as one-line text of bounded length."""
     return {n: request.GET.get(n, "").strip()[:200] for n in names}

@@ -26,6 +26,7 @@ from web.console import (
     Viewer,
     client_of,
     console,
+    log_refusal,
     logged,
     params,
     viewer_of,
@@ -73,16 +74,22 @@ def who(request: HttpRequest) -> Viewer | HttpResponse:
 
 
 def visible_session(
-    request: HttpRequest, sid: str
+    request: HttpRequest, sid: str, action: Action = Action.VIEW
 ) -> tuple[Viewer, Session] | HttpResponse:
-    """The viewer and the session, or the response that refuses them."""
+    """The viewer and the session, or the response that refuses them.
+
+    A session that exists but is not the viewer's is logged as refused.
+    """
     viewer = who(request)
     if isinstance(viewer, HttpResponse):
         return viewer
     if not SESSION_ID_RE.fullmatch(sid):
         return forbidden()
     session = console().reader.session(sid)
-    if session is None or not viewer.may_see(session):
+    if session is None:
+        return forbidden()
+    if not viewer.may_see(session):
+        log_refusal(request, viewer, action, session.id)
         return forbidden()
     return viewer, session
 
@@ -91,7 +98,7 @@ def admitted(
     request: HttpRequest, sid: str, action: Action, detail: str = ""
 ) -> tuple[Viewer, Session] | HttpResponse:
     """The viewer and the session, the access logged; or the refusal."""
-    found = visible_session(request, sid)
+    found = visible_session(request, sid, action)
     if isinstance(found, HttpResponse):
         return found
     refused = logged(request, found[0], action, found[1].id, detail)

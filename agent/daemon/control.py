@@ -112,6 +112,7 @@ class Controller:
                 session=clipped(session, SESSION_MAX_CHARS) if session else None,
                 detail=clipped(fields.get("detail")),
                 client=clipped(fields.get("client"), CLIENT_MAX_CHARS),
+                ok=fields.get("ok") is not False,
             )
         )
         return ControlReply(True, "logged", entry.seq)
