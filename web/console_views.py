@@ -288,6 +288,7 @@ def feed(request: HttpRequest, sid: str) -> HttpResponse:
             "time": r["command"].time,
             "offset": round(r["offset"], 3),
             "command": inert_text(r["command"].command),
+            "kind": str(r["command"].kind),
             "risks": r["risks"],
         }
         for r in rows

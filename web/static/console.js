@@ -98,7 +98,7 @@
     cell(tr, String(c.seq));
     cell(tr, clock(c.offset));
     cell(tr, c.time);
-    cell(tr, c.command, "command");
+    cell(tr, c.kind === "command" ? c.command : c.kind + ": " + c.command, "command");
     cell(tr, c.risks.join(" "));
     table.appendChild(tr);
     var none = document.getElementById("no-commands");
