@@ -115,10 +115,30 @@ def follow(sid: str, path: Path, offset: int, until: float) -> Iterator[bytes]:
         time.sleep(POLL_INTERVAL_S)
 
 
+class _Stream:
+    """A stream's events, holding one of the MAX_STREAMS places until closed.
+
+    Django closes what it streams when the response ends, sent or not; a
+    generator's own `finally` would not run if it was never started.
+    """
+
+    def __init__(self, events: Iterator[bytes]) -> None:
+        self._events = events
+        self._held = True
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._events
+
+    def close(self) -> None:
+        if self._held:
+            self._held = False
+            _streams.release()
+
+
 @never_cache
 @require_GET
 def stream(request: HttpRequest, sid: str) -> HttpResponse:
-    found = visible_session(request, sid)
+    found = visible_session(request, sid, Action.REPLAY)
     if isinstance(found, HttpResponse):
         return found
     viewer, session = found
@@ -135,12 +155,11 @@ def stream(request: HttpRequest, sid: str) -> HttpResponse:
         return refused
 
     def events() -> Iterator[bytes]:
-        try:
-            yield first
-            yield from follow(session.id, path, offset, time.monotonic() + STREAM_MAX_S)
-        finally:
-            _streams.release()
+        yield first
+        yield from follow(session.id, path, offset, time.monotonic() + STREAM_MAX_S)
 
-    response = StreamingHttpResponse(events(), content_type="text/event-stream")
+    response = StreamingHttpResponse(
+        _Stream(events()), content_type="text/event-stream"
+    )
     response["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
     return response
