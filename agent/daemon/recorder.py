@@ -369,7 +369,8 @@ class Recorder:
         return RecorderSnapshot(errors=self.errors)
 
     def __enter__(self) -> Recorder:
-        self.sharing.directory(self.casts_dir, (CAST_SUFFIX,))
+        if self.casts_dir.is_dir():  # made with the first recording, else
+            self.sharing.directory(self.casts_dir, (CAST_SUFFIX,))
         return self
 
     def __exit__(self, *exc: object) -> None:
