@@ -270,3 +270,25 @@ def test_the_access_log_lists_what_the_auditor_did(
     assert any("refused: not theirs to see" in r and tag in r for r in theirs), rows
     shot(browser, "console-access-log.png")
     shutil.copy(ARTIFACTS / "console-session.png", ARTIFACTS / "console.png")
+
+
+def test_the_agent_shares_the_store_and_casts_but_never_the_logs(
+    bastion: ConsoleBastion, recorded: tuple[str, dict[str, Any]]
+) -> None:
+    import grp
+    import stat
+
+    gid = grp.getgrnam(bastion.web.name).gr_gid
+    data = bastion.data_dir
+
+    def mode(path: Path) -> tuple[int, int]:
+        st = path.stat()
+        return stat.S_IMODE(st.st_mode), st.st_gid
+
+    for directory in (data, data / "store", data / "casts"):
+        assert mode(directory) == (0o2750, gid), directory
+    for file in [*(data / "store").glob("*.json"), *(data / "casts").glob("*.cast")]:
+        assert mode(file) == (0o640, gid), file
+    assert mode(data / "status.json") == (0o640, gid)
+    assert stat.S_IMODE((data / "logs").stat().st_mode) == 0o700
+    assert mode(data / "control.sock") == (0o660, gid)
