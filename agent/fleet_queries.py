@@ -3,8 +3,10 @@
 Each function gives the statement and its parameters; agent/fleet_reader.py
 runs them. A text search goes through the trigram index first (behind an
 OFFSET 0 fence, so that the planner cannot walk the time index instead and
-filter, which it chooses for a LIMIT when it guesses many hits); the
-sessions table is joined only when a session's field is asked about.
+filter, which it chooses for a LIMIT when it guesses many hits: a rare word
+then costs a walk of the whole table), unless the caller knows there are
+many (`walk`); the sessions table is joined only when a session's field is
+asked about.
 """
 
 from __future__ import annotations
@@ -37,15 +39,18 @@ def like(text: str) -> str:
     return f"%{escaped}%"
 
 
-def session_where(selection: Selection, a: str) -> Conditions:
-    """The conditions on a session's own fields (alias `a`)."""
+def session_where(selection: Selection, a: str, bastion: bool = True) -> Conditions:
+    """The conditions on a session's own fields (alias `a`).
+
+    `bastion`: with the bastion's (a command has its own: no join for it).
+    """
 
     def either(one: str, other: str) -> str:
         return f"({a}.{one} = %s OR {a}.{other} = %s)"
 
     asked = (
         (selection.session or None, either("id", "tag")),
-        (selection.bastion or None, f"{a}.bastion = %s"),
+        (selection.bastion or None if bastion else None, f"{a}.bastion = %s"),
         (selection.user or None, either("bastion_user", "remote_user")),
         (selection.host or None, f"{a}.host = %s"),
         (selection.bastion_user, f"{a}.bastion_user = %s"),
@@ -113,38 +118,58 @@ def count_sessions_sql(selection: Selection) -> Query:
     return f"SELECT count(*){source}", params
 
 
-def _commands_from(selection: Selection) -> Query:
+def _commands_from(selection: Selection, walk: bool = False) -> Query:
+    """FROM and WHERE of the commands a selection names.
+
+    `walk`: the commands newest first (the time index, backwards), then the
+    text filters on each, for a search known to match many, where a page
+    of them is found in a few thousand rows; never with a session's field
+    (its join would be planned for all the matches at once).
+    """
     text, params = [], []
     if selection.contains:
-        text.append("command ILIKE %s")
+        text.append("c.command ILIKE %s")
         params.append(like(selection.contains))
     if selection.regex:
-        text.append("command ~ %s")
+        text.append("c.command ~ %s")
         params.append(selection.regex)
-    source = "commands c"
-    if text:
-        source = f"(SELECT * FROM commands WHERE {' AND '.join(text)} OFFSET 0) c"
-    where, session_params = session_where(selection, "s")
-    if where:
+    joined, session_params = session_where(selection, "s", bastion=False)
+    walking = walk and not joined
+    where = text if walking else []
+    if walking:
+        # By time alone: the page's rows are sorted on their ties after.
+        source = "(SELECT * FROM commands ORDER BY time DESC OFFSET 0) c"
+    elif text:
+        inner = " AND ".join(t.removeprefix("c.") for t in text)
+        source = f"(SELECT * FROM commands WHERE {inner} OFFSET 0) c"
+    else:
+        source = "commands c"
+    if joined:
         source += " JOIN sessions s ON s.bastion = c.bastion AND s.id = c.session"
+        where += joined
         params += session_params
-    if selection.since:
-        where.append("c.time >= %s::timestamptz")
-        params.append(selection.since)
-    if selection.until:
-        where.append("c.time <= %s::timestamptz")
-        params.append(selection.until)
+    for value, condition in (
+        (selection.bastion or None, "c.bastion = %s"),
+        (selection.since, "c.time >= %s::timestamptz"),
+        (selection.until, "c.time <= %s::timestamptz"),
+    ):
+        if value is not None:
+            where.append(condition)
+            params.append(value)
     return source + (" WHERE " + " AND ".join(where) if where else ""), params
 
 
 def commands_sql(
-    selection: Selection, limit: int | None, offset: int, newest_first: bool = False
+    selection: Selection,
+    limit: int | None,
+    offset: int,
+    newest_first: bool = False,
+    walk: bool = False,
 ) -> Query:
-    source, params = _commands_from(selection)
+    source, params = _commands_from(selection, walk and newest_first)
     sql = f"SELECT {COMMAND_COLUMNS} FROM {source}"
-    return _limit(
-        sql + (NEWEST_FIRST if newest_first else OLDEST_FIRST), params, limit, offset
-    )
+    order = NEWEST_FIRST if newest_first else OLDEST_FIRST
+    return _limit(sql + order, params, limit, offset)
 
 
 def count_commands_sql(selection: Selection, at_most: int | None) -> Query:
@@ -155,6 +180,25 @@ def count_commands_sql(selection: Selection, at_most: int | None) -> Query:
         f"SELECT count(*) FROM (SELECT 1 FROM {source} LIMIT %s) counted",
         [*params, at_most],
     )
+
+
+def counted_page_sql(
+    selection: Selection, limit: int, offset: int, at_most: int
+) -> Query:
+    """Up to `at_most` matches, how many, and the newest-first page of them.
+
+    One scan of the matches for both; the page is right when they are
+    fewer than `at_most` (all of them were looked at). A row even for an
+    empty page, so the count always comes back.
+    """
+    source, params = _commands_from(selection)
+    sql = (
+        f"WITH m AS (SELECT c.* FROM {source} LIMIT %s)"
+        " SELECT n.total, p.* FROM (SELECT count(*) AS total FROM m) n"
+        f" LEFT JOIN LATERAL (SELECT {COMMAND_COLUMNS} FROM m c{NEWEST_FIRST}"
+        " LIMIT %s OFFSET %s) p ON true"
+    )
+    return sql, [*params, at_most, limit, offset]
 
 
 def access_sql(limit: int | None, offset: int) -> Query:

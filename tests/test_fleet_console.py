@@ -283,9 +283,16 @@ def test_search_text_and_regex_across_bastions_newest_first(
     with pytest.raises(SearchError):
         console.search(Search(""), 0, 50)
     # A count stops at its bound and says there are more.
+    every = console.search(Search("e"), 0, 50)
+    assert not every.more and every.total == 4
     monkeypatch.setattr(console_fleet, "COUNT_MAX", 1)
-    capped = console.search(Search("e"), 0, 2)
-    assert capped.more and capped.total == 1 and len(capped.items) == 2
+    capped = console.search(Search("e"), 0, 2)  # found by walking back in time
+    assert capped.more and capped.total == 2 and capped.next_offset == 2
+    assert [h.command for h in capped.items] == [h.command for h in every.items[:2]]
+    deeper = console.search(Search("e", bastion="b1"), 2, 2)
+    assert [h.command for h in deeper.items] == [
+        h.command for h in every.items if h.session and h.session.bastion == "b1"
+    ][2:4]
 
 
 def test_the_access_log_of_every_bastion(console: FleetConsole) -> None:

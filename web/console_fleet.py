@@ -42,7 +42,9 @@ from web.console_store import (
 )
 
 T = TypeVar("T")
-COUNT_MAX = 10_000  # a search counts its hits up to this, then says "more"
+# A search counts its hits up to this (or past the page asked for), then
+# says "more than": a common word's count costs what finding them all does.
+COUNT_MAX = 1_000
 IDLE_MAX = 16  # connections kept between requests (audit-web's threads)
 
 
@@ -158,11 +160,11 @@ class FleetConsole:
             return Page([], 0, offset, limit)
 
         def page(reader: FleetReader) -> Page:
-            total = reader.count_commands(selection, COUNT_MAX + 1)
-            rows = reader.commands(selection, limit, offset, newest_first=True)
+            bound = max(COUNT_MAX, offset + limit)  # past this page, at least
+            total, rows = reader.counted_page(selection, limit, offset, bound + 1)
             hits = [Hit(c, s) for c, s in rows]
-            more = total > COUNT_MAX
-            return Page(hits, min(total, COUNT_MAX), offset, limit, more=more)
+            more = total > bound
+            return Page(hits, min(total, bound), offset, limit, more=more)
 
         try:
             return self._use(page)

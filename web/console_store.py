@@ -116,7 +116,7 @@ class Page:
     @property
     def next_offset(self) -> int | None:
         end = self.offset + self.limit
-        return end if end < self.total else None
+        return end if end < self.total or (self.more and end <= self.total) else None
 
     @property
     def previous_offset(self) -> int | None:
