@@ -71,6 +71,12 @@ class Console:
             from web.console_fleet import FleetConsole  # psycopg, only if asked
 
             reader = FleetConsole(fleet)
+            if not agent.fleet.enabled:
+                log.warning(
+                    "the console reads the fleet store, but the agent (%s) ships "
+                    "nothing to it: this console's access log stays on this bastion",
+                    path,
+                )
         return cls(
             reader=reader,
             control=ControlClient(agent.control_path),

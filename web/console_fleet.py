@@ -173,24 +173,6 @@ class FleetConsole:
         except ReadError as e:
             raise SearchError(str(e)) from e
 
-    def search_all(self, q: Search, at_most: int) -> Page:
-        """Every hit, up to `at_most`, the newest first (the CSV download)."""
-        selection = _search_selection(q)
-        if selection is None:
-            return Page([], 0, 0, at_most)
-
-        def rows(reader: FleetReader) -> list[Hit]:
-            found = reader.commands(selection, at_most, 0, newest_first=True)
-            return [Hit(c, s) for c, s in found]
-
-        try:
-            hits = self._use(rows)
-        except ReadTimeout:
-            return Page([], 0, 0, at_most, stopped=True)
-        except ReadError as e:
-            raise SearchError(str(e)) from e
-        return Page(hits, len(hits), 0, at_most)
-
     def access_page(self, offset: int, limit: int) -> Page:
         def page(reader: FleetReader) -> Page:
             entries = reader.access(limit, offset)
