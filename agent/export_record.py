@@ -20,6 +20,7 @@ FIELDS = (
     "cancelled",
     "kind",
     "transfer",
+    "action",
     "tag",
     "bastion_user",
     "remote_user",
@@ -36,7 +37,7 @@ FIELDS = (
     "remote_account",
     "recorder",
 )
-COMMAND_FIELDS = 7  # the first seven come from the command, the rest its session
+COMMAND_FIELDS = 8  # the first eight come from the command, the rest its session
 FLEET_FIELDS = (*FIELDS, "bastion")  # read from the fleet store
 
 
@@ -77,6 +78,7 @@ def flat_record(command: Command, session: Session | None) -> dict[str, Any]:
         "cancelled": command.cancelled,
         "kind": command.kind.value,
         "transfer": dict(command.transfer) if command.transfer is not None else None,
+        "action": dict(command.action) if command.action is not None else None,
     }
     if session is not None:
         record.update(session_fields(session))
@@ -101,11 +103,15 @@ class JsonRecords:
         transfer = "null"
         if command.transfer is not None:
             transfer = _ENCODER.encode(dict(command.transfer))
+        action = "null"
+        if command.action is not None:
+            action = _ENCODER.encode(dict(command.action))
         return (
             f'{{"session": {_string(command.session)}, "seq": {command.seq}, '
             f'"time": {_string(command.time)}, "command": {_string(command.command)}, '
             f'"cancelled": {"true" if command.cancelled else "false"}, '
-            f'"kind": "{command.kind.value}", "transfer": {transfer}{tail}'
+            f'"kind": "{command.kind.value}", "transfer": {transfer}, '
+            f'"action": {action}{tail}'
         )
 
     def _tail(self, session: Session) -> str:

@@ -42,6 +42,9 @@ class Kind(enum.StrEnum):
 
     COMMAND = "command"  # a line the session's shell ran
     TRANSFER = "transfer"  # a file moved through the bastion (Command.transfer)
+    # A command rule acted (Command.action: rule, action, outcome, detail).
+    ACTION = "action"
+    DENIED = "denied"  # a line a deny rule kept from running (Command.action)
 
 
 class Origin(enum.StrEnum):
@@ -273,6 +276,9 @@ class Command:
     # A transfer's fields (README: file transfers): direction, path, name,
     # size, sha256, started_at, outcome, reason.
     transfer: Mapping[str, Any] | None = None
+    # What a rule did (agent/rules.py): rule, action, outcome, detail, and the
+    # seq of the record it acted on (None for a denied line, its own record).
+    action: Mapping[str, Any] | None = None
 
     def to_document(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -287,6 +293,8 @@ class Command:
             doc["kind"] = self.kind.value
         if self.transfer is not None:
             doc["transfer"] = dict(self.transfer)
+        if self.action is not None:
+            doc["action"] = dict(self.action)
         return doc
 
     @classmethod
@@ -314,6 +322,16 @@ class Command:
             raise RecordError(f"bad command document: kind {kind!r:.40}") from e
         if transfer is not None and not isinstance(transfer, dict):
             raise RecordError(f"bad command document: transfer {transfer!r:.80}")
+        action = doc.get("action")
+        if action is not None and not isinstance(action, dict):
+            raise RecordError(f"bad command document: action {action!r:.80}")
         return cls(
-            session, seq, time, command, doc.get("cancelled") is True, kind, transfer
+            session,
+            seq,
+            time,
+            command,
+            doc.get("cancelled") is True,
+            kind,
+            transfer,
+            action,
         )

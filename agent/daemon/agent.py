@@ -12,7 +12,10 @@ reverse order of the start):
 - the EventSink, when configured, owns the events thread (stopped last, after
   the final flush has handed it everything durable);
 - the Shipper, with a `[fleet]` table, owns the fleet-shipping thread and its
-  connection (stopped after the store's final flush, shipping what it can).
+  connection (stopped after the store's final flush, shipping what it can);
+- the Alerter, when a rule alerts, owns the alerts thread (stopped after the
+  ingest, whose last records may still alert); the Enforcer's cuts are run
+  by the main loop, whose supervisor they need.
 The main loop also rewrites DATA_DIR/status.json (agent/daemon/status.py).
 SIGTERM, SIGINT and SIGHUP all lead to that one orderly stop.
 """
@@ -31,7 +34,9 @@ from pathlib import Path
 from types import FrameType
 
 from agent import AgentError
-from agent.config import Config
+from agent.config import Config, rules_of
+from agent.daemon.alerts import Alert, Alerter
+from agent.daemon.enforcer import Enforcer
 from agent.daemon.events import EventSink, stored_batch
 from agent.daemon.ingest import Ingest
 from agent.daemon.intents import IntentLinker
@@ -101,6 +106,15 @@ class Agent:
         self.config = config
         self.stop_event = threading.Event()
         self.store = Store(config.store_dir, config.flush_interval_s)
+        rules = rules_of(config)
+        self.alerter: Alerter | None = None
+        self.enforcer: Enforcer | None = None
+        if rules.acting:
+            if rules.alert.enabled:
+                self.alerter = Alerter(rules.alert, self._alert_outcome)
+            self.enforcer = Enforcer(
+                rules, config.locks_dir, config.fleet.bastion_id, self.alerter
+            )
         self.recorder = (
             Recorder(
                 config.data_dir,
@@ -119,7 +133,10 @@ class Agent:
                 config.intents_dir, self.store, config.web_intents_user
             ),
             recordings_dir=config.recordings_dir,
+            enforcer=self.enforcer,
         )
+        if self.enforcer is not None:
+            self.enforcer.end_reason = self.ingest.cut
         self.store.on_flushed = self.ingest.on_flushed
         self.sink: EventSink | None = None
         if config.events_file is not None or config.events_syslog:
@@ -174,6 +191,8 @@ class Agent:
                 running.callback(self.store.stop)
                 if self.recorder is not None:
                     running.enter_context(self.recorder)
+                if self.alerter is not None:
+                    running.enter_context(self.alerter)
                 running.enter_context(self.ingest)
                 running.callback(self.supervisor.stop)
                 log.info(
@@ -194,6 +213,8 @@ class Agent:
             for ssh in self.discovery.poll():
                 self.supervisor.track(ssh)
             self.supervisor.supervise()
+            if self.enforcer is not None:
+                self.enforcer.run_pending()
             now = time.monotonic()
             if now - last_orphan_sweep >= ORPHAN_SWEEP_INTERVAL_S:
                 last_orphan_sweep = now
@@ -209,6 +230,13 @@ class Agent:
                 self._write_status(AgentState.RUNNING)
             self.stop_event.wait(self.config.poll_interval_s)
 
+    def _alert_outcome(self, alert: Alert, delivered: bool, detail: str) -> None:
+        """The alerts thread: an alert's outcome, a record of its session."""
+        assert self.enforcer is not None
+        self.ingest.taken(
+            alert.identity, self.enforcer.alert_taken(alert, delivered, detail)
+        )
+
     def _write_status(self, state: AgentState) -> None:
         try:
             write_status(
@@ -223,6 +251,7 @@ class Agent:
                     recorder=self.recorder.snapshot() if self.recorder else None,
                     sink=self.sink.snapshot() if self.sink else None,
                     shipper=self.shipper.snapshot() if self.shipper else None,
+                    alerts=self.alerter.snapshot() if self.alerter else None,
                     state=state,
                 ),
             )

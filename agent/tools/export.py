@@ -98,6 +98,7 @@ def write_csv(
                 "true" if command.cancelled else "false",
                 command.kind.value,
                 "" if command.transfer is None else _compact(command.transfer),
+                "" if command.action is None else _compact(command.action),
             ) + tail
 
     writer.writerows(lines())  # the loop over rows stays in C
