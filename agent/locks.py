@@ -122,6 +122,14 @@ def read_lock(locks_dir: Path, user: str, now: float | None = None) -> Lock | No
     return lock if lock.holds(time.time() if now is None else now) else None
 
 
+def refusal(locks_dir: Path, user: str) -> str | None:
+    """Why `user` may not open a session now; None when no lock holds."""
+    lock = read_lock(locks_dir, user)
+    if lock is None:
+        return None
+    return f"the account {user} is {lock.describe()}; ask an auditor"
+
+
 def _trusted(locks_dir: Path) -> bool:
     try:
         st = os.stat(locks_dir, follow_symlinks=False)

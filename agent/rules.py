@@ -247,6 +247,23 @@ def load_rules(
     return parse_rules_file(values, str(path), extra_highlights)
 
 
+class DenyRulesError(RuleError):
+    """The rules audit-shell must deny by cannot be read: no session opens."""
+
+
+def deny_rules(path: Path) -> RuleSet | None:
+    """audit-shell: the rules file's rules when one of them denies, else None.
+
+    A file that is there but cannot be read or used fails closed: its deny
+    rules would not hold.
+    """
+    try:
+        rules = load_rules(path)
+    except RuleError as e:
+        raise DenyRulesError(f"the command rules cannot be used: {e}") from e
+    return rules if rules.denying else None
+
+
 def parse_rules_file(
     values: Mapping[str, Any],
     where: str,
