@@ -10,7 +10,10 @@ reverse order of the start):
 - the Store owns the writer thread (stopped after the ingest, with a final
   flush);
 - the EventSink, when configured, owns the events thread (stopped last, after
-  the final flush has handed it everything durable).
+  the final flush has handed it everything durable);
+- Retention owns the pruning thread (stopped before the store's last flush).
+The agent holds the store's writer lock (agent/daemon/lock.py) throughout, and
+the store writer chains and signs with the key in DATA_DIR/chain.
 The main loop also rewrites DATA_DIR/status.json (agent/daemon/status.py).
 SIGTERM, SIGINT and SIGHUP all lead to that one orderly stop.
 """
@@ -33,7 +36,10 @@ from agent.config import Config
 from agent.daemon.events import EventSink, stored_batch
 from agent.daemon.ingest import Ingest
 from agent.daemon.intents import IntentLinker
+from agent.daemon.lock import writer_lock
 from agent.daemon.recorder import Recorder
+from agent.daemon.retention import Policy, Retention
+from agent.daemon.signer import Chain, Signer
 from agent.daemon.status import collect
 from agent.daemon.store import Store
 from agent.status_file import AgentState, write_status
@@ -43,6 +49,8 @@ from tracer.supervisor import Limits, Supervisor
 log = logging.getLogger(__name__)
 
 ORPHAN_SWEEP_INTERVAL_S = 5.0
+# A prune run by hand may hold the store for a while; then the agent waits.
+WRITER_LOCK_WAIT_S = 10.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
@@ -137,6 +145,7 @@ class Agent:
             ),
         )
         self.discovery = Discovery(scope_pid=config.scope_pid)
+        self.retention = Retention(self.store, config.data_dir, Policy.of(config))
         self.started_at = time.time()
         self._status_at = 0.0
 
@@ -144,7 +153,13 @@ class Agent:
         """Run until a stop signal (or `stop_event`); clean up in any case."""
         check_can_run(self.config)
         prepare_data_dir(self.config.data_dir)
-        self.store.open()
+        with writer_lock(self.config.store_dir, WRITER_LOCK_WAIT_S):
+            data_dir = self.config.data_dir
+            self.store.chain = Chain(Signer.load_or_create(data_dir), data_dir)
+            self.store.open()
+            self._run()
+
+    def _run(self) -> None:
         try:
             with contextlib.ExitStack() as running:
                 if self.sink is not None:
@@ -155,6 +170,7 @@ class Agent:
                     running.enter_context(self.sink)
                 self.store.start()
                 running.callback(self.store.stop)
+                running.enter_context(self.retention)
                 if self.recorder is not None:
                     running.enter_context(self.recorder)
                 running.enter_context(self.ingest)
@@ -205,6 +221,7 @@ class Agent:
                     supervisor=self.supervisor.snapshot(),
                     recorder=self.recorder.snapshot() if self.recorder else None,
                     sink=self.sink.snapshot() if self.sink else None,
+                    retention=self.retention.snapshot(),
                     state=state,
                 ),
             )

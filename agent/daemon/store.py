@@ -12,6 +12,15 @@ changes; readers take the last one. It carries the ingest checkpoint (where
 in its log to resume), so the commands and the offset that produced them land
 in the same atomic write: after a crash the agent resumes from the checkpoint
 and stores every command exactly once.
+
+With a Chain (agent/daemon/signer.py), every command and every new session
+state gets its link (agent/chain.py) in that same write, and so do the
+signed checkpoints: after `kill -9` the head is read back from the shards,
+so the chain goes on from exactly what is durable. A session's document is
+updated in place only while its chained fields stay the same (its command
+count and the private checkpoint are not chained); a new state, or its first
+write into a new shard, is a new document with a new link. Pruning
+(agent/daemon/prune.py) takes the same write lock, so there is one writer.
 """
 
 from __future__ import annotations
@@ -29,9 +38,20 @@ from typing import Any
 from tinydb import TinyDB
 from tinydb.storages import Storage
 
+from agent.chain import CHECKPOINTS, COMMAND, SESSION, ChainError, read_prunes
+from agent.chain import record_fields as chained_fields
+from agent.daemon.prune import (
+    Removed,
+    append_record,
+    gather,
+    prune_statement,
+    strip,
+    write_shard,
+)
 from agent.daemon.quarantine import quarantine
+from agent.daemon.signer import Chain, ChainSnapshot
 from agent.files import write_atomic
-from agent.records import ENDED, Command, Session
+from agent.records import ENDED, Command, Session, SessionStatus
 from agent.shards import (
     COMMANDS,
     SESSIONS,
@@ -44,6 +64,8 @@ from agent.shards import (
 log = logging.getLogger(__name__)
 
 SHARD_MAX_COMMANDS = 2_000
+# Never pruned, whatever is asked: a session still going on.
+KEPT_STATUSES = frozenset({SessionStatus.LIVE, SessionStatus.PENDING})
 
 
 class AtomicJSONStorage(Storage):
@@ -86,6 +108,17 @@ class StoreSnapshot:
     flushed_at: float | None
     flush_errors: int
     failing: bool  # the last write failed
+    chain: ChainSnapshot | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PruneResult:
+    """What a prune removed from the store (or would have, on a dry run)."""
+
+    sessions: tuple[str, ...]
+    removed: Removed
+    shards: int  # shards rewritten
+    record: dict[str, Any] | None  # the signed prune record, once written
 
 
 @dataclass
@@ -102,8 +135,10 @@ class Store:
         store_dir: Path,
         flush_interval_s: float,
         on_flushed: Callable[[list[Session]], None] | None = None,
+        chain: Chain | None = None,
     ) -> None:
         self.store_dir = store_dir
+        self.chain = chain
         self.flush_interval_s = flush_interval_s
         self.on_flushed = on_flushed
         # Also after each flush: what it made durable, commands included (events).
@@ -112,12 +147,17 @@ class Store:
         ) = None
         self.quarantine_dir = store_dir.parent / "quarantine"
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()  # the flushes and the prunes
         self._pending: dict[str, _Pending] = {}
         self._sessions: dict[str, Session] = {}  # newest state, flushed or not
         self._by_identity: dict[tuple[int, int], str] = {}
         self._db: TinyDB | None = None
         self._storage: AtomicJSONStorage | None = None
         self._doc_ids: dict[str, int] = {}  # session id -> doc id in the newest shard
+        # session id -> the chained fields of its document in the newest shard
+        self._linked: dict[str, dict[str, Any]] = {}
+        self._shards_of: dict[str, set[str]] = {}  # session id -> shard names
+        self._retired: set[str] = set()  # pruned session ids, never given again
         self._shard_commands = 0
         self._next_shard = 1
         self._stop = threading.Event()
@@ -133,6 +173,7 @@ class Store:
         self.store_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.store_dir, 0o700)
         shards = list_shards(self.store_dir)
+        self._retired = self._pruned_sessions()
         newest: tuple[Path, dict[str, dict[str, Any]]] | None = None
         for path in shards:
             self._next_shard = int(path.stem) + 1
@@ -143,13 +184,37 @@ class Store:
                 self._quarantine(path, str(e))
                 newest = None
                 continue
+            if self._retired & self._index(path.name, tables):
+                # A prune recorded but not carried out to the end (a crash).
+                tables, _ = strip(tables, self._retired)
+                write_shard(path, tables)
+                self._index(path.name, tables)
             for session in sessions:
-                self._remember(session)
+                if session.id not in self._retired:
+                    self._remember(session)
             newest = (path, tables)
         if newest is not None:
             path, tables = newest
             if len(tables.get(COMMANDS, {})) < SHARD_MAX_COMMANDS:
                 self._use_shard(path, tables)
+        if self.chain is not None:
+            self.chain.open(self.store_dir)
+
+    def _pruned_sessions(self) -> set[str]:
+        try:
+            records = read_prunes(self.store_dir)
+        except ChainError as e:
+            log.error("%s: pruned sessions are not known", e)
+            return set()
+        return {str(s) for r in records for s in r.get("sessions") or ()}
+
+    def _index(self, name: str, tables: dict[str, dict[str, Any]]) -> set[str]:
+        """Note which sessions the shard holds documents of; their ids."""
+        here = {str(d.get("id")) for d in tables.get(SESSIONS, {}).values()}
+        here |= {str(d.get("session")) for d in tables.get(COMMANDS, {}).values()}
+        for sid in here:
+            self._shards_of.setdefault(sid, set()).add(name)
+        return here
 
     def start(self) -> None:
         self._thread = threading.Thread(
@@ -163,7 +228,7 @@ class Store:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-        self.flush()
+        self.flush(stopping=True)
 
     def __enter__(self) -> Store:
         self.open()
@@ -188,7 +253,7 @@ class Store:
         """The tag itself, or `tag~N` when an earlier session used the tag."""
         with self._lock:
             sid, n = tag, 1
-            while sid in self._sessions:
+            while sid in self._sessions or sid in self._retired:
                 n += 1
                 sid = f"{tag}~{n}"
             return sid
@@ -204,6 +269,11 @@ class Store:
             pending.session = session
             pending.commands.extend(commands)
             self._remember(session)
+
+    def shards_holding(self, session_id: str) -> set[str]:
+        """The names of the shards that hold documents of this session."""
+        with self._write_lock:
+            return set(self._shards_of.get(session_id, ()))
 
     @property
     def pending_count(self) -> int:
@@ -224,6 +294,7 @@ class Store:
             flushed_at=self.flushed_at,
             flush_errors=self.flush_errors,
             failing=failing,
+            chain=self.chain.snapshot() if self.chain is not None else None,
         )
 
     # -- writing ---------------------------------------------------------
@@ -237,14 +308,22 @@ class Store:
                 self.flush_error_at = time.time()
                 log.error("cannot write store shard in %s: %s", self.store_dir, e)
 
-    def flush(self) -> None:
-        """Write every pending update to the newest shard in one atomic write."""
+    def flush(self, stopping: bool = False) -> None:
+        """Write every pending update to the newest shard in one atomic write.
+
+        With nothing pending, a checkpoint that is due is still written.
+        """
         with self._lock:
             batch, self._pending = self._pending, {}
         if not batch:
+            if self.chain is not None and self.chain.due(False, stopping):
+                with self._write_lock:
+                    if self._db is not None:
+                        self._write({}, stopping)
             return
         try:
-            self._write(batch)
+            with self._write_lock:
+                self._write(batch, stopping)
         except BaseException:
             self._reload_newest()  # memory must not keep what the disk lacks
             with self._lock:  # keep the batch (and anything newer) for a retry
@@ -261,25 +340,121 @@ class Store:
         if self.on_committed is not None:
             self.on_committed([(p.session, p.commands) for p in batch.values()])
 
-    def _write(self, batch: dict[str, _Pending]) -> None:
+    def _write(self, batch: dict[str, _Pending], stopping: bool = False) -> None:
         if self._db is None or self._shard_commands >= SHARD_MAX_COMMANDS:
             self._new_shard()
         assert self._db is not None and self._storage is not None
+        chain, name = self.chain, self._storage.path.name
+        head = chain.head if chain is not None else None
         sessions = self._db.table(SESSIONS)
         new_docs: list[dict[str, Any]] = []
-        for sid, pending in batch.items():
-            doc = pending.session.to_document()
-            doc_id = self._doc_ids.get(sid)
-            if doc_id is None:
-                self._doc_ids[sid] = sessions.insert(doc)
-            else:
-                # Every document carries every key, so this merge replaces it.
-                sessions.update(doc, doc_ids=[doc_id])
-            new_docs.extend(c.to_document() for c in pending.commands)
-        if new_docs:
-            self._db.table(COMMANDS).insert_multiple(new_docs)
-            self._shard_commands += len(new_docs)
-        self._storage.flush()
+        checkpoint = None
+        try:
+            for sid, pending in batch.items():
+                # The commands first: the session's state is the one after them.
+                docs = [c.to_document() for c in pending.commands]
+                if chain is not None:
+                    for command_doc in docs:
+                        chain.link(COMMAND, command_doc)
+                new_docs.extend(docs)
+                doc = pending.session.to_document()
+                doc_id = self._doc_ids.get(sid)
+                if chain is not None:
+                    fields = chained_fields(SESSION, doc)
+                    if doc_id is None or self._linked.get(sid) != fields:
+                        chain.link(SESSION, doc)
+                        self._linked[sid] = fields
+                        doc_id = None  # a new state: a new document
+                if doc_id is None:
+                    self._doc_ids[sid] = sessions.insert(doc)
+                else:
+                    # Every document carries every key, so this merge replaces
+                    # it (its link stays: what changed is not chained).
+                    sessions.update(doc, doc_ids=[doc_id])
+                self._shards_of.setdefault(sid, set()).add(name)
+            if new_docs:
+                self._db.table(COMMANDS).insert_multiple(new_docs)
+                self._shard_commands += len(new_docs)
+            sealing = self._shard_commands >= SHARD_MAX_COMMANDS
+            if chain is not None and chain.due(sealing, stopping):
+                reason = "seal" if sealing else "stop" if stopping else "interval"
+                checkpoint = chain.checkpoint(reason)
+                self._db.table(CHECKPOINTS).insert(checkpoint)
+            self._storage.flush()
+        except BaseException:
+            if chain is not None and head is not None:
+                chain.head = head  # the links written to memory only are void
+            raise
+        if chain is not None and checkpoint is not None:
+            chain.committed(checkpoint)
+
+    # -- pruning -----------------------------------------------------------
+
+    def prune(
+        self,
+        session_ids: list[str],
+        *,
+        by: str,
+        reason: str,
+        casts: list[str] = (),  # type: ignore[assignment]
+        quarantine: list[str] = (),  # type: ignore[assignment]
+        dry_run: bool = False,
+    ) -> PruneResult:
+        """Take these (ended) sessions out of every shard, behind a signed record.
+
+        The record (agent/daemon/prune.py) also names the recordings and
+        quarantined files the caller removes once this returns.
+        """
+        if self.chain is not None and self.chain.problem is not None and not dry_run:
+            raise StoreError(f"not pruning: {self.chain.problem}")
+        with self._write_lock:
+            with self._lock:
+                wanted = {
+                    s
+                    for s in session_ids
+                    if s in self._sessions
+                    and self._sessions[s].status not in KEPT_STATUSES
+                }
+            names = sorted(set().union(*(self._shards_of.get(s, ()) for s in wanted)))
+            newest = self._storage if self._storage is not None else None
+            removed, rewrites = gather(
+                self.store_dir,
+                names,
+                wanted,
+                (newest.path.name, newest.read()) if newest is not None else None,
+            )
+            record = None
+            if dry_run or not (wanted or casts or quarantine):
+                return PruneResult(tuple(sorted(wanted)), removed, 0, None)
+            if self.chain is not None:
+                record = self.chain.signer.sign(
+                    prune_statement(
+                        self.chain.chain_id,
+                        by=by,
+                        reason=reason,
+                        sessions=sorted(wanted),
+                        removed=removed,
+                        casts=list(casts),
+                        quarantine=list(quarantine),
+                    )
+                )
+                append_record(self.store_dir, record)  # before any shard changes
+            for path, stripped in rewrites:
+                if newest is not None and path == newest.path:
+                    self._use_shard(path, stripped)
+                    assert self._storage is not None
+                    self._storage.dirty = True
+                    self._storage.flush()
+                else:
+                    write_shard(path, stripped)
+            with self._lock:
+                for sid in wanted:
+                    session = self._sessions.pop(sid)
+                    if self._by_identity.get(session.identity) == sid:
+                        del self._by_identity[session.identity]
+                    self._shards_of.pop(sid, None)
+                    self._retired.add(sid)
+            return PruneResult(tuple(sorted(wanted)), removed, len(rewrites), record)
 
     def _reload_newest(self) -> None:
         if self._storage is None:
@@ -299,10 +474,16 @@ class Store:
         self._db = TinyDB(path, storage=AtomicJSONStorage, data=tables)
         self._storage = self._db.storage  # type: ignore[assignment]
         self._doc_ids = {}
+        self._linked = {}
         self._shard_commands = 0
         if tables is not None:
             for doc_id, doc in tables.get(SESSIONS, {}).items():
-                self._doc_ids[str(doc.get("id"))] = int(doc_id)
+                sid = str(doc.get("id"))
+                self._doc_ids[sid] = int(doc_id)
+                if "_chain" in doc:
+                    self._linked[sid] = chained_fields(SESSION, doc)
+                else:  # stored before the chain: its next state is a new link
+                    self._linked.pop(sid, None)
             self._shard_commands = len(tables.get(COMMANDS, {}))
 
     def _remember(self, session: Session) -> None:

@@ -130,6 +130,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="write here (atomically) instead of stdout",
     )
     parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="prove the store complete and unaltered up to its last signed "
+        "checkpoint, or name the first broken link (exit 5)",
+    )
+    parser.add_argument(
+        "--public-key",
+        type=Path,
+        metavar="FILE",
+        help="with --verify: the bastion's public key kept elsewhere "
+        "(default DATA_DIR/chain/signing.pub)",
+    )
+    parser.add_argument(
         "--no-progress",
         action="store_true",
         help="no progress bar (there is one on stderr when it is a terminal)",
@@ -142,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         reading_config(args)
+        if args.verify:
+            from agent.tools.verify import verify
+
+            return verify(args.data_dir, args.public_key, sys.stdout)
         if args.cast:
             data = read_cast(find_cast(args.data_dir, args.cast))
             _output(args.output, lambda out: out.buffer.write(data))
