@@ -107,23 +107,13 @@ def _describe(kind: str, doc: Any, n: int | None = None) -> str:
 
 
 class Walk:
-    """Feed it the shards in store order; it verifies as it goes.
+    """Feed it the shards in store order; it verifies as it goes."""
 
-    `start` = (n, hash): begin after link n, trusting `hash` (a checked
-    checkpoint's head); links before it are only skipped.
-    """
-
-    def __init__(
-        self,
-        key: PublicKey,
-        prunes: list[dict[str, Any]],
-        start: tuple[int, str] | None = None,
-    ) -> None:
+    def __init__(self, key: PublicKey, prunes: list[dict[str, Any]]) -> None:
         self.key = key
         self.report = Report(key.chain_id)
-        self.expected = 1 if start is None else start[0] + 1
-        self.prev = GENESIS if start is None else start[1]
-        self.start_n = self.expected
+        self.expected = 1  # the next link's n
+        self.prev = GENESIS  # the hash before it
         self.begun = False  # a shard with links was fed
         self.last_seen = "the chain's start"
         self.last_shard = ""
@@ -252,8 +242,6 @@ class Walk:
         self, shard: str, n: int, kind: str, doc: Mapping[str, Any], link: Link
     ) -> None:
         what = _describe(kind, doc, n)
-        if n < self.start_n:
-            return  # before where this walk begins (a trusted checkpoint)
         self._skip_runs()
         if n < self.expected:
             if self._run_holding(n) is not None:
@@ -273,10 +261,7 @@ class Walk:
                 else f"links {self.expected} to {n - 1}"
             )
             self._fail(
-                Fault.MISSING,
-                shard,
-                what,
-                f"{gap} missing between {self.last_seen} and this record",
+                Fault.MISSING, shard, gap, f"between {self.last_seen} and {what}"
             )
             return
         if doc_hash(self.key.chain_id, n, kind, self.prev, doc) != link.hash:
@@ -324,12 +309,10 @@ class Walk:
         if type(n) is not int or n < 0:
             self._fail(Fault.BAD_SIGNATURE, shard, what, "names no link")
             return
-        if n < self.start_n - 1 or n == 0:
-            return  # before this walk's trusted start, or the empty chain
+        if n == 0:
+            return  # the empty chain
         self._skip_runs()
         known = self._hashes.get(n) or self._older.get(n)
-        if known is None and n == self.start_n - 1:
-            known = self.prev if self.expected == self.start_n else None
         if known is None:
             run = self._run_holding(n)
             if run is not None:

@@ -6,9 +6,9 @@ half beside it (signing.pub) for `audit-agent key` and `audit-export
 --verify`. The store writer links every record it stores (agent/chain.py)
 and, in the same atomic shard write, signs a checkpoint of the head when a
 shard is sealed, every CHECKPOINT_INTERVAL_S while the chain grows, and on a
-clean stop. Before the first link of a run, the head is verified from the
-store's newest checkpoint on: a store edited while no agent ran is reported
-and never signed over.
+clean stop. As the store opens, every shard is verified from the chain's
+start (the shards are read then anyway): a store edited while no agent ran
+is reported and never signed over.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from agent.chain import (
     CHAIN_DIR,
     CHAIN_KEY,
     CHECKPOINT,
-    CHECKPOINTS,
     GENESIS,
     HEAD_FILE,
     PRIVATE_KEY_FILE,
@@ -129,40 +128,43 @@ class Chain:
         self.chain_id = signer.chain_id
         self.data_dir = data_dir
         self.head = Link(0, GENESIS)
-        self.signed = Link(0, GENESIS)
+        self.signed_n = 0  # the last checkpoint's link
         self.signed_at: float | None = None
         self._signed_mono = time.monotonic()
         self.problem: str | None = None
+        self._store_dir = Path()
+        self._prunes: list[dict[str, Any]] = []
+        self._head_file: dict[str, Any] | None = None
 
     # -- at start --------------------------------------------------------
 
-    def open(self, store_dir: Path) -> None:
-        """Find the head, verifying the store from its newest checkpoint on."""
-        shards = list_shards(store_dir)
+    def opening(self, store_dir: Path) -> Walk:
+        """The walk to feed every shard as the store opens (verify from the start)."""
+        self._store_dir = store_dir
         try:
             prunes = read_prunes(store_dir)
-            head_file = read_head(self.data_dir)
+            self._head_file = read_head(self.data_dir)
         except ChainError as e:
             self._refuse(str(e))
-            prunes, head_file = [], None
-        newest, first = self._newest_checkpoint(shards)
-        start = (int(newest["n"]), str(newest["head"])) if newest else None
-        walk = Walk(self.signer.public, prunes, start)
-        for path in shards[first:]:
-            walk.feed_path(path)
-        report = walk.finish(head_file)
+            prunes, self._head_file = [], None
+        self._prunes = prunes
+        return Walk(self.signer.public, prunes)
+
+    def opened(self, walk: Walk) -> None:
+        """The head the store holds; refuse to sign if it does not verify."""
+        report = walk.finish(self._head_file)
         if report.broken is not None:
             self._refuse(f"the store does not verify: {report.broken}")
-            self.head = self._raw_head(shards, prunes)
+            self.head = self._raw_head(list_shards(self._store_dir), self._prunes)
         else:
             self.head = Link(walk.expected - 1, walk.prev)
-        if newest is not None:
-            self.signed = Link(int(newest["n"]), str(newest["head"]))
+        self.signed_n = report.signed_through
+        if report.signed_at is not None:
             with contextlib.suppress(RecordError):
-                self.signed_at = parse_iso(str(newest.get("time")))
-        if report.before_chain and self.head.n == 0:
+                self.signed_at = parse_iso(report.signed_at)
+        if report.before_chain and report.length == 0:
             log.info(
-                "%d records were stored before the chain began; the chain begins now",
+                "%d records were stored before the chain began; it begins now",
                 report.before_chain,
             )
 
@@ -175,21 +177,6 @@ class Chain:
                 "(audit-export --verify names the broken link).",
                 why,
             )
-
-    def _newest_checkpoint(
-        self, shards: list[Path]
-    ) -> tuple[dict[str, Any] | None, int]:
-        """The newest signed checkpoint, and the shard to walk from."""
-        for i in range(len(shards) - 1, -1, -1):
-            try:
-                table = read_shard(shards[i]).get(CHECKPOINTS) or {}
-            except StoreError:
-                continue  # the walk names it
-            for doc in reversed(list(table.values())):
-                if self.signer.public.verifies(doc) and doc.get("kind") == CHECKPOINT:
-                    # Its link is in this shard or the one before.
-                    return doc, max(0, i - 1)
-        return None, 0
 
     def _raw_head(self, shards: list[Path], prunes: list[dict[str, Any]]) -> Link:
         """The highest link stored, as it is, to go on from after a break."""
@@ -226,7 +213,7 @@ class Chain:
 
     def due(self, sealing: bool, stopping: bool = False) -> bool:
         """Whether this write should carry a checkpoint."""
-        if self.problem is not None or self.head.n == self.signed.n:
+        if self.problem is not None or self.head.n == self.signed_n:
             return False
         interval = time.monotonic() - self._signed_mono >= CHECKPOINT_INTERVAL_S
         return sealing or stopping or interval
@@ -246,7 +233,7 @@ class Chain:
 
     def committed(self, checkpoint: dict[str, Any]) -> None:
         """The shard holding `checkpoint` is durable: remember it beside the store."""
-        self.signed = Link(int(checkpoint["n"]), str(checkpoint["head"]))
+        self.signed_n = int(checkpoint["n"])
         self.signed_at = time.time()
         self._signed_mono = time.monotonic()
         path = self.data_dir / CHAIN_DIR / HEAD_FILE
@@ -259,7 +246,7 @@ class Chain:
         return ChainSnapshot(
             chain_id=self.chain_id,
             head=self.head.n,
-            signed_through=self.signed.n,
+            signed_through=self.signed_n,
             signed_at=self.signed_at,
             problem=self.problem,
         )

@@ -174,6 +174,7 @@ class Store:
         os.chmod(self.store_dir, 0o700)
         shards = list_shards(self.store_dir)
         self._retired = self._pruned_sessions()
+        walk = self.chain.opening(self.store_dir) if self.chain is not None else None
         newest: tuple[Path, dict[str, dict[str, Any]]] | None = None
         for path in shards:
             self._next_shard = int(path.stem) + 1
@@ -184,6 +185,8 @@ class Store:
                 self._quarantine(path, str(e))
                 newest = None
                 continue
+            if walk is not None:
+                walk.feed(path.name, tables)
             if self._retired & self._index(path.name, tables):
                 # A prune recorded but not carried out to the end (a crash).
                 tables, _ = strip(tables, self._retired)
@@ -197,8 +200,8 @@ class Store:
             path, tables = newest
             if len(tables.get(COMMANDS, {})) < SHARD_MAX_COMMANDS:
                 self._use_shard(path, tables)
-        if self.chain is not None:
-            self.chain.open(self.store_dir)
+        if self.chain is not None and walk is not None:
+            self.chain.opened(walk)
 
     def _pruned_sessions(self) -> set[str]:
         try:
