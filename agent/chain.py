@@ -63,14 +63,14 @@ class ChainError(AgentError):
     """A key or a signed statement that cannot be used."""
 
 
+# One encoder for all: json.dumps with options builds a new one on every call.
+_ENCODER = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+)
+
+
 def canonical(value: Any) -> bytes:
-    return json.dumps(
-        value,
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=True,
-        allow_nan=False,
-    ).encode("ascii")
+    return _ENCODER.encode(value).encode("ascii")
 
 
 def record_fields(kind: str, doc: Mapping[str, Any]) -> dict[str, Any]:
@@ -115,11 +115,11 @@ def link_of(doc: Mapping[str, Any]) -> Link | None:
     value = doc.get(CHAIN_KEY)
     if value is None:
         return None
-    if not isinstance(value, Mapping):
-        raise ChainError(f"{CHAIN_KEY} is not an object")
-    n, h = value.get("n"), value.get("hash")
-    if type(n) is not int or n < 1 or not isinstance(h, str) or len(h) != 64:
-        raise ChainError(f"{CHAIN_KEY} is not a link: {dict(value)!r:.120}")
+    # Exact types, not isinstance(): this runs once per record on a verify.
+    n = value.get("n") if type(value) is dict else None
+    h = value.get("hash") if type(value) is dict else None
+    if type(n) is not int or n < 1 or type(h) is not str or len(h) != 64:
+        raise ChainError(f"{CHAIN_KEY} is not a link: {value!r:.120}")
     return Link(n, h)
 
 

@@ -115,7 +115,7 @@ class Walk:
         self.expected = 1  # the next link's n
         self.prev = GENESIS  # the hash before it
         self.begun = False  # a shard with links was fed
-        self.last_seen = "the chain's start"
+        self._last: tuple[str, Any, int] | None = None  # kind, doc, n
         self.last_shard = ""
         self._hashes: dict[int, str] = {}
         self._older: dict[int, str] = {}
@@ -126,6 +126,13 @@ class Walk:
         self._runs = runs
         self._firsts = [r.first for r in runs]
         self._by_first = {r.first: r for r in runs}
+
+    @property
+    def last_seen(self) -> str:
+        """The last record verified, as `_describe` names it."""
+        if self._last is None:
+            return "the chain's start"
+        return _describe(*self._last)
 
     @property
     def broken(self) -> Broken | None:
@@ -210,18 +217,17 @@ class Walk:
     ) -> list[tuple[int, str, Mapping[str, Any], Link]]:
         links: list[tuple[int, str, Mapping[str, Any], Link]] = []
         for doc in (tables.get(table) or {}).values():
-            what = _describe(kind, doc)
             try:
-                link = link_of(doc) if isinstance(doc, Mapping) else None
+                link = link_of(doc) if type(doc) is dict else None
             except ChainError as e:
-                self._fail(Fault.EDITED, shard, what, str(e))
+                self._fail(Fault.EDITED, shard, _describe(kind, doc), str(e))
                 return []
             if link is None:
-                if self.begun or links:
+                if self.begun or links or type(doc) is not dict:
                     self._fail(
                         Fault.UNCHAINED,
                         shard,
-                        what,
+                        _describe(kind, doc),
                         "a record without a link after the chain began",
                     )
                     return []
@@ -241,7 +247,6 @@ class Walk:
     def _link(
         self, shard: str, n: int, kind: str, doc: Mapping[str, Any], link: Link
     ) -> None:
-        what = _describe(kind, doc, n)
         self._skip_runs()
         if n < self.expected:
             if self._run_holding(n) is not None:
@@ -250,7 +255,7 @@ class Walk:
             self._fail(
                 Fault.REORDERED,
                 shard,
-                what,
+                _describe(kind, doc, n),
                 f"stored after link {self.expected - 1} ({self.last_seen})",
             )
             return
@@ -261,14 +266,17 @@ class Walk:
                 else f"links {self.expected} to {n - 1}"
             )
             self._fail(
-                Fault.MISSING, shard, gap, f"between {self.last_seen} and {what}"
+                Fault.MISSING,
+                shard,
+                gap,
+                f"between {self.last_seen} and {_describe(kind, doc, n)}",
             )
             return
         if doc_hash(self.key.chain_id, n, kind, self.prev, doc) != link.hash:
             self._fail(
                 Fault.EDITED,
                 shard,
-                what,
+                _describe(kind, doc, n),
                 "its fields or its predecessor do not match its hash",
             )
             return
@@ -276,7 +284,7 @@ class Walk:
         self._hashes[n] = link.hash
         self.expected = n + 1
         self.report.links[kind] += 1
-        self.last_seen = what
+        self._last = (kind, doc, n)
 
     def _checkpoints(self, shard: str, table: Mapping[str, Any]) -> None:
         for doc in table.values():
