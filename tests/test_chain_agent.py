@@ -100,6 +100,21 @@ def test_a_traced_session_is_proven_and_each_tampering_named(
 
     deleted = tampered("deleted", lambda t: t["commands"].pop(find(t, "chained", 3)))
     assert "missing: between session chained seq 2" in deleted
+    # An agent started on the edited store says so, and signs nothing over it.
+    with harness.agent(tmp_path / "deleted") as again:
+        copy = str(tmp_path / "deleted")
+        problem = "the record is not being signed: the store does not verify"
+        harness.wait_for(
+            lambda: (
+                problem
+                in harness.run_cli("audit-agent", "status", "--data-dir", copy).stdout
+            ),
+            timeout=20,
+        )
+        assert "CHAIN: the store does not verify" in again.log_text()
+        assert (
+            harness.run_cli("audit-agent", "status", "--data-dir", copy).returncode == 4
+        )
 
     def edited(t: dict[str, Any]) -> None:
         t["commands"][find(t, "chained", 4)]["command"] = "echo nothing-to-see"
