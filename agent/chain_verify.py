@@ -95,14 +95,19 @@ class Report:
         return max(0, self.length - self.signed_through)
 
 
+def _name(value: Any) -> str:
+    """A stored value in a message: escaped (stored text is hostile), cut short."""
+    return ascii(str(value))[1:-1][:80]
+
+
 def _describe(kind: str, doc: Any, n: int | None = None) -> str:
     """A record as a person finds it: `session S seq N (link N)`."""
     if not isinstance(doc, Mapping):
         return f"a {kind} record that is not an object"
     if kind == COMMAND:
-        what = f"session {doc.get('session')!s:.80} seq {doc.get('seq')}"
+        what = f"session {_name(doc.get('session'))} seq {_name(doc.get('seq'))}"
     else:
-        what = f"session {doc.get('id')!s:.80} state"
+        what = f"session {_name(doc.get('id'))} state"
     return what if n is None else f"{what} (link {n})"
 
 

@@ -32,12 +32,18 @@ from agent.reader import check_data_dir, load
 from agent.records import iso
 from agent.status_file import agent_running, read_status
 
+PROG = "audit-agent"
 PRUNE_WAIT_S = 600.0  # for the running agent's answer
 ANSWER_POLL_S = 0.2
 
 
 class AdminError(AgentError):
     """A command that cannot be carried out."""
+
+
+def _esc(text: object) -> str:
+    """Stored and typed text, escaped for the terminal (it may be hostile)."""
+    return ascii(str(text))[1:-1]
 
 
 def requester() -> str:
@@ -131,7 +137,7 @@ def print_answer(answer: dict[str, Any]) -> None:
         f"{verb} {len(sessions)} sessions ({answer.get('commands', 0)} commands, "
         f"{answer.get('links', 0)} chain links, {answer.get('unchained', 0)} records "
         "from before the chain)"
-        + (": " + ", ".join(ascii(s)[1:-1] for s in sessions) if sessions else "")
+        + (": " + ", ".join(_esc(s) for s in sessions) if sessions else "")
     )
     print(
         f"{verb} {len(answer.get('casts') or [])} recording files and "
@@ -139,7 +145,7 @@ def print_answer(answer: dict[str, Any]) -> None:
     )
     held = answer.get("held") or []
     if held:
-        print(f"kept on legal hold: {', '.join(ascii(h)[1:-1] for h in held)}")
+        print(f"kept on legal hold: {', '.join(_esc(h) for h in held)}")
     if answer.get("dry_run") and answer.get("more"):
         print("(more in later rounds)")
 
@@ -161,25 +167,23 @@ def hold(args: argparse.Namespace) -> int:
     check_data_dir(config.data_dir)
     if args.session is None and args.tag is None:
         for h in read_holds(config.data_dir):
-            print(
-                f"{ascii(h.name)[1:-1]}\t{h.at}\t{ascii(h.by)[1:-1]}\t{ascii(h.reason)[1:-1]}"
-            )
+            print("\t".join(_esc(v) for v in (h.name, h.at, h.by, h.reason)))
         return ExitStatus.SUCCESS
     session, tag = _target(args)
     with holds_locked(config.data_dir, exclusive=True):
         holds = read_holds(config.data_dir)
         new = Hold(session, tag, args.reason or "", requester(), iso(time.time()))
         if any(h.session == session and h.tag == tag for h in holds):
-            print(f"{new.name} is already on hold")
+            print(f"{_esc(new.name)} is already on hold")
             return ExitStatus.SUCCESS
         write_holds(config.data_dir, (*holds, new))
     known = set(_session_names(config.data_dir))
     if (session or tag) not in known:
         print(
-            f"{PROG}: note: no {new.name} in the store yet; held anyway",
+            f"{PROG}: note: no {_esc(new.name)} in the store yet; held anyway",
             file=sys.stderr,
         )
-    print(f"{ascii(new.name)[1:-1]} is on hold: retention and prune keep it")
+    print(f"{_esc(new.name)} is on hold: retention and prune keep it")
     return ExitStatus.SUCCESS
 
 
@@ -203,6 +207,3 @@ def _session_names(data_dir: Path) -> Iterator[str]:
     for session in load(data_dir).sessions.values():
         yield session.id
         yield session.tag
-
-
-PROG = "audit-agent"

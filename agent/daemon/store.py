@@ -30,7 +30,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -399,8 +399,8 @@ class Store:
         *,
         by: str,
         reason: str,
-        casts: list[str] = (),  # type: ignore[assignment]
-        quarantine: list[str] = (),  # type: ignore[assignment]
+        casts: Sequence[str] = (),
+        quarantine: Sequence[str] = (),
         dry_run: bool = False,
     ) -> PruneResult:
         """Take these (ended) sessions out of every shard, behind a signed record.
