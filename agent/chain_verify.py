@@ -120,7 +120,7 @@ class Walk:
         self.expected = 1  # the next link's n
         self.prev = GENESIS  # the hash before it
         self.begun = False  # a shard with links was fed
-        self._last: tuple[str, Any, int] | None = None  # kind, doc, n
+        self._last: tuple[str, Any, int] | str | None = None  # kind, doc, n
         self.last_shard = ""
         self._hashes: dict[int, str] = {}
         self._older: dict[int, str] = {}
@@ -137,6 +137,8 @@ class Walk:
         """The last record verified, as `_describe` names it."""
         if self._last is None:
             return "the chain's start"
+        if isinstance(self._last, str):
+            return self._last
         return _describe(*self._last)
 
     @property
@@ -174,6 +176,43 @@ class Walk:
             )
         )
         return runs
+
+    # -- a walk's state between shards (the agent's cache of verified shards) --
+
+    def state(self) -> dict[str, Any]:
+        """Where the walk stands after the shards fed so far, as JSON."""
+        r = self.report
+        last = max(self._hashes) if self._hashes else None
+        return {
+            "expected": self.expected,
+            "prev": self.prev,
+            "begun": self.begun,
+            "last_seen": self.last_seen,
+            "last_link": [last, self._hashes[last]] if last is not None else None,
+            "links": dict(r.links),
+            "before_chain": r.before_chain,
+            "shards": r.shards,
+            "signed_through": r.signed_through,
+            "signed_at": r.signed_at,
+            "checkpoints": r.checkpoints,
+            "pruned_links": r.pruned_links,
+            "pruned_present": r.pruned_present,
+        }
+
+    def resume(self, state: dict[str, Any]) -> None:
+        """Stand where `state()` stood, without walking those shards again."""
+        r = self.report
+        self.expected, self.prev = int(state["expected"]), str(state["prev"])
+        self.begun, self._last = bool(state["begun"]), str(state["last_seen"])
+        last = state.get("last_link")
+        self._older, self._hashes = {}, ({int(last[0]): str(last[1])} if last else {})
+        r.links = {k: int(v) for k, v in state["links"].items()}
+        r.before_chain, r.shards = int(state["before_chain"]), int(state["shards"])
+        r.signed_through = int(state["signed_through"])
+        r.signed_at = state.get("signed_at")
+        r.checkpoints = int(state["checkpoints"])
+        r.pruned_links = int(state["pruned_links"])
+        r.pruned_present = int(state["pruned_present"])
 
     def _run_holding(self, n: int) -> Run | None:
         i = bisect.bisect_right(self._firsts, n) - 1

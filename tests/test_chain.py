@@ -30,7 +30,7 @@ from agent.daemon.signer import Chain, Signer
 from agent.daemon.store import Store
 from agent.exits import ExitStatus
 from agent.records import Session
-from agent.shards import list_shards
+from agent.shards import list_shards, read_shard_digest
 from tests.harness import run_cli
 from tests.test_store import commands, make_session
 
@@ -330,3 +330,35 @@ def test_a_prune_cut_short_by_a_crash_is_finished_at_the_next_start(
         d["session"] for d in json.loads(shard(stored).read_text())["commands"].values()
     }
     assert verify(stored).returncode == 0
+
+
+def test_a_start_hashes_only_what_changed_since_the_last(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "SHARD_MAX_COMMANDS", 6)
+    store = chained_store(data_dir)
+    fill(store, "a", 1, 20)
+    store.stop()
+    assert len(list_shards(data_dir / "store")) == 4
+    chained_store(data_dir)  # a start: walks them all, and remembers them
+    chain = Chain(Signer.load_or_create(data_dir), data_dir)
+    opening = chain.opening(data_dir / "store")
+    for path in list_shards(data_dir / "store"):
+        tables, digest = read_shard_digest(path)
+        opening.feed(path.name, digest, tables)
+    chain.opened(opening)
+    assert opening.skipped == 4 and chain.problem is None  # all verified before
+
+    # A shard edited since is walked again, and the edit found.
+    edit(shard(data_dir, 1), lambda t: t["commands"].pop(find(t, "a", 8)))
+    again = chained_store(data_dir)
+    assert again.chain is not None and again.chain.problem is not None
+    assert "session a seq 9" in again.chain.problem
+
+    # A cache forged by hand is not trusted: every shard is walked.
+    cache = data_dir / "chain" / "verified.json"
+    doc = json.loads(cache.read_text())
+    doc["shards"][1][1] = read_shard_digest(shard(data_dir, 1))[1]
+    cache.write_text(json.dumps(doc))
+    forged = chained_store(data_dir)
+    assert forged.chain is not None and forged.chain.problem is not None

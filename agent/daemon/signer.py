@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import logging
 import os
 import time
@@ -47,6 +48,7 @@ from agent.shards import COMMANDS, SESSIONS, StoreError, list_shards, read_shard
 log = logging.getLogger(__name__)
 
 CHECKPOINT_INTERVAL_S = 30.0  # the longest a growing chain goes unsigned
+VERIFIED_FILE = "verified.json"  # in DATA_DIR/chain: see Opening
 
 
 class Signer:
@@ -138,7 +140,7 @@ class Chain:
 
     # -- at start --------------------------------------------------------
 
-    def opening(self, store_dir: Path) -> Walk:
+    def opening(self, store_dir: Path) -> Opening:
         """The walk to feed every shard as the store opens (verify from the start)."""
         self._store_dir = store_dir
         try:
@@ -148,11 +150,44 @@ class Chain:
             self._refuse(str(e))
             prunes, self._head_file = [], None
         self._prunes = prunes
-        return Walk(self.signer.public, prunes)
+        return Opening(Walk(self.signer.public, prunes), self._verified_cache())
 
-    def opened(self, walk: Walk) -> None:
+    def _verified_cache(self) -> list[list[Any]]:
+        path = self.data_dir / CHAIN_DIR / VERIFIED_FILE
+        try:
+            with open(path, "rb") as f:
+                doc = json.load(f)
+        except (OSError, ValueError):
+            return []
+        if (
+            not isinstance(doc, dict)
+            or doc.get("chain") != self.chain_id
+            or not self.signer.public.verifies(doc)
+        ):
+            log.warning(
+                "%s is not signed by this agent's key: walking every shard", path
+            )
+            return []
+        shards = doc.get("shards")
+        return shards if isinstance(shards, list) else []
+
+    def opened(self, opening: Opening) -> None:
         """The head the store holds; refuse to sign if it does not verify."""
+        walk = opening.finish()
         report = walk.finish(self._head_file)
+        if report.broken is None:
+            statement = {
+                "v": VERSION,
+                "kind": "verified",
+                "chain": self.chain_id,
+                "time": iso(time.time()),
+                "shards": opening.states,
+            }
+            path = self.data_dir / CHAIN_DIR / VERIFIED_FILE
+            try:
+                write_atomic(path, json_bytes(self.signer.sign(statement)))
+            except OSError as e:
+                log.error("cannot write %s: %s", path, e.strerror)
         if report.broken is not None:
             self._refuse(f"the store does not verify: {report.broken}")
             self.head = self._raw_head(list_shards(self._store_dir), self._prunes)
@@ -253,6 +288,51 @@ class Chain:
 
 
 def json_bytes(value: Any) -> bytes:
-    import json
-
     return json.dumps(value, separators=(",", ":")).encode("ascii")
+
+
+class Opening:
+    """The walk as the store opens, stepping over shards verified at an earlier start.
+
+    DATA_DIR/chain/verified.json (signed, like a checkpoint) keeps, for each
+    shard in store order, the SHA-256 of its file and the walk's state after
+    it. As long as the shards from the first on are those very files, the
+    walk resumes from the cached state instead of hashing their links again;
+    from the first shard that differs (sealed since, rewritten by a prune,
+    edited), it walks. So a start hashes only what changed since the last.
+    """
+
+    def __init__(self, walk: Walk, cache: list[list[Any]]) -> None:
+        self.walk = walk
+        self._cache = cache
+        self._pending: dict[str, Any] | None = None
+        self._prefix = True
+        self.states: list[list[Any]] = []
+        self.skipped = 0
+
+    def feed(self, name: str, digest: str, tables: dict[str, dict[str, Any]]) -> None:
+        i = len(self.states)
+        if self._prefix and i < len(self._cache):
+            entry = self._cache[i]
+            if isinstance(entry, list) and entry[:2] == [name, digest]:
+                self._pending = entry[2]
+                self.states.append(entry)
+                self.skipped += 1
+                return
+        self._prefix = False
+        self._resume()
+        self.walk.feed(name, tables)
+        if self.walk.broken is None:
+            self.states.append([name, digest, self.walk.state()])
+
+    def _resume(self) -> None:
+        if self._pending is not None:
+            try:
+                self.walk.resume(self._pending)
+            except (KeyError, TypeError, ValueError) as e:
+                raise ChainError(f"{VERIFIED_FILE}: a bad shard state: {e}") from e
+            self._pending = None
+
+    def finish(self) -> Walk:
+        self._resume()
+        return self.walk

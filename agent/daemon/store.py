@@ -59,6 +59,7 @@ from agent.shards import (
     iter_sessions,
     list_shards,
     read_shard,
+    read_shard_digest,
 )
 
 log = logging.getLogger(__name__)
@@ -179,14 +180,14 @@ class Store:
         for path in shards:
             self._next_shard = int(path.stem) + 1
             try:
-                tables = read_shard(path)
+                tables, digest = read_shard_digest(path)
                 sessions = list(iter_sessions(tables, path))
             except StoreError as e:
                 self._quarantine(path, str(e))
                 newest = None
                 continue
             if walk is not None:
-                walk.feed(path.name, tables)
+                walk.feed(path.name, digest, tables)
             if self._retired & self._index(path.name, tables):
                 # A prune recorded but not carried out to the end (a crash).
                 tables, _ = strip(tables, self._retired)
