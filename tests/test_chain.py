@@ -275,6 +275,8 @@ def test_verify_passes_after_a_prune_and_shows_it(stored: Path) -> None:
     store = chained_store(stored)
     result = store.prune(["a"], by="tester", reason="request")
     assert result.sessions == ("a",) and result.removed.commands == 6
+    store.submit(make_session("a", pid=1), commands(make_session("a", pid=1), 7, 1))
+    assert store.new_session_id("a") == "a~2"  # a pruned id is never given again
     fill(store, "c", 3, 2)
     store.stop()
     out = verify(stored)

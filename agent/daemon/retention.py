@@ -50,6 +50,7 @@ MAX_SHARDS_PER_ROUND = 16
 MAX_FILES_PER_ROUND = 500
 REQUESTS_DIR = "requests"
 QUARANTINE_DIR = "quarantine"
+LOGS_DIR = "logs"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,7 @@ class Round:
     sessions: list[str] = field(default_factory=list)
     casts: list[str] = field(default_factory=list)  # file names under casts/
     quarantine: list[str] = field(default_factory=list)
+    logs: list[str] = field(default_factory=list)  # raw logs of pruned sessions
     held: list[str] = field(default_factory=list)  # would go, but are held
     more: bool = False  # the bounds left work for the next round
     result: PruneResult | None = None
@@ -118,6 +120,9 @@ def plan_round(store: Store, data_dir: Path, policy: Policy, now: float) -> Roun
                 break
             plan.sessions.append(sid)
             shards |= theirs
+            log_name = session.log
+            if "/" not in log_name and (data_dir / LOGS_DIR / log_name).is_file():
+                plan.logs.append(log_name)
             for path in _cast_files(data_dir, sid):
                 cast_names.add(path.name)
     if policy.recording_retention_days:
@@ -186,6 +191,8 @@ def run_round(
             _unlink(data_dir / CASTS_DIR / name)
         for name in plan.quarantine:
             _unlink(data_dir / QUARANTINE_DIR / name)
+        for name in plan.logs:  # else a restart would read the session back in
+            _unlink(data_dir / LOGS_DIR / name)
     return plan
 
 
@@ -207,6 +214,7 @@ def prune_all(
         total.sessions += done.sessions
         total.casts += done.casts
         total.quarantine += done.quarantine
+        total.logs += done.logs
         total.held = done.held
         if done.result is not None:
             if total.result is None:

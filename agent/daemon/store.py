@@ -267,6 +267,8 @@ class Store:
     ) -> None:
         """Queue a session's new state and the commands that led to it."""
         with self._lock:
+            if session.id in self._retired:
+                return  # pruned: its log, if still followed, adds nothing back
             pending = self._pending.get(session.id)
             if pending is None:
                 pending = self._pending[session.id] = _Pending(session)
