@@ -1,4 +1,5 @@
-"""audit-agent: the daemon (`run`, agent/daemon/) and its health (`status`, a tool).
+"""audit-agent: the daemon (`run`, agent/daemon/), its health (`status`, a tool),
+and the fleet store's schema (`fleet-init`).
 
 Also root's commands on the data directory (agent/daemon/admin.py): `key`
 (the public key that verifies the record), `prune` (retention on demand,
@@ -112,6 +113,19 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument(
                 "--reason", metavar="TEXT", help="why (kept with the hold)"
             )
+    init = commands.add_parser(
+        "fleet-init",
+        help="create or upgrade the fleet store's schema in PostgreSQL",
+    )
+    init.add_argument(
+        "--config", type=Path, metavar="FILE", help="TOML configuration file"
+    )
+    init.add_argument(
+        "--database",
+        metavar="DSN",
+        help="libpq connection string (default: [fleet] database of the "
+        "configuration); the password from password_file or PGPASSWORD",
+    )
     return parser
 
 
@@ -135,6 +149,10 @@ def main(argv: list[str] | None = None) -> int:
                 "unhold": admin.unhold,
             }[args.command]
             return command(args)
+        if args.command == "fleet-init":
+            from agent.daemon.cli import fleet_init
+
+            return fleet_init(args)
         from agent.daemon.cli import run
 
         return run(PROG, args)

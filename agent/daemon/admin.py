@@ -21,6 +21,7 @@ from typing import Any
 
 from agent import AgentError
 from agent.config import Config, load_config
+from agent.daemon.agent import read_sharing
 from agent.daemon.lock import WriterBusy, writer_lock
 from agent.daemon.retention import REQUESTS_DIR, Policy, prune_all
 from agent.daemon.signer import Chain, Signer
@@ -94,6 +95,7 @@ def prune_here(config: Config, dry_run: bool) -> dict[str, Any]:
     store = Store(
         config.store_dir,
         config.flush_interval_s,
+        sharing=read_sharing(config),  # the modes the agent gives, kept
         chain=Chain(Signer.load_or_create(config.data_dir), config.data_dir),
     )
     store.open()
@@ -109,6 +111,8 @@ def prune_here(config: Config, dry_run: bool) -> dict[str, Any]:
 def ask_agent(data_dir: Path, dry_run: bool) -> dict[str, Any]:
     """Hand the prune to the running agent and wait for its answer."""
     requests = data_dir / REQUESTS_DIR
+    requests.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(requests, 0o700)
     name = f"prune-{secrets.token_hex(8)}"
     request, result = requests / f"{name}.json", requests / f"{name}.result.json"
     body = {"dry_run": dry_run, "by": requester(), "at": iso(time.time())}

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.chain import PRUNE, PRUNES_FILE, VERSION, ChainError, link_of, read_prunes
+from agent.daemon.signer import Signer
 from agent.files import write_atomic
 from agent.records import iso
 from agent.shards import COMMANDS, SESSIONS, StoreError, read_shard
@@ -44,6 +45,26 @@ class Removed:
         self.session_records += other.session_records
         self.commands += other.commands
         self.unchained += other.unchained
+
+
+@dataclass(frozen=True, slots=True)
+class PruneResult:
+    """What a prune removed from the store (or would have, on a dry run)."""
+
+    sessions: tuple[str, ...]
+    removed: Removed
+    shards: int  # shards rewritten
+    record: dict[str, Any] | None  # the signed prune record, once written
+
+
+def pruned_sessions(store_dir: Path) -> set[str]:
+    """The ids of every session a prune record names (never given again)."""
+    try:
+        records = read_prunes(store_dir)
+    except ChainError as e:
+        log.error("%s: pruned sessions are not known", e)
+        return set()
+    return {str(s) for r in records for s in r.get("sessions") or ()}
 
 
 def strip(
@@ -145,14 +166,34 @@ def prune_statement(
     }
 
 
-def append_record(store_dir: Path, record: dict[str, Any]) -> None:
-    """Add a signed prune record to DATA_DIR/store/prunes.json, atomically."""
+def record_prune(
+    signer: Signer,
+    store_dir: Path,
+    mode: int,
+    *,
+    by: str,
+    reason: str,
+    sessions: list[str],
+    removed: Removed,
+    files: tuple[list[str], list[str]],
+) -> dict[str, Any]:
+    """Sign the prune record and add it to DATA_DIR/store/prunes.json, atomically.
+
+    `files`: the recordings and the quarantined files it removes.
+    """
+    record = signer.sign(
+        prune_statement(
+            signer.chain_id,
+            by=by,
+            reason=reason,
+            sessions=sessions,
+            removed=removed,
+            casts=files[0],
+            quarantine=files[1],
+        )
+    )
     records = read_prunes(store_dir)
     records.append(record)
     text = json.dumps(records, ensure_ascii=True, separators=(",", ":"))
-    write_atomic(store_dir / PRUNES_FILE, text.encode("ascii"))
-
-
-def write_shard(path: Path, tables: Mapping[str, Any]) -> None:
-    text = json.dumps(tables, ensure_ascii=False, separators=(",", ":"))
-    write_atomic(path, text.encode("utf-8"))
+    write_atomic(store_dir / PRUNES_FILE, text.encode("ascii"), mode)
+    return record

@@ -32,8 +32,9 @@ from typing import Any
 from agent import AgentError
 from agent.casts import CASTS_DIR, cast_path
 from agent.config import Config
+from agent.daemon.prune import PruneResult
 from agent.daemon.recorder import STATE_SUFFIX
-from agent.daemon.store import KEPT_STATUSES, PruneResult, Store
+from agent.daemon.store import KEPT_STATUSES, Store
 from agent.files import write_atomic
 from agent.holds import Hold, holds_locked, read_holds
 from agent.records import iso
@@ -256,8 +257,6 @@ class Retention:
         self.last_error: str | None = None
 
     def __enter__(self) -> Retention:
-        self.requests.mkdir(mode=0o700, exist_ok=True)
-        os.chmod(self.requests, 0o700)
         self._thread = threading.Thread(target=self._run, name="retention", daemon=True)
         self._thread.start()
         return self

@@ -11,23 +11,22 @@ A session's document is written again into the newest shard whenever it
 changes; readers take the last one. It carries the ingest checkpoint (where
 in its log to resume), so the commands and the offset that produced them land
 in the same atomic write: after a crash the agent resumes from the checkpoint
-and stores every command exactly once.
+and stores every command exactly once. Access-log entries (agent/access_log.py)
+go into the `access` table of the same writes, numbered across the store.
 
-With a Chain (agent/daemon/signer.py), every command and every new session
-state gets its link (agent/chain.py) in that same write, and so do the
-signed checkpoints: after `kill -9` the head is read back from the shards,
-so the chain goes on from exactly what is durable. A session's document is
-updated in place only while its chained fields stay the same (its command
-count and the private checkpoint are not chained); a new state, or its first
-write into a new shard, is a new document with a new link. Pruning
-(agent/daemon/prune.py) takes the same write lock, so there is one writer.
+With a Chain (agent/daemon/signer.py) each command and new session state
+gets its link (agent/chain.py), and signed checkpoints land, in that same
+write; after `kill -9` the head is read back from the shards. A session's
+document changes in place only while its chained fields stay the same; a new
+state, or its first write into a new shard, is a new document. Pruning
+(agent/daemon/prune.py) takes the same write lock: one writer.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
+import dataclasses
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -36,22 +35,16 @@ from pathlib import Path
 from typing import Any
 
 from tinydb import TinyDB
-from tinydb.storages import Storage
 
-from agent.chain import CHECKPOINTS, COMMAND, SESSION, ChainError, read_prunes
+from agent.access_log import ACCESS, AccessEntry, Action
+from agent.chain import CHECKPOINTS, COMMAND, SESSION
 from agent.chain import record_fields as chained_fields
-from agent.daemon.prune import (
-    Removed,
-    append_record,
-    gather,
-    prune_statement,
-    strip,
-    write_shard,
-)
+from agent.daemon.prune import PruneResult, gather, pruned_sessions, record_prune, strip
 from agent.daemon.quarantine import quarantine
+from agent.daemon.shard_file import AtomicJSONStorage, write_shard
 from agent.daemon.signer import Chain, ChainSnapshot
-from agent.files import write_atomic
-from agent.records import ENDED, Command, Session, SessionStatus
+from agent.files import Sharing
+from agent.records import ENDED, Command, RecordError, Session, SessionStatus, iso
 from agent.shards import (
     COMMANDS,
     SESSIONS,
@@ -69,36 +62,6 @@ SHARD_MAX_COMMANDS = 2_000
 KEPT_STATUSES = frozenset({SessionStatus.LIVE, SessionStatus.PENDING})
 
 
-class AtomicJSONStorage(Storage):
-    """TinyDB storage kept in memory and written whole only on flush().
-
-    TinyDB's JSONStorage truncates and rewrites the file in place on every
-    write: a crash in between loses the database. Here TinyDB's writes only
-    touch memory, and flush() replaces the file atomically.
-    """
-
-    def __init__(self, path: Path, data: dict[str, Any] | None = None) -> None:
-        self.path = path
-        self._data: dict[str, Any] = data if data is not None else {}
-        self.dirty = data is None
-
-    def read(self) -> dict[str, Any]:
-        return self._data
-
-    def write(self, data: dict[str, Any]) -> None:
-        self._data = data
-        self.dirty = True
-
-    def flush(self) -> None:
-        if self.dirty:
-            text = json.dumps(self._data, ensure_ascii=False, separators=(",", ":"))
-            write_atomic(self.path, text.encode("utf-8"))
-            self.dirty = False
-
-    def close(self) -> None:
-        pass
-
-
 @dataclass(frozen=True, slots=True)
 class StoreSnapshot:
     """What `audit-agent status` shows of the store writer."""
@@ -110,16 +73,6 @@ class StoreSnapshot:
     flush_errors: int
     failing: bool  # the last write failed
     chain: ChainSnapshot | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class PruneResult:
-    """What a prune removed from the store (or would have, on a dry run)."""
-
-    sessions: tuple[str, ...]
-    removed: Removed
-    shards: int  # shards rewritten
-    record: dict[str, Any] | None  # the signed prune record, once written
 
 
 @dataclass
@@ -136,9 +89,11 @@ class Store:
         store_dir: Path,
         flush_interval_s: float,
         on_flushed: Callable[[list[Session]], None] | None = None,
+        sharing: Sharing | None = None,
         chain: Chain | None = None,
     ) -> None:
         self.store_dir = store_dir
+        self.sharing = sharing or Sharing()
         self.chain = chain
         self.flush_interval_s = flush_interval_s
         self.on_flushed = on_flushed
@@ -146,6 +101,11 @@ class Store:
         self.on_committed: (
             Callable[[list[tuple[Session, list[Command]]]], None] | None
         ) = None
+        self.on_access_committed: Callable[[list[AccessEntry]], None] | None = None
+        self._access: list[AccessEntry] = []  # numbered, not yet flushed
+        self._access_seq = 0  # the last number given
+        # Live sessions an auditor terminated (the entry), for a restart.
+        self.terminated: dict[str, AccessEntry] = {}
         self.quarantine_dir = store_dir.parent / "quarantine"
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()  # the flushes and the prunes
@@ -171,10 +131,9 @@ class Store:
 
     def open(self) -> None:
         """Load every shard's sessions; quarantine the ones that are unusable."""
-        self.store_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(self.store_dir, 0o700)
+        self.sharing.directory(self.store_dir, (".json",))
         shards = list_shards(self.store_dir)
-        self._retired = self._pruned_sessions()
+        self._retired = pruned_sessions(self.store_dir)
         walk = self.chain.opening(self.store_dir) if self.chain is not None else None
         newest: tuple[Path, dict[str, dict[str, Any]]] | None = None
         for path in shards:
@@ -191,11 +150,12 @@ class Store:
             if self._retired & self._index(path.name, tables):
                 # A prune recorded but not carried out to the end (a crash).
                 tables, _ = strip(tables, self._retired)
-                write_shard(path, tables)
+                write_shard(path, tables, self.sharing.file_mode)
                 self._index(path.name, tables)
             for session in sessions:
                 if session.id not in self._retired:
                     self._remember(session)
+            self._load_access(tables)
             newest = (path, tables)
         if newest is not None:
             path, tables = newest
@@ -203,14 +163,6 @@ class Store:
                 self._use_shard(path, tables)
         if self.chain is not None and walk is not None:
             self.chain.opened(walk)
-
-    def _pruned_sessions(self) -> set[str]:
-        try:
-            records = read_prunes(self.store_dir)
-        except ChainError as e:
-            log.error("%s: pruned sessions are not known", e)
-            return set()
-        return {str(s) for r in records for s in r.get("sessions") or ()}
 
     def _index(self, name: str, tables: dict[str, dict[str, Any]]) -> set[str]:
         """Note which sessions the shard holds documents of; their ids."""
@@ -253,6 +205,16 @@ class Store:
         with self._lock:
             return list(self._sessions.values())
 
+    def submit_access(self, entry: AccessEntry) -> AccessEntry:
+        """Queue an access-log entry; it, numbered and timed by the store."""
+        with self._lock:
+            self._access_seq += 1
+            entry = dataclasses.replace(
+                entry, seq=self._access_seq, time=iso(time.time())
+            )
+            self._access.append(entry)
+        return entry
+
     def new_session_id(self, tag: str) -> str:
         """The tag itself, or `tag~N` when an earlier session used the tag."""
         with self._lock:
@@ -280,6 +242,12 @@ class Store:
         """The names of the shards that hold documents of this session."""
         with self._write_lock:
             return set(self._shards_of.get(session_id, ()))
+
+    @property
+    def access_seq(self) -> int:
+        """The number of the last access-log entry (0: none yet)."""
+        with self._lock:
+            return self._access_seq
 
     @property
     def pending_count(self) -> int:
@@ -321,18 +289,20 @@ class Store:
         """
         with self._lock:
             batch, self._pending = self._pending, {}
-        if not batch:
+            access, self._access = self._access, []
+        if not batch and not access:
             if self.chain is not None and self.chain.due(False, stopping):
                 with self._write_lock:
                     if self._db is not None:
-                        self._write({}, stopping)
+                        self._write({}, [], stopping)
             return
         try:
             with self._write_lock:
-                self._write(batch, stopping)
+                self._write(batch, access, stopping)
         except BaseException:
             self._reload_newest()  # memory must not keep what the disk lacks
             with self._lock:  # keep the batch (and anything newer) for a retry
+                self._access[:0] = access
                 for sid, pending in batch.items():
                     newer = self._pending.get(sid)
                     if newer is not None:
@@ -343,10 +313,17 @@ class Store:
         self.flushed_at = time.time()
         if self.on_flushed is not None:
             self.on_flushed([p.session for p in batch.values()])
-        if self.on_committed is not None:
+        if self.on_committed is not None and batch:
             self.on_committed([(p.session, p.commands) for p in batch.values()])
+        if self.on_access_committed is not None and access:
+            self.on_access_committed(access)
 
-    def _write(self, batch: dict[str, _Pending], stopping: bool = False) -> None:
+    def _write(
+        self,
+        batch: dict[str, _Pending],
+        access: list[AccessEntry],
+        stopping: bool = False,
+    ) -> None:
         if self._db is None or self._shard_commands >= SHARD_MAX_COMMANDS:
             self._new_shard()
         assert self._db is not None and self._storage is not None
@@ -381,6 +358,10 @@ class Store:
             if new_docs:
                 self._db.table(COMMANDS).insert_multiple(new_docs)
                 self._shard_commands += len(new_docs)
+            if access:
+                # Counted with the commands: a flood of page views seals shards too.
+                self._db.table(ACCESS).insert_multiple(e.to_document() for e in access)
+                self._shard_commands += len(access)
             sealing = self._shard_commands >= SHARD_MAX_COMMANDS
             if chain is not None and chain.due(sealing, stopping):
                 reason = "seal" if sealing else "stop" if stopping else "interval"
@@ -432,19 +413,17 @@ class Store:
             record = None
             if dry_run or not (wanted or casts or quarantine):
                 return PruneResult(tuple(sorted(wanted)), removed, 0, None)
-            if self.chain is not None:
-                record = self.chain.signer.sign(
-                    prune_statement(
-                        self.chain.chain_id,
-                        by=by,
-                        reason=reason,
-                        sessions=sorted(wanted),
-                        removed=removed,
-                        casts=list(casts),
-                        quarantine=list(quarantine),
-                    )
+            if self.chain is not None:  # durable before any shard changes
+                record = record_prune(
+                    self.chain.signer,
+                    self.store_dir,
+                    self.sharing.file_mode,
+                    by=by,
+                    reason=reason,
+                    sessions=sorted(wanted),
+                    removed=removed,
+                    files=(list(casts), list(quarantine)),
                 )
-                append_record(self.store_dir, record)  # before any shard changes
             for path, stripped in rewrites:
                 if newest is not None and path == newest.path:
                     self._use_shard(path, stripped)
@@ -452,7 +431,7 @@ class Store:
                     self._storage.dirty = True
                     self._storage.flush()
                 else:
-                    write_shard(path, stripped)
+                    write_shard(path, stripped, self.sharing.file_mode)
             with self._lock:
                 for sid in wanted:
                     session = self._sessions.pop(sid)
@@ -477,7 +456,9 @@ class Store:
         self._use_shard(path, None)
 
     def _use_shard(self, path: Path, tables: dict[str, dict[str, Any]] | None) -> None:
-        self._db = TinyDB(path, storage=AtomicJSONStorage, data=tables)
+        self._db = TinyDB(
+            path, storage=AtomicJSONStorage, data=tables, mode=self.sharing.file_mode
+        )
         self._storage = self._db.storage  # type: ignore[assignment]
         self._doc_ids = {}
         self._linked = {}
@@ -490,7 +471,20 @@ class Store:
                     self._linked[sid] = chained_fields(SESSION, doc)
                 else:  # stored before the chain: its next state is a new link
                     self._linked.pop(sid, None)
-            self._shard_commands = len(tables.get(COMMANDS, {}))
+            self._shard_commands = len(tables.get(COMMANDS, {})) + len(
+                tables.get(ACCESS, {})
+            )
+
+    def _load_access(self, tables: dict[str, dict[str, Any]]) -> None:
+        for doc in tables.get(ACCESS, {}).values():
+            seq = doc.get("seq") if isinstance(doc, dict) else None
+            if isinstance(seq, int):
+                self._access_seq = max(self._access_seq, seq)
+            if isinstance(doc, dict) and doc.get("action") == Action.TERMINATE:
+                with contextlib.suppress(RecordError):
+                    entry = AccessEntry.from_document(doc)
+                    if entry.ok and entry.session is not None:
+                        self.terminated[entry.session] = entry
 
     def _remember(self, session: Session) -> None:
         self._sessions[session.id] = session
