@@ -94,7 +94,7 @@ def connect(request: HttpRequest) -> HttpResponse:
     if target is None:
         log.warning("%s asked for %r, which is not theirs", user, wanted[:80])
         return HttpResponse("not a host you may use\n", status=403)
-    locked = refusal(_config().shell.settings.locks_dir, user)
+    locked = refusal(web_config().shell.settings.locks_dir, user)
     if locked:
         log.warning("no token for %s: %s", user, locked)
         return HttpResponse(f"{locked}\n", status=403, content_type="text/plain")
