@@ -299,6 +299,7 @@ class Agent:
         self.ingest.taken(
             alert.identity, self.enforcer.alert_taken(alert, delivered, detail)
         )
+
     def _resume_cuts(self) -> None:
         """Terminates of sessions still live when the last agent stopped."""
         sessions = {s.id: s for s in self.store.sessions()}
