@@ -151,6 +151,7 @@ def matching_bench() -> None:
         "short command (15 B)": "ls -la /var/log",
         "20 KB command": ("cmd1 cmd2 --danger " * 1100)[:20000],
         "20 KB of one letter": "a" * 20000,
+        "20 KB command one rule matches": ("cmd7 --danger " * 1400)[:19990] + "| sh7",
     }
     for name, text in texts.items():
         n = 200 if len(text) < 100 else 20
