@@ -14,12 +14,14 @@ the same patterns (side by side, one run). Figures, never assertions.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.server
 import tempfile
 import threading
 import time
 from pathlib import Path
 
+import pexpect
 import psutil
 
 from agent.rules import Subject, parse_rules_file
@@ -133,7 +135,9 @@ def live_bench(sessions: int, rounds: int) -> None:
                 victim.close()  # type: ignore[attr-defined]
             show("Enter to cut (ssh gone)", cuts)
             for c in idle:
-                c.close()  # type: ignore[attr-defined]
+                c.sendeof()  # type: ignore[attr-defined]
+                with contextlib.suppress(pexpect.ExceptionPexpect):
+                    c.close(force=True)  # type: ignore[attr-defined]
     receiver.server.shutdown()
 
 
