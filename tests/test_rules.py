@@ -186,3 +186,34 @@ def test_locks_hold_until_their_time_or_an_unlock(tmp_path: Path) -> None:
     write_lock(locks, Lock("carol", "r", "s", now, None))
     (locks / "carol.lock").chmod(0o666)  # anyone could write it: not trusted
     assert read_lock(locks, "carol") is None
+
+
+@pytest.mark.root
+def test_an_auditor_unlocks_through_the_control_socket(tmp_path: Path) -> None:
+    from agent.access_log import Action as AccessAction
+    from agent.control import ControlClient
+    from agent.daemon.control import Controller, ControlServer
+    from agent.daemon.store import Store
+    from agent.files import Sharing
+    from agent.reader import load
+
+    locks = tmp_path / "locks"
+    write_lock(locks, Lock("alice", "lock-me", "s1", time.time(), None))
+    store = Store(tmp_path / "data" / "store", 0.05)
+    with store:
+        path = tmp_path / "control.sock"
+        controller = Controller(store, None, frozenset({0}), locks)
+        with ControlServer(path, controller, Sharing(None)):
+            client = ControlClient(path)
+            reply = client.unlock("alice", "auditor1", client="10.0.0.9")
+            assert reply.ok and reply.message == "alice unlocked"
+            assert client.unlock("alice", "auditor1").message == "alice was not locked"
+            assert not client.unlock("../etc", "auditor1").ok
+        store.flush()
+    assert refusal(locks, "alice") is None
+    entries = load(store.store_dir.parent).access
+    assert [(e.action, e.actor, e.session) for e in entries][0] == (
+        AccessAction.UNLOCK,
+        "auditor1",
+        "s1",
+    )

@@ -253,7 +253,12 @@ class Agent:
                 running.enter_context(
                     ControlServer(
                         self.config.control_path,
-                        Controller(self.store, self.cutter, control_uids(self.config)),
+                        Controller(
+                            self.store,
+                            self.cutter,
+                            control_uids(self.config),
+                            self.config.locks_dir,
+                        ),
                         self.sharing,
                     )
                 )

@@ -11,6 +11,7 @@ import sys
 
 from agent import AgentError
 from agent.config import load_config
+from agent.control import ControlClient, ControlError
 from agent.daemon.agent import Agent, stop_signals
 from agent.exits import ExitStatus
 from agent.fleet_config import FleetConfigError
@@ -83,16 +84,26 @@ class UnlockError(AgentError):
 
 
 def unlock(args: argparse.Namespace) -> int:
-    """Remove USER's lock (root: the locks are root's); say what it was."""
+    """Let USER in again: through the running agent's control socket (the
+    access log then says who), else by removing the lock file (root's)."""
     config = load_config(args.config)
     if lock_path(config.locks_dir, args.user) is None:
         raise UnlockError(f"{args.user!r} is not a user name")
     if os.geteuid() != 0:
         raise UnlockError("must run as root: the locks are root's")
-    lock = remove_lock(config.locks_dir, args.user)
-    if lock is None:
-        print(f"{args.user} was not locked")
+    actor = os.environ.get("SUDO_USER") or "root"
+    try:
+        reply = ControlClient(config.control_path).unlock(args.user, actor)
+    except ControlError:
+        reply = None  # no agent running: the file itself
+    if reply is not None and reply.ok:
+        print(reply.message)
     else:
-        print(f"{args.user} unlocked (was {lock.describe()})")
+        lock = remove_lock(config.locks_dir, args.user)
+        print(
+            f"{args.user} unlocked (was {lock.describe()})"
+            if lock
+            else f"{args.user} was not locked"
+        )
     sys.stdout.flush()
     return ExitStatus.SUCCESS
