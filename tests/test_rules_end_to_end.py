@@ -174,6 +174,9 @@ actions = ["alert", "cut"]
             text=True,
         )
         assert "alerts: to http://127.0.0.1" in status.stdout
+    # The action records are in the hash chain like any record.
+    verified = harness.run_cli("audit-export", "--data-dir", str(data_dir), "--verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
 @pytest.fixture(scope="module")
