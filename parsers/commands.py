@@ -17,7 +17,7 @@ endless lines costs linear time and bounded memory.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from parsers.events import Checkpoint, CommandLine, LineKind
 from parsers.shell_syntax import Lexer
@@ -74,6 +74,10 @@ class CommandAssembler:
         self.capped = 0
 
     def feed(self, line: CommandLine) -> list[ShellCommand]:
+        if line.kind is LineKind.INPUT and self.open is not None:
+            # The shell is reading the rest of an open command (`cat <<EOF`
+            # looks like it starts a program reading lines): a continuation.
+            line = replace(line, kind=LineKind.COMMAND, program=None)
         if line.kind is not LineKind.COMMAND:
             return [
                 ShellCommand(

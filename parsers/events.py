@@ -59,6 +59,9 @@ class Marker:
 Event = Chunk | Resize | Marker
 
 
+FOREGROUND_CHARS = 512
+
+
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
     """Where to restart the command pipeline so that it emits nothing twice.
@@ -76,6 +79,10 @@ class Checkpoint:
     readline: bool
     prompt: str
     pending_enters: int = 0
+    # The last command the shell ran, whose program reads the next lines
+    # (parsers/programs.py looks at its first FOREGROUND_CHARS only).
+    foreground: str | None = None
+    shell_prompts: tuple[str, ...] = ()  # the prompts the shell's lines came at
 
 
 class LineKind(enum.StrEnum):
