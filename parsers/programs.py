@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import re
+import shlex
 
 # Commands whose lines are again shell commands: nested shells and hops.
 _SHELLS = frozenset(
@@ -125,7 +126,7 @@ _READER_PROMPT_RE = re.compile(
     r"(>>> |\.\.\. |sqlite> |   \.\.\.> |mysql> |MariaDB \[[^\]]*\]> |"
     r"    -> |[\w.-]+[=\-(\[][#>] |\S+:\d+(\[\d+\])?> |irb\([^)]*\):\d+:\d+[>*\"'] |"
     r"\[\d+\] pry\([^)]*\)[>*] |\(gdb\) |\(lldb\) |\(Pdb\) |ftp> |sftp> |lftp \S*> |"
-    r"iex\(\d+\)> |scala> |jshell> |julia> |> |\? )\Z"
+    r"iex\(\d+\)> |scala> |jshell> |julia> )\Z"
 )
 # What a shell prompt ends with, after any colours are gone.
 _SHELL_PROMPT_RE = re.compile(r"[$#%>❯➜»λ\]] ?\Z")
@@ -137,9 +138,16 @@ class Reader(enum.Enum):
     UNKNOWN = "unknown"  # cannot tell yet (a line typed ahead)
 
 
+def _words(command: str) -> list[str]:
+    try:
+        return shlex.split(command)[:16]
+    except ValueError:  # an open quote: the words as they stand
+        return command.split(maxsplit=16)
+
+
 def program_name(command: str) -> str:
     """The program a command line runs, past `sudo`, `env` and assignments."""
-    words = command.split(maxsplit=16)
+    words = _words(command[:512])
     for index, word in enumerate(words):
         if "=" in word.split("/")[0] or word in ("env", "command", "nohup", "time"):
             continue
@@ -166,7 +174,7 @@ def opens_shell(command: str) -> bool:
 
 def _ssh_is_interactive(command: str) -> bool:
     """`ssh host` opens a shell; `ssh host uptime` runs one command (-t aside)."""
-    words = command.split()
+    words = _words(command)
     try:
         at = next(i for i, w in enumerate(words) if w.rsplit("/", 1)[-1] == "ssh")
     except StopIteration:
@@ -218,7 +226,7 @@ def reader_of(
         return Reader.SHELL  # the shell's own prompt again
     if opens_shell(foreground):
         return Reader.SHELL
-    if reads_lines(foreground) or (is_reader_prompt(prompt) and prompt != "> "):
+    if reads_lines(foreground) or is_reader_prompt(prompt):
         return Reader.PROGRAM
     if markers:
         return Reader.SHELL  # readline's line, at a prompt that changed (cd)

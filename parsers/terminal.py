@@ -77,8 +77,10 @@ _PARTIAL_ESC_RE = re.compile(rb"\x1b(?:\[(?:\?[0-9;]{0,32})?)?\Z")
 _ESCAPES_RE = re.compile(
     r"\x1b(?:\[[0-9;?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|.)"
 )
-# zsh: ESC[?2004l then the line feed, with carriage returns and colours between.
+# zsh: ESC[?2004l then the line feed, with carriage returns and colours between
+# (in the same write, or the next: zsh writes them apart).
 _LF_AFTER_RE = re.compile(rb"(?:\r|\x1b\[[0-9;]*m)*\n")
+_NOTHING_YET_RE = re.compile(rb"(?:\r|\x1b\[[0-9;]*m)*\Z")
 BRACKETED_PASTE = 2004
 ALT_SCREENS = frozenset({47, 1047, 1049})
 CANCEL_KEY = b"\x03"  # Ctrl-C: the kernel flushes what was typed ahead
@@ -93,6 +95,7 @@ class CommandBuilder:
         prompts: tuple[str, ...] = ()
         self.readline = False  # the last shell line came with the markers
         self.prompt = ""  # the last prompt text learned
+        self.line_prompt = ""  # the prompt of the line being typed, if any
         self.skip_until: tuple[int, int] | None = None
         pending = 0
         if checkpoint is not None:
@@ -124,6 +127,8 @@ class CommandBuilder:
         self.shell_prompts = prompts
         # A line with `!!` waits for the expansion bash prints before running it.
         self.expanding: tuple[CommandLine, bytearray] | None = None
+        # zsh's ESC[?2004l came at the end of a write: its line feed is next.
+        self.deferred: tuple[str, Reader] | None = None
 
     @property
     def unparsed(self) -> Unparsed:
@@ -250,6 +255,7 @@ class CommandBuilder:
                 cells = cells[:cut]
                 self.early = bytearray(rest)
         prompt = "".join(cells[start:])
+        self.line_prompt = prompt
         if prompt.strip():
             self.prompt = prompt
 
@@ -274,13 +280,60 @@ class CommandBuilder:
             data = data[: partial.start()]
         lines: list[CommandLine] = []
         pos = 0
-        for m in _PRIVATE_MODE_RE.finditer(data):
+        if self.deferred is not None:
+            pos = self._deferred_line_feed(data, chunk, base, lines)
+        for m in _PRIVATE_MODE_RE.finditer(data, pos):
             self._segment(data[pos : m.start()], chunk, pos - base, lines)
             pos = m.start()
             self._private_mode(data, m, chunk, base, lines)
             pos = m.end()
         self._segment(data[pos:], chunk, pos - base, lines)
+        if self.keys.pending and not (self.marker_line or self.skipping or self.alt):
+            self._prompt_again(chunk, lines)
         return lines
+
+    def _deferred_line_feed(
+        self, data: bytes, chunk: Chunk, base: int, lines: list[CommandLine]
+    ) -> int:
+        """The write after zsh's ESC[?2004l: its line feed accepts the line."""
+        assert self.deferred is not None
+        text, reader = self.deferred
+        after = _LF_AFTER_RE.match(data)
+        if after is None:
+            if _NOTHING_YET_RE.match(data):
+                return len(data)  # still nothing drawn: wait on
+            self.deferred = None
+            return 0
+        self.deferred = None
+        if self.keys.take(text) is not None:
+            resume = self.checkpoint(chunk.offset, max(0, after.end() - base))
+            self._accept(
+                text, self.line_prompt, reader, chunk.time, resume, lines, True
+            )
+        self._segment(data[: after.end()], chunk, -base, lines)
+        return after.end()
+
+    def _prompt_again(self, chunk: Chunk, lines: list[CommandLine]) -> None:
+        """The shell's prompt is drawn again with lines still unseen: no echo.
+
+        A shell without a line editor (dash) under `stty -echo` runs what is
+        typed without showing it: no line feed ends it on the screen, the
+        next prompt just follows. Those lines are hidden input.
+        """
+        if self.readline or not self.shell_prompts:
+            return
+        row, col = self.screen.cursor_position_abs()
+        rows = self.screen.logical_rows(row)
+        before = self._cells_before((row, col), rows[0])
+        after = "".join(self.screen.row_cells(row)[col:]).strip()
+        prompt = next((p for p in self.shell_prompts if before.endswith(p)), None)
+        if prompt is None or after:
+            return
+        resume = self.checkpoint(chunk.offset, len(chunk.data))
+        while (line := self.keys.spend_oldest()) is not None:
+            if line.printable:
+                self._unseen(line, prompt, chunk.time, resume, lines)
+        self.origin = None
 
     def _emulate(self, data: bytes) -> None:
         self.stream.feed(self.strings.feed(data))
@@ -437,6 +490,7 @@ class CommandBuilder:
                 self.line_start = self.screen.cursor_position_abs()
                 self.origin = None
                 self.rprompt = None
+                self.line_prompt = ""
             elif self.marker_line or (
                 self.early and self.screen.last_linefeed_row is not None
             ):
@@ -462,16 +516,23 @@ class CommandBuilder:
         self.screen.soft_wraps = False
         row = self.screen.last_linefeed_row
         skip = m.end() - base
+        deferred = False
         if row is None:
             after = _LF_AFTER_RE.match(data, m.end())
             if after is not None:  # zsh: the line feed follows
                 row = self.screen.absolute_row()
                 skip = after.end() - base
+            elif _NOTHING_YET_RE.match(data, m.end()):
+                row = self.screen.absolute_row()
+                deferred = True
         if row is not None:
             text = self._accepted_text(row)
             if text is not None:
-                reader = self._reader(self.prompt, markers=True)
-                if reader is not Reader.UNKNOWN and self.keys.take(text) is not None:
+                reader = self._reader(self.line_prompt, markers=True)
+                if deferred:
+                    if reader is not Reader.UNKNOWN:
+                        self.deferred = (text, reader)
+                elif reader is not Reader.UNKNOWN and self.keys.take(text) is not None:
                     resume = self.checkpoint(chunk.offset, max(0, skip))
                     self._accept(
                         text, self.prompt, reader, chunk.time, resume, lines, True
