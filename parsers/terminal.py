@@ -159,7 +159,7 @@ class CommandBuilder:
             return []
         if event.kind in (MarkerKind.ATTACH, MarkerKind.DETACH):
             self.lose_track()
-        elif event.kind is MarkerKind.END and not self.ended:
+        elif event.kind == MarkerKind.END and not self.ended:
             return self.finish()
         return []
 

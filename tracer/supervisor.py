@@ -114,6 +114,21 @@ class Watch:
     sudo: bool = False  # traced by its user's own session_tracker under sudo
 
 
+@dataclass(frozen=True, slots=True)
+class StraceRunning:
+    """One strace the supervisor holds, for the agent's status."""
+
+    tracer_pid: int
+    tag: str
+    ssh_pid: int
+    adopted: bool  # left by an earlier agent, watched by pid
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorSnapshot:
+    straces: tuple[StraceRunning, ...]
+
+
 @dataclass
 class SupervisorStats:
     launched: int = 0
@@ -145,6 +160,18 @@ class Supervisor:
         self.stats = SupervisorStats()
         self._tokens = self.limits.max_new_sessions_per_s
         self._tokens_at = time.monotonic()
+
+    def snapshot(self) -> SupervisorSnapshot:
+        """The straces running now (main thread, like everything here)."""
+        return SupervisorSnapshot(
+            tuple(
+                StraceRunning(
+                    w.tracker.tracer_pid, w.ssh.tag, w.ssh.pid, w.tracker.popen is None
+                )
+                for w in self.watches.values()
+                if w.tracker is not None and w.tracker.running()
+            )
+        )
 
     @property
     def tracer_pids(self) -> list[int]:
@@ -306,7 +333,7 @@ class Supervisor:
             _signal(tracker.tracer_pid, signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 tracker.popen.wait(1.0)
-        if self.mode is Mode.STRICT:
+        if self.mode == Mode.STRICT:
             self.stats.terminated += 1
             log.error(
                 "session %s: %s; ending ssh %d (strict mode)", ssh.tag, reason, ssh.pid
@@ -331,7 +358,7 @@ class Supervisor:
 
     def _retry(self, watch: Watch, now: float) -> None:
         """Permissive mode: attach again, a few times, when the cause may pass."""
-        if self.mode is Mode.STRICT or now < watch.next_attempt:
+        if self.mode == Mode.STRICT or now < watch.next_attempt:
             return
         if watch.attaches >= MAX_ATTACHES or watch.tracker is None:
             return
@@ -352,7 +379,7 @@ class Supervisor:
         path = find_log(self.logs_dir, watch.ssh.tag, identity)
         if path is None:
             return
-        if watch.verdict is not None and self.mode is Mode.STRICT:
+        if watch.verdict is not None and self.mode == Mode.STRICT:
             mark_unended(
                 path, "end", reason=f"terminated: {watch.verdict}", status="terminated"
             )
