@@ -45,6 +45,7 @@ from dataclasses import replace
 
 import pyte
 
+from parsers.accepted import AcceptedLines
 from parsers.control_strings import StringFilter
 from parsers.events import (
     FOREGROUND_CHARS,
@@ -53,14 +54,13 @@ from parsers.events import (
     CommandLine,
     Direction,
     Event,
-    LineKind,
     MarkerKind,
     Resize,
 )
-from parsers.history_expansion import expansion_prefix, plausible_expansion
-from parsers.keys import KeyLine, KeyLog, Unparsed
-from parsers.programs import Reader, looks_like_shell_prompt, reader_of
+from parsers.keys import KeyLog, Unparsed
+from parsers.programs import Reader
 from parsers.screen import LineScreen
+from parsers.screen_lines import LineFinder
 
 DEFAULT_ROWS = 24
 DEFAULT_COLS = 80
@@ -68,15 +68,10 @@ TAIL_BYTES = 8192  # command output kept to redraw the next prompt from
 FALLBACK_EMULATION_BYTES = 64 << 10  # see _segment
 EARLY_KEYS_BYTES = 4096
 MIN_SIZE, MAX_SIZE = 2, 2000  # a TIOCGWINSZ outside this is not believed
-MAX_SHELL_PROMPTS = 8
-MAX_PROMPT_CHARS = 256
 
 # DEC private modes: ESC [ ? Pm h (set) / l (reset).
 _PRIVATE_MODE_RE = re.compile(rb"\x1b\[\?([0-9;]{1,32})([hl])")
 _PARTIAL_ESC_RE = re.compile(rb"\x1b(?:\[(?:\?[0-9;]{0,32})?)?\Z")
-_ESCAPES_RE = re.compile(
-    r"\x1b(?:\[[0-9;?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|.)"
-)
 # zsh: ESC[?2004l then the line feed, with carriage returns and colours between
 # (in the same write, or the next: zsh writes them apart).
 _LF_AFTER_RE = re.compile(rb"(?:\r|\x1b\[[0-9;]*m)*\n")
@@ -92,16 +87,15 @@ class CommandBuilder:
     def __init__(self, checkpoint: Checkpoint | None = None) -> None:
         rows, cols = DEFAULT_ROWS, DEFAULT_COLS
         foreground = None
+        prompt = ""
         prompts: tuple[str, ...] = ()
-        self.readline = False  # the last shell line came with the markers
-        self.prompt = ""  # the last prompt text learned
-        self.line_prompt = ""  # the prompt of the line being typed, if any
+        readline = False
         self.skip_until: tuple[int, int] | None = None
         pending = 0
         if checkpoint is not None:
             rows, cols = checkpoint.rows, checkpoint.cols
-            self.readline = checkpoint.readline
-            self.prompt = checkpoint.prompt
+            readline = checkpoint.readline
+            prompt = checkpoint.prompt
             pending = checkpoint.pending_enters
             self.skip_until = (checkpoint.offset, checkpoint.skip)
             foreground = checkpoint.foreground
@@ -109,6 +103,7 @@ class CommandBuilder:
         self.keys = KeyLog(pending)
         self.screen = LineScreen(cols, rows)
         self.stream = pyte.ByteStream(self.screen)
+        self.lines = LineFinder(self.screen, prompt)
         self.strings = StringFilter()
         self.marker_line = False  # a line editor is reading a line with markers
         self.alt = False  # a full-screen program owns the terminal
@@ -116,17 +111,10 @@ class CommandBuilder:
         self.tail = bytearray()  # last output seen while skipping
         self.carry = b""  # an escape sequence cut by the end of a chunk
         self.emulated = 0  # fallback: output emulated since the last key
-        self.early = bytearray()  # keys read before any output (late attach)
         self.output_seen = False  # the remote side has printed something
-        self.origin: tuple[int, int] | None = None  # cursor at first key
-        self.line_start: tuple[int, int] | None = None  # cursor at ESC[?2004h
-        self.rprompt: tuple[int, int, str] | None = None  # right prompt: row, col
         self.ended = False
         # Who reads the next line: the last command run, the shell's prompts.
-        self.foreground: str | None = foreground
-        self.shell_prompts = prompts
-        # A line with `!!` waits for the expansion bash prints before running it.
-        self.expanding: tuple[CommandLine, bytearray] | None = None
+        self.sink = AcceptedLines(foreground, prompts, readline)
         # zsh's ESC[?2004l came at the end of a write: its line feed is next.
         self.deferred: tuple[str, Reader] | None = None
 
@@ -166,7 +154,7 @@ class CommandBuilder:
     def finish(self) -> list[CommandLine]:
         """The session is over: a line waiting for its expansion is released."""
         lines: list[CommandLine] = []
-        self._expanded(lines, final=True)
+        self.sink.expanded(lines, final=True)
         self.keys.give_up()
         self.ended = True
         return lines
@@ -177,11 +165,11 @@ class CommandBuilder:
             skip=skip,
             rows=self.screen.lines,
             cols=self.screen.columns,
-            readline=self.readline,
-            prompt=self.prompt,
+            readline=self.sink.readline,
+            prompt=self.lines.prompt,
             pending_enters=len(self.keys.pending),
-            foreground=(self.foreground or "")[:FOREGROUND_CHARS] or None,
-            shell_prompts=self.shell_prompts,
+            foreground=(self.sink.foreground or "")[:FOREGROUND_CHARS] or None,
+            shell_prompts=self.sink.shell_prompts,
         )
 
     # -- input -----------------------------------------------------------
@@ -191,7 +179,7 @@ class CommandBuilder:
         cancel = data.rfind(CANCEL_KEY)
         if cancel >= 0:
             self.keys.cancel()
-            self.origin = None
+            self.lines.origin = None
             data = data[cancel + 1 :]
             if not data:
                 return
@@ -201,71 +189,22 @@ class CommandBuilder:
             # Keys before the remote side printed anything (typed at login, or
             # the tracer attached mid-session): no prompt is on the screen to
             # learn from; their echo is matched against them instead.
-            self.early += data
-            del self.early[:-EARLY_KEYS_BYTES]
+            self.lines.early += data
+            del self.lines.early[:-EARLY_KEYS_BYTES]
             if self.skipping:
                 self._resume_emulation()
             return
         if self.marker_line:
-            if not self.skipping and self.origin is None:
-                self._learn_prompt()
+            if not self.skipping and self.lines.origin is None:
+                self.lines.learn_prompt(self.marker_line)
             return
         if self.alt:
             return  # keys for vim, less, top
         self.emulated = 0
         if self.skipping:
             self._resume_emulation()
-        if self.origin is None and before == 0:
-            self._learn_prompt()
-
-    def _learn_prompt(self) -> None:
-        """The text left of the cursor when the first key is read is the prompt."""
-        row, col = self.screen.cursor_position_abs()
-        self.origin = (row, col)
-        rows = self.screen.logical_rows(row)
-        cells: list[str] = []
-        for abs_row in rows:
-            row_cells = self.screen.row_cells(abs_row)
-            if abs_row == row:
-                cells.extend(row_cells[:col])
-                after = "".join(row_cells[col:])
-                right = after.strip()
-                # zsh's RPROMPT, fish's right prompt: text right of the cursor
-                # before anything was typed; not part of the command.
-                self.rprompt = (
-                    (row, col + after.index(right[0]), right) if right else None
-                )
-                break
-            cells.extend(row_cells)
-        start = 0
-        if self.line_start is not None and self.line_start[0] in rows:
-            start = (self.line_start[0] - rows[0]) * self.screen.columns
-            start = min(start + self.line_start[1], len(cells))
-        typed, rest = self._early_typed()
-        if typed and not self.marker_line:
-            # Keys read before any output (the tracer attached after the
-            # prompt was drawn) are echoed on this line: the command starts
-            # with them, the prompt is what precedes them.
-            cut = _suffix_start(cells, typed, start)
-            if cut is not None:
-                self.origin = (
-                    rows[0] + cut // self.screen.columns,
-                    cut % self.screen.columns,
-                )
-                cells = cells[:cut]
-                self.early = bytearray(rest)
-        prompt = "".join(cells[start:])
-        self.line_prompt = prompt
-        if prompt.strip():
-            self.prompt = prompt
-
-    def _early_typed(self) -> tuple[str, bytes]:
-        """The first line of keys read before any output, and the rest."""
-        if not self.early:
-            return "", b""
-        first, _, rest = bytes(self.early).replace(b"\r", b"\n").partition(b"\n")
-        text = first.decode("utf-8", "replace")
-        return (text.strip() if text.isprintable() else ""), rest
+        if self.lines.origin is None and before == 0:
+            self.lines.learn_prompt(self.marker_line)
 
     # -- output ----------------------------------------------------------
 
@@ -307,8 +246,8 @@ class CommandBuilder:
         self.deferred = None
         if self.keys.take(text) is not None:
             resume = self.checkpoint(chunk.offset, max(0, after.end() - base))
-            self._accept(
-                text, self.line_prompt, reader, chunk.time, resume, lines, True
+            self.sink.accept(
+                text, self.lines.line_prompt, reader, chunk.time, resume, lines, True
             )
         self._segment(data[: after.end()], chunk, -base, lines)
         return after.end()
@@ -320,20 +259,20 @@ class CommandBuilder:
         typed without showing it: no line feed ends it on the screen, the
         next prompt just follows. Those lines are hidden input.
         """
-        if self.readline or not self.shell_prompts:
+        if self.sink.readline or not self.sink.shell_prompts:
             return
         row, col = self.screen.cursor_position_abs()
         rows = self.screen.logical_rows(row)
-        before = self._cells_before((row, col), rows[0])
+        before = self.lines.cells_before((row, col), rows[0])
         after = "".join(self.screen.row_cells(row)[col:]).strip()
-        prompt = next((p for p in self.shell_prompts if before.endswith(p)), None)
+        prompt = next((p for p in self.sink.shell_prompts if before.endswith(p)), None)
         if prompt is None or after:
             return
         resume = self.checkpoint(chunk.offset, len(chunk.data))
         while (line := self.keys.spend_oldest()) is not None:
             if line.printable:
-                self._unseen(line, prompt, chunk.time, resume, lines)
-        self.origin = None
+                self.sink.unseen(line, prompt, chunk.time, resume, lines)
+        self.lines.origin = None
 
     def _emulate(self, data: bytes) -> None:
         self.stream.feed(self.strings.feed(data))
@@ -344,9 +283,7 @@ class CommandBuilder:
         """Output between two private-mode markers."""
         if not data:
             return
-        if self.expanding is not None:
-            self.expanding[1].extend(data[:TAIL_BYTES])
-            self._expanded(lines, final=False)
+        self.sink.output(data, lines)
         if self.skipping:
             self.tail += data
             if len(self.tail) > TAIL_BYTES:
@@ -376,7 +313,7 @@ class CommandBuilder:
                 self._line_feed(chunk, max(0, start + lf + 1), lines)
             self._emulate(b"\n")
             pos = lf + 1
-            if self.expanding is not None and pos < len(data):
+            if self.sink.expanding is not None and pos < len(data):
                 self._start_skipping()
                 self._segment(data[pos:], chunk, start + pos, lines)
                 return
@@ -387,7 +324,7 @@ class CommandBuilder:
         """A line feed while no marker line is read: is it a line's Enter?"""
         time = chunk.time
         row = self.screen.absolute_row()
-        found = self._fallback_line(row)
+        found = self.lines.fallback_line(row, self.keys.typed_texts())
         if found is None:
             return
         text, prompt, at_origin = found
@@ -398,69 +335,19 @@ class CommandBuilder:
             if oldest.printable and not prompt.strip():
                 return  # an empty line of output, not the keys' echo
             self.keys.spend_oldest()
-            self.origin = None
+            self.lines.origin = None
             if oldest.printable:
                 resume = self.checkpoint(chunk.offset, skip)
-                self._unseen(oldest, prompt, time, resume, lines)
+                self.sink.unseen(oldest, prompt, time, resume, lines)
             return
-        reader = self._reader(prompt, markers=False)
+        reader = self.sink.reader(prompt, markers=False)
         if reader is Reader.UNKNOWN:
             return  # its shell will draw it again when it reads it
         if self.keys.take(text) is None:
             return  # not what was typed: output
-        self.origin = None
+        self.lines.origin = None
         resume = self.checkpoint(chunk.offset, skip)
-        self._accept(text, prompt, reader, time, resume, lines, markers=False)
-
-    def _unseen(
-        self,
-        keys: KeyLine,
-        prompt: str,
-        time: float,
-        resume: Checkpoint,
-        lines: list[CommandLine],
-    ) -> None:
-        """Keys typed and Enter, nothing echoed: a secret, or hidden shell input."""
-        reader = self._reader(prompt, markers=False)
-        if reader is Reader.PROGRAM or not looks_like_shell_prompt(prompt):
-            return  # a password prompt: never stored
-        lines.append(
-            CommandLine(
-                time,
-                "",
-                prompt,
-                resume,
-                kind=LineKind.HIDDEN_INPUT,
-                keys=keys.printable,
-            )
-        )
-
-    def _fallback_line(self, abs_row: int) -> tuple[str, str, bool] | None:
-        """The line a line feed ends: (text, prompt, began at the first key)."""
-        screen = self.screen
-        rows = screen.logical_rows(abs_row)
-        bottom = rows[-1]
-        if self.origin is not None and self.origin[0] in rows:
-            text = self._text(self.origin, bottom)
-            return text, self._cells_before(self.origin, rows[0]), True
-        whole = screen.text_from((rows[0], 0), bottom).rstrip()
-        for typed in self.keys.typed_texts():
-            if whole.endswith(typed):
-                # Typed ahead: echoed where the output stood (the kernel), or
-                # after the prompt once the shell read it.
-                return typed, whole[: -len(typed)], False
-        start = self._line_start(bottom)
-        if start is not None and self.prompt:
-            return self._text(start, bottom), self.prompt, False
-        return None
-
-    def _cells_before(self, position: tuple[int, int], first: int) -> str:
-        row, col = position
-        cells: list[str] = []
-        for abs_row in range(first, row + 1):
-            row_cells = self.screen.row_cells(abs_row)
-            cells.extend(row_cells[:col] if abs_row == row else row_cells)
-        return "".join(cells)
+        self.sink.accept(text, prompt, reader, time, resume, lines, markers=False)
 
     def _private_mode(
         self,
@@ -481,18 +368,15 @@ class CommandBuilder:
                 self.keys.leave_full_screen()
         if BRACKETED_PASTE in modes:
             if is_set:
-                self._expanded(lines, final=True)
+                self.sink.expanded(lines, final=True)
                 if self.skipping:
                     self._resume_emulation()
                 self.marker_line = True
                 self.keys.line_editor_started()
                 self.screen.soft_wraps = True
-                self.line_start = self.screen.cursor_position_abs()
-                self.origin = None
-                self.rprompt = None
-                self.line_prompt = ""
+                self.lines.new_line()
             elif self.marker_line or (
-                self.early and self.screen.last_linefeed_row is not None
+                self.lines.early and self.screen.last_linefeed_row is not None
             ):
                 # The second case: the tracer came after the prompt was drawn
                 # (late attach), and the keys were read before any output; a
@@ -526,136 +410,27 @@ class CommandBuilder:
                 row = self.screen.absolute_row()
                 deferred = True
         if row is not None:
-            text = self._accepted_text(row)
+            text = self.lines.accepted_text(row)
             if text is not None:
-                reader = self._reader(self.line_prompt, markers=True)
+                reader = self.sink.reader(self.lines.line_prompt, markers=True)
                 if deferred:
                     if reader is not Reader.UNKNOWN:
                         self.deferred = (text, reader)
                 elif reader is not Reader.UNKNOWN and self.keys.take(text) is not None:
                     resume = self.checkpoint(chunk.offset, max(0, skip))
-                    self._accept(
-                        text, self.prompt, reader, chunk.time, resume, lines, True
+                    self.sink.accept(
+                        text, self.lines.prompt, reader, chunk.time, resume, lines, True
                     )
-        self.early.clear()
+        self.lines.early.clear()
         self._start_skipping()
         self.strings.reset()
-
-    def _reader(self, prompt: str, markers: bool) -> Reader:
-        return reader_of(
-            prompt, markers, self.foreground, self.shell_prompts, self.readline
-        )
-
-    def _accept(
-        self,
-        text: str,
-        prompt: str,
-        reader: Reader,
-        time: float,
-        resume: Checkpoint,
-        lines: list[CommandLine],
-        markers: bool,
-    ) -> None:
-        if reader is Reader.PROGRAM:
-            if text:
-                lines.append(
-                    CommandLine(
-                        time,
-                        text,
-                        prompt,
-                        resume,
-                        kind=LineKind.INPUT,
-                        program=self.foreground,
-                    )
-                )
-            return
-        self.readline = markers
-        if prompt.strip() and prompt not in self.shell_prompts:
-            prompt = prompt[-MAX_PROMPT_CHARS:]
-            self.shell_prompts = (*self.shell_prompts, prompt)[-MAX_SHELL_PROMPTS:]
-        if not text:
-            return
-        self.foreground = text
-        line = CommandLine(time, text, prompt, resume)
-        if expansion_prefix(text) is not None:
-            self.expanding = (line, bytearray())
-        else:
-            lines.append(line)
-
-    def _expanded(self, lines: list[CommandLine], final: bool) -> None:
-        """Release a line waiting for its history expansion, once bash printed it."""
-        if self.expanding is None:
-            return
-        line, printed = self.expanding
-        first, newline, _ = bytes(printed).lstrip(b"\r\n").partition(b"\n")
-        if not newline and not final and len(printed) < TAIL_BYTES:
-            return
-        self.expanding = None
-        text = _ESCAPES_RE.sub("", first.decode("utf-8", "replace")).replace("\r", "")
-        text = text.rstrip()
-        if newline and plausible_expansion(line.text, text):
-            # bash ran the expansion; what was typed is kept beside it.
-            line = replace(line, text=text, typed=line.text)
-            self.foreground = text
-        lines.append(line)
-
-    def _accepted_text(self, abs_row: int) -> str | None:
-        """The command on the line ending at `abs_row`, without its prompt."""
-        screen = self.screen
-        bottom = screen.logical_rows(abs_row)[-1]
-        start = self._line_start(bottom)
-        if start is not None:
-            return self._text(start, bottom)
-        rows = screen.logical_rows(abs_row)
-        whole = screen.text_from((rows[0], 0), bottom).rstrip() if rows else ""
-        typed, rest = self._early_typed()
-        if typed and whole.endswith(typed):
-            # Keys typed before the prompt was drawn (at login, or while the
-            # last command ran) are echoed verbatim after it: what precedes
-            # them is the prompt.
-            self.early = bytearray(rest)
-            if whole[: -len(typed)].strip():
-                self.prompt = whole[: -len(typed)]
-            return typed
-        return whole or None
-
-    def _text(self, start: tuple[int, int], bottom: int) -> str:
-        """Screen text from `start` to the end of `bottom`, right prompt cut."""
-        blank = None
-        if self.rprompt is not None:
-            row, col, right = self.rprompt
-            cells = self.screen.row_cells(row)
-            if start[0] <= row <= bottom and "".join(cells[col:]).strip() == right:
-                blank = (row, col)  # still there, untouched: not typed
-        return self.screen.text_from(start, bottom, blank).rstrip()
-
-    def _line_start(self, bottom: int) -> tuple[int, int] | None:
-        """Where the line being accepted begins, after its prompt.
-
-        Walks up from the last row: a pasted newline puts a line's text on
-        several rows, and a completion listing makes readline redraw the
-        prompt below where the first key was read.
-        """
-        screen = self.screen
-        top = screen.top_row
-        row = bottom
-        while row >= top:
-            group = screen.logical_rows(row)
-            if self.origin is not None and self.origin[0] in group:
-                return self.origin
-            first = group[0]
-            cells = screen.prefix_cells(first, self.prompt)
-            if cells is not None:
-                return first + cells // screen.columns, cells % screen.columns
-            row = first - 1
-        return None
 
     # -- modes -----------------------------------------------------------
 
     def _start_skipping(self) -> None:
         self.skipping = True
         self.tail.clear()
-        self.origin = None
+        self.lines.origin = None
         self.screen.keep_scrolled = False
         self.screen.forget_scrolled()
 
@@ -665,7 +440,7 @@ class CommandBuilder:
         self.screen.reset()
         self.screen.keep_scrolled = True
         self.strings.reset()
-        self.line_start = None
+        self.lines.line_start = None
         tail = bytes(self.tail)
         self.tail.clear()
         last_lf = tail.rfind(b"\n")
@@ -683,13 +458,3 @@ class CommandBuilder:
         self.keys.give_up()
         self.carry = b""
         self._start_skipping()
-
-
-def _suffix_start(cells: list[str], text: str, lowest: int) -> int | None:
-    """The cell index from which `cells` read `text` to the end, if they do."""
-    joined = ""
-    for index in range(len(cells) - 1, lowest - 1, -1):
-        joined = cells[index] + joined
-        if len(joined) >= len(text):
-            return index if joined == text else None
-    return None
