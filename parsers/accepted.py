@@ -38,6 +38,7 @@ class AcceptedLines:
         self.shell_prompts = shell_prompts  # the prompts its lines came at
         self.readline = readline  # the shell's last line came with the markers
         self.expanding: tuple[CommandLine, bytearray] | None = None
+        self.cancelled = False  # Ctrl-C since the last command line
 
     def reader(self, prompt: str, markers: bool) -> Reader:
         return reader_of(
@@ -74,7 +75,8 @@ class AcceptedLines:
         if not text:
             return
         self.foreground = text
-        line = CommandLine(time, text, prompt, resume)
+        line = CommandLine(time, text, prompt, resume, after_cancel=self.cancelled)
+        self.cancelled = False
         if expansion_prefix(text) is not None:
             self.expanding = (line, bytearray())
         else:

@@ -91,9 +91,12 @@ class CommandAssembler:
                 )
             ]
         released: list[ShellCommand] = []
-        if self.held and line.prompt.strip() and line.prompt == self.first_prompt:
-            # Read at the primary prompt again: whatever is still open was
-            # given up (Ctrl-C); bash ran only the complete part.
+        if self.held and (
+            line.after_cancel
+            or (line.prompt.strip() and line.prompt == self.first_prompt)
+        ):
+            # Read at the primary prompt again, or after Ctrl-C: whatever is
+            # still open was given up; bash ran only the complete part.
             released = self._release(cancelled=True)
         if not self.held:
             self.first_prompt = line.prompt

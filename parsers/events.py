@@ -105,3 +105,4 @@ class CommandLine:
     program: str | None = None  # for an input: the command line that started it
     typed: str | None = None  # what was typed, when bash ran its expansion instead
     keys: int = 0  # for hidden input: how many keys were typed, never which
+    after_cancel: bool = False  # Ctrl-C was typed since the line before

@@ -22,6 +22,7 @@ MAX_PENDING_LINES = 64  # Enters not yet matched; older ones count as unparsed
 # running (a `q` for top), not to the line. The first reads of a line, and
 # where a line editor started reading, are tried.
 MAX_CUTS = 32
+MAX_CUT_LINE_BYTES = 4096  # a longer line is matched whole only
 _ERASE = "\x7f\x08"
 _KILL = "\x15"  # Ctrl-U: both the kernel and readline erase the whole line
 
@@ -36,9 +37,11 @@ class KeyLine:
     data: bytearray = field(default_factory=bytearray)
     unknown: bool = False  # too long to keep, or from before a restart
     cuts: list[int] = field(default_factory=list)  # offsets of later reads
+    _candidates: list[str] | None = None  # computed once per change
 
     def add(self, data: bytes, time: float) -> None:
         self.end = time
+        self._candidates = None
         if len(self.data) + len(data) > MAX_LINE_BYTES:
             self.unknown = True
             self.data.clear()
@@ -49,6 +52,7 @@ class KeyLine:
 
     def cut(self) -> None:
         """A line may begin here (a new read, a line editor started)."""
+        self._candidates = None
         if (
             self.data
             and len(self.cuts) < MAX_CUTS
@@ -58,11 +62,21 @@ class KeyLine:
 
     def matches(self, wanted: str) -> bool:
         """Whether plain keys typed from some read on make `wanted`."""
-        for start in (0, *self.cuts):
-            typed = _cooked(bytes(self.data[start:]))
-            if typed is not None and typed.strip() == wanted:
-                return True
-        return False
+        return wanted in self.candidates()
+
+    def candidates(self) -> list[str]:
+        """What plain keys typed from each read on make, longest first."""
+        if self._candidates is not None:
+            return self._candidates
+        texts: list[str] = []
+        if not self.unknown:
+            cuts = self.cuts if len(self.data) <= MAX_CUT_LINE_BYTES else []
+            for start in (0, *cuts):
+                typed = _cooked(bytes(self.data[start:]))
+                if typed is not None and typed.strip() not in texts:
+                    texts.append(typed.strip())
+        self._candidates = texts
+        return texts
 
     @property
     def text(self) -> str | None:
@@ -70,6 +84,12 @@ class KeyLine:
         if self.unknown:
             return None
         return _cooked(bytes(self.data))
+
+    @property
+    def visible(self) -> bool:
+        """Whether the keys would have drawn anything but blanks, echoed."""
+        typed = self.text
+        return typed is None or bool(typed.strip())
 
     @property
     def printable(self) -> int:
@@ -130,11 +150,12 @@ class KeyLog:
         self.pasting = False
         self.unparsed = Unparsed()
 
-    def add(self, data: bytes, time: float, alt: bool, bracketed: bool) -> int:
+    def add(self, data: bytes, time: float, alt: bool) -> int:
         """Record keys; the number of Enters among them.
 
-        `bracketed`: the line editor reads pastes between ESC[200~ and
-        ESC[201~, and a newline pasted there is part of the line, no Enter.
+        A terminal brackets a paste (ESC[200~ … ESC[201~) only for a program
+        that asked for it (ESC[?2004h), a line editor that takes a newline
+        pasted there as part of the line, no Enter.
         """
         enters = 0
         pos = 0
@@ -142,12 +163,10 @@ class KeyLog:
             if self.pasting:
                 end = data.find(PASTE_END, pos)
                 stop = len(data) if end < 0 else end + len(PASTE_END)
-                if bracketed:
-                    self._line(time, alt).add(data[pos:stop], time)
-                    pos = stop
-                    self.pasting = end < 0
-                    continue
+                self._line(time, alt).add(data[pos:stop], time)
+                pos = stop
                 self.pasting = end < 0
+                continue
             cut = min(
                 (i for i in (data.find(b"\r", pos), data.find(b"\n", pos)) if i >= 0),
                 default=-1,
@@ -223,13 +242,8 @@ class KeyLog:
         return self.pending.popleft() if self.pending else None
 
     def typed_texts(self) -> list[str]:
-        """Texts of pending plain-key lines, oldest first."""
-        texts = []
-        for line in self.pending:
-            typed = line.text
-            if typed is not None and typed.strip():
-                texts.append(typed.strip())
-        return texts
+        """Texts of pending plain-key lines, oldest first (see candidates)."""
+        return [text for line in self.pending for text in line.candidates() if text]
 
     def give_up(self) -> None:
         """Whatever is pending will never be matched (end, lost track)."""

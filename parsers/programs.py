@@ -132,6 +132,11 @@ _READER_PROMPT_RE = re.compile(
 _SHELL_PROMPT_RE = re.compile(r"[$#%>❯➜»λ\]] ?\Z")
 
 
+# A prompt this long is the shell's also after text a command left on the row
+# (`read -s` prints no newline); a shorter one ("$ ") must stand alone.
+MIN_TRAILING_PROMPT = 4
+
+
 class Reader(enum.Enum):
     SHELL = "shell"  # the session's shell reads the line
     PROGRAM = "program"  # the running command reads it
@@ -208,6 +213,13 @@ def looks_like_shell_prompt(prompt: str) -> bool:
     return _SHELL_PROMPT_RE.search(prompt.rstrip("\n")[-8:]) is not None
 
 
+def _same_prompt(prompt: str, known: str) -> bool:
+    """The shell's prompt, also drawn after what a command left on its row."""
+    if len(known.strip()) < MIN_TRAILING_PROMPT:
+        return prompt == known
+    return prompt.endswith(known)
+
+
 def reader_of(
     prompt: str,
     markers: bool,
@@ -222,7 +234,7 @@ def reader_of(
     """
     if foreground is None:
         return Reader.SHELL
-    if prompt.strip() and prompt in shell_prompts:
+    if prompt.strip() and any(_same_prompt(prompt, known) for known in shell_prompts):
         return Reader.SHELL  # the shell's own prompt again
     if opens_shell(foreground):
         return Reader.SHELL

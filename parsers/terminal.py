@@ -179,12 +179,13 @@ class CommandBuilder:
         cancel = data.rfind(CANCEL_KEY)
         if cancel >= 0:
             self.keys.cancel()
+            self.sink.cancelled = True
             self.lines.origin = None
             data = data[cancel + 1 :]
             if not data:
                 return
         before = len(self.keys.pending)
-        self.keys.add(data, chunk.time, self.alt, bracketed=self.marker_line)
+        self.keys.add(data, chunk.time, self.alt)
         if not self.output_seen:
             # Keys before the remote side printed anything (typed at login, or
             # the tracer attached mid-session): no prompt is on the screen to
@@ -268,9 +269,16 @@ class CommandBuilder:
         prompt = next((p for p in self.sink.shell_prompts if before.endswith(p)), None)
         if prompt is None or after:
             return
+        origin = self.lines.origin
+        if origin is not None and origin != (row, col):
+            # Typed where the first key was read ("Password: " of `read -s`,
+            # which prints no newline): that prompt says what the keys were.
+            prompt = self.lines.cells_before(
+                origin, self.screen.logical_rows(origin[0])[0]
+            )
         resume = self.checkpoint(chunk.offset, len(chunk.data))
         while (line := self.keys.spend_oldest()) is not None:
-            if line.printable:
+            if line.visible:
                 self.sink.unseen(line, prompt, chunk.time, resume, lines)
         self.lines.origin = None
 
@@ -332,11 +340,11 @@ class CommandBuilder:
             oldest = self.keys.oldest()
             if not at_origin or oldest is None:
                 return
-            if oldest.printable and not prompt.strip():
+            if oldest.visible and not prompt.strip():
                 return  # an empty line of output, not the keys' echo
             self.keys.spend_oldest()
             self.lines.origin = None
-            if oldest.printable:
+            if oldest.visible:
                 resume = self.checkpoint(chunk.offset, skip)
                 self.sink.unseen(oldest, prompt, time, resume, lines)
             return
