@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 from agent.records import Command, Session
+from parsers.events import LineKind
 
 # The order of the fields in a record, and of the columns in CSV.
 FIELDS = (
@@ -18,6 +19,11 @@ FIELDS = (
     "time",
     "command",
     "cancelled",
+    "kind",
+    "program",
+    "typed",
+    "keys",
+    "unterminated",
     "tag",
     "bastion_user",
     "remote_user",
@@ -34,7 +40,7 @@ FIELDS = (
     "remote_account",
     "recorder",
 )
-COMMAND_FIELDS = 5  # the first five come from the command, the rest its session
+COMMAND_FIELDS = 10  # the first ten come from the command, the rest its session
 
 
 def session_fields(session: Session) -> dict[str, Any]:
@@ -62,6 +68,17 @@ def session_fields(session: Session) -> dict[str, Any]:
     }
 
 
+def command_extras(command: Command) -> dict[str, Any]:
+    """Who read the line, and what else the parser knows of it (README)."""
+    return {
+        "kind": command.kind,
+        "program": command.program,
+        "typed": command.typed,
+        "keys": command.keys,
+        "unterminated": command.unterminated,
+    }
+
+
 def flat_record(command: Command, session: Session | None) -> dict[str, Any]:
     """One exported command with its session's fields (README: export fields)."""
     record: dict[str, Any] = {
@@ -70,6 +87,7 @@ def flat_record(command: Command, session: Session | None) -> dict[str, Any]:
         "time": command.time,
         "command": command.command,
         "cancelled": command.cancelled,
+        **command_extras(command),
     }
     if session is not None:
         record.update(session_fields(session))
@@ -79,7 +97,7 @@ def flat_record(command: Command, session: Session | None) -> dict[str, Any]:
 class JsonRecords:
     """flat_record() as JSON text, fast enough for a million records.
 
-    The session's fields are encoded once per session and the command's four
+    The session's fields are encoded once per session and a plain command's
     by hand; the text is exactly what json.dumps(flat_record(...),
     ensure_ascii=False) gives, at a third of the cost.
     """
@@ -91,10 +109,14 @@ class JsonRecords:
         tail = "}"
         if session is not None:
             tail = self._tails.get(session.id) or self._tail(session)
+        if command.kind == LineKind.COMMAND and command.typed is None:
+            extras = _PLAIN_UNTERMINATED if command.unterminated else _PLAIN
+        else:
+            extras = ", " + _ENCODER.encode(command_extras(command))[1:-1]
         return (
             f'{{"session": {_string(command.session)}, "seq": {command.seq}, '
             f'"time": {_string(command.time)}, "command": {_string(command.command)}, '
-            f'"cancelled": {"true" if command.cancelled else "false"}{tail}'
+            f'"cancelled": {"true" if command.cancelled else "false"}{extras}{tail}'
         )
 
     def _tail(self, session: Session) -> str:
@@ -106,3 +128,6 @@ class JsonRecords:
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False)
 _string = json.encoder.encode_basestring
+_PLAIN = ', "kind": "command", "program": null, "typed": null, "keys": null'
+_PLAIN_UNTERMINATED = _PLAIN + ', "unterminated": true'
+_PLAIN += ', "unterminated": false'

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agent import AgentError
-from parsers.events import Checkpoint
+from parsers.events import Checkpoint, LineKind
 from tracer.session_log import SessionStart
 from tracer.tags import parse_ssh_argv
 
@@ -91,6 +91,9 @@ class Session:
     start_ticks: int = 0
     checkpoint: Checkpoint | None = None
     runner: str = ""
+    # Keys typed that became no command, input or secret (parsers/keys.py):
+    # how many, from when to when; None while there were none.
+    unparsed_input: tuple[int, float, float] | None = None
 
     @classmethod
     def new(cls, session_id: str, start: SessionStart, log: str) -> Session:
@@ -141,6 +144,15 @@ class Session:
         if all((key(a), key(b)) != (key(start), key(end)) for a, b in gaps):
             gaps.append((start, end))
         return dataclasses.replace(self, gaps=tuple(gaps))
+
+    def unparsed(self, keys: int, first: float, last: float) -> Session:
+        """`keys` more keys typed that the parser could not place."""
+        if keys <= 0:
+            return self
+        if self.unparsed_input is not None:
+            before, start, end = self.unparsed_input
+            keys, first, last = before + keys, min(start, first), max(end, last)
+        return dataclasses.replace(self, unparsed_input=(keys, first, last))
 
     def ended(
         self, at: float, reason: str, status: SessionStatus = SessionStatus.CLOSED
@@ -194,6 +206,15 @@ class Session:
             "inventory_host": self.inventory_host,
             "remote_account": self.remote_account,
             "recorder": self.recorder,
+            "unparsed_input": (
+                {
+                    "keys": self.unparsed_input[0],
+                    "from": iso(self.unparsed_input[1]),
+                    "to": iso(self.unparsed_input[2]),
+                }
+                if self.unparsed_input is not None
+                else None
+            ),
             "_ingest": {
                 "log": self.log,
                 "start_ticks": self.start_ticks,
@@ -210,6 +231,7 @@ class Session:
             ingest = doc.get("_ingest") or {}
             cp = ingest.get("checkpoint")
             ended = doc.get("ended_at")
+            unparsed = doc.get("unparsed_input")
             return cls(
                 id=str(doc["id"]),
                 tag=str(doc["tag"]),
@@ -236,8 +258,17 @@ class Session:
                 recorder=doc.get("recorder"),
                 log=str(ingest.get("log") or ""),
                 start_ticks=int(ingest.get("start_ticks") or 0),
-                checkpoint=Checkpoint(**cp) if cp else None,
+                checkpoint=_checkpoint(cp) if cp else None,
                 runner=str(ingest.get("runner") or ""),
+                unparsed_input=(
+                    (
+                        int(unparsed["keys"]),
+                        parse_iso(unparsed["from"]),
+                        parse_iso(unparsed["to"]),
+                    )
+                    if unparsed
+                    else None
+                ),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise RecordError(f"bad session document: {e}") from e
@@ -257,6 +288,14 @@ class Command:
     # reading a million of them back costs no date parsing
     command: str
     cancelled: bool = False  # entered over several lines, then given up (Ctrl-C)
+    # A command the shell ran, a line another program read (with the command
+    # line that started it), or keys typed unseen at a shell prompt (how
+    # many, never which). README: What counts as a command.
+    kind: LineKind = LineKind.COMMAND
+    program: str | None = None
+    typed: str | None = None  # what was typed, when bash ran its expansion
+    keys: int | None = None  # hidden input: the number of keys
+    unterminated: bool = False  # still open when the parser's cap released it
 
     def to_document(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -264,9 +303,18 @@ class Command:
             "seq": self.seq,
             "time": self.time,
             "command": self.command,
+            "kind": self.kind,
         }
         if self.cancelled:
             doc["cancelled"] = True
+        if self.program is not None:
+            doc["program"] = self.program
+        if self.typed is not None:
+            doc["typed"] = self.typed
+        if self.keys is not None:
+            doc["keys"] = self.keys
+        if self.unterminated:
+            doc["unterminated"] = True
         return doc
 
     @classmethod
@@ -285,4 +333,40 @@ class Command:
             type(session) is str and type(time) is str and type(command) is str
         ):
             raise RecordError(f"bad command document: wrong types in {doc!r:.200}")
-        return cls(session, seq, time, command, doc.get("cancelled") is True)
+        kind = doc.get("kind", LineKind.COMMAND)
+        extras = len(doc) - 4 - ("kind" in doc) - ("cancelled" in doc)
+        if kind == LineKind.COMMAND and not extras:
+            # The common case: a command with nothing more to it.
+            return cls(session, seq, time, command, doc.get("cancelled") is True)
+        program, typed, keys = doc.get("program"), doc.get("typed"), doc.get("keys")
+        if (
+            kind not in _KINDS
+            or not (program is None or type(program) is str)
+            or not (typed is None or type(typed) is str)
+            or not (keys is None or type(keys) is int)
+        ):
+            raise RecordError(f"bad command document: wrong types in {doc!r:.200}")
+        return cls(
+            session,
+            seq,
+            time,
+            command,
+            doc.get("cancelled") is True,
+            _KINDS[kind],
+            program,
+            typed,
+            keys,
+            doc.get("unterminated") is True,
+        )
+
+
+_KINDS = {kind.value: kind for kind in LineKind}
+
+
+def _checkpoint(fields: Mapping[str, Any]) -> Checkpoint:
+    """A stored checkpoint; lists from JSON back to the tuples it holds."""
+    known = {f.name for f in dataclasses.fields(Checkpoint)}
+    values = {k: v for k, v in fields.items() if k in known}
+    if "shell_prompts" in values:
+        values["shell_prompts"] = tuple(values["shell_prompts"] or ())
+    return Checkpoint(**values)

@@ -47,17 +47,36 @@ class Score:
         self.exact += other.exact
 
 
+@dataclass(frozen=True)
+class Found:
+    """One record as the comparison sees it (from the parser or an export)."""
+
+    kind: str
+    text: str
+    program: str | None = None
+
+
 def score_case(case: Case) -> tuple[Score, list[str], list[str]]:
+    name = case.name
+    truth = json.loads((DATA / f"{name}.truth.json").read_text())
+    found = [
+        Found(c.kind, c.text, c.program)
+        for c in commands_from_log((DATA / f"{name}.strace").read_bytes())
+    ]
+    return compare(case, truth, found)
+
+
+def compare(
+    case: Case, history: list[str], found: list[Found]
+) -> tuple[Score, list[str], list[str]]:
+    """The records found for a case beside what its shells recorded."""
     # A line of blanks is no command: bash keeps one in its history (HISTCONTROL
     # is empty in the corpus), we do not.
     name = case.name
-    truth = [
-        t for t in json.loads((DATA / f"{name}.truth.json").read_text()) if t.strip()
-    ]
-    found = commands_from_log((DATA / f"{name}.strace").read_bytes())
-    ours = [c.text for c in found if c.kind is LineKind.COMMAND]
-    inputs = [(c.program, c.text) for c in found if c.kind is LineKind.INPUT]
-    hidden = sum(1 for c in found if c.kind is LineKind.HIDDEN_INPUT)
+    truth = [t for t in history if t.strip()]
+    ours = [f.text for f in found if f.kind == LineKind.COMMAND]
+    inputs = [(f.program, f.text) for f in found if f.kind == LineKind.INPUT]
+    hidden = sum(1 for f in found if f.kind == LineKind.HIDDEN_INPUT)
     a, b = [normalise(t) for t in truth], [normalise(o) for o in ours]
     score = Score(truth=len(a), sessions=1)
     for op, i1, i2, j1, j2 in difflib.SequenceMatcher(

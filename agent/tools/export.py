@@ -84,6 +84,11 @@ def write_csv(rows: Iterator[tuple[Command, Session | None]], out: IO[str]) -> i
                 command.time,
                 command.command,
                 "true" if command.cancelled else "false",
+                command.kind,
+                "" if command.program is None else command.program,
+                "" if command.typed is None else command.typed,
+                "" if command.keys is None else command.keys,
+                "true" if command.unterminated else "false",
             ) + tail
 
     writer.writerows(lines())  # the loop over rows stays in C

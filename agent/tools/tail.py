@@ -26,12 +26,14 @@ from agent.reader import StoreFollower, check_data_dir
 from agent.records import Command, Session, iso
 from agent.status_file import StatusError, agent_running, read_status
 from agent.tools.options import Filter, add_reading_options, printable
+from parsers.events import LineKind
 
 PROG = "audit-tail"
 FOLLOW_INTERVAL_S = 0.25
 STATUS_REFRESH_S = 1.0
 
 Rows = list[tuple[Command, Session | None]]
+INPUT_INDENT = "    ⤷ "  # a line read by the program the row above started
 
 
 def fields(command: Command, session: Session | None) -> tuple[str, str, str, str, str]:
@@ -48,7 +50,28 @@ def fields(command: Command, session: Session | None) -> tuple[str, str, str, st
         printable(who),
         printable(where),
         printable(command.session),
-        printable(command.command),
+        shown_text(command),
+    )
+
+
+def shown_text(command: Command) -> str:
+    """The command as a row shows it: a program's input indented under it."""
+    if command.kind == LineKind.HIDDEN_INPUT:
+        return f"[{command.keys or 0} keys typed unseen at the shell prompt]"
+    text = printable(command.command)
+    if command.kind == LineKind.INPUT:
+        return INPUT_INDENT + text
+    if command.typed is not None:
+        text += f"  (typed: {printable(command.typed)})"
+    return text
+
+
+def unparsed_notice(session: Session) -> str:
+    assert session.unparsed_input is not None
+    keys, first, last = session.unparsed_input
+    return (
+        f"[{keys} keys typed that became no command, input or secret, "
+        f"{iso(first)} to {iso(last)}]"
     )
 
 
@@ -62,6 +85,11 @@ class PlainPrinter:
         for command, session in rows:
             time_, who, where, sid, text = fields(command, session)
             self.out.write(f"{time_}\t{who} → {where}\t{sid}\t{text}\n")
+        self.out.flush()
+
+    def notice(self, session: Session) -> None:
+        sid = printable(session.id)
+        self.out.write(f"{iso(time.time())}\t-\t{sid}\t{unparsed_notice(session)}\n")
         self.out.flush()
 
     def footer(self, text: str, healthy: bool) -> None:
@@ -82,6 +110,9 @@ class JsonPrinter(PlainPrinter):
         for command, session in rows:
             self.out.write(self.text(command, session) + "\n")
         self.out.flush()
+
+    def notice(self, session: Session) -> None:
+        pass  # the records only; audit-sessions has the session's count
 
 
 class RichPrinter:
@@ -137,6 +168,13 @@ class RichPrinter:
         self.live.console.print(table)
         self.header_done = True
         self.shown += len(rows)
+
+    def notice(self, session: Session) -> None:
+        from rich.text import Text
+
+        line = Text(f"⚠ session {printable(session.id)}: ", style="red")
+        line.append(unparsed_notice(session), style="yellow")
+        self.live.console.print(line)
 
     def footer(self, text: str, healthy: bool) -> None:
         from rich.text import Text
@@ -245,11 +283,22 @@ def follow(args: argparse.Namespace, selection: Filter, printer: Any) -> int:
                 rows.append((command, session))
         return rows
 
+    noticed: dict[str, int] = {}
+
+    def notices() -> None:
+        """Sessions whose unparsed keys grew: said once per change."""
+        for sid, session in follower.sessions.items():
+            keys = session.unparsed_input[0] if session.unparsed_input else 0
+            if keys > noticed.get(sid, 0) and selection.session_matches(session):
+                noticed[sid] = keys
+                printer.notice(session)
+
     first = matching_rows(follower.poll())
     if args.since:
         printer.show(first)
     else:
         printer.show(first[-args.lines :] if args.lines > 0 else [])
+    notices()
     status_at = 0.0
     while not args.no_follow:
         for error in follower.errors[reported:]:
@@ -261,6 +310,7 @@ def follow(args: argparse.Namespace, selection: Filter, printer: Any) -> int:
             printer.footer(*agent_line(args.data_dir))
         time.sleep(FOLLOW_INTERVAL_S)
         printer.show(matching_rows(follower.poll()))
+        notices()
     for error in follower.errors[reported:]:
         print(f"{PROG}: warning: {error}", file=sys.stderr)
     return ExitStatus.PARTIAL if follower.errors else ExitStatus.SUCCESS

@@ -868,6 +868,8 @@ NEW_CASES: tuple[Case, ...] = (
         *line("echo after-osc"),
         *line("printf 'y\\eP'"),
         *line("echo after-dcs"),
+        # No title in the prompt: its BEL would end the string for pyte too.
+        rc=r"PS1='\u@\h:\w\$ '",
     ),
     case(
         "failsafe_zero_width",
@@ -885,7 +887,10 @@ NEW_CASES: tuple[Case, ...] = (
         "failsafe_history_off",
         "failsafe",
         *line("set +H"),
-        *line("printf 'innocent\\n' > /tmp/corpus-TAG.txt"),
+        # The file's first line looks like the expansion bash would print.
+        *line(
+            "printf 'sed -n 1p /tmp/corpus-TAG.txt;: innocent\\n' > /tmp/corpus-TAG.txt"
+        ),
         *line("sed -n 1p /tmp/corpus-TAG.txt;: !x;echo SECRET"),
         *line("rm /tmp/corpus-TAG.txt"),
     ),
