@@ -11,6 +11,7 @@ never stored.
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -24,6 +25,11 @@ MAX_PENDING_LINES = 64  # Enters not yet matched; older ones count as unparsed
 MAX_CUTS = 32
 MAX_CUT_LINE_BYTES = 4096  # a longer line is matched whole only
 _ERASE = "\x7f\x08"
+# A key other than plain text, erase and kill: an escape sequence (arrows,
+# Alt-x) or another control key (Tab, Ctrl-R, Ctrl-A, …).
+_OTHER_KEY_RE = re.compile(
+    rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|O.|.)?|[\x00-\x07\x09-\x14\x16-\x1f]"
+)
 _KILL = "\x15"  # Ctrl-U: both the kernel and readline erase the whole line
 
 
@@ -61,8 +67,30 @@ class KeyLine:
             self.cuts.append(len(self.data))
 
     def matches(self, wanted: str) -> bool:
-        """Whether plain keys typed from some read on make `wanted`."""
-        return wanted in self.candidates()
+        """Whether these keys can have made the line `wanted`.
+
+        Plain keys (from some read on) must spell it. Keys a line editor
+        reads otherwise (Tab, arrows, Ctrl-R) make what the screen shows, but
+        what was typed after the last of them is in it: Ctrl-R `need` finds
+        `echo needle`, and a redraw of some older line is no match.
+        """
+        if self.unknown:
+            return True
+        if self.text is not None:
+            return wanted in self.candidates()
+        return any(tail in wanted for tail in self.tails())
+
+    def tails(self) -> list[str]:
+        """Plain keys typed after the last other key, from each read on."""
+        end = 0
+        for m in _OTHER_KEY_RE.finditer(self.data):
+            end = m.end()
+        texts = []
+        for start in (end, *(cut for cut in self.cuts if cut > end)):
+            typed = _cooked(bytes(self.data[start:]))
+            if typed is not None:
+                texts.append(typed.strip())
+        return texts or [""]
 
     def candidates(self) -> list[str]:
         """What plain keys typed from each read on make, longest first."""
@@ -220,8 +248,6 @@ class KeyLog:
             if line.matches(wanted):
                 chosen = index
                 break
-            if chosen is None and line.text is None:
-                chosen = index
         if chosen is None:
             if strict or not self.pending:
                 return None

@@ -55,6 +55,7 @@ _SHELL_WITH = {  # …and those that open one only with these options
     "kubectl": re.compile(r"\bexec\b.*\s-\w*i\w*t|\s-\w*t\w*i"),
     "exec": re.compile(r"\b(ba|z|da|fi|k)?sh\b"),
 }
+_MULTIPLEXERS = frozenset({"tmux", "screen", "byobu", "tmate"})
 # Programs that read lines from the terminal (REPLs, clients, line readers).
 _READERS = frozenset(
     {
@@ -195,6 +196,11 @@ def _ssh_is_interactive(command: str) -> bool:
         else:
             positional.append(word)
     return len(positional) <= 1 or "-t" in rest or "-tt" in rest
+
+
+def is_multiplexer(command: str) -> bool:
+    """tmux or screen: their alternate screen shows shells, not one program."""
+    return program_name(command[:512]) in _MULTIPLEXERS
 
 
 def reads_lines(command: str) -> bool:

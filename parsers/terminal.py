@@ -57,8 +57,9 @@ from parsers.events import (
     MarkerKind,
     Resize,
 )
+from parsers.fallback import FallbackEnds
 from parsers.keys import KeyLog, Unparsed
-from parsers.programs import Reader
+from parsers.programs import Reader, is_multiplexer
 from parsers.screen import LineScreen
 from parsers.screen_lines import LineFinder
 
@@ -79,6 +80,7 @@ _NOTHING_YET_RE = re.compile(rb"(?:\r|\x1b\[[0-9;]*m)*\Z")
 BRACKETED_PASTE = 2004
 ALT_SCREENS = frozenset({47, 1047, 1049})
 CANCEL_KEY = b"\x03"  # Ctrl-C: the kernel flushes what was typed ahead
+MULTIPLEXER_PREFIXES = (b"\x02", b"\x01")  # tmux's C-b, screen's C-a
 
 
 class CommandBuilder:
@@ -107,6 +109,8 @@ class CommandBuilder:
         self.strings = StringFilter()
         self.marker_line = False  # a line editor is reading a line with markers
         self.alt = False  # a full-screen program owns the terminal
+        # tmux or screen owns the alternate screen: its panes are shells.
+        self.multiplexer = False
         self.skipping = True  # between lines: output is scanned, not emulated
         self.tail = bytearray()  # last output seen while skipping
         self.carry = b""  # an escape sequence cut by the end of a chunk
@@ -115,6 +119,9 @@ class CommandBuilder:
         self.ended = False
         # Who reads the next line: the last command run, the shell's prompts.
         self.sink = AcceptedLines(foreground, prompts, readline)
+        self.fallback = FallbackEnds(
+            self.screen, self.lines, self.keys, self.sink, self.checkpoint
+        )
         # zsh's ESC[?2004l came at the end of a write: its line feed is next.
         self.deferred: tuple[str, Reader] | None = None
 
@@ -204,7 +211,11 @@ class CommandBuilder:
         self.emulated = 0
         if self.skipping:
             self._resume_emulation()
-        if self.lines.origin is None and before == 0:
+        if self.multiplexer and data[:1] in MULTIPLEXER_PREFIXES:
+            # C-b (tmux) or C-a (screen) and a command key: a pane or window
+            # changes, the line begins where the next key is typed.
+            self.lines.origin = None
+        elif self.lines.origin is None and before == 0:
             self.lines.learn_prompt(self.marker_line)
 
     # -- output ----------------------------------------------------------
@@ -229,7 +240,9 @@ class CommandBuilder:
             pos = m.end()
         self._segment(data[pos:], chunk, pos - base, lines)
         if self.keys.pending and not (self.marker_line or self.skipping or self.alt):
-            self._prompt_again(chunk, lines)
+            if self.multiplexer:
+                self.fallback.moved_on(chunk, lines)
+            self.fallback.prompt_again(chunk, lines)
         return lines
 
     def _deferred_line_feed(
@@ -252,35 +265,6 @@ class CommandBuilder:
             )
         self._segment(data[: after.end()], chunk, -base, lines)
         return after.end()
-
-    def _prompt_again(self, chunk: Chunk, lines: list[CommandLine]) -> None:
-        """The shell's prompt is drawn again with lines still unseen: no echo.
-
-        A shell without a line editor (dash) under `stty -echo` runs what is
-        typed without showing it: no line feed ends it on the screen, the
-        next prompt just follows. Those lines are hidden input.
-        """
-        if self.sink.readline or not self.sink.shell_prompts:
-            return
-        row, col = self.screen.cursor_position_abs()
-        rows = self.screen.logical_rows(row)
-        before = self.lines.cells_before((row, col), rows[0])
-        after = "".join(self.screen.row_cells(row)[col:]).strip()
-        prompt = next((p for p in self.sink.shell_prompts if before.endswith(p)), None)
-        if prompt is None or after:
-            return
-        origin = self.lines.origin
-        if origin is not None and origin != (row, col):
-            # Typed where the first key was read ("Password: " of `read -s`,
-            # which prints no newline): that prompt says what the keys were.
-            prompt = self.lines.cells_before(
-                origin, self.screen.logical_rows(origin[0])[0]
-            )
-        resume = self.checkpoint(chunk.offset, len(chunk.data))
-        while (line := self.keys.spend_oldest()) is not None:
-            if line.visible:
-                self.sink.unseen(line, prompt, chunk.time, resume, lines)
-        self.lines.origin = None
 
     def _emulate(self, data: bytes) -> None:
         self.stream.feed(self.strings.feed(data))
@@ -318,7 +302,7 @@ class CommandBuilder:
                 return
             self._emulate(data[pos:lf])
             if not self.alt:
-                self._line_feed(chunk, max(0, start + lf + 1), lines)
+                self.fallback.line_feed(chunk, max(0, start + lf + 1), lines)
             self._emulate(b"\n")
             pos = lf + 1
             if self.sink.expanding is not None and pos < len(data):
@@ -327,35 +311,6 @@ class CommandBuilder:
                 return
         if not self.keys.pending:
             self._start_skipping()
-
-    def _line_feed(self, chunk: Chunk, skip: int, lines: list[CommandLine]) -> None:
-        """A line feed while no marker line is read: is it a line's Enter?"""
-        time = chunk.time
-        row = self.screen.absolute_row()
-        found = self.lines.fallback_line(row, self.keys.typed_texts())
-        if found is None:
-            return
-        text, prompt, at_origin = found
-        if not text:
-            oldest = self.keys.oldest()
-            if not at_origin or oldest is None:
-                return
-            if oldest.visible and not prompt.strip():
-                return  # an empty line of output, not the keys' echo
-            self.keys.spend_oldest()
-            self.lines.origin = None
-            if oldest.visible:
-                resume = self.checkpoint(chunk.offset, skip)
-                self.sink.unseen(oldest, prompt, time, resume, lines)
-            return
-        reader = self.sink.reader(prompt, markers=False)
-        if reader is Reader.UNKNOWN:
-            return  # its shell will draw it again when it reads it
-        if self.keys.take(text) is None:
-            return  # not what was typed: output
-        self.lines.origin = None
-        resume = self.checkpoint(chunk.offset, skip)
-        self.sink.accept(text, prompt, reader, time, resume, lines, markers=False)
 
     def _private_mode(
         self,
@@ -368,13 +323,23 @@ class CommandBuilder:
         is_set = m.group(2) == b"h"
         modes = {int(p) for p in m.group(1).split(b";") if p}
         if modes & ALT_SCREENS:
-            self.alt = is_set
-            if is_set:
-                if not self.marker_line:
-                    self._start_skipping()
+            if is_set and is_multiplexer(self.sink.foreground or ""):
+                # tmux or screen: every pane's lines are the session's; the
+                # programs in them go full screen inside it, never out here.
+                self.multiplexer = True
+                self.marker_line = False
+            elif self.multiplexer and not is_set:
+                self.multiplexer = False  # detached, or it exited
             else:
-                self.keys.leave_full_screen()
-        if BRACKETED_PASTE in modes:
+                self.alt = is_set
+                if is_set and not self.marker_line:
+                    self._start_skipping()
+                elif not is_set:
+                    self.keys.leave_full_screen()
+        if BRACKETED_PASTE in modes and not self.multiplexer:
+            # Inside tmux or screen the markers are the multiplexer's, for its
+            # active pane, switched when it pleases: lines end as the panes
+            # show them (line feeds, or the cursor moved on).
             if is_set:
                 self.sink.expanded(lines, final=True)
                 if self.skipping:

@@ -650,6 +650,8 @@ NOEDIT = "PS1='n$ ' bash --norc --noediting"
 ZSH = "ZDOTDIR=~/.corpus/zsh zsh"
 FISH = "XDG_DATA_HOME=~/.corpus/fish-TAG fish"
 ZWSP, RLO = "\u200b", "\u202e"
+TMUX = b"tmux -f /dev/null -L corpus-TAG"
+SCREEN = b"screen -c ~/.corpus/screenrc"
 
 NEW_CASES: tuple[Case, ...] = (
     # -- 12. shells without the markers, and back --------------------------
@@ -893,6 +895,79 @@ NEW_CASES: tuple[Case, ...] = (
         ),
         *line("sed -n 1p /tmp/corpus-TAG.txt;: !x;echo SECRET"),
         *line("rm /tmp/corpus-TAG.txt"),
+    ),
+    # -- 15. tmux and screen: every pane's commands ------------------------
+    case(
+        "mux_tmux_panes",
+        "multiplexers",
+        Keys(TMUX + b" new-session" + ENTER, 1.5),
+        Keys(b"echo in-tmux" + ENTER, 1.0),
+        Keys(b"\x02\"", 1.5),  # split: a second pane below
+        Keys(b"echo lower-pane" + ENTER, 1.0),
+        Keys(b"\x02%", 1.5),  # split again, side by side
+        Keys(b"echo right-pane" + ENTER, 1.0),
+        Keys(b"\x02o", 1.0),  # to the next pane
+        Keys(b"echo top-again" + ENTER, 1.0),
+        Keys(b"\x02[", 1.0),  # copy mode, up, out again
+        Keys(UP * 2, 0.5),
+        Keys(b"q", 1.0),
+        Keys(b"echo after-copy-mode" + ENTER, 1.0),
+        Keys(b"\x02d", 1.0),  # detach
+        Ready(),
+        *line("echo detached"),
+        Keys(TMUX + b" attach" + ENTER, 1.5),
+        Keys(b"echo reattached" + ENTER, 1.0),
+        Keys(b"\x02d", 1.0),
+        Ready(),
+        *line((TMUX + b" kill-server").decode()),
+        path="mixed",
+        expected=(
+            (TMUX + b" new-session").decode(),
+            "echo in-tmux",
+            "echo lower-pane",
+            "echo right-pane",
+            "echo top-again",
+            "echo after-copy-mode",
+            "echo detached",
+            (TMUX + b" attach").decode(),
+            "echo reattached",
+            (TMUX + b" kill-server").decode(),
+        ),
+    ),
+    case(
+        "mux_screen_windows",
+        "multiplexers",
+        Keys(SCREEN + b" -S corpus-TAG" + ENTER, 1.5),
+        Keys(b"echo in-screen" + ENTER, 1.0),
+        Keys(b"\x01c", 1.5),  # a second window
+        Keys(b"echo window-two" + ENTER, 1.0),
+        Keys(b"\x01p", 1.0),  # back to the first
+        Keys(b"echo window-one" + ENTER, 1.0),
+        Keys(b"\x01S", 1.0),  # split: a region below, then into it
+        Keys(b"\x01\t", 1.0),
+        Keys(b"\x01n", 1.0),
+        Keys(b"echo lower-region" + ENTER, 1.0),
+        Keys(b"\x01d", 1.0),  # detach
+        Ready(),
+        *line("echo detached"),
+        Keys(SCREEN + b" -r corpus-TAG" + ENTER, 1.5),
+        Keys(b"echo reattached" + ENTER, 1.0),
+        Keys(b"\x01\\", 0.5),  # quit: all windows
+        Keys(b"y", 1.0),
+        Ready(),
+        *line("echo gone"),
+        path="mixed",
+        expected=(
+            (SCREEN + b" -S corpus-TAG").decode(),
+            "echo in-screen",
+            "echo window-two",
+            "echo window-one",
+            "echo lower-region",
+            "echo detached",
+            (SCREEN + b" -r corpus-TAG").decode(),
+            "echo reattached",
+            "echo gone",
+        ),
     ),
     case(
         "long_paste_20k",

@@ -123,6 +123,8 @@ def prepare_user(user: harness.TestUser, other: harness.TestUser | None) -> None
     corpus = user.home / ".corpus"
     corpus.mkdir(exist_ok=True)
     os.chown(corpus, user.uid, user.uid)
+    (corpus / "screenrc").write_text("startup_message off\n")
+    os.chown(corpus / "screenrc", user.uid, user.uid)
     zdot = corpus / "zsh"
     zdot.mkdir(exist_ok=True)
     (zdot / ".zshrc").write_text(ZSHRC)
