@@ -902,7 +902,7 @@ NEW_CASES: tuple[Case, ...] = (
         "multiplexers",
         Keys(TMUX + b" new-session" + ENTER, 1.5),
         Keys(b"echo in-tmux" + ENTER, 1.0),
-        Keys(b"\x02\"", 1.5),  # split: a second pane below
+        Keys(b'\x02"', 1.5),  # split: a second pane below
         Keys(b"echo lower-pane" + ENTER, 1.0),
         Keys(b"\x02%", 1.5),  # split again, side by side
         Keys(b"echo right-pane" + ENTER, 1.0),
