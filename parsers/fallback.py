@@ -63,8 +63,10 @@ class FallbackEnds:
         reader = self.sink.reader(prompt, markers=False)
         if reader is Reader.UNKNOWN:
             return  # its shell will draw it again when it reads it
-        if self.keys.take(text) is None:
+        typed = self.keys.take(text)
+        if typed is None:
             return  # not what was typed: output
+        text = typed.typed_line(text)
         self.lines.origin = None
         resume = self.checkpoint(chunk.offset, skip)
         self.sink.accept(text, prompt, reader, time, resume, lines, markers=False)

@@ -66,6 +66,20 @@ class KeyLine:
         ):
             self.cuts.append(len(self.data))
 
+    def typed_line(self, shown: str) -> str:
+        """What the line was: the screen's text, or the plain keys that made it.
+
+        Plain keys cannot make more than they spell: when the screen shows
+        them and more after (cells left over by a redraw, an autosuggestion
+        not cleared), the keys are the line.
+        """
+        typed = self.text
+        if typed is not None and shown.strip() != typed.strip():
+            stripped = typed.strip()
+            if stripped and shown.strip().startswith(stripped):
+                return stripped
+        return shown
+
     def matches(self, wanted: str) -> bool:
         """Whether these keys can have made the line `wanted`.
 
@@ -77,7 +91,10 @@ class KeyLine:
         if self.unknown:
             return True
         if self.text is not None:
-            return wanted in self.candidates()
+            candidates = self.candidates()
+            return wanted in candidates or (
+                bool(candidates[0]) and wanted.startswith(candidates[0])
+            )
         return any(tail in wanted for tail in self.tails())
 
     def tails(self) -> list[str]:
@@ -129,12 +146,33 @@ class KeyLine:
 
 
 def _cooked(data: bytes) -> str | None:
-    """Plain keys as a line: erase and kill applied; None for any other key."""
+    """Plain keys as a line: erase and kill applied; None for any other key.
+
+    A bracketed paste is plain text, its newlines part of the line.
+    """
     try:
         chars = data.decode("utf-8")
     except UnicodeDecodeError:
         return None
     out: list[str] = []
+    if "\x1b[200~" in chars:
+        pieces = []
+        for n, part in enumerate(chars.split("\x1b[200~")):
+            if n:
+                pasted, end, after = part.partition("\x1b[201~")
+                if not end:
+                    return None
+                out_of_paste = _cooked(after.encode())
+                if out_of_paste is None:
+                    return None
+                pieces.append(pasted.replace("\r\n", "\n").replace("\r", "\n"))
+                pieces.append(out_of_paste)
+            else:
+                before = _cooked(part.encode())
+                if before is None:
+                    return None
+                pieces.append(before)
+        return "".join(pieces)
     for char in chars:
         if char in _ERASE:
             if out:

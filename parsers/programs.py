@@ -255,4 +255,6 @@ def reader_of(
         return Reader.UNKNOWN if markers_shell else Reader.SHELL
     if not looks_like_shell_prompt(prompt):
         return Reader.PROGRAM  # "Name: ", "Continue? [y/N] "
-    return Reader.PROGRAM if markers_shell else Reader.SHELL
+    # A shell's prompt not seen before: back from a nested shell or a host
+    # (`exit`), or one that draws its lines without the markers.
+    return Reader.SHELL

@@ -258,10 +258,17 @@ class CommandBuilder:
             self.deferred = None
             return 0
         self.deferred = None
-        if self.keys.take(text) is not None:
+        typed = self.keys.take(text)
+        if typed is not None:
             resume = self.checkpoint(chunk.offset, max(0, after.end() - base))
             self.sink.accept(
-                text, self.lines.line_prompt, reader, chunk.time, resume, lines, True
+                typed.typed_line(text),
+                self.lines.line_prompt,
+                reader,
+                chunk.time,
+                resume,
+                lines,
+                True,
             )
         self._segment(data[: after.end()], chunk, -base, lines)
         return after.end()
@@ -389,14 +396,26 @@ class CommandBuilder:
                 if deferred:
                     if reader is not Reader.UNKNOWN:
                         self.deferred = (text, reader)
-                elif reader is not Reader.UNKNOWN and self.keys.take(text) is not None:
-                    resume = self.checkpoint(chunk.offset, max(0, skip))
-                    self.sink.accept(
-                        text, self.lines.prompt, reader, chunk.time, resume, lines, True
-                    )
+                elif reader is not Reader.UNKNOWN:
+                    self._marker_accept(text, reader, chunk, skip, lines)
         self.lines.early.clear()
         self._start_skipping()
         self.strings.reset()
+
+    def _marker_accept(
+        self,
+        text: str,
+        reader: Reader,
+        chunk: Chunk,
+        skip: int,
+        lines: list[CommandLine],
+    ) -> None:
+        typed = self.keys.take(text)
+        if typed is not None:
+            resume = self.checkpoint(chunk.offset, max(0, skip))
+            text = typed.typed_line(text)
+            prompt = self.lines.prompt
+            self.sink.accept(text, prompt, reader, chunk.time, resume, lines, True)
 
     # -- modes -----------------------------------------------------------
 

@@ -646,7 +646,8 @@ D = rb"d\$ "  # the prompts the nested shells of the new cases get
 B = rb"b\$ "
 N = rb"n\$ "
 DASH = "PS1='d$ ' dash"
-NOEDIT = "PS1='n$ ' bash --norc --noediting"
+# No ~/.bash_history: fish would import it into the fish case's truth.
+NOEDIT = "PS1='n$ ' HISTFILE=/dev/null bash --norc --noediting"
 ZSH = "ZDOTDIR=~/.corpus/zsh zsh"
 FISH = "XDG_DATA_HOME=~/.corpus/fish-TAG fish"
 ZWSP, RLO = "\u200b", "\u202e"
