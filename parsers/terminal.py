@@ -81,6 +81,7 @@ BRACKETED_PASTE = 2004
 ALT_SCREENS = frozenset({47, 1047, 1049})
 CANCEL_KEY = b"\x03"  # Ctrl-C: the kernel flushes what was typed ahead
 MULTIPLEXER_PREFIXES = (b"\x02", b"\x01")  # tmux's C-b, screen's C-a
+EDIT_AND_EXECUTE = b"\x18\x05"  # Ctrl-X Ctrl-E
 
 
 class CommandBuilder:
@@ -192,7 +193,15 @@ class CommandBuilder:
             if not data:
                 return
         before = len(self.keys.pending)
+        edit = self.marker_line and EDIT_AND_EXECUTE in data
+        if edit:
+            # readline's edit-and-execute-command accepts the line as Enter
+            # does (bash keeps it in its history), hands it to $EDITOR, then
+            # runs, and prints, what the editor leaves.
+            data = data.replace(EDIT_AND_EXECUTE, b"\r")
         self.keys.add(data, chunk.time, self.alt)
+        if edit:
+            self.sink.edit_started(self.checkpoint(chunk.offset, len(chunk.data)))
         if not self.output_seen:
             # Keys before the remote side printed anything (typed at login, or
             # the tracer attached mid-session): no prompt is on the screen to
@@ -282,7 +291,8 @@ class CommandBuilder:
         """Output between two private-mode markers."""
         if not data:
             return
-        self.sink.output(data, lines)
+        if self.sink.expanding is not None or self.sink.edited is not None:
+            self.sink.output(data, chunk.time, lines, self.alt)
         if self.skipping:
             self.tail += data
             if len(self.tail) > TAIL_BYTES:
@@ -347,8 +357,10 @@ class CommandBuilder:
             # Inside tmux or screen the markers are the multiplexer's, for its
             # active pane, switched when it pleases: lines end as the panes
             # show them (line feeds, or the cursor moved on).
-            if is_set:
+            if is_set and not self.alt:
                 self.sink.expanded(lines, final=True)
+                self.sink.edit_done(chunk.time, lines, final=True)
+            if is_set:
                 if self.skipping:
                     self._resume_emulation()
                 self.marker_line = True
