@@ -25,6 +25,7 @@ MAX_PENDING_LINES = 64  # Enters not yet matched; older ones count as unparsed
 MAX_CUTS = 32
 MAX_CUT_LINE_BYTES = 4096  # a longer line is matched whole only
 _ERASE = "\x7f\x08"
+_SHELL_ESCAPE_RE = re.compile(r"\s*(:!|!)\S")  # vim's :!cmd, less's !cmd
 # A key other than plain text, erase and kill: an escape sequence (arrows,
 # Alt-x) or another control key (Tab, Ctrl-R, Ctrl-A, …).
 _OTHER_KEY_RE = re.compile(
@@ -267,11 +268,21 @@ class KeyLog:
         self.current = None
         self.pasting = False
 
-    def leave_full_screen(self) -> None:
-        """Keys typed into a full-screen program were its keys, not lines."""
+    def leave_full_screen(self) -> list[str]:
+        """Keys typed into a full-screen program were its keys, not lines.
+
+        But for shell escapes (vim's `:!cmd`, less's `!cmd`), which leave its
+        screen to run: those lines, as plain keys spell them, are returned.
+        """
+        escapes = []
+        for line in self.pending:
+            typed = line.text if line.alt else None
+            if typed is not None and _SHELL_ESCAPE_RE.match(typed):
+                escapes.append(typed.strip())
         self.pending = deque(line for line in self.pending if not line.alt)
         if self.current is not None and self.current.alt:
             self.current = None
+        return escapes
 
     def take(self, text: str, strict: bool = True) -> KeyLine | None:
         """The pending line that made `text`, dropping older unmatched ones.

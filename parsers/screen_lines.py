@@ -110,10 +110,21 @@ class LineFinder:
             cells.extend(row_cells[:col] if abs_row == row else row_cells)
         return "".join(cells)
 
-    def accepted_text(self, abs_row: int) -> str | None:
-        """The command on the line ending at `abs_row`, without its prompt."""
+    def accepted_text(self, abs_row: int, typed_ahead: list[str]) -> str | None:
+        """The command on the line ending at `abs_row`, without its prompt.
+
+        `typed_ahead`: texts of lines typed before the line editor started
+        (no first key was read on this line): the one its row ends with.
+        """
         screen = self.screen
         bottom = screen.logical_rows(abs_row)[-1]
+        if self.origin is None and typed_ahead:
+            rows = screen.logical_rows(abs_row)
+            whole = screen.text_from((rows[0], 0), bottom).rstrip()
+            for text in typed_ahead:
+                if whole.endswith(text):
+                    self.line_prompt = whole[: -len(text)]
+                    return text
         start = self.start_of(bottom)
         if start is not None:
             return self.text(start, bottom)

@@ -352,7 +352,11 @@ class CommandBuilder:
                 if is_set and not self.marker_line:
                     self._start_skipping()
                 elif not is_set:
-                    self.keys.leave_full_screen()
+                    resume = self.checkpoint(chunk.offset, max(0, m.end() - base))
+                    for escape in self.keys.leave_full_screen():
+                        self.sink.accept(
+                            escape, "", Reader.PROGRAM, chunk.time, resume, lines, False
+                        )
         if BRACKETED_PASTE in modes and not self.multiplexer:
             # Inside tmux or screen the markers are the multiplexer's, for its
             # active pane, switched when it pleases: lines end as the panes
@@ -402,7 +406,7 @@ class CommandBuilder:
                 row = self.screen.absolute_row()
                 deferred = True
         if row is not None:
-            text = self.lines.accepted_text(row)
+            text = self.lines.accepted_text(row, self.keys.typed_texts())
             if text is not None:
                 reader = self.sink.reader(self.lines.line_prompt, markers=True)
                 if deferred:

@@ -282,3 +282,26 @@ def test_python_lines_are_inputs_of_python() -> None:
         (LineKind.INPUT, "import os", "python3"),
         (LineKind.COMMAND, "ls", None),
     ]
+
+
+def test_a_shell_escape_from_vim_is_an_input_of_vim() -> None:
+    events = [out(PROMPT), key(b"vi f\r"), out(b"vi f" + ACCEPT)]
+    events += [out(b"\x1b[?1049h\x1b[H\x1b[2J~\r\n~"), key(b":!id\r")]
+    events += [out(b"\x1b[24;1H:!id\r\x1b[?1049l\r\nuid=1000\r\n")]
+    events += [out(b"Press ENTER or type command to continue"), key(b"\r")]
+    events += [out(b"\x1b[?1049h~\r\n~"), key(b":q\r"), out(b"\x1b[?1049l")]
+    events += [out(PROMPT), key(b"ls\r"), out(b"ls" + ACCEPT)]
+    lines = build(events)
+    assert [(line.kind, line.text, line.program) for line in lines] == [
+        (LineKind.COMMAND, "vi f", None),
+        (LineKind.INPUT, ":!id", "vi f"),
+        (LineKind.COMMAND, "ls", None),
+    ]
+
+
+def test_a_continuation_line_typed_before_its_prompt_is_drawn() -> None:
+    """Live: the keys of `second"` were read before bash drew `> ` for them."""
+    events = [out(PROMPT), key(b'echo "first\r'), key(b'second"\r')]
+    events += [out(b'echo "first' + ACCEPT + b'\x1b[?2004h> second"' + ACCEPT)]
+    events += [out(b"first\r\nsecond\r\n" + PROMPT)]
+    assert commands(build(events)) == ['echo "first', 'second"']

@@ -413,6 +413,17 @@ BASH_CASES: tuple[Case, ...] = (
         *line("echo after-vi"),
     ),
     case(
+        "fullscreen_vi_shell_escape",
+        "fullscreen",
+        Keys(b"vi /tmp/corpus-TAG.txt" + ENTER, 1.0),
+        Keys(b":!echo from-vi" + ENTER, 1.0),
+        Keys(ENTER, 1.0),  # "Press ENTER or type command to continue"
+        Keys(b":q!" + ENTER),
+        Ready(),
+        *line("echo after-vi"),
+        inputs=(("vi /tmp/corpus-TAG.txt", ":!echo from-vi"),),
+    ),
+    case(
         "fullscreen_less",
         "fullscreen",
         Keys(b"less /etc/services" + ENTER, 1.0),
@@ -1019,6 +1030,8 @@ def without_markers(case: Case) -> Case:
         nested=case.nested,
         at_login=case.at_login,
         path="fallback",
+        inputs=case.inputs,
+        hidden=case.hidden,
     )
 
 
