@@ -10,7 +10,6 @@ import json
 from typing import Any
 
 from agent.records import Command, Session
-from parsers.events import LineKind
 
 # The order of the fields in a record, and of the columns in CSV.
 FIELDS = (
@@ -20,6 +19,7 @@ FIELDS = (
     "command",
     "cancelled",
     "kind",
+    "transfer",
     "program",
     "typed",
     "keys",
@@ -40,7 +40,8 @@ FIELDS = (
     "remote_account",
     "recorder",
 )
-COMMAND_FIELDS = 10  # the first ten come from the command, the rest its session
+COMMAND_FIELDS = 11  # the first eleven come from the command, the rest its session
+FLEET_FIELDS = (*FIELDS, "bastion")  # read from the fleet store
 
 
 def session_fields(session: Session) -> dict[str, Any]:
@@ -65,17 +66,8 @@ def session_fields(session: Session) -> dict[str, Any]:
         "remote_account": session.remote_account,
         # strace or paramiko; null for sessions stored before it was kept.
         "recorder": session.recorder,
-    }
-
-
-def command_extras(command: Command) -> dict[str, Any]:
-    """Who read the line, and what else the parser knows of it (README)."""
-    return {
-        "kind": command.kind,
-        "program": command.program,
-        "typed": command.typed,
-        "keys": command.keys,
-        "unterminated": command.unterminated,
+        # Only from the fleet store: the bastion the session ran on.
+        **({"bastion": session.bastion} if session.bastion is not None else {}),
     }
 
 
@@ -87,7 +79,12 @@ def flat_record(command: Command, session: Session | None) -> dict[str, Any]:
         "time": command.time,
         "command": command.command,
         "cancelled": command.cancelled,
-        **command_extras(command),
+        "kind": command.kind.value,
+        "transfer": dict(command.transfer) if command.transfer is not None else None,
+        "program": command.program,
+        "typed": command.typed,
+        "keys": command.keys,
+        "unterminated": command.unterminated,
     }
     if session is not None:
         record.update(session_fields(session))
@@ -97,7 +94,7 @@ def flat_record(command: Command, session: Session | None) -> dict[str, Any]:
 class JsonRecords:
     """flat_record() as JSON text, fast enough for a million records.
 
-    The session's fields are encoded once per session and a plain command's
+    The session's fields are encoded once per session and the command's own
     by hand; the text is exactly what json.dumps(flat_record(...),
     ensure_ascii=False) gives, at a third of the cost.
     """
@@ -108,26 +105,46 @@ class JsonRecords:
     def text(self, command: Command, session: Session | None) -> str:
         tail = "}"
         if session is not None:
-            tail = self._tails.get(session.id) or self._tail(session)
-        if command.kind == LineKind.COMMAND and command.typed is None:
+            tail = self._tails.get(_key(session)) or self._tail(session)
+        transfer = "null"
+        if command.transfer is not None:
+            transfer = _ENCODER.encode(dict(command.transfer))
+        if command.program is None and command.typed is None and command.keys is None:
             extras = _PLAIN_UNTERMINATED if command.unterminated else _PLAIN
         else:
-            extras = ", " + _ENCODER.encode(command_extras(command))[1:-1]
+            extras = ", " + _ENCODER.encode(_line_fields(command))[1:-1]
         return (
             f'{{"session": {_string(command.session)}, "seq": {command.seq}, '
             f'"time": {_string(command.time)}, "command": {_string(command.command)}, '
-            f'"cancelled": {"true" if command.cancelled else "false"}{extras}{tail}'
+            f'"cancelled": {"true" if command.cancelled else "false"}, '
+            f'"kind": "{command.kind.value}", "transfer": {transfer}{extras}{tail}'
         )
 
     def _tail(self, session: Session) -> str:
-        tail = self._tails[session.id] = (
+        tail = self._tails[_key(session)] = (
             ", " + _ENCODER.encode(session_fields(session))[1:]
         )
         return tail
 
 
+def _line_fields(command: Command) -> dict[str, Any]:
+    """Who read the line and what else the parser knows of it (README)."""
+    return {
+        "program": command.program,
+        "typed": command.typed,
+        "keys": command.keys,
+        "unterminated": command.unterminated,
+    }
+
+
+_PLAIN = ', "program": null, "typed": null, "keys": null, "unterminated": '
+_PLAIN_UNTERMINATED = _PLAIN + "true"
+_PLAIN += "false"
+
+
+def _key(session: Session) -> str:
+    return f"{session.bastion}/{session.id}" if session.bastion else session.id
+
+
 _ENCODER = json.JSONEncoder(ensure_ascii=False)
 _string = json.encoder.encode_basestring
-_PLAIN = ', "kind": "command", "program": null, "typed": null, "keys": null'
-_PLAIN_UNTERMINATED = _PLAIN + ', "unterminated": true'
-_PLAIN += ', "unterminated": false'

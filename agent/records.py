@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agent import AgentError
-from parsers.events import Checkpoint, LineKind
+from parsers.events import Checkpoint
 from tracer.session_log import SessionStart
 from tracer.tags import parse_ssh_argv
 
@@ -35,6 +35,17 @@ class SessionStatus(enum.StrEnum):
 
 
 ENDED = frozenset({SessionStatus.CLOSED, SessionStatus.TERMINATED})
+
+
+class Kind(enum.StrEnum):
+    """What a command record is (Command.kind)."""
+
+    COMMAND = "command"  # a line the session's shell ran
+    TRANSFER = "transfer"  # a file moved through the bastion (Command.transfer)
+    # parsers.events.LineKind: a line another program read (Command.program),
+    # keys typed unseen at a shell prompt (Command.keys).
+    INPUT = "input"
+    HIDDEN_INPUT = "hidden_input"
 
 
 class Origin(enum.StrEnum):
@@ -91,6 +102,9 @@ class Session:
     start_ticks: int = 0
     checkpoint: Checkpoint | None = None
     runner: str = ""
+    # The fleet's bastion id, for a session read from the fleet store
+    # (agent/fleet_reader.py); None in the local store, which is one bastion's.
+    bastion: str | None = None
     # Keys typed that became no command, input or secret (parsers/keys.py):
     # how many, from when to when; None while there were none.
     unparsed_input: tuple[int, float, float] | None = None
@@ -215,6 +229,7 @@ class Session:
                 if self.unparsed_input is not None
                 else None
             ),
+            **({"bastion": self.bastion} if self.bastion is not None else {}),
             "_ingest": {
                 "log": self.log,
                 "start_ticks": self.start_ticks,
@@ -260,6 +275,7 @@ class Session:
                 start_ticks=int(ingest.get("start_ticks") or 0),
                 checkpoint=_checkpoint(cp) if cp else None,
                 runner=str(ingest.get("runner") or ""),
+                bastion=doc.get("bastion"),
                 unparsed_input=(
                     (
                         int(unparsed["keys"]),
@@ -286,15 +302,18 @@ class Command:
     seq: int  # 1, 2, 3 ... within the session
     time: str  # when the shell accepted the line, iso(); kept as text so that
     # reading a million of them back costs no date parsing
-    command: str
+    command: str  # for a transfer: "upload PATH" or "download PATH"
     cancelled: bool = False  # entered over several lines, then given up (Ctrl-C)
-    # A command the shell ran, a line another program read (with the command
-    # line that started it), or keys typed unseen at a shell prompt (how
-    # many, never which). README: What counts as a command.
-    kind: LineKind = LineKind.COMMAND
+    kind: Kind = Kind.COMMAND
+    # A transfer's fields (README: file transfers): direction, path, name,
+    # size, sha256, started_at, outcome, reason.
+    transfer: Mapping[str, Any] | None = None
+    # README: What counts as a command. For an input, the command line that
+    # started the program that read it; what was typed when bash ran its
+    # expansion (or fc's edit); for hidden input, how many keys, never which.
     program: str | None = None
-    typed: str | None = None  # what was typed, when bash ran its expansion
-    keys: int | None = None  # hidden input: the number of keys
+    typed: str | None = None
+    keys: int | None = None
     unterminated: bool = False  # still open when the parser's cap released it
 
     def to_document(self) -> dict[str, Any]:
@@ -303,10 +322,13 @@ class Command:
             "seq": self.seq,
             "time": self.time,
             "command": self.command,
-            "kind": self.kind,
         }
         if self.cancelled:
             doc["cancelled"] = True
+        if self.kind != Kind.COMMAND:
+            doc["kind"] = self.kind.value
+        if self.transfer is not None:
+            doc["transfer"] = dict(self.transfer)
         if self.program is not None:
             doc["program"] = self.program
         if self.typed is not None:
@@ -333,17 +355,21 @@ class Command:
             type(session) is str and type(time) is str and type(command) is str
         ):
             raise RecordError(f"bad command document: wrong types in {doc!r:.200}")
-        kind = doc.get("kind", LineKind.COMMAND)
-        extras = len(doc) - 4 - ("kind" in doc) - ("cancelled" in doc)
-        if kind == LineKind.COMMAND and not extras:
+        kind, transfer = doc.get("kind"), doc.get("transfer")
+        if kind is None and len(doc) - ("cancelled" in doc) == 4:
             # The common case: a command with nothing more to it.
             return cls(session, seq, time, command, doc.get("cancelled") is True)
+        try:
+            kind = Kind(kind or Kind.COMMAND)
+        except ValueError as e:
+            raise RecordError(f"bad command document: kind {kind!r:.40}") from e
+        if transfer is not None and not isinstance(transfer, dict):
+            raise RecordError(f"bad command document: transfer {transfer!r:.80}")
         program, typed, keys = doc.get("program"), doc.get("typed"), doc.get("keys")
-        if (
-            kind not in _KINDS
-            or not (program is None or type(program) is str)
-            or not (typed is None or type(typed) is str)
-            or not (keys is None or type(keys) is int)
+        if not (
+            (program is None or type(program) is str)
+            and (typed is None or type(typed) is str)
+            and (keys is None or type(keys) is int)
         ):
             raise RecordError(f"bad command document: wrong types in {doc!r:.200}")
         return cls(
@@ -352,15 +378,13 @@ class Command:
             time,
             command,
             doc.get("cancelled") is True,
-            _KINDS[kind],
+            kind,
+            transfer,
             program,
             typed,
             keys,
             doc.get("unterminated") is True,
         )
-
-
-_KINDS = {kind.value: kind for kind in LineKind}
 
 
 def _checkpoint(fields: Mapping[str, Any]) -> Checkpoint:

@@ -25,8 +25,8 @@ from agent.daemon.spool import (
     check_file,
     decoder_for,
 )
-from agent.records import ENDED, Command, Session, SessionStatus, iso
-from parsers.events import Event, Marker, MarkerKind
+from agent.records import ENDED, Command, Kind, Session, SessionStatus, iso
+from parsers.events import Event, Marker, MarkerKind, Transfer
 from parsers.pipeline import CommandPipeline
 
 log = logging.getLogger(__name__)
@@ -111,11 +111,11 @@ class LogFollower:
                     iso(shell_command.time),
                     shell_command.text,
                     shell_command.cancelled,
-                    shell_command.kind,
-                    shell_command.program,
-                    shell_command.typed,
-                    shell_command.keys or None,
-                    shell_command.unterminated,
+                    Kind(shell_command.kind.value),
+                    program=shell_command.program,
+                    typed=shell_command.typed,
+                    keys=shell_command.keys or None,
+                    unterminated=shell_command.unterminated,
                 )
             )
         unparsed = self.pipeline.unparsed
@@ -127,6 +127,8 @@ class LogFollower:
                 unparsed.last or unparsed.first,
             )
             self.unparsed_keys = unparsed.keys
+        if isinstance(event, Transfer):
+            self._transfer(event)
         if isinstance(event, Marker) and event.kind == MarkerKind.DETACH:
             if self.gap_since is None:
                 # Open at once, so that a live session shows it: [from, null].
@@ -142,6 +144,36 @@ class LogFollower:
             self.gap_since = None
         if isinstance(event, Marker) and event.kind == MarkerKind.END:
             self._close(event)
+
+    def _transfer(self, t: Transfer) -> None:
+        """A file moved: a record of kind transfer, in its place among the commands.
+
+        Stored with a checkpoint past its own line, so a restart never reads
+        it again.
+        """
+        self.session = self.session.counted(
+            self.pipeline.builder.checkpoint(t.next_offset, 0)
+        )
+        fields = {
+            "direction": t.direction.value,
+            "path": t.path,
+            "name": t.name,
+            "size": t.size,
+            "sha256": t.sha256,
+            "started_at": iso(t.started_at),
+            "outcome": t.outcome.value,
+            "reason": t.reason or None,
+        }
+        self.pending_commands.append(
+            Command(
+                self.session.id,
+                self.session.command_count,
+                iso(t.time),
+                f"{t.direction.value} {t.path}",
+                kind=Kind.TRANSFER,
+                transfer=fields,
+            )
+        )
 
     def lost(self, why: str) -> None:
         """Nothing more can be read for this session: close it, saying why."""
