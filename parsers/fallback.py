@@ -44,7 +44,9 @@ class FallbackEnds:
         """A line feed while no marker line is read: is it a line's Enter?"""
         time = chunk.time
         row = self.screen.absolute_row()
-        found = self.lines.fallback_line(row, self.keys.typed_texts())
+        found = self.lines.fallback_line(
+            row, self.keys.typed_texts(), self.keys.longest(), self.keys.edited()
+        )
         if found is None:
             return
         text, prompt, at_origin = found

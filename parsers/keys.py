@@ -24,6 +24,7 @@ MAX_PENDING_LINES = 64  # Enters not yet matched; older ones count as unparsed
 # where a line editor started reading, are tried.
 MAX_CUTS = 32
 MAX_CUT_LINE_BYTES = 4096  # a longer line is matched whole only
+MAX_TYPED_TEXTS = 16
 _ERASE = "\x7f\x08"
 _SHELL_ESCAPE_RE = re.compile(r"\s*(:!|!)\S")  # vim's :!cmd, less's !cmd
 # A key other than plain text, erase and kill: an escape sequence (arrows,
@@ -45,10 +46,13 @@ class KeyLine:
     unknown: bool = False  # too long to keep, or from before a restart
     cuts: list[int] = field(default_factory=list)  # offsets of later reads
     _candidates: list[str] | None = None  # computed once per change
+    _text: str | None = None
+    _text_known: bool = False
 
     def add(self, data: bytes, time: float) -> None:
         self.end = time
         self._candidates = None
+        self._text_known = False
         if len(self.data) + len(data) > MAX_LINE_BYTES:
             self.unknown = True
             self.data.clear()
@@ -129,7 +133,10 @@ class KeyLine:
         """The line as plain keys make it; None when other keys edited it."""
         if self.unknown:
             return None
-        return _cooked(bytes(self.data))
+        if not self._text_known:
+            self._text = _cooked(bytes(self.data))
+            self._text_known = True
+        return self._text
 
     @property
     def visible(self) -> bool:
@@ -310,6 +317,14 @@ class KeyLog:
         if self.current is not None:
             self.current.cut()
 
+    def edited(self) -> bool:
+        """Whether a pending line was typed with keys other than plain ones."""
+        return any(line.text is None for line in self.pending)
+
+    def longest(self) -> int:
+        """The most keys (bytes) a pending line holds."""
+        return max((len(line.data) for line in self.pending), default=0)
+
     def oldest(self) -> KeyLine | None:
         return self.pending[0] if self.pending else None
 
@@ -317,8 +332,17 @@ class KeyLog:
         return self.pending.popleft() if self.pending else None
 
     def typed_texts(self) -> list[str]:
-        """Texts of pending plain-key lines, oldest first (see candidates)."""
-        return [text for line in self.pending for text in line.candidates() if text]
+        """Texts of pending plain-key lines, oldest first (see candidates).
+
+        At most MAX_TYPED_TEXTS: each line feed of the fallback path looks at
+        them all, so many pending lines cannot make output costly.
+        """
+        texts: list[str] = []
+        for line in self.pending:
+            texts.extend(text for text in line.candidates() if text)
+            if len(texts) >= MAX_TYPED_TEXTS:
+                return texts[:MAX_TYPED_TEXTS]
+        return texts
 
     def give_up(self) -> None:
         """Whatever is pending will never be matched (end, lost track)."""

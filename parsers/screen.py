@@ -18,6 +18,7 @@ in the cell before them: pyte stopped drawing the rest of the text at them.
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Iterator
 from typing import Any
 
 import pyte
@@ -75,15 +76,30 @@ class LineScreen(pyte.Screen):
             return self.kept.get(abs_row, [])
         if y >= self.lines:
             return []
-        line = self.buffer[y]
-        return [line[x].data for x in range(self.columns)]
+        return self._cells(y)
+
+    def _cells(self, y: int) -> list[str]:
+        # Only the cells drawn are stored (pyte makes a blank one for each
+        # other cell read): a row of output costs what it holds.
+        cells = [" "] * self.columns
+        for x, char in self.buffer[y].items():
+            if x < self.columns:
+                cells[x] = char.data
+        return cells
 
     def prefix_cells(self, abs_row: int, prefix: str) -> int | None:
         """Cells the row's text takes to spell `prefix`, if it starts with it."""
         if not prefix:
             return None
+        y = abs_row - self.scrolled
+        cells: Iterator[str]
+        if 0 <= y < self.lines:
+            line = self.buffer[y]
+            cells = (line[x].data for x in range(self.columns))
+        else:
+            cells = iter(self.row_cells(abs_row))
         text = ""
-        for n, cell in enumerate(self.row_cells(abs_row), start=1):
+        for n, cell in enumerate(cells, start=1):
             text += cell
             if len(text) >= len(prefix):
                 return n if text.startswith(prefix) else None
@@ -207,8 +223,7 @@ class LineScreen(pyte.Screen):
         super().index()
 
     def _keep(self, abs_row: int) -> None:
-        line = self.buffer[0]
-        self.kept[abs_row] = [line[x].data for x in range(self.columns)]
+        self.kept[abs_row] = self._cells(0)
         while len(self.kept) * self.columns > MAX_KEPT_CELLS:
             oldest = next(iter(self.kept))  # rows are kept in order
             del self.kept[oldest]

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 from parsers.screen import LineScreen
 
+PROMPT_SEARCH_ROWS = 200  # how far up a line's prompt is looked for by its text
+COMPLETION_SLACK_CELLS = 256  # what Tab may add to a line beyond its keys
+
 
 class LineFinder:
     """One session's screen, read for the line being typed."""
@@ -82,22 +85,36 @@ class LineFinder:
         return (text.strip() if text.isprintable() else ""), rest
 
     def fallback_line(
-        self, abs_row: int, typed: list[str]
+        self, abs_row: int, typed: list[str], longest: int, edited: bool
     ) -> tuple[str, str, bool] | None:
-        """The line a line feed ends: (text, prompt, began at the first key)."""
+        """The line a line feed ends: (text, prompt, began at the first key).
+
+        `longest`: the most keys a pending line holds; a line found by its
+        prompt's text spans no more rows than those keys and the prompt can
+        fill (with room for what completion adds), so each line feed of a
+        flood of output looks at a few rows, not at the screen.
+        """
         screen = self.screen
         rows = screen.logical_rows(abs_row)
         bottom = rows[-1]
         if self.origin is not None and self.origin[0] in rows:
             text = self.text(self.origin, bottom)
             return text, self.cells_before(self.origin, rows[0]), True
+        last = "".join(screen.row_cells(bottom)).rstrip()
+        if not edited and not any(
+            last.endswith(text[-len(last) :]) for text in typed if last
+        ):
+            # Lines of plain keys end as their keys do: unless this row ends
+            # like one of them, no line ends here (output pouring out).
+            return None
         whole = screen.text_from((rows[0], 0), bottom).rstrip()
         for text in typed:
             if whole.endswith(text):
                 # Typed ahead: echoed where the output stood (the kernel), or
                 # after the prompt once the shell read it.
                 return text, whole[: -len(text)], False
-        start = self.start_of(bottom)
+        cells = longest + len(self.prompt) + COMPLETION_SLACK_CELLS
+        start = self.start_of(bottom, cells // screen.columns + 1)
         if start is not None and self.prompt:
             return self.text(start, bottom), self.prompt, False
         return None
@@ -151,7 +168,9 @@ class LineFinder:
                 blank = (row, col)  # still there, untouched: not typed
         return self.screen.text_from(start, bottom, blank).rstrip()
 
-    def start_of(self, bottom: int) -> tuple[int, int] | None:
+    def start_of(
+        self, bottom: int, rows: int = PROMPT_SEARCH_ROWS
+    ) -> tuple[int, int] | None:
         """Where the line being accepted begins, after its prompt.
 
         Walks up from the last row: a pasted newline puts a line's text on
@@ -160,6 +179,10 @@ class LineFinder:
         """
         screen = self.screen
         top = screen.top_row
+        if self.origin is None or self.origin[0] < top:
+            # Only the prompt's text to go by: that far up, no further (each
+            # line feed of the fallback path may ask).
+            top = max(top, bottom - rows)
         row = bottom
         while row >= top:
             group = screen.logical_rows(row)
