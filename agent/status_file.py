@@ -56,6 +56,7 @@ class LiveSession:
     tracer_pid: int  # 0: not traced
     lag_bytes: int  # of its log, not ingested yet
     recording_bytes: int
+    unparsed_keys: int = 0  # keys typed the parser could not place (issue 14)
 
 
 @dataclass(frozen=True, slots=True)

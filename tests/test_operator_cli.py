@@ -123,10 +123,14 @@ def test_a_record_without_its_session_is_still_valid(tmp_path: Path) -> None:
         "kind": "command",
         "transfer": None,
         "action": None,
+        "program": None,
+        "typed": None,
+        "keys": None,
+        "unterminated": False,
     }
     jsonschema.validate(record, EXPORT_SCHEMA)
     header, row = export(tmp_path, "--format", "csv").splitlines()
-    assert row == f"s9,1,{iso(NOW)},ls,false,command" + "," * 17
+    assert row == f"s9,1,{iso(NOW)},ls,false,command,,,,,,false" + "," * 15
 
 
 def test_times_can_be_relative(seeded: Path) -> None:

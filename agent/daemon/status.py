@@ -81,6 +81,7 @@ def collect(
                 tracer_pid=read_tracer_pid(s.ssh_pid) if alive else 0,
                 lag_bytes=ingest.lag_bytes.get(s.id, 0),
                 recording_bytes=_size(casts / f"{s.id}{CAST_SUFFIX}"),
+                unparsed_keys=s.unparsed_input[0] if s.unparsed_input else 0,
             )
         )
     straces = tuple(

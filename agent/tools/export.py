@@ -99,6 +99,10 @@ def write_csv(
                 command.kind.value,
                 "" if command.transfer is None else _compact(command.transfer),
                 "" if command.action is None else _compact(command.action),
+                "" if command.program is None else command.program,
+                "" if command.typed is None else command.typed,
+                "" if command.keys is None else command.keys,
+                "true" if command.unterminated else "false",
             ) + tail
 
     writer.writerows(lines())  # the loop over rows stays in C

@@ -121,7 +121,8 @@ def session_rows(status: AgentStatus, now: float) -> list[tuple[str, ...]]:
                 printable(f"{s.bastion_user} → {where}"),
                 iso(s.started_at),
                 human_age(now - s.started_at),
-                str(s.command_count),
+                str(s.command_count)
+                + (f" (+{s.unparsed_keys} keys unparsed)" if s.unparsed_keys else ""),
                 traced,
                 human_bytes(s.lag_bytes),
             )
