@@ -11,8 +11,14 @@ reverse order of the start):
   flush);
 - the EventSink, when configured, owns the events thread (stopped last, after
   the final flush has handed it everything durable);
+- Retention owns the pruning thread (stopped before the store's last flush).
+The agent holds the store's writer lock (agent/daemon/lock.py) throughout, and
+the store writer chains and signs with the key in DATA_DIR/chain.
 - the Shipper, with a `[fleet]` table, owns the fleet-shipping thread and its
   connection (stopped after the store's final flush, shipping what it can);
+- the Alerter, when a rule alerts, owns the alerts thread (stopped after the
+  ingest, whose last records may still alert); the Enforcer's cuts are run
+  by the main loop, whose supervisor they need.
 - the ControlServer owns the control socket's thread (stopped first): the
   web's access-log entries go to the store, its terminates to the Cutter,
   which the main loop runs.
@@ -36,14 +42,19 @@ from pathlib import Path
 from types import FrameType
 
 from agent import AgentError
-from agent.config import Config
+from agent.config import Config, rules_of
+from agent.daemon.alerts import Alert, Alerter
 from agent.daemon.control import Controller, ControlServer
 from agent.daemon.cuts import Cutter, end_reason
+from agent.daemon.enforcer import Enforcer
 from agent.daemon.events import EventSink, stored_access, stored_batch
 from agent.daemon.ingest import Ingest
 from agent.daemon.intents import IntentLinker
+from agent.daemon.lock import writer_lock
 from agent.daemon.recorder import Recorder
+from agent.daemon.retention import Policy, Retention
 from agent.daemon.shipper import Shipper
+from agent.daemon.signer import Chain, Signer
 from agent.daemon.status import collect
 from agent.daemon.store import Store
 from agent.files import Sharing
@@ -55,6 +66,8 @@ from tracer.supervisor import Limits, Supervisor
 log = logging.getLogger(__name__)
 
 ORPHAN_SWEEP_INTERVAL_S = 5.0
+# A prune run by hand may hold the store for a while; then the agent waits.
+WRITER_LOCK_WAIT_S = 10.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
@@ -133,6 +146,15 @@ class Agent:
         self.store = Store(
             config.store_dir, config.flush_interval_s, sharing=self.sharing
         )
+        rules = rules_of(config)
+        self.alerter: Alerter | None = None
+        self.enforcer: Enforcer | None = None
+        if rules.acting:
+            if rules.alert.enabled:
+                self.alerter = Alerter(rules.alert, self._alert_outcome)
+            self.enforcer = Enforcer(
+                rules, config.locks_dir, config.fleet.bastion_id, self.alerter
+            )
         self.recorder = (
             Recorder(
                 config.data_dir,
@@ -152,7 +174,10 @@ class Agent:
                 config.intents_dir, self.store, config.web_intents_user
             ),
             recordings_dir=config.recordings_dir,
+            enforcer=self.enforcer,
         )
+        if self.enforcer is not None:
+            self.enforcer.end_reason = self.ingest.cut
         self.store.on_flushed = self.ingest.on_flushed
         self.sink: EventSink | None = None
         if config.events_file is not None or config.events_syslog:
@@ -186,6 +211,7 @@ class Agent:
             ),
         )
         self.discovery = Discovery(scope_pid=config.scope_pid)
+        self.retention = Retention(self.store, config.data_dir, Policy.of(config))
         self.cutter = Cutter(self.supervisor, self.ingest)
         self.started_at = time.time()
         self._status_at = 0.0
@@ -194,8 +220,14 @@ class Agent:
         """Run until a stop signal (or `stop_event`); clean up in any case."""
         check_can_run(self.config)
         prepare_data_dir(self.config.data_dir, self.sharing)
-        self.store.open()
-        self._resume_cuts()
+        with writer_lock(self.config.store_dir, WRITER_LOCK_WAIT_S):
+            data_dir = self.config.data_dir
+            self.store.chain = Chain(Signer.load_or_create(data_dir), data_dir)
+            self.store.open()
+            self._resume_cuts()
+            self._run()
+
+    def _run(self) -> None:
         try:
             with contextlib.ExitStack() as running:
                 if self.sink is not None:
@@ -211,14 +243,22 @@ class Agent:
                     running.enter_context(self.shipper)
                 self.store.start()
                 running.callback(self.store.stop)
+                running.enter_context(self.retention)
                 if self.recorder is not None:
                     running.enter_context(self.recorder)
+                if self.alerter is not None:
+                    running.enter_context(self.alerter)
                 running.enter_context(self.ingest)
                 running.callback(self.supervisor.stop)
                 running.enter_context(
                     ControlServer(
                         self.config.control_path,
-                        Controller(self.store, self.cutter, control_uids(self.config)),
+                        Controller(
+                            self.store,
+                            self.cutter,
+                            control_uids(self.config),
+                            self.config.locks_dir,
+                        ),
                         self.sharing,
                     )
                 )
@@ -240,6 +280,8 @@ class Agent:
             for ssh in self.discovery.poll():
                 self.supervisor.track(ssh)
             self.supervisor.supervise()
+            if self.enforcer is not None:
+                self.enforcer.run_pending()
             self.cutter.run_pending()
             now = time.monotonic()
             if now - last_orphan_sweep >= ORPHAN_SWEEP_INTERVAL_S:
@@ -255,6 +297,13 @@ class Agent:
                 self._status_at = now
                 self._write_status(AgentState.RUNNING)
             self.stop_event.wait(self.config.poll_interval_s)
+
+    def _alert_outcome(self, alert: Alert, delivered: bool, detail: str) -> None:
+        """The alerts thread: an alert's outcome, a record of its session."""
+        assert self.enforcer is not None
+        self.ingest.taken(
+            alert.identity, self.enforcer.alert_taken(alert, delivered, detail)
+        )
 
     def _resume_cuts(self) -> None:
         """Terminates of sessions still live when the last agent stopped."""
@@ -277,7 +326,9 @@ class Agent:
                     supervisor=self.supervisor.snapshot(),
                     recorder=self.recorder.snapshot() if self.recorder else None,
                     sink=self.sink.snapshot() if self.sink else None,
+                    retention=self.retention.snapshot(),
                     shipper=self.shipper.snapshot() if self.shipper else None,
+                    alerts=self.alerter.snapshot() if self.alerter else None,
                     state=state,
                 ),
                 self.sharing.file_mode,

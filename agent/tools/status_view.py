@@ -67,12 +67,32 @@ def summary_lines(status: AgentStatus | None, now: float) -> list[str]:
         f"ingest: {human_bytes(status.ingest_lag_bytes)} behind over "
         f"{status.logs} logs; {status.pending_commands} commands not yet written",
     ]
+    if status.chain:
+        c = status.chain
+        lines.append(
+            f"chain: key {c.get('chain_id')}, {c.get('links', 0)} links, signed "
+            f"through link {c.get('signed_through', 0)}"
+            + (f" at {c['signed_at']}" if c.get("signed_at") else "")
+            + ("; NOT SIGNING" if c.get("problem") else "")
+        )
     if status.events:
         e = status.events
         lines.append(
             f"events: to {e.get('to')}: {e.get('written', 0)} written, "
             f"{e.get('sent', 0)} sent, {e.get('backlog', 0)} waiting, "
             f"{e.get('dropped', 0)} dropped"
+        )
+    if status.alerts:
+        a = status.alerts
+        lines.append(
+            f"alerts: to {a.get('to')}: {a.get('sent', 0)} sent, "
+            f"{a.get('pending', 0)} waiting, {a.get('retries', 0)} retries, "
+            f"{a.get('failed', 0)} given up, {a.get('dropped', 0)} dropped"
+            + (
+                f"; last error: {printable(str(a.get('last_error')))}"
+                if a.get("last_error")
+                else ""
+            )
         )
     if status.fleet:
         f = status.fleet
@@ -101,7 +121,8 @@ def session_rows(status: AgentStatus, now: float) -> list[tuple[str, ...]]:
                 printable(f"{s.bastion_user} → {where}"),
                 iso(s.started_at),
                 human_age(now - s.started_at),
-                str(s.command_count),
+                str(s.command_count)
+                + (f" (+{s.unparsed_keys} keys unparsed)" if s.unparsed_keys else ""),
                 traced,
                 human_bytes(s.lag_bytes),
             )
