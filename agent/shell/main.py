@@ -25,6 +25,7 @@ from agent.inventory import DEFAULT_SHELL_CONFIG, groups_of, load_shell_config
 from agent.shell.connect import log_line
 from agent.shell.login import Shell
 from agent.shell.relay import ShellSignals, Timers
+from agent.version import add_version_option
 
 PROG = "audit-shell"
 
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="The bastion account's host menu (sshd ForceCommand)."
     )
+    add_version_option(parser)
     parser.add_argument(
         "--config",
         type=Path,
