@@ -5,6 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA_DIR ?= /var/lib/bastion-audit
 PYTEST_ARGS ?=
+SCOPE_PID ?=
 
 APT_RUN := strace openssh-client
 APT_TEST := openssh-server sshpass sudo rsync rsyslog asciinema systemd \
@@ -27,9 +28,12 @@ INSTALL_VARS = PREFIX='$(PREFIX)' BINDIR='$(BINDIR)' SYSCONFDIR='$(SYSCONFDIR)' 
 .PHONY: run test demo deps-run deps-test venv venv-test lint clean install uninstall \
 	install-shell patched-ssh web venv-web
 
-## make run: install what is missing, then run the agent in the foreground.
+## make run: install what is missing, then run the agent in the foreground, unless
+## something already audits this machine (scripts/run.py says what and refuses).
+## SCOPE_PID=PID: audit only the ssh clients under that process.
 run: deps-run venv
-	$(BIN)/audit-agent run --data-dir $(DATA_DIR)
+	@$(BIN)/python -m scripts.run --data-dir '$(DATA_DIR)' \
+		$(if $(SCOPE_PID),--scope-pid '$(SCOPE_PID)') $(if $(DRY_RUN),--dry-run)
 
 ## make test: install the test needs too, then run the whole suite.
 test: deps-run deps-test venv-test

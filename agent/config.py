@@ -83,6 +83,31 @@ class Config:
         return self.data_dir / "store"
 
 
+MODE_MEANING = {
+    Mode.STRICT: "a tagged ssh that cannot be traced is ended",
+    Mode.PERMISSIVE: "a tagged ssh that cannot be traced goes on, its gap marked",
+}
+
+
+def scope_text(scope_pid: int) -> str:
+    """What an agent with this scope reaches (its start line, audit-agent status)."""
+    if scope_pid:
+        return f"only the ssh clients under pid {scope_pid}"
+    return "every tagged ssh on this machine"
+
+
+def start_lines(config: Config) -> list[str]:
+    """What the agent says first: where it writes, its mode, what it reaches."""
+    scope = scope_text(config.scope_pid)
+    if not config.scope_pid:
+        scope += " (--scope-pid PID: only the ssh clients under that process)"
+    return [
+        f"data dir {config.data_dir}",
+        f"mode {config.mode}: {MODE_MEANING[config.mode]}",
+        f"scope: {scope}",
+    ]
+
+
 _LIMITS: dict[str, tuple[float, float]] = {
     "poll_interval_s": (0.01, 10.0),
     "flush_interval_s": (0.01, 1.0),

@@ -29,7 +29,7 @@ from pathlib import Path
 from types import FrameType
 
 from agent import AgentError
-from agent.config import Config
+from agent.config import Config, start_lines
 from agent.daemon.events import EventSink, stored_batch
 from agent.daemon.ingest import Ingest
 from agent.daemon.intents import IntentLinker
@@ -142,6 +142,8 @@ class Agent:
 
     def run(self) -> None:
         """Run until a stop signal (or `stop_event`); clean up in any case."""
+        for line in start_lines(self.config):
+            log.info("%s", line)
         check_can_run(self.config)
         prepare_data_dir(self.config.data_dir)
         self.store.open()
@@ -159,11 +161,7 @@ class Agent:
                     running.enter_context(self.recorder)
                 running.enter_context(self.ingest)
                 running.callback(self.supervisor.stop)
-                log.info(
-                    "auditing tagged ssh sessions into %s (poll every %.2fs)",
-                    self.config.data_dir,
-                    self.config.poll_interval_s,
-                )
+                log.info("auditing (poll every %.2fs)", self.config.poll_interval_s)
                 if self.sink is not None:
                     log.info("events to %s", self.sink.description)
                 self._loop()
