@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import re
+import socket
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -73,6 +74,8 @@ class Config:
     events_syslog_facility: str = "authpriv"
     highlight: tuple[HighlightRule, ...] = ()  # audit-tail's own risky commands
     highlight_builtin: bool = True  # and the built-in ones (agent/highlight.py)
+    # This bastion's name in every record and event; "": the host name.
+    bastion: str = ""
 
     @property
     def logs_dir(self) -> Path:
@@ -81,6 +84,10 @@ class Config:
     @property
     def store_dir(self) -> Path:
         return self.data_dir / "store"
+
+    @property
+    def bastion_name(self) -> str:
+        return self.bastion or socket.gethostname()
 
 
 MODE_MEANING = {
@@ -196,6 +203,14 @@ def _user_name(value: Any, where: Where) -> str:
     return value
 
 
+def _host_name(value: Any, where: Where) -> str:
+    if not isinstance(value, str) or not re.fullmatch(
+        r"(?:[A-Za-z0-9][A-Za-z0-9_.-]{0,252})?", value
+    ):
+        raise where.error("must be a host name (letters, digits, '.', '_', '-')")
+    return value
+
+
 def _highlight(value: Any, where: Where) -> tuple[HighlightRule, ...]:
     try:
         return parse_rules(value, where.file)
@@ -211,6 +226,7 @@ _CHECKS: dict[str, Check] = {
     "events_syslog_facility": _facility,
     "highlight": _highlight,
     "web_intents_user": _user_name,
+    "bastion": _host_name,
 }
 
 

@@ -37,6 +37,7 @@ from agent.daemon.recorder import Recorder
 from agent.daemon.status import collect
 from agent.daemon.store import Store
 from agent.status_file import AgentState, write_status
+from agent.version import version
 from tracer.discovery import Discovery, read_start_ticks
 from tracer.supervisor import Limits, Supervisor
 
@@ -138,6 +139,7 @@ class Agent:
         )
         self.discovery = Discovery(scope_pid=config.scope_pid)
         self.started_at = time.time()
+        self.version = version()
         self._status_at = 0.0
 
     def run(self) -> None:
@@ -196,8 +198,8 @@ class Agent:
                 self.config.data_dir,
                 collect(
                     started_at=self.started_at,
-                    interval_s=self.config.status_interval_s,
-                    data_dir=self.config.data_dir,
+                    config=self.config,
+                    version=self.version,
                     store=self.store.snapshot(),
                     ingest=self.ingest.snapshot(),
                     supervisor=self.supervisor.snapshot(),

@@ -16,13 +16,20 @@ from pathlib import Path
 from typing import Any
 
 from agent.casts import CAST_SUFFIX, CASTS_DIR
+from agent.config import Config
 from agent.daemon.events import SinkSnapshot
 from agent.daemon.ingest import IngestSnapshot
 from agent.daemon.recorder import RecorderSnapshot
 from agent.daemon.store import StoreSnapshot
 from agent.records import iso
 from agent.shards import list_shards
-from agent.status_file import AgentState, AgentStatus, LiveSession, StraceProcess
+from agent.status_file import (
+    AgentState,
+    AgentStatus,
+    LiveSession,
+    StraceProcess,
+    boot_id,
+)
 from tracer.discovery import is_alive, read_start_ticks, read_tracer_pid
 from tracer.supervisor import SupervisorSnapshot
 
@@ -45,8 +52,8 @@ def _dir_size(path: Path) -> int:
 def collect(
     *,
     started_at: float,
-    interval_s: float,
-    data_dir: Path,
+    config: Config,
+    version: str,
     store: StoreSnapshot,
     ingest: IngestSnapshot,
     supervisor: SupervisorSnapshot,
@@ -55,6 +62,7 @@ def collect(
     state: AgentState = AgentState.RUNNING,
 ) -> AgentStatus:
     """The agent's state from its owners' snapshots, and the live ssh processes."""
+    data_dir = config.data_dir
     casts = data_dir / CASTS_DIR
     sessions = []
     for s in sorted(store.live_sessions, key=lambda s: s.started_at):
@@ -92,7 +100,7 @@ def collect(
         state=state,
         started_at=started_at,
         updated_at=time.time(),
-        interval_s=interval_s,
+        interval_s=config.status_interval_s,
         data_dir=str(data_dir),
         sessions=tuple(sessions),
         straces=straces,
@@ -107,4 +115,9 @@ def collect(
         flush_errors=store.flush_errors,
         store_failing=store.failing,
         events=events,
+        version=version,
+        bastion=config.bastion_name,
+        mode=config.mode,
+        scope_pid=config.scope_pid,
+        boot_id=boot_id(),
     )

@@ -23,8 +23,8 @@ from agent.exits import ExitStatus, run_main
 from agent.export_record import JsonRecords
 from agent.highlight import HighlightRule, active_rules, matching
 from agent.reader import StoreFollower, check_data_dir
-from agent.records import Command, Session, iso
-from agent.status_file import StatusError, agent_running, read_status
+from agent.records import Command, Session
+from agent.status_file import StatusError, not_running, read_status
 from agent.tools.options import Filter, add_reading_options, printable
 
 PROG = "audit-tail"
@@ -161,8 +161,9 @@ def agent_line(data_dir: Path) -> tuple[str, bool]:
         return f"agent status unreadable: {e}", False
     if status is None:
         return "no agent has run on this data directory yet: waiting", False
-    if not agent_running(status):
-        return f"agent not running (last seen {iso(status.updated_at)}): waiting", False
+    gone = not_running(status, data_dir)
+    if gone is not None:
+        return f"{gone}: waiting", False
     live = len(status.sessions)
     return (
         f"agent running (pid {status.pid}) · {live} live session"
