@@ -27,7 +27,12 @@ from agent.export_record import (
 )
 from agent.reader import Snapshot, load
 from agent.records import Command, Session
-from agent.tools.options import Filter, add_reading_options, add_time_options
+from agent.tools.options import (
+    Filter,
+    add_reading_options,
+    add_time_options,
+    check_matches,
+)
 
 PROG = "audit-export"
 FORMATS = ("json", "jsonl", "csv")
@@ -149,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         selection = Filter.from_args(args)
         with progress_bar(sys.stderr.isatty() and not args.no_progress) as bar:
             snapshot = load(args.data_dir, bar.shards if bar else None)
+            check_matches(PROG, selection, snapshot, snapshot.commands)
             if bar:
                 bar.start_commands(len(snapshot.commands))
             records = select(snapshot, selection, bar.commands if bar else None)

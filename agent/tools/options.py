@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from agent import AgentError
 from agent.config import add_data_dir_options
+from agent.exits import ExitStatus
+from agent.reader import Snapshot, StoreFollower
 from agent.records import Command, Session, iso
 
 
 class FilterError(AgentError):
-    """A filter value that cannot be understood."""
+    """A filter value that cannot be understood, or bounds that contradict."""
+
+
+class NoMatch(AgentError):
+    """--session, --user or --host name no session of the store."""
+
+    exit_status = ExitStatus.ERROR
 
 
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
@@ -53,13 +63,43 @@ class Filter:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Filter:
+        since = parse_time(args.since) if getattr(args, "since", None) else None
+        until = parse_time(args.until) if getattr(args, "until", None) else None
+        if since and until and since > until:
+            raise FilterError(
+                f"--since {args.since} ({since}) is after --until {args.until} "
+                f"({until}): nothing can be in between"
+            )
         return cls(
             session=args.session,
             user=args.user,
             host=args.host,
-            since=parse_time(args.since) if getattr(args, "since", None) else None,
-            until=parse_time(args.until) if getattr(args, "until", None) else None,
+            since=since,
+            until=until,
         )
+
+    def check_matches(
+        self, sessions: Iterable[Session], commands: Iterable[Command] = ()
+    ) -> None:
+        """NoMatch, naming the filters, when they select no session at all.
+
+        A command whose session document is missing still answers --session.
+        """
+        if not (self.session or self.user or self.host):
+            return
+        if any(self.session_matches(s) for s in sessions):
+            return
+        only_session = self.session and not (self.user or self.host)
+        if only_session and any(c.session == self.session for c in commands):
+            return
+        text = "no session"
+        if self.session:
+            text += f" {self.session!r}"
+        if self.user:
+            text += f" of user {self.user!r}"
+        if self.host:
+            text += f" to host {self.host!r}"
+        raise NoMatch(text)
 
     def session_matches(self, session: Session | None) -> bool:
         if session is None:
@@ -106,3 +146,18 @@ def add_time_options(parser: argparse.ArgumentParser, what: str) -> None:
         "(30m, 2h, 7d)",
     )
     parser.add_argument("--until", metavar="T", help=f"{what} at or before T")
+
+
+def check_matches(
+    prog: str,
+    selection: Filter,
+    store: Snapshot | StoreFollower,
+    commands: list[Command],
+) -> None:
+    """selection.check_matches on what was read; unreadable shards named first."""
+    try:
+        selection.check_matches(store.sessions.values(), commands)
+    except NoMatch:
+        for error in store.errors:
+            print(f"{prog}: warning: {error}", file=sys.stderr)
+        raise

@@ -25,6 +25,7 @@ from agent.tools.options import (
     Filter,
     add_reading_options,
     add_time_options,
+    check_matches,
     printable,
 )
 from agent.tools.status_view import human_age, human_bytes
@@ -182,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         reading_config(args)
         selection = Filter.from_args(args)
         snapshot = load(args.data_dir)
+        check_matches(PROG, selection, snapshot, snapshot.commands)
         sessions = list(select_sessions(snapshot.sessions, selection, args.status))
         if args.format == "table":
             write_table(sessions, args.data_dir, sys.stdout)

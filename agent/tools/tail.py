@@ -25,7 +25,7 @@ from agent.highlight import HighlightRule, active_rules, matching
 from agent.reader import StoreFollower, check_data_dir
 from agent.records import Command, Session
 from agent.status_file import StatusError, not_running, read_status
-from agent.tools.options import Filter, add_reading_options, printable
+from agent.tools.options import Filter, add_reading_options, check_matches, printable
 
 PROG = "audit-tail"
 FOLLOW_INTERVAL_S = 0.25
@@ -246,7 +246,10 @@ def follow(args: argparse.Namespace, selection: Filter, printer: Any) -> int:
                 rows.append((command, session))
         return rows
 
-    first = matching_rows(follower.poll())
+    polled = follower.poll()
+    # Before any waiting: a filter that names no session is a typo.
+    check_matches(PROG, selection, follower, polled)
+    first = matching_rows(polled)
     if args.since:
         printer.show(first)
     else:
