@@ -7,8 +7,11 @@ its fields are documented in the README and schema/export-record.schema.json.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
+from agent.config import Config
+from agent.highlight import HighlightRule, Risk, active_rules
 from agent.records import Command, Session
 
 # The order of the fields in a record, and of the columns in CSV.
@@ -33,8 +36,26 @@ FIELDS = (
     "inventory_host",
     "remote_account",
     "recorder",
+    "bastion",
+    "risk",
 )
-COMMAND_FIELDS = 5  # the first five come from the command, the rest its session
+COMMAND_FIELDS = 5  # the first five come from the command, then its session's...
+OWN_FIELDS = 2  # ...and last this bastion's name and the rules the command matched
+
+
+class Stamp:
+    """What every record adds of its own: the bastion's name and the risk rules."""
+
+    def __init__(self, bastion: str, rules: Sequence[HighlightRule]) -> None:
+        self.bastion = bastion
+        self.risk = Risk(rules).names
+
+    @classmethod
+    def of(cls, config: Config) -> Stamp:
+        return cls(
+            config.bastion_name,
+            active_rules(config.highlight, config.highlight_builtin),
+        )
 
 
 def session_fields(session: Session) -> dict[str, Any]:
@@ -62,7 +83,9 @@ def session_fields(session: Session) -> dict[str, Any]:
     }
 
 
-def flat_record(command: Command, session: Session | None) -> dict[str, Any]:
+def flat_record(
+    command: Command, session: Session | None, stamp: Stamp
+) -> dict[str, Any]:
     """One exported command with its session's fields (README: export fields)."""
     record: dict[str, Any] = {
         "session": command.session,
@@ -73,33 +96,39 @@ def flat_record(command: Command, session: Session | None) -> dict[str, Any]:
     }
     if session is not None:
         record.update(session_fields(session))
+    record["bastion"] = stamp.bastion
+    record["risk"] = list(stamp.risk(command.command))
     return record
 
 
 class JsonRecords:
     """flat_record() as JSON text, fast enough for a million records.
 
-    The session's fields are encoded once per session and the command's four
-    by hand; the text is exactly what json.dumps(flat_record(...),
+    The session's fields are encoded once per session, the bastion once, and
+    the command's by hand; the text is exactly what json.dumps(flat_record(...),
     ensure_ascii=False) gives, at a third of the cost.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, stamp: Stamp) -> None:
         self._tails: dict[str, str] = {}
+        self._risk = stamp.risk
+        self._bastion = f'"bastion": {_string(stamp.bastion)}, "risk": '
 
     def text(self, command: Command, session: Session | None) -> str:
-        tail = "}"
+        tail = ", "
         if session is not None:
             tail = self._tails.get(session.id) or self._tail(session)
+        risk = self._risk(command.command)
         return (
             f'{{"session": {_string(command.session)}, "seq": {command.seq}, '
             f'"time": {_string(command.time)}, "command": {_string(command.command)}, '
             f'"cancelled": {"true" if command.cancelled else "false"}{tail}'
+            f"{self._bastion}{_ENCODER.encode(list(risk)) if risk else '[]'}}}"
         )
 
     def _tail(self, session: Session) -> str:
         tail = self._tails[session.id] = (
-            ", " + _ENCODER.encode(session_fields(session))[1:]
+            ", " + _ENCODER.encode(session_fields(session))[1:-1] + ", "
         )
         return tail
 

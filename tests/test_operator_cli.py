@@ -11,6 +11,7 @@ import dataclasses
 import io
 import json
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -101,6 +102,8 @@ def _cell(value: object) -> str:
     """A JSON value as its CSV cell: null is empty, booleans as JSON writes them."""
     if value is None:
         return ""
+    if isinstance(value, list):  # risk: the rules' names, separated by spaces
+        return " ".join(value)
     return json.dumps(value) if isinstance(value, bool) else str(value)
 
 
@@ -120,10 +123,12 @@ def test_a_record_without_its_session_is_still_valid(tmp_path: Path) -> None:
         "time": iso(NOW),
         "command": "ls",
         "cancelled": False,
+        "bastion": socket.gethostname(),  # agent.toml's bastion, else the host name
+        "risk": [],
     }
     jsonschema.validate(record, EXPORT_SCHEMA)
     header, row = export(tmp_path, "--format", "csv").splitlines()
-    assert row == f"s9,1,{iso(NOW)},ls,false" + "," * 15
+    assert row == f"s9,1,{iso(NOW)},ls,false" + "," * 15 + f",{socket.gethostname()},"
 
 
 def test_times_can_be_relative(seeded: Path) -> None:

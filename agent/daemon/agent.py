@@ -36,6 +36,7 @@ from agent.daemon.intents import IntentLinker
 from agent.daemon.recorder import Recorder
 from agent.daemon.status import collect
 from agent.daemon.store import Store
+from agent.export_record import Stamp
 from agent.status_file import AgentState, write_status
 from agent.version import version
 from tracer.discovery import Discovery, read_start_ticks
@@ -125,6 +126,7 @@ class Agent:
                 config.events_file,
                 config.events_syslog,
                 config.events_syslog_facility,
+                Stamp.of(config),
             )
             self.store.on_committed = self.sink.committed
         self.supervisor = Supervisor(

@@ -22,7 +22,9 @@ from agent.exits import ExitStatus, run_main
 from agent.export_record import (
     COMMAND_FIELDS,
     FIELDS,
+    OWN_FIELDS,
     JsonRecords,
+    Stamp,
     session_fields,
 )
 from agent.reader import Snapshot, load
@@ -33,6 +35,7 @@ from agent.tools.options import (
     add_time_options,
     check_matches,
 )
+from agent.version import add_version_option
 
 PROG = "audit-export"
 FORMATS = ("json", "jsonl", "csv")
@@ -63,13 +66,18 @@ def select(
     scanned(len(snapshot.commands))
 
 
-def write_csv(rows: Iterator[tuple[Command, Session | None]], out: IO[str]) -> int:
-    """RFC 4180 CSV with a header row of FIELDS; a missing value is empty."""
+def write_csv(
+    rows: Iterator[tuple[Command, Session | None]], out: IO[str], stamp: Stamp
+) -> int:
+    """RFC 4180 CSV with a header row of FIELDS; a missing value is empty.
+
+    `risk` is the rules' names separated by spaces (a name has none).
+    """
     writer = csv.writer(out)
     writer.writerow(FIELDS)
-    tails: dict[str | None, tuple[Any, ...]] = {
-        None: ("",) * (len(FIELDS) - COMMAND_FIELDS)
-    }
+    session_names = FIELDS[COMMAND_FIELDS:-OWN_FIELDS]
+    tails: dict[str | None, tuple[Any, ...]] = {None: ("",) * len(session_names)}
+    risk = stamp.risk
     count = 0
 
     def lines() -> Iterator[tuple[Any, ...]]:
@@ -80,27 +88,34 @@ def write_csv(rows: Iterator[tuple[Command, Session | None]], out: IO[str]) -> i
             if tail is None:
                 assert session is not None
                 fields = session_fields(session)  # by name: FIELDS sets the order
-                values = (fields.get(name) for name in FIELDS[COMMAND_FIELDS:])
+                values = (fields.get(name) for name in session_names)
                 tail = tails[sid] = tuple("" if v is None else v for v in values)
             count += 1
             yield (
-                command.session,
-                command.seq,
-                command.time,
-                command.command,
-                "true" if command.cancelled else "false",
-            ) + tail
+                (
+                    command.session,
+                    command.seq,
+                    command.time,
+                    command.command,
+                    "true" if command.cancelled else "false",
+                )
+                + tail
+                + (stamp.bastion, " ".join(risk(command.command)))
+            )
 
     writer.writerows(lines())  # the loop over rows stays in C
     return count
 
 
 def write_records(
-    rows: Iterator[tuple[Command, Session | None]], out: IO[str], fmt: str
+    rows: Iterator[tuple[Command, Session | None]],
+    out: IO[str],
+    fmt: str,
+    stamp: Stamp,
 ) -> int:
     if fmt == "csv":
-        return write_csv(rows, out)
-    text = JsonRecords().text
+        return write_csv(rows, out, stamp)
+    text = JsonRecords(stamp).text
     count = 0
     if fmt == "jsonl":
         for command, session in rows:
@@ -120,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Export audited commands, or one session's recording.",
     )
+    add_version_option(parser)
     add_reading_options(parser)
     add_time_options(parser, "commands")
     parser.add_argument("--format", choices=FORMATS, default="json")
@@ -146,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
-        reading_config(args)
+        config = reading_config(args)
         if args.cast:
             data = read_cast(find_cast(args.data_dir, args.cast))
             _output(args.output, lambda out: out.buffer.write(data))
@@ -158,7 +174,11 @@ def main(argv: list[str] | None = None) -> int:
             if bar:
                 bar.start_commands(len(snapshot.commands))
             records = select(snapshot, selection, bar.commands if bar else None)
-            _output(args.output, lambda out: write_records(records, out, args.format))
+            stamp = Stamp.of(config)
+            _output(
+                args.output,
+                lambda out: write_records(records, out, args.format, stamp),
+            )
         for error in snapshot.errors:
             print(f"{PROG}: warning: {error}; exported the rest", file=sys.stderr)
         return ExitStatus.PARTIAL if snapshot.errors else ExitStatus.SUCCESS

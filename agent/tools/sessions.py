@@ -21,6 +21,16 @@ from agent.config import reading_config
 from agent.exits import ExitStatus, run_main
 from agent.reader import load
 from agent.records import Session, SessionStatus, iso
+from agent.tools.layout import (
+    CLOCK_WIDTH,
+    FULL_TIME_WIDTH,
+    Column,
+    day_of,
+    fit,
+    full_times,
+    runs_by_day,
+    time_cell,
+)
 from agent.tools.options import (
     Filter,
     add_reading_options,
@@ -29,6 +39,7 @@ from agent.tools.options import (
     printable,
 )
 from agent.tools.status_view import human_age, human_bytes
+from agent.version import add_version_option
 
 PROG = "audit-sessions"
 FORMATS = ("table", "json", "jsonl", "csv")
@@ -54,16 +65,22 @@ FIELDS = (
     "remote_account",
     "recorder",
     "recording_bytes",
+    "bastion",
 )
 
 
-def session_record(session: Session, data_dir: Path) -> dict[str, Any]:
-    """A session's public fields and the size of its recording (or null)."""
-    doc = session.public_fields()
+def recording_bytes(session: Session, data_dir: Path) -> int | None:
     try:
-        doc["recording_bytes"] = cast_path(data_dir, session.id).stat().st_size
+        return cast_path(data_dir, session.id).stat().st_size
     except OSError:
-        doc["recording_bytes"] = None
+        return None
+
+
+def session_record(session: Session, data_dir: Path, bastion: str) -> dict[str, Any]:
+    """A session's public fields, the size of its recording (or null), the bastion."""
+    doc = session.public_fields()
+    doc["recording_bytes"] = recording_bytes(session, data_dir)
+    doc["bastion"] = bastion
     return {key: doc[key] for key in FIELDS}
 
 
@@ -96,8 +113,7 @@ def row(session: Session, data_dir: Path, now: float) -> tuple[str, ...]:
     if session.port not in (None, 22):
         where += f":{session.port}"
     end = session.ended_at if session.ended_at is not None else now
-    record = session_record(session, data_dir)
-    size = record["recording_bytes"]
+    size = recording_bytes(session, data_dir)
     return (
         printable(session.id),
         session.status,
@@ -124,6 +140,14 @@ HEADERS = (
 )
 
 
+# On a terminal: shorter headers, and the columns' order of shrinking
+# (agent/tools/layout.py): "who" is the free text, last to shrink; the id wraps
+# (whole) only past SESSION_MAX_UNWRAPPED; the rest keep their widths.
+SHORT_HEADERS = ("session", "status", "who", "started", "lasted", "cmds", "gaps")
+SESSION_MAX_UNWRAPPED = 24
+WHO_MIN = 12
+
+
 def write_table(sessions: list[Session], data_dir: Path, out: IO[str]) -> None:
     now = time.time()
     if not out.isatty():
@@ -131,24 +155,51 @@ def write_table(sessions: list[Session], data_dir: Path, out: IO[str]) -> None:
         for session in sessions:
             out.write("\t".join(row(session, data_dir, now)) + "\n")
         return
+    from rich.cells import cell_len
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title=f"{len(sessions)} sessions", title_justify="left")
-    for header in HEADERS:
-        table.add_column(header, no_wrap=header != "who")
-    for session in sessions:
-        cells = row(session, data_dir, now)
-        style = "green" if session.status == SessionStatus.LIVE else ""
-        table.add_row(*(Text(c) for c in cells), style=style)
-    Console(file=out, highlight=False).print(table)
+    console = Console(file=out, highlight=False)
+    width = console.width
+    rows = [row(session, data_dir, now) for session in sessions]
+    headers = SHORT_HEADERS + HEADERS[len(SHORT_HEADERS) :]
+    natural = [
+        max([len(h)] + [cell_len(r[i]) for r in rows]) for i, h in enumerate(headers)
+    ]
+    time_width = FULL_TIME_WIDTH if full_times(width) else CLOCK_WIDTH
+    natural[3] = max(len(headers[3]), time_width)
+    columns = [Column(n, n, 0) for n in natural]
+    columns[0] = Column(natural[0], min(natural[0], SESSION_MAX_UNWRAPPED), 1)
+    columns[2] = Column(natural[2], WHO_MIN, 2)
+    widths = fit(columns, width, fill=False)
+    console.print(Text(f"{len(sessions)} sessions", style="bold"))
+    if not rows:
+        return
+    for n, (start, end) in enumerate(runs_by_day([r[3] for r in rows])):
+        if not full_times(width):
+            console.print(Text(f"── {day_of(rows[start][3])} (UTC)", style="dim"))
+        table = Table(
+            box=None,
+            show_header=n == 0,
+            pad_edge=False,
+            padding=(0, 1, 0, 0),
+            collapse_padding=True,
+        )
+        for header, w in zip(headers, widths, strict=True):
+            table.add_column(header, width=w, overflow="fold")
+        for session, cells in zip(sessions[start:end], rows[start:end], strict=True):
+            style = "green" if session.status == SessionStatus.LIVE else ""
+            shown = list(cells)
+            shown[3] = time_cell(cells[3], width)
+            table.add_row(*(Text(c) for c in shown), style=style)
+        console.print(table)
 
 
 def write_records(
-    sessions: list[Session], data_dir: Path, out: IO[str], fmt: str
+    sessions: list[Session], data_dir: Path, out: IO[str], fmt: str, bastion: str
 ) -> None:
-    records = [session_record(s, data_dir) for s in sessions]
+    records = [session_record(s, data_dir, bastion) for s in sessions]
     if fmt == "json":
         json.dump(records, out, ensure_ascii=False, indent=1)
         out.write("\n")
@@ -165,6 +216,7 @@ def write_records(
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="List audited sessions.")
+    add_version_option(parser)
     add_reading_options(parser)
     add_time_options(parser, "sessions running")
     parser.add_argument(
@@ -180,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
-        reading_config(args)
+        config = reading_config(args)
         selection = Filter.from_args(args)
         snapshot = load(args.data_dir)
         check_matches(PROG, selection, snapshot, snapshot.commands)
@@ -188,7 +240,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.format == "table":
             write_table(sessions, args.data_dir, sys.stdout)
         else:
-            write_records(sessions, args.data_dir, sys.stdout, args.format)
+            write_records(
+                sessions, args.data_dir, sys.stdout, args.format, config.bastion_name
+            )
         sys.stdout.flush()
         for error in snapshot.errors:
             print(f"{PROG}: warning: {error}; listed the rest", file=sys.stderr)
