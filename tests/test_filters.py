@@ -8,12 +8,13 @@ more often than an empty answer: audit-export, audit-sessions and audit-tail
 
 from __future__ import annotations
 
+import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.harness import BIN, run_cli
+from tests.harness import BIN, LineReader, default_sigint, run_cli
 from tests.test_operator_cli import seed
 
 TOOLS = ("audit-export", "audit-sessions", "audit-tail")
@@ -90,3 +91,23 @@ def test_an_empty_window_is_still_an_empty_answer(seeded: Path) -> None:
         "2000-01-02T00:00:00Z",
     )
     assert (result.returncode, result.stdout) == (0, "[]\n")
+
+
+def test_tail_waits_for_a_session_to_come_only_when_asked(seeded: Path) -> None:
+    tail = subprocess.Popen(
+        [str(BIN / "audit-tail"), "--data-dir", str(seeded), "--session", "later"]
+        + ["--wait"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=default_sigint,
+    )
+    try:
+        line = LineReader(tail.stderr).readline(timeout=10)
+        assert line == "audit-tail: no session 'later' yet: waiting for it\n"
+        assert tail.poll() is None  # still waiting
+    finally:
+        tail.send_signal(signal.SIGINT)
+        tail.wait(10)
+    assert tail.returncode == 0
+    once = tool("audit-tail", seeded, "--session", "later", "--wait", "--no-follow")
+    assert once.returncode == 1 and "no session 'later'" in once.stderr

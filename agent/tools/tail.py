@@ -36,7 +36,13 @@ from agent.tools.layout import (
     share,
     time_cell,
 )
-from agent.tools.options import Filter, add_reading_options, check_matches, printable
+from agent.tools.options import (
+    Filter,
+    NoMatch,
+    add_reading_options,
+    check_matches,
+    printable,
+)
 from agent.version import add_version_option
 
 PROG = "audit-tail"
@@ -283,6 +289,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="JSON Lines (the export's records)"
     )
     parser.add_argument("--no-follow", action="store_true", help="print and exit")
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help="a --session, --user or --host that names no session yet is waited "
+        "for (without it: exit 1)",
+    )
     return parser
 
 
@@ -324,8 +336,14 @@ def follow(args: argparse.Namespace, selection: Filter, printer: Any) -> int:
         return rows
 
     polled = follower.poll()
-    # Before any waiting: a filter that names no session is a typo.
-    check_matches(PROG, selection, follower, polled)
+    # Before any waiting: a filter that names no session is a typo, unless
+    # --wait says the session is yet to come.
+    try:
+        check_matches(PROG, selection, follower, polled)
+    except NoMatch as e:
+        if not args.wait or args.no_follow:
+            raise
+        print(f"{PROG}: {e} yet: waiting for it", file=sys.stderr)
     first = matching_rows(polled)
     if args.since:
         printer.show(first)
