@@ -2,7 +2,8 @@
 
 Synthetic sessions and commands go through the real store code (Store.submit,
 the writer's atomic flushes, shard roll-over), then the real export path
-(reader.load, export.select, export.write_records) writes JSON to /dev/null.
+(reader.load, export.select, export.write_records) writes JSON to /dev/null,
+with the built-in risk rules (every record's `risk`) and, side by side, without.
 Everything is measured side by side in one run; the ratios are what to read.
 
     .venv/bin/python -m bench.store_bench [--sizes 10000,100000,1000000]
@@ -20,6 +21,8 @@ import time
 from pathlib import Path
 
 from agent.daemon.store import Store
+from agent.export_record import Stamp
+from agent.highlight import BUILTIN_RULES
 from agent.reader import load
 from agent.records import Command, Session, iso
 from agent.tools.export import select, write_records
@@ -88,11 +91,15 @@ def fill(data_dir: Path, total: int) -> tuple[float, float, float]:
     return per_command(0.0, 0.1), per_command(0.9, 1.0), elapsed
 
 
-def export_seconds(data_dir: Path, fmt: str = "json") -> tuple[float, int]:
+def export_seconds(
+    data_dir: Path, fmt: str = "json", rules: bool = True
+) -> tuple[float, int]:
+    """One export as audit-export runs it; rules=False: no risk rules at all."""
+    stamp = Stamp("bench", BUILTIN_RULES if rules else ())
     t0 = time.perf_counter()
     snapshot = load(data_dir)
     with open(os.devnull, "w") as out:
-        count = write_records(select(snapshot, Filter()), out, fmt)
+        count = write_records(select(snapshot, Filter()), out, fmt, stamp)
     return time.perf_counter() - t0, count
 
 
@@ -104,6 +111,7 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     formats = ["json", *(f for f in args.formats.split(",") if f != "json")]
     by_format: list[tuple[int, dict[str, float]]] = []
+    no_risk: list[tuple[int, float, float]] = []
     rows = []
     for total in sizes:
         tmp = Path(tempfile.mkdtemp(prefix="store-bench."))
@@ -112,6 +120,7 @@ def main() -> None:
             exp, count = export_seconds(tmp)
             assert count == total, (count, total)
             by_format.append((total, {f: export_seconds(tmp, f)[0] for f in formats}))
+            no_risk.append((total, exp, export_seconds(tmp, rules=False)[0]))
             size = sum(p.stat().st_size for p in (tmp / "store").iterdir())
             rows.append((total, first, last, elapsed, exp, size))
         finally:
@@ -126,6 +135,13 @@ def main() -> None:
             f"{total:>10} {total / elapsed:>10.0f} {first * 1e6:>16.1f} {last * 1e6:>15.1f}"
             f" {last / first:>10.2f} {exp:>9.2f} {(exp / total) / (base[4] / base[0]):>18.2f}"
             f" {size / 1e6:>9.1f}"
+        )
+    print()
+    print(f"{'commands':>10} {'export s':>9} {'no rules s':>11} {'risk cost':>10}")
+    for total, with_rules, without in no_risk:
+        print(
+            f"{total:>10} {with_rules:>9.2f} {without:>11.2f}"
+            f" {with_rules / without:>10.2f}"
         )
     if formats != ["json"]:
         print()
