@@ -8,6 +8,7 @@ PYTEST_ARGS ?=
 SCOPE_PID ?=
 
 APT_RUN := strace openssh-client
+APT_DEMO := openssh-server
 APT_TEST := openssh-server sshpass sudo rsync rsyslog asciinema systemd \
 	shellinabox chromium chromium-driver
 BASTION_USER ?= zxy
@@ -26,7 +27,7 @@ INSTALL_VARS = PREFIX='$(PREFIX)' BINDIR='$(BINDIR)' SYSCONFDIR='$(SYSCONFDIR)' 
 	DATA_DIR='$(DATA_DIR)' INSTALL_PYTHON='$(INSTALL_PYTHON)' PURGE='$(PURGE)'
 
 .PHONY: run test demo deps-run deps-test venv venv-test lint clean install uninstall \
-	install-shell patched-ssh web venv-web
+	install-shell patched-ssh web venv-web venv-demo
 
 ## make run: install what is missing, then run the agent in the foreground, unless
 ## something already audits this machine (scripts/run.py says what and refuses).
@@ -39,8 +40,10 @@ run: deps-run venv
 test: deps-run deps-test venv-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-## make demo: the agent, a throwaway sshd, a scripted tagged session, audit-tail.
-demo: deps-run deps-test venv-test
+## make demo: the agent, a throwaway sshd, a scripted tagged session, audit-tail;
+## it installs only that (sshd's program, not its service; pexpect).
+demo: deps-run venv-demo
+	@scripts/ensure-packages.sh $(APT_DEMO)
 	$(BIN)/python -m scripts.demo
 
 ## make install-shell: audit-shell as the ForceCommand of $(BASTION_USER) (sshd drop-in).
@@ -76,6 +79,7 @@ deps-test:
 venv: $(VENV)/.installed
 venv-test: $(VENV)/.installed-test
 venv-web: $(VENV)/.installed-web
+venv-demo: $(VENV)/.installed-demo
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -85,6 +89,10 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/python -m pip install -q -e '.[test,web]'
+	touch $@
+
+$(VENV)/.installed-demo: $(VENV)/.installed
+	$(BIN)/python -m pip install -q -e '.[demo]'
 	touch $@
 
 $(VENV)/.installed-web: $(VENV)/.installed
