@@ -22,12 +22,20 @@ UNITDIR ?= /etc/systemd/system
 SUDOERSDIR ?= /etc/sudoers.d
 LIBEXECDIR ?= /usr/local/lib/bastion-audit
 INSTALL_PYTHON ?= /usr/bin/python3
+# DESTDIR: a staging root for every path; SUDO_MODE=1: the sudo mode's rule and
+# script; WEB=1: audit-web too (its account, unit, PAM service; WEB_USER,
+# TERM_USER, WEB_STATE_DIR, PAMDIR, INTENTS_DIR move them).
+DESTDIR ?=
+SUDO_MODE ?=
+WEB ?=
 INSTALL_VARS = PREFIX='$(PREFIX)' BINDIR='$(BINDIR)' SYSCONFDIR='$(SYSCONFDIR)' \
 	UNITDIR='$(UNITDIR)' SUDOERSDIR='$(SUDOERSDIR)' LIBEXECDIR='$(LIBEXECDIR)' \
-	DATA_DIR='$(DATA_DIR)' INSTALL_PYTHON='$(INSTALL_PYTHON)' PURGE='$(PURGE)'
+	DATA_DIR='$(DATA_DIR)' INSTALL_PYTHON='$(INSTALL_PYTHON)' PURGE='$(PURGE)' \
+	DESTDIR='$(DESTDIR)' SUDO_MODE='$(SUDO_MODE)' WEB='$(WEB)' \
+	$(foreach v,WEB_USER TERM_USER WEB_STATE_DIR PAMDIR INTENTS_DIR,$(if $($(v)),$(v)='$($(v))'))
 
 .PHONY: run test demo deps-run deps-test venv venv-test lint clean install uninstall \
-	install-shell patched-ssh web venv-web venv-demo
+	install-shell patched-ssh web venv-web venv-demo install-web
 
 ## make run: install what is missing, then run the agent in the foreground, unless
 ## something already audits this machine (scripts/run.py says what and refuses).
@@ -50,20 +58,27 @@ demo: deps-run venv-demo
 install-shell: deps-run venv
 	scripts/install-shell.sh --user $(BASTION_USER) --audit-shell $(abspath $(BIN))/audit-shell
 
-## make web: audit-web in the foreground with $(SHELL_CONFIG) (README: audit-web;
-## in production it runs as its own account, not root).
+## make web: audit-web in the foreground with $(SHELL_CONFIG), first making what
+## it needs and is missing (scripts/web_trial.py: an example config, the web
+## terminal's account, its directories). A trial, as root: make install WEB=1
+## runs it as its own account under systemd (README: audit-web).
 web: deps-run venv-web
-	$(BIN)/audit-web --config $(SHELL_CONFIG)
+	@$(foreach v,WEB_STATE_DIR TERM_USER INTENTS_DIR REDEEM_SOCKET,$(if $($(v)),$(v)='$($(v))')) \
+		$(BIN)/python -m scripts.web_trial --config '$(SHELL_CONFIG)' $(if $(DRY_RUN),--dry-run)
 
 ## make patched-ssh: build ssh with -Z TAG from Debian's openssh source, install
 ## it as /usr/local/lib/bastion-audit/ssh (cached; /usr/bin/ssh is left alone).
 patched-ssh:
 	scripts/build-patched-ssh.sh
 
-## make install (root): the agent as a systemd service, its config, sudoers, data dir.
+## make install (root): the agent as a systemd service, its config and data dir;
+## WEB=1 (or make install-web): audit-web too; SUDO_MODE=1: the zxy sudoers rule.
 install: deps-run
 	@scripts/ensure-packages.sh python3 python3-venv
 	$(INSTALL_VARS) scripts/install.sh install
+
+install-web:
+	$(MAKE) install WEB=1
 
 ## make uninstall: all of it but the data (make uninstall PURGE=1: the data too).
 uninstall:
