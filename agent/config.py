@@ -203,7 +203,8 @@ def _user_name(value: Any, where: Where) -> str:
     return value
 
 
-def _host_name(value: Any, where: Where) -> str:
+def host_name(value: Any, where: Where) -> str:
+    """A bastion's name: a host name, or "" for this machine's."""
     if not isinstance(value, str) or not re.fullmatch(
         r"(?:[A-Za-z0-9][A-Za-z0-9_.-]{0,252})?", value
     ):
@@ -226,7 +227,7 @@ _CHECKS: dict[str, Check] = {
     "events_syslog_facility": _facility,
     "highlight": _highlight,
     "web_intents_user": _user_name,
-    "bastion": _host_name,
+    "bastion": host_name,
 }
 
 

@@ -7,11 +7,13 @@ reads it, and so does the web terminal's token login (agent/shell/).
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from agent import AgentError
+from agent.config import host_name
 from agent.inventory import DEFAULT_SHELL_CONFIG, ShellConfig, load_shell_config
 from agent.toml_table import Where, read_toml, table
 
@@ -40,6 +42,11 @@ class WebSettings:
     trusted_origins: tuple[str, ...] = ()  # e.g. "https://bastion.example.org"
     failures_max: int = FAILURES_MAX  # failed sign-ins or redemptions per client
     failure_window_s: float = FAILURE_WINDOW_S
+    bastion: str = ""  # the name the pages give this bastion; "": the host name
+
+    @property
+    def bastion_name(self) -> str:
+        return self.bastion or socket.gethostname()
 
 
 @dataclass(frozen=True)
@@ -58,4 +65,10 @@ def load_web_config(path: Path = DEFAULT_SHELL_CONFIG) -> WebConfig:
 def parse_web_settings(values: Any, source: str) -> WebSettings:
     """The checked `[web]` table (pure); errors name the file and key."""
     where = Where(source, error_class=WebConfigError).at("web")
-    return table(WebSettings, values, where, limits={"*": (1, 86400)})
+    return table(
+        WebSettings,
+        values,
+        where,
+        limits={"*": (1, 86400)},
+        checks={"bastion": host_name},
+    )

@@ -19,6 +19,7 @@ from agent.inventory import Target, groups_of
 from agent.records import iso
 from agent.web_config import WebConfig
 from web.auth import authenticate
+from web.site import TEMPLATES_DIR
 from web.tokens import TokenStore, Verdict
 
 log = logging.getLogger(__name__)
@@ -93,15 +94,28 @@ def connect(request: HttpRequest) -> HttpResponse:
         return HttpResponse("not a host you may use\n", status=403)
     token, expires = _tokens().issue(user, target.host.name, target.account.name)
     log.info("token for %s: %s, expires %s", user, target.label, iso(expires))
+    remaining_s = max(0.0, expires - _tokens().clock())
     context = {
         "user": user,
+        "bastion": _config().web.bastion_name,
         "target": target,
         "token": token,
         "expires": iso(expires),
-        "ttl_min": round(_config().web.token_ttl_s / 60, 1),
+        # The countdown runs from the page's arrival on the browser's monotonic
+        # clock: the browser's wall clock may be off, and is never asked.
+        "remaining_ms": int(remaining_s * 1000),
+        "remaining": f"{int(remaining_s) // 60}:{int(remaining_s) % 60:02d}",
         "terminal_url": _config().web.terminal_url,
     }
     return render(request, "token.html", context)
+
+
+@require_http_methods(["GET"])
+def token_script(request: HttpRequest) -> HttpResponse:
+    """The token page's script (copy, countdown): a file of its own, so that the
+    pages need no inline script."""
+    text = (TEMPLATES_DIR / "token.js").read_text()
+    return HttpResponse(text, content_type="text/javascript; charset=utf-8")
 
 
 @never_cache
@@ -118,4 +132,5 @@ urlpatterns = [
     path("sign-in", sign_in),
     path("connect", connect),
     path("sign-out", sign_out),
+    path("token.js", token_script),
 ]
