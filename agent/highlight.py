@@ -36,19 +36,24 @@ class HighlightRule:
     name: str
     pattern: re.Pattern[str]
     style: str = DEFAULT_STYLE
-    # Texts of which a match holds at least one: a command with none of them
-    # is passed over without running the pattern (a substring search costs a
-    # fraction of a regex that may start anywhere). Empty: always run it.
-    needles: tuple[str, ...] = ()
+    # Texts of which a match holds at least one, as one alternation of
+    # literals: a command with none of them is passed over without running
+    # the pattern (a literal search costs a fraction of a regex that may start
+    # anywhere). None: always run it.
+    needles: re.Pattern[str] | None = None
 
     def matches(self, command: str) -> bool:
-        if self.needles and not any(n in command for n in self.needles):
+        if self.needles is not None and self.needles.search(command) is None:
             return False
         return self.pattern.search(command) is not None
 
 
+def _literals(words: Iterable[str]) -> re.Pattern[str]:
+    return re.compile("|".join(re.escape(w) for w in words))
+
+
 def rule(name: str, needles: tuple[str, ...], pattern: str) -> HighlightRule:
-    return HighlightRule(name, re.compile(pattern), DEFAULT_STYLE, needles)
+    return HighlightRule(name, re.compile(pattern), DEFAULT_STYLE, _literals(needles))
 
 
 BUILTIN_RULES: tuple[HighlightRule, ...] = (
@@ -164,12 +169,20 @@ class Risk:
     def __init__(self, rules: Sequence[HighlightRule]) -> None:
         self.rules = tuple(rules)
         self._known: dict[str, tuple[str, ...]] = {}
+        # All the rules' literals at once: most commands hold none, and then
+        # only the rules without literals (the configuration's own) run.
+        literals = [r.needles.pattern for r in self.rules if r.needles is not None]
+        self._any = re.compile("|".join(literals)) if literals else None
+        self._unfiltered = tuple(r for r in self.rules if r.needles is None)
 
     def names(self, command: str) -> tuple[str, ...]:
         known = self._known.get(command)
         if known is not None:
             return known
-        names = tuple(r.name for r in self.rules if r.matches(command))
+        if self._any is not None and self._any.search(command) is None:
+            names = tuple(r.name for r in self._unfiltered if r.pattern.search(command))
+        else:
+            names = tuple(r.name for r in self.rules if r.matches(command))
         if len(command) > self.CACHE_TEXT_MAX:
             return names
         if len(self._known) >= self.CACHE_MAX:
