@@ -10,7 +10,7 @@ SCOPE_PID ?=
 APT_RUN := strace openssh-client
 APT_DEMO := openssh-server
 APT_TEST := openssh-server sshpass sudo rsync rsyslog asciinema systemd \
-	shellinabox chromium chromium-driver
+	shellinabox chromium chromium-driver postgresql-15 postgresql-contrib
 BASTION_USER ?= zxy
 SHELL_CONFIG ?= /etc/bastion-audit/shell.toml
 

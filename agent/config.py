@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import re
-import socket
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import AgentError
+from agent.fleet_config import BASTION_RE, FleetConfig, fleet_table
 from agent.highlight import HighlightError, HighlightRule, parse_rules
 from agent.syslog import FACILITIES, SyslogError, parse_target
 from agent.toml_table import Check, Where, absolute_path, read_toml, table
@@ -74,8 +74,11 @@ class Config:
     events_syslog_facility: str = "authpriv"
     highlight: tuple[HighlightRule, ...] = ()  # audit-tail's own risky commands
     highlight_builtin: bool = True  # and the built-in ones (agent/highlight.py)
-    # This bastion's name in every record and event; "": the host name.
+    # This bastion's name in every record and event, and its fleet id unless
+    # [fleet] names another; "": [fleet]'s bastion, else the host name.
     bastion: str = ""
+    # [fleet]: ship every record to PostgreSQL too (agent/fleet_config.py).
+    fleet: FleetConfig = FleetConfig()
 
     @property
     def logs_dir(self) -> Path:
@@ -87,7 +90,7 @@ class Config:
 
     @property
     def bastion_name(self) -> str:
-        return self.bastion or socket.gethostname()
+        return self.bastion or self.fleet.bastion_id
 
 
 MODE_MEANING = {
@@ -154,7 +157,11 @@ def _as_values(config: Config) -> dict[str, Any]:
 
 def _build(values: Mapping[str, Any], source: str) -> Config:
     where = Where(source, error_class=ConfigError)
-    return table(Config, values, where, limits=_LIMITS, checks=_CHECKS)
+    config = table(Config, values, where, limits=_LIMITS, checks=_CHECKS)
+    if config.bastion and not config.fleet.bastion:  # one name, everywhere
+        fleet = dataclasses.replace(config.fleet, bastion=config.bastion)
+        config = dataclasses.replace(config, fleet=fleet)
+    return config
 
 
 def config_source(path: Path | None) -> Path | None:
@@ -204,11 +211,9 @@ def _user_name(value: Any, where: Where) -> str:
 
 
 def host_name(value: Any, where: Where) -> str:
-    """A bastion's name: a host name, or "" for this machine's."""
-    if not isinstance(value, str) or not re.fullmatch(
-        r"(?:[A-Za-z0-9][A-Za-z0-9_.-]{0,252})?", value
-    ):
-        raise where.error("must be a host name (letters, digits, '.', '_', '-')")
+    """A bastion's name, as the fleet store takes it, or "" for this machine's."""
+    if not isinstance(value, str) or not (value == "" or BASTION_RE.fullmatch(value)):
+        raise where.error(f"must be a name matching {BASTION_RE.pattern}")
     return value
 
 
@@ -228,6 +233,7 @@ _CHECKS: dict[str, Check] = {
     "highlight": _highlight,
     "web_intents_user": _user_name,
     "bastion": host_name,
+    "fleet": fleet_table,
 }
 
 

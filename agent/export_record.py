@@ -21,6 +21,8 @@ FIELDS = (
     "time",
     "command",
     "cancelled",
+    "kind",
+    "transfer",
     "tag",
     "bastion_user",
     "remote_user",
@@ -39,12 +41,16 @@ FIELDS = (
     "bastion",
     "risk",
 )
-COMMAND_FIELDS = 5  # the first five come from the command, then its session's...
-OWN_FIELDS = 2  # ...and last this bastion's name and the rules the command matched
+COMMAND_FIELDS = 7  # the first seven come from the command, then its session's...
+OWN_FIELDS = 2  # ...and last the bastion's name and the rules the command matched
 
 
 class Stamp:
-    """What every record adds of its own: the bastion's name and the risk rules."""
+    """What every record adds of its own: the bastion's name and the risk rules.
+
+    The bastion is this one's (agent.toml's bastion), unless the session was
+    read from the fleet store, which names the bastion it ran on.
+    """
 
     def __init__(self, bastion: str, rules: Sequence[HighlightRule]) -> None:
         self.bastion = bastion
@@ -55,6 +61,11 @@ class Stamp:
         return cls(
             config.bastion_name,
             active_rules(config.highlight, config.highlight_builtin),
+        )
+
+    def bastion_of(self, session: Session | None) -> str:
+        return (
+            session.bastion if session is not None and session.bastion else self.bastion
         )
 
 
@@ -93,10 +104,12 @@ def flat_record(
         "time": command.time,
         "command": command.command,
         "cancelled": command.cancelled,
+        "kind": command.kind.value,
+        "transfer": dict(command.transfer) if command.transfer is not None else None,
     }
     if session is not None:
         record.update(session_fields(session))
-    record["bastion"] = stamp.bastion
+    record["bastion"] = stamp.bastion_of(session)
     record["risk"] = list(stamp.risk(command.command))
     return record
 
@@ -104,33 +117,45 @@ def flat_record(
 class JsonRecords:
     """flat_record() as JSON text, fast enough for a million records.
 
-    The session's fields are encoded once per session, the bastion once, and
-    the command's by hand; the text is exactly what json.dumps(flat_record(...),
+    The session's fields and the bastion are encoded once per session and the
+    command's own by hand; the text is exactly what json.dumps(flat_record(...),
     ensure_ascii=False) gives, at a third of the cost.
     """
 
     def __init__(self, stamp: Stamp) -> None:
         self._tails: dict[str, str] = {}
+        self._stamp = stamp
         self._risk = stamp.risk
-        self._bastion = f'"bastion": {_string(stamp.bastion)}, "risk": '
+        self._lone = f', "bastion": {_string(stamp.bastion)}, "risk": '
 
     def text(self, command: Command, session: Session | None) -> str:
-        tail = ", "
+        tail = self._lone
         if session is not None:
-            tail = self._tails.get(session.id) or self._tail(session)
+            tail = self._tails.get(_key(session)) or self._tail(session)
+        transfer = "null"
+        if command.transfer is not None:
+            transfer = _ENCODER.encode(dict(command.transfer))
         risk = self._risk(command.command)
         return (
             f'{{"session": {_string(command.session)}, "seq": {command.seq}, '
             f'"time": {_string(command.time)}, "command": {_string(command.command)}, '
-            f'"cancelled": {"true" if command.cancelled else "false"}{tail}'
-            f"{self._bastion}{_ENCODER.encode(list(risk)) if risk else '[]'}}}"
+            f'"cancelled": {"true" if command.cancelled else "false"}, '
+            f'"kind": "{command.kind.value}", "transfer": {transfer}{tail}'
+            f"{_ENCODER.encode(list(risk)) if risk else '[]'}}}"
         )
 
     def _tail(self, session: Session) -> str:
-        tail = self._tails[session.id] = (
-            ", " + _ENCODER.encode(session_fields(session))[1:-1] + ", "
+        bastion = _string(self._stamp.bastion_of(session))
+        tail = self._tails[_key(session)] = (
+            ", "
+            + _ENCODER.encode(session_fields(session))[1:-1]
+            + f', "bastion": {bastion}, "risk": '
         )
         return tail
+
+
+def _key(session: Session) -> str:
+    return f"{session.bastion}/{session.id}" if session.bastion else session.id
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False)

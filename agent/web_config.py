@@ -46,7 +46,7 @@ class WebSettings:
 
     @property
     def bastion_name(self) -> str:
-        return self.bastion or socket.gethostname()
+        return self.bastion or socket.gethostname().split(".")[0]
 
 
 @dataclass(frozen=True)

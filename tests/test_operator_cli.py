@@ -30,6 +30,7 @@ SESSION_SCHEMA = json.loads(
     (REPO / "schema" / "session-record.schema.json").read_text()
 )
 NOW = time.time()
+HOST = socket.gethostname().split(".")[0]
 
 
 def seed(data_dir: Path) -> None:
@@ -123,12 +124,14 @@ def test_a_record_without_its_session_is_still_valid(tmp_path: Path) -> None:
         "time": iso(NOW),
         "command": "ls",
         "cancelled": False,
-        "bastion": socket.gethostname(),  # agent.toml's bastion, else the host name
+        "kind": "command",
+        "transfer": None,
+        "bastion": HOST,  # agent.toml's bastion, else the host name up to its dot
         "risk": [],
     }
     jsonschema.validate(record, EXPORT_SCHEMA)
     header, row = export(tmp_path, "--format", "csv").splitlines()
-    assert row == f"s9,1,{iso(NOW)},ls,false" + "," * 15 + f",{socket.gethostname()},"
+    assert row == f"s9,1,{iso(NOW)},ls,false,command" + "," * 16 + f",{HOST},"
 
 
 def test_times_can_be_relative(seeded: Path) -> None:

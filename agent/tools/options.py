@@ -1,4 +1,4 @@
-"""What the operators' tools share: the data-dir options, filters, escaping."""
+"""What the operators' tools share: options, filters, the reader, escaping."""
 
 from __future__ import annotations
 
@@ -6,15 +6,17 @@ import argparse
 import re
 import sys
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from agent import AgentError
-from agent.config import add_data_dir_options
+from agent.config import Config, add_data_dir_options, reading_config
 from agent.exits import ExitStatus
-from agent.reader import Snapshot, StoreFollower
-from agent.records import Command, Session, iso
+from agent.reading import Reader, Selection
+from agent.records import iso
+
+# The filters every reading tool offers (agent/reading.py).
+Filter = Selection
 
 
 class FilterError(AgentError):
@@ -22,7 +24,7 @@ class FilterError(AgentError):
 
 
 class NoMatch(AgentError):
-    """--session, --user or --host name no session of the store."""
+    """--session, --user, --host or --bastion name no session of the store."""
 
     exit_status = ExitStatus.ERROR
 
@@ -51,73 +53,77 @@ def parse_time(text: str, now: float | None = None) -> str:
     return iso(dt.timestamp())
 
 
-@dataclass(frozen=True)
-class Filter:
-    """The selection every reading tool offers."""
-
-    session: str | None = None
-    user: str | None = None
-    host: str | None = None
-    since: str | None = None  # iso() text, compared as text
-    until: str | None = None
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> Filter:
-        since = parse_time(args.since) if getattr(args, "since", None) else None
-        until = parse_time(args.until) if getattr(args, "until", None) else None
-        if since and until and since > until:
-            raise FilterError(
-                f"--since {args.since} ({since}) is after --until {args.until} "
-                f"({until}): nothing can be in between"
-            )
-        return cls(
-            session=args.session,
-            user=args.user,
-            host=args.host,
-            since=since,
-            until=until,
+def selection_from_args(args: argparse.Namespace, **more: str | None) -> Selection:
+    since = parse_time(args.since) if getattr(args, "since", None) else None
+    until = parse_time(args.until) if getattr(args, "until", None) else None
+    if since and until and since > until:
+        raise FilterError(
+            f"--since {args.since} ({since}) is after --until {args.until} "
+            f"({until}): nothing can be in between"
         )
+    return Selection(
+        session=args.session,
+        user=args.user,
+        host=args.host,
+        since=since,
+        until=until,
+        bastion=getattr(args, "bastion", None),
+        **more,
+    )
 
-    def check_matches(
-        self, sessions: Iterable[Session], commands: Iterable[Command] = ()
-    ) -> None:
-        """NoMatch, naming the filters, when they select no session at all.
 
-        A command whose session document is missing still answers --session.
-        """
-        if not (self.session or self.user or self.host):
-            return
-        if any(self.session_matches(s) for s in sessions):
-            return
-        only_session = self.session and not (self.user or self.host)
-        if only_session and any(c.session == self.session for c in commands):
-            return
-        text = "no session"
-        if self.session:
-            text += f" {self.session!r}"
-        if self.user:
-            text += f" of user {self.user!r}"
-        if self.host:
-            text += f" to host {self.host!r}"
-        raise NoMatch(text)
+def check_matches(prog: str, selection: Selection, reader: Reader) -> None:
+    """NoMatch, naming the filters, when they select no session of the store.
 
-    def session_matches(self, session: Session | None) -> bool:
-        if session is None:
-            return not (self.user or self.host)
-        if self.session and self.session not in (session.id, session.tag):
-            return False
-        if self.user and self.user not in (session.bastion_user, session.remote_user):
-            return False
-        return not self.host or self.host == session.host
+    Any time, any status: a filter that names nothing is a typo more often
+    than an empty answer. A command whose session document is missing still
+    answers --session. Unreadable shards are named first: it may be in one.
+    """
+    named = Selection(
+        session=selection.session,
+        user=selection.user,
+        host=selection.host,
+        bastion=selection.bastion,
+    )
+    if not (named.session or named.user or named.host or named.bastion):
+        return
+    if reader.sessions(named, limit=1):
+        return
+    only_session = not (named.user or named.host or named.bastion)
+    if only_session and any(True for _ in reader.commands(named, limit=1)):
+        return
+    for error in reader.errors:
+        print(f"{prog}: warning: {error}", file=sys.stderr)
+    text = "no session"
+    if named.session:
+        text += f" {named.session!r}"
+    if named.user:
+        text += f" of user {named.user!r}"
+    if named.host:
+        text += f" to host {named.host!r}"
+    if named.bastion:
+        text += f" on bastion {named.bastion!r}"
+    raise NoMatch(text)
 
-    def command_matches(self, command: Command, session: Session | None) -> bool:
-        if self.session and session is None and command.session != self.session:
-            return False
-        if self.since and command.time < self.since:
-            return False
-        if self.until and command.time > self.until:
-            return False
-        return self.session_matches(session)
+
+def open_reading(
+    args: argparse.Namespace, progress: Callable[[int, int], None] | None = None
+) -> tuple[Config, Reader]:
+    """The configuration, and the store to read: the fleet's or the data dir's.
+
+    The fleet store with --database, or with a [fleet] table in the
+    configuration unless --local or --data-dir asks for this bastion's own.
+    """
+    local = args.local or args.data_dir is not None
+    config = reading_config(args)
+    database = args.database or (None if local else config.fleet.database)
+    if database:
+        from agent.fleet_reader import FleetReader
+
+        return config, FleetReader(database, config.fleet)
+    from agent.local_reader import LocalReader
+
+    return config, LocalReader(args.data_dir, progress)
 
 
 def add_reading_options(parser: argparse.ArgumentParser) -> None:
@@ -129,6 +135,20 @@ def add_reading_options(parser: argparse.ArgumentParser) -> None:
         "--user", metavar="U", help="only sessions of this bastion or remote user"
     )
     parser.add_argument("--host", metavar="H", help="only sessions to this host")
+    parser.add_argument(
+        "--database",
+        metavar="DSN",
+        help="read the fleet store (a PostgreSQL connection string; the password "
+        "from [fleet] password_file or PGPASSWORD) instead of the data directory",
+    )
+    parser.add_argument(
+        "--bastion", metavar="ID", help="only sessions of this bastion (fleet store)"
+    )
+    parser.add_argument(
+        "--local",
+        action="store_true",
+        help="read this bastion's data directory even with a [fleet] table",
+    )
 
 
 def printable(text: str) -> str:
@@ -146,18 +166,3 @@ def add_time_options(parser: argparse.ArgumentParser, what: str) -> None:
         "(30m, 2h, 7d)",
     )
     parser.add_argument("--until", metavar="T", help=f"{what} at or before T")
-
-
-def check_matches(
-    prog: str,
-    selection: Filter,
-    store: Snapshot | StoreFollower,
-    commands: list[Command],
-) -> None:
-    """selection.check_matches on what was read; unreadable shards named first."""
-    try:
-        selection.check_matches(store.sessions.values(), commands)
-    except NoMatch:
-        for error in store.errors:
-            print(f"{prog}: warning: {error}", file=sys.stderr)
-        raise

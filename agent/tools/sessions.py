@@ -12,14 +12,10 @@ import csv
 import json
 import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import IO, Any
 
-from agent.casts import cast_path
-from agent.config import reading_config
 from agent.exits import ExitStatus, run_main
-from agent.reader import load
+from agent.reading import Reader
 from agent.records import Session, SessionStatus, iso
 from agent.tools.layout import (
     CLOCK_WIDTH,
@@ -32,11 +28,12 @@ from agent.tools.layout import (
     time_cell,
 )
 from agent.tools.options import (
-    Filter,
     add_reading_options,
     add_time_options,
     check_matches,
+    open_reading,
     printable,
+    selection_from_args,
 )
 from agent.tools.status_view import human_age, human_bytes
 from agent.version import add_version_option
@@ -69,53 +66,26 @@ FIELDS = (
 )
 
 
-def recording_bytes(session: Session, data_dir: Path) -> int | None:
-    try:
-        return cast_path(data_dir, session.id).stat().st_size
-    except OSError:
-        return None
+def session_record(session: Session, reader: Reader, bastion: str) -> dict[str, Any]:
+    """A session's public fields, the size of its recording (or null), its bastion.
 
-
-def session_record(session: Session, data_dir: Path, bastion: str) -> dict[str, Any]:
-    """A session's public fields, the size of its recording (or null), the bastion."""
+    `bastion`: this one's name; a session read from the fleet names its own.
+    """
     doc = session.public_fields()
-    doc["recording_bytes"] = recording_bytes(session, data_dir)
-    doc["bastion"] = bastion
+    doc["recording_bytes"] = reader.recording_bytes(session)
+    doc["bastion"] = session.bastion or bastion
     return {key: doc[key] for key in FIELDS}
 
 
-def in_window(session: Session, selection: Filter, now: float) -> bool:
-    """Running at some time between --since and --until (text compare, as iso)."""
-    started = iso(session.started_at)
-    ended = iso(session.ended_at if session.ended_at is not None else now)
-    if selection.until and started > selection.until:
-        return False
-    return not (selection.since and ended < selection.since)
-
-
-def select_sessions(
-    sessions: dict[str, Session], selection: Filter, status: str | None
-) -> Iterator[Session]:
-    now = time.time()
-    for session in sorted(sessions.values(), key=lambda s: (s.started_at, s.id)):
-        if selection.session and selection.session not in (session.id, session.tag):
-            continue
-        if not selection.session_matches(session) or not in_window(
-            session, selection, now
-        ):
-            continue
-        if status is None or session.status == status:
-            yield session
-
-
-def row(session: Session, data_dir: Path, now: float) -> tuple[str, ...]:
+def row(session: Session, reader: Reader, now: float) -> tuple[str, ...]:
     where = f"{session.remote_user}@{session.host}"
     if session.port not in (None, 22):
         where += f":{session.port}"
     end = session.ended_at if session.ended_at is not None else now
-    size = recording_bytes(session, data_dir)
+    size = reader.recording_bytes(session)
+    name = f"{session.bastion}/{session.id}" if session.bastion else session.id
     return (
-        printable(session.id),
+        printable(name),
         session.status,
         printable(f"{session.bastion_user} → {where}"),
         iso(session.started_at),
@@ -148,12 +118,12 @@ SESSION_MAX_UNWRAPPED = 24
 WHO_MIN = 12
 
 
-def write_table(sessions: list[Session], data_dir: Path, out: IO[str]) -> None:
+def write_table(sessions: list[Session], reader: Reader, out: IO[str]) -> None:
     now = time.time()
     if not out.isatty():
         out.write("\t".join(HEADERS) + "\n")
         for session in sessions:
-            out.write("\t".join(row(session, data_dir, now)) + "\n")
+            out.write("\t".join(row(session, reader, now)) + "\n")
         return
     from rich.cells import cell_len
     from rich.console import Console
@@ -162,7 +132,7 @@ def write_table(sessions: list[Session], data_dir: Path, out: IO[str]) -> None:
 
     console = Console(file=out, highlight=False)
     width = console.width
-    rows = [row(session, data_dir, now) for session in sessions]
+    rows = [row(session, reader, now) for session in sessions]
     headers = SHORT_HEADERS + HEADERS[len(SHORT_HEADERS) :]
     natural = [
         max([len(h)] + [cell_len(r[i]) for r in rows]) for i, h in enumerate(headers)
@@ -197,9 +167,9 @@ def write_table(sessions: list[Session], data_dir: Path, out: IO[str]) -> None:
 
 
 def write_records(
-    sessions: list[Session], data_dir: Path, out: IO[str], fmt: str, bastion: str
+    sessions: list[Session], reader: Reader, out: IO[str], fmt: str, bastion: str
 ) -> None:
-    records = [session_record(s, data_dir, bastion) for s in sessions]
+    records = [session_record(s, reader, bastion) for s in sessions]
     if fmt == "json":
         json.dump(records, out, ensure_ascii=False, indent=1)
         out.write("\n")
@@ -232,21 +202,20 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
-        config = reading_config(args)
-        selection = Filter.from_args(args)
-        snapshot = load(args.data_dir)
-        check_matches(PROG, selection, snapshot, snapshot.commands)
-        sessions = list(select_sessions(snapshot.sessions, selection, args.status))
-        if args.format == "table":
-            write_table(sessions, args.data_dir, sys.stdout)
-        else:
-            write_records(
-                sessions, args.data_dir, sys.stdout, args.format, config.bastion_name
-            )
-        sys.stdout.flush()
-        for error in snapshot.errors:
+        config, reader = open_reading(args)
+        with reader:
+            selection = selection_from_args(args, status=args.status)
+            check_matches(PROG, selection, reader)
+            sessions = reader.sessions(selection)
+            if args.format == "table":
+                write_table(sessions, reader, sys.stdout)
+            else:
+                bastion = config.bastion_name
+                write_records(sessions, reader, sys.stdout, args.format, bastion)
+            sys.stdout.flush()
+        for error in reader.errors:
             print(f"{PROG}: warning: {error}; listed the rest", file=sys.stderr)
-        return ExitStatus.PARTIAL if snapshot.errors else ExitStatus.SUCCESS
+        return ExitStatus.PARTIAL if reader.errors else ExitStatus.SUCCESS
 
     return run_main(PROG, body)
 

@@ -6,7 +6,9 @@ the rows (is the agent running, how many live sessions). Into a pipe:
 tab-separated lines. With --json: JSON Lines, the export's records.
 
 It reads the store, never the agent, so it goes on while the agent restarts
-and as shards are rewritten or begin. Ctrl-C ends it with status 0.
+and as shards are rewritten or begin. With --database (or a [fleet] table)
+it follows the whole fleet: the fleet store's notifications say what to
+fetch. Ctrl-C ends it with status 0.
 """
 
 from __future__ import annotations
@@ -18,11 +20,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from agent.config import ConfigError, config_source, reading_config
+from agent.config import ConfigError, config_source
 from agent.exits import ExitStatus, run_main
 from agent.export_record import JsonRecords, Stamp
 from agent.highlight import HighlightRule, active_rules
-from agent.reader import StoreFollower, check_data_dir
+from agent.reading import Reader, Selection
 from agent.records import Command, Session
 from agent.status_file import StatusError, not_running, read_status
 from agent.tools.layout import (
@@ -37,11 +39,12 @@ from agent.tools.layout import (
     time_cell,
 )
 from agent.tools.options import (
-    Filter,
     NoMatch,
     add_reading_options,
     check_matches,
+    open_reading,
     printable,
+    selection_from_args,
 )
 from agent.version import add_version_option
 
@@ -78,9 +81,9 @@ class PlainPrinter:
         self.stamp = stamp
 
     def show(self, rows: Rows) -> None:
-        bastion = printable(self.stamp.bastion)
         for command, session in rows:
             time_, who, where, sid, text = fields(command, session)
+            bastion = printable(self.stamp.bastion_of(session))
             risk = " ".join(self.stamp.risk(command.command)) or "-"
             self.out.write(
                 f"{time_}\t{bastion}\t{who} → {where}\t{sid}\t{risk}\t{text}\n"
@@ -166,6 +169,8 @@ class RichPrinter:
             if names:
                 self.flagged += 1
                 line.append("  ⚠ " + ", ".join(names), style="red")
+            if session is not None and session.bastion:  # read from the fleet
+                sid = f"{printable(session.bastion)}/{sid}"
             lines.append((time_, people, Text(sid), line))
             for i, cell in enumerate(lines[-1][1:]):
                 self.natural[i] = max(self.natural[i], cell.cell_len)
@@ -302,64 +307,62 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
-        config = reading_config(args)
+        config, reader = open_reading(args)
         check_styles(config.highlight, config_source(args.config))
-        selection = Filter.from_args(args)
-        check_data_dir(args.data_dir)
+        selection = selection_from_args(args)
         stamp = Stamp.of(config)
         printer: Any
-        if args.json:
-            printer = JsonPrinter(sys.stdout, stamp)
-        elif sys.stdout.isatty():
-            rules = active_rules(config.highlight, config.highlight_builtin)
-            printer = RichPrinter(sys.stdout, stamp, rules)
-        else:
-            printer = PlainPrinter(sys.stdout, stamp)
-        try:
-            return follow(args, selection, printer)
-        finally:
-            printer.close()
+        with reader:
+            # Before any waiting: a filter that names no session is a typo,
+            # unless --wait says the session is yet to come.
+            try:
+                check_matches(PROG, selection, reader)
+            except NoMatch as e:
+                if not args.wait or args.no_follow:
+                    raise
+                print(f"{PROG}: {e} yet: waiting for it", file=sys.stderr)
+            if args.json:
+                printer = JsonPrinter(sys.stdout, stamp)
+            elif sys.stdout.isatty():
+                rules = active_rules(config.highlight, config.highlight_builtin)
+                printer = RichPrinter(sys.stdout, stamp, rules)
+            else:
+                printer = PlainPrinter(sys.stdout, stamp)
+            try:
+                return follow(args, reader, selection, printer)
+            finally:
+                printer.close()
 
     return run_main(PROG, body, ctrl_c_status=ExitStatus.SUCCESS)
 
 
-def follow(args: argparse.Namespace, selection: Filter, printer: Any) -> int:
-    follower = StoreFollower(args.data_dir)
+def follow(
+    args: argparse.Namespace, reader: Reader, selection: Selection, printer: Any
+) -> int:
+    follower = reader.follower(selection, last=max(0, args.lines))
     reported = 0
-
-    def matching_rows(commands: list[Command]) -> Rows:
-        rows = []
-        for command in commands:
-            session = follower.sessions.get(command.session)
-            if selection.command_matches(command, session):
-                rows.append((command, session))
-        return rows
-
-    polled = follower.poll()
-    # Before any waiting: a filter that names no session is a typo, unless
-    # --wait says the session is yet to come.
     try:
-        check_matches(PROG, selection, follower, polled)
-    except NoMatch as e:
-        if not args.wait or args.no_follow:
-            raise
-        print(f"{PROG}: {e} yet: waiting for it", file=sys.stderr)
-    first = matching_rows(polled)
-    if args.since:
-        printer.show(first)
-    else:
-        printer.show(first[-args.lines :] if args.lines > 0 else [])
-    status_at = 0.0
-    while not args.no_follow:
-        for error in follower.errors[reported:]:
-            print(f"{PROG}: warning: {error}", file=sys.stderr)
-        reported = len(follower.errors)
-        now = time.monotonic()
-        if now - status_at >= STATUS_REFRESH_S:
-            status_at = now
-            printer.footer(*agent_line(args.data_dir))
-        time.sleep(FOLLOW_INTERVAL_S)
-        printer.show(matching_rows(follower.poll()))
+        first = follower.poll()
+        if args.since:
+            printer.show(first)
+        else:
+            printer.show(first[-args.lines :] if args.lines > 0 else [])
+        status_at = 0.0
+        while not args.no_follow:
+            for error in follower.errors[reported:]:
+                print(f"{PROG}: warning: {error}", file=sys.stderr)
+            reported = len(follower.errors)
+            now = time.monotonic()
+            if now - status_at >= STATUS_REFRESH_S:
+                status_at = now
+                if reader.fleet:
+                    printer.footer(f"fleet store {reader.where}", True)
+                else:
+                    printer.footer(*agent_line(args.data_dir))
+            time.sleep(FOLLOW_INTERVAL_S)
+            printer.show(follower.poll())
+    finally:
+        follower.close()
     for error in follower.errors[reported:]:
         print(f"{PROG}: warning: {error}", file=sys.stderr)
     return ExitStatus.PARTIAL if follower.errors else ExitStatus.SUCCESS
