@@ -35,7 +35,7 @@ INSTALL_VARS = PREFIX='$(PREFIX)' BINDIR='$(BINDIR)' SYSCONFDIR='$(SYSCONFDIR)' 
 	$(foreach v,WEB_USER TERM_USER WEB_STATE_DIR PAMDIR INTENTS_DIR,$(if $($(v)),$(v)='$($(v))'))
 
 .PHONY: run test demo deps-run deps-test venv venv-test lint clean install uninstall \
-	install-shell patched-ssh web venv-web venv-demo install-web
+	install-shell patched-ssh web venv-web venv-demo install-web player
 
 ## make run: install what is missing, then run the agent in the foreground, unless
 ## something already audits this machine (scripts/run.py says what and refuses).
@@ -45,7 +45,7 @@ run: deps-run venv
 		$(if $(SCOPE_PID),--scope-pid '$(SCOPE_PID)') $(if $(DRY_RUN),--dry-run)
 
 ## make test: install the test needs too, then run the whole suite.
-test: deps-run deps-test venv-test
+test: deps-run deps-test venv-test player
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## make demo: the agent, a throwaway sshd, a scripted tagged session, audit-tail;
@@ -62,9 +62,19 @@ install-shell: deps-run venv
 ## it needs and is missing (scripts/web_trial.py: an example config, the web
 ## terminal's account, its directories). A trial, as root: make install WEB=1
 ## runs it as its own account under systemd (README: audit-web).
-web: deps-run venv-web
+web: deps-run venv-web player
 	@$(foreach v,WEB_STATE_DIR TERM_USER INTENTS_DIR REDEEM_SOCKET,$(if $($(v)),$(v)='$($(v))')) \
 		$(BIN)/python -m scripts.web_trial --config '$(SHELL_CONFIG)' $(if $(DRY_RUN),--dry-run)
+
+## make player: the console's asciinema-player, from the npm registry, exactly as
+## web/player/package-lock.json says (npm ci); node_modules is never committed.
+PLAYER := web/player/node_modules/asciinema-player/dist/bundle/asciinema-player.min.js
+player: $(PLAYER)
+
+$(PLAYER): web/player/package.json web/player/package-lock.json
+	@command -v npm >/dev/null || scripts/ensure-packages.sh nodejs npm
+	cd web/player && npm ci --no-audit --no-fund
+	touch $@
 
 ## make patched-ssh: build ssh with -Z TAG from Debian's openssh source, install
 ## it as /usr/local/lib/bastion-audit/ssh (cached; /usr/bin/ssh is left alone).

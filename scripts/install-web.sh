@@ -10,8 +10,8 @@
 #
 # Also: Django, pamela and waitress in the venv ([web]), an example shell.toml
 # (if there is none), web_intents_user in agent.toml, the web terminal's
-# one-word wrapper for shellinabox, and bastion-audit-web.service (as
-# WEB_USER, never root). Under DESTDIR the accounts are not created: the lines
+# one-word wrapper for shellinabox, and audit-web.service (as WEB_USER, never
+# root). Under DESTDIR the accounts are not created: the lines
 # that would create them are printed.
 
 WEB_USER=${WEB_USER:-bastion-web}
@@ -19,14 +19,18 @@ TERM_USER=${TERM_USER:-bastion-term}
 WEB_STATE_DIR=${WEB_STATE_DIR:-/var/lib/bastion-audit-web}
 PAMDIR=${PAMDIR:-/etc/pam.d}
 INTENTS_DIR=${INTENTS_DIR:-/var/spool/bastion-audit/intents}
-WEB_UNIT=bastion-audit-web.service
+WEB_UNIT=audit-web.service
 case $WEB_STATE_DIR in /*) ;; *) die "WEB_STATE_DIR must be an absolute path" ;; esac
 ours "$WEB_STATE_DIR" || die "$WEB_STATE_DIR: its last part must name bastion-audit"
 PAM_TEXT='@include common-auth
 @include common-account'
 
+# agent.toml: the agent trusts audit-web's connection records and serves its
+# control socket (web_intents_user), and shares the store with its group for
+# the console (read_group).
 web_agent_config() {
-    sed -i "s|^#web_intents_user = \"\"\$|web_intents_user = \"$WEB_USER\"|" "$1"
+    sed -i -e "s|^#web_intents_user = \"\"\$|web_intents_user = \"$WEB_USER\"|" \
+        -e "s|^#read_group = \"\"\$|read_group = \"$WEB_USER\"|" "$1"
 }
 
 web_accounts() {
@@ -63,6 +67,7 @@ web_shell_config() {
     sed -e "s#@INTENTS_DIR@#$INTENTS_DIR#g" -e "s#@WEB_STATE_DIR@#$WEB_STATE_DIR#g" \
         -e "s#@TERM_USER@#$TERM_USER#g" \
         -e "s#@REDEEM_SOCKET@#/run/bastion-audit-web/redeem.sock#g" \
+        -e "s#@AGENT_CONFIG@#$SYSCONFDIR/agent.toml#g" \
         "$SRC/etc/shell.toml" >"$stage/shell.toml"
     install_config "$stage/shell.toml" "$shell_config" 0644
 }

@@ -206,7 +206,7 @@ load_config(Path(sys.argv[1]))' "$D$config" || die "$D$config does not load"
         say "staged under $D; the files name the paths without it"
     elif systemd_running; then
         systemctl daemon-reload
-        say "start it with: systemctl enable --now bastion-audit${WEB:+ bastion-audit-web}"
+        say "start it with: systemctl enable --now bastion-audit${WEB:+ audit-web}"
     else
         say "systemd is not running here; run it with: $PREFIX/bin/audit-agent run --config $config"
     fi

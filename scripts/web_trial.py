@@ -38,6 +38,7 @@ def example_config(path: Path) -> None:
         "@TERM_USER@": os.environ.get("TERM_USER") or defaults.terminal_user,
         "@REDEEM_SOCKET@": os.environ.get("REDEEM_SOCKET")
         or str(defaults.redeem_socket),
+        "@AGENT_CONFIG@": str(defaults.agent_config),
     }.items():
         text = text.replace(key, value)
     path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)

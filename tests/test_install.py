@@ -36,7 +36,7 @@ from tests import harness
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 UNIT = "bastion-audit.service"
-WEB_UNIT = "bastion-audit-web.service"
+WEB_UNIT = "audit-web.service"
 COMMANDS = (
     "audit-agent",
     "audit-export",
@@ -156,6 +156,7 @@ def test_install_puts_each_piece_in_place(installed: Install) -> None:
         assert tomllib.load(f) == {
             "data_dir": str(installed["DATA_DIR"]),
             "web_intents_user": web_user,  # the agent trusts audit-web's records
+            "read_group": web_user,  # and shares the store with it, for the console
         }
     data_dir = installed["DATA_DIR"]
     assert (mode(data_dir), data_dir.stat().st_uid) == (0o700, 0)
@@ -180,6 +181,7 @@ def test_web_installs_its_account_config_pam_service_and_terminal(
     config = load_web_config(installed["SYSCONFDIR"] / "shell.toml")
     assert config.shell.hosts == ()  # an example: no hosts yet
     assert (config.web.state_dir, config.web.terminal_user) == (state, term_user)
+    assert config.web.agent_config == installed["SYSCONFDIR"] / "agent.toml"
     assert (installed["PAMDIR"] / "audit-web").read_text() == (
         "@include common-auth\n@include common-account\n"
     )

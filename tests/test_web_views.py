@@ -98,9 +98,9 @@ def test_sign_in_hosts_token_sign_out(client: Any, site: TokenStore) -> None:
     remaining = re.search(r'data-remaining-ms="(\d+)">(\d+):(\d\d)<', page)
     assert remaining is not None and 290_000 < int(remaining.group(1)) <= 300_000
     assert remaining.group(2, 3) in {("5", "00"), ("4", "59")}
-    script = client.get("/token.js")
+    script = client.get("/static/token.js")
     assert script.headers["Content-Type"].startswith("text/javascript")
-    assert b"navigator.clipboard" in script.content
+    assert b"navigator.clipboard" in b"".join(script.streaming_content)
     assert "<script>" not in page  # no inline script
     refused = client.post(
         "/connect", {"target": "root@secret1", "csrfmiddlewaretoken": token}

@@ -1,34 +1,28 @@
 """audit-web's pages: sign in, the hosts you may use, a token for one of them.
 
 Every form is a POST under Django's CSRF check; every page is `no-store`, so
-that a token never sits in a shared browser cache.
+that a token never sits in a shared browser cache. The console's pages are
+web/console_views.py; the URLs of both, web/urls.py.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
-from django.urls import path
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
 from agent.inventory import Target, groups_of
 from agent.records import iso
-from agent.web_config import WebConfig
 from web.auth import authenticate
-from web.site import TEMPLATES_DIR
+from web.console import SIGNED_IN, SIGNED_IN_AT, signed_in, viewer_of, web_config
 from web.tokens import TokenStore, Verdict
 
 log = logging.getLogger(__name__)
-SIGNED_IN = "user"
-
-
-def _config() -> WebConfig:
-    config: WebConfig = settings.BASTION_WEB
-    return config
 
 
 def _tokens() -> TokenStore:
@@ -42,7 +36,7 @@ def _client(request: HttpRequest) -> str:
 
 def _targets(user: str) -> list[Target]:
     """The same hosts and accounts audit-shell's menu would offer `user`."""
-    return _config().shell.targets_for(user, groups_of(user))
+    return web_config().shell.targets_for(user, groups_of(user))
 
 
 @never_cache
@@ -58,10 +52,11 @@ def sign_in(request: HttpRequest) -> HttpResponse:
             log.warning("sign-in from %s refused: too many failures", client)
             error, status = Verdict.THROTTLED.value, 429
         elif authenticate(
-            _config().web.pam_service, user, request.POST.get("password", "")
+            web_config().web.pam_service, user, request.POST.get("password", "")
         ):
             request.session.cycle_key()  # no session fixation
             request.session[SIGNED_IN] = user
+            request.session[SIGNED_IN_AT] = time.time()
             log.info("%s signed in from %s", user, client)
             return HttpResponseRedirect("/")
         else:
@@ -74,17 +69,23 @@ def sign_in(request: HttpRequest) -> HttpResponse:
 @never_cache
 @require_http_methods(["GET"])
 def hosts(request: HttpRequest) -> HttpResponse:
-    user = request.session.get(SIGNED_IN)
+    user = signed_in(request)
     if not user:
         return HttpResponseRedirect("/sign-in")
-    context = {"user": user, "targets": _targets(user)}
+    viewer = viewer_of(request)
+    context = {
+        "user": user,
+        "targets": _targets(user),
+        "viewer": viewer,
+        "nav": viewer is not None,
+    }
     return render(request, "hosts.html", context)
 
 
 @never_cache
 @require_POST
 def connect(request: HttpRequest) -> HttpResponse:
-    user = request.session.get(SIGNED_IN)
+    user = signed_in(request)
     if not user:
         return HttpResponseRedirect("/sign-in")
     wanted = request.POST.get("target", "")
@@ -97,7 +98,7 @@ def connect(request: HttpRequest) -> HttpResponse:
     remaining_s = max(0.0, expires - _tokens().clock())
     context = {
         "user": user,
-        "bastion": _config().web.bastion_name,
+        "bastion": web_config().web.bastion_name,
         "target": target,
         "token": token,
         "expires": iso(expires),
@@ -105,17 +106,9 @@ def connect(request: HttpRequest) -> HttpResponse:
         # clock: the browser's wall clock may be off, and is never asked.
         "remaining_ms": int(remaining_s * 1000),
         "remaining": f"{int(remaining_s) // 60}:{int(remaining_s) % 60:02d}",
-        "terminal_url": _config().web.terminal_url,
+        "terminal_url": web_config().web.terminal_url,
     }
     return render(request, "token.html", context)
-
-
-@require_http_methods(["GET"])
-def token_script(request: HttpRequest) -> HttpResponse:
-    """The token page's script (copy, countdown): a file of its own, so that the
-    pages need no inline script."""
-    text = (TEMPLATES_DIR / "token.js").read_text()
-    return HttpResponse(text, content_type="text/javascript; charset=utf-8")
 
 
 @never_cache
@@ -125,12 +118,3 @@ def sign_out(request: HttpRequest) -> HttpResponse:
         log.info("%s signed out", request.session[SIGNED_IN])
     request.session.flush()
     return HttpResponseRedirect("/sign-in")
-
-
-urlpatterns = [
-    path("", hosts),
-    path("sign-in", sign_in),
-    path("connect", connect),
-    path("sign-out", sign_out),
-    path("token.js", token_script),
-]
