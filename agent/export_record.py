@@ -23,6 +23,10 @@ FIELDS = (
     "cancelled",
     "kind",
     "transfer",
+    "program",
+    "typed",
+    "keys",
+    "unterminated",
     "tag",
     "bastion_user",
     "remote_user",
@@ -41,7 +45,7 @@ FIELDS = (
     "bastion",
     "risk",
 )
-COMMAND_FIELDS = 7  # the first seven come from the command, then its session's...
+COMMAND_FIELDS = 11  # the first eleven come from the command, then its session's...
 OWN_FIELDS = 2  # ...and last the bastion's name and the rules the command matched
 
 
@@ -106,6 +110,10 @@ def flat_record(
         "cancelled": command.cancelled,
         "kind": command.kind.value,
         "transfer": dict(command.transfer) if command.transfer is not None else None,
+        "program": command.program,
+        "typed": command.typed,
+        "keys": command.keys,
+        "unterminated": command.unterminated,
     }
     if session is not None:
         record.update(session_fields(session))
@@ -135,12 +143,16 @@ class JsonRecords:
         transfer = "null"
         if command.transfer is not None:
             transfer = _ENCODER.encode(dict(command.transfer))
+        if command.program is None and command.typed is None and command.keys is None:
+            extras = _PLAIN_UNTERMINATED if command.unterminated else _PLAIN
+        else:
+            extras = ", " + _ENCODER.encode(_line_fields(command))[1:-1]
         risk = self._risk(command.command)
         return (
             f'{{"session": {_string(command.session)}, "seq": {command.seq}, '
             f'"time": {_string(command.time)}, "command": {_string(command.command)}, '
             f'"cancelled": {"true" if command.cancelled else "false"}, '
-            f'"kind": "{command.kind.value}", "transfer": {transfer}{tail}'
+            f'"kind": "{command.kind.value}", "transfer": {transfer}{extras}{tail}'
             f"{_ENCODER.encode(list(risk)) if risk else '[]'}}}"
         )
 
@@ -152,6 +164,21 @@ class JsonRecords:
             + f', "bastion": {bastion}, "risk": '
         )
         return tail
+
+
+def _line_fields(command: Command) -> dict[str, Any]:
+    """Who read the line and what else the parser knows of it (README)."""
+    return {
+        "program": command.program,
+        "typed": command.typed,
+        "keys": command.keys,
+        "unterminated": command.unterminated,
+    }
+
+
+_PLAIN = ', "program": null, "typed": null, "keys": null, "unterminated": '
+_PLAIN_UNTERMINATED = _PLAIN + "true"
+_PLAIN += "false"
 
 
 def _key(session: Session) -> str:

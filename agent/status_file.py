@@ -60,6 +60,7 @@ class LiveSession:
     tracer_pid: int  # 0: not traced
     lag_bytes: int  # of its log, not ingested yet
     recording_bytes: int
+    unparsed_keys: int = 0  # keys typed the parser could not place (issue 14)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +100,8 @@ class AgentStatus:
     mode: str = ""
     scope_pid: int = 0
     boot_id: str = ""
+    chain: Mapping[str, Any] | None = None  # the hash chain: id, links, signed
+    retention: Mapping[str, Any] | None = None  # the last prune round
     fleet: Mapping[str, Any] | None = field(default=None)  # the fleet shipper's
 
     def to_document(self) -> dict[str, Any]:
@@ -235,6 +238,10 @@ def assess(
         )
     if status.recording_errors:
         problems.append(f"{status.recording_errors} recordings could not be written")
+    if status.chain and status.chain.get("problem"):
+        problems.append(f"the record is not being signed: {status.chain['problem']}")
+    if status.retention and status.retention.get("last_error"):
+        problems.append(f"retention: {status.retention['last_error']}")
     events = status.events
     if events and events.get("last_error_at"):
         ok, err = events.get("last_ok_at"), events["last_error_at"]

@@ -126,12 +126,18 @@ def test_a_record_without_its_session_is_still_valid(tmp_path: Path) -> None:
         "cancelled": False,
         "kind": "command",
         "transfer": None,
+        "program": None,
+        "typed": None,
+        "keys": None,
+        "unterminated": False,
         "bastion": HOST,  # agent.toml's bastion, else the host name up to its dot
         "risk": [],
     }
     jsonschema.validate(record, EXPORT_SCHEMA)
     header, row = export(tmp_path, "--format", "csv").splitlines()
-    assert row == f"s9,1,{iso(NOW)},ls,false,command" + "," * 16 + f",{HOST},"
+    assert row == (
+        f"s9,1,{iso(NOW)},ls,false,command,,,,,false" + "," * 15 + f",{HOST},"
+    )
 
 
 def test_times_can_be_relative(seeded: Path) -> None:

@@ -49,6 +49,7 @@ class LogFollower:
     interactive: bool = True
     gap_since: float | None = None  # bytes may be missing from here on
     finished: bool = False
+    unparsed_keys: int = 0  # of the pipeline's unparsed keys, those counted
     pending_commands: list[Command] = field(default_factory=list)
     spooled: bool = False  # a paramiko recording in the spool, written by its user
     owner_uid: int | None = None  # a spooled recording's owner, checked at each read
@@ -113,8 +114,22 @@ class LogFollower:
                     iso(shell_command.time),
                     shell_command.text,
                     shell_command.cancelled,
+                    Kind(shell_command.kind.value),
+                    program=shell_command.program,
+                    typed=shell_command.typed,
+                    keys=shell_command.keys or None,
+                    unterminated=shell_command.unterminated,
                 )
             )
+        unparsed = self.pipeline.unparsed
+        if unparsed.keys > self.unparsed_keys and unparsed.first is not None:
+            # Counted once: the pipeline's count grows, the session adds the rest.
+            self.session = self.session.unparsed(
+                unparsed.keys - self.unparsed_keys,
+                unparsed.first,
+                unparsed.last or unparsed.first,
+            )
+            self.unparsed_keys = unparsed.keys
         if isinstance(event, Transfer):
             self._transfer(event)
         if isinstance(event, Marker) and event.kind == MarkerKind.DETACH:

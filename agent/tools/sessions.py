@@ -61,6 +61,7 @@ FIELDS = (
     "inventory_host",
     "remote_account",
     "recorder",
+    "unparsed_input",
     "recording_bytes",
     "bastion",
 )
@@ -181,6 +182,8 @@ def write_records(
         writer.writerow(FIELDS)
         for record in records:
             record["gaps"] = json.dumps(record["gaps"])
+            if record["unparsed_input"] is not None:
+                record["unparsed_input"] = json.dumps(record["unparsed_input"])
             writer.writerow("" if v is None else v for v in record.values())
 
 
