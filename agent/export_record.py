@@ -10,9 +10,10 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from agent.config import Config
-from agent.highlight import HighlightRule, Risk, active_rules
+from agent.config import Config, rules_of
+from agent.highlight import Matcher, Risk
 from agent.records import Command, Session
+from agent.rules import RuleSet
 
 # The order of the fields in a record, and of the columns in CSV.
 FIELDS = (
@@ -23,6 +24,7 @@ FIELDS = (
     "cancelled",
     "kind",
     "transfer",
+    "action",
     "program",
     "typed",
     "keys",
@@ -45,7 +47,7 @@ FIELDS = (
     "bastion",
     "risk",
 )
-COMMAND_FIELDS = 11  # the first eleven come from the command, then its session's...
+COMMAND_FIELDS = 12  # the first twelve come from the command, then its session's...
 OWN_FIELDS = 2  # ...and last the bastion's name and the rules the command matched
 
 
@@ -56,16 +58,15 @@ class Stamp:
     read from the fleet store, which names the bastion it ran on.
     """
 
-    def __init__(self, bastion: str, rules: Sequence[HighlightRule]) -> None:
+    def __init__(self, bastion: str, rules: Sequence[Matcher]) -> None:
         self.bastion = bastion
         self.risk = Risk(rules).names
 
     @classmethod
-    def of(cls, config: Config) -> Stamp:
-        return cls(
-            config.bastion_name,
-            active_rules(config.highlight, config.highlight_builtin),
-        )
+    def of(cls, config: Config, rules: RuleSet | None = None) -> Stamp:
+        """The highlight rules: the rules file's, agent.toml's, the built-in ones."""
+        rules = rules_of(config) if rules is None else rules
+        return cls(config.bastion_name, rules.highlighters())
 
     def bastion_of(self, session: Session | None) -> str:
         return (
@@ -110,6 +111,7 @@ def flat_record(
         "cancelled": command.cancelled,
         "kind": command.kind.value,
         "transfer": dict(command.transfer) if command.transfer is not None else None,
+        "action": dict(command.action) if command.action is not None else None,
         "program": command.program,
         "typed": command.typed,
         "keys": command.keys,
@@ -143,6 +145,9 @@ class JsonRecords:
         transfer = "null"
         if command.transfer is not None:
             transfer = _ENCODER.encode(dict(command.transfer))
+        action = "null"
+        if command.action is not None:
+            action = _ENCODER.encode(dict(command.action))
         if command.program is None and command.typed is None and command.keys is None:
             extras = _PLAIN_UNTERMINATED if command.unterminated else _PLAIN
         else:
@@ -152,7 +157,8 @@ class JsonRecords:
             f'{{"session": {_string(command.session)}, "seq": {command.seq}, '
             f'"time": {_string(command.time)}, "command": {_string(command.command)}, '
             f'"cancelled": {"true" if command.cancelled else "false"}, '
-            f'"kind": "{command.kind.value}", "transfer": {transfer}{extras}{tail}'
+            f'"kind": "{command.kind.value}", "transfer": {transfer}, '
+            f'"action": {action}{extras}{tail}'
             f"{_ENCODER.encode(list(risk)) if risk else '[]'}}}"
         )
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from agent import AgentError
 
@@ -155,6 +155,15 @@ def matching(rules: Iterable[HighlightRule], command: str) -> list[HighlightRule
     return [r for r in rules if r.matches(command)]
 
 
+class Matcher(Protocol):
+    """A highlight rule as Risk takes it: a HighlightRule, or a rules file's rule."""
+
+    @property
+    def name(self) -> str: ...
+
+    def matches(self, command: str) -> bool: ...
+
+
 class Risk:
     """The names of the rules a command matches: every output's `risk` field.
 
@@ -166,21 +175,25 @@ class Risk:
     CACHE_MAX = 4096
     CACHE_TEXT_MAX = 256
 
-    def __init__(self, rules: Sequence[HighlightRule]) -> None:
+    def __init__(self, rules: Sequence[Matcher]) -> None:
         self.rules = tuple(rules)
         self._known: dict[str, tuple[str, ...]] = {}
-        # All the rules' literals at once: most commands hold none, and then
-        # only the rules without literals (the configuration's own) run.
-        literals = [r.needles.pattern for r in self.rules if r.needles is not None]
+        # All the built-in rules' literals at once: most commands hold none,
+        # and then only the rules without literals (the configuration's own,
+        # the rules file's) run.
+        needles = [getattr(r, "needles", None) for r in self.rules]
+        literals = [n.pattern for n in needles if n is not None]
         self._any = re.compile("|".join(literals)) if literals else None
-        self._unfiltered = tuple(r for r in self.rules if r.needles is None)
+        self._unfiltered = tuple(
+            r for r, n in zip(self.rules, needles, strict=True) if n is None
+        )
 
     def names(self, command: str) -> tuple[str, ...]:
         known = self._known.get(command)
         if known is not None:
             return known
         if self._any is not None and self._any.search(command) is None:
-            names = tuple(r.name for r in self._unfiltered if r.pattern.search(command))
+            names = tuple(r.name for r in self._unfiltered if r.matches(command))
         else:
             names = tuple(r.name for r in self.rules if r.matches(command))
         if len(command) > self.CACHE_TEXT_MAX:

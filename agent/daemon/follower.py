@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent.daemon.enforcer import Enforcer, Taken
 from agent.daemon.quarantine import keep
 from agent.daemon.recorder import Recorder
 from agent.daemon.spool import (
@@ -26,7 +27,7 @@ from agent.daemon.spool import (
     decoder_for,
 )
 from agent.records import ENDED, Command, Kind, Session, SessionStatus, iso
-from parsers.events import Event, Marker, MarkerKind, Transfer
+from parsers.events import Denied, Event, Marker, MarkerKind, Transfer
 from parsers.pipeline import CommandPipeline
 
 log = logging.getLogger(__name__)
@@ -54,9 +55,10 @@ class LogFollower:
     spooled: bool = False  # a paramiko recording in the spool, written by its user
     owner_uid: int | None = None  # a spooled recording's owner, checked at each read
     last_time: float = 0.0  # of the last event read
-    # An auditor terminated it (agent/daemon/cuts.py): its end says so,
+    # Cut (by a rule, or an auditor's terminate): its end says so,
     # whatever the log's own end line says.
     cut_reason: str | None = None
+    enforcer: Enforcer | None = None  # the command rules, when any acts
 
     def read(self, final: bool) -> bool:
         """Read on from the last offset; True if a round's budget ran out first."""
@@ -107,7 +109,7 @@ class LogFollower:
         commands = self.pipeline.feed(event) if self.interactive else []
         for shell_command in commands:
             self.session = self.session.counted(shell_command.checkpoint)
-            self.pending_commands.append(
+            self._add(
                 Command(
                     self.session.id,
                     self.session.command_count,
@@ -132,6 +134,8 @@ class LogFollower:
             self.unparsed_keys = unparsed.keys
         if isinstance(event, Transfer):
             self._transfer(event)
+        if isinstance(event, Denied):
+            self._denied(event)
         if isinstance(event, Marker) and event.kind == MarkerKind.DETACH:
             if self.gap_since is None:
                 # Open at once, so that a live session shows it: [from, null].
@@ -167,7 +171,7 @@ class LogFollower:
             "outcome": t.outcome.value,
             "reason": t.reason or None,
         }
-        self.pending_commands.append(
+        self._add(
             Command(
                 self.session.id,
                 self.session.command_count,
@@ -175,6 +179,45 @@ class LogFollower:
                 f"{t.direction.value} {t.path}",
                 kind=Kind.TRANSFER,
                 transfer=fields,
+            )
+        )
+
+    def _denied(self, d: Denied) -> None:
+        """A line audit-shell refused to send: a record of kind denied."""
+        self.session = self.session.counted(
+            self.pipeline.builder.checkpoint(d.next_offset, 0)
+        )
+        action = {
+            "rule": d.rule,
+            "action": "deny",
+            "outcome": "done",
+            "detail": "the Enter was not sent; the line was cleared",
+            "command_seq": None,
+        }
+        self._add(
+            Command(
+                self.session.id,
+                self.session.command_count,
+                iso(d.time),
+                d.text,
+                kind=Kind.DENIED,
+                action=action,
+            )
+        )
+
+    def _add(self, command: Command) -> None:
+        """A new record, then what the rules did about it, right after it."""
+        self.pending_commands.append(command)
+        if self.enforcer is not None:
+            for taken in self.enforcer.judge(self.session, command):
+                self.add_taken(taken, command.time)
+
+    def add_taken(self, taken: Taken, at: str | None = None) -> None:
+        """An action's record (an alert's comes when its outcome is known)."""
+        self.session = self.session.counted()
+        self.pending_commands.append(
+            taken.record(
+                self.session.id, self.session.command_count, at or iso(time.time())
             )
         )
 

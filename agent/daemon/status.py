@@ -18,6 +18,7 @@ from typing import Any
 
 from agent.casts import CAST_SUFFIX, CASTS_DIR
 from agent.config import Config
+from agent.daemon.alerts import AlertsSnapshot
 from agent.daemon.events import SinkSnapshot
 from agent.daemon.ingest import IngestSnapshot
 from agent.daemon.recorder import RecorderSnapshot
@@ -64,6 +65,7 @@ def collect(
     sink: SinkSnapshot | None,
     retention: RetentionSnapshot | None = None,
     shipper: ShipperSnapshot | None = None,
+    alerts: AlertsSnapshot | None = None,
     state: AgentState = AgentState.RUNNING,
 ) -> AgentStatus:
     """The agent's state from its owners' snapshots, and the live ssh processes."""
@@ -105,6 +107,12 @@ def collect(
         fleet = asdict(shipper)
         for key in ("last_error_at", "last_ok_at"):
             fleet[key] = iso(fleet[key]) if fleet[key] is not None else None
+    alert_doc: dict[str, Any] | None = None
+    if alerts is not None:
+        alert_doc = {"to": alerts.to, **alerts.stats}
+        for key in ("last_error_at", "last_ok_at"):
+            value = alert_doc.get(key)
+            alert_doc[key] = iso(value) if value is not None else None
     return AgentStatus(
         pid=os.getpid(),
         start_ticks=read_start_ticks(os.getpid()) or 0,
@@ -134,6 +142,7 @@ def collect(
         chain=_chain(store),
         retention=_retention(retention),
         fleet=fleet,
+        alerts=alert_doc,
     )
 
 

@@ -20,12 +20,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from agent.config import ConfigError, config_source
+from agent.config import ConfigError, config_source, rules_of
 from agent.exits import ExitStatus, run_main
 from agent.export_record import JsonRecords, Stamp
-from agent.highlight import HighlightRule, active_rules
+from agent.highlight import HighlightRule
 from agent.reading import Reader, Selection
 from agent.records import Command, Kind, Session, iso
+from agent.rules import Highlighter
 from agent.status_file import StatusError, not_running, read_status
 from agent.tools.layout import (
     CLOCK_WIDTH,
@@ -159,7 +160,7 @@ class RichPrinter:
     COMMAND_MIN = 20
     COMMAND_SHARE = 0.4  # of the width, before "who" starts to wrap
 
-    def __init__(self, out: IO[str], stamp: Stamp, rules: Sequence[HighlightRule]):
+    def __init__(self, out: IO[str], stamp: Stamp, rules: Sequence[Highlighter]):
         from rich.console import Console
         from rich.live import Live
 
@@ -351,7 +352,8 @@ def main(argv: list[str] | None = None) -> int:
         config, reader = open_reading(args)
         check_styles(config.highlight, config_source(args.config))
         selection = selection_from_args(args)
-        stamp = Stamp.of(config)
+        rules = rules_of(config)
+        stamp = Stamp.of(config, rules)
         printer: Any
         with reader:
             # Before any waiting: a filter that names no session is a typo,
@@ -365,8 +367,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.json:
                 printer = JsonPrinter(sys.stdout, stamp)
             elif sys.stdout.isatty():
-                rules = active_rules(config.highlight, config.highlight_builtin)
-                printer = RichPrinter(sys.stdout, stamp, rules)
+                # The rules file's highlight rules, agent.toml's, the built-in ones.
+                printer = RichPrinter(sys.stdout, stamp, rules.highlighters())
             else:
                 printer = PlainPrinter(sys.stdout, stamp)
             try:
