@@ -29,6 +29,7 @@ from agent.daemon.spool import (
 from agent.records import ENDED, Command, Kind, Session, SessionStatus, iso
 from parsers.events import Denied, Event, Marker, MarkerKind, Transfer
 from parsers.pipeline import CommandPipeline
+from parsers.zmodem import ZmodemFilter
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,8 @@ class LogFollower:
     # whatever the log's own end line says.
     cut_reason: str | None = None
     enforcer: Enforcer | None = None  # the command rules, when any acts
+    # ZMODEM in the terminal (sz, rz): its bytes become Transfer records.
+    zmodem: ZmodemFilter = field(default_factory=ZmodemFilter)
 
     def read(self, final: bool) -> bool:
         """Read on from the last offset; True if a round's budget ran out first."""
@@ -89,14 +92,18 @@ class LogFollower:
                 if not data:
                     break
                 budget -= len(data)
-                for event in self.decoder.feed(data):
-                    self.apply(event)
+                for raw in self.decoder.feed(data):
+                    for event in self.zmodem.feed(raw):
+                        self.apply(event)
                 if self.finished:
                     break
         finally:
             os.close(fd)
         if final and not self.finished:
-            for event in self.decoder.finish():
+            for raw in self.decoder.finish():
+                for event in self.zmodem.feed(raw):
+                    self.apply(event)
+            for event in self.zmodem.finish(self.decoder.offset, time.time()):
                 self.apply(event)
         return budget <= 0
 
@@ -277,6 +284,7 @@ class LogFollower:
         self.inode = inode
         self.decoder = decoder_for(self.path.name, self.decoder.tty, size)
         self.pipeline.lose_track()
+        self.zmodem = ZmodemFilter()
         if self.gap_since is None:
             self.gap_since = time.time()
             self.session = self.session.with_gap(self.gap_since, None)
