@@ -9,12 +9,13 @@ and the control socket are, and for the highlight rules.
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from agent import AgentError
-from agent.config import DEFAULT_CONFIG_PATH
+from agent.config import DEFAULT_CONFIG_PATH, host_name
 from agent.fleet_config import FleetConfig, check_database, check_password_file
 from agent.inventory import DEFAULT_SHELL_CONFIG, ShellConfig, load_shell_config
 from agent.toml_table import Where, read_toml, table
@@ -85,7 +86,12 @@ class WebSettings:
     auditor_group: str = "bastion-auditors"  # its members see every session
     own_sessions: bool = True  # others see their own sessions; false: none
     session_max_s: float = 28800.0  # a sign-in lasts at most this, idle or not
+    bastion: str = ""  # the name the pages give this bastion; "": the host name
     fleet: WebFleet = WebFleet()  # [web.fleet]: read the fleet store instead
+
+    @property
+    def bastion_name(self) -> str:
+        return self.bastion or socket.gethostname().split(".")[0]
 
 
 @dataclass(frozen=True)
@@ -109,5 +115,5 @@ def parse_web_settings(values: Any, source: str) -> WebSettings:
         values,
         where,
         limits={"*": (1, 86400)},
-        checks={"fleet": web_fleet_table},
+        checks={"bastion": host_name, "fleet": web_fleet_table},
     )

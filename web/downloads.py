@@ -21,7 +21,7 @@ from django.views.decorators.http import require_GET
 
 from agent.access_log import Action
 from agent.casts import CastError
-from agent.export_record import FIELDS, FLEET_FIELDS, flat_record
+from agent.export_record import FIELDS, flat_record
 from agent.records import Session
 from web.console import console, logged
 from web.console_store import SearchError
@@ -34,6 +34,8 @@ SEARCH_CSV_MAX_ROWS = 100_000
 def formula_safe(value: Any) -> str:
     """A CSV cell a spreadsheet shows as text (README: the console's downloads)."""
     text = "" if value is None else str(value)
+    if isinstance(value, list):  # risk: the rules' names, as audit-export's CSV
+        text = " ".join(str(v) for v in value)
     if isinstance(value, bool):
         text = "true" if value else "false"
     return "'" + text if text.startswith(FORMULA_START) else text
@@ -57,10 +59,6 @@ def attachment(body: str | bytes, name: str, content_type: str) -> HttpResponse:
 def file_name(session: Session) -> str:
     """ID, or BASTION-ID (fleet): letters, digits and . _ ~ - only (both are)."""
     return f"{session.bastion}-{session.id}" if session.bastion else session.id
-
-
-def fields() -> tuple[str, ...]:
-    return FLEET_FIELDS if console().reader.fleet else FIELDS
 
 
 @never_cache
@@ -92,13 +90,14 @@ def commands(
     if isinstance(found, HttpResponse):
         return found
     _, session = found
+    stamp = console().stamp
     stored = console().reader.session_commands(session)
-    records = [flat_record(c, session) for c in stored]
+    records = [flat_record(c, session, stamp) for c in stored]
     name = file_name(session)
     if fmt == "json":
         body = json.dumps(records, ensure_ascii=False, indent=1)
         return attachment(body, f"{name}.json", "application/json")
-    return attachment(csv_text(records, fields()), f"{name}.csv", "text/csv")
+    return attachment(csv_text(records, FIELDS), f"{name}.csv", "text/csv")
 
 
 @never_cache
@@ -121,8 +120,9 @@ def search_csv(request: HttpRequest) -> HttpResponse:
         page = console().reader.search(q, 0, SEARCH_CSV_MAX_ROWS)
     except SearchError as e:
         return HttpResponse(f"{e}\n", status=400, content_type="text/plain")
-    rows = [flat_record(h.command, h.session) for h in page.items]
-    response = attachment(csv_text(rows, fields()), "search.csv", "text/csv")
+    stamp = console().stamp
+    rows = [flat_record(h.command, h.session, stamp) for h in page.items]
+    response = attachment(csv_text(rows, FIELDS), "search.csv", "text/csv")
     if page.stopped:
         response["X-Search-Stopped"] = "deadline"  # the rows found in time
     return response
