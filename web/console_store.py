@@ -142,6 +142,9 @@ class ConsoleReader(Protocol):
     def recording_since(self, session: Session, offset: int, max_bytes: int) -> bytes:
         """Its cast's bytes from `offset` on (a line may be half there)."""
 
+    def close(self) -> None:
+        """Let go of what it holds (the fleet store's connections)."""
+
 
 @dataclass
 class _Shard:
