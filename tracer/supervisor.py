@@ -1,10 +1,16 @@
 """One strace per tagged ssh: started, watched, reaped, stopped, or refused.
 
-Each strace runs through scripts/session_tracker.sh, which execs it, so the
-child we hold is strace itself: in its own session (a Ctrl-C on the agent's
-terminal or a signal to its process group does not reach it), with a fixed
-PATH and LC_ALL=C. A strace left by an agent that died (kill -9) is adopted:
-it keeps writing its log and is watched by pid.
+Each strace runs through scripts/session_tracker.sh (tracer/tracker.py),
+which execs it, so the child we hold is strace itself, in its own session. A
+strace left by an agent that died (kill -9) is adopted: it keeps writing its
+log. Only our own straces are adopted (tracer/ownership.py).
+
+The work is proportional to what happens, never to sessions x rounds: each
+watch holds one pidfd, on its strace while one runs (strace exits when its
+ssh does, after writing `+++ exited with N +++`) and on the ssh otherwise;
+all of them sit in one epoll whose fd the agent's main loop sleeps on. Only
+watches with something due (an attach to confirm, a deadline, a kill, a
+retry) are looked at, from a heap of timers.
 
 A tagged ssh that cannot be traced (strace missing or refused by ptrace, the
 ssh already traced by another tracer, no terminal, a strace that dies, a
@@ -20,23 +26,28 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import heapq
 import logging
 import os
+import select
 import signal
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
-
 from tracer import Mode
-from tracer.discovery import SSH_NAMES, TaggedSsh, is_alive, read_tracer_pid
-from tracer.session_log import (
-    SessionLogError,
-    find_log,
-    mark_unended,
-    read_start,
+from tracer.discovery import TaggedSsh
+from tracer.ownership import Owner, strace_owner
+from tracer.procfs import is_alive, read_boot_time, read_schedstat, read_tracer_pid
+from tracer.session_log import SessionLogError, find_log, mark_unended, read_start
+from tracer.terminals import notify_terminal, served_elsewhere
+from tracer.tracker import (
+    ALREADY_TRACED,
+    Tracker,
+    adopt,
+    launch,
+    open_pidfd,
+    tracker_argv,
 )
 
 log = logging.getLogger(__name__)
@@ -46,17 +57,13 @@ KILL_GRACE_S = 0.5  # SIGTERM, then SIGKILL: ended within 1 s of the verdict
 MAX_ATTACHES = 3  # a strace that keeps dying is not restarted forever
 RETRY_AFTER_S = 1.0  # permissive mode: wait before attaching again
 MUX_CHECK_AFTER_S = 0.5  # look for a ControlMaster once the session settled
+ATTACH_CHECK_FIRST_S = 0.002  # then doubling: an attach takes a few ms
+ATTACH_CHECK_MAX_S = 0.05
+RECORD_ONLY_WAIT_S = 1.0  # for the start line of a refused session
+# A tracker waiting for a CPU is not late: its run-queue time does not count
+# against the deadline (/proc/PID/schedstat), up to this many deadlines.
+BUSY_DEADLINE_FACTOR = 4.0
 LATENCY_SAMPLES = 1000
-CHILD_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
-
-# session_tracker.sh exit codes (see its header), as reasons.
-TRACKER_EXITS = {
-    2: "session_tracker.sh refused its arguments",
-    3: "ssh has no terminal on stdin or stdout",
-    4: "ssh is already traced by another tracer",
-    5: "cannot write the session log",
-    6: "strace is not installed",
-}
 
 
 @dataclass(frozen=True)
@@ -69,49 +76,24 @@ class Limits:
 
 
 @dataclass
-class Tracker:
-    popen: subprocess.Popen[bytes] | None  # None: adopted, watched by pid
-    tracer_pid: int
-
-    def running(self) -> bool:
-        if self.popen is not None:
-            return self.popen.poll() is None
-        try:
-            return bool(
-                psutil.Process(self.tracer_pid).status() != psutil.STATUS_ZOMBIE
-            )
-        except psutil.Error:
-            return False
-
-    def exit_reason(self) -> str:
-        if self.popen is None or self.popen.returncode is None:
-            return f"strace {self.tracer_pid} is gone"
-        rc = self.popen.returncode
-        if rc < 0 or rc > 128:  # strace exits 128 + n on a fatal signal n
-            return f"strace was killed by {signal.Signals(abs(rc) % 128).name}"
-        if rc in TRACKER_EXITS:
-            return TRACKER_EXITS[rc]
-        if rc == 1:
-            return "strace could not attach (ptrace refused)"
-        if rc in (126, 127):
-            return "strace is not installed or cannot run"
-        return f"strace exited {rc}"
-
-
-@dataclass
 class Watch:
     """One tagged ssh under supervision."""
 
     ssh: TaggedSsh
-    found_at: float  # monotonic
+    found_at: float  # monotonic: when the agent could first act on it
     tracker: Tracker | None = None
     attaches: int = 0
     traced_at: float | None = None
     next_attempt: float = 0.0
     mux_checked: bool = False
     verdict: str | None = None  # why it is not audited
+    pending_verdict: str | None = None  # waits for a record-only tracker
     kill_at: float | None = None  # strict: SIGKILL if still alive by then
     sudo: bool = False  # traced by its user's own session_tracker under sudo
+    limited: bool = False  # refused by a limit: not attached again later
+    ssh_pidfd: int = -1  # while no tracker runs: learns the ssh's exit
+    due: float | None = None  # its next timer
+    attach_check_s: float = ATTACH_CHECK_FIRST_S
 
 
 @dataclass
@@ -121,6 +103,7 @@ class SupervisorStats:
     terminated: int = 0
     untraced: int = 0
     limited: int = 0
+    wakeups: int = 0  # watches looked at, by exit or by timer
     attach_latencies_s: collections.deque[float] = field(
         default_factory=lambda: collections.deque(maxlen=LATENCY_SAMPLES)
     )
@@ -145,6 +128,11 @@ class Supervisor:
         self.stats = SupervisorStats()
         self._tokens = self.limits.max_new_sessions_per_s
         self._tokens_at = time.monotonic()
+        self._epoll = select.epoll()
+        self._by_fd: dict[int, tuple[int, int]] = {}
+        self._timers: list[tuple[float, int, tuple[int, int]]] = []
+        self._seq = 0
+        self._boot_time = read_boot_time()
 
     @property
     def tracer_pids(self) -> list[int]:
@@ -153,6 +141,42 @@ class Supervisor:
             for w in self.watches.values()
             if w.tracker is not None and w.tracker.running()
         ]
+
+    # -- the main loop's side ----------------------------------------------
+
+    def fileno(self) -> int:
+        """Readable when a strace or an untraced ssh of a watch has exited."""
+        return self._epoll.fileno()
+
+    def timeout(self) -> float | None:
+        """Seconds until the next timer; None when nothing is due."""
+        while self._timers:
+            due, _, identity = self._timers[0]
+            watch = self.watches.get(identity)
+            if watch is not None and watch.due == due:
+                return max(0.0, due - time.monotonic())
+            heapq.heappop(self._timers)  # stale
+        return None
+
+    def service(self) -> None:
+        """Handle the exits that arrived and the timers that are due."""
+        for fd, _ in self._epoll.poll(0):
+            identity = self._by_fd.get(fd)
+            watch = self.watches.get(identity) if identity else None
+            if watch is None:
+                self._unwatch_fd(fd)
+                continue
+            self.stats.wakeups += 1
+            self._exited(watch, fd)
+        now = time.monotonic()
+        while self._timers and self._timers[0][0] <= now:
+            due, _, identity = heapq.heappop(self._timers)
+            watch = self.watches.get(identity)
+            if watch is None or watch.due != due:
+                continue
+            watch.due = None
+            self.stats.wakeups += 1
+            self._check(watch, now)
 
     # -- discovery hands over ---------------------------------------------
 
@@ -164,27 +188,38 @@ class Supervisor:
         watch = Watch(ssh, found_at=now)
         self.watches[ssh.identity] = watch
         if ssh.tracer_pid:
-            owner = self._strace_owner(ssh.tracer_pid)
-            if owner == "agent":
-                log.info("session %s: adopted strace %d", ssh.tag, ssh.tracer_pid)
-                watch.tracker = Tracker(None, ssh.tracer_pid)
-                watch.traced_at = now
-                self.stats.adopted += 1
+            owner = self._owner(ssh, ssh.tracer_pid)
+            if owner is not None:
+                self._adopt(watch, ssh.tracer_pid, owner, now)
                 return
-            if owner == "sudo":
-                log.info("session %s: traced by its user's session_tracker", ssh.tag)
-                watch.tracker = Tracker(None, ssh.tracer_pid)
-                watch.traced_at = now
-                watch.sudo = True
-                return
-            # Traced by something else: the tracker still writes the log's
-            # start line, then refuses; the verdict follows from its exit.
+            self._judge(watch, ALREADY_TRACED)
+            return
         live = sum(1 for w in self.watches.values() if w.verdict is None)
         if live > self.limits.max_sessions:
             self.stats.limited += 1
+            watch.limited = True
             self._judge(watch, f"more than {self.limits.max_sessions} live sessions")
             return
         self._try_launch(watch, now)
+
+    def _owner(self, ssh: TaggedSsh, tracer_pid: int) -> Owner | None:
+        return strace_owner(tracer_pid, find_log(self.logs_dir, ssh.tag, ssh.identity))
+
+    def _adopt(self, watch: Watch, tracer_pid: int, owner: Owner, now: float) -> None:
+        tracker = adopt(tracer_pid, now)
+        if tracker is None:  # gone already: the ssh's exit tells the rest
+            self._watch_ssh(watch)
+            return
+        self._set_tracker(watch, tracker)
+        watch.traced_at = now
+        watch.verdict = None
+        if owner is Owner.SUDO:
+            log.info("session %s: traced by its user's session_tracker", watch.ssh.tag)
+            watch.sudo = True
+        else:
+            log.info("session %s: adopted strace %d", watch.ssh.tag, tracer_pid)
+            self.stats.adopted += 1
+        self._schedule(watch, now + MUX_CHECK_AFTER_S)
 
     def _take_token(self, now: float) -> bool:
         rate = self.limits.max_new_sessions_per_s
@@ -195,158 +230,273 @@ class Supervisor:
         self._tokens -= 1.0
         return True
 
-    def _run_tracker(self, ssh: TaggedSsh, *flags: str) -> subprocess.Popen[bytes]:
-        argv = [
-            str(self.script),
-            "--data-dir",
-            str(self.data_dir),
-            "--pid",
-            str(ssh.pid),
-            *flags,
-            ssh.tag,
-        ]
-        return subprocess.Popen(
-            argv,
-            env=CHILD_ENV,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-
     def _try_launch(self, watch: Watch, now: float) -> None:
         if not self._take_token(now):
-            return  # waits for a token, within its attach deadline
-        try:
-            popen = self._run_tracker(watch.ssh)
-        except OSError as e:
-            self._judge(watch, f"cannot run {self.script}: {e.strerror}")
+            # Waits for a token, within its attach deadline.
+            rate = self.limits.max_new_sessions_per_s
+            self._watch_ssh(watch)
+            self._schedule(watch, now + (1.0 - self._tokens) / rate)
             return
-        watch.tracker = Tracker(popen, popen.pid)
-        watch.attaches += 1
-        self.stats.launched += 1
-
-    def _strace_owner(self, pid: int) -> str | None:
-        """'agent' or 'sudo' if `pid` is a strace writing into our logs, else None."""
         try:
-            proc = psutil.Process(pid)
-            argv = proc.cmdline()
-            parent = proc.parent()
-            parent_name = parent.name() if parent is not None else ""
-        except psutil.Error:
-            return None
-        if not argv or os.path.basename(argv[0]) != "strace":
-            return None
-        prefix = f"{self.logs_dir}/"
-        if not any(arg.startswith(prefix) for arg in argv):
-            return None
-        return "sudo" if parent_name == "sudo" else "agent"
+            argv = tracker_argv(
+                self.script, self.data_dir, watch.ssh, self._boot_time, False
+            )
+            tracker = launch(argv, now)
+        except OSError as e:
+            self._judge(watch, f"cannot run {self.script}: {e.strerror or e}")
+            return
+        self._set_tracker(watch, tracker)
+        watch.attaches += 1
+        watch.attach_check_s = ATTACH_CHECK_FIRST_S
+        self.stats.launched += 1
+        self._schedule(watch, now + watch.attach_check_s)
 
-    # -- every round ------------------------------------------------------
+    # -- fds and timers ------------------------------------------------------
 
-    def supervise(self) -> None:
-        """Check every watch: attached, lost, late, served elsewhere, gone."""
-        now = time.monotonic()
-        for identity, watch in list(self.watches.items()):
-            if not is_alive(identity):
-                if watch.tracker is None or not watch.tracker.running():
-                    self._finish(identity, watch)
-                continue
-            if watch.kill_at is not None:
-                if now >= watch.kill_at:
-                    _signal(watch.ssh.pid, signal.SIGKILL)
-                continue
-            if watch.verdict is not None:
-                self._retry(watch, now)
-                continue
-            tracker = watch.tracker
-            if tracker is None:
-                if now - watch.found_at > self.limits.attach_deadline_s:
-                    self.stats.limited += 1
-                    self._judge(watch, "too many new sessions at once")
-                else:
-                    self._try_launch(watch, now)
-                continue
-            if not tracker.running():
-                # strace exits 0 when ssh exits: a race with is_alive above.
-                if is_alive(identity):
-                    self._judge(watch, tracker.exit_reason())
-                continue
-            if watch.traced_at is None:
-                if read_tracer_pid(watch.ssh.pid) == tracker.tracer_pid:
-                    watch.traced_at = now
-                    self.stats.attach_latencies_s.append(now - watch.found_at)
-                elif now - watch.found_at > self.limits.attach_deadline_s:
-                    self._judge(watch, "strace did not attach in time")
-                continue
-            if not watch.mux_checked and now - watch.traced_at > MUX_CHECK_AFTER_S:
-                watch.mux_checked = True
-                master = served_elsewhere(watch.ssh)
-                if master is not None:
-                    self._judge(
-                        watch,
-                        f"its terminal is served by ssh {master} (ControlMaster), "
-                        "which is not traced for it",
-                    )
+    def _schedule(self, watch: Watch, due: float) -> None:
+        if watch.due is not None and watch.due <= due:
+            return  # an earlier timer stands; it reschedules what is left
+        watch.due = due
+        self._seq += 1
+        heapq.heappush(self._timers, (due, self._seq, watch.ssh.identity))
+
+    def _set_tracker(self, watch: Watch, tracker: Tracker) -> None:
+        self._drop_ssh_fd(watch)
+        watch.tracker = tracker
+        self._watch_fd(tracker.pidfd, watch)
+
+    def _watch_fd(self, fd: int, watch: Watch) -> None:
+        self._by_fd[fd] = watch.ssh.identity
+        self._epoll.register(fd, select.EPOLLIN)
+
+    def _unwatch_fd(self, fd: int) -> None:
+        if self._by_fd.pop(fd, None) is not None:
+            with contextlib.suppress(OSError):
+                self._epoll.unregister(fd)
+
+    def _drop_tracker(self, watch: Watch) -> Tracker | None:
+        tracker, watch.tracker = watch.tracker, None
+        if tracker is not None:
+            self._unwatch_fd(tracker.pidfd)
+            tracker.close()
+        return tracker
+
+    def _watch_ssh(self, watch: Watch) -> None:
+        """Learn the ssh's own exit (no tracker runs on it to tell)."""
+        if watch.ssh_pidfd >= 0:
+            return
+        pidfd = open_pidfd(watch.ssh.pid)
+        if pidfd is None:
+            self._schedule(watch, time.monotonic())  # gone: finish at once
+            return
+        watch.ssh_pidfd = pidfd
+        self._watch_fd(pidfd, watch)
+        if not is_alive(watch.ssh.identity):  # the pid was reused meanwhile
+            self._schedule(watch, time.monotonic())
+
+    def _drop_ssh_fd(self, watch: Watch) -> None:
+        if watch.ssh_pidfd >= 0:
+            self._unwatch_fd(watch.ssh_pidfd)
+            os.close(watch.ssh_pidfd)
+            watch.ssh_pidfd = -1
+
+    # -- what happens ------------------------------------------------------
+
+    def _exited(self, watch: Watch, fd: int) -> None:
+        """A pidfd turned readable: its strace, or its untraced ssh, exited."""
+        identity = watch.ssh.identity
+        tracker = watch.tracker
+        if tracker is None or fd != tracker.pidfd:
+            self._drop_ssh_fd(watch)
+            if tracker is None or not tracker.running():
+                self._finish(identity, watch)
+            return
+        self._drop_tracker(watch)
+        if tracker.record_only:
+            self._apply_verdict(watch)
+            return
+        if not is_alive(identity):
+            self._finish(identity, watch)  # strace saw its tracee exit
+            return
+        if watch.verdict is not None:
+            self._watch_ssh(watch)  # a strace of a judged ssh, detached by us
+            return
+        # Alive and untraced by this tracker: perhaps another of ours holds it
+        # (two trackers raced, or a user's sudo one); else a verdict.
+        holder = read_tracer_pid(watch.ssh.pid)
+        if holder:
+            owner = self._owner(watch.ssh, holder)
+            if owner is not None:
+                self._adopt(watch, holder, owner, time.monotonic())
+                return
+            self._judge(watch, ALREADY_TRACED)
+            return
+        self._judge(watch, tracker.exit_reason())
+
+    def _check(self, watch: Watch, now: float) -> None:
+        """A timer of this watch is due: see what it waits for."""
+        identity = watch.ssh.identity
+        if not is_alive(identity):
+            if watch.tracker is None or not watch.tracker.running():
+                self._finish(identity, watch)
+            return
+        if watch.kill_at is not None:
+            if now >= watch.kill_at:
+                _signal(watch.ssh.pid, signal.SIGKILL)
+            else:
+                self._schedule(watch, watch.kill_at)
+            return
+        if watch.verdict is not None or watch.pending_verdict is not None:
+            self._retry(watch, now)
+            return
+        tracker = watch.tracker
+        if tracker is None:
+            if now - watch.found_at > self.limits.attach_deadline_s:
+                self.stats.limited += 1
+                watch.limited = True
+                self._judge(watch, "too many new sessions at once")
+            else:
+                self._try_launch(watch, now)
+            return
+        if watch.traced_at is None:
+            self._check_attach(watch, tracker, now)
+            return
+        if not watch.mux_checked and now - watch.traced_at < MUX_CHECK_AFTER_S:
+            self._schedule(watch, watch.traced_at + MUX_CHECK_AFTER_S)
+        elif not watch.mux_checked:
+            watch.mux_checked = True
+            master = served_elsewhere(watch.ssh.pid, watch.ssh.uid)
+            if master is not None:
+                self._judge(
+                    watch,
+                    f"its terminal is served by ssh {master} (ControlMaster), "
+                    "which is not traced for it",
+                )
+
+    def _check_attach(self, watch: Watch, tracker: Tracker, now: float) -> None:
+        if read_tracer_pid(watch.ssh.pid) == tracker.tracer_pid:
+            watch.traced_at = now
+            self.stats.attach_latencies_s.append(now - watch.found_at)
+            self._schedule(watch, now + MUX_CHECK_AFTER_S)
+            return
+        deadline = self.limits.attach_deadline_s
+        waited = now - tracker.launched_at
+        if waited > deadline:
+            sched = read_schedstat(tracker.tracer_pid)
+            queued = sched[1] / 1e9 if sched is not None else 0.0
+            if waited - queued > deadline or waited > deadline * BUSY_DEADLINE_FACTOR:
+                self._judge(watch, "strace did not attach in time")
+                return
+        watch.attach_check_s = min(ATTACH_CHECK_MAX_S, watch.attach_check_s * 2)
+        self._schedule(watch, now + watch.attach_check_s)
 
     def _judge(self, watch: Watch, reason: str) -> None:
         """This ssh is not audited: end it (strict) or mark the gap (permissive)."""
-        ssh = watch.ssh
-        first = watch.verdict is None
-        watch.verdict = reason
         tracker = watch.tracker
-        if tracker is None and self._take_token(time.monotonic()):
-            # Refused before any tracker ran (a limit): a log with its start
-            # line puts the session on record; the verdict follows as its end.
-            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-                record = self._run_tracker(ssh, "--record-only")
-                record.wait(1.0)  # before the ssh is ended: it reads /proc/PID
         if tracker is not None and tracker.running() and tracker.popen is not None:
             # Our strace, alive but useless here (a multiplexed terminal):
             # detach it so that the log can be marked.
-            _signal(tracker.tracer_pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
+            tracker.signal(signal.SIGTERM)
+            with contextlib.suppress(Exception):
                 tracker.popen.wait(1.0)
+        if tracker is not None and not tracker.running():
+            self._drop_tracker(watch)
+        if watch.tracker is None and watch.attaches == 0 and self._record_only(watch):
+            # Refused before any tracker ran: a log with its start line puts
+            # the session on record first; the verdict follows as its end.
+            watch.pending_verdict = reason
+            return
+        watch.pending_verdict = reason
+        self._apply_verdict(watch)
+
+    def _record_only(self, watch: Watch) -> bool:
+        now = time.monotonic()
+        if find_log(self.logs_dir, watch.ssh.tag, watch.ssh.identity) is not None:
+            return False
+        if not self._take_token(now):
+            return False
+        try:
+            argv = tracker_argv(
+                self.script, self.data_dir, watch.ssh, self._boot_time, True
+            )
+            tracker = launch(argv, now, record_only=True)
+        except OSError:
+            return False
+        self._set_tracker(watch, tracker)
+        self._schedule(watch, now + RECORD_ONLY_WAIT_S)
+        return True
+
+    def _apply_verdict(self, watch: Watch) -> None:
+        ssh = watch.ssh
+        reason = watch.pending_verdict or "no reason given"
+        watch.pending_verdict = None
+        if watch.tracker is not None and watch.tracker.record_only:
+            self._drop_tracker(watch)  # its second to write the start line is up
+        first = watch.verdict is None
+        watch.verdict = reason
+        path = find_log(self.logs_dir, ssh.tag, ssh.identity)
         if self.mode is Mode.STRICT:
             self.stats.terminated += 1
             log.error(
                 "session %s: %s; ending ssh %d (strict mode)", ssh.tag, reason, ssh.pid
             )
+            tty = _recorded_tty(path)
             notify_terminal(
                 ssh.pid,
                 f"bastion-audit: this session cannot be audited "
                 f"({reason}); closing it.",
+                tty,
             )
             _signal(ssh.pid, signal.SIGTERM)
             watch.kill_at = time.monotonic() + KILL_GRACE_S
+            self._watch_ssh(watch)
+            self._schedule(watch, watch.kill_at)
             return
         if first:
             self.stats.untraced += 1
             log.error(
                 "session %s: %s; it goes on untraced (permissive mode)", ssh.tag, reason
             )
-        path = find_log(self.logs_dir, ssh.tag, ssh.identity)
+        tracker = watch.tracker
         if path is not None and not (tracker and tracker.running()):
             mark_unended(path, "detach", reason=reason)
+        if tracker is None:
+            self._watch_ssh(watch)
         watch.next_attempt = time.monotonic() + RETRY_AFTER_S
+        self._schedule(watch, watch.next_attempt)
 
     def _retry(self, watch: Watch, now: float) -> None:
         """Permissive mode: attach again, a few times, when the cause may pass."""
-        if self.mode is Mode.STRICT or now < watch.next_attempt:
+        if watch.pending_verdict is not None:
+            self._apply_verdict(watch)  # its record-only tracker took too long
             return
-        if watch.attaches >= MAX_ATTACHES or watch.tracker is None:
+        if self.mode is Mode.STRICT:
             return
-        if watch.tracker.running():
-            if read_tracer_pid(watch.ssh.pid) == watch.tracker.tracer_pid:
+        if now < watch.next_attempt:
+            self._schedule(watch, watch.next_attempt)
+            return
+        if watch.attaches >= MAX_ATTACHES or watch.limited:
+            return
+        tracker = watch.tracker
+        if tracker is not None and tracker.running():
+            if read_tracer_pid(watch.ssh.pid) == tracker.tracer_pid:
                 watch.verdict = None  # attached again: the gap closes
                 watch.traced_at = now
                 log.info("session %s: traced again", watch.ssh.tag)
+                self._schedule(watch, now + MUX_CHECK_AFTER_S)
+            else:
+                self._schedule(watch, now + RETRY_AFTER_S)
             return
         self._try_launch(watch, now)
         watch.next_attempt = now + RETRY_AFTER_S
+        self._schedule(watch, watch.next_attempt)
 
     def _finish(self, identity: tuple[int, int], watch: Watch) -> None:
         """The ssh is gone and no strace is left on it: make sure its log ends."""
         del self.watches[identity]
+        watch.due = None
+        self._drop_tracker(watch)
+        self._drop_ssh_fd(watch)
         if watch.sudo:
             return  # its own session_tracker wrote the log; strace ended it
         path = find_log(self.logs_dir, watch.ssh.tag, identity)
@@ -390,17 +540,20 @@ class Supervisor:
             if w.tracker is not None and not w.sudo
         ]
         for tracker in trackers:
-            _signal(tracker.tracer_pid, signal.SIGTERM)
+            tracker.signal(signal.SIGTERM)
         deadline = time.monotonic() + STOP_DEADLINE_S
         for tracker in trackers:
             while tracker.running() and time.monotonic() < deadline:
                 time.sleep(0.02)
             if tracker.running():
-                _signal(tracker.tracer_pid, signal.SIGKILL)
+                tracker.signal(signal.SIGKILL)
                 if tracker.popen is not None:
                     tracker.popen.wait()
         for identity, watch in self.watches.items():
-            if watch.sudo or watch.tracker is None:
+            self._drop_ssh_fd(watch)
+            had_tracker = watch.tracker is not None
+            self._drop_tracker(watch)
+            if watch.sudo or not had_tracker:
                 continue
             path = find_log(self.logs_dir, watch.ssh.tag, identity)
             if path is None:
@@ -410,58 +563,18 @@ class Supervisor:
             else:
                 mark_unended(path, "end", reason="ssh is gone")
         self.watches.clear()
+        self._epoll.close()
 
 
-def served_elsewhere(ssh: TaggedSsh) -> int | None:
-    """The pid of another ssh of the same user holding this ssh's terminal.
-
-    A ControlMaster client passes its terminal fds to the master over the
-    control socket (SCM_RIGHTS); from then on the master reads and writes the
-    terminal and the client only waits, so tracing the client sees nothing.
-    """
-    try:
-        tty = os.readlink(f"/proc/{ssh.pid}/fd/0")
-    except OSError:
-        return None
-    if not tty.startswith("/dev/"):
+def _recorded_tty(path: Path | None) -> str | None:
+    """The tty the log's start line recorded for the session, if any."""
+    if path is None:
         return None
     try:
-        own = {p.pid for p in psutil.Process(ssh.pid).children(recursive=True)}
-    except psutil.Error:
+        start = read_start(path)
+    except (OSError, SessionLogError):
         return None
-    for proc in psutil.process_iter(["pid", "name", "uids"]):
-        info = proc.info
-        pid = info["pid"]
-        if pid == ssh.pid or pid in own or info["name"] not in SSH_NAMES:
-            continue  # ProxyJump's `ssh -W` child holds the tty as stderr
-        if info["uids"] is None or info["uids"].real != ssh.uid:
-            continue
-        try:
-            # Received fds land above 0-2; an ssh merely started from the
-            # same shell holds the terminal as 0, 1 or 2 only.
-            fds = [fd for fd in os.listdir(f"/proc/{pid}/fd") if int(fd) > 2]
-            if any(os.readlink(f"/proc/{pid}/fd/{fd}") == tty for fd in fds):
-                return int(pid)
-        except OSError:
-            continue
-    return None
-
-
-def notify_terminal(ssh_pid: int, message: str) -> None:
-    """One line on the terminal of the person at this ssh."""
-    try:
-        tty = os.readlink(f"/proc/{ssh_pid}/fd/0")
-        if not tty.startswith("/dev/"):
-            return
-        fd = os.open(tty, os.O_WRONLY | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return
-    try:
-        os.write(fd, f"\r\n{message}\r\n".encode())
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    return start.tty if start is not None and start.tty else None
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:

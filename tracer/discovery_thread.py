@@ -1,0 +1,173 @@
+"""The discovery thread: tagged ssh clients found off the agent's main loop.
+
+It owns the process events socket (tracer/proc_events.py) and the poll
+behind it. With events, each exec is looked at as it happens and the poll is a
+slow safety net (SAFETY_POLL_S, and at once after the kernel dropped events);
+without them (a container, no CAP_NET_ADMIN) it polls every `poll_interval_s`.
+What it finds waits in a queue; `fileno()` turns readable then, so the main
+loop sleeps on it beside its other fds. A context manager: exit stops and
+joins the thread.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import os
+import select
+import threading
+import time
+from types import TracebackType
+
+from tracer.discovery import YOUNG_WINDOW_S, Discovery, TaggedSsh
+from tracer.proc_events import Kind, ProcEvents, ProcEventsError
+
+log = logging.getLogger(__name__)
+
+SAFETY_POLL_S = 5.0  # with events: a walk of the process table this often
+MID_EXEC_RECHECK_S = 0.01  # an ssh caught before its argv: look again this soon
+ERROR_PAUSE_S = 1.0
+
+
+class DiscoveryThread:
+    """Runs a Discovery in its own thread; `take()` hands over what it found."""
+
+    def __init__(
+        self, discovery: Discovery, poll_interval_s: float, events: bool = True
+    ) -> None:
+        self.discovery = discovery
+        self.poll_interval_s = poll_interval_s
+        self._want_events = events
+        self._events: ProcEvents | None = None
+        self._found: collections.deque[TaggedSsh] = collections.deque()
+        self._lock = threading.Lock()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._stop_r, self._stop_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._thread: threading.Thread | None = None
+        # pid -> when to look again, and until when (caught mid-exec)
+        self._recheck: dict[int, tuple[float, float]] = {}
+
+    @property
+    def using_events(self) -> bool:
+        return self._events is not None
+
+    # -- lifecycle -------------------------------------------------------
+
+    def start(self) -> None:
+        if self._want_events:
+            events = ProcEvents()
+            try:
+                events.open()
+                self._events = events
+            except ProcEventsError as e:
+                log.warning(
+                    "%s; looking for new ssh processes every %.2fs instead",
+                    e,
+                    self.poll_interval_s,
+                )
+        # What ran before we listened: one walk now, in this thread.
+        self._publish(self.discovery.poll(sweep=True))
+        self._thread = threading.Thread(target=self._run, name="discovery", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            os.write(self._stop_w, b"x")
+            self._thread.join()
+            self._thread = None
+        if self._events is not None:
+            self._events.close()
+            self._events = None
+        for fd in (self._wake_r, self._wake_w, self._stop_r, self._stop_w):
+            os.close(fd)
+
+    def __enter__(self) -> DiscoveryThread:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- the main loop's side ----------------------------------------------
+
+    def fileno(self) -> int:
+        """Readable while found ssh clients wait in `take()`."""
+        return self._wake_r
+
+    def take(self) -> list[TaggedSsh]:
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._wake_r, 4096):
+                pass
+        with self._lock:
+            found = list(self._found)
+            self._found.clear()
+        return found
+
+    def _publish(self, found: list[TaggedSsh]) -> None:
+        if not found:
+            return
+        with self._lock:
+            self._found.extend(found)
+        with contextlib.suppress(BlockingIOError):  # full of wake-ups already
+            os.write(self._wake_w, b"x")
+
+    # -- the thread ------------------------------------------------------
+
+    def _run(self) -> None:
+        poller = select.poll()
+        poller.register(self._stop_r, select.POLLIN)
+        if self._events is not None:
+            poller.register(self._events.fileno(), select.POLLIN)
+        interval = SAFETY_POLL_S if self._events is not None else self.poll_interval_s
+        next_poll = time.monotonic() + interval
+        while True:
+            now = time.monotonic()
+            due = min([next_poll, *(when for when, _ in self._recheck.values())])
+            ready = poller.poll(max(0.0, due - now) * 1000)
+            if any(fd == self._stop_r for fd, _ in ready):
+                return
+            try:
+                found = self._round(bool(ready))
+                now = time.monotonic()
+                if now >= next_poll:
+                    found += self.discovery.poll(sweep=self._events is not None)
+                    next_poll = now + interval
+                self._publish(found)
+            except Exception:  # the daemon boundary for this thread
+                log.exception("discovery round failed; going on")
+                time.sleep(ERROR_PAUSE_S)
+
+    def _round(self, readable: bool) -> list[TaggedSsh]:
+        found: list[TaggedSsh] = []
+        if readable and self._events is not None:
+            events, lost = self._events.read()
+            for event in events:
+                if event.kind is Kind.EXEC:
+                    self._look(event.pid, found)
+                elif event.kind is Kind.EXIT:
+                    self.discovery.forget(event.pid)
+                    self._recheck.pop(event.pid, None)
+            if lost:
+                log.warning("the kernel dropped process events; walking /proc")
+                found += self.discovery.poll(sweep=True)
+        now = time.monotonic()
+        for pid, (when, _) in list(self._recheck.items()):
+            if when <= now:
+                self._look(pid, found)
+        return found
+
+    def _look(self, pid: int, found: list[TaggedSsh]) -> None:
+        mid_exec = self.discovery.stats.mid_exec
+        tagged = self.discovery.exec_seen(pid)
+        if tagged is not None:
+            found.append(tagged)
+        now = time.monotonic()
+        _, until = self._recheck.pop(pid, (0.0, now + YOUNG_WINDOW_S))
+        if self.discovery.stats.mid_exec > mid_exec and now < until:
+            self._recheck[pid] = (now + MID_EXEC_RECHECK_S, until)
