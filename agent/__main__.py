@@ -1,4 +1,9 @@
-"""audit-agent: the foreground daemon (`audit-agent run`) and its health (`status`)."""
+"""audit-agent: the daemon (`run`, agent/daemon/) and its health (`status`, a tool).
+
+The options are defined here; each subcommand's body imports only its own
+room, so `audit-agent status` loads nothing of the daemon and `audit-agent
+run` nothing of the tools.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +11,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from agent.cli import (
-    ExitStatus,
-    add_data_dir_options,
-    reading_config,
-    run_cli,
-    setup_logging,
-)
-from agent.config import load_config
-from agent.daemon import Agent, stop_signals
-from agent.status import DEFAULT_MAX_LAG_BYTES
+from agent.config import add_data_dir_options
+from agent.exits import run_main
+from agent.status_file import DEFAULT_MAX_LAG_BYTES
 from tracer import Mode
 
 PROG = "audit-agent"
@@ -89,31 +87,16 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         if args.command == "status":
-            from agent.status_view import show_status
+            from agent.config import reading_config
+            from agent.tools.status_view import show_status
 
             reading_config(args)
             return show_status(args.data_dir, args.json, args.max_lag)
-        config = load_config(
-            args.config,
-            {
-                "data_dir": args.data_dir.absolute() if args.data_dir else None,
-                "poll_interval_s": args.poll_interval_s,
-                "scope_pid": args.scope_pid,
-                "mode": args.mode,
-                "events_file": args.events_file.absolute()
-                if args.events_file
-                else None,
-                "events_syslog": args.events_syslog,
-            },
-        )
-        setup_logging(PROG, args.verbose)
-        agent = Agent(config)
+        from agent.daemon.cli import run
 
-        with stop_signals(agent.stop_event):
-            agent.run()
-        return ExitStatus.SUCCESS
+        return run(PROG, args)
 
-    return run_cli(PROG, body)
+    return run_main(PROG, body)
 
 
 if __name__ == "__main__":

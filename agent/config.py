@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import re
 import sys
-import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from agent import AgentError
 from agent.highlight import HighlightError, HighlightRule, parse_rules
+from agent.syslog import FACILITIES, SyslogError, parse_target
+from agent.toml_table import Check, Where, absolute_path, read_toml, table
 from tracer import Mode
 
 DEFAULT_CONFIG_PATH = Path("/etc/bastion-audit/agent.toml")
 DEFAULT_DATA_DIR = Path("/var/lib/bastion-audit")
-# audit-shell's connection records (agent/intents.py); outside DATA_DIR (0700)
+# audit-shell's connection records (agent/intent_file.py); outside DATA_DIR (0700)
 # so that the bastion users can drop files into it.
 DEFAULT_INTENTS_DIR = Path("/var/spool/bastion-audit/intents")
 # audit-shell's paramiko recordings (parsers/chunk_log.py), the same kind of spool.
@@ -89,7 +91,6 @@ _LIMITS: dict[str, tuple[float, float]] = {
     "max_new_sessions_per_s": (1.0, 10_000.0),
     "status_interval_s": (0.1, 60.0),
 }
-_CHOICES: dict[str, tuple[str, ...]] = {"mode": tuple(Mode)}
 
 
 def load_config(
@@ -102,13 +103,7 @@ def load_config(
         path = DEFAULT_CONFIG_PATH
     if path is not None:
         source = str(path)
-        try:
-            with open(path, "rb") as f:
-                values.update(tomllib.load(f))
-        except OSError as e:
-            raise ConfigError(f"cannot read config file {path}: {e.strerror}") from e
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"invalid config file {path}: {e}") from e
+        values = read_toml(path, ConfigError)
     config = _build(values, source)
     if overrides:
         config = _build(
@@ -126,41 +121,8 @@ def _as_values(config: Config) -> dict[str, Any]:
 
 
 def _build(values: Mapping[str, Any], source: str) -> Config:
-    fields = {f.name: f for f in dataclasses.fields(Config)}
-    kwargs: dict[str, Any] = {}
-    for key, value in values.items():
-        if key not in fields:
-            raise ConfigError(f"{source}: unknown key {key!r}")
-        if key in _CHECKS:
-            kwargs[key] = _CHECKS[key](source, key, value)
-            continue
-        default = getattr(Config(), key)
-        if isinstance(default, Path):
-            if not isinstance(value, (str, Path)) or not str(value):
-                raise ConfigError(f"{source}: {key} must be a path")
-            value = Path(value)
-            if not value.is_absolute():
-                raise ConfigError(
-                    f"{source}: {key} must be an absolute path, not {value}"
-                )
-        elif isinstance(default, str):
-            if value not in _CHOICES[key]:
-                choices = " or ".join(_CHOICES[key])
-                raise ConfigError(f"{source}: {key} must be {choices}, not {value!r}")
-            value = Mode(value)
-        elif isinstance(default, int):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigError(f"{source}: {key} must be a whole number >= 0")
-        elif isinstance(default, float):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                unit = " of seconds" if key.endswith("_s") else ""
-                raise ConfigError(f"{source}: {key} must be a number{unit}")
-            low, high = _LIMITS[key]
-            if not low <= value <= high:
-                raise ConfigError(f"{source}: {key} must be between {low} and {high}")
-            value = float(value)
-        kwargs[key] = value
-    return Config(**kwargs)
+    where = Where(source, error_class=ConfigError)
+    return table(Config, values, where, limits=_LIMITS, checks=_CHECKS)
 
 
 def config_source(path: Path | None) -> Path | None:
@@ -170,77 +132,84 @@ def config_source(path: Path | None) -> Path | None:
     return path
 
 
-def _bool(source: str, key: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{source}: {key} must be true or false")
-    return value
-
-
-def _byte_count(source: str, key: str, value: Any) -> int:
+def _byte_count(value: Any, where: Where) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{source}: {key} must be a whole number of bytes")
+        raise where.error("must be a whole number of bytes")
     if not 4096 <= value <= 1 << 40:
-        raise ConfigError(f"{source}: {key} must be between 4096 and {1 << 40}")
+        raise where.error(f"must be between 4096 and {1 << 40}")
     return value
 
 
-def _optional_path(source: str, key: str, value: Any) -> Path | None:
+def _optional_path(value: Any, where: Where) -> Path | None:
     if value is None or value == "":
         return None  # TOML has no null: "" means off
-    if not isinstance(value, (str, Path)):
-        raise ConfigError(f"{source}: {key} must be a path")
-    path = Path(value)
-    if not path.is_absolute():
-        raise ConfigError(f"{source}: {key} must be an absolute path, not {path}")
-    return path
+    return absolute_path(value, where)
 
 
-def _syslog_target(source: str, key: str, value: Any) -> str:
-    from agent.syslog import SyslogError, parse_target
-
+def _syslog_target(value: Any, where: Where) -> str:
     if not isinstance(value, str):
-        raise ConfigError(f"{source}: {key} must be a string like udp://host:514")
+        raise where.error("must be a string like udp://host:514")
     if value:
         try:
             parse_target(value)
         except SyslogError as e:
-            raise ConfigError(f"{source}: {key}: {e}") from e
+            raise ConfigError(f"{where.file}: {where.key}: {e}") from e
     return value
 
 
-def _facility(source: str, key: str, value: Any) -> str:
-    from agent.syslog import FACILITIES
-
+def _facility(value: Any, where: Where) -> str:
     if not isinstance(value, str) or value not in FACILITIES:
-        raise ConfigError(
-            f"{source}: {key} must be one of {', '.join(sorted(FACILITIES))}"
-        )
+        raise where.error(f"must be one of {', '.join(sorted(FACILITIES))}")
     return value
 
 
-def _user_name(source: str, key: str, value: Any) -> str:
+def _user_name(value: Any, where: Where) -> str:
     if not isinstance(value, str) or not re.fullmatch(
         r"[a-z_][a-z0-9_.-]{0,31}|", value
     ):
-        raise ConfigError(f"{source}: {key} must be a user name")
+        raise where.error("must be a user name")
     return value
 
 
-def _highlight(source: str, key: str, value: Any) -> tuple[HighlightRule, ...]:
+def _highlight(value: Any, where: Where) -> tuple[HighlightRule, ...]:
     try:
-        return parse_rules(value, source)
+        return parse_rules(value, where.file)
     except HighlightError as e:
         raise ConfigError(str(e)) from e
 
 
-_CHECKS: dict[str, Callable[[str, str, Any], Any]] = {
-    "recording": _bool,
+_CHECKS: dict[str, Check] = {
     "recording_max_bytes": _byte_count,
     "recording_burst_max_bytes": _byte_count,
     "events_file": _optional_path,
     "events_syslog": _syslog_target,
     "events_syslog_facility": _facility,
     "highlight": _highlight,
-    "highlight_builtin": _bool,
     "web_intents_user": _user_name,
 }
+
+
+def add_data_dir_options(parser: argparse.ArgumentParser) -> None:
+    """--data-dir and --config, for every program that reads the agent's data."""
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="DIR",
+        help="the agent's data directory (default: data_dir of the configuration, "
+        f"else {DEFAULT_DATA_DIR})",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="the agent's TOML configuration (default /etc/bastion-audit/agent.toml "
+        "if it exists)",
+    )
+
+
+def reading_config(args: argparse.Namespace) -> Config:
+    """The configuration a reading program works with; --data-dir wins."""
+    config = load_config(getattr(args, "config", None))
+    if args.data_dir is None:
+        args.data_dir = config.data_dir
+    return config

@@ -10,12 +10,12 @@ file and the key at fault.
 
 from __future__ import annotations
 
+import enum
 import grp
 import os
 import pwd
 import re
 import stat
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,13 +23,25 @@ from typing import Any
 
 from agent import AgentError
 from agent.config import DEFAULT_INTENTS_DIR, DEFAULT_RECORDINGS_DIR
+from agent.toml_table import Where, absolute_path, check_value, read_toml, table
 from tracer import Mode
 
 DEFAULT_SHELL_CONFIG = Path("/etc/bastion-audit/shell.toml")
-TAG_STYLES = ("setenv", "patched")
-# ssh: the ssh binary, traced by the agent's strace; paramiko: audit-shell's own
-# client, which records the session itself (agent/paramiko_relay.py).
-BACKENDS = ("ssh", "paramiko")
+MAX_SECONDS = 30 * 86400  # no timeout of [shell] is longer
+
+
+class TagStyle(enum.StrEnum):
+    SETENV = "setenv"  # `-o SetEnv=AUDIT_SESSION=TAG`, any OpenSSH >= 7.8
+    PATCHED = "patched"  # `-Z TAG` (the patched ssh, README)
+
+
+class Backend(enum.StrEnum):
+    SSH = "ssh"  # the ssh binary, traced by the agent's strace
+    # audit-shell's own client, which records the session itself
+    # (agent/shell/paramiko_relay.py)
+    PARAMIKO = "paramiko"
+
+
 # Names that reach an ssh command line: never an option, never a shell word.
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _ACCOUNT_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}")
@@ -60,7 +72,7 @@ class Host:
     port: int = 22
     group: str = "hosts"
     accounts: tuple[Account, ...] = ()
-    backend: str | None = None  # this host's own choice; else [shell] backend
+    backend: Backend | None = None  # this host's own choice; else [shell] backend
 
 
 @dataclass(frozen=True)
@@ -97,7 +109,7 @@ class ShellSettings:
     intents_dir: Path = DEFAULT_INTENTS_DIR
     known_hosts: str = "~/.bastion-audit/known_hosts"  # ~ is the user's home
     ssh: Path = Path("/usr/bin/ssh")
-    tag_style: str = "setenv"  # or "patched": `-Z TAG` (issue 8's ssh)
+    tag_style: TagStyle = TagStyle.SETENV
     sshpass: Path = Path("/usr/bin/sshpass")
     idle_timeout_s: float = 900.0  # 0: none
     max_session_s: float = 8 * 3600.0  # the whole bastion login; 0: none
@@ -105,7 +117,7 @@ class ShellSettings:
     audit_wait_s: float = 5.0  # wait this long for the agent's strace; 0: don't
     connect_timeout_s: float = 15.0
     title: str = "bastion"
-    backend: str = "ssh"  # or "paramiko"; a [[host]] may choose its own
+    backend: Backend = Backend.SSH  # a [[host]] may choose its own
     recordings_dir: Path = DEFAULT_RECORDINGS_DIR  # the paramiko backend's spool
     recording_mode: Mode = Mode.STRICT  # paramiko: a recording that cannot be written
     # ends the session (strict) or leaves a gap in it (permissive)
@@ -148,17 +160,14 @@ def groups_of(user: str) -> frozenset[str]:
 
 def load_shell_config(path: Path = DEFAULT_SHELL_CONFIG) -> ShellConfig:
     """Read and check the whole file; InventoryError names the file and key."""
-    try:
-        with open(path, "rb") as f:
-            st = os.fstat(f.fileno())
-            values = tomllib.load(f)
-    except OSError as e:
-        raise InventoryError(f"cannot read config file {path}: {e.strerror}") from e
-    except tomllib.TOMLDecodeError as e:
-        raise InventoryError(f"invalid config file {path}: {e}") from e
+    values = read_toml(path, InventoryError)
     config = parse_shell_config(values, path)
     has_passwords = any(a.password for h in config.hosts for a in h.accounts)
-    if has_passwords and st.st_mode & stat.S_IROTH:
+    try:
+        readable = os.stat(path).st_mode & stat.S_IROTH
+    except OSError as e:
+        raise InventoryError(f"cannot read config file {path}: {e.strerror}") from e
+    if has_passwords and readable:
         raise InventoryError(
             f"{path} holds passwords and everyone may read it (chmod o-r {path})"
         )
@@ -167,10 +176,10 @@ def load_shell_config(path: Path = DEFAULT_SHELL_CONFIG) -> ShellConfig:
 
 def parse_shell_config(values: Mapping[str, Any], path: Path) -> ShellConfig:
     """The checked configuration from parsed TOML (pure)."""
-    where = _Where(str(path))
-    # [web] is audit-web's (web/config.py), read from the same file.
+    where = Where(str(path), error_class=InventoryError)
+    # [web] is audit-web's (agent/web_config.py), read from the same file.
     _only(values, {"shell", "host", "grant", "web"}, where)
-    settings = _settings(_table(values.get("shell", {}), where.at("shell")), where)
+    settings = _settings(values.get("shell", {}), where)
     hosts: list[Host] = []
     for i, raw in enumerate(_array(values.get("host", []), where.at("host"))):
         hosts.append(_host(raw, where.at(f"host[{i}]")))
@@ -185,37 +194,25 @@ def parse_shell_config(values: Mapping[str, Any], path: Path) -> ShellConfig:
     return ShellConfig(path, settings, tuple(hosts), tuple(grants))
 
 
-@dataclass(frozen=True)
-class _Where:
-    file: str
-    key: str = ""
-
-    def at(self, key: str) -> _Where:
-        return _Where(self.file, f"{self.key}.{key}" if self.key else key)
-
-    def error(self, message: str) -> InventoryError:
-        return InventoryError(f"{self.file}: {self.key} {message}")
-
-
-def _only(values: Mapping[str, Any], allowed: set[str], where: _Where) -> None:
+def _only(values: Mapping[str, Any], allowed: set[str], where: Where) -> None:
     for key in values:
         if key not in allowed:
             raise where.at(key).error("is not a known key")
 
 
-def _table(value: Any, where: _Where) -> Mapping[str, Any]:
+def _table(value: Any, where: Where) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise where.error("must be a table")
     return value
 
 
-def _array(value: Any, where: _Where) -> list[Mapping[str, Any]]:
+def _array(value: Any, where: Where) -> list[Mapping[str, Any]]:
     if not isinstance(value, list):
         raise where.error("must be an array of tables ([[...]])")
     return [_table(v, where) for v in value]
 
 
-def _text(value: Any, where: _Where, pattern: re.Pattern[str] | None = None) -> str:
+def _text(value: Any, where: Where, pattern: re.Pattern[str] | None = None) -> str:
     if not isinstance(value, str) or not value:
         raise where.error("must be a non-empty string")
     if pattern is not None and not pattern.fullmatch(value):
@@ -223,40 +220,10 @@ def _text(value: Any, where: _Where, pattern: re.Pattern[str] | None = None) -> 
     return value
 
 
-def _seconds(value: Any, where: _Where, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise where.error("must be a number of seconds")
-    if not 0 <= value <= high:
-        raise where.error(f"must be between 0 and {high}")
-    return float(value)
-
-
-def _abs_path(value: Any, where: _Where) -> Path:
-    path = Path(_text(value, where))
-    if not path.is_absolute():
-        raise where.error(f"must be an absolute path, not {path}")
-    return path
-
-
-def _settings(values: Mapping[str, Any], where: _Where) -> ShellSettings:
-    defaults = ShellSettings()
-    kwargs: dict[str, Any] = {}
-    for key, value in values.items():
-        at = where.at("shell").at(key)
-        if not hasattr(defaults, key):
-            raise at.error("is not a known key")
-        default = getattr(defaults, key)
-        if isinstance(default, Path):
-            kwargs[key] = _abs_path(value, at)
-        elif isinstance(default, float):
-            kwargs[key] = _seconds(value, at, 30 * 86400.0)
-        elif key in _CHOICES:
-            if value not in _CHOICES[key]:
-                raise at.error(f"must be one of {', '.join(_CHOICES[key])}")
-            kwargs[key] = Mode(value) if key == "recording_mode" else value
-        else:
-            kwargs[key] = _text(value, at)
-    settings = ShellSettings(**kwargs)
+def _settings(values: Any, where: Where) -> ShellSettings:
+    settings = table(
+        ShellSettings, values, where.at("shell"), limits={"*": (0, MAX_SECONDS)}
+    )
     if not (
         settings.known_hosts.startswith("~/")
         or Path(settings.known_hosts).is_absolute()
@@ -265,14 +232,7 @@ def _settings(values: Mapping[str, Any], where: _Where) -> ShellSettings:
     return settings
 
 
-_CHOICES = {
-    "tag_style": TAG_STYLES,
-    "backend": BACKENDS,
-    "recording_mode": tuple(Mode),
-}
-
-
-def _host(values: Mapping[str, Any], where: _Where) -> Host:
+def _host(values: Mapping[str, Any], where: Where) -> Host:
     _only(values, {"name", "address", "port", "group", "account", "backend"}, where)
     name = _text(values.get("name"), where.at("name"), _NAME_RE)
     address = _text(values.get("address", name), where.at("address"), _ADDRESS_RE)
@@ -289,12 +249,12 @@ def _host(values: Mapping[str, Any], where: _Where) -> Host:
     if not accounts:
         raise where.error("has no [[host.account]]")
     backend = values.get("backend")
-    if backend is not None and backend not in BACKENDS:
-        raise where.at("backend").error(f"must be one of {', '.join(BACKENDS)}")
+    if backend is not None:
+        backend = check_value(Backend.SSH, backend, where.at("backend"))
     return Host(name, address, port, group, accounts, backend)
 
 
-def _account(values: Mapping[str, Any], where: _Where) -> Account:
+def _account(values: Mapping[str, Any], where: Where) -> Account:
     _only(values, {"name", "key_file", "password"}, where)
     name = _text(values.get("name"), where.at("name"), _ACCOUNT_RE)
     key_file = values.get("key_file")
@@ -302,11 +262,11 @@ def _account(values: Mapping[str, Any], where: _Where) -> Account:
     if (key_file is None) == (password is None):
         raise where.error("needs exactly one of key_file and password")
     if key_file is not None:
-        return Account(name, key_file=_abs_path(key_file, where.at("key_file")))
+        return Account(name, key_file=absolute_path(key_file, where.at("key_file")))
     return Account(name, password=_text(password, where.at("password")))
 
 
-def _grant(values: Mapping[str, Any], where: _Where) -> Grant:
+def _grant(values: Mapping[str, Any], where: Where) -> Grant:
     _only(values, {"users", "groups", "hosts", "accounts"}, where)
 
     def names(key: str) -> frozenset[str]:

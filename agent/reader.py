@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.records import Command, RecordError, Session
-from agent.store import COMMANDS, StoreError, iter_sessions, list_shards, read_shard
+from agent.shards import COMMANDS, StoreError, iter_sessions, list_shards, read_shard
 
 
 @dataclass

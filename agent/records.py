@@ -1,13 +1,17 @@
 """Sessions and commands: the records the store keeps, and their documents.
 
 This is the one place where TinyDB documents are built from records and read
-back. Times are epoch seconds in the records and UTC ISO 8601 with a `Z` in
-the documents, so that exports sort and compare as text.
+back, and the one place where a session's state changes: `Session` is frozen,
+and each of its transitions (a command counted, a gap, the end, a link to its
+connection record) is a method returning the next state. Times are epoch
+seconds in the records and UTC ISO 8601 with a `Z` in the documents, so that
+exports sort and compare as text.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,15 +22,26 @@ from parsers.events import Checkpoint
 from tracer.session_log import SessionStart
 from tracer.tags import parse_ssh_argv
 
-LIVE, CLOSED, TERMINATED = "live", "closed", "terminated"
-ENDED = frozenset({CLOSED, TERMINATED})  # terminated: ended by the agent (strict mode)
-# How a session came in (Session.origin): audit-shell's menu, a token of
-# audit-web's redeemed in the web terminal, or None: a tagged ssh started
-# directly.
-LOGIN_SHELL, WEB_TOKEN = "audit-shell", "web-token"
-# A connection audit-shell recorded before its ssh started (agent/intents.py):
-# PENDING until the traced ssh appears, NOT_STARTED if it does not in time.
-PENDING, NOT_STARTED = "pending", "not-started"
+
+class SessionStatus(enum.StrEnum):
+    LIVE = "live"
+    CLOSED = "closed"
+    TERMINATED = "terminated"  # ended by the agent (strict mode)
+    # A connection audit-shell recorded before its ssh started
+    # (agent/daemon/intents.py): pending until the traced ssh appears,
+    # not-started if it does not in time.
+    PENDING = "pending"
+    NOT_STARTED = "not-started"
+
+
+ENDED = frozenset({SessionStatus.CLOSED, SessionStatus.TERMINATED})
+
+
+class Origin(enum.StrEnum):
+    """How a session came in (Session.origin); None: a tagged ssh started directly."""
+
+    AUDIT_SHELL = "audit-shell"  # audit-shell's host menu
+    WEB_TOKEN = "web-token"  # a token of audit-web's redeemed in the web terminal
 
 
 class RecordError(AgentError):
@@ -58,13 +73,13 @@ class Session:
     tty: str
     started_at: float
     ended_at: float | None = None
-    status: str = LIVE
+    status: SessionStatus = SessionStatus.LIVE
     end_reason: str | None = None
     command_count: int = 0
     gaps: tuple[tuple[float, float | None], ...] = ()
     remote_command: str | None = None
-    # From audit-shell's connection record (agent/intents.py), else None.
-    origin: str | None = None
+    # From audit-shell's connection record (agent/intent_file.py), else None.
+    origin: Origin | None = None
     client_addr: str | None = None
     inventory_host: str | None = None
     remote_account: str | None = None
@@ -100,6 +115,62 @@ class Session:
     @property
     def identity(self) -> tuple[int, int]:
         return self.ssh_pid, self.start_ticks
+
+    # -- transitions: the only ways a session's state changes ------------
+
+    def counted(self, checkpoint: Checkpoint | None = None) -> Session:
+        """One more command stored; `checkpoint`: where its log resumes after it."""
+        return dataclasses.replace(
+            self,
+            command_count=self.command_count + 1,
+            checkpoint=checkpoint if checkpoint is not None else self.checkpoint,
+        )
+
+    def with_gap(self, start: float, end: float | None) -> Session:
+        """The session with the gap from `start` open (end None) or closed.
+
+        Idempotent: re-reading a log after a restart meets the same gap again,
+        with its times as exact as the log has them, while the store kept them
+        to the millisecond; so gaps compare as the store writes them.
+        """
+
+        def key(t: float | None) -> str | None:
+            return iso(t) if t is not None else None
+
+        gaps = [g for g in self.gaps if (key(g[0]), g[1]) != (key(start), None)]
+        if all((key(a), key(b)) != (key(start), key(end)) for a, b in gaps):
+            gaps.append((start, end))
+        return dataclasses.replace(self, gaps=tuple(gaps))
+
+    def ended(
+        self, at: float, reason: str, status: SessionStatus = SessionStatus.CLOSED
+    ) -> Session:
+        """Over: closed, or terminated by the agent; the reason says why."""
+        if status not in ENDED:
+            raise ValueError(f"not an end status: {status}")
+        return dataclasses.replace(self, status=status, ended_at=at, end_reason=reason)
+
+    def never_started(self) -> Session:
+        """A connection record whose traced ssh did not appear in time."""
+        if self.status != SessionStatus.PENDING:
+            return self
+        return dataclasses.replace(self, status=SessionStatus.NOT_STARTED)
+
+    def linked_to(self, record: Session) -> Session:
+        """This session (from a log) as the one its connection record announced.
+
+        The record's id and bastion user win (the web user, for a web token),
+        with what it knew of where the person came from and asked to go.
+        """
+        return dataclasses.replace(
+            self,
+            id=record.id,
+            bastion_user=record.bastion_user,
+            origin=record.origin,
+            client_addr=record.client_addr,
+            inventory_host=record.inventory_host,
+            remote_account=record.remote_account,
+        )
 
     def to_document(self) -> dict[str, Any]:
         return {
@@ -150,7 +221,7 @@ class Session:
                 tty=str(doc.get("tty") or ""),
                 started_at=parse_iso(doc["started_at"]),
                 ended_at=parse_iso(ended) if ended else None,
-                status=str(doc.get("status") or LIVE),
+                status=SessionStatus(doc.get("status") or SessionStatus.LIVE),
                 end_reason=doc.get("end_reason"),
                 command_count=int(doc.get("command_count") or 0),
                 gaps=tuple(
@@ -158,7 +229,7 @@ class Session:
                     for a, b in doc.get("gaps") or ()
                 ),
                 remote_command=doc.get("remote_command"),
-                origin=doc.get("origin"),
+                origin=Origin(doc["origin"]) if doc.get("origin") else None,
                 client_addr=doc.get("client_addr"),
                 inventory_host=doc.get("inventory_host"),
                 remote_account=doc.get("remote_account"),

@@ -19,9 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from agent.ingest import Ingest
-from agent.recording import Recorder
-from agent.store import Store
+from agent.daemon.ingest import Ingest
+from agent.daemon.recorder import Recorder
+from agent.daemon.store import Store
 
 START = 1_800_000_000.0
 WRITE_BYTES = 4096

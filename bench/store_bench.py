@@ -19,11 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from agent.cli import Filter
-from agent.export import select, write_records
+from agent.daemon.store import Store
 from agent.reader import load
 from agent.records import Command, Session, iso
-from agent.store import Store
+from agent.tools.export import select, write_records
+from agent.tools.options import Filter
 from parsers.events import Checkpoint
 from tracer.session_log import SessionStart
 

@@ -1,6 +1,6 @@
 """The paramiko recorder's session log ("chunk log") to timed terminal events.
 
-audit-shell's paramiko backend (agent/paramiko_relay.py) records the two byte
+audit-shell's paramiko backend (agent/shell/paramiko_relay.py) records the two byte
 streams it relays itself, no strace needed. Its log has the same lifecycle
 lines as a strace log (`#bastion-audit {json}`: start, end, and detach for a
 stretch it could not write), and one line per chunk or resize between them:

@@ -124,7 +124,7 @@ class CommandBuilder:
             return []
         if event.kind in (MarkerKind.ATTACH, MarkerKind.DETACH):
             self.lose_track()
-        elif event.kind is MarkerKind.END and self.ended is None:
+        elif event.kind == MarkerKind.END and self.ended is None:
             self.ended = event
         return []
 

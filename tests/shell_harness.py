@@ -94,7 +94,7 @@ def launcher(workdir: Path, uid: int) -> Path:
         f"#!{interpreter}\n"
         "import sys\n"
         f"sys.path[:0] = [{str(harness.REPO)!r}, {str(site)!r}]\n"
-        "from agent.shell import main\n"
+        "from agent.shell.main import main\n"
         "sys.exit(main())\n"
     )
     path.chmod(0o755)

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from agent.config import ConfigError, load_config
+from agent.daemon.store import Store
 from agent.records import Command, iso
-from agent.store import Store
 from tests.harness import run_cli
 from tests.test_store import make_session
 
@@ -205,7 +205,7 @@ def test_config_layers_and_errors(tmp_path: Path) -> None:
     loaded = load_config(config, {"poll_interval_s": 0.2})
     assert (loaded.data_dir, loaded.poll_interval_s) == (Path("/srv/audit"), 0.2)
     for text, message in [
-        ("nonsense = 1\n", "unknown key 'nonsense'"),
+        ("nonsense = 1\n", "nonsense is not a known key"),
         ('data_dir = "relative"\n', "data_dir must be an absolute path"),
         ("flush_interval_s = 5\n", "flush_interval_s must be between"),
         ("poll_interval_s = \n", "invalid config file"),
@@ -218,7 +218,7 @@ def test_config_layers_and_errors(tmp_path: Path) -> None:
 
 
 def test_fast_json_text_is_exactly_json_dumps() -> None:
-    from agent.export import JsonRecords, flat_record
+    from agent.export_record import JsonRecords, flat_record
 
     session = make_session("s1")
     records = JsonRecords()

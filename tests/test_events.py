@@ -15,9 +15,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from agent.events import CURSOR_FILE, EventSink, stored_batch
-from agent.records import CLOSED, Command, Session, iso
-from agent.store import Store
+from agent.daemon.events import CURSOR_FILE, EventSink, stored_batch
+from agent.daemon.store import Store
+from agent.records import Command, Session, SessionStatus, iso
 from agent.syslog import FACILITIES, SEVERITY_INFO, SEVERITY_NOTICE
 from tests import rsyslog
 from tests.harness import REPO, free_port, wait_for
@@ -54,7 +54,10 @@ class Agent:
 
     def close(self, session: Session) -> Session:
         session = dataclasses.replace(
-            session, status=CLOSED, ended_at=1_800_000_100.0, end_reason="ssh exited"
+            session,
+            status=SessionStatus.CLOSED,
+            ended_at=1_800_000_100.0,
+            end_reason="ssh exited",
         )
         self.store.submit(session)
         self.store.flush()

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.ingest import Ingest
+from agent.daemon.ingest import Ingest
+from agent.daemon.store import Store
 from agent.reader import load
-from agent.store import Store
 from tests.harness import wait_for
 
 DATA = Path(__file__).parent / "data"

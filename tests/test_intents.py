@@ -9,18 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from agent.ingest import Ingest
-from agent.intents import (
-    START_GRACE_S,
+from agent.daemon.ingest import Ingest
+from agent.daemon.intents import START_GRACE_S, IntentLinker
+from agent.daemon.store import Store
+from agent.intent_file import (
     IntentError,
-    IntentLinker,
     client_addr_from,
     parse_intent,
     user_name,
     write_intent,
 )
 from agent.reader import load
-from agent.store import Store
 from tests.harness import wait_for
 
 UID = 4321  # the owner the agent must trust, whatever the file says

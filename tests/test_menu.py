@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from agent.inventory import Account, Host, Target
-from agent.menu import (
+from agent.shell.menu import (
     BACKSPACE,
     DOWN,
     END,

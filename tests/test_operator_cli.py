@@ -18,9 +18,9 @@ import jsonschema
 import pexpect
 import pytest
 
-from agent.cli import FilterError, parse_time
-from agent.records import CLOSED, Command, iso
-from agent.store import Store
+from agent.daemon.store import Store
+from agent.records import Command, SessionStatus, iso
+from agent.tools.options import FilterError, parse_time
 from tests.harness import BIN, REPO, default_sigint, run_cli
 from tests.test_store import make_session
 
@@ -38,7 +38,7 @@ def seed(data_dir: Path) -> None:
     s1 = dataclasses.replace(
         make_session("s1", pid=1),
         started_at=NOW - 3 * 3600,
-        status=CLOSED,
+        status=SessionStatus.CLOSED,
         ended_at=NOW - 2.5 * 3600,
         end_reason="ssh exited with 0",
         gaps=((NOW - 2.9 * 3600, NOW - 2.8 * 3600),),

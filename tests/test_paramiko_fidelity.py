@@ -20,7 +20,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from agent.shell import ENTER_MENU_SCREEN
+from agent.shell.login import ENTER_MENU_SCREEN
 from bench.corpus.cases import CASES, Case
 from bench.corpus.runner import (
     READY,

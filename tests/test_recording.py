@@ -18,9 +18,10 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from agent.ingest import Ingest
-from agent.recording import Recorder, cast_path, read_cast
-from agent.store import Store
+from agent.casts import cast_path, read_cast
+from agent.daemon.ingest import Ingest
+from agent.daemon.recorder import Recorder
+from agent.daemon.store import Store
 from tests.harness import BIN, default_sigint, run_cli
 
 DATA = Path(__file__).parent / "data"

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.ingest import Ingest
+from agent.daemon.ingest import Ingest
+from agent.daemon.store import Store
 from agent.reader import load
-from agent.store import Store
 from parsers.chunk_log import encode_chunk
 from parsers.events import Chunk
 from parsers.strace_lines import MARKER_PREFIX, decode_log
@@ -96,8 +96,12 @@ def test_a_recording_whose_owner_is_not_its_uid_is_quarantined(
 ) -> None:
     data_dir, spool = spooled
     path = spool / "rec2.chunks"
-    path.write_bytes(recording("rec2", uid=0))
-    os.chown(path, 1000, -1)  # another user's file claiming root's session
+    # Written and chowned under another name first: the ingest must never see
+    # it as root's own file, even for an instant.
+    draft = spool / "rec2.draft"
+    draft.write_bytes(recording("rec2", uid=0))
+    os.chown(draft, 1000, -1)  # another user's file claiming root's session
+    draft.rename(path)
     wait_for(lambda: not path.exists())
     assert list((data_dir / "quarantine").glob("rec2.chunks.*"))
     assert "rec2" not in load(data_dir).sessions

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from web.config import WebConfigError, load_web_config, parse_web_settings
-from web.redeem import Redeemer, RedeemServer, redeem
+from agent.redemption import redeem
+from agent.web_config import WebConfigError, load_web_config, parse_web_settings
+from web.redeem import Redeemer, RedeemServer
 from web.tokens import TokenStore
 
 TERMINAL = "nobody"  # any existing account will do as the terminal's

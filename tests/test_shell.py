@@ -7,8 +7,8 @@ import subprocess
 from pathlib import Path
 
 from agent.inventory import Account, Host, ShellSettings, Target
-from agent.relay import Outcome, Timers
-from agent.shell import new_tag, ssh_command
+from agent.shell.connect import new_tag, ssh_command
+from agent.shell.relay import Outcome, Timers
 from tests.harness import BIN
 from tracer.tags import parse_ssh_argv, valid_tag
 

@@ -8,7 +8,7 @@ import os
 import time
 from pathlib import Path
 
-from agent.status import (
+from agent.status_file import (
     AgentStatus,
     LiveSession,
     StraceProcess,

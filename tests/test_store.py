@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from agent import store as store_module
+from agent.daemon import store as store_module
+from agent.daemon.store import Store
 from agent.reader import StoreFollower, load
-from agent.records import CLOSED, Command, Session, iso
-from agent.store import Store, list_shards
+from agent.records import Command, Session, SessionStatus, iso
+from agent.shards import list_shards
 from parsers.events import Checkpoint
 from tracer.session_log import SessionStart
 
@@ -177,7 +178,7 @@ def test_readers_never_see_a_torn_shard_while_the_agent_writes(data_dir: Path) -
 def test_closed_session_round_trips(data_dir: Path) -> None:
     session = dataclasses.replace(
         make_session(),
-        status=CLOSED,
+        status=SessionStatus.CLOSED,
         ended_at=1_800_000_100.5,
         end_reason="ssh exited with 0",
         gaps=((1_800_000_010.0, 1_800_000_020.0),),

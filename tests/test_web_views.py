@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from web.config import load_web_config
+from agent.web_config import load_web_config
 from web.site import wsgi_application
 from web.tokens import TokenStore, Verdict
 

@@ -82,7 +82,7 @@ def _web_launcher(workdir: Path, uid: int) -> Path:
     path = workdir / "audit-web"
     path.write_text(
         shell.read_text().replace(
-            "from agent.shell import main", "from web.__main__ import main"
+            "from agent.shell.main import main", "from web.__main__ import main"
         )
     )
     path.chmod(0o755)

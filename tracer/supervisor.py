@@ -96,6 +96,21 @@ class Watch:
     attach_check_s: float = ATTACH_CHECK_FIRST_S
 
 
+@dataclass(frozen=True, slots=True)
+class StraceRunning:
+    """One strace the supervisor holds, for the agent's status."""
+
+    tracer_pid: int
+    tag: str
+    ssh_pid: int
+    adopted: bool  # left by an earlier agent, watched by pid
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorSnapshot:
+    straces: tuple[StraceRunning, ...]
+
+
 @dataclass
 class SupervisorStats:
     launched: int = 0
@@ -133,6 +148,18 @@ class Supervisor:
         self._timers: list[tuple[float, int, tuple[int, int]]] = []
         self._seq = 0
         self._boot_time = read_boot_time()
+
+    def snapshot(self) -> SupervisorSnapshot:
+        """The straces running now (main thread, like everything here)."""
+        return SupervisorSnapshot(
+            tuple(
+                StraceRunning(
+                    w.tracker.tracer_pid, w.ssh.tag, w.ssh.pid, w.tracker.popen is None
+                )
+                for w in self.watches.values()
+                if w.tracker is not None and w.tracker.running()
+            )
+        )
 
     @property
     def tracer_pids(self) -> list[int]:
@@ -435,7 +462,7 @@ class Supervisor:
         first = watch.verdict is None
         watch.verdict = reason
         path = find_log(self.logs_dir, ssh.tag, ssh.identity)
-        if self.mode is Mode.STRICT:
+        if self.mode == Mode.STRICT:
             self.stats.terminated += 1
             log.error(
                 "session %s: %s; ending ssh %d (strict mode)", ssh.tag, reason, ssh.pid
@@ -470,7 +497,7 @@ class Supervisor:
         if watch.pending_verdict is not None:
             self._apply_verdict(watch)  # its record-only tracker took too long
             return
-        if self.mode is Mode.STRICT:
+        if self.mode == Mode.STRICT:
             return
         if now < watch.next_attempt:
             self._schedule(watch, watch.next_attempt)
@@ -502,7 +529,7 @@ class Supervisor:
         path = find_log(self.logs_dir, watch.ssh.tag, identity)
         if path is None:
             return
-        if watch.verdict is not None and self.mode is Mode.STRICT:
+        if watch.verdict is not None and self.mode == Mode.STRICT:
             mark_unended(
                 path, "end", reason=f"terminated: {watch.verdict}", status="terminated"
             )

@@ -6,30 +6,22 @@ audit-web [--config /etc/bastion-audit/shell.toml] [--listen HOST] [--port N]
 from __future__ import annotations
 
 import argparse
-import enum
 import logging
 import signal
 import sys
 from pathlib import Path
 from types import FrameType
 
-from agent import AgentError
+from agent.exits import ExitStatus, run_main
 from agent.inventory import DEFAULT_SHELL_CONFIG
+from agent.web_config import load_web_config
 from web import WebError
-from web.config import load_web_config
 from web.redeem import Redeemer, RedeemServer
 from web.site import wsgi_application
 from web.tokens import TokenStore
 
 PROG = "audit-web"
 WSGI_THREADS = 4
-
-
-class WebExit(enum.IntEnum):
-    SUCCESS = 0
-    ERROR = 1
-    BAD_CONFIG = 2
-    INTERRUPTED = 130
 
 
 class _Stop(Exception):
@@ -56,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def serve(args: argparse.Namespace) -> WebExit:
+def serve(args: argparse.Namespace) -> int:
     try:
         import django  # noqa: F401
         import pamela  # noqa: F401
@@ -98,26 +90,14 @@ def serve(args: argparse.Namespace) -> WebExit:
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
-    return WebExit.SUCCESS
+    return ExitStatus.SUCCESS
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format=f"{PROG}: %(levelname)s %(name)s: %(message)s"
     )
-    try:
-        return serve(build_parser().parse_args(argv))
-    except AgentError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return WebExit.BAD_CONFIG
-    except OSError as e:  # the port, most likely
-        print(
-            f"{PROG}: error: {e.strerror or e} {e.filename or ''}".rstrip(),
-            file=sys.stderr,
-        )
-        return WebExit.ERROR
-    except KeyboardInterrupt:
-        return WebExit.INTERRUPTED
+    return run_main(PROG, lambda: serve(build_parser().parse_args(argv)))
 
 
 if __name__ == "__main__":

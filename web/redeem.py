@@ -1,4 +1,6 @@
-"""Token redemption over a unix socket: audit-web's side and the terminal's.
+"""Token redemption over a unix socket: audit-web's side.
+
+The wire format and the terminal's client are agent/redemption.py.
 
 `audit-shell --token-login` runs as shellinaboxd's fixed service account and
 must not read the token store, nor be trusted to say whose session it opens.
@@ -6,7 +8,7 @@ So it only hands the typed token to audit-web over this socket. audit-web
 asks the kernel who is calling (SO_PEERCRED: only the configured terminal
 account may redeem), uses the token once (web/tokens.py), checks the grant
 against the inventory again, and writes the connection record for the agent
-itself (agent/intents.py), under its own uid, naming the web user as the
+itself (agent/intent_file.py), under its own uid, naming the web user as the
 bastion user and the terminal account as the one whose ssh to link. The
 reply tells audit-shell which tag, host and account to open.
 
@@ -27,85 +29,29 @@ import socketserver
 import struct
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from agent.intents import write_intent
+from agent import AgentError
+from agent.intent_file import write_intent
 from agent.inventory import Target, groups_of
+from agent.redemption import IO_TIMEOUT_S, RedeemError, Reply, read_line
+from agent.web_config import WebConfig
 from web import WebError
-from web.config import WebConfig
 from web.tokens import TokenStore, Verdict
 
 log = logging.getLogger(__name__)
 
-REQUEST_MAX_BYTES = 1024
-IO_TIMEOUT_S = 5.0
 TAG_TRIES = 5
 WEB_ORIGIN = "web-token"
 _UCRED = struct.Struct("3i")  # pid, uid, gid
-
-
-class RedeemError(WebError):
-    """The redemption service cannot be reached or answered nonsense."""
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    ok: bool
-    message: str
-    tag: str = ""
-    web_user: str = ""
-    host: str = ""  # the inventory's host name
-    account: str = ""
 
 
 def new_web_tag(now: float | None = None) -> str:
     """`aw-20261128T105300-1f2e3d4c`: audit-web's tags, apart from audit-shell's."""
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now))
     return f"aw-{stamp}-{secrets.token_hex(4)}"
-
-
-# -- the terminal's side ----------------------------------------------------
-
-
-def redeem(path: Path, token: str, client: str) -> Reply:
-    """Ask audit-web to use `token` for a session from `client`."""
-    request = json.dumps({"token": token[:200], "client": client[:200]}) + "\n"
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(IO_TIMEOUT_S)
-            s.connect(str(path))
-            s.sendall(request.encode())
-            data = _read_line(s)
-    except OSError as e:
-        raise RedeemError(f"cannot reach audit-web at {path}: {e.strerror or e}") from e
-    try:
-        fields = json.loads(data)
-        return Reply(
-            ok=fields["ok"] is True,
-            message=str(fields["message"]),
-            **{
-                k: str(fields.get(k) or "")
-                for k in ("tag", "web_user", "host", "account")
-            },
-        )
-    except (ValueError, TypeError, KeyError) as e:
-        raise RedeemError(f"audit-web at {path} answered nonsense") from e
-
-
-def _read_line(s: socket.socket) -> bytes:
-    data = b""
-    while b"\n" not in data and len(data) <= REQUEST_MAX_BYTES * 4:
-        chunk = s.recv(4096)
-        if not chunk:
-            break
-        data += chunk
-    return data.split(b"\n", 1)[0]
-
-
-# -- audit-web's side -------------------------------------------------------
 
 
 class Redeemer:
@@ -187,10 +133,10 @@ class _Handler(socketserver.BaseRequestHandler):
         creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
         _, uid, _ = _UCRED.unpack(creds)
         try:
-            request = _read_line(conn)
+            request = read_line(conn)
             try:
                 reply = self.server.redeemer.handle(request, uid)
-            except WebError as e:  # the store or the spool: say so, keep serving
+            except AgentError as e:  # the store or the spool: say so, keep serving
                 log.error("redeem: %s", e)
                 reply = Reply(False, "audit-web cannot serve tokens now")
             except OSError as e:

@@ -12,8 +12,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from agent.web_config import WebConfig
 from web import WebError
-from web.config import WebConfig
 from web.tokens import TokenStore
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"

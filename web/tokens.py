@@ -22,12 +22,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.web_config import FAILURE_WINDOW_S, FAILURES_MAX, TOKEN_TTL_S
 from web import WebError
 
 TOKEN_BYTES = 20  # 160 bits
-TOKEN_TTL_S = 300.0
-FAILURES_MAX = 5  # failed redemptions per client ...
-FAILURE_WINDOW_S = 300.0  # ... in this window, then refused until they age out
 KEEP_S = 86400.0  # used and expired tokens are purged after a day
 DB_TIMEOUT_S = 5.0
 

@@ -17,8 +17,8 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from agent.inventory import Target, groups_of
 from agent.records import iso
+from agent.web_config import WebConfig
 from web.auth import authenticate
-from web.config import WebConfig
 from web.tokens import TokenStore, Verdict
 
 log = logging.getLogger(__name__)

@@ -1,11 +1,9 @@
-"""Connection records ("intents"): who asked audit-shell for which host.
+"""The agent's side of the connection records: stored, then linked to sessions.
 
-audit-shell runs as the bastion user and cannot write the root-only store, so
-before it starts ssh it drops `<tag>.json` into a spool directory
-(default /var/spool/bastion-audit/intents, root's, mode 1733: anyone may
-create a file there, nobody may list it or touch another's file). The agent
-reads each new file, takes the bastion user from the file's *owner*, never
-from its text, stores it as a session document in status `pending`, and links
+audit-shell writes `<tag>.json` into the intents spool before it starts ssh
+(the format: agent/intent_file.py). The agent reads each new file, takes the
+bastion user from the file's *owner*, never from its text, stores it as a
+session document in status `pending`, and links
 the session it later builds from the strace log of an ssh with the same tag
 and owner to it. A connection whose ssh never shows up becomes `not-started`
 and stays in the audit trail. A file is removed once the store holds it
@@ -20,190 +18,31 @@ only from a file owned by root or by the configured `web_intents_user`.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
 import logging
 import os
 import pwd
 import queue
 import stat
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from agent import AgentError
-from agent.records import LOGIN_SHELL, NOT_STARTED, PENDING, WEB_TOKEN, Session
-from agent.store import Store
+from agent.daemon.store import Store
+from agent.intent_file import (
+    INTENT_MAX_BYTES,
+    SUFFIX,
+    Intent,
+    IntentError,
+    parse_intent,
+    user_name,
+)
+from agent.records import Session, SessionStatus
 from tracer.session_log import SessionStart
 from tracer.tags import valid_tag
 
 log = logging.getLogger(__name__)
 
-ORIGIN = LOGIN_SHELL
-ORIGINS = frozenset({LOGIN_SHELL, WEB_TOKEN})
-SUFFIX = ".json"
-INTENT_MAX_BYTES = 4096
 INCOMPLETE_GRACE_S = 10.0  # a file still empty or cut short this young: retry
 START_GRACE_S = 30.0  # no traced ssh this long after the intent: not-started
-_FIELD_MAX_CHARS = 256
-
-
-class IntentError(AgentError):
-    """A connection record that cannot be written or read."""
-
-
-@dataclass(frozen=True, slots=True)
-class Intent:
-    """A connection audit-shell is about to open, as the agent trusts it."""
-
-    tag: str
-    uid: int  # the spool file's owner: the one field the agent trusts
-    bastion_user: str
-    inventory_host: str
-    address: str
-    port: int
-    remote_account: str
-    client_addr: str | None
-    created_at: float
-    origin: str = ORIGIN
-    ssh_user: str = ""  # whose ssh to link, when not the bastion user's
-
-    def to_session(self, session_id: str) -> Session:
-        return Session(
-            id=session_id,
-            tag=self.tag,
-            bastion_user=self.bastion_user,
-            remote_user=self.remote_account,
-            host=self.address,
-            port=self.port,
-            ssh_pid=0,
-            tty="",
-            started_at=self.created_at,
-            status=PENDING,
-            origin=self.origin,
-            client_addr=self.client_addr,
-            inventory_host=self.inventory_host,
-            remote_account=self.remote_account,
-            runner=self.ssh_user,
-        )
-
-
-def client_addr_from(ssh_connection: str | None) -> str | None:
-    """The client's address from sshd's SSH_CONNECTION ("ip port ip port")."""
-    words = (ssh_connection or "").split()
-    return words[0][:_FIELD_MAX_CHARS] if len(words) == 4 else None
-
-
-# -- audit-shell's side ----------------------------------------------------
-
-
-def write_intent(
-    spool: Path,
-    tag: str,
-    inventory_host: str,
-    address: str,
-    port: int,
-    remote_account: str,
-    client_addr: str | None,
-    web_user: str | None = None,
-    ssh_user: str | None = None,
-) -> Path:
-    """Create `spool/<tag>.json` for our own uid; FileExistsError if taken.
-
-    O_EXCL and O_NOFOLLOW: a name someone else created (even a symlink) is
-    never written through; the caller picks another tag. `web_user` and
-    `ssh_user`: audit-web's record of a web-token session.
-    """
-    if not valid_tag(tag):
-        raise IntentError(f"invalid tag {tag!r}")
-    fields: dict[str, Any] = {
-        "v": 1,
-        "tag": tag,
-        "inventory_host": inventory_host,
-        "address": address,
-        "port": port,
-        "remote_account": remote_account,
-        "client_addr": client_addr,
-    }
-    if web_user is not None:
-        fields.update(origin=WEB_TOKEN, web_user=web_user, ssh_user=ssh_user)
-    data = json.dumps(fields, separators=(",", ":")).encode()
-    path = spool / f"{tag}{SUFFIX}"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(path, flags, 0o600)
-    try:
-        os.write(fd, data)  # one write, far below PIPE_BUF-like limits
-    finally:
-        os.close(fd)
-    return path
-
-
-# -- the agent's side ------------------------------------------------------
-
-
-def parse_intent(
-    data: bytes,
-    tag: str,
-    uid: int,
-    user: str,
-    created_at: float,
-    may_name_user: bool = False,
-) -> Intent:
-    """Check a spool file's text against its name; IntentError if unusable.
-
-    `may_name_user`: the file's owner is trusted to write web-token records.
-    """
-    try:
-        fields = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise IntentError(f"not JSON ({e})") from e
-    if not isinstance(fields, dict) or fields.get("v") != 1:
-        raise IntentError("not a version 1 connection record")
-    if fields.get("tag") != tag:
-        raise IntentError(f"its tag {fields.get('tag')!r} is not its name's")
-
-    def text(key: str, optional: bool = False) -> Any:
-        value = fields.get(key)
-        if value is None and optional:
-            return None
-        if not isinstance(value, str) or not value or len(value) > _FIELD_MAX_CHARS:
-            raise IntentError(f"bad {key}: {value!r:.80}")
-        if not value.isprintable():
-            raise IntentError(f"bad {key}: {value!r:.80}")
-        return value
-
-    port = fields.get("port")
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-        raise IntentError(f"bad port: {port!r:.80}")
-    origin, ssh_user = ORIGIN, ""
-    if "web_user" in fields or "origin" in fields:
-        if not may_name_user:
-            raise IntentError(f"uid {uid} may not write web-token records")
-        if fields.get("origin") != WEB_TOKEN:
-            raise IntentError(f"bad origin: {fields.get('origin')!r:.80}")
-        origin, user, ssh_user = WEB_TOKEN, text("web_user"), text("ssh_user")
-    return Intent(
-        origin=origin,
-        ssh_user=ssh_user,
-        tag=tag,
-        uid=uid,
-        bastion_user=user,
-        inventory_host=text("inventory_host"),
-        address=text("address"),
-        port=port,
-        remote_account=text("remote_account"),
-        client_addr=text("client_addr", optional=True),
-        created_at=created_at,
-    )
-
-
-def user_name(uid: int) -> str:
-    """The name session_tracker.sh would give the same uid (`id -nu`)."""
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return f"uid:{uid}"
 
 
 class IntentLinker:
@@ -231,7 +70,7 @@ class IntentLinker:
     def open(self) -> None:
         """Learn from the store which intents it holds and which are unlinked."""
         for session in self.store.sessions():
-            if session.origin not in ORIGINS:
+            if session.origin is None:
                 continue
             self._known.add(session.tag)
             if session.ssh_pid == 0:
@@ -245,8 +84,9 @@ class IntentLinker:
         for intent in self._scan():
             self.store.submit(self._adopt(intent))
         for tag, session in list(self._unlinked.items()):
-            if session.status == PENDING and now - session.started_at > START_GRACE_S:
-                session = dataclasses.replace(session, status=NOT_STARTED)
+            pending = session.status == SessionStatus.PENDING
+            if pending and now - session.started_at > START_GRACE_S:
+                session = session.never_started()
                 self._unlinked[tag] = session
                 log.warning(
                     "connection %s: %s -> %s@%s never started a traced ssh",
@@ -272,20 +112,12 @@ class IntentLinker:
                 intent.remote_user,
                 intent.host,
             )
-        return dataclasses.replace(
-            session,
-            id=intent.id,
-            bastion_user=intent.bastion_user,  # the web user, for a web token
-            origin=intent.origin,
-            client_addr=intent.client_addr,
-            inventory_host=intent.inventory_host,
-            remote_account=intent.remote_account,
-        )
+        return session.linked_to(intent)
 
     def flushed(self, sessions: list[Session]) -> None:
         """Store callback (writer thread): these sessions are durable."""
         for session in sessions:
-            if session.origin in ORIGINS:
+            if session.origin is not None:
                 self._durable.put(session.tag)
 
     def remove_durable(self) -> None:

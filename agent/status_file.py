@@ -1,6 +1,6 @@
-"""The running agent's state, for `audit-agent status` and monitoring.
+"""The status file: the running agent's state, for `audit-agent status` and monitoring.
 
-The daemon's main loop rewrites DATA_DIR/status.json every
+The daemon's main loop (agent/daemon/status.py) rewrites DATA_DIR/status.json every
 `status_interval_s`, atomically and root only: its pid and process start
 time, the live sessions and whether each ssh is traced, the straces, how far
 the ingest is behind the logs, the store's size and last write, the events
@@ -14,32 +14,27 @@ start time matches) and the file must be fresh (assess()).
 
 from __future__ import annotations
 
+import enum
 import json
-import os
-import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from agent import AgentError
-from agent.recording import CAST_SUFFIX, CASTS_DIR
-from agent.records import ENDED, RecordError, iso, parse_iso
-from agent.store import list_shards, write_atomic
-from tracer.discovery import is_alive, read_start_ticks, read_tracer_pid
-
-if TYPE_CHECKING:
-    from agent.events import EventSink
-    from agent.ingest import Ingest
-    from agent.recording import Recorder
-    from agent.store import Store
-    from tracer.supervisor import Supervisor
+from agent.files import write_atomic
+from agent.records import RecordError, iso, parse_iso
+from tracer.discovery import is_alive
 
 STATUS_FILE = "status.json"
 STALE_INTERVALS = 3  # a status older than this many intervals is stale...
 MIN_STALE_S = 10.0  # ...and never sooner than this
 DEFAULT_MAX_LAG_BYTES = 64 << 20
-RUNNING, STOPPED = "running", "stopped"
+
+
+class AgentState(enum.StrEnum):
+    RUNNING = "running"
+    STOPPED = "stopped"  # the last write of a clean stop
 
 
 class StatusError(AgentError):
@@ -75,7 +70,7 @@ class StraceProcess:
 class AgentStatus:
     pid: int
     start_ticks: int
-    state: str  # "running" or "stopped"
+    state: AgentState
     started_at: float
     updated_at: float
     interval_s: float
@@ -116,6 +111,7 @@ class AgentStatus:
             values["straces"] = tuple(
                 StraceProcess(**s) for s in values.get("straces", ())
             )
+            values["state"] = AgentState(values["state"])
             return cls(**values)
         except (KeyError, TypeError, ValueError, RecordError) as e:
             raise StatusError(f"bad status document: {e}") from e
@@ -123,105 +119,6 @@ class AgentStatus:
 
 def status_path(data_dir: Path) -> Path:
     return data_dir / STATUS_FILE
-
-
-def _size(path: Path) -> int:
-    try:
-        return os.stat(path).st_size
-    except OSError:
-        return 0
-
-
-def _dir_size(path: Path) -> int:
-    try:
-        with os.scandir(path) as entries:
-            return sum(e.stat().st_size for e in entries if e.is_file())
-    except OSError:
-        return 0
-
-
-def collect(
-    *,
-    started_at: float,
-    interval_s: float,
-    data_dir: Path,
-    store: Store,
-    ingest: Ingest,
-    supervisor: Supervisor,
-    recorder: Recorder | None,
-    sink: EventSink | None,
-    state: str = RUNNING,
-) -> AgentStatus:
-    """The agent's state now (main thread; the others' dicts are copied whole)."""
-    lag: dict[str, int] = {}
-    logs = 0
-    for follower in list(ingest.followers.values()):
-        if follower.finished:
-            continue
-        logs += 1
-        behind = max(0, _size(follower.path) - follower.decoder.offset)
-        lag[follower.session.id] = lag.get(follower.session.id, 0) + behind
-    casts = data_dir / CASTS_DIR
-    sessions = []
-    for s in sorted(store.sessions(), key=lambda s: s.started_at):
-        if s.status in ENDED:
-            continue
-        alive = is_alive(s.identity)
-        sessions.append(
-            LiveSession(
-                id=s.id,
-                tag=s.tag,
-                bastion_user=s.bastion_user,
-                remote_user=s.remote_user,
-                host=s.host,
-                port=s.port,
-                started_at=s.started_at,
-                command_count=s.command_count,
-                ssh_pid=s.ssh_pid,
-                ssh_alive=alive,
-                tracer_pid=read_tracer_pid(s.ssh_pid) if alive else 0,
-                lag_bytes=lag.get(s.id, 0),
-                recording_bytes=_size(casts / f"{s.id}{CAST_SUFFIX}"),
-            )
-        )
-    straces = tuple(
-        StraceProcess(
-            w.tracker.tracer_pid, w.ssh.tag, w.ssh.pid, w.tracker.popen is None
-        )
-        for w in list(supervisor.watches.values())
-        if w.tracker is not None and w.tracker.running()
-    )
-    shards = list_shards(store.store_dir)
-    events: dict[str, Any] | None = None
-    if sink is not None:
-        events = {"to": sink.description, **asdict(sink.stats)}
-        for key in ("last_error_at", "last_ok_at"):
-            events[key] = iso(events[key]) if events[key] is not None else None
-    failing = store.flush_error_at is not None and (
-        store.flushed_at is None or store.flush_error_at > store.flushed_at
-    )
-    return AgentStatus(
-        pid=os.getpid(),
-        start_ticks=read_start_ticks(os.getpid()) or 0,
-        state=state,
-        started_at=started_at,
-        updated_at=time.time(),
-        interval_s=interval_s,
-        data_dir=str(data_dir),
-        sessions=tuple(sessions),
-        straces=straces,
-        ingest_lag_bytes=sum(lag.values()),
-        logs=logs,
-        store_bytes=sum(_size(p) for p in shards),
-        shards=len(shards),
-        recordings_bytes=_dir_size(casts),
-        recording_errors=recorder.errors if recorder is not None else 0,
-        pending_commands=store.pending_count,
-        last_flush_at=store.flushed_at,
-        flush_errors=store.flush_errors,
-        store_failing=failing,
-        events=events,
-    )
 
 
 def write_status(data_dir: Path, status: AgentStatus) -> None:
@@ -253,7 +150,9 @@ def read_status(data_dir: Path) -> AgentStatus | None:
 
 def agent_running(status: AgentStatus) -> bool:
     """Whether the pid in the status is still that very agent process."""
-    return status.state == RUNNING and is_alive((status.pid, status.start_ticks))
+    return status.state == AgentState.RUNNING and is_alive(
+        (status.pid, status.start_ticks)
+    )
 
 
 def assess(
@@ -262,7 +161,7 @@ def assess(
     """What is wrong, one line each; an empty list means healthy."""
     if status is None:
         return ["the agent is not running (it never wrote a status here)"]
-    if status.state == STOPPED:
+    if status.state == AgentState.STOPPED:
         return [f"the agent is not running (it stopped at {iso(status.updated_at)})"]
     if not agent_running(status):
         return [

@@ -16,19 +16,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from agent.cli import (
-    ExitStatus,
+from agent.casts import cast_path
+from agent.config import reading_config
+from agent.exits import ExitStatus, run_main
+from agent.reader import load
+from agent.records import Session, SessionStatus, iso
+from agent.tools.options import (
     Filter,
     add_reading_options,
     add_time_options,
     printable,
-    reading_config,
-    run_cli,
 )
-from agent.reader import load
-from agent.recording import cast_path
-from agent.records import CLOSED, LIVE, TERMINATED, Session, iso
-from agent.status_view import human_age, human_bytes
+from agent.tools.status_view import human_age, human_bytes
 
 PROG = "audit-sessions"
 FORMATS = ("table", "json", "jsonl", "csv")
@@ -140,7 +139,7 @@ def write_table(sessions: list[Session], data_dir: Path, out: IO[str]) -> None:
         table.add_column(header, no_wrap=header != "who")
     for session in sessions:
         cells = row(session, data_dir, now)
-        style = "green" if session.status == LIVE else ""
+        style = "green" if session.status == SessionStatus.LIVE else ""
         table.add_row(*(Text(c) for c in cells), style=style)
     Console(file=out, highlight=False).print(table)
 
@@ -169,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_time_options(parser, "sessions running")
     parser.add_argument(
         "--status",
-        choices=(LIVE, CLOSED, TERMINATED, "pending", "not-started"),
+        choices=tuple(SessionStatus),
         help="only these",
     )
     parser.add_argument("--format", choices=FORMATS, default="table")
@@ -193,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{PROG}: warning: {error}; listed the rest", file=sys.stderr)
         return ExitStatus.PARTIAL if snapshot.errors else ExitStatus.SUCCESS
 
-    return run_cli(PROG, body)
+    return run_main(PROG, body)
 
 
 if __name__ == "__main__":

@@ -38,3 +38,11 @@ def quarantine(path: Path, quarantine_dir: Path, *, move: bool) -> Path:
     finally:
         os.close(src)
     return target
+
+
+def keep(path: Path, quarantine_dir: Path, *, move: bool) -> str:
+    """Quarantine `path`; where it went, for the one log line that says so."""
+    try:
+        return str(quarantine(path, quarantine_dir, move=move))
+    except OSError as e:
+        return f"nowhere ({e.strerror})"

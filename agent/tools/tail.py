@@ -18,20 +18,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from agent.cli import (
-    ExitStatus,
-    Filter,
-    add_reading_options,
-    printable,
-    reading_config,
-    run_cli,
-)
-from agent.config import ConfigError, config_source
-from agent.export import JsonRecords
+from agent.config import ConfigError, config_source, reading_config
+from agent.exits import ExitStatus, run_main
+from agent.export_record import JsonRecords
 from agent.highlight import HighlightRule, active_rules, matching
 from agent.reader import StoreFollower, check_data_dir
 from agent.records import Command, Session, iso
-from agent.status import StatusError, agent_running, read_status
+from agent.status_file import StatusError, agent_running, read_status
+from agent.tools.options import Filter, add_reading_options, printable
 
 PROG = "audit-tail"
 FOLLOW_INTERVAL_S = 0.25
@@ -236,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             printer.close()
 
-    return run_cli(PROG, body, ctrl_c_status=ExitStatus.SUCCESS)
+    return run_main(PROG, body, ctrl_c_status=ExitStatus.SUCCESS)
 
 
 def follow(args: argparse.Namespace, selection: Filter, printer: Any) -> int:

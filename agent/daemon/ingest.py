@@ -9,36 +9,31 @@ counts, whoever started its strace (the agent, or a user through sudo).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from agent.intents import IntentLinker
-from agent.quarantine import quarantine
-from agent.recording import Recorder
-from agent.recordings import (
-    OPEN_FLAGS,
-    RECORDING_MAX_BYTES,
+from agent.daemon.follower import LogFollower
+from agent.daemon.intents import IntentLinker
+from agent.daemon.quarantine import keep
+from agent.daemon.recorder import Recorder
+from agent.daemon.spool import (
     STRACE_SUFFIX,
-    Decoder,
-    RecordingError,
-    check_file,
+    SpoolError,
     decoder_for,
     read_recording_start,
     spool_usable,
 )
-from agent.records import CLOSED, ENDED, Command, Session, iso
-from agent.store import Store
+from agent.daemon.store import Store
+from agent.records import ENDED, Command, Session, iso
 from parsers.chunk_log import SUFFIX as CHUNK_SUFFIX
-from parsers.events import Event, Marker, MarkerKind
 from parsers.pipeline import CommandPipeline
 from tracer.discovery import is_alive
 from tracer.session_log import SessionLogError, read_start
@@ -47,45 +42,16 @@ from tracer.tags import parse_ssh_argv
 log = logging.getLogger(__name__)
 
 LOG_SUFFIX = STRACE_SUFFIX
-READ_CHUNK_BYTES = 1 << 20
-MAX_READ_PER_ROUND_BYTES = 16 << 20  # then let the other sessions have a turn
 RESCAN_INTERVAL_S = 1.0  # a safety net under inotify
 INGEST_NICE = 10  # parsing yields the CPU to the sessions it audits
 
 
-def _with_gap(session: Session, start: float, end: float | None) -> Session:
-    """The session with the gap from `start` open (end None) or closed.
+@dataclass(frozen=True, slots=True)
+class IngestSnapshot:
+    """What `audit-agent status` shows of the ingest."""
 
-    Idempotent: re-reading a log after a restart meets the same gap again,
-    with its times as exact as the log has them, while the store kept them to
-    the millisecond; so gaps compare as the store writes them.
-    """
-
-    def key(t: float | None) -> str | None:
-        return iso(t) if t is not None else None
-
-    gaps = [g for g in session.gaps if (key(g[0]), g[1]) != (key(start), None)]
-    if all((key(a), key(b)) != (key(start), key(end)) for a, b in gaps):
-        gaps.append((start, end))
-    return dataclasses.replace(session, gaps=tuple(gaps))
-
-
-@dataclass
-class LogFollower:
-    """One session log being read."""
-
-    path: Path
-    session: Session
-    decoder: Decoder
-    pipeline: CommandPipeline
-    inode: int = 0
-    interactive: bool = True
-    gap_since: float | None = None  # bytes may be missing from here on
-    finished: bool = False
-    pending_commands: list[Command] = field(default_factory=list)
-    spooled: bool = False  # a paramiko recording in the spool, written by its user
-    owner_uid: int | None = None  # a spooled recording's owner, checked at each read
-    last_time: float = 0.0  # of the last event read
+    logs: int  # session logs being followed
+    lag_bytes: dict[str, int]  # per session id: log bytes not ingested yet
 
 
 class _Wakeup(FileSystemEventHandler):
@@ -113,12 +79,12 @@ class Ingest:
         recordings_dir: Path | None = None,
     ) -> None:
         self.logs_dir = logs_dir
-        # audit-shell's paramiko recordings (agent/recordings.py), read in place.
+        # audit-shell's paramiko recordings (agent/daemon/spool.py), read in place.
         self.recordings_dir = recordings_dir
         self.store = store
         self.retention_s = retention_s
         self.intents = intents  # audit-shell's connection records, if collected
-        self.recorder = recorder  # sees every event; committed before each submit
+        self.recorder = recorder  # the followers feed it every event
         self.followers: dict[Path, LogFollower] = {}
         self._ignored: set[Path] = set()  # logs already reported as unusable
         self._dirty: set[Path] = set()
@@ -130,7 +96,6 @@ class Ingest:
         self.quarantine_dir = logs_dir.parent / "quarantine"
         self._observer: Observer | None = None  # type: ignore[valid-type]
         self._thread: threading.Thread | None = None
-        self.junk_lines = 0
 
     # -- lifecycle -------------------------------------------------------
 
@@ -163,6 +128,33 @@ class Ingest:
         self._take_intents()
         self.scan()
         self.process_all(final=True)
+
+    def __enter__(self) -> Ingest:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def snapshot(self) -> IngestSnapshot:
+        """Followed logs and how far behind each is (any thread).
+
+        The followers are copied whole first; an offset read while the ingest
+        thread moves it is at worst one read old.
+        """
+        lag: dict[str, int] = {}
+        logs = 0
+        for follower in list(self.followers.values()):
+            if follower.finished:
+                continue
+            logs += 1
+            try:
+                size = os.stat(follower.path).st_size
+            except OSError:
+                size = 0
+            behind = max(0, size - follower.decoder.offset)
+            lag[follower.session.id] = lag.get(follower.session.id, 0) + behind
+        return IngestSnapshot(logs=logs, lag_bytes=lag)
 
     def wake(self, path: Path | None = None) -> None:
         if path is not None:
@@ -244,31 +236,10 @@ class Ingest:
                 self._check_recorder(follower)
 
     def _check_recorder(self, follower: LogFollower) -> None:
-        """A paramiko recording whose writer is gone without an end line.
-
-        The log was read to its end just now; read once more after the check,
-        so that an end line written just before the process went still counts.
-        """
+        """A paramiko recording whose writer is gone without an end line."""
         if is_alive(follower.session.identity):
             return
-        self._read(follower, final=True)
-        if follower.finished:
-            return
-        gone = time.time()
-        log.error(
-            "session %s: its recorder (pid %d) is gone without an end line; "
-            "closing it with a gap from the last record",
-            follower.session.id,
-            follower.session.ssh_pid,
-        )
-        if follower.gap_since is None:
-            follower.gap_since = follower.last_time or follower.session.started_at
-        self._apply(
-            follower,
-            Marker(
-                gone, MarkerKind.END, {"reason": "recorder ended without an end line"}
-            ),
-        )
+        follower.recorder_gone()
         self._submit(follower)
 
     # -- one log ---------------------------------------------------------
@@ -282,9 +253,9 @@ class Ingest:
                 follower = self._open(path)
             except FileNotFoundError:
                 return
-            except (SessionLogError, RecordingError) as e:
+            except (SessionLogError, SpoolError) as e:
                 self._ignored.add(path)
-                where = self._keep(path, move=True)
+                where = keep(path, self.quarantine_dir, move=True)
                 log.error("%s; moved it to %s, left out of the store", e, where)
                 return
             if follower is None:
@@ -292,7 +263,9 @@ class Ingest:
             self.followers[path] = follower
         if follower.finished:
             return
-        self._read(follower, final)
+        if follower.read(final):
+            self.wake(follower.path)  # more than a round's budget: come back soon
+        self._submit(follower)
 
     def _is_log(self, path: Path) -> bool:
         if path.parent == self.logs_dir:
@@ -315,7 +288,7 @@ class Ingest:
         if session is not None and spooled and session.log != path.name:
             # A user's file may name any process: it never joins a session
             # that another log feeds.
-            raise RecordingError(
+            raise SpoolError(
                 f"recording {path} claims session {session.id} of {session.log}"
             )
         if session is None:
@@ -327,14 +300,13 @@ class Ingest:
                 self._take_intents()
                 session = self.intents.link(start, session)
             commands: list[Command] = []
-            if session.remote_command:
+            remote_command = session.remote_command
+            if remote_command:
                 # `ssh host cmd`: argv says what runs; the shell never shows it.
+                session = session.counted()
                 commands.append(
-                    Command(
-                        session.id, 1, iso(start.started_at), session.remote_command
-                    )
+                    Command(session.id, 1, iso(start.started_at), remote_command)
                 )
-                session = dataclasses.replace(session, command_count=1)
             self.store.submit(session, commands)
             log.info(
                 "session %s: %s -> %s@%s:%s on %s",
@@ -350,6 +322,8 @@ class Ingest:
             session=session,
             decoder=decoder_for(path.name, start.tty),
             pipeline=CommandPipeline(session.checkpoint),
+            quarantine_dir=self.quarantine_dir,
+            recorder=self.recorder,
             inode=inode,
             spooled=spooled,
             owner_uid=start.uid if spooled else None,
@@ -364,167 +338,8 @@ class Ingest:
             follower.decoder.offset = session.checkpoint.offset
         return follower
 
-    def _read(self, follower: LogFollower, final: bool) -> None:
-        try:
-            fd = os.open(follower.path, OPEN_FLAGS)
-        except FileNotFoundError:
-            self._lost(follower, "its log was removed under the agent")
-            return
-        except OSError as e:  # a symlink put in its place (ELOOP)
-            self._lost(follower, f"its log cannot be opened any more ({e.strerror})")
-            return
-        try:
-            if follower.spooled:  # a user's file: as trusted as when it was opened
-                try:
-                    check_file(fd, follower.path, follower.owner_uid)
-                except RecordingError as e:
-                    self._lost(follower, str(e))
-                    return
-            st = os.fstat(fd)
-            if st.st_ino != follower.inode or st.st_size < follower.decoder.offset:
-                self._changed_under_us(follower, st.st_ino, st.st_size)
-            if follower.spooled and st.st_size > RECORDING_MAX_BYTES:
-                self._lost(follower, f"recording over {RECORDING_MAX_BYTES} bytes")
-                return
-            budget = MAX_READ_PER_ROUND_BYTES
-            while budget > 0:
-                data = os.pread(fd, READ_CHUNK_BYTES, follower.decoder.offset)
-                if not data:
-                    break
-                budget -= len(data)
-                for event in follower.decoder.feed(data):
-                    self._apply(follower, event)
-                if follower.finished:
-                    break
-            if budget <= 0:
-                self.wake(follower.path)
-        finally:
-            os.close(fd)
-        if final and not follower.finished:
-            for event in follower.decoder.finish():
-                self._apply(follower, event)
-        self._submit(follower)
-
-    def _changed_under_us(self, follower: LogFollower, inode: int, size: int) -> None:
-        """The log was truncated or replaced: it is no longer what we read.
-
-        What was stored stays; a copy of what is there now goes to quarantine;
-        a gap opens on the session, and reading goes on from the file's end.
-        """
-        how = "replaced" if inode != follower.inode else "truncated"
-        target = self._keep(follower.path, move=False)
-        log.error(
-            "session %s: log %s was %s under the agent; kept a copy at %s, "
-            "marked a gap, reading on from its end",
-            follower.session.id,
-            follower.path,
-            how,
-            target,
-        )
-        follower.inode = inode
-        follower.decoder = decoder_for(follower.path.name, follower.decoder.tty, size)
-        follower.pipeline.lose_track()
-        if follower.gap_since is None:
-            follower.gap_since = time.time()
-            follower.session = _with_gap(follower.session, follower.gap_since, None)
-
-    def _keep(self, path: Path, move: bool) -> str:
-        """Quarantine `path`; where it went, for the one log line."""
-        try:
-            return str(quarantine(path, self.quarantine_dir, move=move))
-        except OSError as e:
-            return f"nowhere ({e.strerror})"
-
-    def _lost(self, follower: LogFollower, why: str) -> None:
-        """Nothing more can be read for this session: close it, saying why."""
-        now = time.time()
-        session = follower.session
-        log.error("session %s: %s; closing it", session.id, why)
-        follower.session = dataclasses.replace(
-            _with_gap(session, follower.gap_since or now, None),
-            status=CLOSED,
-            ended_at=now,
-            end_reason=why,
-        )
-        follower.finished = True
-        self._submit(follower)
-
-    def _apply(self, follower: LogFollower, event: Event) -> None:
-        if follower.finished:
-            return
-        follower.last_time = event.time
-        if self.recorder is not None:
-            self.recorder.event(follower.session, follower.inode, event)
-        commands = follower.pipeline.feed(event) if follower.interactive else []
-        for shell_command in commands:
-            seq = follower.session.command_count + 1
-            follower.pending_commands.append(
-                Command(
-                    follower.session.id,
-                    seq,
-                    iso(shell_command.time),
-                    shell_command.text,
-                    shell_command.cancelled,
-                )
-            )
-            follower.session = dataclasses.replace(
-                follower.session,
-                command_count=seq,
-                checkpoint=shell_command.checkpoint,
-            )
-        session = follower.session
-        if isinstance(event, Marker) and event.kind is MarkerKind.DETACH:
-            if follower.gap_since is None:
-                # Open at once, so that a live session shows it: [from, null].
-                follower.gap_since = event.time
-                reason = event.fields.get("reason", "no reason given")
-                log.warning("session %s: tracer detached (%s)", session.id, reason)
-                follower.session = _with_gap(session, event.time, None)
-            return
-        if follower.gap_since is not None:
-            # The first thing seen after a gap closes it: a re-attach, data,
-            # or the end of the session.
-            session = follower.session = _with_gap(
-                session, follower.gap_since, event.time
-            )
-            follower.gap_since = None
-        if isinstance(event, Marker) and event.kind is MarkerKind.END:
-            self._close(follower, event)
-
-    def _close(self, follower: LogFollower, end: Marker) -> None:
-        status = end.fields.get("status")
-        follower.session = dataclasses.replace(
-            follower.session,
-            status=status if status in ENDED else CLOSED,
-            ended_at=end.time,
-            end_reason=str(end.fields.get("reason") or "ended"),
-        )
-        follower.finished = True
-        session = follower.session
-        junk = follower.decoder.stats.junk
-        log.info(
-            "session %s closed: %s, %d commands",
-            session.id,
-            session.end_reason,
-            session.command_count,
-        )
-        if junk:
-            self.junk_lines += junk
-            where = self._keep(follower.path, move=False)
-            log.error(
-                "session %s: %d unreadable lines in %s (last: %r); kept a copy at %s",
-                session.id,
-                junk,
-                follower.path,
-                follower.decoder.stats.last_junk[:80],
-                where,
-            )
-
     def _submit(self, follower: LogFollower) -> None:
-        if self.recorder is not None:
-            # The recording must reach as far as the checkpoint about to be stored.
-            self.recorder.commit(follower.session)
-        commands, follower.pending_commands = follower.pending_commands, []
+        commands = follower.take_commands()
         if commands or follower.session != self.store.find(follower.session.identity):
             self.store.submit(follower.session, commands)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import json
 import os
 import sys
 import tempfile
@@ -17,70 +16,22 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from agent.cli import (
-    ExitStatus,
-    Filter,
-    add_reading_options,
-    add_time_options,
-    reading_config,
-    run_cli,
+from agent.casts import CastError, cast_path, read_cast
+from agent.config import reading_config
+from agent.exits import ExitStatus, run_main
+from agent.export_record import (
+    COMMAND_FIELDS,
+    FIELDS,
+    JsonRecords,
+    session_fields,
 )
 from agent.reader import Snapshot, load
-from agent.recording import RecordingError, cast_path, read_cast
 from agent.records import Command, Session
+from agent.tools.options import Filter, add_reading_options, add_time_options
 
 PROG = "audit-export"
 FORMATS = ("json", "jsonl", "csv")
-# The order of the fields in a record, and of the columns in CSV.
-FIELDS = (
-    "session",
-    "seq",
-    "time",
-    "command",
-    "cancelled",
-    "tag",
-    "bastion_user",
-    "remote_user",
-    "host",
-    "port",
-    "ssh_pid",
-    "tty",
-    "session_started_at",
-    "session_ended_at",
-    "session_status",
-    "origin",
-    "client_addr",
-    "inventory_host",
-    "remote_account",
-    "recorder",
-)
-COMMAND_FIELDS = 5  # the first five come from the command, the rest its session
 PROGRESS_EVERY = 20_000  # commands between two progress updates
-
-
-def session_fields(session: Session) -> dict[str, Any]:
-    """The fields every exported command carries from its session."""
-    public = session.public_fields()
-    return {
-        "tag": session.tag,
-        "bastion_user": session.bastion_user,
-        "remote_user": session.remote_user,
-        "host": session.host,
-        "port": session.port,
-        "ssh_pid": session.ssh_pid,
-        "tty": session.tty,
-        "session_started_at": public["started_at"],
-        "session_ended_at": public["ended_at"],
-        "session_status": session.status,
-        # From the connection record (agent/intents.py): audit-shell or
-        # web-token; null for a tagged ssh started directly.
-        "origin": session.origin,
-        "client_addr": session.client_addr,
-        "inventory_host": session.inventory_host,
-        "remote_account": session.remote_account,
-        # strace or paramiko; null for sessions stored before it was kept.
-        "recorder": session.recorder,
-    }
 
 
 def select(
@@ -105,52 +56,6 @@ def select(
         if selection.command_matches(command, session):
             yield command, session
     scanned(len(snapshot.commands))
-
-
-def flat_record(command: Command, session: Session | None) -> dict[str, Any]:
-    """One exported command with its session's fields (README: export fields)."""
-    record: dict[str, Any] = {
-        "session": command.session,
-        "seq": command.seq,
-        "time": command.time,
-        "command": command.command,
-        "cancelled": command.cancelled,
-    }
-    if session is not None:
-        record.update(session_fields(session))
-    return record
-
-
-class JsonRecords:
-    """flat_record() as JSON text, fast enough for a million records.
-
-    The session's fields are encoded once per session and the command's four
-    by hand; the text is exactly what json.dumps(flat_record(...),
-    ensure_ascii=False) gives, at a third of the cost.
-    """
-
-    def __init__(self) -> None:
-        self._tails: dict[str, str] = {}
-
-    def text(self, command: Command, session: Session | None) -> str:
-        tail = "}"
-        if session is not None:
-            tail = self._tails.get(session.id) or self._tail(session)
-        return (
-            f'{{"session": {_string(command.session)}, "seq": {command.seq}, '
-            f'"time": {_string(command.time)}, "command": {_string(command.command)}, '
-            f'"cancelled": {"true" if command.cancelled else "false"}{tail}'
-        )
-
-    def _tail(self, session: Session) -> str:
-        tail = self._tails[session.id] = (
-            ", " + _ENCODER.encode(session_fields(session))[1:]
-        )
-        return tail
-
-
-_ENCODER = json.JSONEncoder(ensure_ascii=False)
-_string = json.encoder.encode_basestring
 
 
 def write_csv(rows: Iterator[tuple[Command, Session | None]], out: IO[str]) -> int:
@@ -252,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{PROG}: warning: {error}; exported the rest", file=sys.stderr)
         return ExitStatus.PARTIAL if snapshot.errors else ExitStatus.SUCCESS
 
-    return run_cli(PROG, body)
+    return run_main(PROG, body)
 
 
 def find_cast(data_dir: Path, name: str) -> Path:
@@ -263,14 +168,14 @@ def find_cast(data_dir: Path, name: str) -> Path:
     snapshot = load(data_dir)
     ids = sorted(s.id for s in snapshot.sessions.values() if name in (s.id, s.tag))
     if len(ids) > 1:
-        raise RecordingError(
+        raise CastError(
             f"tag {name!r} names {len(ids)} sessions ({', '.join(ids)}): pick one"
         )
     if not ids:
-        raise RecordingError(f"no session {name!r} in {data_dir}")
+        raise CastError(f"no session {name!r} in {data_dir}")
     path = cast_path(data_dir, ids[0])
     if not path.exists():
-        raise RecordingError(f"session {ids[0]} has no recording (at {path})")
+        raise CastError(f"session {ids[0]} has no recording (at {path})")
     return path
 
 

@@ -1,7 +1,7 @@
 """audit-shell's side of a paramiko recording: `<tag>.chunks` in the spool.
 
 The file is created O_EXCL|O_NOFOLLOW, mode 0600, owned by the bastion user
-(the agent checks that owner against the start line, agent/recordings.py).
+(the agent checks that owner against the start line, agent/daemon/spool.py).
 Every record is one O_APPEND write of whole lines (parsers/chunk_log.py), made
 *before* the bytes it holds are relayed, so nothing crosses unrecorded.
 
@@ -11,7 +11,7 @@ the file back to its last whole line, goes on, and when a write works again
 first writes a `detach` line timed when writing stopped, which the ingest
 turns into a gap [from, to]. If no write ever works again, the agent closes
 the session when the recorder process is gone, with a gap from its last
-record (agent/ingest.py).
+record (agent/daemon/ingest.py).
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ class ChunkWriter:
         # A line cut short would be junk to the agent: back to the last whole one.
         with contextlib.suppress(OSError):
             os.ftruncate(self.fd, self.size)
-        if self.mode is Mode.STRICT:
+        if self.mode == Mode.STRICT:
             raise RecorderFailed(why) from error
         if self.gap_since is None:
             self.gap_since = time.time()

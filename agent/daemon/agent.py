@@ -1,14 +1,17 @@
 """The agent: discovery, straces, ingest and store wired into one daemon.
 
-Threads and processes, and who stops them:
+Threads and processes, and who stops them (one ExitStack, unwound in the
+reverse order of the start):
 - the main thread polls for tagged ssh clients and supervises their straces;
 - the Supervisor owns the straces (stopped first, so every log ends whole);
+- the Recorder's casts are committed and closed after the ingest's last read;
 - the Ingest owns the watchdog observer and the ingest thread (stopped
-  second, after reading every log to its end once more);
-- the Store owns the writer thread (stopped third, with a final flush);
+  after the supervisor, reading every log to its end once more);
+- the Store owns the writer thread (stopped after the ingest, with a final
+  flush);
 - the EventSink, when configured, owns the events thread (stopped last, after
   the final flush has handed it everything durable).
-The main loop also rewrites DATA_DIR/status.json (agent/status.py).
+The main loop also rewrites DATA_DIR/status.json (agent/daemon/status.py).
 SIGTERM, SIGINT and SIGHUP all lead to that one orderly stop.
 """
 
@@ -27,12 +30,13 @@ from types import FrameType
 
 from agent import AgentError
 from agent.config import Config
-from agent.events import EventSink, stored_batch
-from agent.ingest import Ingest
-from agent.intents import IntentLinker
-from agent.recording import Recorder
-from agent.status import RUNNING, STOPPED, collect, write_status
-from agent.store import Store
+from agent.daemon.events import EventSink, stored_batch
+from agent.daemon.ingest import Ingest
+from agent.daemon.intents import IntentLinker
+from agent.daemon.recorder import Recorder
+from agent.daemon.status import collect
+from agent.daemon.store import Store
+from agent.status_file import AgentState, write_status
 from tracer.discovery import Discovery, read_start_ticks
 from tracer.supervisor import Limits, Supervisor
 
@@ -141,36 +145,30 @@ class Agent:
         check_can_run(self.config)
         prepare_data_dir(self.config.data_dir)
         self.store.open()
-        if self.sink is not None:
-            data_dir = self.config.data_dir
-            self.sink.open(
-                self.store.sessions(), lambda ids: stored_batch(data_dir, ids)
-            )
-            self.sink.start()
         try:
-            self.store.start()
-            try:
-                self.ingest.start()
-                try:
-                    log.info(
-                        "auditing tagged ssh sessions into %s (poll every %.2fs)",
-                        self.config.data_dir,
-                        self.config.poll_interval_s,
+            with contextlib.ExitStack() as running:
+                if self.sink is not None:
+                    data_dir = self.config.data_dir
+                    self.sink.open(
+                        self.store.sessions(), lambda ids: stored_batch(data_dir, ids)
                     )
-                    if self.sink is not None:
-                        log.info("events to %s", self.sink.description)
-                    self._loop()
-                finally:
-                    self.supervisor.stop()
-                    self.ingest.stop()
-                    if self.recorder is not None:
-                        self.recorder.close_all()
-            finally:
-                self.store.stop()
+                    running.enter_context(self.sink)
+                self.store.start()
+                running.callback(self.store.stop)
+                if self.recorder is not None:
+                    running.enter_context(self.recorder)
+                running.enter_context(self.ingest)
+                running.callback(self.supervisor.stop)
+                log.info(
+                    "auditing tagged ssh sessions into %s (poll every %.2fs)",
+                    self.config.data_dir,
+                    self.config.poll_interval_s,
+                )
+                if self.sink is not None:
+                    log.info("events to %s", self.sink.description)
+                self._loop()
         finally:
-            if self.sink is not None:
-                self.sink.stop()
-            self._write_status(STOPPED)
+            self._write_status(AgentState.STOPPED)
             log.info("stopped")
 
     def _loop(self) -> None:
@@ -191,10 +189,10 @@ class Agent:
                     self.stop_event.set()
             if now - self._status_at >= self.config.status_interval_s:
                 self._status_at = now
-                self._write_status(RUNNING)
+                self._write_status(AgentState.RUNNING)
             self.stop_event.wait(self.config.poll_interval_s)
 
-    def _write_status(self, state: str) -> None:
+    def _write_status(self, state: AgentState) -> None:
         try:
             write_status(
                 self.config.data_dir,
@@ -202,11 +200,11 @@ class Agent:
                     started_at=self.started_at,
                     interval_s=self.config.status_interval_s,
                     data_dir=self.config.data_dir,
-                    store=self.store,
-                    ingest=self.ingest,
-                    supervisor=self.supervisor,
-                    recorder=self.recorder,
-                    sink=self.sink,
+                    store=self.store.snapshot(),
+                    ingest=self.ingest.snapshot(),
+                    supervisor=self.supervisor.snapshot(),
+                    recorder=self.recorder.snapshot() if self.recorder else None,
+                    sink=self.sink.snapshot() if self.sink else None,
                     state=state,
                 ),
             )

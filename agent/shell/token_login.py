@@ -3,7 +3,7 @@
 It asks for the one-time token audit-web gave the person, hands it to
 audit-web's redemption socket (web/redeem.py), and on success opens the
 token's host and account with the tagged ssh, relayed like audit-shell's
-(agent/relay.py). audit-web, not this program, writes the connection record
+(agent/shell/relay.py). audit-web, not this program, writes the connection record
 that names the web user: this runs as the terminal's shared service account,
 which must not be able to say whose session it is. Any failure: one line,
 then exit, and shellinaboxd closes the terminal. No shell is ever run.
@@ -11,16 +11,18 @@ then exit, and shellinaboxd closes the terminal. No shell is ever run.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pwd
 import select
-import syslog
 import time
 from pathlib import Path
 
+from agent import AgentError
+from agent.exits import ExitStatus
 from agent.inventory import Target
-from agent.relay import (
+from agent.redemption import redeem
+from agent.shell.connect import log_line, managed_known_hosts, open_session
+from agent.shell.relay import (
     Outcome,
     ShellSignals,
     Timers,
@@ -28,9 +30,7 @@ from agent.relay import (
     terminal_mode,
     write_all,
 )
-from web import WebError
-from web.config import load_web_config
-from web.redeem import redeem
+from agent.web_config import load_web_config
 
 TOKEN_PROMPT_TIMEOUT_S = 120.0
 TOKEN_MAX_CHARS = 100
@@ -40,7 +40,7 @@ _ERASE = (b"\x7f", b"\x08")
 _GIVE_UP = (b"\x03", b"\x04")  # Ctrl-C, Ctrl-D
 
 
-class TokenLoginError(WebError):
+class TokenLoginError(AgentError):
     """The token was refused, or the session cannot be opened."""
 
 
@@ -84,9 +84,6 @@ def find_target(targets: list[Target], host: str, account: str) -> Target:
 
 def token_login(config_path: Path, fd_in: int = 0, fd_out: int = 1) -> int:
     """Serve one web terminal: token, then the session; the exit status."""
-    # Late: agent.shell imports this module's caller side, not the reverse.
-    from agent.shell import managed_known_hosts, open_session
-
     config = load_web_config(config_path)
     settings = config.shell.settings
     entry = pwd.getpwuid(os.getuid())
@@ -100,7 +97,7 @@ def token_login(config_path: Path, fd_in: int = 0, fd_out: int = 1) -> int:
     typed = read_token(fd_in, fd_out, TOKEN_PROMPT_TIMEOUT_S)
     reply = redeem(config.web.redeem_socket, typed, client)
     if not reply.ok:
-        _log(f"token refused for {client}: {reply.message}")
+        log_line(f"token refused for {client}: {reply.message}")
         raise TokenLoginError(f"token refused: {reply.message}")
     targets = [
         Target(host, account)
@@ -109,7 +106,7 @@ def token_login(config_path: Path, fd_in: int = 0, fd_out: int = 1) -> int:
     ]
     target = find_target(targets, reply.host, reply.account)
     known_hosts = managed_known_hosts(settings.known_hosts, Path(entry.pw_dir))
-    _log(f"{reply.web_user} from {client} -> {target.label} session {reply.tag}")
+    log_line(f"{reply.web_user} from {client} -> {target.label} session {reply.tag}")
     notice(
         fd_out, f"{reply.web_user}: connecting to {target.label} (session {reply.tag})"
     )
@@ -129,14 +126,9 @@ def token_login(config_path: Path, fd_in: int = 0, fd_out: int = 1) -> int:
             timers,
             signals,
         )
-    _log(f"{reply.web_user}: session {reply.tag} ended: {result.outcome.value}")
+    log_line(f"{reply.web_user}: session {reply.tag} ended: {result.outcome.value}")
     if result.outcome is Outcome.NOT_AUDITED:
         notice(fd_out, f"{target.label}: not audited, so closed")
-        return 1
+        return ExitStatus.ERROR
     notice(fd_out, f"{target.label}: connection closed")
-    return 0
-
-
-def _log(message: str) -> None:
-    with contextlib.suppress(OSError):
-        syslog.syslog(syslog.LOG_INFO, message)
+    return ExitStatus.SUCCESS

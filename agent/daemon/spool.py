@@ -18,7 +18,7 @@ import stat
 from pathlib import Path
 
 from agent import AgentError
-from agent.intents import user_name
+from agent.intent_file import user_name
 from parsers.chunk_log import SUFFIX as CHUNK_SUFFIX
 from parsers.chunk_log import ChunkLogDecoder
 from parsers.strace_lines import StraceDecoder
@@ -36,7 +36,7 @@ OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 Decoder = StraceDecoder | ChunkLogDecoder
 
 
-class RecordingError(AgentError):
+class SpoolError(AgentError):
     """A file in the recordings spool that the agent will not read."""
 
 
@@ -65,9 +65,9 @@ def check_file(fd: int, path: Path, uid: int | None = None) -> os.stat_result:
     """A spool file's stat, if it may be read as a recording of `uid`."""
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
-        raise RecordingError(f"recording {path} is not a plain file")
+        raise SpoolError(f"recording {path} is not a plain file")
     if uid is not None and st.st_uid != uid:
-        raise RecordingError(
+        raise SpoolError(
             f"recording {path} belongs to uid {st.st_uid}, its start line says {uid}"
         )
     return st
@@ -84,7 +84,7 @@ def read_recording_start(path: Path) -> SessionStart | None:
     except OSError as e:
         if isinstance(e, FileNotFoundError):
             raise
-        raise RecordingError(f"recording {path}: cannot open it: {e.strerror}") from e
+        raise SpoolError(f"recording {path}: cannot open it: {e.strerror}") from e
     try:
         st = check_file(fd, path)
         head = os.pread(fd, START_LINE_MAX_BYTES, 0)
@@ -93,13 +93,13 @@ def read_recording_start(path: Path) -> SessionStart | None:
     try:
         start = start_from_head(head, f"recording {path}")
     except SessionLogError as e:
-        raise RecordingError(str(e)) from e
+        raise SpoolError(str(e)) from e
     if start is None:
         return None
     if start.recorder != "paramiko":
-        raise RecordingError(f"recording {path}: not written by the paramiko recorder")
+        raise SpoolError(f"recording {path}: not written by the paramiko recorder")
     if start.uid != st.st_uid:
-        raise RecordingError(
+        raise SpoolError(
             f"recording {path} belongs to uid {st.st_uid}, its start line says "
             f"{start.uid}"
         )

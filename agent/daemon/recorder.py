@@ -1,10 +1,4 @@
-"""Session recordings: each session's terminal output as an asciicast v2 file.
-
-DATA_DIR/casts/SESSION.cast (root only) is a header line and one event a
-line: `[seconds since the session started, "o", text]` for output, `"r"` for
-a resize (`"COLSxROWS"`) and `"m"` for a marker (a gap, a truncation).
-Keystrokes are never recorded: what a user types with echo off (a password)
-is not in the output, but it is in the keys.
+"""The recorder: each session's terminal output into its cast (agent/casts.py).
 
 Re-fed events are skipped: after a restart the ingest reads each log again
 from the stored checkpoint, which lies before what the recording already
@@ -32,44 +26,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent import AgentError
-from agent.quarantine import quarantine
+from agent.casts import CAST_SUFFIX, CASTS_DIR, IDLE_TIME_LIMIT_S
+from agent.daemon.quarantine import quarantine
 from agent.records import ENDED, Session, iso
 from parsers.events import Chunk, Direction, Event, Marker, Resize
 
 log = logging.getLogger(__name__)
 
-CASTS_DIR = "casts"
-CAST_SUFFIX = ".cast"
 STATE_SUFFIX = ".cast.state"
-IDLE_TIME_LIMIT_S = 3.0  # players shorten longer pauses (a gap of hours, say)
 DEFAULT_ROWS, DEFAULT_COLS = 24, 80
 _NOTE = "\r\n\x1b[0m\x1b[7m[bastion-audit: {}]\x1b[0m\r\n"
-
-
-class RecordingError(AgentError):
-    """A recording that cannot be found or read."""
-
-
-def cast_path(data_dir: Path, session_id: str) -> Path:
-    return data_dir / CASTS_DIR / f"{session_id}{CAST_SUFFIX}"
-
-
-def read_cast(path: Path) -> bytes:
-    """The recording's complete lines (a live one may have a line half written)."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError as e:
-        raise RecordingError(f"no recording at {path}") from e
-    except PermissionError as e:
-        raise RecordingError(
-            f"cannot read recording {path}: permission denied (it is root's)"
-        ) from e
-    end = data.rfind(b"\n")
-    if end < 0:
-        raise RecordingError(f"recording {path} has no header yet")
-    return data[: end + 1]
 
 
 def mib(n: int) -> str:
@@ -340,6 +306,11 @@ class CastWriter:
         """Nothing is held open between commits (kept for the callers)."""
 
 
+@dataclass(frozen=True, slots=True)
+class RecorderSnapshot:
+    errors: int  # recordings that could not be written
+
+
 class Recorder:
     """Owns the recordings of the sessions being ingested (ingest thread only)."""
 
@@ -378,6 +349,15 @@ class Recorder:
             return
         if closed:
             self.writers.pop(session.id).close()
+
+    def snapshot(self) -> RecorderSnapshot:
+        return RecorderSnapshot(errors=self.errors)
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close_all()
 
     def close_all(self) -> None:
         for writer in self.writers.values():

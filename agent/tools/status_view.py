@@ -12,10 +12,11 @@ import time
 from pathlib import Path
 from typing import IO
 
-from agent.cli import ExitStatus, printable
+from agent.exits import ExitStatus
 from agent.reader import check_data_dir
 from agent.records import iso
-from agent.status import AgentStatus, agent_running, assess, read_status
+from agent.status_file import AgentStatus, agent_running, assess, read_status
+from agent.tools.options import printable
 
 
 def human_bytes(n: int) -> str:

@@ -1,14 +1,11 @@
-"""The audit store: TinyDB shards written whole and atomically, by one thread.
+"""The store writer: TinyDB shards (agent/shards.py) written whole and atomically.
 
-Layout (DATA_DIR/store, root only):
-    00000001.json, 00000002.json, ...   TinyDB databases, tables `sessions`
-                                        and `commands`
-
-Only the newest shard is ever written. It is rewritten whole on each flush
-(write a temporary file, fsync, rename over the shard, fsync the directory),
-so a reader or a crash sees the previous version or the next, never a torn
-one. Once it holds SHARD_MAX_COMMANDS commands it is sealed and the next one
-begins, so the cost of a flush does not grow with the store.
+Only the newest shard is ever written, by one thread. It is rewritten whole
+on each flush (write a temporary file, fsync, rename over the shard, fsync
+the directory), so a reader or a crash sees the previous version or the
+next, never a torn one. Once it holds SHARD_MAX_COMMANDS commands it is
+sealed and the next one begins, so the cost of a flush does not grow with
+the store.
 
 A session's document is written again into the newest shard whenever it
 changes; readers take the last one. It carries the ingest checkpoint (where
@@ -22,10 +19,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,38 +29,21 @@ from typing import Any
 from tinydb import TinyDB
 from tinydb.storages import Storage
 
-from agent import AgentError
-from agent.quarantine import quarantine
-from agent.records import Command, RecordError, Session
+from agent.daemon.quarantine import quarantine
+from agent.files import write_atomic
+from agent.records import ENDED, Command, Session
+from agent.shards import (
+    COMMANDS,
+    SESSIONS,
+    StoreError,
+    iter_sessions,
+    list_shards,
+    read_shard,
+)
 
 log = logging.getLogger(__name__)
 
 SHARD_MAX_COMMANDS = 2_000
-SHARD_RE = re.compile(r"(\d{8})\.json")
-SESSIONS, COMMANDS = "sessions", "commands"
-
-
-class StoreError(AgentError):
-    """The store directory or one of its shards cannot be used."""
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` so that it is whole, durable, or untouched."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dir_fd)  # the rename itself must survive a power cut
-    finally:
-        os.close(dir_fd)
 
 
 class AtomicJSONStorage(Storage):
@@ -97,37 +76,16 @@ class AtomicJSONStorage(Storage):
         pass
 
 
-def list_shards(store_dir: Path) -> list[Path]:
-    """Shard files in write order."""
-    try:
-        names = os.listdir(store_dir)
-    except FileNotFoundError:
-        return []
-    return [store_dir / n for n in sorted(names) if SHARD_RE.fullmatch(n)]
+@dataclass(frozen=True, slots=True)
+class StoreSnapshot:
+    """What `audit-agent status` shows of the store writer."""
 
-
-def read_shard(path: Path) -> dict[str, dict[str, Any]]:
-    """The tables of one shard; StoreError names the shard if it is unusable."""
-    try:
-        with open(path, "rb") as f:
-            data = json.load(f)
-    except OSError as e:
-        raise StoreError(f"cannot read shard {path}: {e.strerror}") from e
-    except (ValueError, UnicodeDecodeError) as e:
-        raise StoreError(f"corrupt shard {path}: not JSON ({e})") from e
-    if not isinstance(data, dict) or not all(
-        isinstance(t, dict) for t in data.values()
-    ):
-        raise StoreError(f"corrupt shard {path}: not a TinyDB database")
-    return data
-
-
-def iter_sessions(tables: dict[str, dict[str, Any]], path: Path) -> Iterator[Session]:
-    for doc in tables.get(SESSIONS, {}).values():
-        try:
-            yield Session.from_document(doc)
-        except RecordError as e:
-            raise StoreError(f"corrupt shard {path}: {e}") from e
+    store_dir: Path
+    live_sessions: tuple[Session, ...]  # every session not ended, flushed or not
+    pending_commands: int  # accepted, not yet flushed
+    flushed_at: float | None
+    flush_errors: int
+    failing: bool  # the last write failed
 
 
 @dataclass
@@ -251,6 +209,22 @@ class Store:
     def pending_count(self) -> int:
         with self._lock:
             return sum(len(p.commands) for p in self._pending.values())
+
+    def snapshot(self) -> StoreSnapshot:
+        with self._lock:
+            live = tuple(s for s in self._sessions.values() if s.status not in ENDED)
+            pending = sum(len(p.commands) for p in self._pending.values())
+        failing = self.flush_error_at is not None and (
+            self.flushed_at is None or self.flush_error_at > self.flushed_at
+        )
+        return StoreSnapshot(
+            store_dir=self.store_dir,
+            live_sessions=live,
+            pending_commands=pending,
+            flushed_at=self.flushed_at,
+            flush_errors=self.flush_errors,
+            failing=failing,
+        )
 
     # -- writing ---------------------------------------------------------
 

@@ -1,60 +1,16 @@
-"""What the command-line tools share: exit codes, the error boundary, filters."""
+"""What the operators' tools share: the data-dir options, filters, escaping."""
 
 from __future__ import annotations
 
 import argparse
-import enum
-import logging
-import os
 import re
-import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 from agent import AgentError
-from agent.config import DEFAULT_DATA_DIR, Config, load_config
+from agent.config import add_data_dir_options
 from agent.records import Command, Session, iso
-
-
-class ExitStatus(enum.IntEnum):
-    SUCCESS = 0
-    ERROR = 1
-    BAD_INPUT = 2  # usage, configuration, an unusable data directory
-    PARTIAL = 3  # done, but a corrupt shard was left out (named on stderr)
-    UNHEALTHY = 4  # audit-agent status: the agent is not running or not well
-    CTRL_C = 130
-
-
-def run_cli(
-    prog: str, body: Callable[[], int], ctrl_c_status: int = ExitStatus.CTRL_C
-) -> int:
-    """The one place where errors become a message and an exit code."""
-    try:
-        return body()
-    except KeyboardInterrupt:
-        return ctrl_c_status
-    except BrokenPipeError:
-        # The reader went away (`| head`): not an error; keep Python quiet.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return ExitStatus.SUCCESS
-    except AgentError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return ExitStatus.BAD_INPUT
-    except OSError as e:
-        where = f": {e.filename}" if e.filename else ""
-        print(f"{prog}: error: {e.strerror or e}{where}", file=sys.stderr)
-        return ExitStatus.ERROR
-
-
-def setup_logging(prog: str, verbose: bool = False) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format=f"{prog}: %(levelname)s: %(message)s",
-    )
 
 
 class FilterError(AgentError):
@@ -142,23 +98,6 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
-def add_data_dir_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        metavar="DIR",
-        help="the agent's data directory (default: data_dir of the configuration, "
-        f"else {DEFAULT_DATA_DIR})",
-    )
-    parser.add_argument(
-        "--config",
-        type=Path,
-        metavar="FILE",
-        help="the agent's TOML configuration (default /etc/bastion-audit/agent.toml "
-        "if it exists)",
-    )
-
-
 def add_time_options(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument(
         "--since",
@@ -167,11 +106,3 @@ def add_time_options(parser: argparse.ArgumentParser, what: str) -> None:
         "(30m, 2h, 7d)",
     )
     parser.add_argument("--until", metavar="T", help=f"{what} at or before T")
-
-
-def reading_config(args: argparse.Namespace) -> Config:
-    """The configuration a reading tool works with; --data-dir wins."""
-    config = load_config(getattr(args, "config", None))
-    if args.data_dir is None:
-        args.data_dir = config.data_dir
-    return config

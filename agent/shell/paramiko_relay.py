@@ -3,7 +3,7 @@
 Where ptrace is not allowed (a container without CAP_SYS_PTRACE, yama
 ptrace_scope 3) the agent cannot strace ssh. This backend opens the session
 with paramiko and records the two byte streams itself while relaying them
-(agent/chunk_writer.py); the agent reads the recording from the spool and
+(agent/shell/chunk_writer.py); the agent reads the recording from the spool and
 parses it like a strace log.
 
 Each connection runs in a forked child: the child is "the ssh process" of the
@@ -27,9 +27,9 @@ import struct
 import time
 from pathlib import Path
 
-from agent.chunk_writer import ChunkWriter, RecorderFailed, start_fields
 from agent.inventory import ShellSettings, Target
-from agent.relay import (
+from agent.shell.chunk_writer import ChunkWriter, RecorderFailed, start_fields
+from agent.shell.relay import (
     Outcome,
     RelayResult,
     ShellSignals,

@@ -20,9 +20,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-from agent.cli import ExitStatus, add_data_dir_options, reading_config, run_cli
-from agent.export import find_cast
-from agent.recording import IDLE_TIME_LIMIT_S, RecordingError, read_cast
+from agent.casts import IDLE_TIME_LIMIT_S, CastError, read_cast
+from agent.config import add_data_dir_options, reading_config
+from agent.exits import ExitStatus, run_main
+from agent.tools.export import find_cast
 
 PROG = "audit-replay"
 # Leave the alternate screen, show the cursor, reset attributes, bracketed
@@ -51,7 +52,7 @@ class Cast:
 
 
 def parse_cast(data: bytes, name: str) -> Cast:
-    """An asciicast v2 file; RecordingError names what is wrong with it."""
+    """An asciicast v2 file; CastError names what is wrong with it."""
     lines = data.decode("utf-8", "replace").splitlines()
     try:
         header = json.loads(lines[0])
@@ -71,7 +72,7 @@ def parse_cast(data: bytes, name: str) -> Cast:
             tuple(events),
         )
     except (IndexError, KeyError, TypeError, ValueError, AttributeError) as e:
-        raise RecordingError(f"recording {name} is not asciicast v2: {e}") from e
+        raise CastError(f"recording {name} is not asciicast v2: {e}") from e
 
 
 class ControlStringFilter:
@@ -203,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         play(cast, args.speed, limit, _stdout_bytes())
         return ExitStatus.SUCCESS
 
-    return run_cli(PROG, body, ctrl_c_status=ExitStatus.SUCCESS)
+    return run_main(PROG, body, ctrl_c_status=ExitStatus.SUCCESS)
 
 
 def _stdout_bytes() -> Any:

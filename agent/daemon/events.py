@@ -17,6 +17,7 @@ an existing store starts from the store's present state, without history.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import logging
 import os
@@ -29,9 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from agent.export import flat_record, session_fields
+from agent.export_record import flat_record, session_fields
+from agent.files import write_atomic
+from agent.reader import load
 from agent.records import ENDED, Command, Session, iso
-from agent.store import write_atomic
 from agent.syslog import (
     FACILITIES,
     SEVERITY_INFO,
@@ -156,6 +158,12 @@ class SinkStats:
     last_ok_at: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class SinkSnapshot:
+    description: str  # where the events go
+    stats: SinkStats  # a copy
+
+
 class EventSink:
     """Owns the events thread, the events file and the syslog connection."""
 
@@ -219,6 +227,17 @@ class EventSink:
         if behind:
             log.info("events: catching up on %d sessions", len(behind))
             self._queue.put(commands_of(behind))
+
+    def snapshot(self) -> SinkSnapshot:
+        return SinkSnapshot(self.description, dataclasses.replace(self.stats))
+
+    def __enter__(self) -> EventSink:
+        """After open(): start the events thread; stopped (and drained) on exit."""
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="events", daemon=True)
@@ -382,8 +401,6 @@ def _fit(line: bytes, limit: int) -> bytes:
 
 def stored_batch(data_dir: Path, ids: set[str]) -> Batch:
     """Those sessions with all their stored commands, read back from the store."""
-    from agent.reader import load
-
     snapshot = load(data_dir)
     commands: dict[str, list[Command]] = {sid: [] for sid in ids}
     for command in snapshot.commands:

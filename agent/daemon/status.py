@@ -1,0 +1,110 @@
+"""The agent's status now, composed from what each owner says of itself.
+
+The main loop writes it to DATA_DIR/status.json (agent/status_file.py) every
+`status_interval_s`: from the main loop on purpose, so that a loop that hangs
+stops the heartbeat and the status goes stale. Each long-running owner (the
+ingest, the supervisor, the store writer, the recorder, the events sink)
+answers with a `snapshot()` of its own; nothing here reads their internals.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from agent.casts import CAST_SUFFIX, CASTS_DIR
+from agent.daemon.events import SinkSnapshot
+from agent.daemon.ingest import IngestSnapshot
+from agent.daemon.recorder import RecorderSnapshot
+from agent.daemon.store import StoreSnapshot
+from agent.records import iso
+from agent.shards import list_shards
+from agent.status_file import AgentState, AgentStatus, LiveSession, StraceProcess
+from tracer.discovery import is_alive, read_start_ticks, read_tracer_pid
+from tracer.supervisor import SupervisorSnapshot
+
+
+def _size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+def _dir_size(path: Path) -> int:
+    try:
+        with os.scandir(path) as entries:
+            return sum(e.stat().st_size for e in entries if e.is_file())
+    except OSError:
+        return 0
+
+
+def collect(
+    *,
+    started_at: float,
+    interval_s: float,
+    data_dir: Path,
+    store: StoreSnapshot,
+    ingest: IngestSnapshot,
+    supervisor: SupervisorSnapshot,
+    recorder: RecorderSnapshot | None,
+    sink: SinkSnapshot | None,
+    state: AgentState = AgentState.RUNNING,
+) -> AgentStatus:
+    """The agent's state from its owners' snapshots, and the live ssh processes."""
+    casts = data_dir / CASTS_DIR
+    sessions = []
+    for s in sorted(store.live_sessions, key=lambda s: s.started_at):
+        alive = is_alive(s.identity)
+        sessions.append(
+            LiveSession(
+                id=s.id,
+                tag=s.tag,
+                bastion_user=s.bastion_user,
+                remote_user=s.remote_user,
+                host=s.host,
+                port=s.port,
+                started_at=s.started_at,
+                command_count=s.command_count,
+                ssh_pid=s.ssh_pid,
+                ssh_alive=alive,
+                tracer_pid=read_tracer_pid(s.ssh_pid) if alive else 0,
+                lag_bytes=ingest.lag_bytes.get(s.id, 0),
+                recording_bytes=_size(casts / f"{s.id}{CAST_SUFFIX}"),
+            )
+        )
+    straces = tuple(
+        StraceProcess(w.tracer_pid, w.tag, w.ssh_pid, w.adopted)
+        for w in supervisor.straces
+    )
+    shards = list_shards(store.store_dir)
+    events: dict[str, Any] | None = None
+    if sink is not None:
+        events = {"to": sink.description, **asdict(sink.stats)}
+        for key in ("last_error_at", "last_ok_at"):
+            events[key] = iso(events[key]) if events[key] is not None else None
+    return AgentStatus(
+        pid=os.getpid(),
+        start_ticks=read_start_ticks(os.getpid()) or 0,
+        state=state,
+        started_at=started_at,
+        updated_at=time.time(),
+        interval_s=interval_s,
+        data_dir=str(data_dir),
+        sessions=tuple(sessions),
+        straces=straces,
+        ingest_lag_bytes=sum(ingest.lag_bytes.values()),
+        logs=ingest.logs,
+        store_bytes=sum(_size(p) for p in shards),
+        shards=len(shards),
+        recordings_bytes=_dir_size(casts),
+        recording_errors=recorder.errors if recorder is not None else 0,
+        pending_commands=store.pending_commands,
+        last_flush_at=store.flushed_at,
+        flush_errors=store.flush_errors,
+        store_failing=store.failing,
+        events=events,
+    )

@@ -1,0 +1,64 @@
+"""The store on disk: TinyDB shards, as the agent writes them and readers read them.
+
+Layout (DATA_DIR/store, root only):
+    00000001.json, 00000002.json, ...   TinyDB databases, tables `sessions`
+                                        and `commands`
+
+Only the newest shard is ever written, whole and atomically, by the agent's
+store writer (agent/daemon/store.py); a session's document is written again
+into the newest shard whenever it changes, and readers take the last one.
+Reading needs no TinyDB: a shard is one JSON object of tables, each a map of
+document ids to documents, in insertion order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from agent import AgentError
+from agent.records import RecordError, Session
+
+SHARD_RE = re.compile(r"(\d{8})\.json")
+SESSIONS, COMMANDS = "sessions", "commands"
+
+
+class StoreError(AgentError):
+    """The store directory or one of its shards cannot be used."""
+
+
+def list_shards(store_dir: Path) -> list[Path]:
+    """Shard files in write order."""
+    try:
+        names = os.listdir(store_dir)
+    except FileNotFoundError:
+        return []
+    return [store_dir / n for n in sorted(names) if SHARD_RE.fullmatch(n)]
+
+
+def read_shard(path: Path) -> dict[str, dict[str, Any]]:
+    """The tables of one shard; StoreError names the shard if it is unusable."""
+    try:
+        with open(path, "rb") as f:
+            data = json.load(f)
+    except OSError as e:
+        raise StoreError(f"cannot read shard {path}: {e.strerror}") from e
+    except (ValueError, UnicodeDecodeError) as e:
+        raise StoreError(f"corrupt shard {path}: not JSON ({e})") from e
+    if not isinstance(data, dict) or not all(
+        isinstance(t, dict) for t in data.values()
+    ):
+        raise StoreError(f"corrupt shard {path}: not a TinyDB database")
+    return data
+
+
+def iter_sessions(tables: dict[str, dict[str, Any]], path: Path) -> Iterator[Session]:
+    for doc in tables.get(SESSIONS, {}).values():
+        try:
+            yield Session.from_document(doc)
+        except RecordError as e:
+            raise StoreError(f"corrupt shard {path}: {e}") from e

@@ -1,0 +1,7 @@
+"""audit-shell, the bastion user's login shell: the host menu, the relays (ssh
+in a pty, or paramiko recording itself), the web terminal's token login.
+
+It runs as the bastion user at every login, so it imports only the shared core
+and the light parts of tracer/: never the daemon, the tools, the terminal
+parser (pyte) or the store writer (tinydb).
+"""
