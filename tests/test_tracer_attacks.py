@@ -7,12 +7,15 @@ unprivileged account (setpriv/runuser), against the real agent, sshd and ssh.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import select
 import shlex
 import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +26,7 @@ import pytest
 from tests import harness
 from tests.test_restart import start_agent, stop_agent
 from tests.test_supervision import NOTICE, agent_with, tagged, wait_ended
+from tracer.proc_events import Kind, ProcEvents
 
 __all__ = ["agent_with"]  # a fixture, used by name
 
@@ -281,14 +285,13 @@ def test_huge_argv_does_not_delay_another_users_tracing(
 
 
 def _tracker_group(ssh_pid: int) -> int | None:
-    """The process group of the session_tracker.sh started for `ssh_pid`."""
+    """The process group of the session_tracker.sh started for `ssh_pid`
+    (still the script, or the strace it became)."""
     for proc in psutil.process_iter(["cmdline"]):
         argv = proc.info["cmdline"] or []
-        if (
-            argv[1:2]
-            and argv[1].endswith("session_tracker.sh")
-            and str(ssh_pid) in argv
-        ):
+        script = len(argv) > 1 and argv[1].endswith("session_tracker.sh")
+        strace = bool(argv) and os.path.basename(argv[0]) == "strace"
+        if (script or strace) and str(ssh_pid) in argv:
             try:
                 return os.getpgid(proc.pid)
             except ProcessLookupError:
@@ -379,24 +382,52 @@ def test_nothing_a_tracker_starts_outlives_it(agent_with, tmp_path: Path) -> Non
         child.close(force=True)
 
 
-def _tracker_of(agent_pid: int, ssh_pid: int) -> int | None:
-    """The agent's session_tracker.sh for `ssh_pid`, while it is still the script."""
-    try:
-        children = psutil.Process(agent_pid).children()
-    except psutil.Error:
-        return None
-    for proc in children:
+class HeldTrackers:
+    """Stops each session_tracker.sh the agent starts the moment it execs.
+
+    The kernel's exec event (tracer/proc_events.py) arrives before bash has
+    read a line of the script.
+    """
+
+    def __init__(self, agent_pid: int) -> None:
+        self.agent_pid = agent_pid
+        self.held: list[int] = []
+        self._events = ProcEvents()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+
+    def __enter__(self) -> HeldTrackers:
+        self._events.open()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._events.close()
+        for pid in self.held:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+    def _run(self) -> None:
+        poller = select.poll()
+        poller.register(self._events.fileno(), select.POLLIN)
+        while not self._stop.is_set():
+            poller.poll(50)
+            events, _ = self._events.read()
+            for event in events:
+                if event.kind is Kind.EXEC and self._is_tracker(event.pid):
+                    os.kill(event.pid, signal.SIGSTOP)
+                    self.held.append(event.pid)
+
+    def _is_tracker(self, pid: int) -> bool:
         try:
-            argv = proc.cmdline()
+            proc = psutil.Process(pid)
+            return proc.ppid() == self.agent_pid and any(
+                a.endswith("session_tracker.sh") for a in proc.cmdline()
+            )
         except psutil.Error:
-            continue
-        if (
-            argv[1:2]
-            and argv[1].endswith("session_tracker.sh")
-            and str(ssh_pid) in argv
-        ):
-            return proc.pid
-    return None
+            return False
 
 
 def test_a_session_our_own_strace_holds_is_never_cut(agent_with, user, server) -> None:
@@ -404,24 +435,22 @@ def test_a_session_our_own_strace_holds_is_never_cut(agent_with, user, server) -
     agents on one data dir): the one that loses must not end the session."""
     agent = agent_with()
     script = harness.REPO / "scripts" / "session_tracker.sh"
+    hold = HeldTrackers(agent.process.pid).__enter__()
     child = harness.spawn_ssh(tagged(user, server, "race"))
     pid = harness.ssh_pid_of(child)
     other = None
     try:
         # Hold the agent's tracker before it attaches; another root tracker of
         # the same data dir attaches meanwhile; then let the agent's go on.
-        held = harness.wait_for(lambda: _tracker_of(agent.process.pid, pid), interval=0)
-        os.kill(held, signal.SIGSTOP)
-        if harness.is_traced(pid):
-            os.kill(held, signal.SIGCONT)
-            pytest.skip("the agent's tracker attached before it could be held")
+        harness.wait_for(lambda: hold.held, interval=0.001)
+        assert not harness.is_traced(pid)
         other = subprocess.Popen(
             [str(script), "--data-dir", str(agent.data_dir), "--pid", str(pid), "race"],
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
         harness.wait_for(lambda: harness.is_traced(pid), timeout=15)
-        os.kill(held, signal.SIGCONT)
+        hold.__exit__()  # the agent's tracker goes on, and loses
         child.expect(harness.PROMPT)
         child.send(b"echo still-here\r")
         child.expect(rb"still-here\r\n")
@@ -442,6 +471,7 @@ def test_a_session_our_own_strace_holds_is_never_cut(agent_with, user, server) -
         child.sendeof()
         child.expect(harness.pexpect.EOF)
     finally:
+        hold.__exit__()
         child.close(force=True)
         if other is not None:
             other.wait(15)

@@ -22,6 +22,7 @@ from typing import Any
 
 from parsers.strace_lines import MARKER_PREFIX, parse_marker
 from tracer import TracerError
+from tracer.procfs import is_alive
 from tracer.tags import valid_tag
 
 START_LINE_MAX_BYTES = 64 << 10
@@ -153,6 +154,36 @@ def _tail(path: Path) -> tuple[bytes, bool]:
         start = max(0, os.fstat(f.fileno()).st_size - TAIL_BYTES)
         f.seek(start)
         return f.read(TAIL_BYTES), start == 0
+
+
+def recorded_tty(path: Path | None) -> str | None:
+    """The tty the log's start line recorded for the session, if any."""
+    if path is None:
+        return None
+    try:
+        start = read_start(path)
+    except (OSError, SessionLogError):
+        return None
+    return start.tty if start is not None and start.tty else None
+
+
+def end_orphans(logs_dir: Path, watched: set[tuple[int, int]]) -> None:
+    """End the logs of unwatched sessions whose ssh is gone (no strace on it)."""
+    try:
+        names = os.listdir(logs_dir)
+    except FileNotFoundError:
+        return
+    for name in names:
+        if not name.endswith(".strace"):
+            continue
+        path = logs_dir / name
+        try:
+            start = read_start(path)
+            if start is None or start.identity in watched or is_alive(start.identity):
+                continue
+            mark_unended(path, "end", reason="ssh ended while not traced")
+        except (OSError, SessionLogError):
+            continue  # the ingest reports unusable logs
 
 
 def has_ended(path: Path) -> bool:

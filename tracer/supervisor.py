@@ -5,12 +5,9 @@ which execs it, so the child we hold is strace itself, in its own session. A
 strace left by an agent that died (kill -9) is adopted: it keeps writing its
 log. Only our own straces are adopted (tracer/ownership.py).
 
-The work is proportional to what happens, never to sessions x rounds: each
-watch holds one pidfd, on its strace while one runs (strace exits when its
-ssh does, after writing `+++ exited with N +++`) and on the ssh otherwise;
-all of them sit in one epoll whose fd the agent's main loop sleeps on. Only
-watches with something due (an attach to confirm, a deadline, a kill, a
-retry) are looked at, from a heap of timers.
+Work is proportional to what happens, never to sessions x rounds: exits
+arrive on pidfds, and only watches with a timer due are looked at
+(tracer/watches.py).
 
 A tagged ssh that cannot be traced (strace missing or refused by ptrace, the
 ssh already traced by another tracer, no terminal, a strace that dies, a
@@ -26,10 +23,8 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import heapq
 import logging
 import os
-import select
 import signal
 import time
 from dataclasses import dataclass, field
@@ -39,16 +34,10 @@ from tracer import Mode
 from tracer.discovery import TaggedSsh
 from tracer.ownership import Owner, strace_owner
 from tracer.procfs import is_alive, read_boot_time, read_schedstat, read_tracer_pid
-from tracer.session_log import SessionLogError, find_log, mark_unended, read_start
+from tracer.session_log import end_orphans, find_log, mark_unended, recorded_tty
 from tracer.terminals import notify_terminal, served_elsewhere
-from tracer.tracker import (
-    ALREADY_TRACED,
-    Tracker,
-    adopt,
-    launch,
-    open_pidfd,
-    tracker_argv,
-)
+from tracer.tracker import ALREADY_TRACED, Tracker, adopt, launch, tracker_argv
+from tracer.watches import ATTACH_CHECK_FIRST_S, Watch, Watches
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +46,6 @@ KILL_GRACE_S = 0.5  # SIGTERM, then SIGKILL: ended within 1 s of the verdict
 MAX_ATTACHES = 3  # a strace that keeps dying is not restarted forever
 RETRY_AFTER_S = 1.0  # permissive mode: wait before attaching again
 MUX_CHECK_AFTER_S = 0.5  # look for a ControlMaster once the session settled
-ATTACH_CHECK_FIRST_S = 0.002  # then doubling: an attach takes a few ms
 ATTACH_CHECK_MAX_S = 0.05
 RECORD_ONLY_WAIT_S = 1.0  # for the start line of a refused session
 # A tracker waiting for a CPU is not late: its run-queue time does not count
@@ -73,27 +61,6 @@ class Limits:
     attach_deadline_s: float = 5.0
     max_sessions: int = 1000
     max_new_sessions_per_s: float = 50.0
-
-
-@dataclass
-class Watch:
-    """One tagged ssh under supervision."""
-
-    ssh: TaggedSsh
-    found_at: float  # monotonic: when the agent could first act on it
-    tracker: Tracker | None = None
-    attaches: int = 0
-    traced_at: float | None = None
-    next_attempt: float = 0.0
-    mux_checked: bool = False
-    verdict: str | None = None  # why it is not audited
-    pending_verdict: str | None = None  # waits for a record-only tracker
-    kill_at: float | None = None  # strict: SIGKILL if still alive by then
-    sudo: bool = False  # traced by its user's own session_tracker under sudo
-    limited: bool = False  # refused by a limit: not attached again later
-    ssh_pidfd: int = -1  # while no tracker runs: learns the ssh's exit
-    due: float | None = None  # its next timer
-    attach_check_s: float = ATTACH_CHECK_FIRST_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,14 +106,11 @@ class Supervisor:
         self.logs_dir = data_dir / "logs"
         self.mode = mode
         self.limits = limits or Limits()
-        self.watches: dict[tuple[int, int], Watch] = {}
+        self._watches = Watches()
+        self.watches = self._watches.by_identity
         self.stats = SupervisorStats()
         self._tokens = self.limits.max_new_sessions_per_s
         self._tokens_at = time.monotonic()
-        self._epoll = select.epoll()
-        self._by_fd: dict[int, tuple[int, int]] = {}
-        self._timers: list[tuple[float, int, tuple[int, int]]] = []
-        self._seq = 0
         self._boot_time = read_boot_time()
 
     def snapshot(self) -> SupervisorSnapshot:
@@ -173,35 +137,19 @@ class Supervisor:
 
     def fileno(self) -> int:
         """Readable when a strace or an untraced ssh of a watch has exited."""
-        return self._epoll.fileno()
+        return self._watches.fileno()
 
     def timeout(self) -> float | None:
         """Seconds until the next timer; None when nothing is due."""
-        while self._timers:
-            due, _, identity = self._timers[0]
-            watch = self.watches.get(identity)
-            if watch is not None and watch.due == due:
-                return max(0.0, due - time.monotonic())
-            heapq.heappop(self._timers)  # stale
-        return None
+        return self._watches.timeout()
 
     def service(self) -> None:
         """Handle the exits that arrived and the timers that are due."""
-        for fd, _ in self._epoll.poll(0):
-            identity = self._by_fd.get(fd)
-            watch = self.watches.get(identity) if identity else None
-            if watch is None:
-                self._unwatch_fd(fd)
-                continue
+        for watch, fd in self._watches.exited():
             self.stats.wakeups += 1
             self._exited(watch, fd)
         now = time.monotonic()
-        while self._timers and self._timers[0][0] <= now:
-            due, _, identity = heapq.heappop(self._timers)
-            watch = self.watches.get(identity)
-            if watch is None or watch.due != due:
-                continue
-            watch.due = None
+        for watch in self._watches.due(now):
             self.stats.wakeups += 1
             self._check(watch, now)
 
@@ -213,7 +161,7 @@ class Supervisor:
             return
         now = time.monotonic()
         watch = Watch(ssh, found_at=now)
-        self.watches[ssh.identity] = watch
+        self._watches.add(watch)
         if ssh.tracer_pid:
             owner = self._owner(ssh, ssh.tracer_pid)
             if owner is not None:
@@ -235,9 +183,9 @@ class Supervisor:
     def _adopt(self, watch: Watch, tracer_pid: int, owner: Owner, now: float) -> None:
         tracker = adopt(tracer_pid, now)
         if tracker is None:  # gone already: the ssh's exit tells the rest
-            self._watch_ssh(watch)
+            self._watches.watch_ssh(watch)
             return
-        self._set_tracker(watch, tracker)
+        self._watches.set_tracker(watch, tracker)
         watch.traced_at = now
         watch.verdict = None
         if owner is Owner.SUDO:
@@ -246,7 +194,7 @@ class Supervisor:
         else:
             log.info("session %s: adopted strace %d", watch.ssh.tag, tracer_pid)
             self.stats.adopted += 1
-        self._schedule(watch, now + MUX_CHECK_AFTER_S)
+        self._watches.schedule(watch, now + MUX_CHECK_AFTER_S)
 
     def _take_token(self, now: float) -> bool:
         rate = self.limits.max_new_sessions_per_s
@@ -261,8 +209,8 @@ class Supervisor:
         if not self._take_token(now):
             # Waits for a token, within its attach deadline.
             rate = self.limits.max_new_sessions_per_s
-            self._watch_ssh(watch)
-            self._schedule(watch, now + (1.0 - self._tokens) / rate)
+            self._watches.watch_ssh(watch)
+            self._watches.schedule(watch, now + (1.0 - self._tokens) / rate)
             return
         try:
             argv = tracker_argv(
@@ -272,60 +220,11 @@ class Supervisor:
         except OSError as e:
             self._judge(watch, f"cannot run {self.script}: {e.strerror or e}")
             return
-        self._set_tracker(watch, tracker)
+        self._watches.set_tracker(watch, tracker)
         watch.attaches += 1
         watch.attach_check_s = ATTACH_CHECK_FIRST_S
         self.stats.launched += 1
-        self._schedule(watch, now + watch.attach_check_s)
-
-    # -- fds and timers ------------------------------------------------------
-
-    def _schedule(self, watch: Watch, due: float) -> None:
-        if watch.due is not None and watch.due <= due:
-            return  # an earlier timer stands; it reschedules what is left
-        watch.due = due
-        self._seq += 1
-        heapq.heappush(self._timers, (due, self._seq, watch.ssh.identity))
-
-    def _set_tracker(self, watch: Watch, tracker: Tracker) -> None:
-        self._drop_ssh_fd(watch)
-        watch.tracker = tracker
-        self._watch_fd(tracker.pidfd, watch)
-
-    def _watch_fd(self, fd: int, watch: Watch) -> None:
-        self._by_fd[fd] = watch.ssh.identity
-        self._epoll.register(fd, select.EPOLLIN)
-
-    def _unwatch_fd(self, fd: int) -> None:
-        if self._by_fd.pop(fd, None) is not None:
-            with contextlib.suppress(OSError):
-                self._epoll.unregister(fd)
-
-    def _drop_tracker(self, watch: Watch) -> Tracker | None:
-        tracker, watch.tracker = watch.tracker, None
-        if tracker is not None:
-            self._unwatch_fd(tracker.pidfd)
-            tracker.close()
-        return tracker
-
-    def _watch_ssh(self, watch: Watch) -> None:
-        """Learn the ssh's own exit (no tracker runs on it to tell)."""
-        if watch.ssh_pidfd >= 0:
-            return
-        pidfd = open_pidfd(watch.ssh.pid)
-        if pidfd is None:
-            self._schedule(watch, time.monotonic())  # gone: finish at once
-            return
-        watch.ssh_pidfd = pidfd
-        self._watch_fd(pidfd, watch)
-        if not is_alive(watch.ssh.identity):  # the pid was reused meanwhile
-            self._schedule(watch, time.monotonic())
-
-    def _drop_ssh_fd(self, watch: Watch) -> None:
-        if watch.ssh_pidfd >= 0:
-            self._unwatch_fd(watch.ssh_pidfd)
-            os.close(watch.ssh_pidfd)
-            watch.ssh_pidfd = -1
+        self._watches.schedule(watch, now + watch.attach_check_s)
 
     # -- what happens ------------------------------------------------------
 
@@ -334,11 +233,11 @@ class Supervisor:
         identity = watch.ssh.identity
         tracker = watch.tracker
         if tracker is None or fd != tracker.pidfd:
-            self._drop_ssh_fd(watch)
+            self._watches.drop_ssh_fd(watch)
             if tracker is None or not tracker.running():
                 self._finish(identity, watch)
             return
-        self._drop_tracker(watch)
+        self._watches.drop_tracker(watch)
         if tracker.record_only:
             self._apply_verdict(watch)
             return
@@ -346,7 +245,7 @@ class Supervisor:
             self._finish(identity, watch)  # strace saw its tracee exit
             return
         if watch.verdict is not None:
-            self._watch_ssh(watch)  # a strace of a judged ssh, detached by us
+            self._watches.watch_ssh(watch)  # a strace of a judged ssh, detached by us
             return
         # Alive and untraced by this tracker: perhaps another of ours holds it
         # (two trackers raced, or a user's sudo one); else a verdict.
@@ -371,7 +270,7 @@ class Supervisor:
             if now >= watch.kill_at:
                 _signal(watch.ssh.pid, signal.SIGKILL)
             else:
-                self._schedule(watch, watch.kill_at)
+                self._watches.schedule(watch, watch.kill_at)
             return
         if watch.verdict is not None or watch.pending_verdict is not None:
             self._retry(watch, now)
@@ -389,7 +288,7 @@ class Supervisor:
             self._check_attach(watch, tracker, now)
             return
         if not watch.mux_checked and now - watch.traced_at < MUX_CHECK_AFTER_S:
-            self._schedule(watch, watch.traced_at + MUX_CHECK_AFTER_S)
+            self._watches.schedule(watch, watch.traced_at + MUX_CHECK_AFTER_S)
         elif not watch.mux_checked:
             watch.mux_checked = True
             master = served_elsewhere(watch.ssh.pid, watch.ssh.uid)
@@ -404,7 +303,7 @@ class Supervisor:
         if read_tracer_pid(watch.ssh.pid) == tracker.tracer_pid:
             watch.traced_at = now
             self.stats.attach_latencies_s.append(now - watch.found_at)
-            self._schedule(watch, now + MUX_CHECK_AFTER_S)
+            self._watches.schedule(watch, now + MUX_CHECK_AFTER_S)
             return
         deadline = self.limits.attach_deadline_s
         waited = now - tracker.launched_at
@@ -415,7 +314,7 @@ class Supervisor:
                 self._judge(watch, "strace did not attach in time")
                 return
         watch.attach_check_s = min(ATTACH_CHECK_MAX_S, watch.attach_check_s * 2)
-        self._schedule(watch, now + watch.attach_check_s)
+        self._watches.schedule(watch, now + watch.attach_check_s)
 
     def _judge(self, watch: Watch, reason: str) -> None:
         """This ssh is not audited: end it (strict) or mark the gap (permissive)."""
@@ -427,7 +326,7 @@ class Supervisor:
             with contextlib.suppress(Exception):
                 tracker.popen.wait(1.0)
         if tracker is not None and not tracker.running():
-            self._drop_tracker(watch)
+            self._watches.drop_tracker(watch)
         if watch.tracker is None and watch.attaches == 0 and self._record_only(watch):
             # Refused before any tracker ran: a log with its start line puts
             # the session on record first; the verdict follows as its end.
@@ -449,8 +348,8 @@ class Supervisor:
             tracker = launch(argv, now, record_only=True)
         except OSError:
             return False
-        self._set_tracker(watch, tracker)
-        self._schedule(watch, now + RECORD_ONLY_WAIT_S)
+        self._watches.set_tracker(watch, tracker)
+        self._watches.schedule(watch, now + RECORD_ONLY_WAIT_S)
         return True
 
     def _apply_verdict(self, watch: Watch) -> None:
@@ -458,7 +357,9 @@ class Supervisor:
         reason = watch.pending_verdict or "no reason given"
         watch.pending_verdict = None
         if watch.tracker is not None and watch.tracker.record_only:
-            self._drop_tracker(watch)  # its second to write the start line is up
+            self._watches.drop_tracker(
+                watch
+            )  # its second to write the start line is up
         first = watch.verdict is None
         watch.verdict = reason
         path = find_log(self.logs_dir, ssh.tag, ssh.identity)
@@ -467,7 +368,7 @@ class Supervisor:
             log.error(
                 "session %s: %s; ending ssh %d (strict mode)", ssh.tag, reason, ssh.pid
             )
-            tty = _recorded_tty(path)
+            tty = recorded_tty(path)
             notify_terminal(
                 ssh.pid,
                 f"bastion-audit: this session cannot be audited "
@@ -476,8 +377,8 @@ class Supervisor:
             )
             _signal(ssh.pid, signal.SIGTERM)
             watch.kill_at = time.monotonic() + KILL_GRACE_S
-            self._watch_ssh(watch)
-            self._schedule(watch, watch.kill_at)
+            self._watches.watch_ssh(watch)
+            self._watches.schedule(watch, watch.kill_at)
             return
         if first:
             self.stats.untraced += 1
@@ -488,9 +389,9 @@ class Supervisor:
         if path is not None and not (tracker and tracker.running()):
             mark_unended(path, "detach", reason=reason)
         if tracker is None:
-            self._watch_ssh(watch)
+            self._watches.watch_ssh(watch)
         watch.next_attempt = time.monotonic() + RETRY_AFTER_S
-        self._schedule(watch, watch.next_attempt)
+        self._watches.schedule(watch, watch.next_attempt)
 
     def _retry(self, watch: Watch, now: float) -> None:
         """Permissive mode: attach again, a few times, when the cause may pass."""
@@ -500,7 +401,7 @@ class Supervisor:
         if self.mode == Mode.STRICT:
             return
         if now < watch.next_attempt:
-            self._schedule(watch, watch.next_attempt)
+            self._watches.schedule(watch, watch.next_attempt)
             return
         if watch.attaches >= MAX_ATTACHES or watch.limited:
             return
@@ -510,20 +411,17 @@ class Supervisor:
                 watch.verdict = None  # attached again: the gap closes
                 watch.traced_at = now
                 log.info("session %s: traced again", watch.ssh.tag)
-                self._schedule(watch, now + MUX_CHECK_AFTER_S)
+                self._watches.schedule(watch, now + MUX_CHECK_AFTER_S)
             else:
-                self._schedule(watch, now + RETRY_AFTER_S)
+                self._watches.schedule(watch, now + RETRY_AFTER_S)
             return
         self._try_launch(watch, now)
         watch.next_attempt = now + RETRY_AFTER_S
-        self._schedule(watch, watch.next_attempt)
+        self._watches.schedule(watch, watch.next_attempt)
 
     def _finish(self, identity: tuple[int, int], watch: Watch) -> None:
         """The ssh is gone and no strace is left on it: make sure its log ends."""
-        del self.watches[identity]
-        watch.due = None
-        self._drop_tracker(watch)
-        self._drop_ssh_fd(watch)
+        self._watches.remove(watch)
         if watch.sudo:
             return  # its own session_tracker wrote the log; strace ended it
         path = find_log(self.logs_dir, watch.ssh.tag, identity)
@@ -538,26 +436,7 @@ class Supervisor:
 
     def close_orphans(self) -> None:
         """End the logs of sessions whose ssh is gone with no strace left on it."""
-        watched = set(self.watches)
-        try:
-            names = os.listdir(self.logs_dir)
-        except FileNotFoundError:
-            return
-        for name in names:
-            if not name.endswith(".strace"):
-                continue
-            path = self.logs_dir / name
-            try:
-                start = read_start(path)
-                if (
-                    start is None
-                    or start.identity in watched
-                    or is_alive(start.identity)
-                ):
-                    continue
-                mark_unended(path, "end", reason="ssh ended while not traced")
-            except (OSError, SessionLogError):
-                continue  # the ingest reports unusable logs
+        end_orphans(self.logs_dir, set(self.watches))
 
     def stop(self) -> None:
         """Detach every strace: SIGTERM, a deadline, then SIGKILL."""
@@ -576,10 +455,9 @@ class Supervisor:
                 tracker.signal(signal.SIGKILL)
                 if tracker.popen is not None:
                     tracker.popen.wait()
-        for identity, watch in self.watches.items():
-            self._drop_ssh_fd(watch)
+        for identity, watch in list(self.watches.items()):
             had_tracker = watch.tracker is not None
-            self._drop_tracker(watch)
+            self._watches.remove(watch)
             if watch.sudo or not had_tracker:
                 continue
             path = find_log(self.logs_dir, watch.ssh.tag, identity)
@@ -589,19 +467,7 @@ class Supervisor:
                 mark_unended(path, "detach", reason="agent stopped")
             else:
                 mark_unended(path, "end", reason="ssh is gone")
-        self.watches.clear()
-        self._epoll.close()
-
-
-def _recorded_tty(path: Path | None) -> str | None:
-    """The tty the log's start line recorded for the session, if any."""
-    if path is None:
-        return None
-    try:
-        start = read_start(path)
-    except (OSError, SessionLogError):
-        return None
-    return start.tty if start is not None and start.tty else None
+        self._watches.close()
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:

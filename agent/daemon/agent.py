@@ -2,8 +2,12 @@
 
 Threads and processes, and who stops them (one ExitStack, unwound in the
 reverse order of the start):
-- the main thread polls for tagged ssh clients and supervises their straces;
-- the Supervisor owns the straces (stopped first, so every log ends whole);
+- the main thread sleeps on a few fds (tagged ssh clients found, straces or
+  untraced ssh clients that exited, the scope process's end, a stop signal)
+  and the supervisor's next timer, and acts on what happened;
+- the DiscoveryThread owns the kernel's process events and the poll behind
+  them (stopped first: nothing new is taken on while the rest stops);
+- the Supervisor owns the straces (stopped next, so every log ends whole);
 - the Recorder's casts are committed and closed after the ingest's last read;
 - the Ingest owns the watchdog observer and the ingest thread (stopped
   after the supervisor, reading every log to its end once more);
@@ -20,11 +24,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import resource
+import select
 import shutil
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 
@@ -38,12 +44,17 @@ from agent.daemon.status import collect
 from agent.daemon.store import Store
 from agent.status_file import AgentState, write_status
 from tracer.discovery import Discovery, read_start_ticks
+from tracer.discovery_thread import DiscoveryThread
 from tracer.supervisor import Limits, Supervisor
+from tracer.tracker import open_pidfd
 
 log = logging.getLogger(__name__)
 
-ORPHAN_SWEEP_INTERVAL_S = 5.0
+ORPHAN_SWEEP_INTERVAL_S = 30.0  # logs of sessions that ended while unwatched
+STOP_CHECK_S = 1.0  # `stop_event` set without a wake-up is seen this soon
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+FDS_PER_SESSION = 2  # a pidfd, and the moment a tracker and its ssh both count
+FDS_SPARE = 256
 
 
 class DaemonError(AgentError):
@@ -66,12 +77,16 @@ def check_can_run(config: Config) -> None:
 
 
 @contextlib.contextmanager
-def stop_signals(stop: threading.Event) -> Iterator[None]:
-    """Route the stop signals to `stop`; restore the old handlers after."""
+def stop_signals(
+    stop: threading.Event, wake: Callable[[], None] | None = None
+) -> Iterator[None]:
+    """Route the stop signals to `stop` (and `wake`); restore the old handlers."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
         log.info("received %s, stopping", signal.Signals(signum).name)
         stop.set()
+        if wake is not None:
+            wake()
 
     old = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
     try:
@@ -79,6 +94,15 @@ def stop_signals(stop: threading.Event) -> Iterator[None]:
     finally:
         for sig, previous in old.items():
             signal.signal(sig, previous)
+
+
+def allow_fds(max_sessions: int) -> None:
+    """Room for one pidfd per session: raise the soft limit toward the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = max_sessions * FDS_PER_SESSION + FDS_SPARE
+    if soft != resource.RLIM_INFINITY and soft < want:
+        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
 
 
 def prepare_data_dir(data_dir: Path) -> None:
@@ -139,11 +163,13 @@ class Agent:
         self.discovery = Discovery(scope_pid=config.scope_pid)
         self.started_at = time.time()
         self._status_at = 0.0
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     def run(self) -> None:
         """Run until a stop signal (or `stop_event`); clean up in any case."""
         check_can_run(self.config)
         prepare_data_dir(self.config.data_dir)
+        allow_fds(self.config.max_sessions)
         self.store.open()
         try:
             with contextlib.ExitStack() as running:
@@ -159,38 +185,75 @@ class Agent:
                     running.enter_context(self.recorder)
                 running.enter_context(self.ingest)
                 running.callback(self.supervisor.stop)
+                discovery = running.enter_context(
+                    DiscoveryThread(self.discovery, self.config.poll_interval_s)
+                )
+                how = (
+                    "process events from the kernel"
+                    if discovery.using_events
+                    else f"process table polled every {self.config.poll_interval_s}s"
+                )
                 log.info(
-                    "auditing tagged ssh sessions into %s (poll every %.2fs)",
+                    "auditing tagged ssh sessions into %s (%s)",
                     self.config.data_dir,
-                    self.config.poll_interval_s,
+                    how,
                 )
                 if self.sink is not None:
                     log.info("events to %s", self.sink.description)
-                self._loop()
+                self._loop(discovery)
         finally:
             self._write_status(AgentState.STOPPED)
             log.info("stopped")
 
-    def _loop(self) -> None:
-        last_orphan_sweep = 0.0
-        while not self.stop_event.is_set():
-            for ssh in self.discovery.poll():
-                self.supervisor.track(ssh)
-            self.supervisor.supervise()
-            now = time.monotonic()
-            if now - last_orphan_sweep >= ORPHAN_SWEEP_INTERVAL_S:
-                last_orphan_sweep = now
-                self.supervisor.close_orphans()
-                if self.discovery.scope_gone():
+    def wake(self) -> None:
+        """Make the main loop look at `stop_event` now (any thread)."""
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"x")
+
+    def _loop(self, discovery: DiscoveryThread) -> None:
+        poller = select.poll()
+        for fd in (discovery.fileno(), self.supervisor.fileno(), self._wake_r):
+            poller.register(fd, select.POLLIN)
+        # The scope process's end, from the kernel: its pid may be reused.
+        scope_fd = open_pidfd(self.config.scope_pid) if self.config.scope_pid else None
+        if scope_fd is not None:
+            poller.register(scope_fd, select.POLLIN)
+            if self.discovery.scope_gone():  # its pid was reused meanwhile
+                self.stop_event.set()
+        next_sweep = time.monotonic()
+        try:
+            while not self.stop_event.is_set():
+                now = time.monotonic()
+                if now >= next_sweep:
+                    next_sweep = now + ORPHAN_SWEEP_INTERVAL_S
+                    self.supervisor.close_orphans()
+                if now - self._status_at >= self.config.status_interval_s:
+                    self._status_at = now
+                    self._write_status(AgentState.RUNNING)
+                waits = [
+                    STOP_CHECK_S,
+                    next_sweep - now,
+                    self._status_at + self.config.status_interval_s - now,
+                ]
+                if (timer := self.supervisor.timeout()) is not None:
+                    waits.append(timer)
+                ready = {fd for fd, _ in poller.poll(max(0.0, min(waits)) * 1000)}
+                if self._wake_r in ready:
+                    _drain(self._wake_r)
+                for ssh in discovery.take():
+                    self.supervisor.track(ssh)
+                self.supervisor.service()
+                if (scope_fd is not None and scope_fd in ready) or (
+                    scope_fd is None and self.discovery.scope_gone()
+                ):
                     log.warning(
                         "scope pid %d has ended: stopping (its pid may be reused)",
                         self.config.scope_pid,
                     )
                     self.stop_event.set()
-            if now - self._status_at >= self.config.status_interval_s:
-                self._status_at = now
-                self._write_status(AgentState.RUNNING)
-            self.stop_event.wait(self.config.poll_interval_s)
+        finally:
+            if scope_fd is not None:
+                os.close(scope_fd)
 
     def _write_status(self, state: AgentState) -> None:
         try:
@@ -210,3 +273,9 @@ class Agent:
             )
         except OSError as e:  # a full disk must not stop the auditing
             log.error("cannot write %s/status.json: %s", self.config.data_dir, e)
+
+
+def _drain(fd: int) -> None:
+    with contextlib.suppress(BlockingIOError):
+        while os.read(fd, 4096):
+            pass

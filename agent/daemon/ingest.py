@@ -4,6 +4,12 @@ watchdog reports writes in DATA_DIR/logs; one ingest thread reads each
 growing log from where it stopped, through the strace decoder and the command
 builder, and hands the session's new state and commands to the store. Any log
 counts, whoever started its strace (the agent, or a user through sudo).
+
+Only a log that grew, appeared or went wakes the thread: inotify is asked
+for IN_MODIFY, IN_CLOSE_WRITE, create, delete and move, never for opens and
+reads, which the ingest's own reads would cause (a loop that once kept a core
+busy re-reading an unchanged log). The writes of one moment are read once:
+the thread waits COALESCE_S after a wake-up before it reads what is dirty.
 """
 
 from __future__ import annotations
@@ -17,7 +23,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 
 from agent.daemon.follower import LogFollower
@@ -42,7 +56,17 @@ from tracer.tags import parse_ssh_argv
 log = logging.getLogger(__name__)
 
 LOG_SUFFIX = STRACE_SUFFIX
-RESCAN_INTERVAL_S = 1.0  # a safety net under inotify
+RESCAN_INTERVAL_S = 1.0  # new logs without an event; spooled writers gone
+REREAD_INTERVAL_S = 10.0  # every followed log read again: a net under inotify
+COALESCE_S = 0.01  # the writes of one keystroke or one output are read at once
+# The events that mean a log changed (watchdog asks inotify for these only).
+WAKING_EVENTS = [
+    FileModifiedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileMovedEvent,
+]
 INGEST_NICE = 10  # parsing yields the CPU to the sessions it audits
 
 
@@ -59,6 +83,8 @@ class _Wakeup(FileSystemEventHandler):
         self.ingest = ingest
 
     def on_any_event(self, event: FileSystemEvent) -> None:
+        if type(event) not in WAKING_EVENTS:
+            return  # never woken by a read: the ingest's own would loop
         path = event.dest_path if event.event_type == "moved" else event.src_path
         if isinstance(path, bytes):
             path = os.fsdecode(path)
@@ -105,10 +131,20 @@ class Ingest:
         if self.intents is not None:
             self.intents.open()
         observer = Observer()
-        observer.schedule(_Wakeup(self), str(self.logs_dir), recursive=False)
+        observer.schedule(
+            _Wakeup(self),
+            str(self.logs_dir),
+            recursive=False,
+            event_filter=WAKING_EVENTS,
+        )
         if self.recordings_dir is not None and spool_usable(self.recordings_dir):
             # Without it (made later, or never): the rescan each second finds them.
-            observer.schedule(_Wakeup(self), str(self.recordings_dir), recursive=False)
+            observer.schedule(
+                _Wakeup(self),
+                str(self.recordings_dir),
+                recursive=False,
+                event_filter=WAKING_EVENTS,
+            )
         observer.start()
         self._observer = observer
         self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
@@ -179,22 +215,26 @@ class Ingest:
         # syscall). Linux lets a thread have its own nice value.
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), INGEST_NICE)
-        last_scan = 0.0
+        last_scan = last_reread = 0.0
         while not self._stop.is_set():
-            self._wake.wait(RESCAN_INTERVAL_S)
+            if self._wake.wait(RESCAN_INTERVAL_S):
+                self._stop.wait(COALESCE_S)  # let the rest of this write land
             self._wake.clear()
             now = time.monotonic()
             try:
+                with self._dirty_lock:
+                    dirty, self._dirty = self._dirty, set()
+                for path in sorted(dirty):
+                    self.process(path)
                 if now - last_scan >= RESCAN_INTERVAL_S:
                     last_scan = now
                     self._take_intents()
                     self.scan()
-                    self.process_all()
-                else:
-                    with self._dirty_lock:
-                        dirty, self._dirty = self._dirty, set()
-                    for path in sorted(dirty):
-                        self.process(path)
+                    if now - last_reread >= REREAD_INTERVAL_S:
+                        last_reread = now
+                        self.process_all()
+                    else:
+                        self._check_recorders()
                 self._delete_ingested()
                 if self.intents is not None:
                     self.intents.remove_durable()
@@ -233,6 +273,13 @@ class Ingest:
             self.process(path, final=final)
             follower = self.followers.get(path)
             if follower is not None and follower.spooled and not follower.finished:
+                self._check_recorder(follower)
+
+    def _check_recorders(self) -> None:
+        """Spooled recordings only: their writer may be gone without a word."""
+        for path, follower in list(self.followers.items()):
+            if follower.spooled and not follower.finished:
+                self.process(path)
                 self._check_recorder(follower)
 
     def _check_recorder(self, follower: LogFollower) -> None:
