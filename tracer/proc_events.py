@@ -93,8 +93,10 @@ def decode(data: bytes) -> Iterator[ProcEvent]:
         offset += (length + 3) & ~3  # NLMSG_ALIGN
 
 
-def _control(op: int) -> bytes:
-    payload = struct.pack("=I", op)
+def _control(op: int, only: int | None = None) -> bytes:
+    # Since Linux 6.6 (cn_proc.h struct proc_input) the subscription may carry
+    # the events wanted; the kernel then sends no others to this socket.
+    payload = struct.pack("=I", op) if only is None else struct.pack("=II", op, only)
     cn = _CN_MSG.pack(CN_IDX_PROC, CN_VAL_PROC, 0, 0, len(payload), 0) + payload
     return _NLMSGHDR.pack(_NLMSGHDR.size + len(cn), NLMSG_DONE, 0, 0, 0) + cn
 
@@ -104,10 +106,16 @@ class ProcEvents:
 
     def __init__(self) -> None:
         self._sock: socket.socket | None = None
+        self._only = 0
         self.overflows = 0  # times the kernel dropped events (ENOBUFS)
 
-    def open(self) -> None:
-        """Subscribe, and wait for the kernel's answer (ProcEventsError if none)."""
+    def open(self, only: int = Kind.EXEC) -> None:
+        """Subscribe, and wait for the kernel's answer (ProcEventsError if none).
+
+        `only`: the events wanted (a mask of Kind), where the kernel can
+        filter; older kernels send every event, and `read()` leaves out the
+        rest.
+        """
         try:
             sock = socket.socket(
                 socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_CONNECTOR
@@ -123,6 +131,10 @@ class ProcEvents:
             sock.send(_control(PROC_CN_MCAST_LISTEN))
             if not self._acknowledged(sock):
                 raise ProcEventsError("the process events connector did not answer")
+            # Then narrow it down. The kernel's answer is an event too, which
+            # a filter would drop, hence this order; a kernel before 6.6
+            # ignores a message of this size and goes on sending everything.
+            sock.send(_control(PROC_CN_MCAST_LISTEN, only))
         except OSError as e:
             sock.close()
             raise ProcEventsError(f"cannot subscribe to process events: {e}") from e
@@ -131,6 +143,7 @@ class ProcEvents:
             raise
         sock.setblocking(False)
         self._sock = sock
+        self._only = only
 
     @staticmethod
     def _acknowledged(sock: socket.socket) -> bool:
@@ -165,7 +178,7 @@ class ProcEvents:
                 self.overflows += 1
                 lost = True  # the socket goes on; what was dropped is gone
                 continue
-            events.extend(e for e in decode(data) if e.kind is not Kind.NONE)
+            events.extend(e for e in decode(data) if e.kind & self._only)
         return events, lost
 
     def close(self) -> None:

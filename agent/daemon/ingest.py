@@ -1,15 +1,12 @@
 """Session logs to stored commands, live.
 
-watchdog reports writes in DATA_DIR/logs; one ingest thread reads each
-growing log from where it stopped, through the strace decoder and the command
-builder, and hands the session's new state and commands to the store. Any log
-counts, whoever started its strace (the agent, or a user through sudo).
-
-Only a log that grew, appeared or went wakes the thread: inotify is asked
-for IN_MODIFY, IN_CLOSE_WRITE, create, delete and move, never for opens and
-reads, which the ingest's own reads would cause (a loop that once kept a core
-busy re-reading an unchanged log). The writes of one moment are read once:
-the thread waits COALESCE_S after a wake-up before it reads what is dirty.
+inotify reports changed logs in DATA_DIR/logs (agent/daemon/log_watch.py:
+only a log that grew, appeared or went, never the ingest's own reads); one
+ingest thread reads each growing log from where it stopped, through the
+strace decoder and the command builder, and hands the session's new state
+and commands to the store. Any log counts, whoever started its strace (the
+agent, or a user through sudo). The writes of one moment are read once: the
+thread waits COALESCE_S after a wake-up before it reads what changed.
 """
 
 from __future__ import annotations
@@ -18,24 +15,15 @@ import contextlib
 import logging
 import os
 import queue
+import select
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from watchdog.events import (
-    FileClosedEvent,
-    FileCreatedEvent,
-    FileDeletedEvent,
-    FileModifiedEvent,
-    FileMovedEvent,
-    FileSystemEvent,
-    FileSystemEventHandler,
-)
-from watchdog.observers import Observer
-
 from agent.daemon.follower import LogFollower
 from agent.daemon.intents import IntentLinker
+from agent.daemon.log_watch import LogWatch
 from agent.daemon.quarantine import keep
 from agent.daemon.recorder import Recorder
 from agent.daemon.spool import (
@@ -59,14 +47,6 @@ LOG_SUFFIX = STRACE_SUFFIX
 RESCAN_INTERVAL_S = 1.0  # new logs without an event; spooled writers gone
 REREAD_INTERVAL_S = 10.0  # every followed log read again: a net under inotify
 COALESCE_S = 0.01  # the writes of one keystroke or one output are read at once
-# The events that mean a log changed (watchdog asks inotify for these only).
-WAKING_EVENTS = [
-    FileModifiedEvent,
-    FileClosedEvent,
-    FileCreatedEvent,
-    FileDeletedEvent,
-    FileMovedEvent,
-]
 INGEST_NICE = 10  # parsing yields the CPU to the sessions it audits
 
 
@@ -78,22 +58,8 @@ class IngestSnapshot:
     lag_bytes: dict[str, int]  # per session id: log bytes not ingested yet
 
 
-class _Wakeup(FileSystemEventHandler):
-    def __init__(self, ingest: Ingest) -> None:
-        self.ingest = ingest
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        if type(event) not in WAKING_EVENTS:
-            return  # never woken by a read: the ingest's own would loop
-        path = event.dest_path if event.event_type == "moved" else event.src_path
-        if isinstance(path, bytes):
-            path = os.fsdecode(path)
-        if path.endswith((LOG_SUFFIX, CHUNK_SUFFIX)):
-            self.ingest.wake(Path(path))
-
-
 class Ingest:
-    """Owns the watchdog observer and the ingest thread."""
+    """Owns the inotify watch and the ingest thread."""
 
     def __init__(
         self,
@@ -115,12 +81,12 @@ class Ingest:
         self._ignored: set[Path] = set()  # logs already reported as unusable
         self._dirty: set[Path] = set()
         self._dirty_lock = threading.Lock()
-        self._wake = threading.Event()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._stop = threading.Event()
         self._closed: queue.Queue[Session] = queue.Queue()
         self._expiring: dict[Path, Session] = {}  # closed, durable, log kept
         self.quarantine_dir = logs_dir.parent / "quarantine"
-        self._observer: Observer | None = None  # type: ignore[valid-type]
+        self._watch: LogWatch | None = None
         self._thread: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------
@@ -130,37 +96,25 @@ class Ingest:
         os.chmod(self.logs_dir, 0o700)
         if self.intents is not None:
             self.intents.open()
-        observer = Observer()
-        observer.schedule(
-            _Wakeup(self),
-            str(self.logs_dir),
-            recursive=False,
-            event_filter=WAKING_EVENTS,
-        )
+        watch = LogWatch()
+        watch.add(self.logs_dir)
         if self.recordings_dir is not None and spool_usable(self.recordings_dir):
             # Without it (made later, or never): the rescan each second finds them.
-            observer.schedule(
-                _Wakeup(self),
-                str(self.recordings_dir),
-                recursive=False,
-                event_filter=WAKING_EVENTS,
-            )
-        observer.start()
-        self._observer = observer
+            watch.add(self.recordings_dir)
+        self._watch = watch
         self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         """Stop watching, then read every log to its current end once more."""
-        if self._observer is not None:
-            self._observer.stop()
-            self._observer.join()
-            self._observer = None
         self._stop.set()
-        self._wake.set()
+        self._wake_up()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
         self._take_intents()
         self.scan()
         self.process_all(final=True)
@@ -193,10 +147,15 @@ class Ingest:
         return IngestSnapshot(logs=logs, lag_bytes=lag)
 
     def wake(self, path: Path | None = None) -> None:
+        """Look at `path` (or just look around) soon; any thread."""
         if path is not None:
             with self._dirty_lock:
                 self._dirty.add(path)
-        self._wake.set()
+        self._wake_up()
+
+    def _wake_up(self) -> None:
+        with contextlib.suppress(BlockingIOError):  # already full of wake-ups
+            os.write(self._wake_w, b"x")
 
     def on_flushed(self, sessions: list[Session]) -> None:
         """Store callback (writer thread): these states are now durable."""
@@ -205,7 +164,7 @@ class Ingest:
                 self._closed.put(session)
         if self.intents is not None:
             self.intents.flushed(sessions)
-        self._wake.set()
+        self._wake_up()
 
     # -- the thread ------------------------------------------------------
 
@@ -215,15 +174,25 @@ class Ingest:
         # syscall). Linux lets a thread have its own nice value.
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), INGEST_NICE)
+        assert self._watch is not None
+        poller = select.poll()
+        poller.register(self._watch.fileno(), select.POLLIN)
+        poller.register(self._wake_r, select.POLLIN)
         last_scan = last_reread = 0.0
         while not self._stop.is_set():
-            if self._wake.wait(RESCAN_INTERVAL_S):
+            timeout = max(0.0, last_scan + RESCAN_INTERVAL_S - time.monotonic())
+            if poller.poll(timeout * 1000):
                 self._stop.wait(COALESCE_S)  # let the rest of this write land
-            self._wake.clear()
             now = time.monotonic()
             try:
+                with contextlib.suppress(BlockingIOError):
+                    while os.read(self._wake_r, 4096):
+                        pass
+                changed, lost = self._watch.read()
+                if lost:
+                    last_scan = last_reread = 0.0  # inotify overflowed: read all
                 with self._dirty_lock:
-                    dirty, self._dirty = self._dirty, set()
+                    dirty, self._dirty = self._dirty | changed, set()
                 for path in sorted(dirty):
                     self.process(path)
                 if now - last_scan >= RESCAN_INTERVAL_S:
@@ -240,7 +209,7 @@ class Ingest:
                     self.intents.remove_durable()
             except Exception:  # the daemon boundary for this thread
                 log.exception("ingest round failed; retrying")
-                time.sleep(RESCAN_INTERVAL_S)
+                self._stop.wait(RESCAN_INTERVAL_S)
 
     def scan(self) -> None:
         """Notice logs that appeared without an event (startup, missed inotify)."""
@@ -386,8 +355,11 @@ class Ingest:
         return follower
 
     def _submit(self, follower: LogFollower) -> None:
-        commands = follower.take_commands()
-        if commands or follower.session != self.store.find(follower.session.identity):
+        submitting = bool(follower.pending_commands) or (
+            follower.session != self.store.find(follower.session.identity)
+        )
+        commands = follower.take_commands(submitting)
+        if submitting:
             self.store.submit(follower.session, commands)
 
     # -- retention -------------------------------------------------------

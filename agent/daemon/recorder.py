@@ -22,6 +22,7 @@ import dataclasses
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,10 @@ from parsers.events import Chunk, Direction, Event, Marker, Resize
 log = logging.getLogger(__name__)
 
 STATE_SUFFIX = ".cast.state"
+# Between two store submits, a recording is written when this much gathered
+# or this long passed (each write replaces its state file).
+COMMIT_BUFFER_BYTES = 256 << 10
+COMMIT_INTERVAL_S = 1.0
 DEFAULT_ROWS, DEFAULT_COLS = 24, 80
 _NOTE = "\r\n\x1b[0m\x1b[7m[bastion-audit: {}]\x1b[0m\r\n"
 
@@ -108,6 +113,8 @@ class CastWriter:
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.inode: int | None = None
         self.dirty = False  # events taken since the last commit
+        self.buffered = 0  # bytes in `lines`
+        self.committed_at = time.monotonic()
         self.resume_after: int | None = None  # skip re-fed events up to here
         loaded = CastState.load(self.state_path)
         identity = list(session.identity)
@@ -254,7 +261,16 @@ class CastWriter:
     def _append(self, line: bytes) -> None:
         if not self.state.size and not self.lines:
             self.lines.append(self._header())
+            self.buffered += len(self.lines[0])
         self.lines.append(line)
+        self.buffered += len(line)
+
+    def due(self) -> bool:
+        """Whether what is buffered should be written now though no one waits."""
+        return self.dirty and (
+            self.buffered >= COMMIT_BUFFER_BYTES
+            or time.monotonic() - self.committed_at >= COMMIT_INTERVAL_S
+        )
 
     def _header(self) -> bytes:
         s = self.session
@@ -276,6 +292,7 @@ class CastWriter:
         if not (self.dirty or final or sync):
             return
         self.dirty = False
+        self.committed_at = time.monotonic()
         if final and not self.state.closed:
             self._mark_gaps(self.session.ended_at or self.state.t)
             if self.state.dropped:
@@ -288,6 +305,7 @@ class CastWriter:
         if self.lines or final or sync:
             data = b"".join(self.lines)
             self.lines.clear()
+            self.buffered = 0
             fd = self._open_cast()
             try:
                 view = memoryview(data)
@@ -335,12 +353,19 @@ class Recorder:
         except OSError as e:
             self._broken(session, e)
 
-    def commit(self, session: Session) -> None:
-        """Before the ingest submits `session`: make its recording durable."""
+    def commit(self, session: Session, required: bool = True) -> None:
+        """Before the ingest submits `session`: make its recording durable.
+
+        Not `required` (nothing goes to the store this time): written only
+        when enough has gathered or it waited long enough, so that a session
+        typing or printing does not cost a state file per read.
+        """
         writer = self.writers.get(session.id)
         if writer is None:
             return
         closed = session.status in ENDED
+        if not (required or closed or writer.due()):
+            return
         try:
             writer.session = session
             writer.commit(final=closed)

@@ -16,6 +16,7 @@ and stores every command exactly once.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -44,6 +45,11 @@ from agent.shards import (
 log = logging.getLogger(__name__)
 
 SHARD_MAX_COMMANDS = 2_000
+# A new command is written this soon (the other sessions' commands of the
+# same moment join it), and flushes are at least FLUSH_MIN_GAP_S apart; other
+# changes wait for the flush interval. Enter to feed is what this bounds.
+FLUSH_BATCH_S = 0.02
+FLUSH_MIN_GAP_S = 0.05
 
 
 class AtomicJSONStorage(Storage):
@@ -51,13 +57,17 @@ class AtomicJSONStorage(Storage):
 
     TinyDB's JSONStorage truncates and rewrites the file in place on every
     write: a crash in between loses the database. Here TinyDB's writes only
-    touch memory, and flush() replaces the file atomically.
+    touch memory, and flush() replaces the file atomically. Commands are only
+    ever appended, so their JSON is kept from one flush to the next and only
+    the new ones are encoded: a flush costs what changed, plus one copy.
     """
 
     def __init__(self, path: Path, data: dict[str, Any] | None = None) -> None:
         self.path = path
         self._data: dict[str, Any] = data if data is not None else {}
         self.dirty = data is None
+        self._encoded: list[str] = []  # `"doc id":{command}` of the first ones
+        self._last_key: str | None = None  # the newest of those, to notice change
 
     def read(self) -> dict[str, Any]:
         return self._data
@@ -68,12 +78,32 @@ class AtomicJSONStorage(Storage):
 
     def flush(self) -> None:
         if self.dirty:
-            text = json.dumps(self._data, ensure_ascii=False, separators=(",", ":"))
-            write_atomic(self.path, text.encode("utf-8"))
+            parts = [
+                _dumps(name)
+                + ":"
+                + (self._commands(table) if name == COMMANDS else _dumps(table))
+                for name, table in self._data.items()
+            ]
+            write_atomic(self.path, ("{" + ",".join(parts) + "}").encode("utf-8"))
             self.dirty = False
+
+    def _commands(self, table: dict[str, Any]) -> str:
+        done = len(self._encoded)
+        if done > len(table) or (
+            done and next(itertools.islice(table, done - 1, None)) != self._last_key
+        ):
+            self._encoded, done = [], 0  # not the table encoded so far: anew
+        for key, doc in itertools.islice(table.items(), done, None):
+            self._encoded.append(_dumps(key) + ":" + _dumps(doc))
+            self._last_key = key
+        return "{" + ",".join(self._encoded) + "}"
 
     def close(self) -> None:
         pass
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +151,7 @@ class Store:
         self._shard_commands = 0
         self._next_shard = 1
         self._stop = threading.Event()
+        self._soon = threading.Event()  # a command waits to be written
         self._thread: threading.Thread | None = None
         self.flush_errors = 0
         self.flush_error_at: float | None = None
@@ -160,6 +191,7 @@ class Store:
     def stop(self) -> None:
         """Flush what is pending and stop the writer thread."""
         self._stop.set()
+        self._soon.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
@@ -204,6 +236,8 @@ class Store:
             pending.session = session
             pending.commands.extend(commands)
             self._remember(session)
+        if commands:
+            self._soon.set()
 
     @property
     def pending_count(self) -> int:
@@ -229,7 +263,15 @@ class Store:
     # -- writing ---------------------------------------------------------
 
     def _run(self) -> None:
-        while not self._stop.wait(self.flush_interval_s):
+        last = 0.0
+        while True:
+            if self._soon.wait(self.flush_interval_s) and not self._stop.is_set():
+                now = time.monotonic()
+                self._stop.wait(max(FLUSH_BATCH_S, last + FLUSH_MIN_GAP_S - now))
+            if self._stop.is_set():
+                return
+            self._soon.clear()
+            last = time.monotonic()
             try:
                 self.flush()
             except OSError as e:
