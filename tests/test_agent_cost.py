@@ -39,11 +39,13 @@ def test_an_idle_live_session_costs_the_agent_almost_nothing(
         child.send(b"echo settled\r")
         child.expect(harness.PROMPT)
         harness.wait_for(
-            lambda: [
-                r["command"]
-                for r in harness.export(running_agent.data_dir, "--session", "idle")
-            ]
-            == ["echo settled"]
+            lambda: (
+                [
+                    r["command"]
+                    for r in harness.export(running_agent.data_dir, "--session", "idle")
+                ]
+                == ["echo settled"]
+            )
         )
         time.sleep(1.0)  # what the command set off is over
         agent = psutil.Process(running_agent.process.pid)
