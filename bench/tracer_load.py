@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -182,22 +183,43 @@ class LiveSessions:
 def burst(
     user: harness.TestUser, server: harness.Sshd, data_dir: Path, count: int
 ) -> dict[str, object]:
-    """`count` sessions started at once: attach from each one's spawn."""
-    spawned: list[float] = []
-    children = []
-    for n in range(count):
-        spawned.append(time.perf_counter())
-        child = harness.spawn_ssh(tagged(user, server, f"burst{n}"))
-        child.delaybeforesend = None
-        children.append(child)
-    pids = [harness.ssh_pid_of(c) for c in children]
+    """`count` sessions started at once: attach from each one's spawn.
+
+    A thread watches every ssh already spawned while the next ones are being
+    spawned (spawning 50 takes a while itself).
+    """
+    spawned: dict[int, float] = {}  # ssh pid -> when its spawn began
     traced: dict[int, float] = {}
-    deadline = time.monotonic() + 60
-    while len(traced) < count and time.monotonic() < deadline:
-        for i, pid in enumerate(pids):
-            if i not in traced and harness.is_traced(pid):
-                traced[i] = time.perf_counter() - spawned[i]
-        time.sleep(0.001)
+    lock = threading.Lock()
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            with lock:
+                waiting = [p for p in spawned if p not in traced]
+            for pid in waiting:
+                with contextlib.suppress(OSError):
+                    if harness.is_traced(pid):
+                        traced[pid] = time.perf_counter() - spawned[pid]
+            time.sleep(0.001)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    children = []
+    try:
+        for n in range(count):
+            t0 = time.perf_counter()
+            child = harness.spawn_ssh(tagged(user, server, f"burst{n}"))
+            child.delaybeforesend = None
+            children.append(child)
+            with lock:
+                spawned[child.pid] = t0
+        deadline = time.monotonic() + 60
+        while len(traced) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        done.set()
+        watcher.join()
     for child in children:
         child.expect(harness.PROMPT, timeout=PROMPT_TIMEOUT_S)
     for n, child in enumerate(children):

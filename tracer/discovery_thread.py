@@ -22,6 +22,8 @@ from types import TracebackType
 
 from tracer.discovery import YOUNG_WINDOW_S, Discovery, TaggedSsh
 from tracer.proc_events import Kind, ProcEvents, ProcEventsError
+from tracer.procfs import set_thread_nice
+from tracer.tracker import URGENT_NICE
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +122,7 @@ class DiscoveryThread:
     # -- the thread ------------------------------------------------------
 
     def _run(self) -> None:
+        set_thread_nice(URGENT_NICE)
         poller = select.poll()
         poller.register(self._stop_r, select.POLLIN)
         if self._events is not None:

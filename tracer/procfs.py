@@ -6,8 +6,10 @@ gone: vanished processes, zombies and kernel threads are ordinary races.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+import threading
 
 # One ssh command line worth parsing. Anything past it is not read: argv is
 # the user's to make large (up to a quarter of the stack limit, which they
@@ -145,6 +147,20 @@ def read_boot_time() -> float:
 def started_at(start_ticks: int, boot_time: float) -> float:
     """A process's start time (epoch seconds) from its start ticks."""
     return boot_time + start_ticks / _CLK_TCK
+
+
+def set_thread_nice(nice: int) -> bool:
+    """Give the calling thread this nice value (Linux: nice is per thread)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    except OSError:
+        return False  # not allowed (no CAP_SYS_NICE): the default stands
+    return True
+
+
+def set_nice(pid: int, nice: int) -> None:
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, pid, nice)
 
 
 def read_schedstat(pid: int) -> tuple[int, int] | None:

@@ -21,23 +21,38 @@ session shows the gap.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
 import os
 import signal
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from tracer import Mode
 from tracer.discovery import TaggedSsh
+from tracer.launcher import Launcher
 from tracer.ownership import Owner, strace_owner
-from tracer.procfs import is_alive, read_boot_time, read_schedstat, read_tracer_pid
+from tracer.procfs import (
+    is_alive,
+    read_boot_time,
+    read_schedstat,
+    read_tracer_pid,
+    set_nice,
+)
 from tracer.session_log import end_orphans, find_log, mark_unended, recorded_tty
 from tracer.terminals import notify_terminal, served_elsewhere
-from tracer.tracker import ALREADY_TRACED, Tracker, adopt, launch, tracker_argv
-from tracer.watches import ATTACH_CHECK_FIRST_S, Watch, Watches
+from tracer.tracker import ALREADY_TRACED, Tracker, adopt, tracker_argv
+from tracer.watches import (
+    ATTACH_CHECK_FIRST_S,
+    Limits,
+    StraceRunning,
+    SupervisorSnapshot,
+    SupervisorStats,
+    Watch,
+    Watches,
+)
+
+__all__ = ["Limits", "Supervisor", "SupervisorSnapshot"]
 
 log = logging.getLogger(__name__)
 
@@ -51,44 +66,6 @@ RECORD_ONLY_WAIT_S = 1.0  # for the start line of a refused session
 # A tracker waiting for a CPU is not late: its run-queue time does not count
 # against the deadline (/proc/PID/schedstat), up to this many deadlines.
 BUSY_DEADLINE_FACTOR = 4.0
-LATENCY_SAMPLES = 1000
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Bounds on what a flood of tagged ssh processes can make the agent do."""
-
-    attach_deadline_s: float = 5.0
-    max_sessions: int = 1000
-    max_new_sessions_per_s: float = 50.0
-
-
-@dataclass(frozen=True, slots=True)
-class StraceRunning:
-    """One strace the supervisor holds, for the agent's status."""
-
-    tracer_pid: int
-    tag: str
-    ssh_pid: int
-    adopted: bool  # left by an earlier agent, watched by pid
-
-
-@dataclass(frozen=True, slots=True)
-class SupervisorSnapshot:
-    straces: tuple[StraceRunning, ...]
-
-
-@dataclass
-class SupervisorStats:
-    launched: int = 0
-    adopted: int = 0
-    terminated: int = 0
-    untraced: int = 0
-    limited: int = 0
-    wakeups: int = 0  # watches looked at, by exit or by timer
-    attach_latencies_s: collections.deque[float] = field(
-        default_factory=lambda: collections.deque(maxlen=LATENCY_SAMPLES)
-    )
 
 
 class Supervisor:
@@ -112,6 +89,19 @@ class Supervisor:
         self._tokens = self.limits.max_new_sessions_per_s
         self._tokens_at = time.monotonic()
         self._boot_time = read_boot_time()
+        self._launcher = Launcher()
+        self._watches.add_other(self._launcher.fileno())
+
+    def start(self) -> None:
+        """Start the launcher threads (unstarted, trackers start inline)."""
+        self._launcher.start()
+
+    def __enter__(self) -> Supervisor:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def snapshot(self) -> SupervisorSnapshot:
         """The straces running now (main thread, like everything here)."""
@@ -148,6 +138,8 @@ class Supervisor:
         for watch, fd in self._watches.exited():
             self.stats.wakeups += 1
             self._exited(watch, fd)
+        for key, started in self._launcher.take():
+            self._started(key, started)
         now = time.monotonic()
         for watch in self._watches.due(now):
             self.stats.wakeups += 1
@@ -212,19 +204,42 @@ class Supervisor:
             self._watches.watch_ssh(watch)
             self._watches.schedule(watch, now + (1.0 - self._tokens) / rate)
             return
-        try:
-            argv = tracker_argv(
-                self.script, self.data_dir, watch.ssh, self._boot_time, False
-            )
-            tracker = launch(argv, now)
-        except OSError as e:
-            self._judge(watch, f"cannot run {self.script}: {e.strerror or e}")
-            return
-        self._watches.set_tracker(watch, tracker)
+        argv = tracker_argv(
+            self.script, self.data_dir, watch.ssh, self._boot_time, False
+        )
+        self._watches.watch_ssh(watch)  # until its tracker runs
+        watch.launching = True
         watch.attaches += 1
-        watch.attach_check_s = ATTACH_CHECK_FIRST_S
         self.stats.launched += 1
+        self._launcher.submit(watch.ssh.identity, argv)
+
+    def _started(self, key: tuple[int, int], started: Tracker | OSError) -> None:
+        """A launcher thread started (or failed to start) a tracker."""
+        watch = self.watches.get(key)
+        if watch is None or not watch.launching:  # the ssh is gone meanwhile
+            if isinstance(started, Tracker):
+                started.signal(signal.SIGKILL)
+                if started.popen is not None:
+                    started.popen.wait()
+                started.close()
+            return
+        watch.launching = False
+        if isinstance(started, OSError):
+            self._launch_failed(watch, started)
+            return
+        self._watches.set_tracker(watch, started)
+        now = time.monotonic()
+        if started.record_only:
+            self._watches.schedule(watch, now + RECORD_ONLY_WAIT_S)
+            return
+        watch.attach_check_s = ATTACH_CHECK_FIRST_S
         self._watches.schedule(watch, now + watch.attach_check_s)
+
+    def _launch_failed(self, watch: Watch, error: OSError) -> None:
+        if watch.pending_verdict is not None:
+            self._apply_verdict(watch)  # its record-only tracker could not run
+        else:
+            self._judge(watch, f"cannot run {self.script}: {error.strerror or error}")
 
     # -- what happens ------------------------------------------------------
 
@@ -262,6 +277,8 @@ class Supervisor:
     def _check(self, watch: Watch, now: float) -> None:
         """A timer of this watch is due: see what it waits for."""
         identity = watch.ssh.identity
+        if watch.launching:
+            return  # its tracker is being started; that says what comes next
         if not is_alive(identity):
             if watch.tracker is None or not watch.tracker.running():
                 self._finish(identity, watch)
@@ -302,6 +319,7 @@ class Supervisor:
     def _check_attach(self, watch: Watch, tracker: Tracker, now: float) -> None:
         if read_tracer_pid(watch.ssh.pid) == tracker.tracer_pid:
             watch.traced_at = now
+            set_nice(tracker.tracer_pid, 0)  # attached: no longer urgent
             self.stats.attach_latencies_s.append(now - watch.found_at)
             self._watches.schedule(watch, now + MUX_CHECK_AFTER_S)
             return
@@ -341,15 +359,11 @@ class Supervisor:
             return False
         if not self._take_token(now):
             return False
-        try:
-            argv = tracker_argv(
-                self.script, self.data_dir, watch.ssh, self._boot_time, True
-            )
-            tracker = launch(argv, now, record_only=True)
-        except OSError:
-            return False
-        self._watches.set_tracker(watch, tracker)
-        self._watches.schedule(watch, now + RECORD_ONLY_WAIT_S)
+        argv = tracker_argv(
+            self.script, self.data_dir, watch.ssh, self._boot_time, True
+        )
+        watch.launching = True
+        self._launcher.submit(watch.ssh.identity, argv, record_only=True)
         return True
 
     def _apply_verdict(self, watch: Watch) -> None:
@@ -410,6 +424,7 @@ class Supervisor:
             if read_tracer_pid(watch.ssh.pid) == tracker.tracer_pid:
                 watch.verdict = None  # attached again: the gap closes
                 watch.traced_at = now
+                set_nice(tracker.tracer_pid, 0)
                 log.info("session %s: traced again", watch.ssh.tag)
                 self._watches.schedule(watch, now + MUX_CHECK_AFTER_S)
             else:
@@ -440,6 +455,10 @@ class Supervisor:
 
     def stop(self) -> None:
         """Detach every strace: SIGTERM, a deadline, then SIGKILL."""
+        self._launcher.stop()
+        for key, started in self._launcher.take():
+            self._started(key, started)
+        self._launcher.close()
         trackers = [
             w.tracker
             for w in self.watches.values()

@@ -25,7 +25,6 @@ from tracer.procfs import fd_device, read_uids
 # As scripts/session_tracker.sh records it: /dev/tty itself is where ssh
 # asks for a password, never the session's terminal.
 TTY_RE = re.compile(r"/dev/(pts/\d+|tty[A-Za-z0-9]+)")
-SSH_NAMES = frozenset({"ssh"})
 _OPEN_FLAGS = os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW
 
 
@@ -201,10 +200,10 @@ def served_elsewhere(ssh_pid: int, ssh_uid: int) -> int | None:
     control socket (SCM_RIGHTS); from then on the master reads and writes the
     terminal and the client only waits, so tracing the client sees nothing.
     The master is whoever holds the other end of one of the client's unix
-    sockets and the terminal above fds 0-2 (received fds land there; a shell
-    merely started on the same terminal holds it as 0, 1 or 2, bash also as
-    255 but it is no peer), whatever its binary is called; an ssh-named
-    process holding the terminal that way counts too.
+    sockets (the client stays connected until the session ends) and the
+    terminal above fds 0-2, where received fds land; whatever its binary is
+    called. An ssh with no connected unix socket is served by no one, and
+    costs no walk of the process table.
     """
     tty = ssh_tty(ssh_pid)
     if tty is None:
@@ -214,6 +213,8 @@ def served_elsewhere(ssh_pid: int, ssh_uid: int) -> int | None:
         int(m.group(1)) for link in own.values() if (m := _SOCKET_RE.fullmatch(link))
     }
     peers = {f"socket:[{ino}]" for ino in unix_peers(mine)}
+    if not peers:
+        return None
     skip = {ssh_pid, *_descendants(ssh_pid)}  # ProxyJump's `ssh -W` holds the tty
     for name in os.listdir("/proc"):
         if not name.isdigit() or int(name) in skip:
@@ -225,17 +226,10 @@ def served_elsewhere(ssh_pid: int, ssh_uid: int) -> int | None:
         except OSError:
             continue
         links = _fd_links(pid)
-        if not any(fd > 2 and link == tty for fd, link in links.items()):
+        if peers.isdisjoint(links.values()):
             continue
-        if peers & set(links.values()) or _named_ssh(pid):
+        if any(fd > 2 and link == tty for fd, link in links.items()):
             uids = read_uids(pid)
             if uids is not None and uids[0] == ssh_uid:
                 return pid
     return None
-
-
-def _named_ssh(pid: int) -> bool:
-    try:
-        return os.path.basename(os.readlink(f"/proc/{pid}/exe")) in SSH_NAMES
-    except OSError:
-        return False

@@ -29,6 +29,11 @@ from tracer.procfs import started_at
 from tracer.terminals import ssh_tty, terminal_size
 
 CHILD_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
+# Until strace has attached, every key the person types is at risk: the
+# threads that find and start trackers run at this nice value, and so do the
+# trackers they start (a child inherits it), until the attach is confirmed;
+# then strace goes back to 0, where ssh itself runs.
+URGENT_NICE = -5
 _USER_RE = re.compile(r"[A-Za-z0-9._][A-Za-z0-9._-]*")
 
 # session_tracker.sh exit codes (see its header), as reasons.

@@ -9,19 +9,58 @@ so a round looks only at watches that have something due. Stale heap entries
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import heapq
 import os
 import select
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tracer.discovery import TaggedSsh
 from tracer.procfs import is_alive
 from tracer.tracker import Tracker, open_pidfd
 
 ATTACH_CHECK_FIRST_S = 0.002  # then doubling: an attach takes a few ms
+LATENCY_SAMPLES = 1000
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what a flood of tagged ssh processes can make the agent do."""
+
+    attach_deadline_s: float = 5.0
+    max_sessions: int = 1000
+    max_new_sessions_per_s: float = 50.0
+
+
+@dataclass(frozen=True, slots=True)
+class StraceRunning:
+    """One strace the supervisor holds, for the agent's status."""
+
+    tracer_pid: int
+    tag: str
+    ssh_pid: int
+    adopted: bool  # left by an earlier agent, watched by pid
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorSnapshot:
+    straces: tuple[StraceRunning, ...]
+
+
+@dataclass
+class SupervisorStats:
+    launched: int = 0
+    adopted: int = 0
+    terminated: int = 0
+    untraced: int = 0
+    limited: int = 0
+    wakeups: int = 0  # watches looked at, by exit or by timer
+    attach_latencies_s: collections.deque[float] = field(
+        default_factory=lambda: collections.deque(maxlen=LATENCY_SAMPLES)
+    )
 
 
 @dataclass
@@ -43,6 +82,7 @@ class Watch:
     ssh_pidfd: int = -1  # while no tracker runs: learns the ssh's exit
     due: float | None = None  # its next timer
     attach_check_s: float = ATTACH_CHECK_FIRST_S
+    launching: bool = False  # a launcher thread is starting its tracker
 
 
 class Watches:
@@ -54,12 +94,18 @@ class Watches:
         self._by_fd: dict[int, tuple[int, int]] = {}
         self._timers: list[tuple[float, int, tuple[int, int]]] = []
         self._seq = 0
+        self._others: set[int] = set()  # fds of the owner's, not of a watch
 
     def fileno(self) -> int:
         return self._epoll.fileno()
 
     def __len__(self) -> int:
         return len(self.by_identity)
+
+    def add_other(self, fd: int) -> None:
+        """Wake the owner's loop for `fd` too (`exited()` leaves it out)."""
+        self._others.add(fd)
+        self._epoll.register(fd, select.EPOLLIN)
 
     def add(self, watch: Watch) -> None:
         self.by_identity[watch.ssh.identity] = watch
@@ -81,6 +127,8 @@ class Watches:
     def exited(self) -> Iterator[tuple[Watch, int]]:
         """(watch, pidfd) for each pidfd that turned readable."""
         for fd, _ in self._epoll.poll(0):
+            if fd in self._others:
+                continue
             identity = self._by_fd.get(fd)
             watch = self.by_identity.get(identity) if identity else None
             if watch is None:

@@ -45,8 +45,9 @@ from agent.daemon.store import Store
 from agent.status_file import AgentState, write_status
 from tracer.discovery import Discovery, read_start_ticks
 from tracer.discovery_thread import DiscoveryThread
+from tracer.procfs import set_thread_nice
 from tracer.supervisor import Limits, Supervisor
-from tracer.tracker import open_pidfd
+from tracer.tracker import URGENT_NICE, open_pidfd
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +185,7 @@ class Agent:
                 if self.recorder is not None:
                     running.enter_context(self.recorder)
                 running.enter_context(self.ingest)
-                running.callback(self.supervisor.stop)
+                running.enter_context(self.supervisor)
                 discovery = running.enter_context(
                     DiscoveryThread(self.discovery, self.config.poll_interval_s)
                 )
@@ -211,6 +212,9 @@ class Agent:
             os.write(self._wake_w, b"x")
 
     def _loop(self, discovery: DiscoveryThread) -> None:
+        # The other threads run already: this one alone is urgent (it starts
+        # the trackers, which inherit it).
+        set_thread_nice(URGENT_NICE)
         poller = select.poll()
         for fd in (discovery.fileno(), self.supervisor.fileno(), self._wake_r):
             poller.register(fd, select.POLLIN)
