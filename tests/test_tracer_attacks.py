@@ -1,6 +1,7 @@
 """A hostile bastion user against the tracer: each attack with real processes.
 
-Issue 14 (findings 2, 6, 7) and issue 16 (huge argv, sparse "ssh", a session
+Issue 14 (findings 2, 6, 7; a ControlMaster under another name is in
+test_supervision) and issue 16 (huge argv, sparse "ssh", a session
 the agent's own strace holds): the user runs their own processes as a real
 unprivileged account (setpriv/runuser), against the real agent, sshd and ssh.
 """
@@ -177,37 +178,6 @@ def test_an_untagged_ssh_that_execs_a_tagged_one_is_traced(
         )
     finally:
         child.close(force=True)
-
-
-def test_a_controlmaster_under_another_name_is_found(
-    agent_with, user, server, tmp_path
-) -> None:
-    agent = agent_with()
-    master_bin = tmp_path / "bin" / "mux-helper"
-    master_bin.parent.mkdir()
-    shutil.copy(shutil.which("ssh") or "/usr/bin/ssh", master_bin)
-    sock = tmp_path / "cm.sock"
-    master = subprocess.Popen(
-        [
-            str(master_bin),
-            *harness.ssh_argv(user, server, "-M", "-S", str(sock), "-N"),
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        harness.wait_for(sock.exists, timeout=15)
-        child = harness.spawn_ssh(tagged(user, server, "renamed-mux", "-S", str(sock)))
-        child.expect(NOTICE, timeout=30)
-        child.expect(harness.pexpect.EOF)
-        child.close()
-        ended = wait_ended(agent.data_dir, "renamed-mux", "terminated")
-        assert "ControlMaster" in ended.end_reason
-    finally:
-        master.terminate()
-        master.wait(10)
 
 
 # -- issue 14.7: markers matched only as strace's own exit lines -------------------

@@ -12,18 +12,16 @@ joins the thread.
 from __future__ import annotations
 
 import collections
-import contextlib
 import logging
-import os
 import select
 import threading
 import time
-from types import TracebackType
 
 from tracer.discovery import YOUNG_WINDOW_S, Discovery, TaggedSsh
 from tracer.proc_events import Kind, ProcEvents, ProcEventsError
 from tracer.procfs import set_thread_nice
 from tracer.tracker import URGENT_NICE
+from tracer.wake import WakePipe
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +42,8 @@ class DiscoveryThread:
         self._events: ProcEvents | None = None
         self._found: collections.deque[TaggedSsh] = collections.deque()
         self._lock = threading.Lock()
-        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._stop_r, self._stop_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._found_wake = WakePipe()  # the main loop's
+        self._stop_wake = WakePipe()  # this thread's
         self._thread: threading.Thread | None = None
         # pid -> when to look again, and until when (caught mid-exec)
         self._recheck: dict[int, tuple[float, float]] = {}
@@ -75,37 +73,30 @@ class DiscoveryThread:
 
     def stop(self) -> None:
         if self._thread is not None:
-            os.write(self._stop_w, b"x")
+            self._stop_wake.wake()
             self._thread.join()
             self._thread = None
         if self._events is not None:
             self._events.close()
             self._events = None
-        for fd in (self._wake_r, self._wake_w, self._stop_r, self._stop_w):
-            os.close(fd)
+        self._found_wake.close()
+        self._stop_wake.close()
 
     def __enter__(self) -> DiscoveryThread:
         self.start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     # -- the main loop's side ----------------------------------------------
 
     def fileno(self) -> int:
         """Readable while found ssh clients wait in `take()`."""
-        return self._wake_r
+        return self._found_wake.fileno()
 
     def take(self) -> list[TaggedSsh]:
-        with contextlib.suppress(BlockingIOError):
-            while os.read(self._wake_r, 4096):
-                pass
+        self._found_wake.drain()
         with self._lock:
             found = list(self._found)
             self._found.clear()
@@ -116,15 +107,15 @@ class DiscoveryThread:
             return
         with self._lock:
             self._found.extend(found)
-        with contextlib.suppress(BlockingIOError):  # full of wake-ups already
-            os.write(self._wake_w, b"x")
+        self._found_wake.wake()
 
     # -- the thread ------------------------------------------------------
 
     def _run(self) -> None:
         set_thread_nice(URGENT_NICE)
         poller = select.poll()
-        poller.register(self._stop_r, select.POLLIN)
+        stop_fd = self._stop_wake.fileno()
+        poller.register(stop_fd, select.POLLIN)
         if self._events is not None:
             poller.register(self._events.fileno(), select.POLLIN)
         interval = SAFETY_POLL_S if self._events is not None else self.poll_interval_s
@@ -133,7 +124,7 @@ class DiscoveryThread:
             now = time.monotonic()
             due = min([next_poll, *(when for when, _ in self._recheck.values())])
             ready = poller.poll(max(0.0, due - now) * 1000)
-            if any(fd == self._stop_r for fd, _ in ready):
+            if any(fd == stop_fd for fd, _ in ready):
                 return
             try:
                 found = self._round(bool(ready))

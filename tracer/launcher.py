@@ -12,15 +12,13 @@ joins the threads; trackers started but not taken are handed back by
 from __future__ import annotations
 
 import collections
-import contextlib
-import os
 import queue
 import threading
 import time
-from types import TracebackType
 
 from tracer.procfs import set_thread_nice
 from tracer.tracker import URGENT_NICE, Tracker, launch
+from tracer.wake import WakePipe
 
 LAUNCH_THREADS = 4
 
@@ -36,7 +34,7 @@ class Launcher:
         self._done: collections.deque[tuple[Key, Tracker | OSError]] = (
             collections.deque()
         )
-        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wake = WakePipe()
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
@@ -55,35 +53,27 @@ class Launcher:
         self._threads.clear()
 
     def close(self) -> None:
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        self._wake.close()
 
     def __enter__(self) -> Launcher:
         self.start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def fileno(self) -> int:
-        return self._wake_r
+        return self._wake.fileno()
 
     def submit(self, key: Key, argv: list[str], record_only: bool = False) -> None:
         if not self._threads:  # not started (a test, or stopping): do it now
             self._done.append((key, self._launch(argv, record_only)))
-            self._wake()
+            self._wake.wake()
             return
         self._todo.put((key, argv, record_only))
 
     def take(self) -> list[tuple[Key, Tracker | OSError]]:
-        with contextlib.suppress(BlockingIOError):
-            while os.read(self._wake_r, 4096):
-                pass
+        self._wake.drain()
         done = []
         while self._done:
             done.append(self._done.popleft())
@@ -94,7 +84,7 @@ class Launcher:
         while (job := self._todo.get()) is not None:
             key, argv, record_only = job
             self._done.append((key, self._launch(argv, record_only)))
-            self._wake()
+            self._wake.wake()
 
     @staticmethod
     def _launch(argv: list[str], record_only: bool) -> Tracker | OSError:
@@ -102,7 +92,3 @@ class Launcher:
             return launch(argv, time.monotonic(), record_only)
         except OSError as e:
             return e
-
-    def _wake(self) -> None:
-        with contextlib.suppress(BlockingIOError):
-            os.write(self._wake_w, b"x")

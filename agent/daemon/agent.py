@@ -48,6 +48,7 @@ from tracer.discovery_thread import DiscoveryThread
 from tracer.procfs import set_thread_nice
 from tracer.supervisor import Limits, Supervisor
 from tracer.tracker import URGENT_NICE, open_pidfd
+from tracer.wake import WakePipe
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +165,7 @@ class Agent:
         self.discovery = Discovery(scope_pid=config.scope_pid)
         self.started_at = time.time()
         self._status_at = 0.0
-        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wake = WakePipe()
 
     def run(self) -> None:
         """Run until a stop signal (or `stop_event`); clean up in any case."""
@@ -208,15 +209,14 @@ class Agent:
 
     def wake(self) -> None:
         """Make the main loop look at `stop_event` now (any thread)."""
-        with contextlib.suppress(OSError):
-            os.write(self._wake_w, b"x")
+        self._wake.wake()
 
     def _loop(self, discovery: DiscoveryThread) -> None:
         # The other threads run already: this one alone is urgent (it starts
         # the trackers, which inherit it).
         set_thread_nice(URGENT_NICE)
         poller = select.poll()
-        for fd in (discovery.fileno(), self.supervisor.fileno(), self._wake_r):
+        for fd in (discovery.fileno(), self.supervisor.fileno(), self._wake.fileno()):
             poller.register(fd, select.POLLIN)
         # The scope process's end, from the kernel: its pid may be reused.
         scope_fd = open_pidfd(self.config.scope_pid) if self.config.scope_pid else None
@@ -242,8 +242,8 @@ class Agent:
                 if (timer := self.supervisor.timeout()) is not None:
                     waits.append(timer)
                 ready = {fd for fd, _ in poller.poll(max(0.0, min(waits)) * 1000)}
-                if self._wake_r in ready:
-                    _drain(self._wake_r)
+                if self._wake.fileno() in ready:
+                    self._wake.drain()
                 for ssh in discovery.take():
                     self.supervisor.track(ssh)
                 self.supervisor.service()
@@ -277,9 +277,3 @@ class Agent:
             )
         except OSError as e:  # a full disk must not stop the auditing
             log.error("cannot write %s/status.json: %s", self.config.data_dir, e)
-
-
-def _drain(fd: int) -> None:
-    with contextlib.suppress(BlockingIOError):
-        while os.read(fd, 4096):
-            pass

@@ -40,6 +40,7 @@ from parsers.pipeline import CommandPipeline
 from tracer.discovery import is_alive
 from tracer.session_log import SessionLogError, read_start
 from tracer.tags import parse_ssh_argv
+from tracer.wake import WakePipe
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ class Ingest:
         self._ignored: set[Path] = set()  # logs already reported as unusable
         self._dirty: set[Path] = set()
         self._dirty_lock = threading.Lock()
-        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wake = WakePipe()
         self._stop = threading.Event()
         self._closed: queue.Queue[Session] = queue.Queue()
         self._expiring: dict[Path, Session] = {}  # closed, durable, log kept
@@ -154,8 +155,7 @@ class Ingest:
         self._wake_up()
 
     def _wake_up(self) -> None:
-        with contextlib.suppress(BlockingIOError):  # already full of wake-ups
-            os.write(self._wake_w, b"x")
+        self._wake.wake()
 
     def on_flushed(self, sessions: list[Session]) -> None:
         """Store callback (writer thread): these states are now durable."""
@@ -177,7 +177,7 @@ class Ingest:
         assert self._watch is not None
         poller = select.poll()
         poller.register(self._watch.fileno(), select.POLLIN)
-        poller.register(self._wake_r, select.POLLIN)
+        poller.register(self._wake.fileno(), select.POLLIN)
         last_scan = last_reread = 0.0
         while not self._stop.is_set():
             timeout = max(0.0, last_scan + RESCAN_INTERVAL_S - time.monotonic())
@@ -185,9 +185,7 @@ class Ingest:
                 self._stop.wait(COALESCE_S)  # let the rest of this write land
             now = time.monotonic()
             try:
-                with contextlib.suppress(BlockingIOError):
-                    while os.read(self._wake_r, 4096):
-                        pass
+                self._wake.drain()
                 changed, lost = self._watch.read()
                 if lost:
                     last_scan = last_reread = 0.0  # inotify overflowed: read all
