@@ -18,6 +18,8 @@ FIELDS = (
     "time",
     "command",
     "cancelled",
+    "kind",
+    "transfer",
     "tag",
     "bastion_user",
     "remote_user",
@@ -34,7 +36,8 @@ FIELDS = (
     "remote_account",
     "recorder",
 )
-COMMAND_FIELDS = 5  # the first five come from the command, the rest its session
+COMMAND_FIELDS = 7  # the first seven come from the command, the rest its session
+FLEET_FIELDS = (*FIELDS, "bastion")  # read from the fleet store
 
 
 def session_fields(session: Session) -> dict[str, Any]:
@@ -59,6 +62,8 @@ def session_fields(session: Session) -> dict[str, Any]:
         "remote_account": session.remote_account,
         # strace or paramiko; null for sessions stored before it was kept.
         "recorder": session.recorder,
+        # Only from the fleet store: the bastion the session ran on.
+        **({"bastion": session.bastion} if session.bastion is not None else {}),
     }
 
 
@@ -70,6 +75,8 @@ def flat_record(command: Command, session: Session | None) -> dict[str, Any]:
         "time": command.time,
         "command": command.command,
         "cancelled": command.cancelled,
+        "kind": command.kind.value,
+        "transfer": dict(command.transfer) if command.transfer is not None else None,
     }
     if session is not None:
         record.update(session_fields(session))
@@ -79,7 +86,7 @@ def flat_record(command: Command, session: Session | None) -> dict[str, Any]:
 class JsonRecords:
     """flat_record() as JSON text, fast enough for a million records.
 
-    The session's fields are encoded once per session and the command's four
+    The session's fields are encoded once per session and the command's own
     by hand; the text is exactly what json.dumps(flat_record(...),
     ensure_ascii=False) gives, at a third of the cost.
     """
@@ -90,18 +97,26 @@ class JsonRecords:
     def text(self, command: Command, session: Session | None) -> str:
         tail = "}"
         if session is not None:
-            tail = self._tails.get(session.id) or self._tail(session)
+            tail = self._tails.get(_key(session)) or self._tail(session)
+        transfer = "null"
+        if command.transfer is not None:
+            transfer = _ENCODER.encode(dict(command.transfer))
         return (
             f'{{"session": {_string(command.session)}, "seq": {command.seq}, '
             f'"time": {_string(command.time)}, "command": {_string(command.command)}, '
-            f'"cancelled": {"true" if command.cancelled else "false"}{tail}'
+            f'"cancelled": {"true" if command.cancelled else "false"}, '
+            f'"kind": "{command.kind.value}", "transfer": {transfer}{tail}'
         )
 
     def _tail(self, session: Session) -> str:
-        tail = self._tails[session.id] = (
+        tail = self._tails[_key(session)] = (
             ", " + _ENCODER.encode(session_fields(session))[1:]
         )
         return tail
+
+
+def _key(session: Session) -> str:
+    return f"{session.bastion}/{session.id}" if session.bastion else session.id
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False)
