@@ -9,7 +9,7 @@ reverse order of the start):
   them (stopped first: nothing new is taken on while the rest stops);
 - the Supervisor owns the straces (stopped next, so every log ends whole);
 - the Recorder's casts are committed and closed after the ingest's last read;
-- the Ingest owns the watchdog observer and the ingest thread (stopped
+- the Ingest owns its inotify watch and the ingest thread (stopped
   after the supervisor, reading every log to its end once more);
 - the Store owns the writer thread (stopped after the ingest, with a final
   flush);
