@@ -81,3 +81,35 @@ def test_an_agent_refuses_a_scope_pid_that_does_not_exist(tmp_path: Path) -> Non
         harness.agent(tmp_path / "data", "--scope-pid", str(gone.pid)),
     ):
         pass
+
+
+def test_argv_is_read_only_so_far(tmp_path: Path) -> None:
+    """At most ARGV_MAX_BYTES of argv: a tag in it counts, one past it does not
+    (ssh reads its options first, so only a user's own choice puts it there)."""
+    from tracer.procfs import ARGV_MAX_BYTES
+
+    fake_ssh = tmp_path / "ssh"
+    shutil.copy("/bin/dash", fake_ssh)
+    junk = ["-o", "SendEnv=" + "x" * 8000] * 6  # 48 KB, past the bound
+    early = subprocess.Popen(
+        [fake_ssh, "-c", "sleep 30", "h", "-o", "SetEnv=AUDIT_SESSION=early", *junk]
+    )
+    late = subprocess.Popen(
+        [fake_ssh, "-c", "sleep 30", "h", *junk, "-o", "SetEnv=AUDIT_SESSION=late"]
+    )
+    try:
+        harness.wait_for(
+            lambda: all(
+                Path(f"/proc/{p.pid}/cmdline").read_bytes().startswith(bytes(fake_ssh))
+                for p in (early, late)
+            )
+        )
+        found = Discovery(scope_pid=os.getpid()).poll()
+        assert [s.tag for s in found] == ["early"]
+        assert len(found[0].argv) <= ARGV_MAX_BYTES
+        assert found[0].argv.endswith(b"\0")  # whole arguments only
+        assert b"SendEnv" in found[0].argv
+    finally:
+        for p in (early, late):
+            p.kill()
+            p.wait()

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import signal
 import time
 from pathlib import Path
@@ -285,7 +284,7 @@ class Supervisor:
             return
         if watch.kill_at is not None:
             if now >= watch.kill_at:
-                _signal(watch.ssh.pid, signal.SIGKILL)
+                self._signal_ssh(watch, signal.SIGKILL)
             else:
                 self._watches.schedule(watch, watch.kill_at)
             return
@@ -389,9 +388,8 @@ class Supervisor:
                 f"({reason}); closing it.",
                 tty,
             )
-            _signal(ssh.pid, signal.SIGTERM)
+            self._signal_ssh(watch, signal.SIGTERM)
             watch.kill_at = time.monotonic() + KILL_GRACE_S
-            self._watches.watch_ssh(watch)
             self._watches.schedule(watch, watch.kill_at)
             return
         if first:
@@ -406,6 +404,13 @@ class Supervisor:
             self._watches.watch_ssh(watch)
         watch.next_attempt = time.monotonic() + RETRY_AFTER_S
         self._watches.schedule(watch, watch.next_attempt)
+
+    def _signal_ssh(self, watch: Watch, sig: signal.Signals) -> None:
+        """`sig` to the ssh through its pidfd: never to a process reusing its pid."""
+        self._watches.watch_ssh(watch)
+        if watch.ssh_pidfd >= 0 and is_alive(watch.ssh.identity):
+            with contextlib.suppress(ProcessLookupError):  # gone meanwhile
+                signal.pidfd_send_signal(watch.ssh_pidfd, sig)
 
     def _retry(self, watch: Watch, now: float) -> None:
         """Permissive mode: attach again, a few times, when the cause may pass."""
@@ -487,8 +492,3 @@ class Supervisor:
             else:
                 mark_unended(path, "end", reason="ssh is gone")
         self._watches.close()
-
-
-def _signal(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):  # already gone
-        os.kill(pid, sig)

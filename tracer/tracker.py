@@ -91,12 +91,18 @@ class Tracker:
         return f"strace exited {rc}"
 
     def signal(self, sig: signal.Signals) -> None:
-        """`sig` to the tracker's process group (what it started, too)."""
+        """`sig` to the tracker's process group (what it started, too).
+
+        Only while its pidfd says it has not exited: then its pid is still
+        its own (a pid is reused only once its process is gone and reaped).
+        """
+        if self.pidfd < 0 or pidfd_exited(self.pidfd):
+            return
         with contextlib.suppress(ProcessLookupError):
             if os.getpgid(self.tracer_pid) == self.tracer_pid:
                 os.killpg(self.tracer_pid, sig)
             else:
-                os.kill(self.tracer_pid, sig)
+                signal.pidfd_send_signal(self.pidfd, sig)
 
     def close(self) -> None:
         """Reap it if it is ours, and let go of its pidfd."""
