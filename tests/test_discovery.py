@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -113,3 +114,59 @@ def test_argv_is_read_only_so_far(tmp_path: Path) -> None:
         for p in (early, late):
             p.kill()
             p.wait()
+
+
+@pytest.mark.root
+@pytest.mark.slow
+def test_without_process_events_the_agent_polls(
+    tmp_path: Path, user: harness.TestUser, server: harness.Sshd
+) -> None:
+    """In a network namespace of its own (as in many containers) the kernel's
+    process events are not there: the agent walks /proc instead."""
+    data_dir = tmp_path / "data"
+    log_path = tmp_path / "agent.log"
+    config = tmp_path / "agent.toml"
+    config.write_text("")
+    with open(log_path, "wb") as log:
+        agent = subprocess.Popen(
+            [
+                "unshare",
+                "--net",
+                "--",
+                str(harness.BIN / "audit-agent"),
+                "run",
+                "--data-dir",
+                str(data_dir),
+                "--config",
+                str(config),
+                "--poll-interval",
+                "0.05",
+                "--scope-pid",
+                str(os.getpid()),
+            ],
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+    try:
+        harness.wait_for(lambda: "auditing tagged ssh" in log_path.read_text())
+        assert "process table polled every 0.05s" in log_path.read_text()
+        child = harness.spawn_ssh(
+            harness.ssh_argv(user, server, "-o", "SetEnv=AUDIT_SESSION=polled")
+        )
+        pid = harness.ssh_pid_of(child)
+        child.expect(harness.PROMPT)
+        harness.wait_for(lambda: harness.is_traced(pid), timeout=20)
+        child.send(b"echo polled\r")
+        child.expect(harness.PROMPT)
+        harness.wait_for(
+            lambda: (
+                [r["command"] for r in harness.export(data_dir, "--session", "polled")]
+                == ["echo polled"]
+            )
+        )
+        child.sendeof()
+        child.close()
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(20)

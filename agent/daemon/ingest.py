@@ -45,8 +45,8 @@ from tracer.wake import WakePipe
 log = logging.getLogger(__name__)
 
 LOG_SUFFIX = STRACE_SUFFIX
-RESCAN_INTERVAL_S = 1.0  # new logs without an event; spooled writers gone
-REREAD_INTERVAL_S = 10.0  # every followed log read again: a net under inotify
+RESCAN_INTERVAL_S = 1.0  # intents; spooled writers gone; an unwatched spool
+REREAD_INTERVAL_S = 10.0  # every log looked for and read again: a net under inotify
 COALESCE_S = 0.01  # the writes of one keystroke or one output are read at once
 INGEST_NICE = 10  # parsing yields the CPU to the sessions it audits
 
@@ -88,6 +88,7 @@ class Ingest:
         self._expiring: dict[Path, Session] = {}  # closed, durable, log kept
         self.quarantine_dir = logs_dir.parent / "quarantine"
         self._watch: LogWatch | None = None
+        self._spool_watched = False
         self._thread: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------
@@ -102,6 +103,7 @@ class Ingest:
         if self.recordings_dir is not None and spool_usable(self.recordings_dir):
             # Without it (made later, or never): the rescan each second finds them.
             watch.add(self.recordings_dir)
+            self._spool_watched = True
         self._watch = watch
         self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
         self._thread.start()
@@ -196,11 +198,12 @@ class Ingest:
                 if now - last_scan >= RESCAN_INTERVAL_S:
                     last_scan = now
                     self._take_intents()
-                    self.scan()
                     if now - last_reread >= REREAD_INTERVAL_S:
                         last_reread = now
+                        self.scan()
                         self.process_all()
                     else:
+                        self.scan(logs=False)
                         self._check_recorders()
                 self._delete_ingested()
                 if self.intents is not None:
@@ -209,27 +212,27 @@ class Ingest:
                 log.exception("ingest round failed; retrying")
                 self._stop.wait(RESCAN_INTERVAL_S)
 
-    def scan(self) -> None:
-        """Notice logs that appeared without an event (startup, missed inotify)."""
-        try:
-            names = os.listdir(self.logs_dir)
-        except FileNotFoundError:
-            return
-        for name in names:
-            path = self.logs_dir / name
-            if name.endswith(LOG_SUFFIX) and path not in self.followers:
-                self.process(path)
+    def scan(self, logs: bool = True) -> None:
+        """Notice logs that appeared without an event (startup, missed inotify).
+
+        `logs=False`: only the paramiko spool, when inotify does not watch it.
+        """
+        known = {str(path) for path in self.followers}
+        if logs:
+            self._scan_dir(self.logs_dir, LOG_SUFFIX, known)
         spool = self.recordings_dir
-        if spool is None or not spool_usable(spool):
-            return
+        wanted = logs or not self._spool_watched
+        if spool is not None and wanted and spool_usable(spool):
+            self._scan_dir(spool, CHUNK_SUFFIX, known)
+
+    def _scan_dir(self, directory: Path, suffix: str, known: set[str]) -> None:
         try:
-            names = os.listdir(spool)
+            names = os.listdir(directory)
         except OSError:
             return
         for name in names:
-            path = spool / name
-            if name.endswith(CHUNK_SUFFIX) and path not in self.followers:
-                self.process(path)
+            if name.endswith(suffix) and f"{directory}/{name}" not in known:
+                self.process(directory / name)
 
     def _take_intents(self) -> None:
         if self.intents is not None:

@@ -89,7 +89,9 @@ class CastState:
     def save(self, path: Path) -> None:
         """Replace the state file whole (no fsync: that is for close)."""
         tmp = path.with_name(path.name + ".tmp")
-        text = json.dumps(dataclasses.asdict(self), separators=(",", ":"))
+        # A shallow dict: asdict() copies deeply, and this runs for every commit.
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        text = json.dumps(fields, separators=(",", ":"))
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
             os.write(fd, text.encode("ascii"))

@@ -68,6 +68,8 @@ class AtomicJSONStorage(Storage):
         self.dirty = data is None
         self._encoded: list[str] = []  # `"doc id":{command}` of the first ones
         self._last_key: str | None = None  # the newest of those, to notice change
+        self._docs: dict[str, dict[str, str]] = {}  # other tables: doc id -> JSON
+        self._changed: dict[str, set[str]] = {}  # their docs changed since
 
     def read(self) -> dict[str, Any]:
         return self._data
@@ -76,14 +78,23 @@ class AtomicJSONStorage(Storage):
         self._data = data
         self.dirty = True
 
+    def changed(self, table: str, doc_id: int) -> None:
+        """The writer tells which document it touched: only those are encoded."""
+        self._changed.setdefault(table, set()).add(str(doc_id))
+
     def flush(self) -> None:
         if self.dirty:
             parts = [
                 _dumps(name)
                 + ":"
-                + (self._commands(table) if name == COMMANDS else _dumps(table))
+                + (
+                    self._commands(table)
+                    if name == COMMANDS
+                    else self._table(name, table)
+                )
                 for name, table in self._data.items()
             ]
+            self._changed.clear()
             write_atomic(self.path, ("{" + ",".join(parts) + "}").encode("utf-8"))
             self.dirty = False
 
@@ -97,6 +108,16 @@ class AtomicJSONStorage(Storage):
             self._encoded.append(_dumps(key) + ":" + _dumps(doc))
             self._last_key = key
         return "{" + ",".join(self._encoded) + "}"
+
+    def _table(self, name: str, table: dict[str, Any]) -> str:
+        cache = self._docs.get(name)
+        if cache is None or cache.keys() != table.keys():
+            # Documents came or went: all anew, in the table's order.
+            cache = self._docs[name] = {k: _dumps(v) for k, v in table.items()}
+        else:
+            for key in self._changed.get(name, ()):
+                cache[key] = _dumps(table[key])
+        return "{" + ",".join(f"{_dumps(k)}:{v}" for k, v in cache.items()) + "}"
 
     def close(self) -> None:
         pass
@@ -236,7 +257,7 @@ class Store:
             pending.session = session
             pending.commands.extend(commands)
             self._remember(session)
-        if commands:
+        if commands and not self._soon.is_set():
             self._soon.set()
 
     @property
@@ -309,15 +330,23 @@ class Store:
         assert self._db is not None and self._storage is not None
         sessions = self._db.table(SESSIONS)
         new_docs: list[dict[str, Any]] = []
+        updates: dict[str, dict[str, Any]] = {}  # by session id
         for sid, pending in batch.items():
             doc = pending.session.to_document()
             doc_id = self._doc_ids.get(sid)
             if doc_id is None:
                 self._doc_ids[sid] = sessions.insert(doc)
             else:
-                # Every document carries every key, so this merge replaces it.
-                sessions.update(doc, doc_ids=[doc_id])
+                updates[sid] = doc
+            self._storage.changed(SESSIONS, self._doc_ids[sid])
             new_docs.extend(c.to_document() for c in pending.commands)
+        if updates:
+            # One pass for all of them: TinyDB rebuilds the table per call.
+            # Every document carries every key, so this merge replaces it.
+            sessions.update(
+                lambda doc: doc.update(updates[doc["id"]]),
+                doc_ids=[self._doc_ids[sid] for sid in updates],
+            )
         if new_docs:
             self._db.table(COMMANDS).insert_multiple(new_docs)
             self._shard_commands += len(new_docs)
