@@ -92,11 +92,14 @@ def test_argv_is_read_only_so_far(tmp_path: Path) -> None:
     fake_ssh = tmp_path / "ssh"
     shutil.copy("/bin/dash", fake_ssh)
     junk = ["-o", "SendEnv=" + "x" * 8000] * 6  # 48 KB, past the bound
+    # dash's builtin `read` waits on stdin without a child process.
     early = subprocess.Popen(
-        [fake_ssh, "-c", "sleep 30", "h", "-o", "SetEnv=AUDIT_SESSION=early", *junk]
+        [fake_ssh, "-c", "read x", "h", "-o", "SetEnv=AUDIT_SESSION=early", *junk],
+        stdin=subprocess.PIPE,
     )
     late = subprocess.Popen(
-        [fake_ssh, "-c", "sleep 30", "h", *junk, "-o", "SetEnv=AUDIT_SESSION=late"]
+        [fake_ssh, "-c", "read x", "h", *junk, "-o", "SetEnv=AUDIT_SESSION=late"],
+        stdin=subprocess.PIPE,
     )
     try:
         harness.wait_for(
@@ -170,3 +173,32 @@ def test_without_process_events_the_agent_polls(
     finally:
         agent.send_signal(signal.SIGTERM)
         agent.wait(20)
+
+
+def test_an_ssh_forked_but_not_exec_d_is_no_second_session(tmp_path: Path) -> None:
+    """ssh forks before it runs a ProxyCommand; a subshell of dash stands in."""
+    fake_ssh = tmp_path / "ssh"
+    shutil.copy("/bin/dash", fake_ssh)
+    parent = subprocess.Popen(
+        [fake_ssh, "-c", "(read x); :", "h", "-o", "SetEnv=AUDIT_SESSION=forked"],
+        stdin=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        harness.wait_for(
+            lambda: (
+                Path(f"/proc/{parent.pid}/task").is_dir()
+                and any(
+                    Path(f"/proc/{parent.pid}/task/{parent.pid}/children")
+                    .read_text()
+                    .split()
+                )
+            )
+        )
+        discovery = Discovery(scope_pid=os.getpid())
+        found = discovery.poll()
+        assert [(s.pid, s.tag) for s in found] == [(parent.pid, "forked")]
+        assert discovery.stats.forked == 1
+    finally:
+        os.killpg(parent.pid, signal.SIGKILL)  # the subshell too
+        parent.wait()

@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 
 from tracer.procfs import (
+    exe_key,
     is_alive,
     read_argv,
     read_start_ticks,
@@ -73,6 +74,7 @@ class DiscoveryStats:
     mid_exec: int = 0  # ssh seen between execve's switch and its argv
     long_argv: int = 0  # argv past ARGV_MAX_BYTES, read only that far
     exec_events: int = 0
+    forked: int = 0  # an ssh's child caught between its fork and its exec
 
 
 def _fingerprint(pid: int, exe: str) -> tuple[str, bytes, bytes] | None:
@@ -99,6 +101,18 @@ def descends_from(pid: int, ancestor: int) -> bool:
         if pid <= 1:
             return False
     return False
+
+
+def _forked_copy(pid: int, args: list[bytes]) -> bool:
+    """Whether `pid` is a fork of its parent that has not exec'd yet."""
+    fields = read_stat_fields(pid)
+    if fields is None or len(fields) < 2:
+        return False
+    parent = int(fields[1])
+    if parent <= 1 or exe_key(parent) != exe_key(pid):
+        return False
+    argv = read_argv(parent)
+    return argv is not None and argv[0] == args
 
 
 def _read_version(path: str) -> str | None:
@@ -259,6 +273,13 @@ class Discovery:
         ticks = read_start_ticks(pid)
         if ticks is None:
             self.stats.vanished += 1
+            return None
+        if _forked_copy(pid, args):
+            # ssh forks before it execs a ProxyCommand or LocalCommand: for
+            # that moment the child is the same binary with the same argv.
+            # It is no session of its own; look again (an exec is reported).
+            del self._settled[pid]
+            self.stats.forked += 1
             return None
         return TaggedSsh(
             pid,
