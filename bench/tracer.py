@@ -59,6 +59,7 @@ def attach_latencies(user, server, data_dir: Path, count: int) -> dict[str, obje
         tag = f"attach{n}"
         t0 = time.perf_counter()
         child = harness.spawn_ssh(tagged(user, server, tag))
+        child.delaybeforesend = None  # pexpect sleeps 50 ms before each send
         # Typed before ssh even connected: sits in the tty until ssh reads it.
         child.send(f"echo early-{n}\r".encode())
         pid = harness.ssh_pid_of(child)
@@ -92,6 +93,9 @@ def attach_latencies(user, server, data_dir: Path, count: int) -> dict[str, obje
 
 def enter_to_feed(user, server, data_dir: Path, count: int) -> list[float]:
     child = harness.spawn_ssh(tagged(user, server, "feed"))
+    # pexpect sleeps 50 ms before each send by default: that is no part of
+    # Enter to feed (figures before this fix include it).
+    child.delaybeforesend = None
     pid = harness.ssh_pid_of(child)
     child.expect(harness.PROMPT)
     wait_traced(pid)
