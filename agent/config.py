@@ -25,6 +25,7 @@ DEFAULT_DATA_DIR = Path("/var/lib/bastion-audit")
 DEFAULT_INTENTS_DIR = Path("/var/spool/bastion-audit/intents")
 # audit-shell's paramiko recordings (parsers/chunk_log.py), the same kind of spool.
 DEFAULT_RECORDINGS_DIR = Path("/var/spool/bastion-audit/recordings")
+CONTROL_SOCKET = "control.sock"  # in DATA_DIR, unless control_socket says
 
 
 class ConfigError(AgentError):
@@ -58,6 +59,12 @@ class Config:
     # The account audit-web runs as: its connection records may name another
     # bastion user (the web user). "": only root's may (README: audit-web).
     web_intents_user: str = ""
+    # A group whose members may read the store, the recordings and the status
+    # (audit-web's account, for the console); never the raw logs. "": root only.
+    read_group: str = ""
+    # The daemon's control socket (agent/control.py): root and web_intents_user
+    # only. None: DATA_DIR/control.sock.
+    control_socket: Path | None = None
     # strict: a tagged ssh that cannot be traced is ended; permissive: it goes
     # on untraced and its session shows the gap.
     mode: Mode = Mode.STRICT
@@ -74,6 +81,11 @@ class Config:
     events_syslog_facility: str = "authpriv"
     highlight: tuple[HighlightRule, ...] = ()  # audit-tail's own risky commands
     highlight_builtin: bool = True  # and the built-in ones (agent/highlight.py)
+    # Retention (agent/daemon/retention.py), in days; 0 keeps forever. Sessions
+    # on legal hold (agent/holds.py) are never pruned.
+    retention_days: float = 0.0  # ended sessions, their commands and recordings
+    recording_retention_days: float = 0.0  # recordings alone, sooner (0: with it)
+    quarantine_retention_days: float = 0.0  # files in DATA_DIR/quarantine
     # [fleet]: ship every record to PostgreSQL too (agent/fleet_config.py).
     fleet: FleetConfig = FleetConfig()
 
@@ -85,6 +97,10 @@ class Config:
     def store_dir(self) -> Path:
         return self.data_dir / "store"
 
+    @property
+    def control_path(self) -> Path:
+        return self.control_socket or self.data_dir / CONTROL_SOCKET
+
 
 _LIMITS: dict[str, tuple[float, float]] = {
     "poll_interval_s": (0.01, 10.0),
@@ -93,6 +109,9 @@ _LIMITS: dict[str, tuple[float, float]] = {
     "attach_deadline_s": (0.1, 60.0),
     "max_new_sessions_per_s": (1.0, 10_000.0),
     "status_interval_s": (0.1, 60.0),
+    "retention_days": (0.0, 36500.0),
+    "recording_retention_days": (0.0, 36500.0),
+    "quarantine_retention_days": (0.0, 36500.0),
 }
 
 
@@ -166,12 +185,17 @@ def _facility(value: Any, where: Where) -> str:
     return value
 
 
-def _user_name(value: Any, where: Where) -> str:
-    if not isinstance(value, str) or not re.fullmatch(
-        r"[a-z_][a-z0-9_.-]{0,31}|", value
-    ):
-        raise where.error("must be a user name")
-    return value
+def _account_name(kind: str) -> Check:
+    """A user or group name as useradd and groupadd take them, or ""."""
+
+    def check(value: Any, where: Where) -> str:
+        if not isinstance(value, str) or not re.fullmatch(
+            r"[a-z_][a-z0-9_.-]{0,31}|", value
+        ):
+            raise where.error(f"must be a {kind} name")
+        return value
+
+    return check
 
 
 def _highlight(value: Any, where: Where) -> tuple[HighlightRule, ...]:
@@ -188,7 +212,9 @@ _CHECKS: dict[str, Check] = {
     "events_syslog": _syslog_target,
     "events_syslog_facility": _facility,
     "highlight": _highlight,
-    "web_intents_user": _user_name,
+    "web_intents_user": _account_name("user"),
+    "read_group": _account_name("group"),
+    "control_socket": _optional_path,
     "fleet": fleet_table,
 }
 

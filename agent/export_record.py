@@ -20,6 +20,10 @@ FIELDS = (
     "cancelled",
     "kind",
     "transfer",
+    "program",
+    "typed",
+    "keys",
+    "unterminated",
     "tag",
     "bastion_user",
     "remote_user",
@@ -36,7 +40,7 @@ FIELDS = (
     "remote_account",
     "recorder",
 )
-COMMAND_FIELDS = 7  # the first seven come from the command, the rest its session
+COMMAND_FIELDS = 11  # the first eleven come from the command, the rest its session
 FLEET_FIELDS = (*FIELDS, "bastion")  # read from the fleet store
 
 
@@ -77,6 +81,10 @@ def flat_record(command: Command, session: Session | None) -> dict[str, Any]:
         "cancelled": command.cancelled,
         "kind": command.kind.value,
         "transfer": dict(command.transfer) if command.transfer is not None else None,
+        "program": command.program,
+        "typed": command.typed,
+        "keys": command.keys,
+        "unterminated": command.unterminated,
     }
     if session is not None:
         record.update(session_fields(session))
@@ -101,11 +109,15 @@ class JsonRecords:
         transfer = "null"
         if command.transfer is not None:
             transfer = _ENCODER.encode(dict(command.transfer))
+        if command.program is None and command.typed is None and command.keys is None:
+            extras = _PLAIN_UNTERMINATED if command.unterminated else _PLAIN
+        else:
+            extras = ", " + _ENCODER.encode(_line_fields(command))[1:-1]
         return (
             f'{{"session": {_string(command.session)}, "seq": {command.seq}, '
             f'"time": {_string(command.time)}, "command": {_string(command.command)}, '
             f'"cancelled": {"true" if command.cancelled else "false"}, '
-            f'"kind": "{command.kind.value}", "transfer": {transfer}{tail}'
+            f'"kind": "{command.kind.value}", "transfer": {transfer}{extras}{tail}'
         )
 
     def _tail(self, session: Session) -> str:
@@ -113,6 +125,21 @@ class JsonRecords:
             ", " + _ENCODER.encode(session_fields(session))[1:]
         )
         return tail
+
+
+def _line_fields(command: Command) -> dict[str, Any]:
+    """Who read the line and what else the parser knows of it (README)."""
+    return {
+        "program": command.program,
+        "typed": command.typed,
+        "keys": command.keys,
+        "unterminated": command.unterminated,
+    }
+
+
+_PLAIN = ', "program": null, "typed": null, "keys": null, "unterminated": '
+_PLAIN_UNTERMINATED = _PLAIN + "true"
+_PLAIN += "false"
 
 
 def _key(session: Session) -> str:

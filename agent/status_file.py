@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import AgentError
-from agent.files import write_atomic
+from agent.files import PRIVATE_FILE_MODE, write_atomic
 from agent.records import RecordError, iso, parse_iso
 from tracer.discovery import is_alive
 
@@ -56,6 +56,7 @@ class LiveSession:
     tracer_pid: int  # 0: not traced
     lag_bytes: int  # of its log, not ingested yet
     recording_bytes: int
+    unparsed_keys: int = 0  # keys typed the parser could not place (issue 14)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +89,8 @@ class AgentStatus:
     flush_errors: int = 0
     store_failing: bool = False  # the last store write failed
     events: Mapping[str, Any] | None = field(default=None)
+    chain: Mapping[str, Any] | None = None  # the hash chain: id, links, signed
+    retention: Mapping[str, Any] | None = None  # the last prune round
     fleet: Mapping[str, Any] | None = field(default=None)  # the fleet shipper's
 
     def to_document(self) -> dict[str, Any]:
@@ -122,9 +125,11 @@ def status_path(data_dir: Path) -> Path:
     return data_dir / STATUS_FILE
 
 
-def write_status(data_dir: Path, status: AgentStatus) -> None:
+def write_status(
+    data_dir: Path, status: AgentStatus, mode: int = PRIVATE_FILE_MODE
+) -> None:
     text = json.dumps(status.to_document(), ensure_ascii=False, indent=1)
-    write_atomic(status_path(data_dir), text.encode("utf-8"))
+    write_atomic(status_path(data_dir), text.encode("utf-8"), mode)
 
 
 def read_status(data_dir: Path) -> AgentStatus | None:
@@ -185,6 +190,10 @@ def assess(
         )
     if status.recording_errors:
         problems.append(f"{status.recording_errors} recordings could not be written")
+    if status.chain and status.chain.get("problem"):
+        problems.append(f"the record is not being signed: {status.chain['problem']}")
+    if status.retention and status.retention.get("last_error"):
+        problems.append(f"retention: {status.retention['last_error']}")
     events = status.events
     if events and events.get("last_error_at"):
         ok, err = events.get("last_ok_at"), events["last_error_at"]

@@ -88,6 +88,9 @@ class Transfer:
 Event = Chunk | Resize | Marker | Transfer
 
 
+FOREGROUND_CHARS = 512
+
+
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
     """Where to restart the command pipeline so that it emits nothing twice.
@@ -105,13 +108,30 @@ class Checkpoint:
     readline: bool
     prompt: str
     pending_enters: int = 0
+    # The last command the shell ran, whose program reads the next lines
+    # (parsers/programs.py looks at its first FOREGROUND_CHARS only).
+    foreground: str | None = None
+    shell_prompts: tuple[str, ...] = ()  # the prompts the shell's lines came at
+
+
+class LineKind(enum.StrEnum):
+    """Who read an accepted line (README: What counts as a command)."""
+
+    COMMAND = "command"  # the session's shell ran it
+    INPUT = "input"  # another interactive program read it (python, sqlite3, …)
+    HIDDEN_INPUT = "hidden_input"  # keys typed at a shell prompt that did not echo
 
 
 @dataclass(frozen=True, slots=True)
 class CommandLine:
-    """One line the remote shell accepted, as it stood on the screen."""
+    """One line the remote shell (or a program) accepted, as it stood on the screen."""
 
     time: float
     text: str
     prompt: str
     checkpoint: Checkpoint
+    kind: LineKind = LineKind.COMMAND
+    program: str | None = None  # for an input: the command line that started it
+    typed: str | None = None  # what was typed, when bash ran its expansion instead
+    keys: int = 0  # for hidden input: how many keys were typed, never which
+    after_cancel: bool = False  # Ctrl-C was typed since the line before

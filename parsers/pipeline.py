@@ -15,6 +15,7 @@ from collections.abc import Iterable
 
 from parsers.commands import CommandAssembler, ShellCommand
 from parsers.events import Checkpoint, Event, Transfer
+from parsers.keys import Unparsed
 from parsers.strace_lines import StraceDecoder
 from parsers.terminal import CommandBuilder
 
@@ -38,6 +39,11 @@ class CommandPipeline:
             for line in self.builder.feed(event)
             for command in self.assembler.feed(line)
         ]
+
+    @property
+    def unparsed(self) -> Unparsed:
+        """Keys typed that became no command, input or secret (parsers/keys.py)."""
+        return self.builder.unparsed
 
     def lose_track(self) -> None:
         """Bytes may be missing from here on (the log changed under the reader)."""

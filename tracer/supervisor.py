@@ -44,7 +44,6 @@ from tracer.tracker import ALREADY_TRACED, Tracker, adopt, tracker_argv
 from tracer.watches import (
     ATTACH_CHECK_FIRST_S,
     Limits,
-    StraceRunning,
     SupervisorSnapshot,
     SupervisorStats,
     Watch,
@@ -104,23 +103,7 @@ class Supervisor:
 
     def snapshot(self) -> SupervisorSnapshot:
         """The straces running now (main thread, like everything here)."""
-        return SupervisorSnapshot(
-            tuple(
-                StraceRunning(
-                    w.tracker.tracer_pid, w.ssh.tag, w.ssh.pid, w.tracker.popen is None
-                )
-                for w in self.watches.values()
-                if w.tracker is not None and w.tracker.running()
-            )
-        )
-
-    @property
-    def tracer_pids(self) -> list[int]:
-        return [
-            w.tracker.tracer_pid
-            for w in self.watches.values()
-            if w.tracker is not None and w.tracker.running()
-        ]
+        return self._watches.snapshot()
 
     # -- the main loop's side ----------------------------------------------
 
@@ -332,6 +315,22 @@ class Supervisor:
                 return
         watch.attach_check_s = min(ATTACH_CHECK_MAX_S, watch.attach_check_s * 2)
         self._watches.schedule(watch, now + watch.attach_check_s)
+
+    def cut(self, identity: tuple[int, int], message: str) -> bool:
+        """End a traced ssh as strict mode does, `message` on its terminal first.
+
+        For an auditor's terminate (agent/daemon/cuts.py), which gives the
+        session's end reason. False: no such ssh is watched or alive.
+        """
+        watch = self.watches.get(identity)
+        if watch is None or not is_alive(identity):
+            return False
+        path = find_log(self.logs_dir, watch.ssh.tag, identity)
+        notify_terminal(watch.ssh.pid, message, recorded_tty(path))
+        self._signal_ssh(watch, signal.SIGTERM)
+        watch.kill_at = time.monotonic() + KILL_GRACE_S
+        self._watches.schedule(watch, watch.kill_at)
+        return True
 
     def _judge(self, watch: Watch, reason: str) -> None:
         """This ssh is not audited: end it (strict) or mark the gap (permissive)."""

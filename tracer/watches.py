@@ -102,6 +102,17 @@ class Watches:
     def __len__(self) -> int:
         return len(self.by_identity)
 
+    def snapshot(self) -> SupervisorSnapshot:
+        return SupervisorSnapshot(
+            tuple(
+                StraceRunning(
+                    w.tracker.tracer_pid, w.ssh.tag, w.ssh.pid, w.tracker.popen is None
+                )
+                for w in self.by_identity.values()
+                if w.tracker is not None and w.tracker.running()
+            )
+        )
+
     def add_other(self, fd: int) -> None:
         """Wake the owner's loop for `fd` too (`exited()` leaves it out)."""
         self._others.add(fd)

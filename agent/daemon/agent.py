@@ -3,11 +3,13 @@
 Threads and processes, and who stops them (one ExitStack, unwound in the
 reverse order of the start):
 - the main thread sleeps on a few fds (tagged ssh clients found, straces or
-  untraced ssh clients that exited, the scope process's end, a stop signal)
-  and the supervisor's next timer, and acts on what happened;
+  untraced ssh clients that exited, the scope process's end, a stop signal,
+  an auditor's terminate) and the supervisor's next timer, and acts on what
+  happened;
 - the DiscoveryThread owns the kernel's process events and the poll behind
   them (stopped first: nothing new is taken on while the rest stops);
-- the Supervisor owns the straces (stopped next, so every log ends whole);
+- the Supervisor owns the straces and the threads that start them (stopped
+  next, so every log ends whole);
 - the Recorder's casts are committed and closed after the ingest's last read;
 - the Ingest owns its inotify watch and the ingest thread (stopped
   after the supervisor, reading every log to its end once more);
@@ -15,8 +17,14 @@ reverse order of the start):
   flush);
 - the EventSink, when configured, owns the events thread (stopped last, after
   the final flush has handed it everything durable);
+- Retention owns the pruning thread (stopped before the store's last flush).
+The agent holds the store's writer lock (agent/daemon/lock.py) throughout, and
+the store writer chains and signs with the key in DATA_DIR/chain.
 - the Shipper, with a `[fleet]` table, owns the fleet-shipping thread and its
-  connection (stopped after the store's final flush, shipping what it can).
+  connection (stopped after the store's final flush, shipping what it can);
+- the ControlServer owns the control socket's thread (stopped first): the
+  web's access-log entries go to the store, its terminates to the Cutter,
+  which the main loop runs.
 The main loop also rewrites DATA_DIR/status.json (agent/daemon/status.py).
 SIGTERM, SIGINT and SIGHUP all lead to that one orderly stop.
 """
@@ -24,8 +32,10 @@ SIGTERM, SIGINT and SIGHUP all lead to that one orderly stop.
 from __future__ import annotations
 
 import contextlib
+import grp
 import logging
 import os
+import pwd
 import resource
 import select
 import shutil
@@ -38,14 +48,20 @@ from types import FrameType
 
 from agent import AgentError
 from agent.config import Config
-from agent.daemon.events import EventSink, stored_batch
+from agent.daemon.control import Controller, ControlServer
+from agent.daemon.cuts import Cutter, end_reason
+from agent.daemon.events import EventSink, stored_access, stored_batch
 from agent.daemon.ingest import Ingest
 from agent.daemon.intents import IntentLinker
+from agent.daemon.lock import writer_lock
 from agent.daemon.recorder import Recorder
+from agent.daemon.retention import Policy, Retention
 from agent.daemon.shipper import Shipper
+from agent.daemon.signer import Chain, Signer
 from agent.daemon.status import collect
 from agent.daemon.store import Store
-from agent.records import Command, Session
+from agent.files import Sharing
+from agent.records import Command, Session, SessionStatus
 from agent.status_file import AgentState, write_status
 from tracer.discovery import Discovery, read_start_ticks
 from tracer.discovery_thread import DiscoveryThread
@@ -58,6 +74,8 @@ log = logging.getLogger(__name__)
 
 ORPHAN_SWEEP_INTERVAL_S = 30.0  # logs of sessions that ended while unwatched
 STOP_CHECK_S = 1.0  # `stop_event` set without a wake-up is seen this soon
+# A prune run by hand may hold the store for a while; then the agent waits.
+WRITER_LOCK_WAIT_S = 10.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 FDS_PER_SESSION = 2  # a pidfd, and the moment a tracker and its ssh both count
 FDS_SPARE = 256
@@ -111,14 +129,35 @@ def allow_fds(max_sessions: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
 
 
-def prepare_data_dir(data_dir: Path) -> None:
-    """DATA_DIR and its logs hold everything users typed: root only."""
+def prepare_data_dir(data_dir: Path, sharing: Sharing) -> None:
+    """DATA_DIR: root only, or also readable by `read_group` (its logs never)."""
     try:
-        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(data_dir, 0o700)
+        sharing.directory(data_dir)
     except OSError as e:
         raise DaemonError(
             f"cannot create data directory {data_dir}: {e.strerror}"
+        ) from e
+
+
+def read_sharing(config: Config) -> Sharing:
+    """Who besides root may read the store, the recordings and the status."""
+    if not config.read_group:
+        return Sharing()
+    try:
+        return Sharing(grp.getgrnam(config.read_group).gr_gid)
+    except KeyError as e:
+        raise DaemonError(f"read_group {config.read_group!r} is not a group") from e
+
+
+def control_uids(config: Config) -> frozenset[int]:
+    """Root, and the web's account: who the control socket serves."""
+    if not config.web_intents_user:
+        return frozenset({0})
+    try:
+        return frozenset({0, pwd.getpwnam(config.web_intents_user).pw_uid})
+    except KeyError as e:
+        raise DaemonError(
+            f"web_intents_user {config.web_intents_user!r} is not an account"
         ) from e
 
 
@@ -126,12 +165,16 @@ class Agent:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.stop_event = threading.Event()
-        self.store = Store(config.store_dir, config.flush_interval_s)
+        self.sharing = read_sharing(config)
+        self.store = Store(
+            config.store_dir, config.flush_interval_s, sharing=self.sharing
+        )
         self.recorder = (
             Recorder(
                 config.data_dir,
                 config.recording_max_bytes,
                 config.recording_burst_max_bytes,
+                self.sharing,
             )
             if config.recording
             else None
@@ -156,6 +199,7 @@ class Agent:
                 config.events_syslog_facility,
             )
             self.store.on_committed = self.sink.committed
+            self.store.on_access_committed = self.sink.access_committed
         self.shipper: Shipper | None = None
         if config.fleet.enabled:
             shipper = self.shipper = Shipper(config.data_dir, config.fleet)
@@ -178,32 +222,53 @@ class Agent:
             ),
         )
         self.discovery = Discovery(scope_pid=config.scope_pid)
+        self.retention = Retention(self.store, config.data_dir, Policy.of(config))
+        self.cutter = Cutter(self.supervisor, self.ingest)
         self.started_at = time.time()
         self._status_at = 0.0
         self._wake = WakePipe()
+        self.cutter.wake = self.wake  # a terminate is acted on at once
 
     def run(self) -> None:
         """Run until a stop signal (or `stop_event`); clean up in any case."""
         check_can_run(self.config)
-        prepare_data_dir(self.config.data_dir)
+        prepare_data_dir(self.config.data_dir, self.sharing)
         allow_fds(self.config.max_sessions)
-        self.store.open()
+        with writer_lock(self.config.store_dir, WRITER_LOCK_WAIT_S):
+            data_dir = self.config.data_dir
+            self.store.chain = Chain(Signer.load_or_create(data_dir), data_dir)
+            self.store.open()
+            self._resume_cuts()
+            self._run()
+
+    def _run(self) -> None:
         try:
             with contextlib.ExitStack() as running:
                 if self.sink is not None:
                     data_dir = self.config.data_dir
                     self.sink.open(
-                        self.store.sessions(), lambda ids: stored_batch(data_dir, ids)
+                        self.store.sessions(),
+                        lambda ids: stored_batch(data_dir, ids),
+                        self.store.access_seq,
+                        lambda seq: stored_access(data_dir, seq),
                     )
                     running.enter_context(self.sink)
                 if self.shipper is not None:
                     running.enter_context(self.shipper)
                 self.store.start()
                 running.callback(self.store.stop)
+                running.enter_context(self.retention)
                 if self.recorder is not None:
                     running.enter_context(self.recorder)
                 running.enter_context(self.ingest)
                 running.enter_context(self.supervisor)
+                running.enter_context(
+                    ControlServer(
+                        self.config.control_path,
+                        Controller(self.store, self.cutter, control_uids(self.config)),
+                        self.sharing,
+                    )
+                )
                 discovery = running.enter_context(
                     DiscoveryThread(self.discovery, self.config.poll_interval_s)
                 )
@@ -225,12 +290,12 @@ class Agent:
             log.info("stopped")
 
     def wake(self) -> None:
-        """Make the main loop look at `stop_event` now (any thread)."""
+        """Make the main loop look around now (any thread)."""
         self._wake.wake()
 
     def _loop(self, discovery: DiscoveryThread) -> None:
         # The other threads run already: this one alone is urgent (it starts
-        # the trackers, which inherit it).
+        # the trackers' launchers, which inherit it).
         set_thread_nice(URGENT_NICE)
         poller = select.poll()
         for fd in (discovery.fileno(), self.supervisor.fileno(), self._wake.fileno()):
@@ -264,6 +329,7 @@ class Agent:
                 for ssh in discovery.take():
                     self.supervisor.track(ssh)
                 self.supervisor.service()
+                self.cutter.run_pending()
                 if (scope_fd is not None and scope_fd in ready) or (
                     scope_fd is None and self.discovery.scope_gone()
                 ):
@@ -275,6 +341,14 @@ class Agent:
         finally:
             if scope_fd is not None:
                 os.close(scope_fd)
+
+    def _resume_cuts(self) -> None:
+        """Terminates of sessions still live when the last agent stopped."""
+        sessions = {s.id: s for s in self.store.sessions()}
+        for sid, entry in self.store.terminated.items():
+            session = sessions.get(sid)
+            if session is not None and session.status == SessionStatus.LIVE:
+                self.ingest.cut(session.identity, end_reason(entry.actor, entry.detail))
 
     def _write_status(self, state: AgentState) -> None:
         try:
@@ -289,9 +363,11 @@ class Agent:
                     supervisor=self.supervisor.snapshot(),
                     recorder=self.recorder.snapshot() if self.recorder else None,
                     sink=self.sink.snapshot() if self.sink else None,
+                    retention=self.retention.snapshot(),
                     shipper=self.shipper.snapshot() if self.shipper else None,
                     state=state,
                 ),
+                self.sharing.file_mode,
             )
         except OSError as e:  # a full disk must not stop the auditing
             log.error("cannot write %s/status.json: %s", self.config.data_dir, e)

@@ -49,10 +49,14 @@ class LogFollower:
     interactive: bool = True
     gap_since: float | None = None  # bytes may be missing from here on
     finished: bool = False
+    unparsed_keys: int = 0  # of the pipeline's unparsed keys, those counted
     pending_commands: list[Command] = field(default_factory=list)
     spooled: bool = False  # a paramiko recording in the spool, written by its user
     owner_uid: int | None = None  # a spooled recording's owner, checked at each read
     last_time: float = 0.0  # of the last event read
+    # An auditor terminated it (agent/daemon/cuts.py): its end says so,
+    # whatever the log's own end line says.
+    cut_reason: str | None = None
 
     def read(self, final: bool) -> bool:
         """Read on from the last offset; True if a round's budget ran out first."""
@@ -110,8 +114,22 @@ class LogFollower:
                     iso(shell_command.time),
                     shell_command.text,
                     shell_command.cancelled,
+                    Kind(shell_command.kind.value),
+                    program=shell_command.program,
+                    typed=shell_command.typed,
+                    keys=shell_command.keys or None,
+                    unterminated=shell_command.unterminated,
                 )
             )
+        unparsed = self.pipeline.unparsed
+        if unparsed.keys > self.unparsed_keys and unparsed.first is not None:
+            # Counted once: the pipeline's count grows, the session adds the rest.
+            self.session = self.session.unparsed(
+                unparsed.keys - self.unparsed_keys,
+                unparsed.first,
+                unparsed.last or unparsed.first,
+            )
+            self.unparsed_keys = unparsed.keys
         if isinstance(event, Transfer):
             self._transfer(event)
         if isinstance(event, Marker) and event.kind == MarkerKind.DETACH:
@@ -225,11 +243,16 @@ class LogFollower:
 
     def _close(self, end: Marker) -> None:
         status = end.fields.get("status")
-        self.session = self.session.ended(
-            end.time,
-            str(end.fields.get("reason") or "ended"),
-            SessionStatus(status) if status in ENDED else SessionStatus.CLOSED,
-        )
+        if self.cut_reason is not None:
+            self.session = self.session.ended(
+                end.time, self.cut_reason, SessionStatus.TERMINATED
+            )
+        else:
+            self.session = self.session.ended(
+                end.time,
+                str(end.fields.get("reason") or "ended"),
+                SessionStatus(status) if status in ENDED else SessionStatus.CLOSED,
+            )
         self.finished = True
         session = self.session
         log.info(

@@ -90,6 +90,8 @@ class Ingest:
         self._watch: LogWatch | None = None
         self._spool_watched = False
         self._thread: threading.Thread | None = None
+        # Sessions an auditor terminated: identity -> their end reason.
+        self._cuts: dict[tuple[int, int], str] = {}
 
     # -- lifecycle -------------------------------------------------------
 
@@ -158,6 +160,17 @@ class Ingest:
 
     def _wake_up(self) -> None:
         self._wake.wake()
+
+    def cut(self, identity: tuple[int, int], reason: str | None) -> None:
+        """This session was terminated (any thread): its end gets `reason`.
+
+        None takes it back (the cut could not be done after all).
+        """
+        if reason is None:
+            self._cuts.pop(identity, None)
+        else:
+            self._cuts[identity] = reason
+        self._wake_up()
 
     def on_flushed(self, sessions: list[Session]) -> None:
         """Store callback (writer thread): these states are now durable."""
@@ -280,6 +293,7 @@ class Ingest:
             self.followers[path] = follower
         if follower.finished:
             return
+        follower.cut_reason = self._cuts.get(follower.session.identity)
         if follower.read(final):
             self.wake(follower.path)  # more than a round's budget: come back soon
         self._submit(follower)

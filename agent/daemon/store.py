@@ -11,28 +11,40 @@ A session's document is written again into the newest shard whenever it
 changes; readers take the last one. It carries the ingest checkpoint (where
 in its log to resume), so the commands and the offset that produced them land
 in the same atomic write: after a crash the agent resumes from the checkpoint
-and stores every command exactly once.
+and stores every command exactly once. Access-log entries (agent/access_log.py)
+go into the `access` table of the same writes, numbered across the store.
+
+With a Chain (agent/daemon/signer.py) each command and new session state
+gets its link (agent/chain.py), and signed checkpoints land, in that same
+write; after `kill -9` the head is read back from the shards. A session's
+document changes in place only while its chained fields stay the same; a new
+state, or its first write into a new shard, is a new document. Pruning
+(agent/daemon/prune.py) takes the same write lock: one writer.
 """
 
 from __future__ import annotations
 
-import itertools
-import json
+import contextlib
+import dataclasses
 import logging
-import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tinydb import TinyDB
-from tinydb.storages import Storage
 
+from agent.access_log import ACCESS, AccessEntry, Action
+from agent.chain import CHECKPOINTS, COMMAND, SESSION
+from agent.chain import record_fields as chained_fields
+from agent.daemon.prune import PruneResult, gather, pruned_sessions, record_prune, strip
 from agent.daemon.quarantine import quarantine
-from agent.files import write_atomic
-from agent.records import ENDED, Command, Session
+from agent.daemon.shard_file import AtomicJSONStorage, write_shard
+from agent.daemon.signer import Chain, ChainSnapshot
+from agent.files import Sharing
+from agent.records import ENDED, Command, RecordError, Session, SessionStatus, iso
 from agent.shards import (
     COMMANDS,
     SESSIONS,
@@ -40,6 +52,7 @@ from agent.shards import (
     iter_sessions,
     list_shards,
     read_shard,
+    read_shard_digest,
 )
 
 log = logging.getLogger(__name__)
@@ -50,81 +63,8 @@ SHARD_MAX_COMMANDS = 2_000
 # changes wait for the flush interval. Enter to feed is what this bounds.
 FLUSH_BATCH_S = 0.02
 FLUSH_MIN_GAP_S = 0.05
-
-
-class AtomicJSONStorage(Storage):
-    """TinyDB storage kept in memory and written whole only on flush().
-
-    TinyDB's JSONStorage truncates and rewrites the file in place on every
-    write: a crash in between loses the database. Here TinyDB's writes only
-    touch memory, and flush() replaces the file atomically. Commands are only
-    ever appended, so their JSON is kept from one flush to the next and only
-    the new ones are encoded: a flush costs what changed, plus one copy.
-    """
-
-    def __init__(self, path: Path, data: dict[str, Any] | None = None) -> None:
-        self.path = path
-        self._data: dict[str, Any] = data if data is not None else {}
-        self.dirty = data is None
-        self._encoded: list[str] = []  # `"doc id":{command}` of the first ones
-        self._last_key: str | None = None  # the newest of those, to notice change
-        self._docs: dict[str, dict[str, str]] = {}  # other tables: doc id -> JSON
-        self._changed: dict[str, set[str]] = {}  # their docs changed since
-
-    def read(self) -> dict[str, Any]:
-        return self._data
-
-    def write(self, data: dict[str, Any]) -> None:
-        self._data = data
-        self.dirty = True
-
-    def changed(self, table: str, doc_id: int) -> None:
-        """The writer tells which document it touched: only those are encoded."""
-        self._changed.setdefault(table, set()).add(str(doc_id))
-
-    def flush(self) -> None:
-        if self.dirty:
-            parts = [
-                _dumps(name)
-                + ":"
-                + (
-                    self._commands(table)
-                    if name == COMMANDS
-                    else self._table(name, table)
-                )
-                for name, table in self._data.items()
-            ]
-            self._changed.clear()
-            write_atomic(self.path, ("{" + ",".join(parts) + "}").encode("utf-8"))
-            self.dirty = False
-
-    def _commands(self, table: dict[str, Any]) -> str:
-        done = len(self._encoded)
-        if done > len(table) or (
-            done and next(itertools.islice(table, done - 1, None)) != self._last_key
-        ):
-            self._encoded, done = [], 0  # not the table encoded so far: anew
-        for key, doc in itertools.islice(table.items(), done, None):
-            self._encoded.append(_dumps(key) + ":" + _dumps(doc))
-            self._last_key = key
-        return "{" + ",".join(self._encoded) + "}"
-
-    def _table(self, name: str, table: dict[str, Any]) -> str:
-        cache = self._docs.get(name)
-        if cache is None or cache.keys() != table.keys():
-            # Documents came or went: all anew, in the table's order.
-            cache = self._docs[name] = {k: _dumps(v) for k, v in table.items()}
-        else:
-            for key in self._changed.get(name, ()):
-                cache[key] = _dumps(table[key])
-        return "{" + ",".join(f"{_dumps(k)}:{v}" for k, v in cache.items()) + "}"
-
-    def close(self) -> None:
-        pass
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+# Never pruned, whatever is asked: a session still going on.
+KEPT_STATUSES = frozenset({SessionStatus.LIVE, SessionStatus.PENDING})
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +77,7 @@ class StoreSnapshot:
     flushed_at: float | None
     flush_errors: int
     failing: bool  # the last write failed
+    chain: ChainSnapshot | None = None
 
 
 @dataclass
@@ -153,22 +94,36 @@ class Store:
         store_dir: Path,
         flush_interval_s: float,
         on_flushed: Callable[[list[Session]], None] | None = None,
+        sharing: Sharing | None = None,
+        chain: Chain | None = None,
     ) -> None:
         self.store_dir = store_dir
+        self.sharing = sharing or Sharing()
+        self.chain = chain
         self.flush_interval_s = flush_interval_s
         self.on_flushed = on_flushed
         # Also after each flush: what it made durable, commands included (events).
         self.on_committed: (
             Callable[[list[tuple[Session, list[Command]]]], None] | None
         ) = None
+        self.on_access_committed: Callable[[list[AccessEntry]], None] | None = None
+        self._access: list[AccessEntry] = []  # numbered, not yet flushed
+        self._access_seq = 0  # the last number given
+        # Live sessions an auditor terminated (the entry), for a restart.
+        self.terminated: dict[str, AccessEntry] = {}
         self.quarantine_dir = store_dir.parent / "quarantine"
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()  # the flushes and the prunes
         self._pending: dict[str, _Pending] = {}
         self._sessions: dict[str, Session] = {}  # newest state, flushed or not
         self._by_identity: dict[tuple[int, int], str] = {}
         self._db: TinyDB | None = None
         self._storage: AtomicJSONStorage | None = None
         self._doc_ids: dict[str, int] = {}  # session id -> doc id in the newest shard
+        # session id -> the chained fields of its document in the newest shard
+        self._linked: dict[str, dict[str, Any]] = {}
+        self._shards_of: dict[str, set[str]] = {}  # session id -> shard names
+        self._retired: set[str] = set()  # pruned session ids, never given again
         self._shard_commands = 0
         self._next_shard = 1
         self._stop = threading.Event()
@@ -182,26 +137,46 @@ class Store:
 
     def open(self) -> None:
         """Load every shard's sessions; quarantine the ones that are unusable."""
-        self.store_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(self.store_dir, 0o700)
+        self.sharing.directory(self.store_dir, (".json",))
         shards = list_shards(self.store_dir)
+        self._retired = pruned_sessions(self.store_dir)
+        walk = self.chain.opening(self.store_dir) if self.chain is not None else None
         newest: tuple[Path, dict[str, dict[str, Any]]] | None = None
         for path in shards:
             self._next_shard = int(path.stem) + 1
             try:
-                tables = read_shard(path)
+                tables, digest = read_shard_digest(path)
                 sessions = list(iter_sessions(tables, path))
             except StoreError as e:
                 self._quarantine(path, str(e))
                 newest = None
                 continue
+            if walk is not None:
+                walk.feed(path.name, digest, tables)
+            if self._retired & self._index(path.name, tables):
+                # A prune recorded but not carried out to the end (a crash).
+                tables, _ = strip(tables, self._retired)
+                write_shard(path, tables, self.sharing.file_mode)
+                self._index(path.name, tables)
             for session in sessions:
-                self._remember(session)
+                if session.id not in self._retired:
+                    self._remember(session)
+            self._load_access(tables)
             newest = (path, tables)
         if newest is not None:
             path, tables = newest
             if len(tables.get(COMMANDS, {})) < SHARD_MAX_COMMANDS:
                 self._use_shard(path, tables)
+        if self.chain is not None and walk is not None:
+            self.chain.opened(walk)
+
+    def _index(self, name: str, tables: dict[str, dict[str, Any]]) -> set[str]:
+        """Note which sessions the shard holds documents of; their ids."""
+        here = {str(d.get("id")) for d in tables.get(SESSIONS, {}).values()}
+        here |= {str(d.get("session")) for d in tables.get(COMMANDS, {}).values()}
+        for sid in here:
+            self._shards_of.setdefault(sid, set()).add(name)
+        return here
 
     def start(self) -> None:
         self._thread = threading.Thread(
@@ -216,7 +191,7 @@ class Store:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-        self.flush()
+        self.flush(stopping=True)
 
     def __enter__(self) -> Store:
         self.open()
@@ -237,11 +212,21 @@ class Store:
         with self._lock:
             return list(self._sessions.values())
 
+    def submit_access(self, entry: AccessEntry) -> AccessEntry:
+        """Queue an access-log entry; it, numbered and timed by the store."""
+        with self._lock:
+            self._access_seq += 1
+            entry = dataclasses.replace(
+                entry, seq=self._access_seq, time=iso(time.time())
+            )
+            self._access.append(entry)
+        return entry
+
     def new_session_id(self, tag: str) -> str:
         """The tag itself, or `tag~N` when an earlier session used the tag."""
         with self._lock:
             sid, n = tag, 1
-            while sid in self._sessions:
+            while sid in self._sessions or sid in self._retired:
                 n += 1
                 sid = f"{tag}~{n}"
             return sid
@@ -251,6 +236,8 @@ class Store:
     ) -> None:
         """Queue a session's new state and the commands that led to it."""
         with self._lock:
+            if session.id in self._retired:
+                return  # pruned: its log, if still followed, adds nothing back
             pending = self._pending.get(session.id)
             if pending is None:
                 pending = self._pending[session.id] = _Pending(session)
@@ -259,6 +246,17 @@ class Store:
             self._remember(session)
         if commands and not self._soon.is_set():
             self._soon.set()
+
+    def shards_holding(self, session_id: str) -> set[str]:
+        """The names of the shards that hold documents of this session."""
+        with self._write_lock:
+            return set(self._shards_of.get(session_id, ()))
+
+    @property
+    def access_seq(self) -> int:
+        """The number of the last access-log entry (0: none yet)."""
+        with self._lock:
+            return self._access_seq
 
     @property
     def pending_count(self) -> int:
@@ -279,6 +277,7 @@ class Store:
             flushed_at=self.flushed_at,
             flush_errors=self.flush_errors,
             failing=failing,
+            chain=self.chain.snapshot() if self.chain is not None else None,
         )
 
     # -- writing ---------------------------------------------------------
@@ -300,17 +299,27 @@ class Store:
                 self.flush_error_at = time.time()
                 log.error("cannot write store shard in %s: %s", self.store_dir, e)
 
-    def flush(self) -> None:
-        """Write every pending update to the newest shard in one atomic write."""
+    def flush(self, stopping: bool = False) -> None:
+        """Write every pending update to the newest shard in one atomic write.
+
+        With nothing pending, a checkpoint that is due is still written.
+        """
         with self._lock:
             batch, self._pending = self._pending, {}
-        if not batch:
+            access, self._access = self._access, []
+        if not batch and not access:
+            if self.chain is not None and self.chain.due(False, stopping):
+                with self._write_lock:
+                    if self._db is not None:
+                        self._write({}, [], stopping)
             return
         try:
-            self._write(batch)
+            with self._write_lock:
+                self._write(batch, access, stopping)
         except BaseException:
             self._reload_newest()  # memory must not keep what the disk lacks
             with self._lock:  # keep the batch (and anything newer) for a retry
+                self._access[:0] = access
                 for sid, pending in batch.items():
                     newer = self._pending.get(sid)
                     if newer is not None:
@@ -321,36 +330,141 @@ class Store:
         self.flushed_at = time.time()
         if self.on_flushed is not None:
             self.on_flushed([p.session for p in batch.values()])
-        if self.on_committed is not None:
+        if self.on_committed is not None and batch:
             self.on_committed([(p.session, p.commands) for p in batch.values()])
+        if self.on_access_committed is not None and access:
+            self.on_access_committed(access)
 
-    def _write(self, batch: dict[str, _Pending]) -> None:
+    def _write(
+        self,
+        batch: dict[str, _Pending],
+        access: list[AccessEntry],
+        stopping: bool = False,
+    ) -> None:
         if self._db is None or self._shard_commands >= SHARD_MAX_COMMANDS:
             self._new_shard()
         assert self._db is not None and self._storage is not None
+        chain, name = self.chain, self._storage.path.name
+        head = chain.head if chain is not None else None
         sessions = self._db.table(SESSIONS)
         new_docs: list[dict[str, Any]] = []
-        updates: dict[str, dict[str, Any]] = {}  # by session id
-        for sid, pending in batch.items():
-            doc = pending.session.to_document()
-            doc_id = self._doc_ids.get(sid)
-            if doc_id is None:
-                self._doc_ids[sid] = sessions.insert(doc)
-            else:
-                updates[sid] = doc
-            self._storage.changed(SESSIONS, self._doc_ids[sid])
-            new_docs.extend(c.to_document() for c in pending.commands)
-        if updates:
-            # One pass for all of them: TinyDB rebuilds the table per call.
-            # Every document carries every key, so this merge replaces it.
-            sessions.update(
-                lambda doc: doc.update(updates[doc["id"]]),
-                doc_ids=[self._doc_ids[sid] for sid in updates],
+        updates: dict[str, dict[str, Any]] = {}  # by session id: in place
+        checkpoint = None
+        try:
+            for sid, pending in batch.items():
+                # The commands first: the session's state is the one after them.
+                docs = [c.to_document() for c in pending.commands]
+                if chain is not None:
+                    for command_doc in docs:
+                        chain.link(COMMAND, command_doc)
+                new_docs.extend(docs)
+                doc = pending.session.to_document()
+                doc_id = self._doc_ids.get(sid)
+                if chain is not None:
+                    fields = chained_fields(SESSION, doc)
+                    if doc_id is None or self._linked.get(sid) != fields:
+                        chain.link(SESSION, doc)
+                        self._linked[sid] = fields
+                        doc_id = None  # a new state: a new document
+                if doc_id is None:
+                    self._doc_ids[sid] = sessions.insert(doc)
+                else:
+                    updates[sid] = doc
+                    self._storage.changed(SESSIONS, doc_id)
+                self._shards_of.setdefault(sid, set()).add(name)
+            if updates:
+                # One pass for all of them: TinyDB rebuilds the table per call.
+                # Every document carries every key, so this merge replaces it
+                # (its link stays: what changed is not chained).
+                sessions.update(
+                    lambda current: current.update(updates[current["id"]]),
+                    doc_ids=[self._doc_ids[sid] for sid in updates],
+                )
+            if new_docs:
+                self._db.table(COMMANDS).insert_multiple(new_docs)
+                self._shard_commands += len(new_docs)
+            if access:
+                # Counted with the commands: a flood of page views seals shards too.
+                self._db.table(ACCESS).insert_multiple(e.to_document() for e in access)
+                self._shard_commands += len(access)
+            sealing = self._shard_commands >= SHARD_MAX_COMMANDS
+            if chain is not None and chain.due(sealing, stopping):
+                reason = "seal" if sealing else "stop" if stopping else "interval"
+                checkpoint = chain.checkpoint(reason)
+                self._db.table(CHECKPOINTS).insert(checkpoint)
+            self._storage.flush()
+        except BaseException:
+            if chain is not None and head is not None:
+                chain.head = head  # the links written to memory only are void
+            raise
+        if chain is not None and checkpoint is not None:
+            chain.committed(checkpoint)
+
+    # -- pruning -----------------------------------------------------------
+
+    def prune(
+        self,
+        session_ids: list[str],
+        *,
+        by: str,
+        reason: str,
+        casts: Sequence[str] = (),
+        quarantine: Sequence[str] = (),
+        dry_run: bool = False,
+    ) -> PruneResult:
+        """Take these (ended) sessions out of every shard, behind a signed record.
+
+        The record (agent/daemon/prune.py) also names the recordings and
+        quarantined files the caller removes once this returns.
+        """
+        if self.chain is not None and self.chain.problem is not None and not dry_run:
+            raise StoreError(f"not pruning: {self.chain.problem}")
+        with self._write_lock:
+            with self._lock:
+                wanted = {
+                    s
+                    for s in session_ids
+                    if s in self._sessions
+                    and self._sessions[s].status not in KEPT_STATUSES
+                }
+            names = sorted(set().union(*(self._shards_of.get(s, ()) for s in wanted)))
+            newest = self._storage if self._storage is not None else None
+            removed, rewrites = gather(
+                self.store_dir,
+                names,
+                wanted,
+                (newest.path.name, newest.read()) if newest is not None else None,
             )
-        if new_docs:
-            self._db.table(COMMANDS).insert_multiple(new_docs)
-            self._shard_commands += len(new_docs)
-        self._storage.flush()
+            record = None
+            if dry_run or not (wanted or casts or quarantine):
+                return PruneResult(tuple(sorted(wanted)), removed, 0, None)
+            if self.chain is not None:  # durable before any shard changes
+                record = record_prune(
+                    self.chain.signer,
+                    self.store_dir,
+                    self.sharing.file_mode,
+                    by=by,
+                    reason=reason,
+                    sessions=sorted(wanted),
+                    removed=removed,
+                    files=(list(casts), list(quarantine)),
+                )
+            for path, stripped in rewrites:
+                if newest is not None and path == newest.path:
+                    self._use_shard(path, stripped)
+                    assert self._storage is not None
+                    self._storage.dirty = True
+                    self._storage.flush()
+                else:
+                    write_shard(path, stripped, self.sharing.file_mode)
+            with self._lock:
+                for sid in wanted:
+                    session = self._sessions.pop(sid)
+                    if self._by_identity.get(session.identity) == sid:
+                        del self._by_identity[session.identity]
+                    self._shards_of.pop(sid, None)
+                    self._retired.add(sid)
+            return PruneResult(tuple(sorted(wanted)), removed, len(rewrites), record)
 
     def _reload_newest(self) -> None:
         if self._storage is None:
@@ -367,14 +481,35 @@ class Store:
         self._use_shard(path, None)
 
     def _use_shard(self, path: Path, tables: dict[str, dict[str, Any]] | None) -> None:
-        self._db = TinyDB(path, storage=AtomicJSONStorage, data=tables)
+        self._db = TinyDB(
+            path, storage=AtomicJSONStorage, data=tables, mode=self.sharing.file_mode
+        )
         self._storage = self._db.storage  # type: ignore[assignment]
         self._doc_ids = {}
+        self._linked = {}
         self._shard_commands = 0
         if tables is not None:
             for doc_id, doc in tables.get(SESSIONS, {}).items():
-                self._doc_ids[str(doc.get("id"))] = int(doc_id)
-            self._shard_commands = len(tables.get(COMMANDS, {}))
+                sid = str(doc.get("id"))
+                self._doc_ids[sid] = int(doc_id)
+                if "_chain" in doc:
+                    self._linked[sid] = chained_fields(SESSION, doc)
+                else:  # stored before the chain: its next state is a new link
+                    self._linked.pop(sid, None)
+            self._shard_commands = len(tables.get(COMMANDS, {})) + len(
+                tables.get(ACCESS, {})
+            )
+
+    def _load_access(self, tables: dict[str, dict[str, Any]]) -> None:
+        for doc in tables.get(ACCESS, {}).values():
+            seq = doc.get("seq") if isinstance(doc, dict) else None
+            if isinstance(seq, int):
+                self._access_seq = max(self._access_seq, seq)
+            if isinstance(doc, dict) and doc.get("action") == Action.TERMINATE:
+                with contextlib.suppress(RecordError):
+                    entry = AccessEntry.from_document(doc)
+                    if entry.ok and entry.session is not None:
+                        self.terminated[entry.session] = entry
 
     def _remember(self, session: Session) -> None:
         self._sessions[session.id] = session
