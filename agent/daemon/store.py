@@ -39,6 +39,7 @@ from tinydb import TinyDB
 from agent.access_log import ACCESS, AccessEntry, Action
 from agent.chain import CHECKPOINTS, COMMAND, SESSION
 from agent.chain import record_fields as chained_fields
+from agent.daemon.flush_pacer import FlushPacer
 from agent.daemon.prune import PruneResult, gather, pruned_sessions, record_prune, strip
 from agent.daemon.quarantine import quarantine
 from agent.daemon.shard_file import AtomicJSONStorage, write_shard
@@ -58,11 +59,6 @@ from agent.shards import (
 log = logging.getLogger(__name__)
 
 SHARD_MAX_COMMANDS = 2_000
-# A new command is written this soon (the other sessions' commands of the
-# same moment join it), and flushes are at least FLUSH_MIN_GAP_S apart; other
-# changes wait for the flush interval. Enter to feed is what this bounds.
-FLUSH_BATCH_S = 0.02
-FLUSH_MIN_GAP_S = 0.05
 # Never pruned, whatever is asked: a session still going on.
 KEPT_STATUSES = frozenset({SessionStatus.LIVE, SessionStatus.PENDING})
 
@@ -126,8 +122,7 @@ class Store:
         self._retired: set[str] = set()  # pruned session ids, never given again
         self._shard_commands = 0
         self._next_shard = 1
-        self._stop = threading.Event()
-        self._soon = threading.Event()  # a command waits to be written
+        self._pacer = FlushPacer(flush_interval_s)
         self._thread: threading.Thread | None = None
         self.flush_errors = 0
         self.flush_error_at: float | None = None
@@ -179,15 +174,13 @@ class Store:
         return here
 
     def start(self) -> None:
-        self._thread = threading.Thread(
-            target=self._run, name="store-writer", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, name="store-writer")
+        self._thread.daemon = True
         self._thread.start()
 
     def stop(self) -> None:
         """Flush what is pending and stop the writer thread."""
-        self._stop.set()
-        self._soon.set()
+        self._pacer.stop()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
@@ -244,8 +237,8 @@ class Store:
             pending.session = session
             pending.commands.extend(commands)
             self._remember(session)
-        if commands and not self._soon.is_set():
-            self._soon.set()
+        if commands:
+            self._pacer.soon()
 
     def shards_holding(self, session_id: str) -> set[str]:
         """The names of the shards that hold documents of this session."""
@@ -283,15 +276,7 @@ class Store:
     # -- writing ---------------------------------------------------------
 
     def _run(self) -> None:
-        last = 0.0
-        while True:
-            if self._soon.wait(self.flush_interval_s) and not self._stop.is_set():
-                now = time.monotonic()
-                self._stop.wait(max(FLUSH_BATCH_S, last + FLUSH_MIN_GAP_S - now))
-            if self._stop.is_set():
-                return
-            self._soon.clear()
-            last = time.monotonic()
+        while self._pacer.wait():
             try:
                 self.flush()
             except OSError as e:
@@ -368,18 +353,12 @@ class Store:
                         doc_id = None  # a new state: a new document
                 if doc_id is None:
                     self._doc_ids[sid] = sessions.insert(doc)
-                else:
+                else:  # merged below: its link stays (what changed is not chained)
                     updates[sid] = doc
                     self._storage.changed(SESSIONS, doc_id)
                 self._shards_of.setdefault(sid, set()).add(name)
-            if updates:
-                # One pass for all of them: TinyDB rebuilds the table per call.
-                # Every document carries every key, so this merge replaces it
-                # (its link stays: what changed is not chained).
-                sessions.update(
-                    lambda current: current.update(updates[current["id"]]),
-                    doc_ids=[self._doc_ids[sid] for sid in updates],
-                )
+            ids = [self._doc_ids[sid] for sid in updates]  # one O(n) pass for all
+            sessions.update(lambda doc: doc.update(updates[doc["id"]]), doc_ids=ids)
             if new_docs:
                 self._db.table(COMMANDS).insert_multiple(new_docs)
                 self._shard_commands += len(new_docs)
