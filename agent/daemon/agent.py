@@ -58,7 +58,7 @@ from agent.daemon.recorder import Recorder
 from agent.daemon.retention import Policy, Retention
 from agent.daemon.shipper import Shipper
 from agent.daemon.signer import Chain, Signer
-from agent.daemon.status import collect
+from agent.daemon.status import DiskSizes, collect, disk_sizes
 from agent.daemon.store import Store
 from agent.files import Sharing
 from agent.records import Command, Session, SessionStatus
@@ -74,6 +74,9 @@ log = logging.getLogger(__name__)
 
 ORPHAN_SWEEP_INTERVAL_S = 30.0  # logs of sessions that ended while unwatched
 STOP_CHECK_S = 1.0  # `stop_event` set without a wake-up is seen this soon
+# The store's and the recordings' sizes in the status: a walk of every shard
+# and cast ever kept, so not at every status write.
+DISK_SIZES_INTERVAL_S = 30.0
 # A prune run by hand may hold the store for a while; then the agent waits.
 WRITER_LOCK_WAIT_S = 10.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -227,6 +230,7 @@ class Agent:
         self.started_at = time.time()
         self._status_at = 0.0
         self._wake = WakePipe()
+        self._sizes: tuple[float, DiskSizes] | None = None
         self.cutter.wake = self.wake  # a terminate is acted on at once
 
     def run(self) -> None:
@@ -351,6 +355,9 @@ class Agent:
                 self.ingest.cut(session.identity, end_reason(entry.actor, entry.detail))
 
     def _write_status(self, state: AgentState) -> None:
+        now = time.monotonic()
+        if self._sizes is None or now - self._sizes[0] >= DISK_SIZES_INTERVAL_S:
+            self._sizes = (now, disk_sizes(self.config.data_dir, self.config.store_dir))
         try:
             write_status(
                 self.config.data_dir,
@@ -366,6 +373,7 @@ class Agent:
                     retention=self.retention.snapshot(),
                     shipper=self.shipper.snapshot() if self.shipper else None,
                     state=state,
+                    sizes=self._sizes[1],
                 ),
                 self.sharing.file_mode,
             )
