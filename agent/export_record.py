@@ -20,6 +20,7 @@ FIELDS = (
     "cancelled",
     "kind",
     "transfer",
+    "action",
     "program",
     "typed",
     "keys",
@@ -40,7 +41,7 @@ FIELDS = (
     "remote_account",
     "recorder",
 )
-COMMAND_FIELDS = 11  # the first eleven come from the command, the rest its session
+COMMAND_FIELDS = 12  # the first twelve come from the command, the rest its session
 FLEET_FIELDS = (*FIELDS, "bastion")  # read from the fleet store
 
 
@@ -81,6 +82,7 @@ def flat_record(command: Command, session: Session | None) -> dict[str, Any]:
         "cancelled": command.cancelled,
         "kind": command.kind.value,
         "transfer": dict(command.transfer) if command.transfer is not None else None,
+        "action": dict(command.action) if command.action is not None else None,
         "program": command.program,
         "typed": command.typed,
         "keys": command.keys,
@@ -109,6 +111,9 @@ class JsonRecords:
         transfer = "null"
         if command.transfer is not None:
             transfer = _ENCODER.encode(dict(command.transfer))
+        action = "null"
+        if command.action is not None:
+            action = _ENCODER.encode(dict(command.action))
         if command.program is None and command.typed is None and command.keys is None:
             extras = _PLAIN_UNTERMINATED if command.unterminated else _PLAIN
         else:
@@ -117,7 +122,8 @@ class JsonRecords:
             f'{{"session": {_string(command.session)}, "seq": {command.seq}, '
             f'"time": {_string(command.time)}, "command": {_string(command.command)}, '
             f'"cancelled": {"true" if command.cancelled else "false"}, '
-            f'"kind": "{command.kind.value}", "transfer": {transfer}{extras}{tail}'
+            f'"kind": "{command.kind.value}", "transfer": {transfer}, '
+            f'"action": {action}{extras}{tail}'
         )
 
     def _tail(self, session: Session) -> str:

@@ -42,6 +42,9 @@ class Kind(enum.StrEnum):
 
     COMMAND = "command"  # a line the session's shell ran
     TRANSFER = "transfer"  # a file moved through the bastion (Command.transfer)
+    # A command rule acted (Command.action: rule, action, outcome, detail).
+    ACTION = "action"
+    DENIED = "denied"  # a line a deny rule kept from running (Command.action)
     # parsers.events.LineKind: a line another program read (Command.program),
     # keys typed unseen at a shell prompt (Command.keys).
     INPUT = "input"
@@ -308,6 +311,9 @@ class Command:
     # A transfer's fields (README: file transfers): direction, path, name,
     # size, sha256, started_at, outcome, reason.
     transfer: Mapping[str, Any] | None = None
+    # What a rule did (agent/rules.py): rule, action, outcome, detail, and the
+    # seq of the record it acted on (None for a denied line, its own record).
+    action: Mapping[str, Any] | None = None
     # README: What counts as a command. For an input, the command line that
     # started the program that read it; what was typed when bash ran its
     # expansion (or fc's edit); for hidden input, how many keys, never which.
@@ -329,6 +335,8 @@ class Command:
             doc["kind"] = self.kind.value
         if self.transfer is not None:
             doc["transfer"] = dict(self.transfer)
+        if self.action is not None:
+            doc["action"] = dict(self.action)
         if self.program is not None:
             doc["program"] = self.program
         if self.typed is not None:
@@ -365,6 +373,9 @@ class Command:
             raise RecordError(f"bad command document: kind {kind!r:.40}") from e
         if transfer is not None and not isinstance(transfer, dict):
             raise RecordError(f"bad command document: transfer {transfer!r:.80}")
+        action = doc.get("action")
+        if action is not None and not isinstance(action, dict):
+            raise RecordError(f"bad command document: action {action!r:.80}")
         program, typed, keys = doc.get("program"), doc.get("typed"), doc.get("keys")
         if not (
             (program is None or type(program) is str)
@@ -380,6 +391,7 @@ class Command:
             doc.get("cancelled") is True,
             kind,
             transfer,
+            action,
             program,
             typed,
             keys,

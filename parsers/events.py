@@ -85,7 +85,18 @@ class Transfer:
     next_offset: int = 0  # where the record after it starts: resume from there
 
 
-Event = Chunk | Resize | Marker | Transfer
+@dataclass(frozen=True, slots=True)
+class Denied:
+    """A line audit-shell kept from running: its Enter was never sent."""
+
+    time: float
+    text: str  # the line as it stood when Enter was pressed
+    rule: str  # the deny rule's name
+    offset: int = 0  # where its record starts in the log
+    next_offset: int = 0  # where the record after it starts: resume from there
+
+
+Event = Chunk | Resize | Marker | Transfer | Denied
 
 
 FOREGROUND_CHARS = 512

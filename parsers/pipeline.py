@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from parsers.commands import CommandAssembler, ShellCommand
-from parsers.events import Checkpoint, Event, Transfer
+from parsers.events import Checkpoint, Denied, Event, Transfer
 from parsers.keys import Unparsed
 from parsers.strace_lines import StraceDecoder
 from parsers.terminal import CommandBuilder
@@ -32,8 +32,8 @@ class CommandPipeline:
         self.assembler = CommandAssembler()
 
     def feed(self, event: Event) -> list[ShellCommand]:
-        if isinstance(event, Transfer):
-            return []  # a file moved: a record of its own, never terminal text
+        if isinstance(event, (Transfer, Denied)):
+            return []  # a record of its own, never terminal text
         return [
             command
             for line in self.builder.feed(event)

@@ -122,6 +122,7 @@ def test_a_record_without_its_session_is_still_valid(tmp_path: Path) -> None:
         "cancelled": False,
         "kind": "command",
         "transfer": None,
+        "action": None,
         "program": None,
         "typed": None,
         "keys": None,
@@ -129,7 +130,7 @@ def test_a_record_without_its_session_is_still_valid(tmp_path: Path) -> None:
     }
     jsonschema.validate(record, EXPORT_SCHEMA)
     header, row = export(tmp_path, "--format", "csv").splitlines()
-    assert row == f"s9,1,{iso(NOW)},ls,false,command,,,,,false" + "," * 15
+    assert row == f"s9,1,{iso(NOW)},ls,false,command,,,,,,false" + "," * 15
 
 
 def test_times_can_be_relative(seeded: Path) -> None:

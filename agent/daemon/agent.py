@@ -22,6 +22,9 @@ The agent holds the store's writer lock (agent/daemon/lock.py) throughout, and
 the store writer chains and signs with the key in DATA_DIR/chain.
 - the Shipper, with a `[fleet]` table, owns the fleet-shipping thread and its
   connection (stopped after the store's final flush, shipping what it can);
+- the Alerter, when a rule alerts, owns the alerts thread (stopped after the
+  ingest, whose last records may still alert); the Enforcer's cuts are run
+  by the main loop, whose supervisor they need.
 - the ControlServer owns the control socket's thread (stopped first): the
   web's access-log entries go to the store, its terminates to the Cutter,
   which the main loop runs.
@@ -47,9 +50,11 @@ from pathlib import Path
 from types import FrameType
 
 from agent import AgentError
-from agent.config import Config
+from agent.config import Config, rules_of
+from agent.daemon.alerts import Alert, Alerter
 from agent.daemon.control import Controller, ControlServer
 from agent.daemon.cuts import Cutter, end_reason
+from agent.daemon.enforcer import Enforcer
 from agent.daemon.events import EventSink, stored_access, stored_batch
 from agent.daemon.ingest import Ingest
 from agent.daemon.intents import IntentLinker
@@ -74,6 +79,7 @@ log = logging.getLogger(__name__)
 
 ORPHAN_SWEEP_INTERVAL_S = 30.0  # logs of sessions that ended while unwatched
 STOP_CHECK_S = 1.0  # `stop_event` set without a wake-up is seen this soon
+KILL_CHECK_S = 0.05  # while a cut's SIGKILL is due
 # The store's and the recordings' sizes in the status: a walk of every shard
 # and cast ever kept, so not at every status write.
 DISK_SIZES_INTERVAL_S = 30.0
@@ -172,6 +178,15 @@ class Agent:
         self.store = Store(
             config.store_dir, config.flush_interval_s, sharing=self.sharing
         )
+        rules = rules_of(config)
+        self.alerter: Alerter | None = None
+        self.enforcer: Enforcer | None = None
+        if rules.acting:
+            if rules.alert.enabled:
+                self.alerter = Alerter(rules.alert, self._alert_outcome)
+            self.enforcer = Enforcer(
+                rules, config.locks_dir, config.fleet.bastion_id, self.alerter
+            )
         self.recorder = (
             Recorder(
                 config.data_dir,
@@ -191,7 +206,10 @@ class Agent:
                 config.intents_dir, self.store, config.web_intents_user
             ),
             recordings_dir=config.recordings_dir,
+            enforcer=self.enforcer,
         )
+        if self.enforcer is not None:
+            self.enforcer.end_reason = self.ingest.cut
         self.store.on_flushed = self.ingest.on_flushed
         self.sink: EventSink | None = None
         if config.events_file is not None or config.events_syslog:
@@ -232,6 +250,8 @@ class Agent:
         self._wake = WakePipe()
         self._sizes: tuple[float, DiskSizes] | None = None
         self.cutter.wake = self.wake  # a terminate is acted on at once
+        if self.enforcer is not None:
+            self.enforcer.wake = self.wake  # and a rule's cut
 
     def run(self) -> None:
         """Run until a stop signal (or `stop_event`); clean up in any case."""
@@ -264,12 +284,19 @@ class Agent:
                 running.enter_context(self.retention)
                 if self.recorder is not None:
                     running.enter_context(self.recorder)
+                if self.alerter is not None:
+                    running.enter_context(self.alerter)
                 running.enter_context(self.ingest)
                 running.enter_context(self.supervisor)
                 running.enter_context(
                     ControlServer(
                         self.config.control_path,
-                        Controller(self.store, self.cutter, control_uids(self.config)),
+                        Controller(
+                            self.store,
+                            self.cutter,
+                            control_uids(self.config),
+                            self.config.locks_dir,
+                        ),
                         self.sharing,
                     )
                 )
@@ -327,12 +354,16 @@ class Agent:
                 ]
                 if (timer := self.supervisor.timeout()) is not None:
                     waits.append(timer)
+                if self.cutter.killing or (self.enforcer and self.enforcer.killing):
+                    waits.append(KILL_CHECK_S)
                 ready = {fd for fd, _ in poller.poll(max(0.0, min(waits)) * 1000)}
                 if self._wake.fileno() in ready:
                     self._wake.drain()
                 for ssh in discovery.take():
                     self.supervisor.track(ssh)
                 self.supervisor.service()
+                if self.enforcer is not None:
+                    self.enforcer.run_pending()
                 self.cutter.run_pending()
                 if (scope_fd is not None and scope_fd in ready) or (
                     scope_fd is None and self.discovery.scope_gone()
@@ -345,6 +376,13 @@ class Agent:
         finally:
             if scope_fd is not None:
                 os.close(scope_fd)
+
+    def _alert_outcome(self, alert: Alert, delivered: bool, detail: str) -> None:
+        """The alerts thread: an alert's outcome, a record of its session."""
+        assert self.enforcer is not None
+        self.ingest.taken(
+            alert.identity, self.enforcer.alert_taken(alert, delivered, detail)
+        )
 
     def _resume_cuts(self) -> None:
         """Terminates of sessions still live when the last agent stopped."""
@@ -372,6 +410,7 @@ class Agent:
                     sink=self.sink.snapshot() if self.sink else None,
                     retention=self.retention.snapshot(),
                     shipper=self.shipper.snapshot() if self.shipper else None,
+                    alerts=self.alerter.snapshot() if self.alerter else None,
                     state=state,
                     sizes=self._sizes[1],
                 ),

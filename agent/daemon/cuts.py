@@ -79,6 +79,11 @@ class Cutter:
                     return False, "the agent did not get to it in time; try again"
         return job.ok, job.message
 
+    @property
+    def killing(self) -> bool:
+        """Whether a SIGKILL is due soon (the main loop should not sleep long)."""
+        return bool(self._kills)
+
     def run_pending(self) -> None:
         """Main thread, each round: the terminates asked for, the kills due."""
         with self._lock:

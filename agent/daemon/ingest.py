@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.daemon.enforcer import Enforcer, Taken
 from agent.daemon.follower import LogFollower
 from agent.daemon.intents import IntentLinker
 from agent.daemon.log_watch import LogWatch
@@ -70,8 +71,10 @@ class Ingest:
         recorder: Recorder | None = None,
         intents: IntentLinker | None = None,
         recordings_dir: Path | None = None,
+        enforcer: Enforcer | None = None,
     ) -> None:
         self.logs_dir = logs_dir
+        self.enforcer = enforcer  # the command rules, when any acts
         # audit-shell's paramiko recordings (agent/daemon/spool.py), read in place.
         self.recordings_dir = recordings_dir
         self.store = store
@@ -92,6 +95,10 @@ class Ingest:
         self._thread: threading.Thread | None = None
         # Sessions an auditor terminated: identity -> their end reason.
         self._cuts: dict[tuple[int, int], str] = {}
+        # Actions whose outcome came later (an alert): for the ingest thread.
+        self._taken: queue.SimpleQueue[tuple[tuple[int, int], Taken]] = (
+            queue.SimpleQueue()
+        )
 
     # -- lifecycle -------------------------------------------------------
 
@@ -123,6 +130,7 @@ class Ingest:
         self._take_intents()
         self.scan()
         self.process_all(final=True)
+        self._store_taken()
 
     def __enter__(self) -> Ingest:
         self.start()
@@ -172,6 +180,34 @@ class Ingest:
             self._cuts[identity] = reason
         self._wake_up()
 
+    def taken(self, identity: tuple[int, int], taken: Taken) -> None:
+        """An action carried out later (any thread): a record for its session."""
+        self._taken.put((identity, taken))
+        self._wake_up()
+
+    def _store_taken(self) -> None:
+        """Ingest thread: the records of actions done since the last round."""
+        while True:
+            try:
+                identity, taken = self._taken.get_nowait()
+            except queue.Empty:
+                return
+            follower = next(
+                (f for f in self.followers.values() if f.session.identity == identity),
+                None,
+            )
+            if follower is not None:
+                follower.add_taken(taken)
+                self._submit(follower)
+                continue
+            session = self.store.find(identity)  # its log is gone: no one counts
+            if session is not None:
+                session = session.counted()
+                record = taken.record(
+                    session.id, session.command_count, iso(time.time())
+                )
+                self.store.submit(session, [record])
+
     def on_flushed(self, sessions: list[Session]) -> None:
         """Store callback (writer thread): these states are now durable."""
         for session in sessions:
@@ -200,6 +236,7 @@ class Ingest:
                 self._stop.wait(COALESCE_S)  # let the rest of this write land
             now = time.monotonic()
             try:
+                self._store_taken()
                 self._wake.drain()
                 changed, lost = self._watch.read()
                 if lost:
@@ -355,6 +392,7 @@ class Ingest:
             pipeline=CommandPipeline(session.checkpoint),
             quarantine_dir=self.quarantine_dir,
             recorder=self.recorder,
+            enforcer=self.enforcer,
             inode=inode,
             spooled=spooled,
             owner_uid=start.uid if spooled else None,

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.casts import CAST_SUFFIX, CASTS_DIR
+from agent.daemon.alerts import AlertsSnapshot
 from agent.daemon.events import SinkSnapshot
 from agent.daemon.ingest import IngestSnapshot
 from agent.daemon.recorder import RecorderSnapshot
@@ -74,6 +75,7 @@ def collect(
     sink: SinkSnapshot | None,
     retention: RetentionSnapshot | None = None,
     shipper: ShipperSnapshot | None = None,
+    alerts: AlertsSnapshot | None = None,
     state: AgentState = AgentState.RUNNING,
     sizes: DiskSizes | None = None,
 ) -> AgentStatus:
@@ -115,6 +117,12 @@ def collect(
         fleet = asdict(shipper)
         for key in ("last_error_at", "last_ok_at"):
             fleet[key] = iso(fleet[key]) if fleet[key] is not None else None
+    alert_doc: dict[str, Any] | None = None
+    if alerts is not None:
+        alert_doc = {"to": alerts.to, **alerts.stats}
+        for key in ("last_error_at", "last_ok_at"):
+            value = alert_doc.get(key)
+            alert_doc[key] = iso(value) if value is not None else None
     return AgentStatus(
         pid=os.getpid(),
         start_ticks=read_start_ticks(os.getpid()) or 0,
@@ -139,6 +147,7 @@ def collect(
         chain=_chain(store),
         retention=_retention(retention),
         fleet=fleet,
+        alerts=alert_doc,
     )
 
 

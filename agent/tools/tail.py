@@ -20,12 +20,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from agent.config import ConfigError, config_source
+from agent.config import ConfigError, config_source, rules_of
 from agent.exits import ExitStatus, run_main
 from agent.export_record import JsonRecords
-from agent.highlight import HighlightRule, active_rules, matching
+from agent.highlight import HighlightRule
 from agent.reading import Reader, Selection
 from agent.records import Command, Kind, Session, iso
+from agent.rules import Highlighter
 from agent.status_file import StatusError, agent_running, read_status
 from agent.tools.options import (
     add_reading_options,
@@ -129,7 +130,7 @@ class RichPrinter:
 
     PALETTE = ("cyan", "magenta", "green", "yellow", "blue", "bright_red")
 
-    def __init__(self, out: IO[str], rules: Sequence[HighlightRule]) -> None:
+    def __init__(self, out: IO[str], rules: Sequence[Highlighter]) -> None:
         from rich.console import Console
         from rich.live import Live
 
@@ -168,7 +169,7 @@ class RichPrinter:
             people.append(" → ")
             people.append(where, style=self._color(where))
             # Text, never markup: a command like "[red]" is shown as typed.
-            hits = matching(self.rules, command.command)
+            hits = [r for r in self.rules if r.matches(command.command)]
             line = Text(text, style=hits[0].style if hits else "bold")
             if hits:
                 self.flagged += 1
@@ -267,8 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             printer = JsonPrinter(sys.stdout)
         elif sys.stdout.isatty():
-            rules = active_rules(config.highlight, config.highlight_builtin)
-            printer = RichPrinter(sys.stdout, rules)
+            # The rules file's highlight rules, agent.toml's, the built-in ones.
+            printer = RichPrinter(sys.stdout, rules_of(config).highlighters())
         else:
             printer = PlainPrinter(sys.stdout)
         try:
