@@ -50,7 +50,7 @@ from pathlib import Path
 from types import FrameType
 
 from agent import AgentError
-from agent.config import Config, rules_of
+from agent.config import Config, rules_of, start_lines
 from agent.daemon.alerts import Alert, Alerter
 from agent.daemon.control import Controller, ControlServer
 from agent.daemon.cuts import Cutter, end_reason
@@ -65,9 +65,11 @@ from agent.daemon.shipper import Shipper
 from agent.daemon.signer import Chain, Signer
 from agent.daemon.status import DiskSizes, collect, disk_sizes
 from agent.daemon.store import Store
+from agent.export_record import Stamp
 from agent.files import Sharing
 from agent.records import Command, Session, SessionStatus
 from agent.status_file import AgentState, write_status
+from agent.version import version
 from tracer.discovery import Discovery, read_start_ticks
 from tracer.discovery_thread import DiscoveryThread
 from tracer.procfs import set_thread_nice
@@ -185,7 +187,7 @@ class Agent:
             if rules.alert.enabled:
                 self.alerter = Alerter(rules.alert, self._alert_outcome)
             self.enforcer = Enforcer(
-                rules, config.locks_dir, config.fleet.bastion_id, self.alerter
+                rules, config.locks_dir, config.bastion_name, self.alerter
             )
         self.recorder = (
             Recorder(
@@ -218,6 +220,7 @@ class Agent:
                 config.events_file,
                 config.events_syslog,
                 config.events_syslog_facility,
+                Stamp.of(config, rules),
             )
             self.store.on_committed = self.sink.committed
             self.store.on_access_committed = self.sink.access_committed
@@ -246,6 +249,7 @@ class Agent:
         self.retention = Retention(self.store, config.data_dir, Policy.of(config))
         self.cutter = Cutter(self.supervisor, self.ingest)
         self.started_at = time.time()
+        self.version = version()
         self._status_at = 0.0
         self._wake = WakePipe()
         self._sizes: tuple[float, DiskSizes] | None = None
@@ -255,6 +259,8 @@ class Agent:
 
     def run(self) -> None:
         """Run until a stop signal (or `stop_event`); clean up in any case."""
+        for line in start_lines(self.config):
+            log.info("%s", line)
         check_can_run(self.config)
         prepare_data_dir(self.config.data_dir, self.sharing)
         allow_fds(self.config.max_sessions)
@@ -303,15 +309,11 @@ class Agent:
                 discovery = running.enter_context(
                     DiscoveryThread(self.discovery, self.config.poll_interval_s)
                 )
-                how = (
+                log.info(
+                    "auditing (%s)",
                     "process events from the kernel"
                     if discovery.using_events
-                    else f"process table polled every {self.config.poll_interval_s}s"
-                )
-                log.info(
-                    "auditing tagged ssh sessions into %s (%s)",
-                    self.config.data_dir,
-                    how,
+                    else f"process table polled every {self.config.poll_interval_s}s",
                 )
                 if self.sink is not None:
                     log.info("events to %s", self.sink.description)
@@ -401,8 +403,8 @@ class Agent:
                 self.config.data_dir,
                 collect(
                     started_at=self.started_at,
-                    interval_s=self.config.status_interval_s,
-                    data_dir=self.config.data_dir,
+                    config=self.config,
+                    version=self.version,
                     store=self.store.snapshot(),
                     ingest=self.ingest.snapshot(),
                     supervisor=self.supervisor.snapshot(),
