@@ -39,6 +39,7 @@ from tinydb import TinyDB
 from agent.access_log import ACCESS, AccessEntry, Action
 from agent.chain import CHECKPOINTS, COMMAND, SESSION
 from agent.chain import record_fields as chained_fields
+from agent.daemon.flush_pacer import FlushPacer
 from agent.daemon.prune import PruneResult, gather, pruned_sessions, record_prune, strip
 from agent.daemon.quarantine import quarantine
 from agent.daemon.shard_file import AtomicJSONStorage, write_shard
@@ -121,7 +122,7 @@ class Store:
         self._retired: set[str] = set()  # pruned session ids, never given again
         self._shard_commands = 0
         self._next_shard = 1
-        self._stop = threading.Event()
+        self._pacer = FlushPacer(flush_interval_s)
         self._thread: threading.Thread | None = None
         self.flush_errors = 0
         self.flush_error_at: float | None = None
@@ -173,14 +174,13 @@ class Store:
         return here
 
     def start(self) -> None:
-        self._thread = threading.Thread(
-            target=self._run, name="store-writer", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, name="store-writer")
+        self._thread.daemon = True
         self._thread.start()
 
     def stop(self) -> None:
         """Flush what is pending and stop the writer thread."""
-        self._stop.set()
+        self._pacer.stop()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
@@ -237,6 +237,8 @@ class Store:
             pending.session = session
             pending.commands.extend(commands)
             self._remember(session)
+        if commands:
+            self._pacer.soon()
 
     def shards_holding(self, session_id: str) -> set[str]:
         """The names of the shards that hold documents of this session."""
@@ -274,7 +276,7 @@ class Store:
     # -- writing ---------------------------------------------------------
 
     def _run(self) -> None:
-        while not self._stop.wait(self.flush_interval_s):
+        while self._pacer.wait():
             try:
                 self.flush()
             except OSError as e:
@@ -331,6 +333,7 @@ class Store:
         head = chain.head if chain is not None else None
         sessions = self._db.table(SESSIONS)
         new_docs: list[dict[str, Any]] = []
+        updates: dict[str, dict[str, Any]] = {}  # by session id: in place
         checkpoint = None
         try:
             for sid, pending in batch.items():
@@ -350,11 +353,12 @@ class Store:
                         doc_id = None  # a new state: a new document
                 if doc_id is None:
                     self._doc_ids[sid] = sessions.insert(doc)
-                else:
-                    # Every document carries every key, so this merge replaces
-                    # it (its link stays: what changed is not chained).
-                    sessions.update(doc, doc_ids=[doc_id])
+                else:  # merged below: its link stays (what changed is not chained)
+                    updates[sid] = doc
+                    self._storage.changed(SESSIONS, doc_id)
                 self._shards_of.setdefault(sid, set()).add(name)
+            ids = [self._doc_ids[sid] for sid in updates]  # one O(n) pass for all
+            sessions.update(lambda doc: doc.update(updates[doc["id"]]), doc_ids=ids)
             if new_docs:
                 self._db.table(COMMANDS).insert_multiple(new_docs)
                 self._shard_commands += len(new_docs)
