@@ -56,6 +56,9 @@ class Config:
     log_retention_s: float = 0.0  # keep ingested logs of closed sessions this long
     tracker_script: Path = dataclasses.field(default_factory=default_tracker_script)
     scope_pid: int = 0  # audit only ssh processes descended from this pid (0: all)
+    # ssh clients without a tag: on record as `untagged` (false), or traced
+    # like tagged ones under a tag of their own, never cut (true).
+    trace_untagged: bool = False
     intents_dir: Path = DEFAULT_INTENTS_DIR
     recordings_dir: Path = DEFAULT_RECORDINGS_DIR
     # The account audit-web runs as: its connection records may name another

@@ -81,9 +81,9 @@ def _limit(sql: str, params: list[Any], limit: int | None, offset: int) -> Query
 
 def _sessions_from(selection: Selection) -> Query:
     where, params = session_where(selection, "s")
-    if selection.status:
-        where.append("s.status = %s")
-        params.append(selection.status)
+    if selection.statuses:
+        where.append("s.status = ANY(%s)")
+        params.append(list(selection.statuses))
     if selection.until:
         where.append("s.started_at <= %s::timestamptz")
         params.append(selection.until)

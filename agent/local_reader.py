@@ -60,7 +60,7 @@ class LocalReader(Reader):
             if (not selection.session or selection.session in (s.id, s.tag))
             and selection.session_matches(s)
             and selection.in_window(s, now)
-            and (selection.status is None or s.status == selection.status)
+            and (not selection.statuses or s.status in selection.statuses)
             and (having is None or s.id in having)
         ]
 

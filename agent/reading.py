@@ -60,7 +60,7 @@ class Selection:
     since: str | None = None  # iso() text, compared as text
     until: str | None = None
     bastion: str | None = None  # the fleet's bastion id
-    status: str | None = None  # sessions only: live, closed ...
+    status: str | None = None  # sessions only: live, closed ... (comma-separated)
     contains: str | None = None  # commands only: a substring, any case
     regex: str | None = None  # commands only: a regular expression
     # The console's session filters (each exact; None means any).
@@ -83,6 +83,11 @@ class Selection:
             return re.compile(self.regex)
         except re.error as e:
             raise ReadError(f"not a regular expression: {self.regex!r}: {e}") from e
+
+    @property
+    def statuses(self) -> tuple[str, ...]:
+        """The session statuses selected; () for any."""
+        return tuple(s for s in (self.status or "").split(",") if s)
 
     def session_matches(self, session: Session | None) -> bool:
         if session is None:

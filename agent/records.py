@@ -32,9 +32,17 @@ class SessionStatus(enum.StrEnum):
     # not-started if it does not in time.
     PENDING = "pending"
     NOT_STARTED = "not-started"
+    # Coverage (agent/daemon/coverage.py): an ssh client that was on the
+    # bastion but not traced, on record so that gaps show: without a tag, or
+    # with a tag that was refused (end_reason says why).
+    UNTAGGED = "untagged"
+    REFUSED = "refused"
 
 
-ENDED = frozenset({SessionStatus.CLOSED, SessionStatus.TERMINATED})
+# What an end line may say a session ended as.
+END_STATUSES = frozenset({SessionStatus.CLOSED, SessionStatus.TERMINATED})
+# Nothing more will happen to these: the end statuses, and coverage records.
+ENDED = END_STATUSES | {SessionStatus.UNTAGGED, SessionStatus.REFUSED}
 
 
 class Kind(enum.StrEnum):
@@ -92,6 +100,8 @@ class Session:
     command_count: int = 0
     gaps: tuple[tuple[float, float | None], ...] = ()
     remote_command: str | None = None
+    # A coverage record's command line, as ssh was started (shlex-quoted).
+    argv: str | None = None
     # From audit-shell's connection record (agent/intent_file.py), else None.
     origin: Origin | None = None
     client_addr: str | None = None
@@ -233,6 +243,7 @@ class Session:
                 else None
             ),
             **({"bastion": self.bastion} if self.bastion is not None else {}),
+            **({"argv": self.argv} if self.argv is not None else {}),
             "_ingest": {
                 "log": self.log,
                 "start_ticks": self.start_ticks,
@@ -269,6 +280,7 @@ class Session:
                     for a, b in doc.get("gaps") or ()
                 ),
                 remote_command=doc.get("remote_command"),
+                argv=doc.get("argv"),
                 origin=Origin(doc["origin"]) if doc.get("origin") else None,
                 client_addr=doc.get("client_addr"),
                 inventory_host=doc.get("inventory_host"),

@@ -240,10 +240,14 @@ def test_retention_prunes_old_sessions_and_casts_but_never_held_ones(
     assert "kept on legal hold: old2 (tag keep-tag), old3 (session old3)" in dry.stdout
 
     with harness.agent(data_dir, "--config", str(config)):
+        # The store forgets first, then the files it named go.
         harness.wait_for(
-            lambda: "old1" not in harness.sessions_in(data_dir), timeout=30
+            lambda: (
+                "old1" not in harness.sessions_in(data_dir)
+                and not cast_path(data_dir, "old1").exists()
+            ),
+            timeout=30,
         )
-        assert not cast_path(data_dir, "old1").exists()
         assert not quarantined.exists()
         for kept in ("old2", "old3", "recent"):
             assert cast_path(data_dir, kept).exists()

@@ -119,7 +119,9 @@ def test_invalid_tag_is_not_traced(
     child.expect(harness.PROMPT)
     child.send(b"echo untraced\r")
     child.expect(harness.PROMPT)
-    harness.wait_for(lambda: "invalid tag" in running_agent.log_text(), timeout=10)
+    harness.wait_for(
+        lambda: "invalid session tag" in running_agent.log_text(), timeout=10
+    )
     assert not harness.is_traced(ssh_pid)
     assert not harness.strace_processes_for(ssh_pid)
     child.sendeof()
@@ -133,8 +135,17 @@ def test_invalid_tag_is_not_traced(
         <= {"logs", "store", "chain", "status.json", "control.sock"}
     )
     assert set(Path("/etc").iterdir()) == before
-    assert harness.export(data_dir) == []
-    assert running_agent.log_text().count("invalid tag") == 1
+    assert harness.export(data_dir) == []  # no command
+    assert running_agent.log_text().count("invalid session tag") == 1
+    # But the ssh is on record, refused, with why (the coverage of issue 17).
+    (refused,) = harness.wait_for(
+        lambda: [
+            s for s in harness.sessions_in(data_dir).values() if s.ssh_pid == ssh_pid
+        ]
+    )
+    assert refused.status == "refused"
+    assert refused.end_reason.startswith("invalid session tag ")
+    assert refused.host == "127.0.0.1" and refused.remote_user == user.name
 
 
 def test_password_typed_to_sshpass_never_reaches_data_dir(

@@ -128,6 +128,11 @@ class Bastion:
         return doc
 
 
+def fleet_status(b: Bastion) -> tuple[str, int]:
+    fleet = b.status()["status"]["fleet"]
+    return fleet["state"], fleet["lag_records"]
+
+
 def fleet_commands(pg: PgServer, bastion: str) -> list[str]:
     rows = pg.sql(
         "SELECT command FROM commands WHERE bastion = %s AND session = %s ORDER BY seq",
@@ -180,8 +185,10 @@ def test_three_agents_ship_through_an_outage_and_a_kill(
         second.type(2)
         second.start_agent(stack)
         second.wait_local()
-        status = bastions[0].status()["status"]["fleet"]
-        assert status["state"] == "unreachable" and status["lag_records"] == 3
+        # The status file is written every status_interval_s: wait for it.
+        harness.wait_for(
+            lambda: fleet_status(bastions[0]) == ("unreachable", 3), timeout=10
+        )
         time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - down_at)))
         pg.start()
 
@@ -209,7 +216,9 @@ def test_three_agents_ship_through_an_outage_and_a_kill(
                 ),
                 timeout=30,
             )
-            assert b.status()["status"]["fleet"]["lag_records"] == 0
+            harness.wait_for(
+                lambda b=b: fleet_status(b) == ("caught up", 0), timeout=10
+            )
 
     # Every command once, in order, on every bastion.
     for b in bastions:

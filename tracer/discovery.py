@@ -18,6 +18,7 @@ chunks.
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
 import time
@@ -47,9 +48,23 @@ VERSION_CHUNK_BYTES = 1 << 20
 MAX_ANCESTRY = 4096  # a parent chain longer than this is not followed
 
 
+class Seen(enum.StrEnum):
+    """What discovery made of an ssh client (TaggedSsh.seen)."""
+
+    TAGGED = "tagged"  # a valid tag: traced
+    UNTAGGED = "untagged"  # no tag: on record, traced only with trace_untagged
+    REFUSED = "refused"  # a tag that is not valid: on record, with the reason
+
+
 @dataclass(frozen=True, slots=True)
 class TaggedSsh:
-    """A running ssh client that carries a valid session tag."""
+    """A running ssh client, with the session tag it carries (or was given).
+
+    An untagged one (or one whose tag was refused) is reported too, so that
+    every ssh on the bastion is on record; with `trace_untagged` it is traced
+    under a tag made from its identity (`ut-PID-TICKS`, the same after a
+    restart of the agent), `generated` set.
+    """
 
     pid: int
     start_ticks: int  # with the pid, names this process for good
@@ -59,6 +74,14 @@ class TaggedSsh:
     tracer_pid: int  # 0 when nothing ptraces it yet
     argv: bytes = b""  # NUL-separated, as read (at most ARGV_MAX_BYTES)
     ssh_version: str | None = None
+    seen: Seen = Seen.TAGGED
+    reason: str = ""  # why a tag was refused
+    generated: bool = False  # the tag is ours: an untagged ssh traced anyway
+
+    @property
+    def traced(self) -> bool:
+        """Whether the supervisor should trace it (else it is only recorded)."""
+        return self.seen == Seen.TAGGED or self.generated
 
     @property
     def identity(self) -> tuple[int, int]:
@@ -138,6 +161,9 @@ class Discovery:
     # Only ssh processes descended from this pid count (0: all). Lets an agent
     # audit one process tree, e.g. a test suite beside other agents.
     scope_pid: int = 0
+    # Trace ssh clients without a tag too, under a generated tag (else they
+    # are only put on record).
+    trace_untagged: bool = False
     stats: DiscoveryStats = field(default_factory=DiscoveryStats)
     _first_seen: dict[int, float] = field(default_factory=dict)
     # ssh already classified, with what would change if it exec'd
@@ -243,8 +269,6 @@ class Discovery:
             return None
         self._settled[pid] = _fingerprint(pid, exe)
         raw = b"\0".join(args)
-        if not may_carry_tag(raw):
-            return None
         if self.scope_pid and (
             self.scope_gone() or not descends_from(pid, self.scope_pid)
         ):
@@ -259,17 +283,16 @@ class Discovery:
         # binary only when argv has it.
         needs_version = any(a[:1] == b"-" and b"P" in a for a in args[1:])
         version = self._version(pid) if needs_version else None
-        ssh = parse_ssh_argv([os.fsdecode(a) for a in args], version)
-        if ssh.tag is None:
+        tag: str | None = None
+        seen, reason = Seen.UNTAGGED, ""
+        if may_carry_tag(raw):  # else surely untagged: no parse needed
+            ssh = parse_ssh_argv([os.fsdecode(a) for a in args], version)
+            tag = ssh.tag
             if ssh.bad_tag is not None:
                 self.stats.bad_tags += 1
-                log.warning(
-                    "ssh %d of uid %d carries an invalid tag %s; not traced",
-                    pid,
-                    uids[0],
-                    ascii(ssh.bad_tag[:40]),
-                )
-            return None
+                seen = Seen.REFUSED
+                reason = f"invalid session tag {ascii(ssh.bad_tag[:40])}"
+                log.warning("ssh %d of uid %d: %s; not traced", pid, uids[0], reason)
         ticks = read_start_ticks(pid)
         if ticks is None:
             self.stats.vanished += 1
@@ -281,13 +304,20 @@ class Discovery:
             del self._settled[pid]
             self.stats.forked += 1
             return None
+        if tag is not None:
+            seen = Seen.TAGGED
+        elif self.trace_untagged:
+            tag = f"ut-{pid}-{ticks}"
         return TaggedSsh(
             pid,
             ticks,
-            ssh.tag,
+            tag or f"ut-{pid}-{ticks}",
             uids[0],
             exe,
             read_tracer_pid(pid),
             raw + b"\0",
             version,
+            seen,
+            reason,
+            generated=seen != Seen.TAGGED and self.trace_untagged,
         )

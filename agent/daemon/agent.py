@@ -53,6 +53,7 @@ from agent import AgentError
 from agent.config import Config, rules_of, start_lines
 from agent.daemon.alerts import Alert, Alerter
 from agent.daemon.control import Controller, ControlServer
+from agent.daemon.coverage import Coverage
 from agent.daemon.cuts import Cutter, end_reason
 from agent.daemon.enforcer import Enforcer
 from agent.daemon.events import EventSink, stored_access, stored_batch
@@ -245,7 +246,10 @@ class Agent:
                 max_new_sessions_per_s=config.max_new_sessions_per_s,
             ),
         )
-        self.discovery = Discovery(scope_pid=config.scope_pid)
+        self.discovery = Discovery(
+            scope_pid=config.scope_pid, trace_untagged=config.trace_untagged
+        )
+        self.coverage = Coverage(self.store)
         self.retention = Retention(self.store, config.data_dir, Policy.of(config))
         self.cutter = Cutter(self.supervisor, self.ingest)
         self.started_at = time.time()
@@ -362,7 +366,10 @@ class Agent:
                 if self._wake.fileno() in ready:
                     self._wake.drain()
                 for ssh in discovery.take():
-                    self.supervisor.track(ssh)
+                    if ssh.traced:
+                        self.supervisor.track(ssh)
+                    else:
+                        self.coverage.seen(ssh)
                 self.supervisor.service()
                 if self.enforcer is not None:
                     self.enforcer.run_pending()

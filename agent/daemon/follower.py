@@ -26,7 +26,14 @@ from agent.daemon.spool import (
     check_file,
     decoder_for,
 )
-from agent.records import ENDED, Command, Kind, Session, SessionStatus, iso
+from agent.records import (
+    END_STATUSES,
+    Command,
+    Kind,
+    Session,
+    SessionStatus,
+    iso,
+)
 from parsers.events import Denied, Event, Marker, MarkerKind, Transfer
 from parsers.pipeline import CommandPipeline
 from parsers.zmodem import ZmodemFilter
@@ -302,7 +309,9 @@ class LogFollower:
             self.session = self.session.ended(
                 end.time,
                 str(end.fields.get("reason") or "ended"),
-                SessionStatus(status) if status in ENDED else SessionStatus.CLOSED,
+                SessionStatus(status)
+                if status in END_STATUSES
+                else SessionStatus.CLOSED,
             )
         self.finished = True
         session = self.session

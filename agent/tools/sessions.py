@@ -64,6 +64,7 @@ FIELDS = (
     "unparsed_input",
     "recording_bytes",
     "bastion",
+    "argv",  # a coverage record's ssh command line (untagged, refused)
 )
 
 
@@ -75,6 +76,7 @@ def session_record(session: Session, reader: Reader, bastion: str) -> dict[str, 
     doc = session.public_fields()
     doc["recording_bytes"] = reader.recording_bytes(session)
     doc["bastion"] = session.bastion or bastion
+    doc.setdefault("argv", None)
     return {key: doc[key] for key in FIELDS}
 
 
@@ -187,6 +189,17 @@ def write_records(
             writer.writerow("" if v is None else v for v in record.values())
 
 
+def statuses(text: str) -> str:
+    """--status: one or more statuses, comma-separated; argparse's error else."""
+    wrong = [s for s in text.split(",") if s not in set(SessionStatus)]
+    if wrong or not text:
+        raise argparse.ArgumentTypeError(
+            f"not a status: {', '.join(wrong) or repr(text)} "
+            f"(one of {', '.join(SessionStatus)})"
+        )
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="List audited sessions.")
     add_version_option(parser)
@@ -194,8 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_time_options(parser, "sessions running")
     parser.add_argument(
         "--status",
-        choices=tuple(SessionStatus),
-        help="only these",
+        type=statuses,
+        metavar="S[,S...]",
+        help="only sessions of these statuses: "
+        + ", ".join(SessionStatus)
+        + " (untagged,refused: the ssh clients that were not traced)",
     )
     parser.add_argument("--format", choices=FORMATS, default="table")
     return parser
