@@ -86,11 +86,13 @@ class Session:
     # "strace" or "paramiko" (tracer/session_log.py); None before a log exists.
     recorder: str | None = None
     # Private to the agent: which log feeds the session and where to resume,
-    # and for a web-token connection the account whose ssh it waits for.
+    # for a web-token connection the account whose ssh it waits for, and for
+    # a connection record the secret its paramiko recording carries.
     log: str = ""
     start_ticks: int = 0
     checkpoint: Checkpoint | None = None
     runner: str = ""
+    proof: str = ""
 
     @classmethod
     def new(cls, session_id: str, start: SessionStart, log: str) -> Session:
@@ -198,6 +200,7 @@ class Session:
                 "log": self.log,
                 "start_ticks": self.start_ticks,
                 "runner": self.runner,
+                "proof": self.proof,
                 "checkpoint": (
                     dataclasses.asdict(self.checkpoint) if self.checkpoint else None
                 ),
@@ -238,6 +241,7 @@ class Session:
                 start_ticks=int(ingest.get("start_ticks") or 0),
                 checkpoint=Checkpoint(**cp) if cp else None,
                 runner=str(ingest.get("runner") or ""),
+                proof=str(ingest.get("proof") or ""),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise RecordError(f"bad session document: {e}") from e

@@ -32,9 +32,13 @@ class Reply:
     account: str = ""
 
 
-def redeem(path: Path, token: str, client: str) -> Reply:
-    """Ask audit-web to use `token` for a session from `client`."""
-    request = json.dumps({"token": token[:200], "client": client[:200]}) + "\n"
+def redeem(path: Path, token: str, client: str, proof: str = "") -> Reply:
+    """Ask audit-web to use `token` for a session from `client`.
+
+    `proof`: the secret for the connection record (agent/intent_file.py).
+    """
+    fields = {"token": token[:200], "client": client[:200], "proof": proof[:64]}
+    request = json.dumps(fields) + "\n"
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(IO_TIMEOUT_S)

@@ -62,6 +62,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@contextlib.contextmanager
+def shared_dir(prefix: str) -> Iterator[Path]:
+    """A temp dir test users can reach (pytest's tmp_path is root's only)."""
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @dataclass
 class TestUser:
     name: str

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import pwd
+import re
 import secrets
 import socket
 import socketserver
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 TAG_TRIES = 5
 WEB_ORIGIN = "web-token"
 _UCRED = struct.Struct("3i")  # pid, uid, gid
+_PROOF_RE = re.compile(r"[0-9a-f]{32}")
 
 
 def new_web_tag(now: float | None = None) -> str:
@@ -69,8 +71,11 @@ class Redeemer:
         try:
             fields: Any = json.loads(request)
             token, client = str(fields["token"]), str(fields["client"])[:100]
-        except (ValueError, KeyError, TypeError):
+            proof = str(fields.get("proof") or "")
+        except (ValueError, KeyError, TypeError, AttributeError):
             return Reply(False, "bad request")
+        if not _PROOF_RE.fullmatch(proof):
+            proof = ""  # an older terminal: the recording's process must show
         result = self.store.redeem(token, client)
         grant = result.grant
         if result.verdict is not Verdict.OK or grant is None:
@@ -85,7 +90,7 @@ class Redeemer:
                 grant.host,
             )
             return Reply(False, "that host is no longer open to you")
-        tag = self._record(grant.web_user, target, client)
+        tag = self._record(grant.web_user, target, client, proof)
         log.info(
             "token of %s redeemed from %s: %s@%s, session %s",
             grant.web_user,
@@ -102,7 +107,7 @@ class Redeemer:
                 return target
         return None
 
-    def _record(self, web_user: str, target: Target, client: str) -> str:
+    def _record(self, web_user: str, target: Target, client: str, proof: str) -> str:
         """The agent's connection record, written as audit-web; the tag."""
         for _ in range(TAG_TRIES):
             tag = new_web_tag()
@@ -117,6 +122,7 @@ class Redeemer:
                     client_addr=client or None,
                     web_user=web_user,
                     ssh_user=self.config.web.terminal_user,
+                    proof=proof or None,
                 )
             except FileExistsError:
                 continue

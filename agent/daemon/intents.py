@@ -18,6 +18,7 @@ only from a file owned by root or by the configured `web_intents_user`.
 from __future__ import annotations
 
 import contextlib
+import hmac
 import logging
 import os
 import pwd
@@ -113,6 +114,20 @@ class IntentLinker:
                 intent.host,
             )
         return session.linked_to(intent)
+
+    def proven(self, start: SessionStart, proof: str) -> bool:
+        """Whether the record of `start`'s tag, for its user, carries `proof`.
+
+        audit-shell puts the same secret in the record and in its paramiko
+        recording's start line; nobody else can read either file.
+        """
+        intent = self._unlinked.get(start.tag)
+        return (
+            intent is not None
+            and bool(intent.proof)
+            and (intent.runner or intent.bastion_user) == start.user
+            and hmac.compare_digest(intent.proof, proof)
+        )
 
     def flushed(self, sessions: list[Session]) -> None:
         """Store callback (writer thread): these sessions are durable."""

@@ -114,7 +114,8 @@ class Store:
         self._lock = threading.Lock()
         self._pending: dict[str, _Pending] = {}
         self._sessions: dict[str, Session] = {}  # newest state, flushed or not
-        self._by_identity: dict[tuple[int, int], str] = {}
+        # ssh process -> the log that feeds its session -> that session's id
+        self._by_identity: dict[tuple[int, int], dict[str, str]] = {}
         self._db: TinyDB | None = None
         self._storage: AtomicJSONStorage | None = None
         self._doc_ids: dict[str, int] = {}  # session id -> doc id in the newest shard
@@ -175,10 +176,19 @@ class Store:
 
     # -- what the ingest asks --------------------------------------------
 
-    def find(self, identity: tuple[int, int]) -> Session | None:
+    def find(self, identity: tuple[int, int], log: str) -> Session | None:
+        """The session of that ssh process that the log named `log` feeds."""
         with self._lock:
-            sid = self._by_identity.get(identity)
+            logs = self._by_identity.get(identity, {})
+            # "": stored before sessions named their log.
+            sid = logs.get(log) or logs.get("")
             return self._sessions.get(sid) if sid else None
+
+    def claims(self, identity: tuple[int, int]) -> list[Session]:
+        """Every session that names that ssh process, whichever log feeds it."""
+        with self._lock:
+            sids = list(self._by_identity.get(identity, {}).values())
+            return [self._sessions[sid] for sid in sids]
 
     def sessions(self) -> list[Session]:
         with self._lock:
@@ -307,7 +317,9 @@ class Store:
 
     def _remember(self, session: Session) -> None:
         self._sessions[session.id] = session
-        self._by_identity[session.identity] = session.id
+        if session.ssh_pid:  # not a connection record still waiting for its ssh
+            logs = self._by_identity.setdefault(session.identity, {})
+            logs[session.log] = session.id
 
     def _quarantine(self, path: Path, why: str) -> None:
         target = quarantine(path, self.quarantine_dir, move=True)

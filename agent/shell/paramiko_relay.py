@@ -60,8 +60,12 @@ def run_paramiko(
     user_out: int,
     timers: Timers,
     signals: ShellSignals,
+    proof: str = "",
 ) -> RelayResult:
-    """Open `target` with paramiko in a child process; relay and record until done."""
+    """Open `target` with paramiko in a child process; relay and record until done.
+
+    `proof`: the connection record's secret, for the recording's start line.
+    """
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:
@@ -77,6 +81,7 @@ def run_paramiko(
             timers,
             signals,
             write_fd,
+            proof,
         )
     os.close(write_fd)
     try:
@@ -127,6 +132,7 @@ def _child(
     timers: Timers,
     signals: ShellSignals,
     report_fd: int,
+    proof: str,
 ) -> None:
     """The forked child: never returns, never runs the parent's cleanup."""
     code = FAILED
@@ -142,6 +148,7 @@ def _child(
             user_out,
             timers,
             signals,
+            proof,
         )
         report = {
             "outcome": result.outcome.value,
@@ -167,6 +174,7 @@ def _session(
     user_out: int,
     timers: Timers,
     signals: ShellSignals,
+    proof: str,
 ) -> RelayResult:
     import paramiko  # only this backend needs it, and only in its child
 
@@ -180,7 +188,7 @@ def _session(
     rows, cols = rows or 24, cols or 80
     writer = ChunkWriter(settings.recordings_dir, tag, settings.recording_mode)
     try:
-        writer.open(_start(tag, target, user_in, rows, cols))
+        writer.open(_start(tag, target, user_in, rows, cols, proof))
     except OSError as e:
         notice(user_out, f"cannot record this session ({e.strerror or e}); closed")
         return RelayResult(Outcome.NOT_AUDITED)
@@ -248,7 +256,7 @@ def _session(
 
 
 def _start(
-    tag: str, target: Target, user_in: int, rows: int, cols: int
+    tag: str, target: Target, user_in: int, rows: int, cols: int, proof: str
 ) -> dict[str, object]:
     pid = os.getpid()
     try:
@@ -284,6 +292,7 @@ def _start(
         argv,
         rows,
         cols,
+        proof,
     )
 
 

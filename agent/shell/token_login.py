@@ -19,6 +19,7 @@ from pathlib import Path
 
 from agent import AgentError
 from agent.exits import ExitStatus
+from agent.intent_file import new_proof
 from agent.inventory import Target
 from agent.redemption import redeem
 from agent.shell.connect import log_line, managed_known_hosts, open_session
@@ -95,7 +96,8 @@ def token_login(config_path: Path, fd_in: int = 0, fd_out: int = 1) -> int:
     )
     client = (peer or "?")[:100]
     typed = read_token(fd_in, fd_out, TOKEN_PROMPT_TIMEOUT_S)
-    reply = redeem(config.web.redeem_socket, typed, client)
+    proof = new_proof()  # audit-web puts it in the connection record
+    reply = redeem(config.web.redeem_socket, typed, client, proof)
     if not reply.ok:
         log_line(f"token refused for {client}: {reply.message}")
         raise TokenLoginError(f"token refused: {reply.message}")
@@ -125,6 +127,7 @@ def token_login(config_path: Path, fd_in: int = 0, fd_out: int = 1) -> int:
             fd_out,
             timers,
             signals,
+            proof,
         )
     log_line(f"{reply.web_user}: session {reply.tag} ended: {result.outcome.value}")
     if result.outcome is Outcome.NOT_AUDITED:
