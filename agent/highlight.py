@@ -21,6 +21,12 @@ DEFAULT_STYLE = "bold red"
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # A shell word boundary that stays inside one simple command.
 _SAME_COMMAND = r"[^;&|\n]*"
+_COMMAND_END = re.compile(r"[;&|\n]")
+# How much of a command the rules see. The built-in ones are linear, but
+# Python's re costs about a microsecond per character and rule; a configured
+# rule may backtrack. A longer command is flagged TOO_LONG for what is unseen.
+BUILTIN_MAX_CHARS = 16384
+CUSTOM_MAX_CHARS = 4096
 
 
 class HighlightError(AgentError):
@@ -28,60 +34,122 @@ class HighlightError(AgentError):
 
 
 @dataclass(frozen=True, slots=True)
+class PerCommand:
+    """`trigger` then `rest`, tried once per simple command, at its first trigger.
+
+    A regex `trigger{_SAME_COMMAND}…` tries every occurrence of the trigger
+    and scans on to the end of its command each time: quadratic on
+    `rm rm rm …` (seconds for 16 KB). Each `rest` here begins by scanning its
+    command, so what matches after a later trigger of the same command also
+    matches after the first one: trying the first alone finds the same, and
+    every character is looked at a bounded number of times.
+    """
+
+    trigger: re.Pattern[str]
+    rest: re.Pattern[str]
+
+    def found_in(self, text: str) -> bool:
+        pos = 0
+        while (found := self.trigger.search(text, pos)) is not None:
+            if self.rest.match(text, found.end()):
+                return True
+            # On from the end of the trigger's command (a trigger's `\s` may
+            # be the newline that ends it).
+            end = _COMMAND_END.search(text, found.start())
+            if end is None:
+                return False
+            pos = end.end()
+        return False
+
+
+def per_command(trigger: str, rest: str) -> PerCommand:
+    return PerCommand(re.compile(trigger), re.compile(rest))
+
+
+Part = re.Pattern[str] | PerCommand
+
+
+@dataclass(frozen=True, slots=True)
 class HighlightRule:
+    """A name and what it flags: any of its parts found in the command."""
+
     name: str
-    pattern: re.Pattern[str]
+    parts: tuple[Part, ...]
     style: str = DEFAULT_STYLE
+    max_chars: int = CUSTOM_MAX_CHARS  # how much of a command it sees
 
     def matches(self, command: str) -> bool:
-        return self.pattern.search(command) is not None
+        text = command[: self.max_chars]
+        for part in self.parts:
+            if isinstance(part, PerCommand):
+                if part.found_in(text):
+                    return True
+            elif part.search(text) is not None:
+                return True
+        return False
 
 
-def rule(name: str, pattern: str, style: str = DEFAULT_STYLE) -> HighlightRule:
-    return HighlightRule(name, re.compile(pattern), style)
+def rule(name: str, *parts: str | PerCommand) -> HighlightRule:
+    """A built-in rule; its plain parts are linear regexes (sre scans for them)."""
+    compiled = tuple(p if isinstance(p, PerCommand) else re.compile(p) for p in parts)
+    return HighlightRule(name, compiled, max_chars=BUILTIN_MAX_CHARS)
 
 
 BUILTIN_RULES: tuple[HighlightRule, ...] = (
     # rm with a recursive flag anywhere and `/` or `/*` as an operand.
     rule(
         "rm-root",
-        rf"\brm\s(?=(?:{_SAME_COMMAND}\s)?-(?:-recursive|[A-Za-z]*[rR]))"
-        rf"{_SAME_COMMAND}\s/+\*?(?=\s|$|[;&|])",
+        per_command(
+            r"\brm\s",
+            rf"(?=(?:{_SAME_COMMAND}\s)?-(?:-recursive|[A-Za-z]*[rR]))"
+            rf"{_SAME_COMMAND}\s/+\*?(?=\s|$|[;&|])",
+        ),
     ),
     rule(
         "chmod-open",
-        rf"\bchmod\s(?=(?:{_SAME_COMMAND}\s)?-(?:-recursive|[A-Za-z]*R))"
-        rf"{_SAME_COMMAND}\s(?:0?777|a\+rwx|ugo\+rwx)\b",
+        per_command(
+            r"\bchmod\s",
+            rf"(?=(?:{_SAME_COMMAND}\s)?-(?:-recursive|[A-Za-z]*R))"
+            rf"{_SAME_COMMAND}\s(?:0?777|a\+rwx|ugo\+rwx)\b",
+        ),
     ),
     rule(
         "pipe-to-shell",
-        r"\b(?:curl|wget|fetch)\b[^|;&\n]*\|\s*(?:sudo\s+(?:-\S+\s+)*)?"
-        r"(?:ba|z|k|da|fi)?sh\b|\b(?:ba|z)?sh\s+<\(\s*(?:curl|wget)\b",
+        per_command(
+            r"\b(?:curl|wget|fetch)\b",
+            rf"{_SAME_COMMAND}\|\s*(?:sudo\s+(?:-\S+\s+)*)?(?:ba|z|k|da|fi)?sh\b",
+        ),
+        r"\b(?:ba|z)?sh\s+<\(\s*(?:curl|wget)\b",
     ),
     rule(
         "firewall-off",
-        rf"\bip6?tables(?:-legacy|-nft)?\b{_SAME_COMMAND}"
-        r"\s(?:-F\b|--flush\b|-X\b|-P\s+\w+\s+ACCEPT\b)"
-        r"|\bnft\s+flush\s+ruleset\b|\bufw\s+disable\b",
+        per_command(
+            r"\bip6?tables(?:-legacy|-nft)?\b",
+            rf"{_SAME_COMMAND}\s(?:-F\b|--flush\b|-X\b|-P\s+\w+\s+ACCEPT\b)",
+        ),
+        r"\bnft\s+flush\s+ruleset\b|\bufw\s+disable\b",
     ),
     rule(
         "disk-wipe",
-        r"\bmkfs(?:\.\w+)?\s|\bwipefs\b|\bdd\b[^;&|\n]*\bof=/dev/(?!null\b|zero\b)"
-        r"|>\s*/dev/(?:sd|vd|xvd|hd|nvme|mmcblk)\w*|\bshred\b[^;&|\n]*\s/dev/",
+        r"\bmkfs(?:\.\w+)?\s|\bwipefs\b|>\s*/dev/(?:sd|vd|xvd|hd|nvme|mmcblk)\w*",
+        per_command(r"\bdd\b", rf"{_SAME_COMMAND}\bof=/dev/(?!null\b|zero\b)"),
+        per_command(r"\bshred\b", rf"{_SAME_COMMAND}\s/dev/"),
     ),
     rule("fork-bomb", r":\s*\(\s*\)\s*\{\s*:\s*\|\s*:\s*&\s*\}\s*;\s*:"),
     rule(
         "hide-traces",
         r"\bunset\s+HISTFILE\b|\bhistory\s+-c\b|\bHISTSIZE=0\b|\bHISTFILE=/dev/null\b"
-        r"|\bset\s+\+o\s+history\b|>\s*\S*\.bash_history\b"
+        # [^\s>]: a run of `>>>>` is not scanned again from each `>`.
+        r"|\bset\s+\+o\s+history\b|>\s*[^\s>]*\.bash_history\b"
         r"|\bauditctl\s+-D\b|\bsetenforce\s+0\b"
         r"|\bsystemctl\s+(?:stop|disable|mask|kill)\s+(?:auditd|rsyslog|"
         r"systemd-journald|bastion-audit)\b",
     ),
     rule(
         "reverse-shell",
-        r"/dev/tcp/|\bnc(?:at)?\b[^;&|\n]*\s-[A-Za-z]*[ec]\s"
-        r"|\bsocat\b[^;&|\n]*\bexec:",
+        r"/dev/tcp/",
+        per_command(r"\bnc(?:at)?\b", rf"{_SAME_COMMAND}\s-[A-Za-z]*[ec]\s"),
+        per_command(r"\bsocat\b", rf"{_SAME_COMMAND}\bexec:"),
     ),
 )
 
@@ -118,7 +186,7 @@ def parse_rules(value: Any, where: str) -> tuple[HighlightRule, ...]:
             ) from e
         if not isinstance(style, str) or not style.strip():
             raise HighlightError(f"{at}.style must be a style like 'bold red'")
-        rules.append(HighlightRule(name, compiled, style))
+        rules.append(HighlightRule(name, (compiled,), style))
     return tuple(rules)
 
 
@@ -129,5 +197,15 @@ def active_rules(
     return tuple(custom) + (BUILTIN_RULES if builtin else ())
 
 
+# Not a pattern: what matching() adds when a command is longer than a rule sees.
+TOO_LONG = HighlightRule("too-long", (), "bold yellow", 0)
+
+
 def matching(rules: Iterable[HighlightRule], command: str) -> list[HighlightRule]:
-    return [r for r in rules if r.matches(command)]
+    """The rules that flag `command`; TOO_LONG last if some rule saw only part."""
+    found, unseen = [], False
+    for r in rules:
+        if r.matches(command):
+            found.append(r)
+        unseen = unseen or len(command) > r.max_chars
+    return [*found, TOO_LONG] if unseen else found

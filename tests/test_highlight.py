@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import random
+import re
+
 import pytest
 
-from agent.highlight import BUILTIN_RULES, HighlightError, matching, parse_rules
+from agent.highlight import (
+    BUILTIN_MAX_CHARS,
+    BUILTIN_RULES,
+    HighlightError,
+    HighlightRule,
+    PerCommand,
+    matching,
+    parse_rules,
+)
 
 FLAGGED = {
     "rm-root": [
@@ -107,3 +118,44 @@ def test_configured_rules_are_checked_and_named() -> None:
     ]:
         with pytest.raises(HighlightError, match=message):
             parse_rules(value, "agent.toml")
+
+
+def _as_one_regex(rule: HighlightRule) -> re.Pattern[str]:
+    """The rule as the plain regex search it replaces (quadratic on `rm rm …`)."""
+    return re.compile(
+        "|".join(
+            p.trigger.pattern + p.rest.pattern
+            if isinstance(p, PerCommand)
+            else p.pattern
+            for p in rule.parts
+        )
+    )
+
+
+def test_per_command_parts_find_what_a_plain_search_finds() -> None:
+    words = [
+        "rm", "-rf", "-r", "/", "/*", "chmod", "-R", "777", "curl", "|", "sh",
+        "sudo", "-E", "iptables", "-F", "ip6tables-nft", "dd", "of=/dev/sda",
+        "of=/dev/null", "shred", "/dev/sda", "nc", "-e", "socat", "exec:", ";",
+        "&&", "\n", "x", ">", "~/.bash_history", ">>", "--recursive", "a+rwx",
+    ]  # fmt: skip
+    rng = random.Random(14)
+    for _ in range(5_000):
+        text = "".join(
+            rng.choice(words) + rng.choice(" \t\n") for _ in range(rng.randint(1, 9))
+        )
+        for r in BUILTIN_RULES:
+            plain = _as_one_regex(r).search(text) is not None
+            assert r.matches(text) == plain, (r.name, text)
+
+
+def test_a_command_longer_than_the_rules_see_is_flagged_as_such() -> None:
+    padding = "x" * BUILTIN_MAX_CHARS
+    assert [r.name for r in matching(BUILTIN_RULES, "rm -rf / " + padding)] == [
+        "rm-root",
+        "too-long",
+    ]
+    assert [r.name for r in matching(BUILTIN_RULES, padding + "; rm -rf /")] == [
+        "too-long"
+    ]
+    assert matching(BUILTIN_RULES, padding[:100]) == []
