@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -218,6 +219,7 @@ def test_config_layers_and_errors(tmp_path: Path) -> None:
 
 
 def test_fast_json_text_is_exactly_json_dumps() -> None:
+    from agent.escape import json_dumps
     from agent.export_record import JsonRecords, flat_record
 
     session = make_session("s1")
@@ -229,10 +231,12 @@ def test_fast_json_text_is_exactly_json_dumps() -> None:
         "中文 ✓",
         "back\\slash",
         "\u2028",
+        "csi \x9b1A del \x7f nel \x85",
         "",
     ]:
         command = Command("s1", 7, "2027-01-15T08:00:10.000Z", text)
         for s in (session, None):
-            assert records.text(command, s) == json.dumps(
-                flat_record(command, s), ensure_ascii=False
-            )
+            line = records.text(command, s)
+            assert line == json_dumps(flat_record(command, s))
+            assert json.loads(line)["command"] == text  # exact
+            assert line.isascii() or not re.search("[\x7f-\x9f\u2028\u2029]", line)

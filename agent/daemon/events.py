@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from agent.escape import json_dumps
 from agent.export_record import flat_record, session_fields
 from agent.files import write_atomic
 from agent.reader import load
@@ -291,7 +292,7 @@ class EventSink:
 
     def _encode(self, event: FleetEvent) -> bytes:
         doc = event.to_document(self.bastion)
-        return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+        return json_dumps(doc, separators=(",", ":")).encode()
 
     # -- the file --------------------------------------------------------
 
@@ -395,7 +396,7 @@ def _fit(line: bytes, limit: int) -> bytes:
     cut = command.encode("utf-8")[: max(0, len(command.encode("utf-8")) - over)]
     doc["command"] = cut.decode("utf-8", "ignore")
     doc["command_truncated"] = True
-    text = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+    text = json_dumps(doc, separators=(",", ":")).encode()
     return text if len(text) <= limit else text[:limit]
 
 

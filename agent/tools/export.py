@@ -18,6 +18,7 @@ from typing import IO, Any
 
 from agent.casts import CastError, cast_path, read_cast
 from agent.config import reading_config
+from agent.escape import csv_cell
 from agent.exits import ExitStatus, run_main
 from agent.export_record import (
     COMMAND_FIELDS,
@@ -59,7 +60,10 @@ def select(
 
 
 def write_csv(rows: Iterator[tuple[Command, Session | None]], out: IO[str]) -> int:
-    """RFC 4180 CSV with a header row of FIELDS; a missing value is empty."""
+    """RFC 4180 CSV with a header row of FIELDS; a missing value is empty.
+
+    Text cells go through escape.csv_cell: they are what users typed.
+    """
     writer = csv.writer(out)
     writer.writerow(FIELDS)
     tails: dict[str | None, tuple[Any, ...]] = {
@@ -76,18 +80,24 @@ def write_csv(rows: Iterator[tuple[Command, Session | None]], out: IO[str]) -> i
                 assert session is not None
                 fields = session_fields(session)  # by name: FIELDS sets the order
                 values = (fields.get(name) for name in FIELDS[COMMAND_FIELDS:])
-                tail = tails[sid] = tuple("" if v is None else v for v in values)
+                tail = tails[sid] = tuple(_cell(v) for v in values)
             count += 1
             yield (
                 command.session,
                 command.seq,
                 command.time,
-                command.command,
+                csv_cell(command.command),
                 "true" if command.cancelled else "false",
             ) + tail
 
     writer.writerows(lines())  # the loop over rows stays in C
     return count
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    return csv_cell(value) if isinstance(value, str) else value
 
 
 def write_records(

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 from agent import AgentError
 from agent.config import add_data_dir_options
+from agent.escape import printable as printable  # the tools' terminal escaping
 from agent.records import Command, Session, iso
 
 
@@ -89,13 +90,6 @@ def add_reading_options(parser: argparse.ArgumentParser) -> None:
         "--user", metavar="U", help="only sessions of this bastion or remote user"
     )
     parser.add_argument("--host", metavar="H", help="only sessions to this host")
-
-
-def printable(text: str) -> str:
-    """Escape control characters so a stored command cannot drive the terminal."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
 def add_time_options(parser: argparse.ArgumentParser, what: str) -> None:

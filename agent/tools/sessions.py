@@ -18,6 +18,7 @@ from typing import IO, Any
 
 from agent.casts import cast_path
 from agent.config import reading_config
+from agent.escape import csv_cell, json_dumps
 from agent.exits import ExitStatus, run_main
 from agent.reader import load
 from agent.records import Session, SessionStatus, iso
@@ -149,17 +150,22 @@ def write_records(
 ) -> None:
     records = [session_record(s, data_dir) for s in sessions]
     if fmt == "json":
-        json.dump(records, out, ensure_ascii=False, indent=1)
-        out.write("\n")
+        out.write(json_dumps(records, indent=1) + "\n")
     elif fmt == "jsonl":
         for record in records:
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            out.write(json_dumps(record) + "\n")
     else:
         writer = csv.writer(out)
         writer.writerow(FIELDS)
         for record in records:
             record["gaps"] = json.dumps(record["gaps"])
-            writer.writerow("" if v is None else v for v in record.values())
+            writer.writerow(_cell(v) for v in record.values())
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    return csv_cell(value) if isinstance(value, str) else value
 
 
 def build_parser() -> argparse.ArgumentParser:
