@@ -8,6 +8,7 @@ pam_unix reads /etc/shadow itself when the process may (root, or the group
 
 from __future__ import annotations
 
+import pwd
 import re
 
 import pamela
@@ -18,6 +19,14 @@ _USER_RE = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")
 
 def valid_user_name(name: str) -> bool:
     return bool(_USER_RE.fullmatch(name))
+
+
+def account_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
 
 
 def authenticate(service: str, user: str, password: str) -> bool:

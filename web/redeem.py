@@ -12,8 +12,10 @@ itself (agent/intent_file.py), under its own uid, naming the web user as the
 bastion user and the terminal account as the one whose ssh to link. The
 reply tells audit-shell which tag, host and account to open.
 
-One JSON line each way. Requests are served one at a time, each with a
-deadline, which also serialises redemptions within this process.
+One JSON line each way. The caller is checked before its request is read;
+each request has its own thread and one deadline for all of it, so a slow
+caller holds up nobody else. Using a token is one SQLite transaction
+(web/tokens.py), so redemptions served at once cannot use a token twice.
 """
 
 from __future__ import annotations
@@ -45,9 +47,20 @@ from web.tokens import TokenStore, Verdict
 log = logging.getLogger(__name__)
 
 TAG_TRIES = 5
+MAX_REQUESTS = 8  # redemptions served at once; more are refused at once
 WEB_ORIGIN = "web-token"
 _UCRED = struct.Struct("3i")  # pid, uid, gid
 _PROOF_RE = re.compile(r"[0-9a-f]{32}")
+_ADDRESS_RE = re.compile(r"[0-9A-Fa-f.:]{1,64}")  # IPv4 or IPv6, nothing else
+
+
+def client_text(text: str) -> str:
+    """The browser's address the terminal sends, as logs and records may hold it.
+
+    It comes from X-Real-IP, which a browser sets itself where no proxy does.
+    """
+    text = text[:100]
+    return text if _ADDRESS_RE.fullmatch(text) else ascii(text)[1:-1][:100]
 
 
 def new_web_tag(now: float | None = None) -> str:
@@ -70,7 +83,7 @@ class Redeemer:
             return Reply(False, "only the web terminal may redeem tokens")
         try:
             fields: Any = json.loads(request)
-            token, client = str(fields["token"]), str(fields["client"])[:100]
+            token, client = str(fields["token"]), client_text(str(fields["client"]))
             proof = str(fields.get("proof") or "")
         except (ValueError, KeyError, TypeError, AttributeError):
             return Reply(False, "bad request")
@@ -135,30 +148,77 @@ class _Handler(socketserver.BaseRequestHandler):
 
     def handle(self) -> None:
         conn: socket.socket = self.request
-        conn.settimeout(IO_TIMEOUT_S)
-        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
-        _, uid, _ = _UCRED.unpack(creds)
+        deadline = time.monotonic() + IO_TIMEOUT_S  # for the whole request
         try:
-            request = read_line(conn)
+            request = read_line(conn, deadline)
             try:
-                reply = self.server.redeemer.handle(request, uid)
+                reply = self.server.redeemer.handle(request, peer_uid(conn))
             except AgentError as e:  # the store or the spool: say so, keep serving
                 log.error("redeem: %s", e)
                 reply = Reply(False, "audit-web cannot serve tokens now")
             except OSError as e:
                 log.error("redeem: cannot record the connection: %s", e)
                 reply = Reply(False, "audit-web cannot record the connection")
-            conn.sendall((json.dumps(_as_dict(reply)) + "\n").encode())
+            conn.settimeout(max(0.01, deadline - time.monotonic()))
+            conn.sendall(_encode(reply))
         except OSError:
-            return  # the terminal went away: its problem, not ours
+            return  # the terminal went away or was too slow: its problem
 
 
-def _as_dict(reply: Reply) -> dict[str, Any]:
-    return {f: getattr(reply, f) for f in Reply.__slots__}
+def peer_uid(conn: socket.socket) -> int:
+    """Who is calling, as the kernel says (SO_PEERCRED)."""
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    _, uid, _ = _UCRED.unpack(creds)
+    return int(uid)
 
 
-class _Server(socketserver.UnixStreamServer):
+def _encode(reply: Reply) -> bytes:
+    return (json.dumps({f: getattr(reply, f) for f in Reply.__slots__}) + "\n").encode()
+
+
+def _refuse(conn: socket.socket, message: str) -> None:
+    """One short reply without waiting on the peer, then the server closes it."""
+    with contextlib.suppress(OSError):
+        conn.setblocking(False)
+        conn.send(_encode(Reply(False, message)))
+
+
+class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """A thread per request, each with its deadline; the peer checked first.
+
+    The check runs in the accepting thread, before a byte is read, so that a
+    local account other than the terminal's costs no thread and holds up
+    nobody; the terminal's own requests are served MAX_REQUESTS at a time.
+    server_close() joins the request threads (block_on_close).
+    """
+
+    daemon_threads = False
+    block_on_close = True
     redeemer: Redeemer
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path, _Handler)
+        self._slots = threading.BoundedSemaphore(MAX_REQUESTS)
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        uid = peer_uid(request)
+        if uid != self.redeemer.terminal_uid:
+            log.warning("redeem: refused uid %d (not the terminal account)", uid)
+            _refuse(request, "only the web terminal may redeem tokens")
+            return False
+        if not self._slots.acquire(blocking=False):
+            log.warning(
+                "redeem: %d requests at once already; refused one", MAX_REQUESTS
+            )
+            _refuse(request, "audit-web is busy; try again")
+            return False
+        return True
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 class RedeemServer:
@@ -178,7 +238,7 @@ class RedeemServer:
         except OSError as e:
             raise RedeemError(f"cannot replace {self.path}: {e.strerror}") from e
         try:
-            server = _Server(str(self.path), _Handler)
+            server = _Server(str(self.path))
             # Anyone may connect; SO_PEERCRED decides who is served.
             os.chmod(self.path, 0o666)
         except OSError as e:
