@@ -279,6 +279,16 @@ def spawn_ssh(
     )
 
 
+def open_tagged(user: TestUser, server: Sshd, tag: str, *options: str) -> pexpect.spawn:
+    """A tagged ssh at its prompt, with the agent's strace on it: type away."""
+    child = spawn_ssh(
+        ssh_argv(user, server, "-o", f"SetEnv=AUDIT_SESSION={tag}", *options)
+    )
+    child.expect(PROMPT)
+    wait_for(lambda: is_traced(child.pid), timeout=10)
+    return child
+
+
 def is_traced(pid: int) -> bool:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
