@@ -65,7 +65,9 @@ class Filter:
     def session_matches(self, session: Session | None) -> bool:
         if session is None:
             return not (self.user or self.host)
-        if self.session and self.session not in (session.id, session.tag):
+        # By id only: anyone may start an ssh with someone else's tag, which
+        # then is the session TAG~N, not a part of TAG.
+        if self.session and self.session != session.id:
             return False
         if self.user and self.user not in (session.bastion_user, session.remote_user):
             return False
@@ -84,7 +86,9 @@ class Filter:
 def add_reading_options(parser: argparse.ArgumentParser) -> None:
     add_data_dir_options(parser)
     parser.add_argument(
-        "--session", metavar="TAG", help="only this session (id or tag)"
+        "--session",
+        metavar="ID",
+        help="only this session: its id (the tag, or TAG~N for a tag used again)",
     )
     parser.add_argument(
         "--user", metavar="U", help="only sessions of this bastion or remote user"

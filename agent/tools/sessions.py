@@ -81,8 +81,6 @@ def select_sessions(
 ) -> Iterator[Session]:
     now = time.time()
     for session in sorted(sessions.values(), key=lambda s: (s.started_at, s.id)):
-        if selection.session and selection.session not in (session.id, session.tag):
-            continue
         if not selection.session_matches(session) or not in_window(
             session, selection, now
         ):
