@@ -7,13 +7,16 @@ import logging
 
 from agent.config import load_config
 from agent.daemon.agent import Agent, stop_signals
+from agent.escape import LogFormatter
 from agent.exits import ExitStatus
 
 
 def setup_logging(prog: str, verbose: bool = False) -> None:
+    """One line per message: file names, hosts and tags come from users."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(LogFormatter(f"{prog}: %(levelname)s: %(message)s"))
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format=f"{prog}: %(levelname)s: %(message)s",
+        level=logging.DEBUG if verbose else logging.INFO, handlers=[handler]
     )
 
 
