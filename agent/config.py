@@ -57,6 +57,9 @@ class Config:
     # The account audit-web runs as: its connection records may name another
     # bastion user (the web user). "": only root's may (README: audit-web).
     web_intents_user: str = ""
+    # The accounts audit-shell runs as (its ForceCommand accounts): the only
+    # ones, besides root and web_intents_user, whose connection records count.
+    shell_users: tuple[str, ...] = ("zxy",)
     # strict: a tagged ssh that cannot be traced is ended; permissive: it goes
     # on untraced and its session shows the gap.
     mode: Mode = Mode.STRICT
@@ -171,6 +174,15 @@ def _user_name(value: Any, where: Where) -> str:
     return value
 
 
+def _user_names(value: Any, where: Where) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)):
+        raise where.error("must be a list of user names")
+    for name in value:
+        if not name or _user_name(name, where) != name:
+            raise where.error("must be a list of user names")
+    return tuple(value)
+
+
 def _highlight(value: Any, where: Where) -> tuple[HighlightRule, ...]:
     try:
         return parse_rules(value, where.file)
@@ -186,6 +198,7 @@ _CHECKS: dict[str, Check] = {
     "events_syslog_facility": _facility,
     "highlight": _highlight,
     "web_intents_user": _user_name,
+    "shell_users": _user_names,
 }
 
 

@@ -12,10 +12,12 @@ bastion user from the file's *owner*, never from its text.
 from __future__ import annotations
 
 import json
+import math
 import os
 import pwd
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,6 +112,7 @@ def write_intent(
     fields: dict[str, Any] = {
         "v": 1,
         "tag": tag,
+        "created_at": round(time.time(), 6),
         "inventory_host": inventory_host,
         "address": address,
         "port": port,
@@ -136,12 +139,14 @@ def parse_intent(
     tag: str,
     uid: int,
     user: str,
-    created_at: float,
+    now: float,
     may_name_user: bool = False,
 ) -> Intent:
     """Check a spool file's text against its name; IntentError if unusable.
 
     `may_name_user`: the file's owner is trusted to write web-token records.
+    The record's `created_at`, never the file's mtime (its owner sets that),
+    and never later than `now`; a record without one was made by `now`.
     """
     try:
         fields = json.loads(data)
@@ -162,6 +167,11 @@ def parse_intent(
             raise IntentError(f"bad {key}: {value!r:.80}")
         return value
 
+    created_at = fields.get("created_at", now)
+    if isinstance(created_at, bool) or not isinstance(created_at, (int, float)):
+        raise IntentError(f"bad created_at: {created_at!r:.80}")
+    if not 0 < created_at < math.inf:
+        raise IntentError(f"bad created_at: {created_at!r:.80}")
     proof = fields.get("proof", "")
     if not isinstance(proof, str) or (proof and not _PROOF_RE.fullmatch(proof)):
         raise IntentError(f"bad proof: {proof!r:.80}")
@@ -186,7 +196,7 @@ def parse_intent(
         port=port,
         remote_account=text("remote_account"),
         client_addr=text("client_addr", optional=True),
-        created_at=created_at,
+        created_at=min(float(created_at), now),
         proof=proof,
     )
 

@@ -32,7 +32,7 @@ from agent import AgentError
 from agent.config import Config
 from agent.daemon.events import EventSink, stored_batch
 from agent.daemon.ingest import Ingest
-from agent.daemon.intents import IntentLinker
+from agent.daemon.intents import IntentLinker, uids_of
 from agent.daemon.recorder import Recorder
 from agent.daemon.status import collect
 from agent.daemon.store import Store
@@ -112,7 +112,10 @@ class Agent:
             config.log_retention_s,
             self.recorder,
             intents=IntentLinker(
-                config.intents_dir, self.store, config.web_intents_user
+                config.intents_dir,
+                self.store,
+                config.web_intents_user,
+                uids_of(config.shell_users),
             ),
             recordings_dir=config.recordings_dir,
         )
