@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 
 APT_RUN := strace openssh-client
 APT_TEST := openssh-server sshpass sudo rsync rsyslog asciinema systemd \
-	shellinabox chromium chromium-driver
+	shellinabox chromium chromium-driver postgresql-15 postgresql-contrib
 BASTION_USER ?= zxy
 SHELL_CONFIG ?= /etc/bastion-audit/shell.toml
 

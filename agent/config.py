@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import AgentError
+from agent.fleet_config import FleetConfig, fleet_table
 from agent.highlight import HighlightError, HighlightRule, parse_rules
 from agent.syslog import FACILITIES, SyslogError, parse_target
 from agent.toml_table import Check, Where, absolute_path, read_toml, table
@@ -76,6 +77,8 @@ class Config:
     events_syslog_facility: str = "authpriv"
     highlight: tuple[HighlightRule, ...] = ()  # audit-tail's own risky commands
     highlight_builtin: bool = True  # and the built-in ones (agent/highlight.py)
+    # [fleet]: ship every record to PostgreSQL too (agent/fleet_config.py).
+    fleet: FleetConfig = FleetConfig()
 
     @property
     def logs_dir(self) -> Path:
@@ -199,6 +202,7 @@ _CHECKS: dict[str, Check] = {
     "highlight": _highlight,
     "web_intents_user": _user_name,
     "shell_users": _user_names,
+    "fleet": fleet_table,
 }
 
 

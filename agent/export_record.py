@@ -19,6 +19,8 @@ FIELDS = (
     "time",
     "command",
     "cancelled",
+    "kind",
+    "transfer",
     "tag",
     "bastion_user",
     "remote_user",
@@ -35,7 +37,8 @@ FIELDS = (
     "remote_account",
     "recorder",
 )
-COMMAND_FIELDS = 5  # the first five come from the command, the rest its session
+COMMAND_FIELDS = 7  # the first seven come from the command, the rest its session
+FLEET_FIELDS = (*FIELDS, "bastion")  # read from the fleet store
 
 
 def session_fields(session: Session) -> dict[str, Any]:
@@ -60,6 +63,8 @@ def session_fields(session: Session) -> dict[str, Any]:
         "remote_account": session.remote_account,
         # strace or paramiko; null for sessions stored before it was kept.
         "recorder": session.recorder,
+        # Only from the fleet store: the bastion the session ran on.
+        **({"bastion": session.bastion} if session.bastion is not None else {}),
     }
 
 
@@ -71,6 +76,8 @@ def flat_record(command: Command, session: Session | None) -> dict[str, Any]:
         "time": command.time,
         "command": command.command,
         "cancelled": command.cancelled,
+        "kind": command.kind.value,
+        "transfer": dict(command.transfer) if command.transfer is not None else None,
     }
     if session is not None:
         record.update(session_fields(session))
@@ -80,7 +87,7 @@ def flat_record(command: Command, session: Session | None) -> dict[str, Any]:
 class JsonRecords:
     """flat_record() as JSON text, fast enough for a million records.
 
-    The session's fields are encoded once per session and the command's four
+    The session's fields are encoded once per session and the command's own
     by hand; the text is exactly what escape.json_dumps(flat_record(...))
     gives, at a third of the cost.
     """
@@ -91,17 +98,27 @@ class JsonRecords:
     def text(self, command: Command, session: Session | None) -> str:
         tail = "}"
         if session is not None:
-            tail = self._tails.get(session.id) or self._tail(session)
+            tail = self._tails.get(_key(session)) or self._tail(session)
+        transfer = "null"
+        if command.transfer is not None:  # file names: the user's choice too
+            transfer = json_dumps(dict(command.transfer))
         text = json_string(command.command)  # what the user typed: escaped
         return (
             f'{{"session": {_plain(command.session)}, "seq": {command.seq}, '
             f'"time": {_plain(command.time)}, "command": {text}, '
-            f'"cancelled": {"true" if command.cancelled else "false"}{tail}'
+            f'"cancelled": {"true" if command.cancelled else "false"}, '
+            f'"kind": "{command.kind.value}", "transfer": {transfer}{tail}'
         )
 
     def _tail(self, session: Session) -> str:
-        tail = self._tails[session.id] = ", " + json_dumps(session_fields(session))[1:]
+        tail = self._tails[_key(session)] = (
+            ", " + json_dumps(session_fields(session))[1:]
+        )
         return tail
+
+
+def _key(session: Session) -> str:
+    return f"{session.bastion}/{session.id}" if session.bastion else session.id
 
 
 # A session id (a checked tag) and an iso() time are ASCII without controls.

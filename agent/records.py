@@ -37,6 +37,13 @@ class SessionStatus(enum.StrEnum):
 ENDED = frozenset({SessionStatus.CLOSED, SessionStatus.TERMINATED})
 
 
+class Kind(enum.StrEnum):
+    """What a command record is (Command.kind)."""
+
+    COMMAND = "command"  # a line the session's shell ran
+    TRANSFER = "transfer"  # a file moved through the bastion (Command.transfer)
+
+
 class Origin(enum.StrEnum):
     """How a session came in (Session.origin); None: a tagged ssh started directly."""
 
@@ -93,6 +100,9 @@ class Session:
     checkpoint: Checkpoint | None = None
     runner: str = ""
     proof: str = ""
+    # The fleet's bastion id, for a session read from the fleet store
+    # (agent/fleet_reader.py); None in the local store, which is one bastion's.
+    bastion: str | None = None
 
     @classmethod
     def new(cls, session_id: str, start: SessionStart, log: str) -> Session:
@@ -196,6 +206,7 @@ class Session:
             "inventory_host": self.inventory_host,
             "remote_account": self.remote_account,
             "recorder": self.recorder,
+            **({"bastion": self.bastion} if self.bastion is not None else {}),
             "_ingest": {
                 "log": self.log,
                 "start_ticks": self.start_ticks,
@@ -242,6 +253,7 @@ class Session:
                 checkpoint=Checkpoint(**cp) if cp else None,
                 runner=str(ingest.get("runner") or ""),
                 proof=str(ingest.get("proof") or ""),
+                bastion=doc.get("bastion"),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise RecordError(f"bad session document: {e}") from e
@@ -259,8 +271,12 @@ class Command:
     seq: int  # 1, 2, 3 ... within the session
     time: str  # when the shell accepted the line, iso(); kept as text so that
     # reading a million of them back costs no date parsing
-    command: str
+    command: str  # for a transfer: "upload PATH" or "download PATH"
     cancelled: bool = False  # entered over several lines, then given up (Ctrl-C)
+    kind: Kind = Kind.COMMAND
+    # A transfer's fields (README: file transfers): direction, path, name,
+    # size, sha256, started_at, outcome, reason.
+    transfer: Mapping[str, Any] | None = None
 
     def to_document(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -271,6 +287,10 @@ class Command:
         }
         if self.cancelled:
             doc["cancelled"] = True
+        if self.kind != Kind.COMMAND:
+            doc["kind"] = self.kind.value
+        if self.transfer is not None:
+            doc["transfer"] = dict(self.transfer)
         return doc
 
     @classmethod
@@ -289,4 +309,15 @@ class Command:
             type(session) is str and type(time) is str and type(command) is str
         ):
             raise RecordError(f"bad command document: wrong types in {doc!r:.200}")
-        return cls(session, seq, time, command, doc.get("cancelled") is True)
+        kind, transfer = doc.get("kind"), doc.get("transfer")
+        if kind is None:
+            return cls(session, seq, time, command, doc.get("cancelled") is True)
+        try:
+            kind = Kind(kind)
+        except ValueError as e:
+            raise RecordError(f"bad command document: kind {kind!r:.40}") from e
+        if transfer is not None and not isinstance(transfer, dict):
+            raise RecordError(f"bad command document: transfer {transfer!r:.80}")
+        return cls(
+            session, seq, time, command, doc.get("cancelled") is True, kind, transfer
+        )

@@ -88,6 +88,7 @@ class AgentStatus:
     flush_errors: int = 0
     store_failing: bool = False  # the last store write failed
     events: Mapping[str, Any] | None = field(default=None)
+    fleet: Mapping[str, Any] | None = field(default=None)  # the fleet shipper's
 
     def to_document(self) -> dict[str, Any]:
         doc = asdict(self)
@@ -192,4 +193,28 @@ def assess(
                 f"events are not getting through: {events.get('last_error')} "
                 f"({events.get('backlog')} waiting, {events.get('dropped', 0)} dropped)"
             )
+    problems.extend(fleet_problems(status.fleet))
+    return problems
+
+
+def fleet_problems(fleet: Mapping[str, Any] | None) -> list[str]:
+    """The fleet shipper's part of assess(): too far behind, or refused.
+
+    A database that is merely away is no problem until the lag passes its
+    limits: the local store is the buffer. One that refuses (a password, the
+    schema version, a conflict) needs a person at once.
+    """
+    if not fleet:
+        return []
+    problems = []
+    if fleet.get("state") == "blocked":
+        problems.append(f"fleet shipping is refused: {fleet.get('last_error')}")
+    lag_s, lag_records = fleet.get("lag_s", 0.0), fleet.get("lag_records", 0)
+    if lag_s > fleet.get("max_lag_s", float("inf")) or lag_records > fleet.get(
+        "max_lag_records", float("inf")
+    ):
+        why = f" ({fleet.get('last_error')})" if fleet.get("last_error") else ""
+        problems.append(
+            f"the fleet store is {lag_records} records, {lag_s:.0f}s behind{why}"
+        )
     return problems

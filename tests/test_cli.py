@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import re
@@ -12,7 +13,7 @@ import pytest
 
 from agent.config import ConfigError, load_config
 from agent.daemon.store import Store
-from agent.records import Command, iso
+from agent.records import Command, Kind, iso
 from tests.harness import run_cli
 from tests.test_store import make_session
 
@@ -235,8 +236,16 @@ def test_fast_json_text_is_exactly_json_dumps() -> None:
         "",
     ]:
         command = Command("s1", 7, "2027-01-15T08:00:10.000Z", text)
-        for s in (session, None):
-            line = records.text(command, s)
-            assert line == json_dumps(flat_record(command, s))
-            assert json.loads(line)["command"] == text  # exact
+        transfer = Command(
+            "s1",
+            8,
+            "2027-01-15T08:00:11.000Z",
+            f"upload /tmp/{text}",
+            kind=Kind.TRANSFER,
+            transfer={"path": f"/tmp/{text}", "size": 3, "sha256": None},
+        )
+        for s, record in itertools.product((session, None), (command, transfer)):
+            line = records.text(record, s)
+            assert line == json_dumps(flat_record(record, s))
+            assert json.loads(line)["command"] == record.command  # exact
             assert line.isascii() or not re.search("[\x7f-\x9f\u2028\u2029]", line)

@@ -10,7 +10,9 @@ reverse order of the start):
 - the Store owns the writer thread (stopped after the ingest, with a final
   flush);
 - the EventSink, when configured, owns the events thread (stopped last, after
-  the final flush has handed it everything durable).
+  the final flush has handed it everything durable);
+- the Shipper, with a `[fleet]` table, owns the fleet-shipping thread and its
+  connection (stopped after the store's final flush, shipping what it can).
 The main loop also rewrites DATA_DIR/status.json (agent/daemon/status.py).
 SIGTERM, SIGINT and SIGHUP all lead to that one orderly stop.
 """
@@ -34,8 +36,10 @@ from agent.daemon.events import EventSink, stored_batch
 from agent.daemon.ingest import Ingest
 from agent.daemon.intents import IntentLinker, uids_of
 from agent.daemon.recorder import Recorder
+from agent.daemon.shipper import Shipper
 from agent.daemon.status import collect
 from agent.daemon.store import Store
+from agent.records import Command, Session
 from agent.status_file import AgentState, write_status
 from tracer.discovery import Discovery, read_start_ticks
 from tracer.supervisor import Limits, Supervisor
@@ -129,6 +133,17 @@ class Agent:
                 config.events_syslog_facility,
             )
             self.store.on_committed = self.sink.committed
+        self.shipper: Shipper | None = None
+        if config.fleet.enabled:
+            shipper = self.shipper = Shipper(config.data_dir, config.fleet)
+            also = self.store.on_committed
+
+            def committed(batch: list[tuple[Session, list[Command]]]) -> None:
+                if also is not None:
+                    also(batch)
+                shipper.wake()
+
+            self.store.on_committed = committed
         self.supervisor = Supervisor(
             config.tracker_script,
             config.data_dir,
@@ -156,6 +171,8 @@ class Agent:
                         self.store.sessions(), lambda ids: stored_batch(data_dir, ids)
                     )
                     running.enter_context(self.sink)
+                if self.shipper is not None:
+                    running.enter_context(self.shipper)
                 self.store.start()
                 running.callback(self.store.stop)
                 if self.recorder is not None:
@@ -208,6 +225,7 @@ class Agent:
                     supervisor=self.supervisor.snapshot(),
                     recorder=self.recorder.snapshot() if self.recorder else None,
                     sink=self.sink.snapshot() if self.sink else None,
+                    shipper=self.shipper.snapshot() if self.shipper else None,
                     state=state,
                 ),
             )

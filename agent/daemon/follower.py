@@ -25,8 +25,8 @@ from agent.daemon.spool import (
     check_file,
     decoder_for,
 )
-from agent.records import ENDED, Command, Session, SessionStatus, iso
-from parsers.events import Event, Marker, MarkerKind
+from agent.records import ENDED, Command, Kind, Session, SessionStatus, iso
+from parsers.events import Event, Marker, MarkerKind, Transfer
 from parsers.pipeline import CommandPipeline
 
 log = logging.getLogger(__name__)
@@ -112,6 +112,8 @@ class LogFollower:
                     shell_command.cancelled,
                 )
             )
+        if isinstance(event, Transfer):
+            self._transfer(event)
         if isinstance(event, Marker) and event.kind == MarkerKind.DETACH:
             if self.gap_since is None:
                 # Open at once, so that a live session shows it: [from, null].
@@ -127,6 +129,36 @@ class LogFollower:
             self.gap_since = None
         if isinstance(event, Marker) and event.kind == MarkerKind.END:
             self._close(event)
+
+    def _transfer(self, t: Transfer) -> None:
+        """A file moved: a record of kind transfer, in its place among the commands.
+
+        Stored with a checkpoint past its own line, so a restart never reads
+        it again.
+        """
+        self.session = self.session.counted(
+            self.pipeline.builder.checkpoint(t.next_offset, 0)
+        )
+        fields = {
+            "direction": t.direction.value,
+            "path": t.path,
+            "name": t.name,
+            "size": t.size,
+            "sha256": t.sha256,
+            "started_at": iso(t.started_at),
+            "outcome": t.outcome.value,
+            "reason": t.reason or None,
+        }
+        self.pending_commands.append(
+            Command(
+                self.session.id,
+                self.session.command_count,
+                iso(t.time),
+                f"{t.direction.value} {t.path}",
+                kind=Kind.TRANSFER,
+                transfer=fields,
+            )
+        )
 
     def lost(self, why: str) -> None:
         """Nothing more can be read for this session: close it, saying why."""

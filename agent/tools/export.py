@@ -16,19 +16,26 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from agent.casts import CastError, cast_path, read_cast
-from agent.config import reading_config
-from agent.escape import csv_cell
+from agent.escape import csv_cell, json_dumps
 from agent.exits import ExitStatus, run_main
 from agent.export_record import (
     COMMAND_FIELDS,
     FIELDS,
+    FLEET_FIELDS,
     JsonRecords,
     session_fields,
 )
-from agent.reader import Snapshot, load
+from agent.local_reader import LocalReader
+from agent.reader import Snapshot
+from agent.reading import Row
 from agent.records import Command, Session
-from agent.tools.options import Filter, add_reading_options, add_time_options
+from agent.tools.options import (
+    Filter,
+    add_reading_options,
+    add_time_options,
+    open_reading,
+    selection_from_args,
+)
 
 PROG = "audit-export"
 FORMATS = ("json", "jsonl", "csv")
@@ -59,27 +66,31 @@ def select(
     scanned(len(snapshot.commands))
 
 
-def write_csv(rows: Iterator[tuple[Command, Session | None]], out: IO[str]) -> int:
-    """RFC 4180 CSV with a header row of FIELDS; a missing value is empty.
+def write_csv(
+    rows: Iterator[tuple[Command, Session | None]],
+    out: IO[str],
+    fields: tuple[str, ...] = FIELDS,
+) -> int:
+    """RFC 4180 CSV with a header row of `fields`; a missing value is empty.
 
     Text cells go through escape.csv_cell: they are what users typed.
     """
     writer = csv.writer(out)
-    writer.writerow(FIELDS)
-    tails: dict[str | None, tuple[Any, ...]] = {
-        None: ("",) * (len(FIELDS) - COMMAND_FIELDS)
+    writer.writerow(fields)
+    tails: dict[tuple[str | None, str] | None, tuple[Any, ...]] = {
+        None: ("",) * (len(fields) - COMMAND_FIELDS)
     }
     count = 0
 
     def lines() -> Iterator[tuple[Any, ...]]:
         nonlocal count
         for command, session in rows:
-            sid = session.id if session is not None else None
+            sid = (session.bastion, session.id) if session is not None else None
             tail = tails.get(sid)
             if tail is None:
                 assert session is not None
-                fields = session_fields(session)  # by name: FIELDS sets the order
-                values = (fields.get(name) for name in FIELDS[COMMAND_FIELDS:])
+                named = session_fields(session)  # by name: `fields` sets the order
+                values = (named.get(name) for name in fields[COMMAND_FIELDS:])
                 tail = tails[sid] = tuple(_cell(v) for v in values)
             count += 1
             yield (
@@ -88,6 +99,8 @@ def write_csv(rows: Iterator[tuple[Command, Session | None]], out: IO[str]) -> i
                 command.time,
                 csv_cell(command.command),
                 "true" if command.cancelled else "false",
+                command.kind.value,
+                "" if command.transfer is None else _compact(command.transfer),
             ) + tail
 
     writer.writerows(lines())  # the loop over rows stays in C
@@ -100,11 +113,19 @@ def _cell(value: Any) -> Any:
     return csv_cell(value) if isinstance(value, str) else value
 
 
+def _compact(fields: Any) -> str:
+    """A transfer's fields (file names: the user's too) as one JSON cell."""
+    return json_dumps(dict(fields), separators=(",", ":"))
+
+
 def write_records(
-    rows: Iterator[tuple[Command, Session | None]], out: IO[str], fmt: str
+    rows: Iterator[tuple[Command, Session | None]],
+    out: IO[str],
+    fmt: str,
+    fleet: bool = False,
 ) -> int:
     if fmt == "csv":
-        return write_csv(rows, out)
+        return write_csv(rows, out, FLEET_FIELDS if fleet else FIELDS)
     text = JsonRecords().text
     count = 0
     if fmt == "jsonl":
@@ -129,6 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_time_options(parser, "commands")
     parser.add_argument("--format", choices=FORMATS, default="json")
     parser.add_argument(
+        "--contains", metavar="TEXT", help="only commands holding TEXT (any case)"
+    )
+    parser.add_argument(
+        "--regex", metavar="RE", help="only commands matching this regular expression"
+    )
+    parser.add_argument(
         "--cast",
         metavar="TAG",
         help="write the session's recording (asciicast v2) instead of commands",
@@ -151,42 +178,38 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
-        reading_config(args)
-        if args.cast:
-            data = read_cast(find_cast(args.data_dir, args.cast))
-            _output(args.output, lambda out: out.buffer.write(data))
-            return ExitStatus.SUCCESS
-        selection = Filter.from_args(args)
         with progress_bar(sys.stderr.isatty() and not args.no_progress) as bar:
-            snapshot = load(args.data_dir, bar.shards if bar else None)
-            if bar:
-                bar.start_commands(len(snapshot.commands))
-            records = select(snapshot, selection, bar.commands if bar else None)
-            _output(args.output, lambda out: write_records(records, out, args.format))
-        for error in snapshot.errors:
+            _, reader = open_reading(args, bar.shards if bar else None)
+            with reader:
+                if args.cast:
+                    data = reader.cast(args.cast, args.bastion)
+                    _output(args.output, lambda out: out.buffer.write(data))
+                    return ExitStatus.SUCCESS
+                selection = selection_from_args(
+                    args, contains=args.contains, regex=args.regex
+                )
+                records: Iterator[Row]
+                if isinstance(reader, LocalReader):
+                    snapshot = reader.snapshot
+                    if bar:
+                        bar.start_commands(len(snapshot.commands))
+                    records = select(snapshot, selection, bar.commands if bar else None)
+                else:
+                    records = reader.commands(selection)
+                _output(
+                    args.output,
+                    lambda out: write_records(records, out, args.format, reader.fleet),
+                )
+        for error in reader.errors:
             print(f"{PROG}: warning: {error}; exported the rest", file=sys.stderr)
-        return ExitStatus.PARTIAL if snapshot.errors else ExitStatus.SUCCESS
+        return ExitStatus.PARTIAL if reader.errors else ExitStatus.SUCCESS
 
     return run_main(PROG, body)
 
 
 def find_cast(data_dir: Path, name: str) -> Path:
     """The recording of session `name` (an id, or a tag used only once)."""
-    path = cast_path(data_dir, name)
-    if "/" not in name and path.exists():
-        return path
-    snapshot = load(data_dir)
-    ids = sorted(s.id for s in snapshot.sessions.values() if name in (s.id, s.tag))
-    if len(ids) > 1:
-        raise CastError(
-            f"tag {name!r} names {len(ids)} sessions ({', '.join(ids)}): pick one"
-        )
-    if not ids:
-        raise CastError(f"no session {name!r} in {data_dir}")
-    path = cast_path(data_dir, ids[0])
-    if not path.exists():
-        raise CastError(f"session {ids[0]} has no recording (at {path})")
-    return path
+    return LocalReader(data_dir).cast_file(name)
 
 
 class _Bar:
