@@ -82,7 +82,7 @@ def test_a_log_truncated_under_the_agent_is_kept_without_what_was_typed(
     )
     os.truncate(log, log.stat().st_size - 8)  # under the agent: it keeps a copy
     copies = harness.wait_for(
-        lambda: list((data_dir / "quarantine").glob(f"{tag}.strace.*")), timeout=20
+        lambda: list((data_dir / "quarantine").glob(f"{tag}.strace.*")), timeout=30
     )
     kept = copies[0].read_bytes()
     assert b"got-it" in kept  # what the screen showed is kept

@@ -226,7 +226,9 @@ def test_start_lines_without_a_recorder_are_strace_logs() -> None:
         SessionStart.from_fields({**fields, "recorder": "other"})
 
 
-def test_transfer_lines_are_stored_once_across_a_restart(tmp_path: Path) -> None:
+def test_transfer_lines_are_stored_once_across_a_restart(
+    tmp_path: Path, held: Callable[[Path, bytes], None]
+) -> None:
     """A transfer record's checkpoint lies past its line: read again, not stored."""
     data_dir = tmp_path / "data"
     spool = tmp_path / "recordings"
@@ -247,7 +249,7 @@ def test_transfer_lines_are_stored_once_across_a_restart(tmp_path: Path) -> None
         for i in range(2)
     ]
     path = spool / "xfer.chunks"
-    path.write_bytes(head + encode_transfer(moved[0]))
+    held(path, head + encode_transfer(moved[0]))  # its writer holds it, alive
 
     def run_once(expected: int) -> list[dict[str, object]]:
         store = Store(data_dir / "store", 0.05)
