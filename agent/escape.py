@@ -26,7 +26,7 @@ from typing import Any
 _JSON_EXTRA = {c: f"\\u{c:04x}" for c in (0x7F, *range(0x80, 0xA0), 0x2028, 0x2029)}
 _JSON_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029]")
 _CSV_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-_FORMULA_START = frozenset("=+-@\t")  # OWASP's list; CR is escaped before
+FORMULA_START = frozenset("=+-@\t")  # OWASP's list; CR is escaped before
 _encode_basestring = json.encoder.encode_basestring  # C, with ensure_ascii off
 
 
@@ -62,7 +62,7 @@ def csv_cell(text: str) -> str:
     """One CSV cell's text: controls escaped, a formula defused."""
     if not text.isprintable() and _CSV_UNSAFE.search(text):
         text = _CSV_UNSAFE.sub(lambda m: ascii(m.group())[1:-1], text)
-    if text[:1] in _FORMULA_START:
+    if text[:1] in FORMULA_START:
         return "'" + text
     return text
 

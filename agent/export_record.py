@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from agent.escape import json_dumps, json_string
+from agent.escape import json_dumps, json_text
 from agent.records import Command, Session
 
 # The order of the fields in a record, and of the columns in CSV.
@@ -102,7 +102,9 @@ class JsonRecords:
         transfer = "null"
         if command.transfer is not None:  # file names: the user's choice too
             transfer = json_dumps(dict(command.transfer))
-        text = json_string(command.command)  # what the user typed: escaped
+        text = _plain(command.command)  # what the user typed: no raw control
+        if not text.isascii() or "\x7f" in text:
+            text = json_text(text)
         return (
             f'{{"session": {_plain(command.session)}, "seq": {command.seq}, '
             f'"time": {_plain(command.time)}, "command": {text}, '

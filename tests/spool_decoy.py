@@ -2,9 +2,11 @@
 
 Run as an ordinary account by /usr/bin/python3, as such a user would:
 
-  watch SPOOL TAG           wait for anyone's ssh carrying TAG, then drop a
-                            paramiko recording, already ended, that names that
-                            ssh (its pid and start time: /proc is world-readable)
+  watch SPOOL TAG           wait for anyone's ssh carrying TAG (or a tag that
+                            begins with it, for `as-*`), then drop a paramiko
+                            recording, already ended, that names that ssh and
+                            its tag (pid, start time and argv: /proc is
+                            world-readable)
   own SPOOL TAG -- ARGV...  drop one that names this process, keep it open, and
                             exec ARGV (a tagged ssh: same pid, same start time)
 """
@@ -47,8 +49,8 @@ def decoy(tag: str, pid: int) -> bytes:
     return b"".join(MARKER + json.dumps(d).encode() + b"\n" for d in (start, end))
 
 
-def tagged_ssh(tag: str) -> int | None:
-    wanted = f"AUDIT_SESSION={tag}".encode()
+def tagged_ssh(tag: str) -> tuple[int, str] | None:
+    wanted = f"AUDIT_SESSION={tag.rstrip('*')}".encode()
     for name in os.listdir("/proc"):
         if not name.isdigit() or int(name) == os.getpid():
             continue
@@ -57,8 +59,10 @@ def tagged_ssh(tag: str) -> int | None:
                 if f.read().strip() != b"ssh":
                     continue
             with open(f"/proc/{name}/cmdline", "rb") as f:
-                if any(a.endswith(wanted) for a in f.read().split(b"\0")):
-                    return int(name)
+                for arg in f.read().split(b"\0"):
+                    at = arg.find(wanted)
+                    if at >= 0 and (tag.endswith("*") or arg.endswith(wanted)):
+                        return int(name), arg[at:].split(b"=", 1)[1].decode()
         except OSError:
             continue
     return None
@@ -73,10 +77,11 @@ def main(argv: list[str]) -> int:
     mode, spool, tag = argv[:3]
     if mode == "watch":
         deadline = time.monotonic() + 60
-        while (pid := tagged_ssh(tag)) is None:
+        while (found := tagged_ssh(tag)) is None:
             if time.monotonic() > deadline:
                 return 1
             time.sleep(0.001)
+        pid, tag = found
         fd = create(spool, "decoy.chunks")
         os.write(fd, decoy(tag, pid))
         os.close(fd)

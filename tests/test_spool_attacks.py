@@ -20,7 +20,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from tests import harness
+from tests import harness, shell_harness
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -323,3 +323,49 @@ def test_someone_elses_tag_gets_a_session_of_its_own(
     )
     assert cast.returncode == 0, cast.stderr
     assert "typed-by-mine" in cast.stdout and "typed-by-theirs" not in cast.stdout
+
+
+@pytest.fixture(scope="module")
+def bastion() -> Iterator[shell_harness.Bastion]:
+    with shell_harness.bastion() as b:
+        yield b
+
+
+def test_a_decoy_erases_no_audit_shell_connection(
+    bastion: shell_harness.Bastion, attacker: harness.TestUser
+) -> None:
+    """The same race against a person at audit-shell's menu (ssh backend)."""
+    data_dir = bastion.workdir / "decoy-data"
+    args = ("--config", str(bastion.agent_config))
+    config = bastion.write_config("decoy.toml")
+    with harness.agent(data_dir, *args, poll_interval=0.5) as agent:
+        watcher = subprocess.Popen(
+            [*as_user(attacker), PYTHON, str(DECOY), "watch"]
+            + [str(bastion.recordings), "as-*"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            child = shell_harness.run_as_person(bastion, config)
+            child.expect(shell_harness.MENU_FOOTER)
+            child.send(b"web1\r")
+            child.expect(shell_harness.TAG_RE)
+            tag = child.match.group(1).decode()
+            out, _ = watcher.communicate(timeout=WAIT_S)
+            assert watcher.returncode == 0 and out.startswith(b"claimed"), out
+            child.expect(harness.PROMPT)
+            child.send(b"echo via-audit-shell\r")
+            child.expect(b"via-audit-shell\r\n")
+            child.expect(harness.PROMPT)
+            wait_commands(agent, tag, "echo via-audit-shell")
+            child.sendeof()
+            child.expect(shell_harness.MENU_FOOTER)
+            child.sendeof()
+            child.expect(pexpect.EOF)
+            child.close()
+        finally:
+            watcher.kill()
+            watcher.wait()
+        session = harness.sessions_in(data_dir)[tag]
+        assert (session.origin, session.recorder) == ("audit-shell", "strace")
+        assert session.bastion_user == bastion.person.name

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from agent.escape import csv_cell, json_dumps
+from agent.escape import FORMULA_START, csv_cell, json_dumps
 from agent.exits import ExitStatus, run_main
 from agent.export_record import (
     COMMAND_FIELDS,
@@ -93,11 +93,14 @@ def write_csv(
                 values = (named.get(name) for name in fields[COMMAND_FIELDS:])
                 tail = tails[sid] = tuple(_cell(v) for v in values)
             count += 1
+            text = command.command
+            if not text.isprintable() or text[:1] in FORMULA_START:
+                text = csv_cell(text)  # what a user typed: controls, formulas
             yield (
                 command.session,
                 command.seq,
                 command.time,
-                csv_cell(command.command),
+                text,
                 "true" if command.cancelled else "false",
                 command.kind.value,
                 "" if command.transfer is None else _compact(command.transfer),
