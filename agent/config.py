@@ -25,6 +25,7 @@ DEFAULT_DATA_DIR = Path("/var/lib/bastion-audit")
 DEFAULT_INTENTS_DIR = Path("/var/spool/bastion-audit/intents")
 # audit-shell's paramiko recordings (parsers/chunk_log.py), the same kind of spool.
 DEFAULT_RECORDINGS_DIR = Path("/var/spool/bastion-audit/recordings")
+CONTROL_SOCKET = "control.sock"  # in DATA_DIR, unless control_socket says
 
 
 class ConfigError(AgentError):
@@ -61,6 +62,12 @@ class Config:
     # The accounts audit-shell runs as (its ForceCommand accounts): the only
     # ones, besides root and web_intents_user, whose connection records count.
     shell_users: tuple[str, ...] = ("zxy",)
+    # A group whose members may read the store, the recordings and the status
+    # (audit-web's account, for the console); never the raw logs. "": root only.
+    read_group: str = ""
+    # The daemon's control socket (agent/control.py): root and web_intents_user
+    # only. None: DATA_DIR/control.sock.
+    control_socket: Path | None = None
     # strict: a tagged ssh that cannot be traced is ended; permissive: it goes
     # on untraced and its session shows the gap.
     mode: Mode = Mode.STRICT
@@ -87,6 +94,10 @@ class Config:
     @property
     def store_dir(self) -> Path:
         return self.data_dir / "store"
+
+    @property
+    def control_path(self) -> Path:
+        return self.control_socket or self.data_dir / CONTROL_SOCKET
 
 
 _LIMITS: dict[str, tuple[float, float]] = {
@@ -169,19 +180,24 @@ def _facility(value: Any, where: Where) -> str:
     return value
 
 
-def _user_name(value: Any, where: Where) -> str:
-    if not isinstance(value, str) or not re.fullmatch(
-        r"[a-z_][a-z0-9_.-]{0,31}|", value
-    ):
-        raise where.error("must be a user name")
-    return value
+def _account_name(kind: str) -> Check:
+    """A user or group name as useradd and groupadd take them, or ""."""
+
+    def check(value: Any, where: Where) -> str:
+        if not isinstance(value, str) or not re.fullmatch(
+            r"[a-z_][a-z0-9_.-]{0,31}|", value
+        ):
+            raise where.error(f"must be a {kind} name")
+        return value
+
+    return check
 
 
 def _user_names(value: Any, where: Where) -> tuple[str, ...]:
     if not isinstance(value, (list, tuple)):
         raise where.error("must be a list of user names")
     for name in value:
-        if not name or _user_name(name, where) != name:
+        if not name or _account_name("user")(name, where) != name:
             raise where.error("must be a list of user names")
     return tuple(value)
 
@@ -200,8 +216,10 @@ _CHECKS: dict[str, Check] = {
     "events_syslog": _syslog_target,
     "events_syslog_facility": _facility,
     "highlight": _highlight,
-    "web_intents_user": _user_name,
+    "web_intents_user": _account_name("user"),
     "shell_users": _user_names,
+    "read_group": _account_name("group"),
+    "control_socket": _optional_path,
     "fleet": fleet_table,
 }
 

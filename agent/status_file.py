@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import AgentError
-from agent.files import write_atomic
+from agent.files import PRIVATE_FILE_MODE, write_atomic
 from agent.records import RecordError, iso, parse_iso
 from tracer.discovery import is_alive
 
@@ -122,9 +122,11 @@ def status_path(data_dir: Path) -> Path:
     return data_dir / STATUS_FILE
 
 
-def write_status(data_dir: Path, status: AgentStatus) -> None:
+def write_status(
+    data_dir: Path, status: AgentStatus, mode: int = PRIVATE_FILE_MODE
+) -> None:
     text = json.dumps(status.to_document(), ensure_ascii=False, indent=1)
-    write_atomic(status_path(data_dir), text.encode("utf-8"))
+    write_atomic(status_path(data_dir), text.encode("utf-8"), mode)
 
 
 def read_status(data_dir: Path) -> AgentStatus | None:

@@ -14,32 +14,34 @@ reply tells audit-shell which tag, host and account to open.
 
 One JSON line each way. The caller is checked before its request is read;
 each request has its own thread and one deadline for all of it, so a slow
-caller holds up nobody else. Using a token is one SQLite transaction
-(web/tokens.py), so redemptions served at once cannot use a token twice.
+caller holds up nobody else (agent/unix_service.py). Using a token is one
+SQLite transaction (web/tokens.py), so requests served at once cannot use a
+token twice.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import pwd
 import re
 import secrets
 import socket
 import socketserver
-import struct
-import threading
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from agent import AgentError
 from agent.intent_file import write_intent
 from agent.inventory import Target, groups_of
 from agent.redemption import IO_TIMEOUT_S, RedeemError, Reply, read_line
+from agent.unix_service import (
+    ServiceServer,
+    ThreadedServiceServer,
+    UnixService,
+    peer_credentials,
+)
 from agent.web_config import WebConfig
 from web import WebError
 from web.tokens import TokenStore, Verdict
@@ -47,9 +49,7 @@ from web.tokens import TokenStore, Verdict
 log = logging.getLogger(__name__)
 
 TAG_TRIES = 5
-MAX_REQUESTS = 8  # redemptions served at once; more are refused at once
 WEB_ORIGIN = "web-token"
-_UCRED = struct.Struct("3i")  # pid, uid, gid
 _PROOF_RE = re.compile(r"[0-9a-f]{32}")
 _ADDRESS_RE = re.compile(r"[0-9A-Fa-f.:]{1,64}")  # IPv4 or IPv6, nothing else
 
@@ -76,6 +76,13 @@ class Redeemer:
         self.config = config
         self.store = store
         self.terminal_uid = _uid_of(config.web.terminal_user)
+
+    def refuse(self, peer_uid: int) -> bytes | None:
+        """The reply for a caller who is not served, before its request is read."""
+        if peer_uid == self.terminal_uid:
+            return None
+        log.warning("redeem: refused uid %d (not the terminal account)", peer_uid)
+        return encode(Reply(False, "only the web terminal may redeem tokens"))
 
     def handle(self, request: bytes, peer_uid: int) -> Reply:
         if peer_uid != self.terminal_uid:
@@ -144,15 +151,17 @@ class Redeemer:
 
 
 class _Handler(socketserver.BaseRequestHandler):
-    server: _Server
+    server: ServiceServer
 
     def handle(self) -> None:
         conn: socket.socket = self.request
         deadline = time.monotonic() + IO_TIMEOUT_S  # for the whole request
+        _, uid = peer_credentials(conn)
+        redeemer: Redeemer = self.server.context
         try:
             request = read_line(conn, deadline)
             try:
-                reply = self.server.redeemer.handle(request, peer_uid(conn))
+                reply = redeemer.handle(request, uid)
             except AgentError as e:  # the store or the spool: say so, keep serving
                 log.error("redeem: %s", e)
                 reply = Reply(False, "audit-web cannot serve tokens now")
@@ -160,110 +169,30 @@ class _Handler(socketserver.BaseRequestHandler):
                 log.error("redeem: cannot record the connection: %s", e)
                 reply = Reply(False, "audit-web cannot record the connection")
             conn.settimeout(max(0.01, deadline - time.monotonic()))
-            conn.sendall(_encode(reply))
+            conn.sendall(encode(reply))
         except OSError:
             return  # the terminal went away or was too slow: its problem
 
 
-def peer_uid(conn: socket.socket) -> int:
-    """Who is calling, as the kernel says (SO_PEERCRED)."""
-    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
-    _, uid, _ = _UCRED.unpack(creds)
-    return int(uid)
-
-
-def _encode(reply: Reply) -> bytes:
+def encode(reply: Reply) -> bytes:
     return (json.dumps({f: getattr(reply, f) for f in Reply.__slots__}) + "\n").encode()
 
 
-def _refuse(conn: socket.socket, message: str) -> None:
-    """One short reply without waiting on the peer, then the server closes it."""
-    with contextlib.suppress(OSError):
-        conn.setblocking(False)
-        conn.send(_encode(Reply(False, message)))
-
-
-class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    """A thread per request, each with its deadline; the peer checked first.
-
-    The check runs in the accepting thread, before a byte is read, so that a
-    local account other than the terminal's costs no thread and holds up
-    nobody; the terminal's own requests are served MAX_REQUESTS at a time.
-    server_close() joins the request threads (block_on_close).
-    """
-
-    daemon_threads = False
-    block_on_close = True
-    redeemer: Redeemer
-
-    def __init__(self, path: str) -> None:
-        super().__init__(path, _Handler)
-        self._slots = threading.BoundedSemaphore(MAX_REQUESTS)
-
-    def verify_request(self, request: Any, client_address: Any) -> bool:
-        uid = peer_uid(request)
-        if uid != self.redeemer.terminal_uid:
-            log.warning("redeem: refused uid %d (not the terminal account)", uid)
-            _refuse(request, "only the web terminal may redeem tokens")
-            return False
-        if not self._slots.acquire(blocking=False):
-            log.warning(
-                "redeem: %d requests at once already; refused one", MAX_REQUESTS
-            )
-            _refuse(request, "audit-web is busy; try again")
-            return False
-        return True
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
-
-
-class RedeemServer:
-    """The socket, served by one owned thread; a context manager."""
+class RedeemServer(UnixService):
+    """The socket, a thread per request; a context manager."""
 
     def __init__(self, path: Path, redeemer: Redeemer) -> None:
-        self.path = path
-        self.redeemer = redeemer
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    def __enter__(self) -> RedeemServer:
-        try:
-            self.path.unlink()  # a socket left by a killed audit-web
-        except FileNotFoundError:
-            pass
-        except OSError as e:
-            raise RedeemError(f"cannot replace {self.path}: {e.strerror}") from e
-        try:
-            server = _Server(str(self.path))
-            # Anyone may connect; SO_PEERCRED decides who is served.
-            os.chmod(self.path, 0o666)
-        except OSError as e:
-            raise RedeemError(f"cannot listen on {self.path}: {e.strerror}") from e
-        server.redeemer = self.redeemer
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, name="redeem", daemon=True
+        # Anyone may connect; SO_PEERCRED decides who is served, before a
+        # byte is read (Redeemer.refuse).
+        super().__init__(
+            path,
+            _Handler,
+            redeemer,
+            "redeem",
+            0o666,
+            error_class=RedeemError,
+            server_class=ThreadedServiceServer,
         )
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join()
-        with contextlib.suppress(OSError):
-            self.path.unlink()
 
 
 def _uid_of(user: str) -> int:

@@ -1,33 +1,28 @@
 """audit-web's pages: sign in, the hosts you may use, a token for one of them.
 
 Every form is a POST under Django's CSRF check; every page is `no-store`, so
-that a token never sits in a shared browser cache.
+that a token never sits in a shared browser cache. The console's pages are
+web/console_views.py; the URLs of both, web/urls.py.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
-from django.urls import path
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
 from agent.inventory import Target, groups_of
 from agent.records import iso
-from agent.web_config import WebConfig
 from web.auth import account_exists, authenticate, valid_user_name
+from web.console import SIGNED_IN, SIGNED_IN_AT, signed_in, viewer_of, web_config
 from web.tokens import TokenStore, Verdict
 
 log = logging.getLogger(__name__)
-SIGNED_IN = "user"
-
-
-def _config() -> WebConfig:
-    config: WebConfig = settings.BASTION_WEB
-    return config
 
 
 def _tokens() -> TokenStore:
@@ -41,7 +36,7 @@ def _client(request: HttpRequest) -> str:
 
 def _targets(user: str) -> list[Target]:
     """The same hosts and accounts audit-shell's menu would offer `user`."""
-    return _config().shell.targets_for(user, groups_of(user))
+    return web_config().shell.targets_for(user, groups_of(user))
 
 
 @never_cache
@@ -62,10 +57,11 @@ def sign_in(request: HttpRequest) -> HttpResponse:
             )
             error, status = Verdict.THROTTLED.value, 429
         elif _may_sign_in(user) and authenticate(
-            _config().web.pam_service, user, request.POST.get("password", "")
+            web_config().web.pam_service, user, request.POST.get("password", "")
         ):
             request.session.cycle_key()  # no session fixation
             request.session[SIGNED_IN] = user
+            request.session[SIGNED_IN_AT] = time.time()
             log.info("%s signed in from %s", user, client)
             return HttpResponseRedirect("/")
         else:
@@ -76,11 +72,15 @@ def sign_in(request: HttpRequest) -> HttpResponse:
 
 
 def _may_sign_in(user: str) -> bool:
-    """Only accounts some grant names reach PAM: it is no oracle for the others.
+    """Only accounts some grant names, and auditors, reach PAM.
 
-    (root's password, or any local account's, cannot be tried here.)
+    It is no oracle for the others: root's password, or any other local
+    account's, cannot be tried here.
     """
-    return valid_user_name(user) and _config().shell.names(user, groups_of(user))
+    if not valid_user_name(user):
+        return False
+    config, groups = web_config(), groups_of(user)
+    return config.shell.names(user, groups) or config.web.auditor_group in groups
 
 
 def _shown_name(user: str) -> str:
@@ -96,17 +96,23 @@ def _shown_name(user: str) -> str:
 @never_cache
 @require_http_methods(["GET"])
 def hosts(request: HttpRequest) -> HttpResponse:
-    user = request.session.get(SIGNED_IN)
+    user = signed_in(request)
     if not user:
         return HttpResponseRedirect("/sign-in")
-    context = {"user": user, "targets": _targets(user)}
+    viewer = viewer_of(request)
+    context = {
+        "user": user,
+        "targets": _targets(user),
+        "viewer": viewer,
+        "nav": viewer is not None,
+    }
     return render(request, "hosts.html", context)
 
 
 @never_cache
 @require_POST
 def connect(request: HttpRequest) -> HttpResponse:
-    user = request.session.get(SIGNED_IN)
+    user = signed_in(request)
     if not user:
         return HttpResponseRedirect("/sign-in")
     wanted = request.POST.get("target", "")
@@ -121,8 +127,8 @@ def connect(request: HttpRequest) -> HttpResponse:
         "target": target,
         "token": token,
         "expires": iso(expires),
-        "ttl_min": round(_config().web.token_ttl_s / 60, 1),
-        "terminal_url": _config().web.terminal_url,
+        "ttl_min": round(web_config().web.token_ttl_s / 60, 1),
+        "terminal_url": web_config().web.terminal_url,
     }
     return render(request, "token.html", context)
 
@@ -134,11 +140,3 @@ def sign_out(request: HttpRequest) -> HttpResponse:
         log.info("%s signed out", request.session[SIGNED_IN])
     request.session.flush()
     return HttpResponseRedirect("/sign-in")
-
-
-urlpatterns = [
-    path("", hosts),
-    path("sign-in", sign_in),
-    path("connect", connect),
-    path("sign-out", sign_out),
-]

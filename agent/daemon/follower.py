@@ -53,6 +53,9 @@ class LogFollower:
     spooled: bool = False  # a paramiko recording in the spool, written by its user
     owner_uid: int | None = None  # a spooled recording's owner, checked at each read
     last_time: float = 0.0  # of the last event read
+    # An auditor terminated it (agent/daemon/cuts.py): its end says so,
+    # whatever the log's own end line says.
+    cut_reason: str | None = None
 
     def read(self, final: bool) -> bool:
         """Read on from the last offset; True if a round's budget ran out first."""
@@ -222,11 +225,16 @@ class LogFollower:
 
     def _close(self, end: Marker) -> None:
         status = end.fields.get("status")
-        self.session = self.session.ended(
-            end.time,
-            str(end.fields.get("reason") or "ended"),
-            SessionStatus(status) if status in ENDED else SessionStatus.CLOSED,
-        )
+        if self.cut_reason is not None:
+            self.session = self.session.ended(
+                end.time, self.cut_reason, SessionStatus.TERMINATED
+            )
+        else:
+            self.session = self.session.ended(
+                end.time,
+                str(end.fields.get("reason") or "ended"),
+                SessionStatus(status) if status in ENDED else SessionStatus.CLOSED,
+            )
         self.finished = True
         session = self.session
         log.info(

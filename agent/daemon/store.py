@@ -11,14 +11,16 @@ A session's document is written again into the newest shard whenever it
 changes; readers take the last one. It carries the ingest checkpoint (where
 in its log to resume), so the commands and the offset that produced them land
 in the same atomic write: after a crash the agent resumes from the checkpoint
-and stores every command exactly once.
+and stores every command exactly once. Access-log entries (agent/access_log.py)
+go into the `access` table of the same writes, numbered across the store.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -29,9 +31,10 @@ from typing import Any
 from tinydb import TinyDB
 from tinydb.storages import Storage
 
+from agent.access_log import ACCESS, AccessEntry, Action
 from agent.daemon.quarantine import quarantine
-from agent.files import write_atomic
-from agent.records import ENDED, Command, Session
+from agent.files import PRIVATE_FILE_MODE, Sharing, write_atomic
+from agent.records import ENDED, Command, RecordError, Session, iso
 from agent.shards import (
     COMMANDS,
     SESSIONS,
@@ -54,8 +57,14 @@ class AtomicJSONStorage(Storage):
     touch memory, and flush() replaces the file atomically.
     """
 
-    def __init__(self, path: Path, data: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        data: dict[str, Any] | None = None,
+        mode: int = PRIVATE_FILE_MODE,
+    ) -> None:
         self.path = path
+        self.mode = mode
         self._data: dict[str, Any] = data if data is not None else {}
         self.dirty = data is None
 
@@ -69,7 +78,7 @@ class AtomicJSONStorage(Storage):
     def flush(self) -> None:
         if self.dirty:
             text = json.dumps(self._data, ensure_ascii=False, separators=(",", ":"))
-            write_atomic(self.path, text.encode("utf-8"))
+            write_atomic(self.path, text.encode("utf-8"), self.mode)
             self.dirty = False
 
     def close(self) -> None:
@@ -102,14 +111,21 @@ class Store:
         store_dir: Path,
         flush_interval_s: float,
         on_flushed: Callable[[list[Session]], None] | None = None,
+        sharing: Sharing | None = None,
     ) -> None:
         self.store_dir = store_dir
+        self.sharing = sharing or Sharing()
         self.flush_interval_s = flush_interval_s
         self.on_flushed = on_flushed
         # Also after each flush: what it made durable, commands included (events).
         self.on_committed: (
             Callable[[list[tuple[Session, list[Command]]]], None] | None
         ) = None
+        self.on_access_committed: Callable[[list[AccessEntry]], None] | None = None
+        self._access: list[AccessEntry] = []  # numbered, not yet flushed
+        self._access_seq = 0  # the last number given
+        # Live sessions an auditor terminated (the entry), for a restart.
+        self.terminated: dict[str, AccessEntry] = {}
         self.quarantine_dir = store_dir.parent / "quarantine"
         self._lock = threading.Lock()
         self._pending: dict[str, _Pending] = {}
@@ -131,8 +147,7 @@ class Store:
 
     def open(self) -> None:
         """Load every shard's sessions; quarantine the ones that are unusable."""
-        self.store_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(self.store_dir, 0o700)
+        self.sharing.directory(self.store_dir, (".json",))
         shards = list_shards(self.store_dir)
         newest: tuple[Path, dict[str, dict[str, Any]]] | None = None
         for path in shards:
@@ -146,6 +161,7 @@ class Store:
                 continue
             for session in sessions:
                 self._remember(session)
+            self._load_access(tables)
             newest = (path, tables)
         if newest is not None:
             path, tables = newest
@@ -194,6 +210,16 @@ class Store:
         with self._lock:
             return list(self._sessions.values())
 
+    def submit_access(self, entry: AccessEntry) -> AccessEntry:
+        """Queue an access-log entry; it, numbered and timed by the store."""
+        with self._lock:
+            self._access_seq += 1
+            entry = dataclasses.replace(
+                entry, seq=self._access_seq, time=iso(time.time())
+            )
+            self._access.append(entry)
+        return entry
+
     def new_session_id(self, tag: str) -> str:
         """The tag itself, or `tag~N` when an earlier session used the tag."""
         with self._lock:
@@ -214,6 +240,12 @@ class Store:
             pending.session = session
             pending.commands.extend(commands)
             self._remember(session)
+
+    @property
+    def access_seq(self) -> int:
+        """The number of the last access-log entry (0: none yet)."""
+        with self._lock:
+            return self._access_seq
 
     @property
     def pending_count(self) -> int:
@@ -251,13 +283,15 @@ class Store:
         """Write every pending update to the newest shard in one atomic write."""
         with self._lock:
             batch, self._pending = self._pending, {}
-        if not batch:
+            access, self._access = self._access, []
+        if not batch and not access:
             return
         try:
-            self._write(batch)
+            self._write(batch, access)
         except BaseException:
             self._reload_newest()  # memory must not keep what the disk lacks
             with self._lock:  # keep the batch (and anything newer) for a retry
+                self._access[:0] = access
                 for sid, pending in batch.items():
                     newer = self._pending.get(sid)
                     if newer is not None:
@@ -268,10 +302,12 @@ class Store:
         self.flushed_at = time.time()
         if self.on_flushed is not None:
             self.on_flushed([p.session for p in batch.values()])
-        if self.on_committed is not None:
+        if self.on_committed is not None and batch:
             self.on_committed([(p.session, p.commands) for p in batch.values()])
+        if self.on_access_committed is not None and access:
+            self.on_access_committed(access)
 
-    def _write(self, batch: dict[str, _Pending]) -> None:
+    def _write(self, batch: dict[str, _Pending], access: list[AccessEntry]) -> None:
         if self._db is None or self._shard_commands >= SHARD_MAX_COMMANDS:
             self._new_shard()
         assert self._db is not None and self._storage is not None
@@ -289,6 +325,10 @@ class Store:
         if new_docs:
             self._db.table(COMMANDS).insert_multiple(new_docs)
             self._shard_commands += len(new_docs)
+        if access:
+            # Counted with the commands: a flood of page views seals shards too.
+            self._db.table(ACCESS).insert_multiple(e.to_document() for e in access)
+            self._shard_commands += len(access)
         self._storage.flush()
 
     def _reload_newest(self) -> None:
@@ -306,14 +346,29 @@ class Store:
         self._use_shard(path, None)
 
     def _use_shard(self, path: Path, tables: dict[str, dict[str, Any]] | None) -> None:
-        self._db = TinyDB(path, storage=AtomicJSONStorage, data=tables)
+        self._db = TinyDB(
+            path, storage=AtomicJSONStorage, data=tables, mode=self.sharing.file_mode
+        )
         self._storage = self._db.storage  # type: ignore[assignment]
         self._doc_ids = {}
         self._shard_commands = 0
         if tables is not None:
             for doc_id, doc in tables.get(SESSIONS, {}).items():
                 self._doc_ids[str(doc.get("id"))] = int(doc_id)
-            self._shard_commands = len(tables.get(COMMANDS, {}))
+            self._shard_commands = len(tables.get(COMMANDS, {})) + len(
+                tables.get(ACCESS, {})
+            )
+
+    def _load_access(self, tables: dict[str, dict[str, Any]]) -> None:
+        for doc in tables.get(ACCESS, {}).values():
+            seq = doc.get("seq") if isinstance(doc, dict) else None
+            if isinstance(seq, int):
+                self._access_seq = max(self._access_seq, seq)
+            if isinstance(doc, dict) and doc.get("action") == Action.TERMINATE:
+                with contextlib.suppress(RecordError):
+                    entry = AccessEntry.from_document(doc)
+                    if entry.ok and entry.session is not None:
+                        self.terminated[entry.session] = entry
 
     def _remember(self, session: Session) -> None:
         self._sessions[session.id] = session
