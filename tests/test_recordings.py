@@ -180,15 +180,22 @@ def gone_process() -> tuple[int, int]:
     return child.pid, ticks
 
 
+def put(path: Path, data: bytes) -> None:
+    """Written under another name first: no descriptor is open when it shows."""
+    draft = path.with_suffix(".draft")
+    draft.write_bytes(data)
+    draft.rename(path)
+
+
 def test_a_recording_must_be_held_by_the_process_it_names(
     spooled: tuple[Path, Path],
 ) -> None:
     data_dir, spool = spooled
     # Alive and root's, as the file is, but not holding it: not its writer.
-    (spool / "rec6.chunks").write_bytes(recording("rec6"))
+    put(spool / "rec6.chunks", recording("rec6"))
     wait_for(lambda: list((data_dir / "quarantine").glob("rec6.chunks.*")))
     pid, ticks = gone_process()
-    (spool / "rec7.chunks").write_bytes(recording("rec7", pid=pid, ticks=ticks))
+    put(spool / "rec7.chunks", recording("rec7", pid=pid, ticks=ticks))
     wait_for(lambda: list((data_dir / "quarantine").glob("rec7.chunks.*")))
     assert not {"rec6", "rec7"} & set(load(data_dir).sessions)
 
