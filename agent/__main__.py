@@ -1,6 +1,10 @@
 """audit-agent: the daemon (`run`, agent/daemon/), its health (`status`, a tool),
 and the fleet store's schema (`fleet-init`).
 
+Also root's commands on the data directory (agent/daemon/admin.py): `key`
+(the public key that verifies the record), `prune` (retention on demand,
+through the running agent), `hold` and `unhold` (legal holds).
+
 The options are defined here; each subcommand's body imports only its own
 room, so `audit-agent status` loads nothing of the daemon and `audit-agent
 run` nothing of the tools.
@@ -10,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from agent.config import add_data_dir_options
@@ -80,6 +85,34 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="BYTES",
         help="ingest lag above this is unhealthy (default 64 MiB)",
     )
+    key = commands.add_parser(
+        "key", help="print the public key that verifies this bastion's record"
+    )
+    add_data_dir_options(key)
+    prune = commands.add_parser(
+        "prune",
+        help="prune what retention_days keeps no longer, now (by the running agent)",
+    )
+    add_data_dir_options(prune)
+    prune.add_argument(
+        "--dry-run", action="store_true", help="say what would go; remove nothing"
+    )
+    for name, text in (
+        (
+            "hold",
+            "keep a session, or every session of a tag, from being pruned "
+            "(without one: list the holds)",
+        ),
+        ("unhold", "lift a hold"),
+    ):
+        sub = commands.add_parser(name, help=text)
+        add_data_dir_options(sub)
+        sub.add_argument("session", nargs="?", metavar="SESSION", help="a session id")
+        sub.add_argument("--tag", metavar="TAG", help="every session of this tag")
+        if name == "hold":
+            sub.add_argument(
+                "--reason", metavar="TEXT", help="why (kept with the hold)"
+            )
     init = commands.add_parser(
         "fleet-init",
         help="create or upgrade the fleet store's schema in PostgreSQL",
@@ -106,6 +139,16 @@ def main(argv: list[str] | None = None) -> int:
 
             reading_config(args)
             return show_status(args.data_dir, args.json, args.max_lag)
+        if args.command in ("key", "prune", "hold", "unhold"):
+            from agent.daemon import admin
+
+            command: Callable[[argparse.Namespace], int] = {
+                "key": admin.show_key,
+                "prune": admin.prune,
+                "hold": admin.hold,
+                "unhold": admin.unhold,
+            }[args.command]
+            return command(args)
         if args.command == "fleet-init":
             from agent.daemon.cli import fleet_init
 

@@ -84,6 +84,11 @@ class Config:
     events_syslog_facility: str = "authpriv"
     highlight: tuple[HighlightRule, ...] = ()  # audit-tail's own risky commands
     highlight_builtin: bool = True  # and the built-in ones (agent/highlight.py)
+    # Retention (agent/daemon/retention.py), in days; 0 keeps forever. Sessions
+    # on legal hold (agent/holds.py) are never pruned.
+    retention_days: float = 0.0  # ended sessions, their commands and recordings
+    recording_retention_days: float = 0.0  # recordings alone, sooner (0: with it)
+    quarantine_retention_days: float = 0.0  # files in DATA_DIR/quarantine
     # [fleet]: ship every record to PostgreSQL too (agent/fleet_config.py).
     fleet: FleetConfig = FleetConfig()
 
@@ -107,6 +112,9 @@ _LIMITS: dict[str, tuple[float, float]] = {
     "attach_deadline_s": (0.1, 60.0),
     "max_new_sessions_per_s": (1.0, 10_000.0),
     "status_interval_s": (0.1, 60.0),
+    "retention_days": (0.0, 36500.0),
+    "recording_retention_days": (0.0, 36500.0),
+    "quarantine_retention_days": (0.0, 36500.0),
 }
 
 

@@ -13,6 +13,7 @@ document ids to documents, in insertion order.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -42,9 +43,20 @@ def list_shards(store_dir: Path) -> list[Path]:
 
 def read_shard(path: Path) -> dict[str, dict[str, Any]]:
     """The tables of one shard; StoreError names the shard if it is unusable."""
+    return _read(path)[0]
+
+
+def read_shard_digest(path: Path) -> tuple[dict[str, dict[str, Any]], str]:
+    """The tables of one shard, and the SHA-256 of its file."""
+    tables, raw = _read(path)
+    return tables, hashlib.sha256(raw).hexdigest()
+
+
+def _read(path: Path) -> tuple[dict[str, dict[str, Any]], bytes]:
     try:
         with open(path, "rb") as f:
-            data = json.load(f)
+            raw = f.read()
+        data = json.loads(raw)
     except OSError as e:
         raise StoreError(f"cannot read shard {path}: {e.strerror}") from e
     except (ValueError, UnicodeDecodeError) as e:
@@ -53,7 +65,7 @@ def read_shard(path: Path) -> dict[str, dict[str, Any]]:
         isinstance(t, dict) for t in data.values()
     ):
         raise StoreError(f"corrupt shard {path}: not a TinyDB database")
-    return data
+    return data, raw
 
 
 def iter_sessions(tables: dict[str, dict[str, Any]], path: Path) -> Iterator[Session]:

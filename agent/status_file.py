@@ -88,6 +88,8 @@ class AgentStatus:
     flush_errors: int = 0
     store_failing: bool = False  # the last store write failed
     events: Mapping[str, Any] | None = field(default=None)
+    chain: Mapping[str, Any] | None = None  # the hash chain: id, links, signed
+    retention: Mapping[str, Any] | None = None  # the last prune round
     fleet: Mapping[str, Any] | None = field(default=None)  # the fleet shipper's
 
     def to_document(self) -> dict[str, Any]:
@@ -187,6 +189,10 @@ def assess(
         )
     if status.recording_errors:
         problems.append(f"{status.recording_errors} recordings could not be written")
+    if status.chain and status.chain.get("problem"):
+        problems.append(f"the record is not being signed: {status.chain['problem']}")
+    if status.retention and status.retention.get("last_error"):
+        problems.append(f"retention: {status.retention['last_error']}")
     events = status.events
     if events and events.get("last_error_at"):
         ok, err = events.get("last_ok_at"), events["last_error_at"]

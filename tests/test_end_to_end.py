@@ -128,7 +128,9 @@ def test_invalid_tag_is_not_traced(
     assert list((data_dir / "logs").iterdir()) == []
     names = {p.name for p in data_dir.iterdir()}
     assert (
-        {"logs", "store"} <= names <= {"logs", "store", "status.json", "control.sock"}
+        {"logs", "store", "chain"}
+        <= names
+        <= {"logs", "store", "chain", "status.json", "control.sock"}
     )
     assert set(Path("/etc").iterdir()) == before
     assert harness.export(data_dir) == []

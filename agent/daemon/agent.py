@@ -11,6 +11,9 @@ reverse order of the start):
   flush);
 - the EventSink, when configured, owns the events thread (stopped last, after
   the final flush has handed it everything durable);
+- Retention owns the pruning thread (stopped before the store's last flush).
+The agent holds the store's writer lock (agent/daemon/lock.py) throughout, and
+the store writer chains and signs with the key in DATA_DIR/chain.
 - the Shipper, with a `[fleet]` table, owns the fleet-shipping thread and its
   connection (stopped after the store's final flush, shipping what it can);
 - the ControlServer owns the control socket's thread (stopped first): the
@@ -42,8 +45,11 @@ from agent.daemon.cuts import Cutter, end_reason
 from agent.daemon.events import EventSink, stored_access, stored_batch
 from agent.daemon.ingest import Ingest
 from agent.daemon.intents import IntentLinker, uids_of
+from agent.daemon.lock import writer_lock
 from agent.daemon.recorder import Recorder
+from agent.daemon.retention import Policy, Retention
 from agent.daemon.shipper import Shipper
+from agent.daemon.signer import Chain, Signer
 from agent.daemon.status import collect
 from agent.daemon.store import Store
 from agent.files import Sharing
@@ -55,6 +61,8 @@ from tracer.supervisor import Limits, Supervisor
 log = logging.getLogger(__name__)
 
 ORPHAN_SWEEP_INTERVAL_S = 5.0
+# A prune run by hand may hold the store for a while; then the agent waits.
+WRITER_LOCK_WAIT_S = 10.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
@@ -189,6 +197,7 @@ class Agent:
             ),
         )
         self.discovery = Discovery(scope_pid=config.scope_pid)
+        self.retention = Retention(self.store, config.data_dir, Policy.of(config))
         self.cutter = Cutter(self.supervisor, self.ingest)
         self.started_at = time.time()
         self._status_at = 0.0
@@ -197,8 +206,14 @@ class Agent:
         """Run until a stop signal (or `stop_event`); clean up in any case."""
         check_can_run(self.config)
         prepare_data_dir(self.config.data_dir, self.sharing)
-        self.store.open()
-        self._resume_cuts()
+        with writer_lock(self.config.store_dir, WRITER_LOCK_WAIT_S):
+            data_dir = self.config.data_dir
+            self.store.chain = Chain(Signer.load_or_create(data_dir), data_dir)
+            self.store.open()
+            self._resume_cuts()
+            self._run()
+
+    def _run(self) -> None:
         try:
             with contextlib.ExitStack() as running:
                 if self.sink is not None:
@@ -214,6 +229,7 @@ class Agent:
                     running.enter_context(self.shipper)
                 self.store.start()
                 running.callback(self.store.stop)
+                running.enter_context(self.retention)
                 if self.recorder is not None:
                     running.enter_context(self.recorder)
                 running.enter_context(self.ingest)
@@ -280,6 +296,7 @@ class Agent:
                     supervisor=self.supervisor.snapshot(),
                     recorder=self.recorder.snapshot() if self.recorder else None,
                     sink=self.sink.snapshot() if self.sink else None,
+                    retention=self.retention.snapshot(),
                     shipper=self.shipper.snapshot() if self.shipper else None,
                     state=state,
                 ),

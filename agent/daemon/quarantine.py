@@ -36,6 +36,9 @@ def quarantine(path: Path, quarantine_dir: Path, *, move: bool) -> Path:
     target = _target(path, quarantine_dir)
     if move:
         os.replace(path, target)  # a symlink moves as itself, never its target
+        # Kept from now on (retention counts from the mtime), whatever time a
+        # user's file claimed.
+        os.utime(target, None, follow_symlinks=False)
         if not target.is_symlink():
             os.chmod(target, 0o600)  # a session log holds everything its user typed
         return target

@@ -20,6 +20,7 @@ from agent.casts import CAST_SUFFIX, CASTS_DIR
 from agent.daemon.events import SinkSnapshot
 from agent.daemon.ingest import IngestSnapshot
 from agent.daemon.recorder import RecorderSnapshot
+from agent.daemon.retention import RetentionSnapshot
 from agent.daemon.shipper import ShipperSnapshot
 from agent.daemon.store import StoreSnapshot
 from agent.records import iso
@@ -54,6 +55,7 @@ def collect(
     supervisor: SupervisorSnapshot,
     recorder: RecorderSnapshot | None,
     sink: SinkSnapshot | None,
+    retention: RetentionSnapshot | None = None,
     shipper: ShipperSnapshot | None = None,
     state: AgentState = AgentState.RUNNING,
 ) -> AgentStatus:
@@ -115,5 +117,32 @@ def collect(
         flush_errors=store.flush_errors,
         store_failing=store.failing,
         events=events,
+        chain=_chain(store),
+        retention=_retention(retention),
         fleet=fleet,
     )
+
+
+def _chain(store: StoreSnapshot) -> dict[str, Any] | None:
+    chain = store.chain
+    if chain is None:
+        return None
+    return {
+        "chain_id": chain.chain_id,
+        "links": chain.head,
+        "signed_through": chain.signed_through,
+        "signed_at": iso(chain.signed_at) if chain.signed_at is not None else None,
+        "problem": chain.problem,
+    }
+
+
+def _retention(retention: RetentionSnapshot | None) -> dict[str, Any] | None:
+    if retention is None:
+        return None
+    at = retention.last_round_at
+    return {
+        "last_round_at": iso(at) if at is not None else None,
+        "pruned_sessions": retention.pruned_sessions,
+        "errors": retention.errors,
+        "last_error": retention.last_error,
+    }

@@ -13,28 +13,38 @@ in its log to resume), so the commands and the offset that produced them land
 in the same atomic write: after a crash the agent resumes from the checkpoint
 and stores every command exactly once. Access-log entries (agent/access_log.py)
 go into the `access` table of the same writes, numbered across the store.
+
+With a Chain (agent/daemon/signer.py) each command and new session state
+gets its link (agent/chain.py), and signed checkpoints land, in that same
+write; after `kill -9` the head is read back from the shards. A session's
+document changes in place only while its chained fields stay the same; a new
+state, or its first write into a new shard, is a new document. Pruning
+(agent/daemon/prune.py) takes the same write lock: one writer.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tinydb import TinyDB
-from tinydb.storages import Storage
 
 from agent.access_log import ACCESS, AccessEntry, Action
+from agent.chain import CHECKPOINTS, COMMAND, SESSION
+from agent.chain import record_fields as chained_fields
+from agent.daemon.prune import PruneResult, gather, pruned_sessions, record_prune, strip
 from agent.daemon.quarantine import quarantine
-from agent.files import PRIVATE_FILE_MODE, Sharing, write_atomic
-from agent.records import ENDED, Command, RecordError, Session, iso
+from agent.daemon.shard_file import AtomicJSONStorage, write_shard
+from agent.daemon.signer import Chain, ChainSnapshot
+from agent.files import Sharing
+from agent.records import ENDED, Command, RecordError, Session, SessionStatus, iso
 from agent.shards import (
     COMMANDS,
     SESSIONS,
@@ -42,47 +52,14 @@ from agent.shards import (
     iter_sessions,
     list_shards,
     read_shard,
+    read_shard_digest,
 )
 
 log = logging.getLogger(__name__)
 
 SHARD_MAX_COMMANDS = 2_000
-
-
-class AtomicJSONStorage(Storage):
-    """TinyDB storage kept in memory and written whole only on flush().
-
-    TinyDB's JSONStorage truncates and rewrites the file in place on every
-    write: a crash in between loses the database. Here TinyDB's writes only
-    touch memory, and flush() replaces the file atomically.
-    """
-
-    def __init__(
-        self,
-        path: Path,
-        data: dict[str, Any] | None = None,
-        mode: int = PRIVATE_FILE_MODE,
-    ) -> None:
-        self.path = path
-        self.mode = mode
-        self._data: dict[str, Any] = data if data is not None else {}
-        self.dirty = data is None
-
-    def read(self) -> dict[str, Any]:
-        return self._data
-
-    def write(self, data: dict[str, Any]) -> None:
-        self._data = data
-        self.dirty = True
-
-    def flush(self) -> None:
-        if self.dirty:
-            text = json.dumps(self._data, ensure_ascii=False, separators=(",", ":"))
-            write_atomic(self.path, text.encode("utf-8"), self.mode)
-            self.dirty = False
-
-    def close(self) -> None:
-        pass
+# Never pruned, whatever is asked: a session still going on.
+KEPT_STATUSES = frozenset({SessionStatus.LIVE, SessionStatus.PENDING})
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +72,7 @@ class StoreSnapshot:
     flushed_at: float | None
     flush_errors: int
     failing: bool  # the last write failed
+    chain: ChainSnapshot | None = None
 
 
 @dataclass
@@ -112,9 +90,11 @@ class Store:
         flush_interval_s: float,
         on_flushed: Callable[[list[Session]], None] | None = None,
         sharing: Sharing | None = None,
+        chain: Chain | None = None,
     ) -> None:
         self.store_dir = store_dir
         self.sharing = sharing or Sharing()
+        self.chain = chain
         self.flush_interval_s = flush_interval_s
         self.on_flushed = on_flushed
         # Also after each flush: what it made durable, commands included (events).
@@ -128,6 +108,7 @@ class Store:
         self.terminated: dict[str, AccessEntry] = {}
         self.quarantine_dir = store_dir.parent / "quarantine"
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()  # the flushes and the prunes
         self._pending: dict[str, _Pending] = {}
         self._sessions: dict[str, Session] = {}  # newest state, flushed or not
         # ssh process -> the log that feeds its session -> that session's id
@@ -135,6 +116,10 @@ class Store:
         self._db: TinyDB | None = None
         self._storage: AtomicJSONStorage | None = None
         self._doc_ids: dict[str, int] = {}  # session id -> doc id in the newest shard
+        # session id -> the chained fields of its document in the newest shard
+        self._linked: dict[str, dict[str, Any]] = {}
+        self._shards_of: dict[str, set[str]] = {}  # session id -> shard names
+        self._retired: set[str] = set()  # pruned session ids, never given again
         self._shard_commands = 0
         self._next_shard = 1
         self._stop = threading.Event()
@@ -149,24 +134,44 @@ class Store:
         """Load every shard's sessions; quarantine the ones that are unusable."""
         self.sharing.directory(self.store_dir, (".json",))
         shards = list_shards(self.store_dir)
+        self._retired = pruned_sessions(self.store_dir)
+        walk = self.chain.opening(self.store_dir) if self.chain is not None else None
         newest: tuple[Path, dict[str, dict[str, Any]]] | None = None
         for path in shards:
             self._next_shard = int(path.stem) + 1
             try:
-                tables = read_shard(path)
+                tables, digest = read_shard_digest(path)
                 sessions = list(iter_sessions(tables, path))
             except StoreError as e:
                 self._quarantine(path, str(e))
                 newest = None
                 continue
+            if walk is not None:
+                walk.feed(path.name, digest, tables)
+            if self._retired & self._index(path.name, tables):
+                # A prune recorded but not carried out to the end (a crash).
+                tables, _ = strip(tables, self._retired)
+                write_shard(path, tables, self.sharing.file_mode)
+                self._index(path.name, tables)
             for session in sessions:
-                self._remember(session)
+                if session.id not in self._retired:
+                    self._remember(session)
             self._load_access(tables)
             newest = (path, tables)
         if newest is not None:
             path, tables = newest
             if len(tables.get(COMMANDS, {})) < SHARD_MAX_COMMANDS:
                 self._use_shard(path, tables)
+        if self.chain is not None and walk is not None:
+            self.chain.opened(walk)
+
+    def _index(self, name: str, tables: dict[str, dict[str, Any]]) -> set[str]:
+        """Note which sessions the shard holds documents of; their ids."""
+        here = {str(d.get("id")) for d in tables.get(SESSIONS, {}).values()}
+        here |= {str(d.get("session")) for d in tables.get(COMMANDS, {}).values()}
+        for sid in here:
+            self._shards_of.setdefault(sid, set()).add(name)
+        return here
 
     def start(self) -> None:
         self._thread = threading.Thread(
@@ -180,7 +185,7 @@ class Store:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-        self.flush()
+        self.flush(stopping=True)
 
     def __enter__(self) -> Store:
         self.open()
@@ -224,7 +229,7 @@ class Store:
         """The tag itself, or `tag~N` when an earlier session used the tag."""
         with self._lock:
             sid, n = tag, 1
-            while sid in self._sessions:
+            while sid in self._sessions or sid in self._retired:
                 n += 1
                 sid = f"{tag}~{n}"
             return sid
@@ -234,12 +239,19 @@ class Store:
     ) -> None:
         """Queue a session's new state and the commands that led to it."""
         with self._lock:
+            if session.id in self._retired:
+                return  # pruned: its log, if still followed, adds nothing back
             pending = self._pending.get(session.id)
             if pending is None:
                 pending = self._pending[session.id] = _Pending(session)
             pending.session = session
             pending.commands.extend(commands)
             self._remember(session)
+
+    def shards_holding(self, session_id: str) -> set[str]:
+        """The names of the shards that hold documents of this session."""
+        with self._write_lock:
+            return set(self._shards_of.get(session_id, ()))
 
     @property
     def access_seq(self) -> int:
@@ -266,6 +278,7 @@ class Store:
             flushed_at=self.flushed_at,
             flush_errors=self.flush_errors,
             failing=failing,
+            chain=self.chain.snapshot() if self.chain is not None else None,
         )
 
     # -- writing ---------------------------------------------------------
@@ -279,15 +292,23 @@ class Store:
                 self.flush_error_at = time.time()
                 log.error("cannot write store shard in %s: %s", self.store_dir, e)
 
-    def flush(self) -> None:
-        """Write every pending update to the newest shard in one atomic write."""
+    def flush(self, stopping: bool = False) -> None:
+        """Write every pending update to the newest shard in one atomic write.
+
+        With nothing pending, a checkpoint that is due is still written.
+        """
         with self._lock:
             batch, self._pending = self._pending, {}
             access, self._access = self._access, []
         if not batch and not access:
+            if self.chain is not None and self.chain.due(False, stopping):
+                with self._write_lock:
+                    if self._db is not None:
+                        self._write({}, [], stopping)
             return
         try:
-            self._write(batch, access)
+            with self._write_lock:
+                self._write(batch, access, stopping)
         except BaseException:
             self._reload_newest()  # memory must not keep what the disk lacks
             with self._lock:  # keep the batch (and anything newer) for a retry
@@ -307,29 +328,131 @@ class Store:
         if self.on_access_committed is not None and access:
             self.on_access_committed(access)
 
-    def _write(self, batch: dict[str, _Pending], access: list[AccessEntry]) -> None:
+    def _write(
+        self,
+        batch: dict[str, _Pending],
+        access: list[AccessEntry],
+        stopping: bool = False,
+    ) -> None:
         if self._db is None or self._shard_commands >= SHARD_MAX_COMMANDS:
             self._new_shard()
         assert self._db is not None and self._storage is not None
+        chain, name = self.chain, self._storage.path.name
+        head = chain.head if chain is not None else None
         sessions = self._db.table(SESSIONS)
         new_docs: list[dict[str, Any]] = []
-        for sid, pending in batch.items():
-            doc = pending.session.to_document()
-            doc_id = self._doc_ids.get(sid)
-            if doc_id is None:
-                self._doc_ids[sid] = sessions.insert(doc)
-            else:
-                # Every document carries every key, so this merge replaces it.
-                sessions.update(doc, doc_ids=[doc_id])
-            new_docs.extend(c.to_document() for c in pending.commands)
-        if new_docs:
-            self._db.table(COMMANDS).insert_multiple(new_docs)
-            self._shard_commands += len(new_docs)
-        if access:
-            # Counted with the commands: a flood of page views seals shards too.
-            self._db.table(ACCESS).insert_multiple(e.to_document() for e in access)
-            self._shard_commands += len(access)
-        self._storage.flush()
+        checkpoint = None
+        try:
+            for sid, pending in batch.items():
+                # The commands first: the session's state is the one after them.
+                docs = [c.to_document() for c in pending.commands]
+                if chain is not None:
+                    for command_doc in docs:
+                        chain.link(COMMAND, command_doc)
+                new_docs.extend(docs)
+                doc = pending.session.to_document()
+                doc_id = self._doc_ids.get(sid)
+                if chain is not None:
+                    fields = chained_fields(SESSION, doc)
+                    if doc_id is None or self._linked.get(sid) != fields:
+                        chain.link(SESSION, doc)
+                        self._linked[sid] = fields
+                        doc_id = None  # a new state: a new document
+                if doc_id is None:
+                    self._doc_ids[sid] = sessions.insert(doc)
+                else:
+                    # Every document carries every key, so this merge replaces
+                    # it (its link stays: what changed is not chained).
+                    sessions.update(doc, doc_ids=[doc_id])
+                self._shards_of.setdefault(sid, set()).add(name)
+            if new_docs:
+                self._db.table(COMMANDS).insert_multiple(new_docs)
+                self._shard_commands += len(new_docs)
+            if access:
+                # Counted with the commands: a flood of page views seals shards too.
+                self._db.table(ACCESS).insert_multiple(e.to_document() for e in access)
+                self._shard_commands += len(access)
+            sealing = self._shard_commands >= SHARD_MAX_COMMANDS
+            if chain is not None and chain.due(sealing, stopping):
+                reason = "seal" if sealing else "stop" if stopping else "interval"
+                checkpoint = chain.checkpoint(reason)
+                self._db.table(CHECKPOINTS).insert(checkpoint)
+            self._storage.flush()
+        except BaseException:
+            if chain is not None and head is not None:
+                chain.head = head  # the links written to memory only are void
+            raise
+        if chain is not None and checkpoint is not None:
+            chain.committed(checkpoint)
+
+    # -- pruning -----------------------------------------------------------
+
+    def prune(
+        self,
+        session_ids: list[str],
+        *,
+        by: str,
+        reason: str,
+        casts: Sequence[str] = (),
+        quarantine: Sequence[str] = (),
+        dry_run: bool = False,
+    ) -> PruneResult:
+        """Take these (ended) sessions out of every shard, behind a signed record.
+
+        The record (agent/daemon/prune.py) also names the recordings and
+        quarantined files the caller removes once this returns.
+        """
+        if self.chain is not None and self.chain.problem is not None and not dry_run:
+            raise StoreError(f"not pruning: {self.chain.problem}")
+        with self._write_lock:
+            with self._lock:
+                wanted = {
+                    s
+                    for s in session_ids
+                    if s in self._sessions
+                    and self._sessions[s].status not in KEPT_STATUSES
+                }
+            names = sorted(set().union(*(self._shards_of.get(s, ()) for s in wanted)))
+            newest = self._storage if self._storage is not None else None
+            removed, rewrites = gather(
+                self.store_dir,
+                names,
+                wanted,
+                (newest.path.name, newest.read()) if newest is not None else None,
+            )
+            record = None
+            if dry_run or not (wanted or casts or quarantine):
+                return PruneResult(tuple(sorted(wanted)), removed, 0, None)
+            if self.chain is not None:  # durable before any shard changes
+                record = record_prune(
+                    self.chain.signer,
+                    self.store_dir,
+                    self.sharing.file_mode,
+                    by=by,
+                    reason=reason,
+                    sessions=sorted(wanted),
+                    removed=removed,
+                    files=(list(casts), list(quarantine)),
+                )
+            for path, stripped in rewrites:
+                if newest is not None and path == newest.path:
+                    self._use_shard(path, stripped)
+                    assert self._storage is not None
+                    self._storage.dirty = True
+                    self._storage.flush()
+                else:
+                    write_shard(path, stripped, self.sharing.file_mode)
+            with self._lock:
+                for sid in wanted:
+                    session = self._sessions.pop(sid)
+                    logs = self._by_identity.get(session.identity, {})
+                    if logs.get(session.log) == sid:
+                        del logs[session.log]
+                        if not logs:
+                            del self._by_identity[session.identity]
+                    self._shards_of.pop(sid, None)
+                    self._retired.add(sid)
+            return PruneResult(tuple(sorted(wanted)), removed, len(rewrites), record)
 
     def _reload_newest(self) -> None:
         if self._storage is None:
@@ -351,10 +474,16 @@ class Store:
         )
         self._storage = self._db.storage  # type: ignore[assignment]
         self._doc_ids = {}
+        self._linked = {}
         self._shard_commands = 0
         if tables is not None:
             for doc_id, doc in tables.get(SESSIONS, {}).items():
-                self._doc_ids[str(doc.get("id"))] = int(doc_id)
+                sid = str(doc.get("id"))
+                self._doc_ids[sid] = int(doc_id)
+                if "_chain" in doc:
+                    self._linked[sid] = chained_fields(SESSION, doc)
+                else:  # stored before the chain: its next state is a new link
+                    self._linked.pop(sid, None)
             self._shard_commands = len(tables.get(COMMANDS, {})) + len(
                 tables.get(ACCESS, {})
             )

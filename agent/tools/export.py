@@ -170,6 +170,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="write here (atomically) instead of stdout",
     )
     parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="prove the store complete and unaltered up to its last signed "
+        "checkpoint, or name the first broken link (exit 5)",
+    )
+    parser.add_argument(
+        "--public-key",
+        type=Path,
+        metavar="FILE",
+        help="with --verify: the bastion's public key kept elsewhere "
+        "(default DATA_DIR/chain/signing.pub)",
+    )
+    parser.add_argument(
         "--no-progress",
         action="store_true",
         help="no progress bar (there is one on stderr when it is a terminal)",
@@ -181,6 +194,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
+        if args.verify:
+            from agent.config import reading_config
+            from agent.tools.verify import verify
+
+            reading_config(args)
+            return verify(args.data_dir, args.public_key, sys.stdout)
         with progress_bar(sys.stderr.isatty() and not args.no_progress) as bar:
             _, reader = open_reading(args, bar.shards if bar else None)
             with reader:

@@ -67,6 +67,14 @@ def summary_lines(status: AgentStatus | None, now: float) -> list[str]:
         f"ingest: {human_bytes(status.ingest_lag_bytes)} behind over "
         f"{status.logs} logs; {status.pending_commands} commands not yet written",
     ]
+    if status.chain:
+        c = status.chain
+        lines.append(
+            f"chain: key {c.get('chain_id')}, {c.get('links', 0)} links, signed "
+            f"through link {c.get('signed_through', 0)}"
+            + (f" at {c['signed_at']}" if c.get("signed_at") else "")
+            + ("; NOT SIGNING" if c.get("problem") else "")
+        )
     if status.events:
         e = status.events
         lines.append(
