@@ -39,6 +39,7 @@ from tinydb import TinyDB
 from agent.access_log import ACCESS, AccessEntry, Action
 from agent.chain import CHECKPOINTS, COMMAND, SESSION
 from agent.chain import record_fields as chained_fields
+from agent.daemon.process_index import ProcessIndex
 from agent.daemon.prune import PruneResult, gather, pruned_sessions, record_prune, strip
 from agent.daemon.quarantine import quarantine
 from agent.daemon.shard_file import AtomicJSONStorage, write_shard
@@ -111,8 +112,7 @@ class Store:
         self._write_lock = threading.Lock()  # the flushes and the prunes
         self._pending: dict[str, _Pending] = {}
         self._sessions: dict[str, Session] = {}  # newest state, flushed or not
-        # ssh process -> the log that feeds its session -> that session's id
-        self._by_identity: dict[tuple[int, int], dict[str, str]] = {}
+        self._by_identity = ProcessIndex()
         self._db: TinyDB | None = None
         self._storage: AtomicJSONStorage | None = None
         self._doc_ids: dict[str, int] = {}  # session id -> doc id in the newest shard
@@ -200,16 +200,13 @@ class Store:
     def find(self, identity: tuple[int, int], log: str) -> Session | None:
         """The session of that ssh process that the log named `log` feeds."""
         with self._lock:
-            logs = self._by_identity.get(identity, {})
-            # "": stored before sessions named their log.
-            sid = logs.get(log) or logs.get("")
+            sid = self._by_identity.of_log(identity, log)
             return self._sessions.get(sid) if sid else None
 
     def claims(self, identity: tuple[int, int]) -> list[Session]:
         """Every session that names that ssh process, whichever log feeds it."""
         with self._lock:
-            sids = list(self._by_identity.get(identity, {}).values())
-            return [self._sessions[sid] for sid in sids]
+            return [self._sessions[s] for s in self._by_identity.claiming(identity)]
 
     def sessions(self) -> list[Session]:
         with self._lock:
@@ -444,12 +441,7 @@ class Store:
                     write_shard(path, stripped, self.sharing.file_mode)
             with self._lock:
                 for sid in wanted:
-                    session = self._sessions.pop(sid)
-                    logs = self._by_identity.get(session.identity, {})
-                    if logs.get(session.log) == sid:
-                        del logs[session.log]
-                        if not logs:
-                            del self._by_identity[session.identity]
+                    self._by_identity.remove(self._sessions.pop(sid))
                     self._shards_of.pop(sid, None)
                     self._retired.add(sid)
             return PruneResult(tuple(sorted(wanted)), removed, len(rewrites), record)
@@ -501,9 +493,7 @@ class Store:
 
     def _remember(self, session: Session) -> None:
         self._sessions[session.id] = session
-        if session.ssh_pid:  # not a connection record still waiting for its ssh
-            logs = self._by_identity.setdefault(session.identity, {})
-            logs[session.log] = session.id
+        self._by_identity.add(session)
 
     def _quarantine(self, path: Path, why: str) -> None:
         target = quarantine(path, self.quarantine_dir, move=True)
