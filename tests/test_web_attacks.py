@@ -20,6 +20,7 @@ import pytest
 
 from tests import harness, web_harness
 from tests.web_harness import WebBastion, WebClient
+from web.auth import login_account
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -39,7 +40,9 @@ STALLER = (
 
 @pytest.fixture(scope="module")
 def web() -> Iterator[WebBastion]:
-    with web_harness.web_bastion(web_extra=f"session_idle_s = {IDLE_S}\n") as b:
+    # own_sessions off: a login account no grant names may not sign in at all.
+    extra = f"session_idle_s = {IDLE_S}\nown_sessions = false\n"
+    with web_harness.web_bastion(web_extra=extra) as b:
         yield b
 
 
@@ -134,6 +137,9 @@ def test_sign_in_is_no_password_oracle_for_ungranted_accounts(web: WebBastion) -
     client = WebClient(web.web_url)
     assert client.sign_in(web.target_user.name, web.target_user.password) == 403
     assert WebClient(web.web_url).sign_in("root", "wrong") == 403
+    # With own_sessions a person's login account may; root, nobody never.
+    assert login_account(web.target_user.name)
+    assert not login_account("root") and not login_account("nobody")
 
 
 def test_a_failed_name_reaches_the_log_escaped_and_a_password_never(

@@ -18,7 +18,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from agent.inventory import Target, groups_of
 from agent.records import iso
-from web.auth import account_exists, authenticate, valid_user_name
+from web.auth import account_exists, authenticate, login_account, valid_user_name
 from web.console import SIGNED_IN, SIGNED_IN_AT, signed_in, viewer_of, web_config
 from web.tokens import TokenStore, Verdict
 
@@ -72,15 +72,17 @@ def sign_in(request: HttpRequest) -> HttpResponse:
 
 
 def _may_sign_in(user: str) -> bool:
-    """Only accounts some grant names, and auditors, reach PAM.
+    """Only accounts that may use a page here reach PAM: it is no oracle.
 
-    It is no oracle for the others: root's password, or any other local
-    account's, cannot be tried here.
+    Those some grant names, auditors, and with `own_sessions` a person's
+    login account; never root or a system account unless named so.
     """
     if not valid_user_name(user):
         return False
     config, groups = web_config(), groups_of(user)
-    return config.shell.names(user, groups) or config.web.auditor_group in groups
+    if config.shell.names(user, groups) or config.web.auditor_group in groups:
+        return True
+    return config.web.own_sessions and login_account(user)
 
 
 def _shown_name(user: str) -> str:
