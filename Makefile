@@ -8,7 +8,8 @@ PYTEST_ARGS ?=
 
 APT_RUN := strace openssh-client
 APT_TEST := openssh-server sshpass sudo rsync rsyslog asciinema systemd \
-	shellinabox chromium chromium-driver postgresql-15 postgresql-contrib
+	shellinabox chromium chromium-driver postgresql-15 postgresql-contrib \
+	zsh fish tmux screen sqlite3 dash busybox bc lrzsz
 BASTION_USER ?= zxy
 SHELL_CONFIG ?= /etc/bastion-audit/shell.toml
 

@@ -1,5 +1,6 @@
 """audit-agent: the daemon (`run`, agent/daemon/), its health (`status`, a tool),
-and the fleet store's schema (`fleet-init`).
+the fleet store's schema (`fleet-init`), and a lock rule's lock taken back
+(`unlock`).
 
 Also root's commands on the data directory (agent/daemon/admin.py): `key`
 (the public key that verifies the record), `prune` (retention on demand,
@@ -126,6 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="libpq connection string (default: [fleet] database of the "
         "configuration); the password from password_file or PGPASSWORD",
     )
+    unlock = commands.add_parser(
+        "unlock", help="let USER open sessions again after a lock rule locked them"
+    )
+    unlock.add_argument("user", metavar="USER", help="the bastion user")
+    unlock.add_argument(
+        "--config", type=Path, metavar="FILE", help="TOML configuration file"
+    )
     return parser
 
 
@@ -139,6 +147,10 @@ def main(argv: list[str] | None = None) -> int:
 
             reading_config(args)
             return show_status(args.data_dir, args.json, args.max_lag)
+        if args.command == "unlock":
+            from agent.daemon.cli import unlock
+
+            return unlock(args)
         if args.command in ("key", "prune", "hold", "unhold"):
             from agent.daemon import admin
 

@@ -27,6 +27,7 @@ class Action(enum.StrEnum):
     EXPORT = "export"  # a download: cast, commands, search result
     SEARCH = "search"  # a command search or a filtered session list
     TERMINATE = "terminate"  # a live session cut by an auditor
+    UNLOCK = "unlock"  # a bastion user a lock rule locked, let in again
     ACCESS_LOG = "access-log"  # the access log itself, read
 
 

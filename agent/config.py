@@ -13,7 +13,9 @@ from typing import Any
 
 from agent import AgentError
 from agent.fleet_config import FleetConfig, fleet_table
-from agent.highlight import HighlightError, HighlightRule, parse_rules
+from agent.highlight import HighlightError, HighlightRule, active_rules, parse_rules
+from agent.locks import DEFAULT_LOCKS_DIR
+from agent.rules import DEFAULT_RULES_PATH, RuleError, RuleSet, load_rules
 from agent.syslog import FACILITIES, SyslogError, parse_target
 from agent.toml_table import Check, Where, absolute_path, read_toml, table
 from tracer import Mode
@@ -84,6 +86,9 @@ class Config:
     events_syslog_facility: str = "authpriv"
     highlight: tuple[HighlightRule, ...] = ()  # audit-tail's own risky commands
     highlight_builtin: bool = True  # and the built-in ones (agent/highlight.py)
+    # Command rules and their actions (agent/rules.py); missing: none.
+    rules_file: Path = DEFAULT_RULES_PATH
+    locks_dir: Path = DEFAULT_LOCKS_DIR  # the lock action's files (agent/locks.py)
     # Retention (agent/daemon/retention.py), in days; 0 keeps forever. Sessions
     # on legal hold (agent/holds.py) are never pruned.
     retention_days: float = 0.0  # ended sessions, their commands and recordings
@@ -230,6 +235,21 @@ _CHECKS: dict[str, Check] = {
     "control_socket": _optional_path,
     "fleet": fleet_table,
 }
+
+
+def rules_of(config: Config) -> RuleSet:
+    """The rules file's rules, then agent.toml's highlight rules and the built-in ones.
+
+    The default file may be missing (no rules); a file named in agent.toml may not.
+    """
+    try:
+        return load_rules(
+            config.rules_file,
+            active_rules(config.highlight, config.highlight_builtin),
+            must_exist=config.rules_file != DEFAULT_RULES_PATH,
+        )
+    except RuleError as e:
+        raise ConfigError(str(e)) from e
 
 
 def add_data_dir_options(parser: argparse.ArgumentParser) -> None:

@@ -21,6 +21,11 @@ FIELDS = (
     "cancelled",
     "kind",
     "transfer",
+    "action",
+    "program",
+    "typed",
+    "keys",
+    "unterminated",
     "tag",
     "bastion_user",
     "remote_user",
@@ -37,7 +42,7 @@ FIELDS = (
     "remote_account",
     "recorder",
 )
-COMMAND_FIELDS = 7  # the first seven come from the command, the rest its session
+COMMAND_FIELDS = 12  # the first twelve come from the command, the rest its session
 FLEET_FIELDS = (*FIELDS, "bastion")  # read from the fleet store
 
 
@@ -78,6 +83,11 @@ def flat_record(command: Command, session: Session | None) -> dict[str, Any]:
         "cancelled": command.cancelled,
         "kind": command.kind.value,
         "transfer": dict(command.transfer) if command.transfer is not None else None,
+        "action": dict(command.action) if command.action is not None else None,
+        "program": command.program,
+        "typed": command.typed,
+        "keys": command.keys,
+        "unterminated": command.unterminated,
     }
     if session is not None:
         record.update(session_fields(session))
@@ -102,6 +112,13 @@ class JsonRecords:
         transfer = "null"
         if command.transfer is not None:  # file names: the user's choice too
             transfer = json_dumps(dict(command.transfer))
+        action = "null"
+        if command.action is not None:
+            action = json_dumps(dict(command.action))
+        if command.program is None and command.typed is None and command.keys is None:
+            extras = _PLAIN_UNTERMINATED if command.unterminated else _PLAIN
+        else:  # typed and keys are what the user typed: escaped
+            extras = ", " + json_dumps(_line_fields(command))[1:-1]
         text = _plain(command.command)  # what the user typed: no raw control
         if not text.isascii() or "\x7f" in text:
             text = json_text(text)
@@ -109,7 +126,8 @@ class JsonRecords:
             f'{{"session": {_plain(command.session)}, "seq": {command.seq}, '
             f'"time": {_plain(command.time)}, "command": {text}, '
             f'"cancelled": {"true" if command.cancelled else "false"}, '
-            f'"kind": "{command.kind.value}", "transfer": {transfer}{tail}'
+            f'"kind": "{command.kind.value}", "transfer": {transfer}, '
+            f'"action": {action}{extras}{tail}'
         )
 
     def _tail(self, session: Session) -> str:
@@ -117,6 +135,21 @@ class JsonRecords:
             ", " + json_dumps(session_fields(session))[1:]
         )
         return tail
+
+
+def _line_fields(command: Command) -> dict[str, Any]:
+    """Who read the line and what else the parser knows of it (README)."""
+    return {
+        "program": command.program,
+        "typed": command.typed,
+        "keys": command.keys,
+        "unterminated": command.unterminated,
+    }
+
+
+_PLAIN = ', "program": null, "typed": null, "keys": null, "unterminated": '
+_PLAIN_UNTERMINATED = _PLAIN + "true"
+_PLAIN += "false"
 
 
 def _key(session: Session) -> str:

@@ -56,6 +56,7 @@ class LiveSession:
     tracer_pid: int  # 0: not traced
     lag_bytes: int  # of its log, not ingested yet
     recording_bytes: int
+    unparsed_keys: int = 0  # keys typed the parser could not place (issue 14)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,7 @@ class AgentStatus:
     chain: Mapping[str, Any] | None = None  # the hash chain: id, links, signed
     retention: Mapping[str, Any] | None = None  # the last prune round
     fleet: Mapping[str, Any] | None = field(default=None)  # the fleet shipper's
+    alerts: Mapping[str, Any] | None = field(default=None)  # the rules' alerts
 
     def to_document(self) -> dict[str, Any]:
         doc = asdict(self)
@@ -194,15 +196,25 @@ def assess(
     if status.retention and status.retention.get("last_error"):
         problems.append(f"retention: {status.retention['last_error']}")
     events = status.events
-    if events and events.get("last_error_at"):
-        ok, err = events.get("last_ok_at"), events["last_error_at"]
-        if ok is None or err > ok:
-            problems.append(
-                f"events are not getting through: {events.get('last_error')} "
-                f"({events.get('backlog')} waiting, {events.get('dropped', 0)} dropped)"
-            )
+    if events and _failing(events):
+        problems.append(
+            f"events are not getting through: {events.get('last_error')} "
+            f"({events.get('backlog')} waiting, {events.get('dropped', 0)} dropped)"
+        )
     problems.extend(fleet_problems(status.fleet))
+    alerts = status.alerts
+    if alerts and _failing(alerts):
+        problems.append(
+            f"alerts are not getting through: {alerts.get('last_error')} "
+            f"({alerts.get('pending', 0)} waiting, {alerts.get('failed', 0)} given up)"
+        )
     return problems
+
+
+def _failing(sender: Mapping[str, Any]) -> bool:
+    """A sender's last attempt failed (its times are ISO 8601 text)."""
+    ok, err = sender.get("last_ok_at"), sender.get("last_error_at")
+    return err is not None and (ok is None or err > ok)
 
 
 def fleet_problems(fleet: Mapping[str, Any] | None) -> list[str]:

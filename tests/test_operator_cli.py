@@ -122,10 +122,15 @@ def test_a_record_without_its_session_is_still_valid(tmp_path: Path) -> None:
         "cancelled": False,
         "kind": "command",
         "transfer": None,
+        "action": None,
+        "program": None,
+        "typed": None,
+        "keys": None,
+        "unterminated": False,
     }
     jsonschema.validate(record, EXPORT_SCHEMA)
     header, row = export(tmp_path, "--format", "csv").splitlines()
-    assert row == f"s9,1,{iso(NOW)},ls,false,command" + "," * 16
+    assert row == f"s9,1,{iso(NOW)},ls,false,command,,,,,,false" + "," * 15
 
 
 def test_times_can_be_relative(seeded: Path) -> None:

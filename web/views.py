@@ -17,6 +17,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
 from agent.inventory import Target, groups_of
+from agent.locks import refusal
 from agent.records import iso
 from web.auth import account_exists, authenticate, login_account, valid_user_name
 from web.console import SIGNED_IN, SIGNED_IN_AT, signed_in, viewer_of, web_config
@@ -122,6 +123,10 @@ def connect(request: HttpRequest) -> HttpResponse:
     if target is None:
         log.warning("%s asked for %s, which is not theirs", user, ascii(wanted[:80]))
         return HttpResponse("not a host you may use\n", status=403)
+    locked = refusal(web_config().shell.settings.locks_dir, user)
+    if locked:
+        log.warning("no token for %s: %s", user, locked)
+        return HttpResponse(f"{locked}\n", status=403, content_type="text/plain")
     token, expires = _tokens().issue(user, target.host.name, target.account.name)
     log.info("token for %s: %s, expires %s", user, target.label, iso(expires))
     context = {

@@ -16,6 +16,9 @@ The agent holds the store's writer lock (agent/daemon/lock.py) throughout, and
 the store writer chains and signs with the key in DATA_DIR/chain.
 - the Shipper, with a `[fleet]` table, owns the fleet-shipping thread and its
   connection (stopped after the store's final flush, shipping what it can);
+- the Alerter, when a rule alerts, owns the alerts thread (stopped after the
+  ingest, whose last records may still alert); the Enforcer's cuts are run
+  by the main loop, whose supervisor they need.
 - the ControlServer owns the control socket's thread (stopped first): the
   web's access-log entries go to the store, its terminates to the Cutter,
   which the main loop runs.
@@ -39,9 +42,11 @@ from pathlib import Path
 from types import FrameType
 
 from agent import AgentError
-from agent.config import Config
+from agent.config import Config, rules_of
+from agent.daemon.alerts import Alert, Alerter
 from agent.daemon.control import Controller, ControlServer
 from agent.daemon.cuts import Cutter, end_reason
+from agent.daemon.enforcer import Enforcer
 from agent.daemon.events import EventSink, stored_access, stored_batch
 from agent.daemon.ingest import Ingest
 from agent.daemon.intents import IntentLinker, uids_of
@@ -141,6 +146,15 @@ class Agent:
         self.store = Store(
             config.store_dir, config.flush_interval_s, sharing=self.sharing
         )
+        rules = rules_of(config)
+        self.alerter: Alerter | None = None
+        self.enforcer: Enforcer | None = None
+        if rules.acting:
+            if rules.alert.enabled:
+                self.alerter = Alerter(rules.alert, self._alert_outcome)
+            self.enforcer = Enforcer(
+                rules, config.locks_dir, config.fleet.bastion_id, self.alerter
+            )
         self.recorder = (
             Recorder(
                 config.data_dir,
@@ -163,7 +177,10 @@ class Agent:
                 uids_of(config.shell_users),
             ),
             recordings_dir=config.recordings_dir,
+            enforcer=self.enforcer,
         )
+        if self.enforcer is not None:
+            self.enforcer.end_reason = self.ingest.cut
         self.store.on_flushed = self.ingest.on_flushed
         self.sink: EventSink | None = None
         if config.events_file is not None or config.events_syslog:
@@ -232,12 +249,19 @@ class Agent:
                 running.enter_context(self.retention)
                 if self.recorder is not None:
                     running.enter_context(self.recorder)
+                if self.alerter is not None:
+                    running.enter_context(self.alerter)
                 running.enter_context(self.ingest)
                 running.callback(self.supervisor.stop)
                 running.enter_context(
                     ControlServer(
                         self.config.control_path,
-                        Controller(self.store, self.cutter, control_uids(self.config)),
+                        Controller(
+                            self.store,
+                            self.cutter,
+                            control_uids(self.config),
+                            self.config.locks_dir,
+                        ),
                         self.sharing,
                     )
                 )
@@ -259,6 +283,8 @@ class Agent:
             for ssh in self.discovery.poll():
                 self.supervisor.track(ssh)
             self.supervisor.supervise()
+            if self.enforcer is not None:
+                self.enforcer.run_pending()
             self.cutter.run_pending()
             now = time.monotonic()
             if now - last_orphan_sweep >= ORPHAN_SWEEP_INTERVAL_S:
@@ -274,6 +300,13 @@ class Agent:
                 self._status_at = now
                 self._write_status(AgentState.RUNNING)
             self.stop_event.wait(self.config.poll_interval_s)
+
+    def _alert_outcome(self, alert: Alert, delivered: bool, detail: str) -> None:
+        """The alerts thread: an alert's outcome, a record of its session."""
+        assert self.enforcer is not None
+        self.ingest.taken(
+            alert.identity, self.enforcer.alert_taken(alert, delivered, detail)
+        )
 
     def _resume_cuts(self) -> None:
         """Terminates of sessions still live when the last agent stopped."""
@@ -298,6 +331,7 @@ class Agent:
                     sink=self.sink.snapshot() if self.sink else None,
                     retention=self.retention.snapshot(),
                     shipper=self.shipper.snapshot() if self.shipper else None,
+                    alerts=self.alerter.snapshot() if self.alerter else None,
                     state=state,
                 ),
                 self.sharing.file_mode,

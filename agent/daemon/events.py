@@ -97,7 +97,9 @@ class FleetEvent:
         if self.kind == "session_end":
             doc["end_reason"] = s.end_reason
             doc["command_count"] = s.command_count
-            doc["gaps"] = s.public_fields()["gaps"]
+            public = s.public_fields()
+            doc["gaps"] = public["gaps"]
+            doc["unparsed_input"] = public["unparsed_input"]
         return doc
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+from agent.daemon.enforcer import Enforcer, Taken
 from agent.daemon.follower import LogFollower
 from agent.daemon.intents import IntentLinker
 from agent.daemon.quarantine import keep
@@ -77,8 +78,10 @@ class Ingest:
         recorder: Recorder | None = None,
         intents: IntentLinker | None = None,
         recordings_dir: Path | None = None,
+        enforcer: Enforcer | None = None,
     ) -> None:
         self.logs_dir = logs_dir
+        self.enforcer = enforcer  # the command rules, when any acts
         # audit-shell's paramiko recordings (agent/daemon/spool.py), read in place.
         self.recordings_dir = recordings_dir
         self.store = store
@@ -98,6 +101,10 @@ class Ingest:
         self._thread: threading.Thread | None = None
         # Sessions an auditor terminated: identity -> their end reason.
         self._cuts: dict[tuple[int, int], str] = {}
+        # Actions whose outcome came later (an alert): for the ingest thread.
+        self._taken: queue.SimpleQueue[tuple[tuple[int, int], Taken]] = (
+            queue.SimpleQueue()
+        )
 
     # -- lifecycle -------------------------------------------------------
 
@@ -130,6 +137,7 @@ class Ingest:
         self._take_intents()
         self.scan()
         self.process_all(final=True)
+        self._store_taken()
 
     def __enter__(self) -> Ingest:
         self.start()
@@ -175,6 +183,38 @@ class Ingest:
             self._cuts[identity] = reason
         self._wake.set()
 
+    def taken(self, identity: tuple[int, int], taken: Taken) -> None:
+        """An action carried out later (any thread): a record for its session."""
+        self._taken.put((identity, taken))
+        self._wake.set()
+
+    def _store_taken(self) -> None:
+        """Ingest thread: the records of actions done since the last round."""
+        while True:
+            try:
+                identity, taken = self._taken.get_nowait()
+            except queue.Empty:
+                return
+            follower = next(
+                (f for f in self.followers.values() if f.session.identity == identity),
+                None,
+            )
+            if follower is not None:
+                follower.add_taken(taken)
+                self._submit(follower)
+                continue
+            # Its log is gone: no one counts. The action was on the traced
+            # ssh, so a strace log's session, not a recording that named it.
+            claims = self.store.claims(identity)
+            claims.sort(key=lambda s: s.recorder == "strace", reverse=True)
+            session = claims[0] if claims else None
+            if session is not None:
+                session = session.counted()
+                record = taken.record(
+                    session.id, session.command_count, iso(time.time())
+                )
+                self.store.submit(session, [record])
+
     def on_flushed(self, sessions: list[Session]) -> None:
         """Store callback (writer thread): these states are now durable."""
         for session in sessions:
@@ -198,6 +238,7 @@ class Ingest:
             self._wake.clear()
             now = time.monotonic()
             try:
+                self._store_taken()
                 if now - last_scan >= RESCAN_INTERVAL_S:
                     last_scan = now
                     self._take_intents()
@@ -320,6 +361,7 @@ class Ingest:
             pipeline=CommandPipeline(session.checkpoint),
             quarantine_dir=self.quarantine_dir,
             recorder=self.recorder,
+            enforcer=self.enforcer,
             inode=inode,
             spooled=spooled,
             owner_uid=start.uid if spooled else None,

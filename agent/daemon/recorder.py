@@ -30,7 +30,7 @@ from agent.casts import CAST_SUFFIX, CASTS_DIR, IDLE_TIME_LIMIT_S
 from agent.daemon.quarantine import quarantine
 from agent.files import PRIVATE_FILE_MODE, Sharing
 from agent.records import ENDED, Session, iso
-from parsers.events import Chunk, Direction, Event, Marker, Resize
+from parsers.events import Chunk, Direction, Event, Marker, Resize, Transfer
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +179,13 @@ class CastWriter:
             self.state.rows, self.state.cols = event.rows, event.cols
             if self.state.size or self.lines:
                 self._write(event.time, "r", f"{event.cols}x{event.rows}")
+        elif isinstance(event, Transfer):
+            # One line in place of the protocol's bytes (they never reach it).
+            self._note(
+                event.time,
+                f"{event.direction} {_shown(event.path)}: {event.size} bytes, "
+                f"{event.outcome}",
+            )
         elif isinstance(event, Marker) and event.kind == "detach":
             reason = event.fields.get("reason", "no reason given")
             self._write(event.time, "m", f"tracer detached ({reason})")
@@ -414,3 +421,8 @@ class Recorder:
             self.casts_dir,
             error.strerror or error,
         )
+
+
+def _shown(name: str) -> str:
+    """A name the sender chose, as it may appear on a screen: no controls."""
+    return "".join(c if c.isprintable() else "?" for c in name)[:200]

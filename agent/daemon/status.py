@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.casts import CAST_SUFFIX, CASTS_DIR
+from agent.daemon.alerts import AlertsSnapshot
 from agent.daemon.events import SinkSnapshot
 from agent.daemon.ingest import IngestSnapshot
 from agent.daemon.recorder import RecorderSnapshot
@@ -57,6 +58,7 @@ def collect(
     sink: SinkSnapshot | None,
     retention: RetentionSnapshot | None = None,
     shipper: ShipperSnapshot | None = None,
+    alerts: AlertsSnapshot | None = None,
     state: AgentState = AgentState.RUNNING,
 ) -> AgentStatus:
     """The agent's state from its owners' snapshots, and the live ssh processes."""
@@ -79,6 +81,7 @@ def collect(
                 tracer_pid=read_tracer_pid(s.ssh_pid) if alive else 0,
                 lag_bytes=ingest.lag_bytes.get(s.id, 0),
                 recording_bytes=_size(casts / f"{s.id}{CAST_SUFFIX}"),
+                unparsed_keys=s.unparsed_input[0] if s.unparsed_input else 0,
             )
         )
     straces = tuple(
@@ -96,6 +99,12 @@ def collect(
         fleet = asdict(shipper)
         for key in ("last_error_at", "last_ok_at"):
             fleet[key] = iso(fleet[key]) if fleet[key] is not None else None
+    alert_doc: dict[str, Any] | None = None
+    if alerts is not None:
+        alert_doc = {"to": alerts.to, **alerts.stats}
+        for key in ("last_error_at", "last_ok_at"):
+            value = alert_doc.get(key)
+            alert_doc[key] = iso(value) if value is not None else None
     return AgentStatus(
         pid=os.getpid(),
         start_ticks=read_start_ticks(os.getpid()) or 0,
@@ -120,6 +129,7 @@ def collect(
         chain=_chain(store),
         retention=_retention(retention),
         fleet=fleet,
+        alerts=alert_doc,
     )
 
 

@@ -26,6 +26,7 @@ from agent.inventory import (
     groups_of,
     load_shell_config,
 )
+from agent.locks import refusal
 from agent.shell import Refused
 from agent.shell.connect import log_line
 from agent.shell.login import Shell
@@ -74,6 +75,9 @@ def serve(args: argparse.Namespace) -> int:
     config = load_shell_config(args.config)
     entry = pwd.getpwuid(os.getuid())
     user = entry.pw_name
+    locked = refusal(config.settings.locks_dir, user)
+    if locked:
+        raise Refused(locked)
     client_addr = client_addr_from(os.environ.get("SSH_CONNECTION"))
     settings = config.settings
     now = time.monotonic()

@@ -104,6 +104,11 @@ def write_csv(
                 "true" if command.cancelled else "false",
                 command.kind.value,
                 "" if command.transfer is None else _compact(command.transfer),
+                "" if command.action is None else _compact(command.action),
+                "" if command.program is None else command.program,
+                "" if command.typed is None else command.typed,
+                "" if command.keys is None else command.keys,
+                "true" if command.unterminated else "false",
             ) + tail
 
     writer.writerows(lines())  # the loop over rows stays in C

@@ -50,6 +50,7 @@ FIELDS = (
     "inventory_host",
     "remote_account",
     "recorder",
+    "unparsed_input",
     "recording_bytes",
 )
 FLEET_FIELDS = (*FIELDS, "bastion")  # read from the fleet store
@@ -130,6 +131,8 @@ def write_records(
         writer.writerow(FLEET_FIELDS if reader.fleet else FIELDS)
         for record in records:
             record["gaps"] = json.dumps(record["gaps"])
+            if record["unparsed_input"] is not None:
+                record["unparsed_input"] = json.dumps(record["unparsed_input"])
             writer.writerow(_cell(v) for v in record.values())
 
 

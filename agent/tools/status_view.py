@@ -82,6 +82,18 @@ def summary_lines(status: AgentStatus | None, now: float) -> list[str]:
             f"{e.get('sent', 0)} sent, {e.get('backlog', 0)} waiting, "
             f"{e.get('dropped', 0)} dropped"
         )
+    if status.alerts:
+        a = status.alerts
+        lines.append(
+            f"alerts: to {a.get('to')}: {a.get('sent', 0)} sent, "
+            f"{a.get('pending', 0)} waiting, {a.get('retries', 0)} retries, "
+            f"{a.get('failed', 0)} given up, {a.get('dropped', 0)} dropped"
+            + (
+                f"; last error: {printable(str(a.get('last_error')))}"
+                if a.get("last_error")
+                else ""
+            )
+        )
     if status.fleet:
         f = status.fleet
         lines.append(
@@ -109,7 +121,8 @@ def session_rows(status: AgentStatus, now: float) -> list[tuple[str, ...]]:
                 printable(f"{s.bastion_user} → {where}"),
                 iso(s.started_at),
                 human_age(now - s.started_at),
-                str(s.command_count),
+                str(s.command_count)
+                + (f" (+{s.unparsed_keys} keys unparsed)" if s.unparsed_keys else ""),
                 traced,
                 human_bytes(s.lag_bytes),
             )

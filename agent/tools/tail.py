@@ -20,12 +20,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from agent.config import ConfigError, config_source
+from agent.config import ConfigError, config_source, rules_of
 from agent.exits import ExitStatus, run_main
 from agent.export_record import JsonRecords
-from agent.highlight import HighlightRule, active_rules, matching
+from agent.highlight import HighlightRule
 from agent.reading import Reader, Selection
-from agent.records import Command, Session, iso
+from agent.records import Command, Kind, Session, iso
+from agent.rules import Highlighter
 from agent.status_file import StatusError, agent_running, read_status
 from agent.tools.options import (
     add_reading_options,
@@ -39,6 +40,7 @@ FOLLOW_INTERVAL_S = 0.25
 STATUS_REFRESH_S = 1.0
 
 Rows = list[tuple[Command, Session | None]]
+INPUT_INDENT = "    ⤷ "  # a line read by the program the row above started
 
 
 def fields(command: Command, session: Session | None) -> tuple[str, str, str, str, str]:
@@ -58,7 +60,28 @@ def fields(command: Command, session: Session | None) -> tuple[str, str, str, st
         printable(who),
         printable(where),
         printable(sid),
-        printable(command.command),
+        shown_text(command),
+    )
+
+
+def shown_text(command: Command) -> str:
+    """The command as a row shows it: a program's input indented under it."""
+    if command.kind == Kind.HIDDEN_INPUT:
+        return f"[{command.keys or 0} keys typed unseen at the shell prompt]"
+    text = printable(command.command)
+    if command.kind == Kind.INPUT:
+        return INPUT_INDENT + text
+    if command.typed is not None:
+        text += f"  (typed: {printable(command.typed)})"
+    return text
+
+
+def unparsed_notice(session: Session) -> str:
+    assert session.unparsed_input is not None
+    keys, first, last = session.unparsed_input
+    return (
+        f"[{keys} keys typed that became no command, input or secret, "
+        f"{iso(first)} to {iso(last)}]"
     )
 
 
@@ -72,6 +95,11 @@ class PlainPrinter:
         for command, session in rows:
             time_, who, where, sid, text = fields(command, session)
             self.out.write(f"{time_}\t{who} → {where}\t{sid}\t{text}\n")
+        self.out.flush()
+
+    def notice(self, session: Session) -> None:
+        sid = printable(session.id)
+        self.out.write(f"{iso(time.time())}\t-\t{sid}\t{unparsed_notice(session)}\n")
         self.out.flush()
 
     def footer(self, text: str, healthy: bool) -> None:
@@ -93,13 +121,16 @@ class JsonPrinter(PlainPrinter):
             self.out.write(self.text(command, session) + "\n")
         self.out.flush()
 
+    def notice(self, session: Session) -> None:
+        pass  # the records only; audit-sessions has the session's count
+
 
 class RichPrinter:
     """Aligned, colored rows and a live status line (rich is imported only here)."""
 
     PALETTE = ("cyan", "magenta", "green", "yellow", "blue", "bright_red")
 
-    def __init__(self, out: IO[str], rules: Sequence[HighlightRule]) -> None:
+    def __init__(self, out: IO[str], rules: Sequence[Highlighter]) -> None:
         from rich.console import Console
         from rich.live import Live
 
@@ -138,7 +169,7 @@ class RichPrinter:
             people.append(" → ")
             people.append(where, style=self._color(where))
             # Text, never markup: a command like "[red]" is shown as typed.
-            hits = matching(self.rules, command.command)
+            hits = [r for r in self.rules if r.matches(command.command)]
             line = Text(text, style=hits[0].style if hits else "bold")
             if hits:
                 self.flagged += 1
@@ -147,6 +178,13 @@ class RichPrinter:
         self.live.console.print(table)
         self.header_done = True
         self.shown += len(rows)
+
+    def notice(self, session: Session) -> None:
+        from rich.text import Text
+
+        line = Text(f"⚠ session {printable(session.id)}: ", style="red")
+        line.append(unparsed_notice(session), style="yellow")
+        self.live.console.print(line)
 
     def footer(self, text: str, healthy: bool) -> None:
         from rich.text import Text
@@ -230,8 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             printer = JsonPrinter(sys.stdout)
         elif sys.stdout.isatty():
-            rules = active_rules(config.highlight, config.highlight_builtin)
-            printer = RichPrinter(sys.stdout, rules)
+            # The rules file's highlight rules, agent.toml's, the built-in ones.
+            printer = RichPrinter(sys.stdout, rules_of(config).highlighters())
         else:
             printer = PlainPrinter(sys.stdout)
         try:
@@ -248,12 +286,25 @@ def follow(
 ) -> int:
     follower = reader.follower(selection, last=max(0, args.lines))
     reported = 0
+    noticed: dict[str, int] = {}
+
+    def show(rows: Rows) -> None:
+        """The rows, and a line for each session whose unparsed keys grew."""
+        printer.show(rows)
+        for _, session in rows:
+            if session is None or session.unparsed_input is None:
+                continue
+            keys = session.unparsed_input[0]
+            if keys > noticed.get(session.id, 0):
+                noticed[session.id] = keys
+                printer.notice(session)
+
     try:
         first = follower.poll()
         if args.since:
-            printer.show(first)
+            show(first)
         else:
-            printer.show(first[-args.lines :] if args.lines > 0 else [])
+            show(first[-args.lines :] if args.lines > 0 else [])
         status_at = 0.0
         while not args.no_follow:
             for error in follower.errors[reported:]:
@@ -267,7 +318,7 @@ def follow(
                 else:
                     printer.footer(*agent_line(args.data_dir))
             time.sleep(FOLLOW_INTERVAL_S)
-            printer.show(follower.poll())
+            show(follower.poll())
     finally:
         follower.close()
     for error in follower.errors[reported:]:
