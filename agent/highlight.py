@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from agent import AgentError
 
@@ -201,11 +201,27 @@ def active_rules(
 TOO_LONG = HighlightRule("too-long", (), "bold yellow", 0)
 
 
-def matching(rules: Iterable[HighlightRule], command: str) -> list[HighlightRule]:
-    """The rules that flag `command`; TOO_LONG last if some rule saw only part."""
-    found, unseen = [], False
+class Flagging(Protocol):
+    """A rule as audit-tail and the console use it (also agent/rules.py's)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def style(self) -> str: ...
+
+    def matches(self, command: str) -> bool: ...
+
+
+def matching(rules: Iterable[Flagging], command: str) -> list[Flagging]:
+    """The rules that flag `command`; TOO_LONG last if some rule saw only part.
+
+    A rule without `max_chars` (the rules file's, RE2: linear) sees it all.
+    """
+    found: list[Flagging] = []
+    unseen = False
     for r in rules:
         if r.matches(command):
             found.append(r)
-        unseen = unseen or len(command) > r.max_chars
+        unseen = unseen or len(command) > getattr(r, "max_chars", len(command))
     return [*found, TOO_LONG] if unseen else found

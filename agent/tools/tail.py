@@ -23,7 +23,7 @@ from typing import IO, Any
 from agent.config import ConfigError, config_source, rules_of
 from agent.exits import ExitStatus, run_main
 from agent.export_record import JsonRecords
-from agent.highlight import HighlightRule
+from agent.highlight import HighlightRule, matching
 from agent.reading import Reader, Selection
 from agent.records import Command, Kind, Session, iso
 from agent.rules import Highlighter
@@ -169,7 +169,7 @@ class RichPrinter:
             people.append(" → ")
             people.append(where, style=self._color(where))
             # Text, never markup: a command like "[red]" is shown as typed.
-            hits = [r for r in self.rules if r.matches(command.command)]
+            hits = matching(self.rules, command.command)  # TOO_LONG too
             line = Text(text, style=hits[0].style if hits else "bold")
             if hits:
                 self.flagged += 1
