@@ -21,6 +21,7 @@ from pathlib import Path
 from agent.config import add_data_dir_options
 from agent.exits import run_main
 from agent.status_file import DEFAULT_MAX_LAG_BYTES
+from agent.version import add_version_option
 from tracer import Mode
 
 PROG = "audit-agent"
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Audit tagged ssh sessions."
     )
+    add_version_option(parser)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run the agent in the foreground")
     run.add_argument(

@@ -7,10 +7,14 @@ its fields are documented in the README and schema/export-record.schema.json.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
-from agent.escape import json_dumps, json_text
+from agent.config import Config, rules_of
+from agent.escape import json_dumps, json_string, json_text
+from agent.highlight import Matcher, Risk
 from agent.records import Command, Session
+from agent.rules import RuleSet
 
 # The order of the fields in a record, and of the columns in CSV.
 FIELDS = (
@@ -41,9 +45,34 @@ FIELDS = (
     "inventory_host",
     "remote_account",
     "recorder",
+    "bastion",
+    "risk",
 )
-COMMAND_FIELDS = 12  # the first twelve come from the command, the rest its session
-FLEET_FIELDS = (*FIELDS, "bastion")  # read from the fleet store
+COMMAND_FIELDS = 12  # the first twelve come from the command, then its session's...
+OWN_FIELDS = 2  # ...and last the bastion's name and the rules the command matched
+
+
+class Stamp:
+    """What every record adds of its own: the bastion's name and the risk rules.
+
+    The bastion is this one's (agent.toml's bastion), unless the session was
+    read from the fleet store, which names the bastion it ran on.
+    """
+
+    def __init__(self, bastion: str, rules: Sequence[Matcher]) -> None:
+        self.bastion = bastion
+        self.risk = Risk(rules).names
+
+    @classmethod
+    def of(cls, config: Config, rules: RuleSet | None = None) -> Stamp:
+        """The highlight rules: the rules file's, agent.toml's, the built-in ones."""
+        rules = rules_of(config) if rules is None else rules
+        return cls(config.bastion_name, rules.highlighters())
+
+    def bastion_of(self, session: Session | None) -> str:
+        return (
+            session.bastion if session is not None and session.bastion else self.bastion
+        )
 
 
 def session_fields(session: Session) -> dict[str, Any]:
@@ -68,12 +97,12 @@ def session_fields(session: Session) -> dict[str, Any]:
         "remote_account": session.remote_account,
         # strace or paramiko; null for sessions stored before it was kept.
         "recorder": session.recorder,
-        # Only from the fleet store: the bastion the session ran on.
-        **({"bastion": session.bastion} if session.bastion is not None else {}),
     }
 
 
-def flat_record(command: Command, session: Session | None) -> dict[str, Any]:
+def flat_record(
+    command: Command, session: Session | None, stamp: Stamp
+) -> dict[str, Any]:
     """One exported command with its session's fields (README: export fields)."""
     record: dict[str, Any] = {
         "session": command.session,
@@ -91,22 +120,27 @@ def flat_record(command: Command, session: Session | None) -> dict[str, Any]:
     }
     if session is not None:
         record.update(session_fields(session))
+    record["bastion"] = stamp.bastion_of(session)
+    record["risk"] = list(stamp.risk(command.command))
     return record
 
 
 class JsonRecords:
     """flat_record() as JSON text, fast enough for a million records.
 
-    The session's fields are encoded once per session and the command's own
-    by hand; the text is exactly what escape.json_dumps(flat_record(...))
-    gives, at a third of the cost.
+    The session's fields and the bastion are encoded once per session and the
+    command's own by hand; the text is exactly what escape.json_dumps(
+    flat_record(...)) gives, at a third of the cost.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, stamp: Stamp) -> None:
         self._tails: dict[str, str] = {}
+        self._stamp = stamp
+        self._risk = stamp.risk
+        self._lone = f', "bastion": {json_string(stamp.bastion)}, "risk": '
 
     def text(self, command: Command, session: Session | None) -> str:
-        tail = "}"
+        tail = self._lone
         if session is not None:
             tail = self._tails.get(_key(session)) or self._tail(session)
         transfer = "null"
@@ -119,6 +153,7 @@ class JsonRecords:
             extras = _PLAIN_UNTERMINATED if command.unterminated else _PLAIN
         else:  # typed and keys are what the user typed: escaped
             extras = ", " + json_dumps(_line_fields(command))[1:-1]
+        risk = self._risk(command.command)
         text = _plain(command.command)  # what the user typed: no raw control
         if not text.isascii() or "\x7f" in text:
             text = json_text(text)
@@ -128,11 +163,15 @@ class JsonRecords:
             f'"cancelled": {"true" if command.cancelled else "false"}, '
             f'"kind": "{command.kind.value}", "transfer": {transfer}, '
             f'"action": {action}{extras}{tail}'
+            f"{json_dumps(list(risk)) if risk else '[]'}}}"
         )
 
     def _tail(self, session: Session) -> str:
+        bastion = json_string(self._stamp.bastion_of(session))
         tail = self._tails[_key(session)] = (
-            ", " + json_dumps(session_fields(session))[1:]
+            ", "
+            + json_dumps(session_fields(session))[1:-1]
+            + f', "bastion": {bastion}, "risk": '
         )
         return tail
 

@@ -19,14 +19,12 @@ from agent import AgentError
 
 DEFAULT_STYLE = "bold red"
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-# A shell word boundary that stays inside one simple command.
-_SAME_COMMAND = r"[^;&|\n]*"
-_COMMAND_END = re.compile(r"[;&|\n]")
-# How much of a command the rules see. The built-in ones are linear, but
-# Python's re costs about a microsecond per character and rule; a configured
-# rule may backtrack. A longer command is flagged TOO_LONG for what is unseen.
-BUILTIN_MAX_CHARS = 16384
-CUSTOM_MAX_CHARS = 4096
+# The rest of one simple command, up to SPAN_MAX characters. Bounded, because
+# Python's re restarts at every occurrence of a rule's first word: with `*`
+# here, a stored command of n repeated `rm ` took O(n^2) (60 KB: 32 s), and
+# that command is hostile text the exports and fleet events now run the rules on.
+SPAN_MAX = 256
+_SAME_COMMAND = rf"[^;&|\n]{{0,{SPAN_MAX}}}"
 
 
 class HighlightError(AgentError):
@@ -34,122 +32,78 @@ class HighlightError(AgentError):
 
 
 @dataclass(frozen=True, slots=True)
-class PerCommand:
-    """`trigger` then `rest`, tried once per simple command, at its first trigger.
-
-    A regex `trigger{_SAME_COMMAND}…` tries every occurrence of the trigger
-    and scans on to the end of its command each time: quadratic on
-    `rm rm rm …` (seconds for 16 KB). Each `rest` here begins by scanning its
-    command, so what matches after a later trigger of the same command also
-    matches after the first one: trying the first alone finds the same, and
-    every character is looked at a bounded number of times.
-    """
-
-    trigger: re.Pattern[str]
-    rest: re.Pattern[str]
-
-    def found_in(self, text: str) -> bool:
-        pos = 0
-        while (found := self.trigger.search(text, pos)) is not None:
-            if self.rest.match(text, found.end()):
-                return True
-            # On from the end of the trigger's command (a trigger's `\s` may
-            # be the newline that ends it).
-            end = _COMMAND_END.search(text, found.start())
-            if end is None:
-                return False
-            pos = end.end()
-        return False
-
-
-def per_command(trigger: str, rest: str) -> PerCommand:
-    return PerCommand(re.compile(trigger), re.compile(rest))
-
-
-Part = re.Pattern[str] | PerCommand
-
-
-@dataclass(frozen=True, slots=True)
 class HighlightRule:
-    """A name and what it flags: any of its parts found in the command."""
-
     name: str
-    parts: tuple[Part, ...]
+    pattern: re.Pattern[str]
     style: str = DEFAULT_STYLE
-    max_chars: int = CUSTOM_MAX_CHARS  # how much of a command it sees
+    # Texts of which a match holds at least one, as one alternation of
+    # literals: a command with none of them is passed over without running
+    # the pattern (a literal search costs a fraction of a regex that may start
+    # anywhere). None: always run it.
+    needles: re.Pattern[str] | None = None
 
     def matches(self, command: str) -> bool:
-        text = command[: self.max_chars]
-        for part in self.parts:
-            if isinstance(part, PerCommand):
-                if part.found_in(text):
-                    return True
-            elif part.search(text) is not None:
-                return True
-        return False
+        if self.needles is not None and self.needles.search(command) is None:
+            return False
+        return self.pattern.search(command) is not None
 
 
-def rule(name: str, *parts: str | PerCommand) -> HighlightRule:
-    """A built-in rule; its plain parts are linear regexes (sre scans for them)."""
-    compiled = tuple(p if isinstance(p, PerCommand) else re.compile(p) for p in parts)
-    return HighlightRule(name, compiled, max_chars=BUILTIN_MAX_CHARS)
+def _literals(words: Iterable[str]) -> re.Pattern[str]:
+    return re.compile("|".join(re.escape(w) for w in words))
+
+
+def rule(name: str, needles: tuple[str, ...], pattern: str) -> HighlightRule:
+    return HighlightRule(name, re.compile(pattern), DEFAULT_STYLE, _literals(needles))
 
 
 BUILTIN_RULES: tuple[HighlightRule, ...] = (
     # rm with a recursive flag anywhere and `/` or `/*` as an operand.
     rule(
         "rm-root",
-        per_command(
-            r"\brm\s",
-            rf"(?=(?:{_SAME_COMMAND}\s)?-(?:-recursive|[A-Za-z]*[rR]))"
-            rf"{_SAME_COMMAND}\s/+\*?(?=\s|$|[;&|])",
-        ),
+        ("rm",),
+        rf"\brm\s(?=(?:{_SAME_COMMAND}\s)?-(?:-recursive|[A-Za-z]{{0,32}}[rR]))"
+        rf"{_SAME_COMMAND}\s/++\*?(?=\s|$|[;&|])",
     ),
     rule(
         "chmod-open",
-        per_command(
-            r"\bchmod\s",
-            rf"(?=(?:{_SAME_COMMAND}\s)?-(?:-recursive|[A-Za-z]*R))"
-            rf"{_SAME_COMMAND}\s(?:0?777|a\+rwx|ugo\+rwx)\b",
-        ),
+        ("chmod",),
+        rf"\bchmod\s(?=(?:{_SAME_COMMAND}\s)?-(?:-recursive|[A-Za-z]{{0,32}}R))"
+        rf"{_SAME_COMMAND}\s(?:0?777|a\+rwx|ugo\+rwx)\b",
     ),
     rule(
         "pipe-to-shell",
-        per_command(
-            r"\b(?:curl|wget|fetch)\b",
-            rf"{_SAME_COMMAND}\|\s*(?:sudo\s+(?:-\S+\s+)*)?(?:ba|z|k|da|fi)?sh\b",
-        ),
-        r"\b(?:ba|z)?sh\s+<\(\s*(?:curl|wget)\b",
+        ("curl", "wget", "fetch"),
+        rf"\b(?:curl|wget|fetch)\b{_SAME_COMMAND}\|\s*(?:sudo\s+(?:-\S+\s+)*)?"
+        r"(?:ba|z|k|da|fi)?sh\b|\b(?:ba|z)?sh\s+<\(\s*(?:curl|wget)\b",
     ),
     rule(
         "firewall-off",
-        per_command(
-            r"\bip6?tables(?:-legacy|-nft)?\b",
-            rf"{_SAME_COMMAND}\s(?:-F\b|--flush\b|-X\b|-P\s+\w+\s+ACCEPT\b)",
-        ),
-        r"\bnft\s+flush\s+ruleset\b|\bufw\s+disable\b",
+        ("tables", "nft", "ufw"),
+        rf"\bip6?tables(?:-legacy|-nft)?\b{_SAME_COMMAND}"
+        r"\s(?:-F\b|--flush\b|-X\b|-P\s+\w+\s+ACCEPT\b)"
+        r"|\bnft\s+flush\s+ruleset\b|\bufw\s+disable\b",
     ),
     rule(
         "disk-wipe",
-        r"\bmkfs(?:\.\w+)?\s|\bwipefs\b|>\s*/dev/(?:sd|vd|xvd|hd|nvme|mmcblk)\w*",
-        per_command(r"\bdd\b", rf"{_SAME_COMMAND}\bof=/dev/(?!null\b|zero\b)"),
-        per_command(r"\bshred\b", rf"{_SAME_COMMAND}\s/dev/"),
+        ("mkfs", "wipefs", "/dev/"),
+        rf"\bmkfs(?:\.\w+)?\s|\bwipefs\b|\bdd\b{_SAME_COMMAND}\bof=/dev/(?!null\b|zero\b)"
+        rf"|>\s*/dev/(?:sd|vd|xvd|hd|nvme|mmcblk)\w*|\bshred\b{_SAME_COMMAND}\s/dev/",
     ),
-    rule("fork-bomb", r":\s*\(\s*\)\s*\{\s*:\s*\|\s*:\s*&\s*\}\s*;\s*:"),
+    rule("fork-bomb", ("{",), r":\s*\(\s*\)\s*\{\s*:\s*\|\s*:\s*&\s*\}\s*;\s*:"),
     rule(
         "hide-traces",
+        ("HIST", "history", "auditctl", "setenforce", "systemctl"),
         r"\bunset\s+HISTFILE\b|\bhistory\s+-c\b|\bHISTSIZE=0\b|\bHISTFILE=/dev/null\b"
-        # [^\s>]: a run of `>>>>` is not scanned again from each `>`.
-        r"|\bset\s+\+o\s+history\b|>\s*[^\s>]*\.bash_history\b"
+        rf"|\bset\s+\+o\s+history\b|>\s*\S{{0,{SPAN_MAX}}}\.bash_history\b"
         r"|\bauditctl\s+-D\b|\bsetenforce\s+0\b"
         r"|\bsystemctl\s+(?:stop|disable|mask|kill)\s+(?:auditd|rsyslog|"
         r"systemd-journald|bastion-audit)\b",
     ),
     rule(
         "reverse-shell",
-        r"/dev/tcp/",
-        per_command(r"\bnc(?:at)?\b", rf"{_SAME_COMMAND}\s-[A-Za-z]*[ec]\s"),
-        per_command(r"\bsocat\b", rf"{_SAME_COMMAND}\bexec:"),
+        ("/dev/tcp/", "nc", "socat"),
+        rf"/dev/tcp/|\bnc(?:at)?\b{_SAME_COMMAND}\s-[A-Za-z]{{0,32}}[ec]\s"
+        rf"|\bsocat\b{_SAME_COMMAND}\bexec:",
     ),
 )
 
@@ -186,7 +140,7 @@ def parse_rules(value: Any, where: str) -> tuple[HighlightRule, ...]:
             ) from e
         if not isinstance(style, str) or not style.strip():
             raise HighlightError(f"{at}.style must be a style like 'bold red'")
-        rules.append(HighlightRule(name, (compiled,), style))
+        rules.append(HighlightRule(name, compiled, style))
     return tuple(rules)
 
 
@@ -197,31 +151,54 @@ def active_rules(
     return tuple(custom) + (BUILTIN_RULES if builtin else ())
 
 
-# Not a pattern: what matching() adds when a command is longer than a rule sees.
-TOO_LONG = HighlightRule("too-long", (), "bold yellow", 0)
+def matching(rules: Iterable[HighlightRule], command: str) -> list[HighlightRule]:
+    return [r for r in rules if r.matches(command)]
 
 
-class Flagging(Protocol):
-    """A rule as audit-tail and the console use it (also agent/rules.py's)."""
+class Matcher(Protocol):
+    """A highlight rule as Risk takes it: a HighlightRule, or a rules file's rule."""
 
     @property
     def name(self) -> str: ...
 
-    @property
-    def style(self) -> str: ...
-
     def matches(self, command: str) -> bool: ...
 
 
-def matching(rules: Iterable[Flagging], command: str) -> list[Flagging]:
-    """The rules that flag `command`; TOO_LONG last if some rule saw only part.
+class Risk:
+    """The names of the rules a command matches: every output's `risk` field.
 
-    A rule without `max_chars` (the rules file's, RE2: linear) sees it all.
+    The same short command text comes back often (ls, cd, sudo -i): its
+    answer is kept, up to CACHE_MAX texts of up to CACHE_TEXT_MAX characters,
+    so an export pays the rules once per text and the memory stays bounded.
     """
-    found: list[Flagging] = []
-    unseen = False
-    for r in rules:
-        if r.matches(command):
-            found.append(r)
-        unseen = unseen or len(command) > getattr(r, "max_chars", len(command))
-    return [*found, TOO_LONG] if unseen else found
+
+    CACHE_MAX = 4096
+    CACHE_TEXT_MAX = 256
+
+    def __init__(self, rules: Sequence[Matcher]) -> None:
+        self.rules = tuple(rules)
+        self._known: dict[str, tuple[str, ...]] = {}
+        # All the built-in rules' literals at once: most commands hold none,
+        # and then only the rules without literals (the configuration's own,
+        # the rules file's) run.
+        needles = [getattr(r, "needles", None) for r in self.rules]
+        literals = [n.pattern for n in needles if n is not None]
+        self._any = re.compile("|".join(literals)) if literals else None
+        self._unfiltered = tuple(
+            r for r, n in zip(self.rules, needles, strict=True) if n is None
+        )
+
+    def names(self, command: str) -> tuple[str, ...]:
+        known = self._known.get(command)
+        if known is not None:
+            return known
+        if self._any is not None and self._any.search(command) is None:
+            names = tuple(r.name for r in self._unfiltered if r.matches(command))
+        else:
+            names = tuple(r.name for r in self.rules if r.matches(command))
+        if len(command) > self.CACHE_TEXT_MAX:
+            return names
+        if len(self._known) >= self.CACHE_MAX:
+            self._known.clear()
+        self._known[command] = names
+        return names

@@ -9,12 +9,13 @@ and the control socket are, and for the highlight rules.
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from agent import AgentError
-from agent.config import DEFAULT_CONFIG_PATH
+from agent.config import DEFAULT_CONFIG_PATH, host_name
 from agent.inventory import DEFAULT_SHELL_CONFIG, ShellConfig, load_shell_config
 from agent.toml_table import Where, read_toml, table
 
@@ -48,6 +49,11 @@ class WebSettings:
     auditor_group: str = "bastion-auditors"  # its members see every session
     own_sessions: bool = True  # others see their own sessions; false: none
     session_max_s: float = 28800.0  # a sign-in lasts at most this, idle or not
+    bastion: str = ""  # the name the pages give this bastion; "": the host name
+
+    @property
+    def bastion_name(self) -> str:
+        return self.bastion or socket.gethostname().split(".")[0]
 
 
 @dataclass(frozen=True)
@@ -66,4 +72,10 @@ def load_web_config(path: Path = DEFAULT_SHELL_CONFIG) -> WebConfig:
 def parse_web_settings(values: Any, source: str) -> WebSettings:
     """The checked `[web]` table (pure); errors name the file and key."""
     where = Where(source, error_class=WebConfigError).at("web")
-    return table(WebSettings, values, where, limits={"*": (1, 86400)})
+    return table(
+        WebSettings,
+        values,
+        where,
+        limits={"*": (1, 86400)},
+        checks={"bastion": host_name},
+    )

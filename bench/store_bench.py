@@ -2,7 +2,8 @@
 
 Synthetic sessions and commands go through the real store code (Store.submit,
 the writer's atomic flushes, shard roll-over), then the real export path
-(reader.load, export.select, export.write_records) writes JSON to /dev/null.
+(reader.load, export.select, export.write_records) writes JSON to /dev/null,
+with the built-in risk rules (every record's `risk`) and, side by side, without.
 The same commands are stored again with the hash chain and its signed
 checkpoints on (the agent's way), side by side, and that store is verified
 the way `audit-export --verify` does. Everything is measured side by side in
@@ -26,6 +27,8 @@ from agent.chain import PublicKey, public_key_path, read_head, read_prunes
 from agent.chain_verify import verify_store
 from agent.daemon.signer import Chain, Signer
 from agent.daemon.store import Store
+from agent.export_record import Stamp
+from agent.highlight import BUILTIN_RULES
 from agent.reader import load
 from agent.records import Command, Session, iso
 from agent.shards import list_shards
@@ -99,12 +102,25 @@ def fill(
     return per_command(0.0, 0.1), per_command(0.9, 1.0), elapsed
 
 
-def export_seconds(data_dir: Path, fmt: str = "json") -> tuple[float, int]:
+def export_seconds(
+    data_dir: Path, fmt: str = "json", rules: bool = True
+) -> tuple[float, int]:
+    """One export as audit-export runs it; rules=False: no risk rules at all."""
+    stamp = Stamp("bench", BUILTIN_RULES if rules else ())
     t0 = time.perf_counter()
     snapshot = load(data_dir)
     with open(os.devnull, "w") as out:
-        count = write_records(select(snapshot, Filter()), out, fmt)
+        count = write_records(select(snapshot, Filter()), out, fmt, stamp)
     return time.perf_counter() - t0, count
+
+
+def risk_side_by_side(data_dir: Path, rounds: int = 3) -> tuple[float, float]:
+    """Exports with the built-in rules and without, alternated; the best of each."""
+    with_rules, without = [], []
+    for _ in range(rounds):
+        with_rules.append(export_seconds(data_dir)[0])
+        without.append(export_seconds(data_dir, rules=False)[0])
+    return min(with_rules), min(without)
 
 
 def open_seconds(data_dir: Path, chained: bool) -> float:
@@ -134,6 +150,7 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     formats = ["json", *(f for f in args.formats.split(",") if f != "json")]
     by_format: list[tuple[int, dict[str, float]]] = []
+    no_risk: list[tuple[int, float, float]] = []
     rows = []
     chain_rows = []
     for total in sizes:
@@ -144,6 +161,7 @@ def main() -> None:
             exp, count = export_seconds(tmp)
             assert count == total, (count, total)
             by_format.append((total, {f: export_seconds(tmp, f)[0] for f in formats}))
+            no_risk.append((total, *risk_side_by_side(tmp)))
             size = sum(p.stat().st_size for p in (tmp / "store").iterdir())
             rows.append((total, first, last, elapsed, exp, size))
             _, _, chain_elapsed = fill(chained, total, chained=True)
@@ -173,6 +191,13 @@ def main() -> None:
             f"{total:>10} {total / elapsed:>10.0f} {first * 1e6:>16.1f} {last * 1e6:>15.1f}"
             f" {last / first:>10.2f} {exp:>9.2f} {(exp / total) / (base[4] / base[0]):>18.2f}"
             f" {size / 1e6:>9.1f}"
+        )
+    print()
+    print(f"{'commands':>10} {'export s':>9} {'no rules s':>11} {'risk cost':>10}")
+    for total, with_rules, without in no_risk:
+        print(
+            f"{total:>10} {with_rules:>9.2f} {without:>11.2f}"
+            f" {with_rules / without:>10.2f}"
         )
     print()
     print(

@@ -468,4 +468,8 @@ class CommandBuilder:
         self.screen.soft_wraps = False
         self.keys.give_up()
         self.carry = b""
+        # Keys read before the next output are a late attach's: their echo
+        # is matched against them, as at login (the prompt was drawn unseen).
+        self.output_seen = False
+        self.lines.early.clear()
         self._start_skipping()

@@ -211,9 +211,10 @@ def test_audit_tail_follows_a_live_session(
         child.expect(harness.PROMPT)
         line = harness.LineReader(tail.stdout).readline(timeout=COMMAND_DEADLINE_S)
         fields = line.rstrip("\n").split("\t")
-        assert fields[1:] == [
+        assert fields[2:] == [  # after the time and the bastion
             f"root → {user.name}@127.0.0.1:{server.port}",
             tag,
+            "-",  # no risk rule matched
             "echo followed",
         ]
         child.sendeof()

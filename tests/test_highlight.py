@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import random
-import re
-
 import pytest
 
 from agent.highlight import (
-    BUILTIN_MAX_CHARS,
     BUILTIN_RULES,
     HighlightError,
-    HighlightRule,
-    PerCommand,
+    Risk,
+    active_rules,
     matching,
     parse_rules,
 )
@@ -120,42 +116,28 @@ def test_configured_rules_are_checked_and_named() -> None:
             parse_rules(value, "agent.toml")
 
 
-def _as_one_regex(rule: HighlightRule) -> re.Pattern[str]:
-    """The rule as the plain regex search it replaces (quadratic on `rm rm …`)."""
-    return re.compile(
-        "|".join(
-            p.trigger.pattern + p.rest.pattern
-            if isinstance(p, PerCommand)
-            else p.pattern
-            for p in rule.parts
-        )
-    )
+# Hostile text: each unit repeated to about 50 KB. Before the rules' spans
+# were bounded (SPAN_MAX), `rm ` x 20,000 (60 KB) alone took 32 s (O(n^2)); all
+# of these would take several minutes. The timeout guards against that; it is no
+# speed figure (bench/highlight_bench.py measures).
+HOSTILE_UNITS = [
+    "rm ", "rm -", "rm -r /", "chmod -R ", "curl ", "iptables -P x ", "dd ",
+    "nc ", "socat ", "shred ", ">", "/", "rm -" + "a" * 40 + " ", "| sudo -a ",
+]  # fmt: skip
 
 
-def test_per_command_parts_find_what_a_plain_search_finds() -> None:
-    words = [
-        "rm", "-rf", "-r", "/", "/*", "chmod", "-R", "777", "curl", "|", "sh",
-        "sudo", "-E", "iptables", "-F", "ip6tables-nft", "dd", "of=/dev/sda",
-        "of=/dev/null", "shred", "/dev/sda", "nc", "-e", "socat", "exec:", ";",
-        "&&", "\n", "x", ">", "~/.bash_history", ">>", "--recursive", "a+rwx",
-    ]  # fmt: skip
-    rng = random.Random(14)
-    for _ in range(5_000):
-        text = "".join(
-            rng.choice(words) + rng.choice(" \t\n") for _ in range(rng.randint(1, 9))
-        )
-        for r in BUILTIN_RULES:
-            plain = _as_one_regex(r).search(text) is not None
-            assert r.matches(text) == plain, (r.name, text)
+@pytest.mark.timeout(120)
+def test_rules_stay_linear_on_hostile_text() -> None:
+    risk = Risk(BUILTIN_RULES)
+    for unit in HOSTILE_UNITS:
+        text = unit * (50_000 // len(unit))
+        assert isinstance(risk.names(text), tuple)
+        assert isinstance(risk.names("rm -r " + text), tuple)
 
 
-def test_a_command_longer_than_the_rules_see_is_flagged_as_such() -> None:
-    padding = "x" * BUILTIN_MAX_CHARS
-    assert [r.name for r in matching(BUILTIN_RULES, "rm -rf / " + padding)] == [
-        "rm-root",
-        "too-long",
-    ]
-    assert [r.name for r in matching(BUILTIN_RULES, padding + "; rm -rf /")] == [
-        "too-long"
-    ]
-    assert matching(BUILTIN_RULES, padding[:100]) == []
+def test_risk_names_every_matching_rule_in_order() -> None:
+    rules = parse_rules([{"name": "mine", "pattern": "^rm"}], "agent.toml")
+    risk = Risk(active_rules(rules, builtin=True))
+    assert risk.names("rm -rf / && curl x | sh") == ("mine", "rm-root", "pipe-to-shell")
+    assert risk.names("ls -l") == ()
+    assert Risk(active_rules(rules, builtin=False)).names("rm -rf /") == ("mine",)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from parsers.events import Chunk, CommandLine, Direction, LineKind
+from parsers.pipeline import commands_from_log
 from parsers.strace_lines import decode_log
 from parsers.terminal import CommandBuilder
 
@@ -305,3 +306,14 @@ def test_a_continuation_line_typed_before_its_prompt_is_drawn() -> None:
     events += [out(b'echo "first' + ACCEPT + b'\x1b[?2004h> second"' + ACCEPT)]
     events += [out(b"first\r\nsecond\r\n" + PROMPT)]
     assert commands(build(events)) == ['echo "first', 'second"']
+
+
+def test_a_line_typed_right_after_a_reattach_is_a_command() -> None:
+    """Captured from test_operator_e2e's restart: the agent stopped (detach), a
+    new one attached while the prompt stood unseen, and the next line was typed
+    and echoed in one write each. Its keys are a late attach's: their echo and
+    ESC[?2004l accept them (a regression: the line was lost)."""
+    log = (DATA / "bash_reattach_after_stop.strace").read_bytes()
+    assert [c.text for c in commands_from_log(log)] == [
+        f"echo out-$((10+{n}))" for n in range(1, 6)
+    ]

@@ -15,6 +15,7 @@ from types import FrameType
 from agent.escape import LogFormatter
 from agent.exits import ExitStatus, run_main
 from agent.inventory import DEFAULT_SHELL_CONFIG
+from agent.version import add_version_option
 from agent.web_config import load_web_config
 from web import WebError
 from web.redeem import Redeemer, RedeemServer
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Sign-in page and one-time tokens for the web terminal."
     )
+    add_version_option(parser)
     parser.add_argument(
         "--config",
         type=Path,

@@ -22,7 +22,8 @@ from django.http import HttpRequest, HttpResponse
 from agent.access_log import Action
 from agent.config import ConfigError, load_config
 from agent.control import ControlClient, ControlError
-from agent.highlight import HighlightRule, active_rules, matching
+from agent.export_record import Stamp
+from agent.highlight import HighlightRule, active_rules
 from agent.inventory import groups_of
 from agent.records import Session
 from agent.web_config import WebConfig
@@ -48,6 +49,7 @@ class Console:
     control: ControlClient
     rules: tuple[HighlightRule, ...]
     data_dir: Path
+    stamp: Stamp  # every record's bastion and risk, as the agent's config says
 
     @classmethod
     def from_config(cls, config: WebConfig) -> Console:
@@ -62,10 +64,11 @@ class Console:
             control=ControlClient(agent.control_path),
             rules=active_rules(agent.highlight, agent.highlight_builtin),
             data_dir=agent.data_dir,
+            stamp=Stamp.of(agent),
         )
 
     def risks(self, command: str) -> list[str]:
-        return [r.name for r in matching(self.rules, command)]
+        return list(self.stamp.risk(command))
 
 
 @dataclass(frozen=True, slots=True)

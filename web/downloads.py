@@ -33,6 +33,8 @@ SEARCH_CSV_MAX_ROWS = 100_000
 def formula_safe(value: Any) -> str:
     """A CSV cell a spreadsheet shows as text (README: the console's downloads)."""
     text = "" if value is None else str(value)
+    if isinstance(value, list):  # risk: the rules' names, as audit-export's CSV
+        text = " ".join(str(v) for v in value)
     if isinstance(value, bool):
         text = "true" if value else "false"
     return "'" + text if text.startswith(FORMULA_START) else text
@@ -79,7 +81,8 @@ def commands(request: HttpRequest, sid: str, fmt: str) -> HttpResponse:
         return found
     _, session = found
     records = [
-        flat_record(c, session) for c in console().reader.session_commands(session.id)
+        flat_record(c, session, console().stamp)
+        for c in console().reader.session_commands(session.id)
     ]
     if fmt == "json":
         body = json.dumps(records, ensure_ascii=False, indent=1)
@@ -107,7 +110,8 @@ def search_csv(request: HttpRequest) -> HttpResponse:
         page = console().reader.search(q, 0, SEARCH_CSV_MAX_ROWS)
     except SearchError as e:
         return HttpResponse(f"{e}\n", status=400, content_type="text/plain")
-    rows = [flat_record(h.command, h.session) for h in page.items]
+    stamp = console().stamp
+    rows = [flat_record(h.command, h.session, stamp) for h in page.items]
     response = attachment(csv_text(rows, FIELDS), "search.csv", "text/csv")
     if page.stopped:
         response["X-Search-Stopped"] = "deadline"  # the rows found in time

@@ -129,12 +129,17 @@ def connect(request: HttpRequest) -> HttpResponse:
         return HttpResponse(f"{locked}\n", status=403, content_type="text/plain")
     token, expires = _tokens().issue(user, target.host.name, target.account.name)
     log.info("token for %s: %s, expires %s", user, target.label, iso(expires))
+    remaining_s = max(0.0, expires - _tokens().clock())
     context = {
         "user": user,
+        "bastion": web_config().web.bastion_name,
         "target": target,
         "token": token,
         "expires": iso(expires),
-        "ttl_min": round(web_config().web.token_ttl_s / 60, 1),
+        # The countdown runs from the page's arrival on the browser's monotonic
+        # clock: the browser's wall clock may be off, and is never asked.
+        "remaining_ms": int(remaining_s * 1000),
+        "remaining": f"{int(remaining_s) // 60}:{int(remaining_s) % 60:02d}",
         "terminal_url": web_config().web.terminal_url,
     }
     return render(request, "token.html", context)

@@ -42,7 +42,7 @@ from pathlib import Path
 from types import FrameType
 
 from agent import AgentError
-from agent.config import Config, rules_of
+from agent.config import Config, rules_of, start_lines
 from agent.daemon.alerts import Alert, Alerter
 from agent.daemon.control import Controller, ControlServer
 from agent.daemon.cuts import Cutter, end_reason
@@ -57,9 +57,11 @@ from agent.daemon.shipper import Shipper
 from agent.daemon.signer import Chain, Signer
 from agent.daemon.status import collect
 from agent.daemon.store import Store
+from agent.export_record import Stamp
 from agent.files import Sharing
 from agent.records import Command, Session, SessionStatus
 from agent.status_file import AgentState, write_status
+from agent.version import version
 from tracer.discovery import Discovery, read_start_ticks
 from tracer.supervisor import Limits, Supervisor
 
@@ -153,7 +155,7 @@ class Agent:
             if rules.alert.enabled:
                 self.alerter = Alerter(rules.alert, self._alert_outcome)
             self.enforcer = Enforcer(
-                rules, config.locks_dir, config.fleet.bastion_id, self.alerter
+                rules, config.locks_dir, config.bastion_name, self.alerter
             )
         self.recorder = (
             Recorder(
@@ -189,6 +191,7 @@ class Agent:
                 config.events_file,
                 config.events_syslog,
                 config.events_syslog_facility,
+                Stamp.of(config, rules),
             )
             self.store.on_committed = self.sink.committed
             self.store.on_access_committed = self.sink.access_committed
@@ -217,10 +220,13 @@ class Agent:
         self.retention = Retention(self.store, config.data_dir, Policy.of(config))
         self.cutter = Cutter(self.supervisor, self.ingest)
         self.started_at = time.time()
+        self.version = version()
         self._status_at = 0.0
 
     def run(self) -> None:
         """Run until a stop signal (or `stop_event`); clean up in any case."""
+        for line in start_lines(self.config):
+            log.info("%s", line)
         check_can_run(self.config)
         prepare_data_dir(self.config.data_dir, self.sharing)
         with writer_lock(self.config.store_dir, WRITER_LOCK_WAIT_S):
@@ -265,11 +271,7 @@ class Agent:
                         self.sharing,
                     )
                 )
-                log.info(
-                    "auditing tagged ssh sessions into %s (poll every %.2fs)",
-                    self.config.data_dir,
-                    self.config.poll_interval_s,
-                )
+                log.info("auditing (poll every %.2fs)", self.config.poll_interval_s)
                 if self.sink is not None:
                     log.info("events to %s", self.sink.description)
                 self._loop()
@@ -322,8 +324,8 @@ class Agent:
                 self.config.data_dir,
                 collect(
                     started_at=self.started_at,
-                    interval_s=self.config.status_interval_s,
-                    data_dir=self.config.data_dir,
+                    config=self.config,
+                    version=self.version,
                     store=self.store.snapshot(),
                     ingest=self.ingest.snapshot(),
                     supervisor=self.supervisor.snapshot(),

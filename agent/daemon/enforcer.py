@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from agent.daemon.alerts import Alert, Alerter
 from agent.daemon.terminal_line import write_line
-from agent.export_record import flat_record
+from agent.export_record import Stamp, flat_record
 from agent.locks import Lock, write_lock
 from agent.records import Command, Kind, Session, SessionStatus, iso, parse_iso
 from agent.rules import DIRECT, Action, Rule, RuleSet, Subject
@@ -109,6 +109,7 @@ class Enforcer:
         self.rules = rules
         self.locks_dir = locks_dir
         self.bastion = bastion
+        self.stamp = Stamp(bastion, rules.highlighters())  # the alerts' records
         self.alerter = alerter
         self._cuts: queue.SimpleQueue[_Cut] = queue.SimpleQueue()
         self._kills: dict[tuple[int, int], float] = {}  # paramiko children
@@ -207,7 +208,7 @@ class Enforcer:
             "time": iso(time.time()),
             "rule": rule.name,
             "actions": [a.value for a in rule.actions],
-            "record": flat_record(command, session),
+            "record": flat_record(command, session, self.stamp),
         }
         return Alert(session.identity, rule.name, command.seq, body)
 

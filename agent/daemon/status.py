@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.casts import CAST_SUFFIX, CASTS_DIR
+from agent.config import Config
 from agent.daemon.alerts import AlertsSnapshot
 from agent.daemon.events import SinkSnapshot
 from agent.daemon.ingest import IngestSnapshot
@@ -26,7 +27,13 @@ from agent.daemon.shipper import ShipperSnapshot
 from agent.daemon.store import StoreSnapshot
 from agent.records import iso
 from agent.shards import list_shards
-from agent.status_file import AgentState, AgentStatus, LiveSession, StraceProcess
+from agent.status_file import (
+    AgentState,
+    AgentStatus,
+    LiveSession,
+    StraceProcess,
+    boot_id,
+)
 from tracer.discovery import is_alive, read_start_ticks, read_tracer_pid
 from tracer.supervisor import SupervisorSnapshot
 
@@ -49,8 +56,8 @@ def _dir_size(path: Path) -> int:
 def collect(
     *,
     started_at: float,
-    interval_s: float,
-    data_dir: Path,
+    config: Config,
+    version: str,
     store: StoreSnapshot,
     ingest: IngestSnapshot,
     supervisor: SupervisorSnapshot,
@@ -62,6 +69,7 @@ def collect(
     state: AgentState = AgentState.RUNNING,
 ) -> AgentStatus:
     """The agent's state from its owners' snapshots, and the live ssh processes."""
+    data_dir = config.data_dir
     casts = data_dir / CASTS_DIR
     sessions = []
     for s in sorted(store.live_sessions, key=lambda s: s.started_at):
@@ -111,7 +119,7 @@ def collect(
         state=state,
         started_at=started_at,
         updated_at=time.time(),
-        interval_s=interval_s,
+        interval_s=config.status_interval_s,
         data_dir=str(data_dir),
         sessions=tuple(sessions),
         straces=straces,
@@ -126,6 +134,11 @@ def collect(
         flush_errors=store.flush_errors,
         store_failing=store.failing,
         events=events,
+        version=version,
+        bastion=config.bastion_name,
+        mode=config.mode,
+        scope_pid=config.scope_pid,
+        boot_id=boot_id(),
         chain=_chain(store),
         retention=_retention(retention),
         fleet=fleet,

@@ -31,6 +31,7 @@ from agent.shell import Refused
 from agent.shell.connect import log_line
 from agent.shell.login import Shell
 from agent.shell.relay import ShellSignals, Timers
+from agent.version import add_version_option
 
 PROG = "audit-shell"
 
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="The bastion account's host menu (sshd ForceCommand)."
     )
+    add_version_option(parser)
     parser.add_argument(
         "--config",
         type=Path,

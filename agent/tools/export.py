@@ -21,8 +21,9 @@ from agent.exits import ExitStatus, run_main
 from agent.export_record import (
     COMMAND_FIELDS,
     FIELDS,
-    FLEET_FIELDS,
+    OWN_FIELDS,
     JsonRecords,
+    Stamp,
     session_fields,
 )
 from agent.local_reader import LocalReader
@@ -33,9 +34,11 @@ from agent.tools.options import (
     Filter,
     add_reading_options,
     add_time_options,
+    check_matches,
     open_reading,
     selection_from_args,
 )
+from agent.version import add_version_option
 
 PROG = "audit-export"
 FORMATS = ("json", "jsonl", "csv")
@@ -67,19 +70,20 @@ def select(
 
 
 def write_csv(
-    rows: Iterator[tuple[Command, Session | None]],
-    out: IO[str],
-    fields: tuple[str, ...] = FIELDS,
+    rows: Iterator[tuple[Command, Session | None]], out: IO[str], stamp: Stamp
 ) -> int:
-    """RFC 4180 CSV with a header row of `fields`; a missing value is empty.
+    """RFC 4180 CSV with a header row of FIELDS; a missing value is empty.
 
-    Text cells go through escape.csv_cell: they are what users typed.
+    `risk` is the rules' names separated by spaces (a name has none). Text
+    cells go through escape.csv_cell: they are what users typed.
     """
     writer = csv.writer(out)
-    writer.writerow(fields)
+    writer.writerow(FIELDS)
+    session_names = FIELDS[COMMAND_FIELDS:-OWN_FIELDS]
     tails: dict[tuple[str | None, str] | None, tuple[Any, ...]] = {
-        None: ("",) * (len(fields) - COMMAND_FIELDS)
+        None: ("",) * len(session_names) + (stamp.bastion,)
     }
+    risk = stamp.risk
     count = 0
 
     def lines() -> Iterator[tuple[Any, ...]]:
@@ -89,27 +93,33 @@ def write_csv(
             tail = tails.get(sid)
             if tail is None:
                 assert session is not None
-                named = session_fields(session)  # by name: `fields` sets the order
-                values = (named.get(name) for name in fields[COMMAND_FIELDS:])
-                tail = tails[sid] = tuple(_cell(v) for v in values)
+                named = session_fields(session)  # by name: FIELDS sets the order
+                values = (named.get(name) for name in session_names)
+                tail = tails[sid] = tuple(_cell(v) for v in values) + (
+                    _cell(stamp.bastion_of(session)),
+                )
             count += 1
             text = command.command
             if not text.isprintable() or text[:1] in FORMULA_START:
                 text = csv_cell(text)  # what a user typed: controls, formulas
             yield (
-                command.session,
-                command.seq,
-                command.time,
-                text,
-                "true" if command.cancelled else "false",
-                command.kind.value,
-                "" if command.transfer is None else _compact(command.transfer),
-                "" if command.action is None else _compact(command.action),
-                "" if command.program is None else command.program,
-                "" if command.typed is None else command.typed,
-                "" if command.keys is None else command.keys,
-                "true" if command.unterminated else "false",
-            ) + tail
+                (
+                    command.session,
+                    command.seq,
+                    command.time,
+                    text,
+                    "true" if command.cancelled else "false",
+                    command.kind.value,
+                    "" if command.transfer is None else _compact(command.transfer),
+                    "" if command.action is None else _compact(command.action),
+                    _cell(command.program),
+                    _cell(command.typed),  # what the user typed, too
+                    _cell(command.keys),
+                    "true" if command.unterminated else "false",
+                )
+                + tail
+                + (" ".join(risk(command.command)),)
+            )
 
     writer.writerows(lines())  # the loop over rows stays in C
     return count
@@ -130,11 +140,11 @@ def write_records(
     rows: Iterator[tuple[Command, Session | None]],
     out: IO[str],
     fmt: str,
-    fleet: bool = False,
+    stamp: Stamp,
 ) -> int:
     if fmt == "csv":
-        return write_csv(rows, out, FLEET_FIELDS if fleet else FIELDS)
-    text = JsonRecords().text
+        return write_csv(rows, out, stamp)
+    text = JsonRecords(stamp).text
     count = 0
     if fmt == "jsonl":
         for command, session in rows:
@@ -154,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Export audited commands, or one session's recording.",
     )
+    add_version_option(parser)
     add_reading_options(parser)
     add_time_options(parser, "commands")
     parser.add_argument("--format", choices=FORMATS, default="json")
@@ -206,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             reading_config(args)
             return verify(args.data_dir, args.public_key, sys.stdout)
         with progress_bar(sys.stderr.isatty() and not args.no_progress) as bar:
-            _, reader = open_reading(args, bar.shards if bar else None)
+            config, reader = open_reading(args, bar.shards if bar else None)
             with reader:
                 if args.cast:
                     data = reader.cast(args.cast, args.bastion)
@@ -215,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
                 selection = selection_from_args(
                     args, contains=args.contains, regex=args.regex
                 )
+                check_matches(PROG, selection, reader)
+                stamp = Stamp.of(config)
                 records: Iterator[Row]
                 if isinstance(reader, LocalReader):
                     snapshot = reader.snapshot
@@ -225,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
                     records = reader.commands(selection)
                 _output(
                     args.output,
-                    lambda out: write_records(records, out, args.format, reader.fleet),
+                    lambda out: write_records(records, out, args.format, stamp),
                 )
         for error in reader.errors:
             print(f"{PROG}: warning: {error}; exported the rest", file=sys.stderr)

@@ -11,12 +11,14 @@ import time
 from pathlib import Path
 from typing import IO
 
+from agent.config import MODE_MEANING, scope_text
 from agent.escape import json_dumps
 from agent.exits import ExitStatus
 from agent.reader import check_data_dir
 from agent.records import iso
 from agent.status_file import AgentStatus, agent_running, assess, read_status
 from agent.tools.options import printable
+from tracer import Mode
 
 
 def human_bytes(n: int) -> str:
@@ -42,19 +44,24 @@ def human_age(seconds: float) -> str:
     return f"{m}m {s}s"
 
 
-def summary_lines(status: AgentStatus | None, now: float) -> list[str]:
-    """The agent, the store, the ingest and the events: one line each."""
+def summary_lines(status: AgentStatus | None, now: float, running: bool) -> list[str]:
+    """Who the agent is and what it reaches, the store, the ingest, the events."""
     if status is None:
         return []
-    running = agent_running(status)
+    version = f"bastion-audit {status.version}" if status.version else "an agent"
+    mode = status.mode or "?"
     lines = [
-        f"agent: pid {status.pid}, "
+        f"agent: {version} on {printable(status.bastion or '?')}, pid {status.pid}, "
         + (
             f"up {human_age(now - status.started_at)}, "
             if running
             else f"{status.state}, "
         )
         + f"status {human_age(now - status.updated_at)} old",
+        f"data dir: {printable(status.data_dir)}",
+        f"mode: {mode}"
+        + (f" ({MODE_MEANING[Mode(mode)]})" if mode in tuple(Mode) else ""),
+        f"scope: {scope_text(status.scope_pid)}",
         f"store: {status.shards} shard{'' if status.shards == 1 else 's'}, "
         f"{human_bytes(status.store_bytes)}; "
         f"recordings {human_bytes(status.recordings_bytes)}; last write "
@@ -134,14 +141,18 @@ HEADERS = ("session", "who", "started", "for", "commands", "traced", "lag")
 
 
 def render_plain(
-    status: AgentStatus | None, problems: list[str], now: float, out: IO[str]
+    status: AgentStatus | None,
+    problems: list[str],
+    now: float,
+    running: bool,
+    out: IO[str],
 ) -> None:
     out.write(("healthy" if not problems else "UNHEALTHY") + "\n")
     for problem in problems:
         out.write(f"  problem: {problem}\n")
-    for line in summary_lines(status, now):
+    for line in summary_lines(status, now, running):
         out.write(line + "\n")
-    if status is None or not agent_running(status):
+    if status is None or not running:
         return
     out.write(f"live sessions: {len(status.sessions)}\n")
     for row in session_rows(status, now):
@@ -153,7 +164,11 @@ def render_plain(
 
 
 def render_rich(
-    status: AgentStatus | None, problems: list[str], now: float, out: IO[str]
+    status: AgentStatus | None,
+    problems: list[str],
+    now: float,
+    running: bool,
+    out: IO[str],
 ) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -166,9 +181,9 @@ def render_rich(
             console.print(Text(f"  {problem}", style="red"))
     else:
         console.print(Text("✓ healthy", style="bold green"))
-    for line in summary_lines(status, now):
+    for line in summary_lines(status, now, running):
         console.print(Text(line))
-    if status is None or not agent_running(status):
+    if status is None or not running:
         return
     table = Table(title=f"live sessions: {len(status.sessions)}", title_justify="left")
     for header in HEADERS:
@@ -193,7 +208,8 @@ def show_status(data_dir: Path, as_json: bool, max_lag_bytes: int) -> int:
     check_data_dir(data_dir)
     status = read_status(data_dir)
     now = time.time()
-    problems = assess(status, now, max_lag_bytes)
+    problems = assess(status, now, max_lag_bytes, data_dir)
+    running = status is not None and agent_running(status, data_dir)
     if as_json:
         doc = {
             "healthy": not problems,
@@ -202,8 +218,8 @@ def show_status(data_dir: Path, as_json: bool, max_lag_bytes: int) -> int:
         }
         sys.stdout.write(json_dumps(doc, indent=1) + "\n")
     elif sys.stdout.isatty():
-        render_rich(status, problems, now, sys.stdout)
+        render_rich(status, problems, now, running, sys.stdout)
     else:
-        render_plain(status, problems, now, sys.stdout)
+        render_plain(status, problems, now, running, sys.stdout)
     sys.stdout.flush()
     return ExitStatus.UNHEALTHY if problems else ExitStatus.SUCCESS
