@@ -8,13 +8,14 @@ that would forge a log line, a connection record, someone else's tag.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pexpect
@@ -92,6 +93,39 @@ def wait_commands(agent: harness.AgentProcess, tag: str, expected: str) -> None:
         ) from None
 
 
+@contextlib.contextmanager
+def decoy_watcher(
+    attacker: harness.TestUser, spool: Path, tag: str
+) -> Iterator[Callable[[], str]]:
+    """tests/spool_decoy.py watching for `tag`; the function waits for its claim."""
+    watcher = subprocess.Popen(
+        [*as_user(attacker), PYTHON, str(DECOY), "watch", str(spool), tag],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+    def claimed() -> str:
+        out, _ = watcher.communicate(timeout=WAIT_S)
+        assert watcher.returncode == 0 and out.startswith(b"claimed"), out
+        return out.decode()
+
+    try:
+        yield claimed
+    finally:
+        watcher.kill()
+        watcher.wait()
+
+
+def typed(
+    child: pexpect.spawn, agent: harness.AgentProcess, tag: str, word: str
+) -> None:
+    """`echo WORD` at the prompt, seen on the screen and then in the store."""
+    child.send(f"echo {word}\r".encode())
+    child.expect(f"{word}\r\n".encode())
+    child.expect(harness.PROMPT)
+    wait_commands(agent, tag, f"echo {word}")
+
+
 def test_a_decoy_naming_someone_elses_ssh_erases_nothing(
     server: harness.Sshd,
     user: harness.TestUser,
@@ -100,30 +134,17 @@ def test_a_decoy_naming_someone_elses_ssh_erases_nothing(
     agent: harness.AgentProcess,
 ) -> None:
     tag = "victim-1"
-    watcher = subprocess.Popen(
-        [*as_user(attacker), PYTHON, str(DECOY), "watch", str(spool), tag],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
+    with decoy_watcher(attacker, spool, tag) as claimed:
         child = harness.spawn_ssh(
             harness.ssh_argv(user, server, "-o", f"SetEnv=AUDIT_SESSION={tag}")
         )
-        out, _ = watcher.communicate(timeout=WAIT_S)
-        assert watcher.returncode == 0, out
-        assert out.decode().split() == ["claimed", str(child.pid)]
+        assert claimed().split() == ["claimed", str(child.pid)]
         child.expect(harness.PROMPT)
         harness.wait_for(lambda: harness.is_traced(child.pid), timeout=10)
-        child.send(b"echo victim-was-here\r")
-        child.expect(b"victim-was-here\r\n")
-        child.expect(harness.PROMPT)
-        wait_commands(agent, tag, "echo victim-was-here")
+        typed(child, agent, tag, "victim-was-here")
         child.sendeof()
         child.expect(pexpect.EOF)
         child.close()
-    finally:
-        watcher.kill()
-        watcher.wait()
     victim = harness.wait_for(
         lambda: (
             (s := harness.sessions_in(agent.data_dir).get(tag))
@@ -339,33 +360,20 @@ def test_a_decoy_erases_no_audit_shell_connection(
     args = ("--config", str(bastion.agent_config))
     config = bastion.write_config("decoy.toml")
     with harness.agent(data_dir, *args, poll_interval=0.5) as agent:
-        watcher = subprocess.Popen(
-            [*as_user(attacker), PYTHON, str(DECOY), "watch"]
-            + [str(bastion.recordings), "as-*"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        try:
+        with decoy_watcher(attacker, bastion.recordings, "as-*") as claimed:
             child = shell_harness.run_as_person(bastion, config)
             child.expect(shell_harness.MENU_FOOTER)
             child.send(b"web1\r")
             child.expect(shell_harness.TAG_RE)
             tag = child.match.group(1).decode()
-            out, _ = watcher.communicate(timeout=WAIT_S)
-            assert watcher.returncode == 0 and out.startswith(b"claimed"), out
+            claimed()
             child.expect(harness.PROMPT)
-            child.send(b"echo via-audit-shell\r")
-            child.expect(b"via-audit-shell\r\n")
-            child.expect(harness.PROMPT)
-            wait_commands(agent, tag, "echo via-audit-shell")
+            typed(child, agent, tag, "via-audit-shell")
             child.sendeof()
             child.expect(shell_harness.MENU_FOOTER)
             child.sendeof()
             child.expect(pexpect.EOF)
             child.close()
-        finally:
-            watcher.kill()
-            watcher.wait()
         session = harness.sessions_in(data_dir)[tag]
         assert (session.origin, session.recorder) == ("audit-shell", "strace")
         assert session.bastion_user == bastion.person.name
