@@ -42,6 +42,9 @@ class AccessEntry:
     detail: str = ""  # the query, the format, the reason, the outcome
     client: str = ""  # the browser's address as audit-web saw it
     ok: bool = True  # False: asked for and refused (a terminate of an ended session)
+    # The bastion that logged it, for an entry read from the fleet store
+    # (agent/fleet_reader.py); None in the local store, which is one bastion's.
+    bastion: str | None = None
 
     def to_document(self) -> dict[str, Any]:
         return {
@@ -54,6 +57,7 @@ class AccessEntry:
             "detail": self.detail,
             "client": self.client,
             "ok": self.ok,
+            **({"bastion": self.bastion} if self.bastion is not None else {}),
         }
 
     @classmethod
@@ -70,6 +74,7 @@ class AccessEntry:
                 detail=str(doc.get("detail") or ""),
                 client=str(doc.get("client") or ""),
                 ok=doc.get("ok") is not False,
+                bastion=str(doc["bastion"]) if doc.get("bastion") else None,
             )
         except (KeyError, TypeError, ValueError) as e:
             raise RecordError(f"bad access document: {e}") from e

@@ -94,6 +94,9 @@ def serve(args: argparse.Namespace) -> int:
             finally:
                 server.close()
     finally:
+        from web.console import console
+
+        console().reader.close()  # the fleet store's connections, if any
         for sig, handler in old.items():
             signal.signal(sig, handler)
     return ExitStatus.SUCCESS

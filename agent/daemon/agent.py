@@ -2,10 +2,16 @@
 
 Threads and processes, and who stops them (one ExitStack, unwound in the
 reverse order of the start):
-- the main thread polls for tagged ssh clients and supervises their straces;
-- the Supervisor owns the straces (stopped first, so every log ends whole);
+- the main thread sleeps on a few fds (tagged ssh clients found, straces or
+  untraced ssh clients that exited, the scope process's end, a stop signal,
+  an auditor's terminate) and the supervisor's next timer, and acts on what
+  happened;
+- the DiscoveryThread owns the kernel's process events and the poll behind
+  them (stopped first: nothing new is taken on while the rest stops);
+- the Supervisor owns the straces and the threads that start them (stopped
+  next, so every log ends whole);
 - the Recorder's casts are committed and closed after the ingest's last read;
-- the Ingest owns the watchdog observer and the ingest thread (stopped
+- the Ingest owns its inotify watch and the ingest thread (stopped
   after the supervisor, reading every log to its end once more);
 - the Store owns the writer thread (stopped after the ingest, with a final
   flush);
@@ -33,11 +39,13 @@ import grp
 import logging
 import os
 import pwd
+import resource
+import select
 import shutil
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 
@@ -55,7 +63,7 @@ from agent.daemon.recorder import Recorder
 from agent.daemon.retention import Policy, Retention
 from agent.daemon.shipper import Shipper
 from agent.daemon.signer import Chain, Signer
-from agent.daemon.status import collect
+from agent.daemon.status import DiskSizes, collect, disk_sizes
 from agent.daemon.store import Store
 from agent.export_record import Stamp
 from agent.files import Sharing
@@ -63,14 +71,25 @@ from agent.records import Command, Session, SessionStatus
 from agent.status_file import AgentState, write_status
 from agent.version import version
 from tracer.discovery import Discovery, read_start_ticks
+from tracer.discovery_thread import DiscoveryThread
+from tracer.procfs import set_thread_nice
 from tracer.supervisor import Limits, Supervisor
+from tracer.tracker import URGENT_NICE, open_pidfd
+from tracer.wake import WakePipe
 
 log = logging.getLogger(__name__)
 
-ORPHAN_SWEEP_INTERVAL_S = 5.0
+ORPHAN_SWEEP_INTERVAL_S = 30.0  # logs of sessions that ended while unwatched
+STOP_CHECK_S = 1.0  # `stop_event` set without a wake-up is seen this soon
+KILL_CHECK_S = 0.05  # while a cut's SIGKILL is due
+# The store's and the recordings' sizes in the status: a walk of every shard
+# and cast ever kept, so not at every status write.
+DISK_SIZES_INTERVAL_S = 30.0
 # A prune run by hand may hold the store for a while; then the agent waits.
 WRITER_LOCK_WAIT_S = 10.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+FDS_PER_SESSION = 2  # a pidfd, and the moment a tracker and its ssh both count
+FDS_SPARE = 256
 
 
 class DaemonError(AgentError):
@@ -93,12 +112,16 @@ def check_can_run(config: Config) -> None:
 
 
 @contextlib.contextmanager
-def stop_signals(stop: threading.Event) -> Iterator[None]:
-    """Route the stop signals to `stop`; restore the old handlers after."""
+def stop_signals(
+    stop: threading.Event, wake: Callable[[], None] | None = None
+) -> Iterator[None]:
+    """Route the stop signals to `stop` (and `wake`); restore the old handlers."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
         log.info("received %s, stopping", signal.Signals(signum).name)
         stop.set()
+        if wake is not None:
+            wake()
 
     old = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
     try:
@@ -106,6 +129,15 @@ def stop_signals(stop: threading.Event) -> Iterator[None]:
     finally:
         for sig, previous in old.items():
             signal.signal(sig, previous)
+
+
+def allow_fds(max_sessions: int) -> None:
+    """Room for one pidfd per session: raise the soft limit toward the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = max_sessions * FDS_PER_SESSION + FDS_SPARE
+    if soft != resource.RLIM_INFINITY and soft < want:
+        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
 
 
 def prepare_data_dir(data_dir: Path, sharing: Sharing) -> None:
@@ -222,6 +254,11 @@ class Agent:
         self.started_at = time.time()
         self.version = version()
         self._status_at = 0.0
+        self._wake = WakePipe()
+        self._sizes: tuple[float, DiskSizes] | None = None
+        self.cutter.wake = self.wake  # a terminate is acted on at once
+        if self.enforcer is not None:
+            self.enforcer.wake = self.wake  # and a rule's cut
 
     def run(self) -> None:
         """Run until a stop signal (or `stop_event`); clean up in any case."""
@@ -229,6 +266,7 @@ class Agent:
             log.info("%s", line)
         check_can_run(self.config)
         prepare_data_dir(self.config.data_dir, self.sharing)
+        allow_fds(self.config.max_sessions)
         with writer_lock(self.config.store_dir, WRITER_LOCK_WAIT_S):
             data_dir = self.config.data_dir
             self.store.chain = Chain(Signer.load_or_create(data_dir), data_dir)
@@ -258,7 +296,7 @@ class Agent:
                 if self.alerter is not None:
                     running.enter_context(self.alerter)
                 running.enter_context(self.ingest)
-                running.callback(self.supervisor.stop)
+                running.enter_context(self.supervisor)
                 running.enter_context(
                     ControlServer(
                         self.config.control_path,
@@ -271,37 +309,78 @@ class Agent:
                         self.sharing,
                     )
                 )
-                log.info("auditing (poll every %.2fs)", self.config.poll_interval_s)
+                discovery = running.enter_context(
+                    DiscoveryThread(self.discovery, self.config.poll_interval_s)
+                )
+                log.info(
+                    "auditing (%s)",
+                    "process events from the kernel"
+                    if discovery.using_events
+                    else f"process table polled every {self.config.poll_interval_s}s",
+                )
                 if self.sink is not None:
                     log.info("events to %s", self.sink.description)
-                self._loop()
+                self._loop(discovery)
         finally:
             self._write_status(AgentState.STOPPED)
             log.info("stopped")
 
-    def _loop(self) -> None:
-        last_orphan_sweep = 0.0
-        while not self.stop_event.is_set():
-            for ssh in self.discovery.poll():
-                self.supervisor.track(ssh)
-            self.supervisor.supervise()
-            if self.enforcer is not None:
-                self.enforcer.run_pending()
-            self.cutter.run_pending()
-            now = time.monotonic()
-            if now - last_orphan_sweep >= ORPHAN_SWEEP_INTERVAL_S:
-                last_orphan_sweep = now
-                self.supervisor.close_orphans()
-                if self.discovery.scope_gone():
+    def wake(self) -> None:
+        """Make the main loop look around now (any thread)."""
+        self._wake.wake()
+
+    def _loop(self, discovery: DiscoveryThread) -> None:
+        # The other threads run already: this one alone is urgent (it starts
+        # the trackers' launchers, which inherit it).
+        set_thread_nice(URGENT_NICE)
+        poller = select.poll()
+        for fd in (discovery.fileno(), self.supervisor.fileno(), self._wake.fileno()):
+            poller.register(fd, select.POLLIN)
+        # The scope process's end, from the kernel: its pid may be reused.
+        scope_fd = open_pidfd(self.config.scope_pid) if self.config.scope_pid else None
+        if scope_fd is not None:
+            poller.register(scope_fd, select.POLLIN)
+            if self.discovery.scope_gone():  # its pid was reused meanwhile
+                self.stop_event.set()
+        next_sweep = time.monotonic()
+        try:
+            while not self.stop_event.is_set():
+                now = time.monotonic()
+                if now >= next_sweep:
+                    next_sweep = now + ORPHAN_SWEEP_INTERVAL_S
+                    self.supervisor.close_orphans()
+                if now - self._status_at >= self.config.status_interval_s:
+                    self._status_at = now
+                    self._write_status(AgentState.RUNNING)
+                waits = [
+                    STOP_CHECK_S,
+                    next_sweep - now,
+                    self._status_at + self.config.status_interval_s - now,
+                ]
+                if (timer := self.supervisor.timeout()) is not None:
+                    waits.append(timer)
+                if self.cutter.killing or (self.enforcer and self.enforcer.killing):
+                    waits.append(KILL_CHECK_S)
+                ready = {fd for fd, _ in poller.poll(max(0.0, min(waits)) * 1000)}
+                if self._wake.fileno() in ready:
+                    self._wake.drain()
+                for ssh in discovery.take():
+                    self.supervisor.track(ssh)
+                self.supervisor.service()
+                if self.enforcer is not None:
+                    self.enforcer.run_pending()
+                self.cutter.run_pending()
+                if (scope_fd is not None and scope_fd in ready) or (
+                    scope_fd is None and self.discovery.scope_gone()
+                ):
                     log.warning(
                         "scope pid %d has ended: stopping (its pid may be reused)",
                         self.config.scope_pid,
                     )
                     self.stop_event.set()
-            if now - self._status_at >= self.config.status_interval_s:
-                self._status_at = now
-                self._write_status(AgentState.RUNNING)
-            self.stop_event.wait(self.config.poll_interval_s)
+        finally:
+            if scope_fd is not None:
+                os.close(scope_fd)
 
     def _alert_outcome(self, alert: Alert, delivered: bool, detail: str) -> None:
         """The alerts thread: an alert's outcome, a record of its session."""
@@ -319,6 +398,9 @@ class Agent:
                 self.ingest.cut(session.identity, end_reason(entry.actor, entry.detail))
 
     def _write_status(self, state: AgentState) -> None:
+        now = time.monotonic()
+        if self._sizes is None or now - self._sizes[0] >= DISK_SIZES_INTERVAL_S:
+            self._sizes = (now, disk_sizes(self.config.data_dir, self.config.store_dir))
         try:
             write_status(
                 self.config.data_dir,
@@ -335,6 +417,7 @@ class Agent:
                     shipper=self.shipper.snapshot() if self.shipper else None,
                     alerts=self.alerter.snapshot() if self.alerter else None,
                     state=state,
+                    sizes=self._sizes[1],
                 ),
                 self.sharing.file_mode,
             )

@@ -43,7 +43,7 @@ def run(prog: str, args: argparse.Namespace) -> int:
     )
     setup_logging(prog, args.verbose)
     agent = Agent(config)
-    with stop_signals(agent.stop_event):
+    with stop_signals(agent.stop_event, agent.wake):
         agent.run()
     return ExitStatus.SUCCESS
 

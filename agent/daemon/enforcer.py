@@ -114,6 +114,7 @@ class Enforcer:
         self._cuts: queue.SimpleQueue[_Cut] = queue.SimpleQueue()
         self._kills: dict[tuple[int, int], float] = {}  # paramiko children
         self.end_reason: EndReason = lambda identity, reason: None
+        self.wake: Callable[[], None] | None = None  # the main loop's, if it sleeps
         self.counts: dict[str, int] = {a.value: 0 for a in ACTED}
 
     def judge(self, session: Session, command: Command) -> list[Taken]:
@@ -173,6 +174,8 @@ class Enforcer:
                     f"bastion-audit: this session is ended by rule {rule.name}.",
                 )
             )
+            if self.wake is not None:
+                self.wake()
             return Taken(rule.name, action, "done", "the session is being ended", seq)
         if action == Action.LOCK:
             return self._lock(rule, session, seq)
@@ -222,6 +225,11 @@ class Enforcer:
         )
 
     # -- the main loop -----------------------------------------------------
+
+    @property
+    def killing(self) -> bool:
+        """Whether a SIGKILL is due soon (the main loop should not sleep long)."""
+        return bool(self._kills)
 
     def run_pending(self) -> None:
         """Main thread, each round: the cuts ordered, the kills due."""

@@ -257,11 +257,14 @@ class LogFollower:
         reason = "recorder ended without an end line"
         self.apply(Marker(time.time(), MarkerKind.END, {"reason": reason}))
 
-    def take_commands(self) -> list[Command]:
-        """The commands found since the last call, for the store."""
+    def take_commands(self, submitting: bool) -> list[Command]:
+        """The commands found since the last call, for the store.
+
+        `submitting`: the session goes to the store now, so the recording
+        must reach as far as the checkpoint about to be stored.
+        """
         if self.recorder is not None:
-            # The recording must reach as far as the checkpoint about to be stored.
-            self.recorder.commit(self.session)
+            self.recorder.commit(self.session, required=submitting)
         commands, self.pending_commands = self.pending_commands, []
         return commands
 

@@ -1,9 +1,12 @@
 """Session logs to stored commands, live.
 
-watchdog reports writes in DATA_DIR/logs; one ingest thread reads each
-growing log from where it stopped, through the strace decoder and the command
-builder, and hands the session's new state and commands to the store. Any log
-counts, whoever started its strace (the agent, or a user through sudo).
+inotify reports changed logs in DATA_DIR/logs (agent/daemon/log_watch.py:
+only a log that grew, appeared or went, never the ingest's own reads); one
+ingest thread reads each growing log from where it stopped, through the
+strace decoder and the command builder, and hands the session's new state
+and commands to the store. Any log counts, whoever started its strace (the
+agent, or a user through sudo). The writes of one moment are read once: the
+thread waits COALESCE_S after a wake-up before it reads what changed.
 """
 
 from __future__ import annotations
@@ -12,17 +15,16 @@ import contextlib
 import logging
 import os
 import queue
+import select
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
-from watchdog.observers import Observer
-
 from agent.daemon.enforcer import Enforcer, Taken
 from agent.daemon.follower import LogFollower
 from agent.daemon.intents import IntentLinker
+from agent.daemon.log_watch import LogWatch
 from agent.daemon.quarantine import keep
 from agent.daemon.recorder import Recorder
 from agent.daemon.spool import (
@@ -39,11 +41,14 @@ from parsers.pipeline import CommandPipeline
 from tracer.discovery import is_alive
 from tracer.session_log import SessionLogError, SessionStart, read_start
 from tracer.tags import parse_ssh_argv
+from tracer.wake import WakePipe
 
 log = logging.getLogger(__name__)
 
 LOG_SUFFIX = STRACE_SUFFIX
-RESCAN_INTERVAL_S = 1.0  # a safety net under inotify
+RESCAN_INTERVAL_S = 1.0  # intents; spooled writers gone; an unwatched spool
+REREAD_INTERVAL_S = 10.0  # every log looked for and read again: a net under inotify
+COALESCE_S = 0.01  # the writes of one keystroke or one output are read at once
 INGEST_NICE = 10  # parsing yields the CPU to the sessions it audits
 
 
@@ -55,20 +60,8 @@ class IngestSnapshot:
     lag_bytes: dict[str, int]  # per session id: log bytes not ingested yet
 
 
-class _Wakeup(FileSystemEventHandler):
-    def __init__(self, ingest: Ingest) -> None:
-        self.ingest = ingest
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        path = event.dest_path if event.event_type == "moved" else event.src_path
-        if isinstance(path, bytes):
-            path = os.fsdecode(path)
-        if path.endswith((LOG_SUFFIX, CHUNK_SUFFIX)):
-            self.ingest.wake(Path(path))
-
-
 class Ingest:
-    """Owns the watchdog observer and the ingest thread."""
+    """Owns the inotify watch and the ingest thread."""
 
     def __init__(
         self,
@@ -92,12 +85,13 @@ class Ingest:
         self._ignored: set[Path] = set()  # logs already reported as unusable
         self._dirty: set[Path] = set()
         self._dirty_lock = threading.Lock()
-        self._wake = threading.Event()
+        self._wake = WakePipe()
         self._stop = threading.Event()
         self._closed: queue.Queue[Session] = queue.Queue()
         self._expiring: dict[Path, Session] = {}  # closed, durable, log kept
         self.quarantine_dir = logs_dir.parent / "quarantine"
-        self._observer: Observer | None = None  # type: ignore[valid-type]
+        self._watch: LogWatch | None = None
+        self._spool_watched = False
         self._thread: threading.Thread | None = None
         # Sessions an auditor terminated: identity -> their end reason.
         self._cuts: dict[tuple[int, int], str] = {}
@@ -113,27 +107,26 @@ class Ingest:
         os.chmod(self.logs_dir, 0o700)
         if self.intents is not None:
             self.intents.open()
-        observer = Observer()
-        observer.schedule(_Wakeup(self), str(self.logs_dir), recursive=False)
+        watch = LogWatch()
+        watch.add(self.logs_dir)
         if self.recordings_dir is not None and spool_usable(self.recordings_dir):
             # Without it (made later, or never): the rescan each second finds them.
-            observer.schedule(_Wakeup(self), str(self.recordings_dir), recursive=False)
-        observer.start()
-        self._observer = observer
+            watch.add(self.recordings_dir)
+            self._spool_watched = True
+        self._watch = watch
         self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         """Stop watching, then read every log to its current end once more."""
-        if self._observer is not None:
-            self._observer.stop()
-            self._observer.join()
-            self._observer = None
         self._stop.set()
-        self._wake.set()
+        self._wake_up()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
         self._take_intents()
         self.scan()
         self.process_all(final=True)
@@ -167,10 +160,14 @@ class Ingest:
         return IngestSnapshot(logs=logs, lag_bytes=lag)
 
     def wake(self, path: Path | None = None) -> None:
+        """Look at `path` (or just look around) soon; any thread."""
         if path is not None:
             with self._dirty_lock:
                 self._dirty.add(path)
-        self._wake.set()
+        self._wake_up()
+
+    def _wake_up(self) -> None:
+        self._wake.wake()
 
     def cut(self, identity: tuple[int, int], reason: str | None) -> None:
         """This session was terminated (any thread): its end gets `reason`.
@@ -181,12 +178,12 @@ class Ingest:
             self._cuts.pop(identity, None)
         else:
             self._cuts[identity] = reason
-        self._wake.set()
+        self._wake_up()
 
     def taken(self, identity: tuple[int, int], taken: Taken) -> None:
         """An action carried out later (any thread): a record for its session."""
         self._taken.put((identity, taken))
-        self._wake.set()
+        self._wake_up()
 
     def _store_taken(self) -> None:
         """Ingest thread: the records of actions done since the last round."""
@@ -205,7 +202,7 @@ class Ingest:
                 continue
             # Its log is gone: no one counts. The action was on the traced
             # ssh, so a strace log's session, not a recording that named it.
-            claims = self.store.claims(identity)
+            claims = self.store.processes.claims(identity)
             claims.sort(key=lambda s: s.recorder == "strace", reverse=True)
             session = claims[0] if claims else None
             if session is not None:
@@ -222,7 +219,7 @@ class Ingest:
                 self._closed.put(session)
         if self.intents is not None:
             self.intents.flushed(sessions)
-        self._wake.set()
+        self._wake_up()
 
     # -- the thread ------------------------------------------------------
 
@@ -232,51 +229,64 @@ class Ingest:
         # syscall). Linux lets a thread have its own nice value.
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), INGEST_NICE)
-        last_scan = 0.0
+        assert self._watch is not None
+        poller = select.poll()
+        poller.register(self._watch.fileno(), select.POLLIN)
+        poller.register(self._wake.fileno(), select.POLLIN)
+        last_scan = last_reread = 0.0
         while not self._stop.is_set():
-            self._wake.wait(RESCAN_INTERVAL_S)
-            self._wake.clear()
+            timeout = max(0.0, last_scan + RESCAN_INTERVAL_S - time.monotonic())
+            if poller.poll(timeout * 1000):
+                self._stop.wait(COALESCE_S)  # let the rest of this write land
             now = time.monotonic()
             try:
                 self._store_taken()
+                self._wake.drain()
+                changed, lost = self._watch.read()
+                if lost:
+                    last_scan = last_reread = 0.0  # inotify overflowed: read all
+                with self._dirty_lock:
+                    dirty, self._dirty = self._dirty | changed, set()
+                for path in sorted(dirty):
+                    self.process(path)
                 if now - last_scan >= RESCAN_INTERVAL_S:
                     last_scan = now
                     self._take_intents()
-                    self.scan()
-                    self.process_all()
-                else:
-                    with self._dirty_lock:
-                        dirty, self._dirty = self._dirty, set()
-                    for path in sorted(dirty):
-                        self.process(path)
+                    if now - last_reread >= REREAD_INTERVAL_S:
+                        last_reread = now
+                        self.scan()
+                        self.process_all()
+                    else:
+                        self.scan(logs=False)
+                        self._check_recorders()
                 self._delete_ingested()
                 if self.intents is not None:
                     self.intents.remove_durable()
             except Exception:  # the daemon boundary for this thread
                 log.exception("ingest round failed; retrying")
-                time.sleep(RESCAN_INTERVAL_S)
+                self._stop.wait(RESCAN_INTERVAL_S)
 
-    def scan(self) -> None:
-        """Notice logs that appeared without an event (startup, missed inotify)."""
-        try:
-            names = os.listdir(self.logs_dir)
-        except FileNotFoundError:
-            return
-        for name in names:
-            path = self.logs_dir / name
-            if name.endswith(LOG_SUFFIX) and path not in self.followers:
-                self.process(path)
+    def scan(self, logs: bool = True) -> None:
+        """Notice logs that appeared without an event (startup, missed inotify).
+
+        `logs=False`: only the paramiko spool, when inotify does not watch it.
+        """
+        known = {str(path) for path in self.followers}
+        if logs:
+            self._scan_dir(self.logs_dir, LOG_SUFFIX, known)
         spool = self.recordings_dir
-        if spool is None or not spool_usable(spool):
-            return
+        wanted = logs or not self._spool_watched
+        if spool is not None and wanted and spool_usable(spool):
+            self._scan_dir(spool, CHUNK_SUFFIX, known)
+
+    def _scan_dir(self, directory: Path, suffix: str, known: set[str]) -> None:
         try:
-            names = os.listdir(spool)
+            names = os.listdir(directory)
         except OSError:
             return
         for name in names:
-            path = spool / name
-            if name.endswith(CHUNK_SUFFIX) and path not in self.followers:
-                self.process(path)
+            if name.endswith(suffix) and f"{directory}/{name}" not in known:
+                self.process(directory / name)
 
     def _take_intents(self) -> None:
         if self.intents is not None:
@@ -287,6 +297,13 @@ class Ingest:
             self.process(path, final=final)
             follower = self.followers.get(path)
             if follower is not None and follower.spooled and not follower.finished:
+                self._check_recorder(follower)
+
+    def _check_recorders(self) -> None:
+        """Spooled recordings only: their writer may be gone without a word."""
+        for path, follower in list(self.followers.items()):
+            if follower.spooled and not follower.finished:
+                self.process(path)
                 self._check_recorder(follower)
 
     def _check_recorder(self, follower: LogFollower) -> None:
@@ -342,9 +359,9 @@ class Ingest:
             start = read_start(path)
         if start is None:
             return None  # the tracker is still writing the start line
-        session = self.store.find(start.identity, path.name)
+        session = self.store.processes.find(start.identity, path.name)
         if session is None:
-            for other in self.store.claims(start.identity):
+            for other in self.store.processes.claims(start.identity):
                 if spooled:
                     # A user's file never joins a session another log feeds.
                     raise SpoolError(
@@ -377,10 +394,11 @@ class Ingest:
         return follower
 
     def _new_session(self, start: SessionStart, path: Path) -> Session:
+        # audit-shell writes its record before it starts ssh: stored first, so
+        # that the record keeps the tag's id and this session does not take it.
+        self._take_intents()
         session = Session.new(self.store.new_session_id(start.tag), start, path.name)
         if self.intents is not None:
-            # audit-shell writes its record before it starts ssh.
-            self._take_intents()
             session = self.intents.link(start, session)
         commands: list[Command] = []
         remote_command = session.remote_command
@@ -426,9 +444,11 @@ class Ingest:
         self._submit(follower)
 
     def _submit(self, follower: LogFollower) -> None:
-        commands = follower.take_commands()
-        stored = self.store.find(follower.session.identity, follower.session.log)
-        if commands or follower.session != stored:
+        session = follower.session
+        stored = self.store.processes.find(session.identity, session.log)
+        submitting = bool(follower.pending_commands) or follower.session != stored
+        commands = follower.take_commands(submitting)
+        if submitting:
             self.store.submit(follower.session, commands)
 
     # -- retention -------------------------------------------------------

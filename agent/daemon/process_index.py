@@ -9,33 +9,41 @@ session that claims its process (Ingest._open decides what that means).
 
 from __future__ import annotations
 
+import threading
+
 from agent.records import Session
 
 Identity = tuple[int, int]
 
 
 class ProcessIndex:
-    """ssh process -> the log that feeds its session -> that session's id."""
+    """ssh process -> the log that feeds its session -> that session, newest."""
 
     def __init__(self) -> None:
-        self._logs: dict[Identity, dict[str, str]] = {}
+        self._lock = threading.Lock()  # the ingest asks, the store's writers add
+        self._logs: dict[Identity, dict[str, Session]] = {}
 
     def add(self, session: Session) -> None:
-        if session.ssh_pid:  # not a connection record still waiting for its ssh
-            self._logs.setdefault(session.identity, {})[session.log] = session.id
+        if not session.ssh_pid:  # a connection record still waiting for its ssh
+            return
+        with self._lock:
+            self._logs.setdefault(session.identity, {})[session.log] = session
 
     def remove(self, session: Session) -> None:
-        logs = self._logs.get(session.identity, {})
-        if logs.get(session.log) == session.id:
-            del logs[session.log]
-            if not logs:
-                del self._logs[session.identity]
+        with self._lock:
+            logs = self._logs.get(session.identity, {})
+            if session.log in logs and logs[session.log].id == session.id:
+                del logs[session.log]
+                if not logs:
+                    del self._logs[session.identity]
 
-    def of_log(self, identity: Identity, log: str) -> str | None:
-        """The id of the session that the log named `log` feeds, if any."""
-        logs = self._logs.get(identity, {})
-        return logs.get(log) or logs.get("")  # "": stored before logs were named
+    def find(self, identity: Identity, log: str) -> Session | None:
+        """The session of that process that the log named `log` feeds."""
+        with self._lock:
+            logs = self._logs.get(identity, {})
+            return logs.get(log) or logs.get("")  # "": stored before logs were named
 
-    def claiming(self, identity: Identity) -> list[str]:
-        """The ids of every session that names that process, whichever log."""
-        return list(self._logs.get(identity, {}).values())
+    def claims(self, identity: Identity) -> list[Session]:
+        """Every session that names that process, whichever log feeds it."""
+        with self._lock:
+            return list(self._logs.get(identity, {}).values())

@@ -22,6 +22,7 @@ import dataclasses
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,11 @@ from parsers.events import Chunk, Direction, Event, Marker, Resize, Transfer
 log = logging.getLogger(__name__)
 
 STATE_SUFFIX = ".cast.state"
+# Between two store submits, a recording is written when this much gathered
+# or this long passed (each write replaces its state file).
+COMMIT_BUFFER_BYTES = 256 << 10
+COMMIT_INTERVAL_S = 1.0
+STATE_BYTES = 512  # the state file: one sector
 DEFAULT_ROWS, DEFAULT_COLS = 24, 80
 _NOTE = "\r\n\x1b[0m\x1b[7m[bastion-audit: {}]\x1b[0m\r\n"
 
@@ -83,15 +89,39 @@ class CastState:
             return None
 
     def save(self, path: Path) -> None:
-        """Replace the state file whole (no fsync: that is for close)."""
-        tmp = path.with_name(path.name + ".tmp")
-        text = json.dumps(dataclasses.asdict(self), separators=(",", ":"))
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        """Write the state file (no fsync: that is for close).
+
+        This runs for every commit. It is one sector written in place, padded
+        with blanks that JSON readers skip: no rename over the old file, which
+        on ext4 (auto_da_alloc) waits for the new file's data to reach the
+        disk, milliseconds behind the store's fsyncs. A state too long for a
+        sector is replaced whole, as a new file renamed over the old.
+        """
+        # A shallow dict: asdict() copies deeply.
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data = json.dumps(fields, separators=(",", ":")).encode("ascii")
+        if len(data) > STATE_BYTES:
+            tmp = path.with_name(path.name + ".tmp")
+            write_whole(tmp, data)
+            os.replace(tmp, path)
+            return
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            os.write(fd, text.encode("ascii"))
+            os.pwrite(fd, data.ljust(STATE_BYTES), 0)  # a sector: written whole
+            if os.fstat(fd).st_size > STATE_BYTES:
+                os.ftruncate(fd, STATE_BYTES)  # a longer state, written whole before
         finally:
             os.close(fd)
-        os.replace(tmp, path)
+
+
+def write_whole(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
 
 
 class CastWriter:
@@ -114,6 +144,8 @@ class CastWriter:
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.inode: int | None = None
         self.dirty = False  # events taken since the last commit
+        self.buffered = 0  # bytes in `lines`
+        self.committed_at = time.monotonic()
         self.resume_after: int | None = None  # skip re-fed events up to here
         loaded = CastState.load(self.state_path)
         identity = list(session.identity)
@@ -269,7 +301,16 @@ class CastWriter:
     def _append(self, line: bytes) -> None:
         if not self.state.size and not self.lines:
             self.lines.append(self._header())
+            self.buffered += len(self.lines[0])
         self.lines.append(line)
+        self.buffered += len(line)
+
+    def due(self) -> bool:
+        """Whether what is buffered should be written now though no one waits."""
+        return self.dirty and (
+            self.buffered >= COMMIT_BUFFER_BYTES
+            or time.monotonic() - self.committed_at >= COMMIT_INTERVAL_S
+        )
 
     def _header(self) -> bytes:
         s = self.session
@@ -291,6 +332,7 @@ class CastWriter:
         if not (self.dirty or final or sync):
             return
         self.dirty = False
+        self.committed_at = time.monotonic()
         if final and not self.state.closed:
             self._mark_gaps(self.session.ended_at or self.state.t)
             if self.state.dropped:
@@ -303,6 +345,7 @@ class CastWriter:
         if self.lines or final or sync:
             data = b"".join(self.lines)
             self.lines.clear()
+            self.buffered = 0
             fd = self._open_cast()
             try:
                 view = memoryview(data)
@@ -357,12 +400,19 @@ class Recorder:
         except OSError as e:
             self._broken(session, e)
 
-    def commit(self, session: Session) -> None:
-        """Before the ingest submits `session`: make its recording durable."""
+    def commit(self, session: Session, required: bool = True) -> None:
+        """Before the ingest submits `session`: make its recording durable.
+
+        Not `required` (nothing goes to the store this time): written only
+        when enough has gathered or it waited long enough, so that a session
+        typing or printing does not cost a state file per read.
+        """
         writer = self.writers.get(session.id)
         if writer is None:
             return
         closed = session.status in ENDED
+        if not (required or closed or writer.due()):
+            return
         try:
             writer.session = session
             writer.commit(final=closed)

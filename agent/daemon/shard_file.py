@@ -8,6 +8,7 @@ replaced the same way.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,7 +24,11 @@ class AtomicJSONStorage(Storage):
 
     TinyDB's JSONStorage truncates and rewrites the file in place on every
     write: a crash in between loses the database. Here TinyDB's writes only
-    touch memory, and flush() replaces the file atomically.
+    touch memory, and flush() replaces the file atomically. Each document's
+    JSON is kept from one flush to the next: tables only grow at their end
+    (TinyDB numbers documents in order), and the writer says which documents
+    it changed in place (`changed`), so a flush encodes what changed, plus
+    one copy; a table that lost documents (a prune) is encoded anew.
     """
 
     def __init__(
@@ -36,6 +41,8 @@ class AtomicJSONStorage(Storage):
         self.mode = mode
         self._data: dict[str, Any] = data if data is not None else {}
         self.dirty = data is None
+        self._docs: dict[str, dict[str, str]] = {}  # table -> doc id -> its member
+        self._changed: dict[str, set[str]] = {}  # docs changed in place since
 
     def read(self) -> dict[str, Any]:
         return self._data
@@ -44,14 +51,56 @@ class AtomicJSONStorage(Storage):
         self._data = data
         self.dirty = True
 
+    def changed(self, table: str, doc_id: int) -> None:
+        """The writer changed this document in place (an update, not an insert)."""
+        self._changed.setdefault(table, set()).add(str(doc_id))
+
     def flush(self) -> None:
         if self.dirty:
-            text = json.dumps(self._data, ensure_ascii=False, separators=(",", ":"))
+            parts = [
+                f"{_dumps(name)}:{self._table(name, table)}"
+                for name, table in self._data.items()
+            ]
+            text = "{" + ",".join(parts) + "}"
             write_atomic(self.path, text.encode("utf-8"), self.mode)
+            self._changed.clear()
             self.dirty = False
+
+    def _table(self, name: str, table: dict[str, Any]) -> str:
+        cache = self._docs.get(name)
+        done = len(cache) if cache is not None else 0
+        if cache is None or not (
+            done <= len(table)
+            and (
+                not done
+                or next(itertools.islice(table, done - 1, None)) == _last(cache)
+            )
+            and cache.keys() <= table.keys()
+        ):
+            # Documents went, or came elsewhere than at the end: all anew.
+            cache = self._docs[name] = {k: _member(k, v) for k, v in table.items()}
+        else:
+            for key in itertools.islice(table, done, None):
+                cache[key] = _member(key, table[key])
+            for key in self._changed.get(name, ()):
+                cache[key] = _member(key, table[key])
+        return "{" + ",".join(cache.values()) + "}"
 
     def close(self) -> None:
         pass
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _member(key: str, doc: Any) -> str:
+    """`"key":{doc}`, one member of a table's JSON object."""
+    return f"{_dumps(key)}:{_dumps(doc)}"
+
+
+def _last(cache: dict[str, str]) -> str:
+    return next(reversed(cache))
 
 
 def write_shard(path: Path, tables: Mapping[str, Any], mode: int) -> None:

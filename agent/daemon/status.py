@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,23 @@ def _dir_size(path: Path) -> int:
         return 0
 
 
+@dataclass(frozen=True, slots=True)
+class DiskSizes:
+    """What the store and the recordings take on disk (a walk of both dirs)."""
+
+    store_bytes: int
+    shards: int
+    recordings_bytes: int
+
+
+def disk_sizes(data_dir: Path, store_dir: Path) -> DiskSizes:
+    """These grow with the history, not with what is live: measured seldom."""
+    shards = list_shards(store_dir)
+    return DiskSizes(
+        sum(_size(p) for p in shards), len(shards), _dir_size(data_dir / CASTS_DIR)
+    )
+
+
 def collect(
     *,
     started_at: float,
@@ -67,6 +84,7 @@ def collect(
     shipper: ShipperSnapshot | None = None,
     alerts: AlertsSnapshot | None = None,
     state: AgentState = AgentState.RUNNING,
+    sizes: DiskSizes | None = None,
 ) -> AgentStatus:
     """The agent's state from its owners' snapshots, and the live ssh processes."""
     data_dir = config.data_dir
@@ -96,7 +114,7 @@ def collect(
         StraceProcess(w.tracer_pid, w.tag, w.ssh_pid, w.adopted)
         for w in supervisor.straces
     )
-    shards = list_shards(store.store_dir)
+    sizes = sizes or disk_sizes(data_dir, store.store_dir)
     events: dict[str, Any] | None = None
     if sink is not None:
         events = {"to": sink.description, **asdict(sink.stats)}
@@ -125,9 +143,9 @@ def collect(
         straces=straces,
         ingest_lag_bytes=sum(ingest.lag_bytes.values()),
         logs=ingest.logs,
-        store_bytes=sum(_size(p) for p in shards),
-        shards=len(shards),
-        recordings_bytes=_dir_size(casts),
+        store_bytes=sizes.store_bytes,
+        shards=sizes.shards,
+        recordings_bytes=sizes.recordings_bytes,
         recording_errors=recorder.errors if recorder is not None else 0,
         pending_commands=store.pending_commands,
         last_flush_at=store.flushed_at,

@@ -39,6 +39,7 @@ from tinydb import TinyDB
 from agent.access_log import ACCESS, AccessEntry, Action
 from agent.chain import CHECKPOINTS, COMMAND, SESSION
 from agent.chain import record_fields as chained_fields
+from agent.daemon.flush_pacer import FlushPacer
 from agent.daemon.process_index import ProcessIndex
 from agent.daemon.prune import PruneResult, gather, pruned_sessions, record_prune, strip
 from agent.daemon.quarantine import quarantine
@@ -112,7 +113,7 @@ class Store:
         self._write_lock = threading.Lock()  # the flushes and the prunes
         self._pending: dict[str, _Pending] = {}
         self._sessions: dict[str, Session] = {}  # newest state, flushed or not
-        self._by_identity = ProcessIndex()
+        self.processes = ProcessIndex()  # what the ingest asks: find(), claims()
         self._db: TinyDB | None = None
         self._storage: AtomicJSONStorage | None = None
         self._doc_ids: dict[str, int] = {}  # session id -> doc id in the newest shard
@@ -122,7 +123,7 @@ class Store:
         self._retired: set[str] = set()  # pruned session ids, never given again
         self._shard_commands = 0
         self._next_shard = 1
-        self._stop = threading.Event()
+        self._pacer = FlushPacer(flush_interval_s)
         self._thread: threading.Thread | None = None
         self.flush_errors = 0
         self.flush_error_at: float | None = None
@@ -174,14 +175,13 @@ class Store:
         return here
 
     def start(self) -> None:
-        self._thread = threading.Thread(
-            target=self._run, name="store-writer", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, name="store-writer")
+        self._thread.daemon = True
         self._thread.start()
 
     def stop(self) -> None:
         """Flush what is pending and stop the writer thread."""
-        self._stop.set()
+        self._pacer.stop()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
@@ -196,17 +196,6 @@ class Store:
         self.stop()
 
     # -- what the ingest asks --------------------------------------------
-
-    def find(self, identity: tuple[int, int], log: str) -> Session | None:
-        """The session of that ssh process that the log named `log` feeds."""
-        with self._lock:
-            sid = self._by_identity.of_log(identity, log)
-            return self._sessions.get(sid) if sid else None
-
-    def claims(self, identity: tuple[int, int]) -> list[Session]:
-        """Every session that names that ssh process, whichever log feeds it."""
-        with self._lock:
-            return [self._sessions[s] for s in self._by_identity.claiming(identity)]
 
     def sessions(self) -> list[Session]:
         with self._lock:
@@ -244,6 +233,8 @@ class Store:
             pending.session = session
             pending.commands.extend(commands)
             self._remember(session)
+        if commands:
+            self._pacer.soon()
 
     def shards_holding(self, session_id: str) -> set[str]:
         """The names of the shards that hold documents of this session."""
@@ -281,7 +272,7 @@ class Store:
     # -- writing ---------------------------------------------------------
 
     def _run(self) -> None:
-        while not self._stop.wait(self.flush_interval_s):
+        while self._pacer.wait():
             try:
                 self.flush()
             except OSError as e:
@@ -338,6 +329,7 @@ class Store:
         head = chain.head if chain is not None else None
         sessions = self._db.table(SESSIONS)
         new_docs: list[dict[str, Any]] = []
+        updates: dict[str, dict[str, Any]] = {}  # by session id: in place
         checkpoint = None
         try:
             for sid, pending in batch.items():
@@ -357,11 +349,12 @@ class Store:
                         doc_id = None  # a new state: a new document
                 if doc_id is None:
                     self._doc_ids[sid] = sessions.insert(doc)
-                else:
-                    # Every document carries every key, so this merge replaces
-                    # it (its link stays: what changed is not chained).
-                    sessions.update(doc, doc_ids=[doc_id])
+                else:  # merged below: its link stays (what changed is not chained)
+                    updates[sid] = doc
+                    self._storage.changed(SESSIONS, doc_id)
                 self._shards_of.setdefault(sid, set()).add(name)
+            ids = [self._doc_ids[sid] for sid in updates]  # one O(n) pass for all
+            sessions.update(lambda doc: doc.update(updates[doc["id"]]), doc_ids=ids)
             if new_docs:
                 self._db.table(COMMANDS).insert_multiple(new_docs)
                 self._shard_commands += len(new_docs)
@@ -441,7 +434,7 @@ class Store:
                     write_shard(path, stripped, self.sharing.file_mode)
             with self._lock:
                 for sid in wanted:
-                    self._by_identity.remove(self._sessions.pop(sid))
+                    self.processes.remove(self._sessions.pop(sid))
                     self._shards_of.pop(sid, None)
                     self._retired.add(sid)
             return PruneResult(tuple(sorted(wanted)), removed, len(rewrites), record)
@@ -493,7 +486,7 @@ class Store:
 
     def _remember(self, session: Session) -> None:
         self._sessions[session.id] = session
-        self._by_identity.add(session)
+        self.processes.add(session)
 
     def _quarantine(self, path: Path, why: str) -> None:
         target = quarantine(path, self.quarantine_dir, move=True)

@@ -230,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
                 stamp = Stamp.of(config)
                 records: Iterator[Row]
                 if isinstance(reader, LocalReader):
+                    selection.python_regex()  # a bad one: refused before any output
                     snapshot = reader.snapshot
                     if bar:
                         bar.start_commands(len(snapshot.commands))
