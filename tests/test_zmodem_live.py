@@ -64,6 +64,10 @@ def relay_to_rz(child: object, workdir: Path) -> None:
             data = os.read(out, 65536)
             if data:
                 os.write(fd, data)
+    # rz's last words (its ZFIN) may still be in the pipe when it exits:
+    # without them sz waits, and retries, for a long while.
+    while data := os.read(out, 65536):
+        os.write(fd, data)
     assert rz.wait(20) == 0
 
 
