@@ -64,6 +64,9 @@ class Config:
     # The account audit-web runs as: its connection records may name another
     # bastion user (the web user). "": only root's may (README: audit-web).
     web_intents_user: str = ""
+    # The accounts audit-shell runs as (its ForceCommand accounts): the only
+    # ones, besides root and web_intents_user, whose connection records count.
+    shell_users: tuple[str, ...] = ("zxy",)
     # A group whose members may read the store, the recordings and the status
     # (audit-web's account, for the console); never the raw logs. "": root only.
     read_group: str = ""
@@ -242,6 +245,15 @@ def _account_name(kind: str) -> Check:
     return check
 
 
+def _user_names(value: Any, where: Where) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)):
+        raise where.error("must be a list of user names")
+    for name in value:
+        if not name or _account_name("user")(name, where) != name:
+            raise where.error("must be a list of user names")
+    return tuple(value)
+
+
 def host_name(value: Any, where: Where) -> str:
     """A bastion's name, as the fleet store takes it, or "" for this machine's."""
     if not isinstance(value, str) or not (value == "" or BASTION_RE.fullmatch(value)):
@@ -264,6 +276,7 @@ _CHECKS: dict[str, Check] = {
     "events_syslog_facility": _facility,
     "highlight": _highlight,
     "web_intents_user": _account_name("user"),
+    "shell_users": _user_names,
     "read_group": _account_name("group"),
     "control_socket": _optional_path,
     "bastion": host_name,

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from agent.config import Config, rules_of
+from agent.escape import json_dumps, json_string, json_text
 from agent.highlight import Matcher, Risk
 from agent.records import Command, Session
 from agent.rules import RuleSet
@@ -128,45 +129,48 @@ class JsonRecords:
     """flat_record() as JSON text, fast enough for a million records.
 
     The session's fields and the bastion are encoded once per session and the
-    command's own by hand; the text is exactly what json.dumps(flat_record(...),
-    ensure_ascii=False) gives, at a third of the cost.
+    command's own by hand; the text is exactly what escape.json_dumps(
+    flat_record(...)) gives, at a third of the cost.
     """
 
     def __init__(self, stamp: Stamp) -> None:
         self._tails: dict[str, str] = {}
         self._stamp = stamp
         self._risk = stamp.risk
-        self._lone = f', "bastion": {_string(stamp.bastion)}, "risk": '
+        self._lone = f', "bastion": {json_string(stamp.bastion)}, "risk": '
 
     def text(self, command: Command, session: Session | None) -> str:
         tail = self._lone
         if session is not None:
             tail = self._tails.get(_key(session)) or self._tail(session)
         transfer = "null"
-        if command.transfer is not None:
-            transfer = _ENCODER.encode(dict(command.transfer))
+        if command.transfer is not None:  # file names: the user's choice too
+            transfer = json_dumps(dict(command.transfer))
         action = "null"
         if command.action is not None:
-            action = _ENCODER.encode(dict(command.action))
+            action = json_dumps(dict(command.action))
         if command.program is None and command.typed is None and command.keys is None:
             extras = _PLAIN_UNTERMINATED if command.unterminated else _PLAIN
-        else:
-            extras = ", " + _ENCODER.encode(_line_fields(command))[1:-1]
+        else:  # typed and keys are what the user typed: escaped
+            extras = ", " + json_dumps(_line_fields(command))[1:-1]
         risk = self._risk(command.command)
+        text = _plain(command.command)  # what the user typed: no raw control
+        if not text.isascii() or "\x7f" in text:
+            text = json_text(text)
         return (
-            f'{{"session": {_string(command.session)}, "seq": {command.seq}, '
-            f'"time": {_string(command.time)}, "command": {_string(command.command)}, '
+            f'{{"session": {_plain(command.session)}, "seq": {command.seq}, '
+            f'"time": {_plain(command.time)}, "command": {text}, '
             f'"cancelled": {"true" if command.cancelled else "false"}, '
             f'"kind": "{command.kind.value}", "transfer": {transfer}, '
             f'"action": {action}{extras}{tail}'
-            f"{_ENCODER.encode(list(risk)) if risk else '[]'}}}"
+            f"{json_dumps(list(risk)) if risk else '[]'}}}"
         )
 
     def _tail(self, session: Session) -> str:
-        bastion = _string(self._stamp.bastion_of(session))
+        bastion = json_string(self._stamp.bastion_of(session))
         tail = self._tails[_key(session)] = (
             ", "
-            + _ENCODER.encode(session_fields(session))[1:-1]
+            + json_dumps(session_fields(session))[1:-1]
             + f', "bastion": {bastion}, "risk": '
         )
         return tail
@@ -191,5 +195,5 @@ def _key(session: Session) -> str:
     return f"{session.bastion}/{session.id}" if session.bastion else session.id
 
 
-_ENCODER = json.JSONEncoder(ensure_ascii=False)
-_string = json.encoder.encode_basestring
+# A session id (a checked tag) and an iso() time are ASCII without controls.
+_plain = json.encoder.encode_basestring

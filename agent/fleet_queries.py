@@ -49,7 +49,8 @@ def session_where(selection: Selection, a: str, bastion: bool = True) -> Conditi
         return f"({a}.{one} = %s OR {a}.{other} = %s)"
 
     asked = (
-        (selection.session or None, either("id", "tag")),
+        # By id: a tag may be someone else's too (TAG~N is its own session).
+        (selection.session or None, f"{a}.id = %s"),
         (selection.bastion or None if bastion else None, f"{a}.bastion = %s"),
         (selection.user or None, either("bastion_user", "remote_user")),
         (selection.host or None, f"{a}.host = %s"),

@@ -12,8 +12,12 @@ bastion user from the file's *owner*, never from its text.
 from __future__ import annotations
 
 import json
+import math
 import os
 import pwd
+import re
+import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +29,7 @@ from tracer.tags import valid_tag
 SUFFIX = ".json"
 INTENT_MAX_BYTES = 4096
 _FIELD_MAX_CHARS = 256
+_PROOF_RE = re.compile(r"[0-9a-f]{32}")
 
 
 class IntentError(AgentError):
@@ -46,6 +51,7 @@ class Intent:
     created_at: float
     origin: Origin = Origin.AUDIT_SHELL
     ssh_user: str = ""  # whose ssh to link, when not the bastion user's
+    proof: str = ""  # the secret its paramiko recording's start line carries
 
     def to_session(self, session_id: str) -> Session:
         return Session(
@@ -64,7 +70,17 @@ class Intent:
             inventory_host=self.inventory_host,
             remote_account=self.remote_account,
             runner=self.ssh_user,
+            proof=self.proof,
         )
+
+
+def new_proof() -> str:
+    """A per-session secret: the connection record and the recording both carry it.
+
+    The agent takes a paramiko recording whose process is gone as the
+    record's only if the two match (agent/daemon/spool.py).
+    """
+    return secrets.token_hex(16)
 
 
 def client_addr_from(ssh_connection: str | None) -> str | None:
@@ -83,6 +99,7 @@ def write_intent(
     client_addr: str | None,
     web_user: str | None = None,
     ssh_user: str | None = None,
+    proof: str | None = None,
 ) -> Path:
     """Create `spool/<tag>.json` for our own uid; FileExistsError if taken.
 
@@ -95,6 +112,7 @@ def write_intent(
     fields: dict[str, Any] = {
         "v": 1,
         "tag": tag,
+        "created_at": round(time.time(), 6),
         "inventory_host": inventory_host,
         "address": address,
         "port": port,
@@ -103,6 +121,8 @@ def write_intent(
     }
     if web_user is not None:
         fields.update(origin=Origin.WEB_TOKEN, web_user=web_user, ssh_user=ssh_user)
+    if proof is not None:
+        fields["proof"] = proof
     data = json.dumps(fields, separators=(",", ":")).encode()
     path = spool / f"{tag}{SUFFIX}"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -119,12 +139,14 @@ def parse_intent(
     tag: str,
     uid: int,
     user: str,
-    created_at: float,
+    now: float,
     may_name_user: bool = False,
 ) -> Intent:
     """Check a spool file's text against its name; IntentError if unusable.
 
     `may_name_user`: the file's owner is trusted to write web-token records.
+    The record's `created_at`, never the file's mtime (its owner sets that),
+    and never later than `now`; a record without one was made by `now`.
     """
     try:
         fields = json.loads(data)
@@ -145,6 +167,14 @@ def parse_intent(
             raise IntentError(f"bad {key}: {value!r:.80}")
         return value
 
+    created_at = fields.get("created_at", now)
+    if isinstance(created_at, bool) or not isinstance(created_at, (int, float)):
+        raise IntentError(f"bad created_at: {created_at!r:.80}")
+    if not 0 < created_at < math.inf:
+        raise IntentError(f"bad created_at: {created_at!r:.80}")
+    proof = fields.get("proof", "")
+    if not isinstance(proof, str) or (proof and not _PROOF_RE.fullmatch(proof)):
+        raise IntentError(f"bad proof: {proof!r:.80}")
     port = fields.get("port")
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         raise IntentError(f"bad port: {port!r:.80}")
@@ -166,7 +196,8 @@ def parse_intent(
         port=port,
         remote_account=text("remote_account"),
         client_addr=text("client_addr", optional=True),
-        created_at=created_at,
+        created_at=min(float(created_at), now),
+        proof=proof,
     )
 
 

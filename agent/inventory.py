@@ -154,6 +154,10 @@ class ShellConfig:
     hosts: tuple[Host, ...]
     grants: tuple[Grant, ...]
 
+    def names(self, user: str, user_groups: frozenset[str]) -> bool:
+        """Whether some grant names `user`, or one of their groups."""
+        return any(g.admits(user, user_groups) for g in self.grants)
+
     def targets_for(self, user: str, user_groups: frozenset[str]) -> list[Target]:
         """What `user` may reach, grouped and sorted as the menu shows it."""
         grants = [g for g in self.grants if g.admits(user, user_groups)]

@@ -57,8 +57,7 @@ class LocalReader(Reader):
             for s in sorted(
                 self.snapshot.sessions.values(), key=lambda s: (s.started_at, s.id)
             )
-            if (not selection.session or selection.session in (s.id, s.tag))
-            and selection.session_matches(s)
+            if selection.session_matches(s)
             and selection.in_window(s, now)
             and (not selection.statuses or s.status in selection.statuses)
             and (having is None or s.id in having)

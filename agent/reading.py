@@ -54,7 +54,7 @@ class ReadTimeout(ReadError):
 class Selection:
     """The filters every reader offers; None means any."""
 
-    session: str | None = None  # a session id or tag
+    session: str | None = None  # a session id (the tag, or TAG~N)
     user: str | None = None  # the bastion or the remote user
     host: str | None = None
     since: str | None = None  # iso() text, compared as text
@@ -92,7 +92,9 @@ class Selection:
     def session_matches(self, session: Session | None) -> bool:
         if session is None:
             return not (self.user or self.host or self.bastion)
-        if self.session and self.session not in (session.id, session.tag):
+        # By id only: anyone may start an ssh with someone else's tag, which
+        # then is the session TAG~N, not a part of TAG.
+        if self.session and self.session != session.id:
             return False
         if self.bastion and self.bastion != session.bastion:
             return False

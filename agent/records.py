@@ -110,11 +110,13 @@ class Session:
     # "strace" or "paramiko" (tracer/session_log.py); None before a log exists.
     recorder: str | None = None
     # Private to the agent: which log feeds the session and where to resume,
-    # and for a web-token connection the account whose ssh it waits for.
+    # for a web-token connection the account whose ssh it waits for, and for
+    # a connection record the secret its paramiko recording carries.
     log: str = ""
     start_ticks: int = 0
     checkpoint: Checkpoint | None = None
     runner: str = ""
+    proof: str = ""
     # The fleet's bastion id, for a session read from the fleet store
     # (agent/fleet_reader.py); None in the local store, which is one bastion's.
     bastion: str | None = None
@@ -248,6 +250,7 @@ class Session:
                 "log": self.log,
                 "start_ticks": self.start_ticks,
                 "runner": self.runner,
+                "proof": self.proof,
                 "checkpoint": (
                     dataclasses.asdict(self.checkpoint) if self.checkpoint else None
                 ),
@@ -290,6 +293,7 @@ class Session:
                 start_ticks=int(ingest.get("start_ticks") or 0),
                 checkpoint=_checkpoint(cp) if cp else None,
                 runner=str(ingest.get("runner") or ""),
+                proof=str(ingest.get("proof") or ""),
                 bastion=doc.get("bastion"),
                 unparsed_input=(
                     (

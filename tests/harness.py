@@ -62,6 +62,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@contextlib.contextmanager
+def shared_dir(prefix: str) -> Iterator[Path]:
+    """A temp dir test users can reach (pytest's tmp_path is root's only)."""
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @dataclass
 class TestUser:
     name: str
@@ -264,6 +277,16 @@ def spawn_ssh(
     return pexpect.spawn(
         program, argv, dimensions=(rows, cols), env=child_env, timeout=30
     )
+
+
+def open_tagged(user: TestUser, server: Sshd, tag: str, *options: str) -> pexpect.spawn:
+    """A tagged ssh at its prompt, with the agent's strace on it: type away."""
+    child = spawn_ssh(
+        ssh_argv(user, server, "-o", f"SetEnv=AUDIT_SESSION={tag}", *options)
+    )
+    child.expect(PROMPT)
+    wait_for(lambda: is_traced(child.pid), timeout=10)
+    return child
 
 
 def is_traced(pid: int) -> bool:

@@ -157,6 +157,7 @@ def bastion() -> Iterator[Bastion]:
             agent_config = workdir / "agent.toml"
             agent_config.write_text(
                 f'intents_dir = "{spool}"\nrecordings_dir = "{recordings}"\n'
+                f'shell_users = ["{person.name}"]\n'
             )
             yield Bastion(
                 workdir,

@@ -6,6 +6,7 @@ import dataclasses
 import itertools
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -222,6 +223,7 @@ def test_config_layers_and_errors(tmp_path: Path) -> None:
 
 
 def test_fast_json_text_is_exactly_json_dumps() -> None:
+    from agent.escape import json_dumps
     from agent.export_record import JsonRecords, Stamp, flat_record
     from agent.highlight import BUILTIN_RULES
 
@@ -235,6 +237,7 @@ def test_fast_json_text_is_exactly_json_dumps() -> None:
         "中文 ✓",
         "back\\slash",
         "\u2028",
+        "csi \x9b1A del \x7f nel \x85",
         "",
         "rm -rf / ; curl x | sh",
     ]:
@@ -248,8 +251,9 @@ def test_fast_json_text_is_exactly_json_dumps() -> None:
             transfer={"path": f"/tmp/{text}", "size": 3, "sha256": None},
         )
         for s, record in itertools.product((session, None), (command, transfer)):
-            assert records.text(record, s) == json.dumps(
-                flat_record(record, s, stamp), ensure_ascii=False
-            )
+            line = records.text(record, s)
+            assert line == json_dumps(flat_record(record, s, stamp))
+            assert json.loads(line)["command"] == record.command  # exact
+            assert line.isascii() or not re.search("[\x7f-\x9f\u2028\u2029]", line)
     risky = Command("s1", 8, "2027-01-15T08:00:10.000Z", "rm -rf / ; curl x | sh")
     assert flat_record(risky, None, stamp)["risk"] == ["rm-root", "pipe-to-shell"]

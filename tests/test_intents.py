@@ -86,7 +86,18 @@ def test_parse_trusts_the_owner_not_the_text() -> None:
     ).encode()
     intent = parse_intent(data, "t1", UID, "alice", 5.0)
     assert (intent.bastion_user, intent.uid, intent.client_addr) == ("alice", UID, None)
-    for bad in [b"", b"[]", data.replace(b'"t1"', b'"t2"'), data.replace(b"22", b"0")]:
+    assert intent.created_at == 5.0  # no time in the record: when it was read
+    stamped = data.replace(b'"v": 1', b'"v": 1, "created_at": 3.5')
+    assert parse_intent(stamped, "t1", UID, "alice", 5.0).created_at == 3.5
+    future = data.replace(b'"v": 1', b'"v": 1, "created_at": 9.0')
+    assert parse_intent(future, "t1", UID, "alice", 5.0).created_at == 5.0
+    for bad in [
+        b"",
+        b"[]",
+        data.replace(b'"t1"', b'"t2"'),
+        data.replace(b"22", b"0"),
+        data.replace(b'"v": 1', b'"v": 1, "created_at": "yesterday"'),
+    ]:
         with pytest.raises(IntentError):
             parse_intent(bad, "t1", UID, "alice", 5.0)
     assert client_addr_from("192.0.2.9 50022 10.0.0.1 22") == "192.0.2.9"
@@ -98,7 +109,7 @@ def test_pending_linked_and_not_started(tmp_path: Path) -> None:
     spool = spool_dir(tmp_path)
     store = Store(tmp_path / "store", 0.05)
     store.open()
-    linker = IntentLinker(spool, store)
+    linker = IntentLinker(spool, store, shell_uids={UID})
     linker.open()
     record(spool, "t1")
     record(spool, "t2")
@@ -125,7 +136,7 @@ def test_ingest_links_the_traced_session_to_its_record(tmp_path: Path) -> None:
     store = Store(tmp_path / "store", 0.05)
     store.open()
     store.start()
-    ingest = Ingest(logs, store, intents=IntentLinker(spool, store))
+    ingest = Ingest(logs, store, intents=IntentLinker(spool, store, shell_uids={UID}))
     store.on_flushed = ingest.on_flushed
     ingest.start()
     try:
@@ -154,7 +165,7 @@ def test_ingest_links_the_traced_session_to_its_record(tmp_path: Path) -> None:
     record(spool, "t1")
     store = Store(tmp_path / "store", 0.05)
     store.open()
-    linker = IntentLinker(spool, store)
+    linker = IntentLinker(spool, store, shell_uids={UID})
     linker.open()
     linker.poll()
     linker.remove_durable()
@@ -167,7 +178,7 @@ def test_unsafe_spool_and_files_are_not_read(tmp_path: Path) -> None:
     spool = spool_dir(tmp_path)
     store = Store(tmp_path / "store", 0.05)
     store.open()
-    linker = IntentLinker(spool, store)
+    linker = IntentLinker(spool, store, shell_uids={UID})
     record(spool, "t1")
     (spool / "t2.json").symlink_to("/etc/passwd")
     (spool / "bad name.json").write_text("{}")
@@ -200,7 +211,7 @@ def test_web_token_records_name_the_web_user_only_when_trusted(tmp_path: Path) -
     store = Store(tmp_path / "store", 0.05)
     store.open()
     store.start()
-    ingest = Ingest(logs, store, intents=IntentLinker(spool, store))
+    ingest = Ingest(logs, store, intents=IntentLinker(spool, store, shell_uids={UID}))
     store.on_flushed = ingest.on_flushed
     ingest.start()
     try:

@@ -299,6 +299,25 @@ def test_tail_on_a_terminal_flags_risky_commands(seeded: Path, tmp_path: Path) -
     assert "⚠".encode() not in quiet.before
 
 
+def test_tail_is_not_frozen_by_a_long_hostile_command(tmp_path: Path) -> None:
+    """`rm rm rm …` once took the risky-command rules quadratic time (issue 14)."""
+    store = Store(tmp_path / "store", 0.05)
+    store.open()
+    session = make_session("long", pid=7)
+    hostile = "rm " * 20_000 + "; echo end-of-it"
+    store.submit(
+        dataclasses.replace(session, command_count=1),
+        [Command("long", 1, iso(NOW), hostile)],
+    )
+    store.flush()
+    child = spawn_tail("--data-dir", str(tmp_path))
+    child.expect("end-of-it")  # within spawn_tail's timeout
+    child.sendintr()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
 def test_tail_bad_highlight_config_is_one_line(seeded: Path, tmp_path: Path) -> None:
     config = tmp_path / "agent.toml"
     config.write_text('highlight = [{ name = "x", pattern = "x", style = "blinky" }]\n')

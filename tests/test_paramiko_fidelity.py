@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -109,12 +108,8 @@ class ParamikoCaseRun(CaseRun):
 @pytest.fixture
 def workdir() -> Iterator[Path]:
     """World-traversable (pytest's tmp_path is not): the person runs from it."""
-    path = Path(tempfile.mkdtemp(prefix="bastion-audit-pfid."))
-    path.chmod(0o755)
-    try:
+    with harness.shared_dir("bastion-audit-pfid.") as path:
         yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def test_corpus_subset_through_paramiko_matches_bash_history(

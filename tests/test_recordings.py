@@ -9,13 +9,16 @@ from __future__ import annotations
 import base64
 import json
 import os
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from agent.daemon.ingest import Ingest
+from agent.daemon.intents import IntentLinker
 from agent.daemon.store import Store
+from agent.intent_file import new_proof, write_intent
 from agent.reader import load
 from parsers.chunk_log import encode_chunk, encode_transfer
 from parsers.events import Chunk, Transfer, TransferDirection, TransferOutcome
@@ -29,16 +32,26 @@ pytestmark = pytest.mark.root
 DATA = Path(__file__).parent / "data"
 
 
-def recording(tag: str, uid: int = 0, user: str = "mallory") -> bytes:
-    """A paramiko recording of the bash_basic session, start line to end line."""
-    pid = os.getpid()
+def recording(
+    tag: str,
+    uid: int = 0,
+    user: str = "mallory",
+    pid: int | None = None,
+    ticks: int | None = None,
+    proof: str = "",
+) -> bytes:
+    """A paramiko recording of the bash_basic session, start line to end line.
+
+    Of this process, by default: the test holds it open, as the recorder does.
+    """
+    pid = os.getpid() if pid is None else pid
     argv = base64.b64encode(b"ssh\0-t\0-p\0002200\0-l\0bob\0--\0db1").decode()
     start = {
         "event": "start",
         "time": 1.0,
         "tag": tag,
         "ssh_pid": pid,
-        "start_ticks": read_start_ticks(pid),
+        "start_ticks": read_start_ticks(pid) if ticks is None else ticks,
         "started_at": 1_700_000_000.0,
         "uid": uid,
         "user": user,  # never believed: the file's owner names the user
@@ -47,6 +60,7 @@ def recording(tag: str, uid: int = 0, user: str = "mallory") -> bytes:
         "rows": 24,
         "cols": 80,
         "recorder": "paramiko",
+        "proof": proof,
     }
     out = [MARKER_PREFIX + json.dumps(start).encode() + b"\n"]
     events = decode_log((DATA / "bash_basic.strace").read_bytes(), tty="/dev/pts/0")
@@ -58,13 +72,36 @@ def recording(tag: str, uid: int = 0, user: str = "mallory") -> bytes:
 
 
 @pytest.fixture
+def held() -> Iterator[Callable[[Path, bytes], None]]:
+    """Write a recording and keep it open, as audit-shell's recorder does."""
+    fds: list[int] = []
+
+    def write(path: Path, data: bytes) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.write(fd, data)
+        fds.append(fd)
+
+    yield write
+    for fd in fds:
+        os.close(fd)
+
+
+@pytest.fixture
 def spooled(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
     data_dir = tmp_path / "data"
     spool = tmp_path / "recordings"
     spool.mkdir(mode=0o1733)
     spool.chmod(0o1733)
+    intents = tmp_path / "intents"
+    intents.mkdir(mode=0o1733)
+    intents.chmod(0o1733)
     store = Store(data_dir / "store", 0.05)
-    ingest = Ingest(data_dir / "logs", store, recordings_dir=spool)
+    ingest = Ingest(
+        data_dir / "logs",
+        store,
+        recordings_dir=spool,
+        intents=IntentLinker(intents, store),
+    )
     store.on_flushed = ingest.on_flushed
     store.open()
     store.start()
@@ -75,10 +112,10 @@ def spooled(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
 
 
 def test_a_recording_is_stored_as_the_file_owners_paramiko_session(
-    spooled: tuple[Path, Path],
+    spooled: tuple[Path, Path], held: Callable[[Path, bytes], None]
 ) -> None:
     data_dir, spool = spooled
-    (spool / "rec1.chunks").write_bytes(recording("rec1"))
+    held(spool / "rec1.chunks", recording("rec1"))
     session = wait_for(
         lambda: (
             (s := load(data_dir).sessions.get("rec1")) and s.status == "closed" and s
@@ -122,15 +159,70 @@ def test_a_symlink_in_the_spool_is_never_followed(
 
 
 def test_a_recording_cannot_join_another_logs_session(
+    spooled: tuple[Path, Path], held: Callable[[Path, bytes], None]
+) -> None:
+    data_dir, spool = spooled
+    held(spool / "rec4.chunks", recording("rec4"))
+    wait_for(lambda: "rec4" in load(data_dir).sessions)
+    # Same process identity, another file: refused, not appended to rec4.
+    held(spool / "rec5.chunks", recording("rec5"))
+    wait_for(lambda: list((data_dir / "quarantine").glob("rec5.chunks.*")))
+    assert "rec5" not in load(data_dir).sessions
+
+
+def gone_process() -> tuple[int, int]:
+    """The pid and start time of a process that has ended."""
+    child = subprocess.Popen(["sleep", "30"])
+    ticks = read_start_ticks(child.pid)
+    child.kill()
+    child.wait()
+    assert ticks is not None
+    return child.pid, ticks
+
+
+def put(path: Path, data: bytes) -> None:
+    """Written under another name first: no descriptor is open when it shows."""
+    draft = path.with_suffix(".draft")
+    draft.write_bytes(data)
+    draft.rename(path)
+
+
+def test_a_recording_must_be_held_by_the_process_it_names(
     spooled: tuple[Path, Path],
 ) -> None:
     data_dir, spool = spooled
-    (spool / "rec4.chunks").write_bytes(recording("rec4"))
-    wait_for(lambda: "rec4" in load(data_dir).sessions)
-    # Same process identity, another file: refused, not appended to rec4.
-    (spool / "rec5.chunks").write_bytes(recording("rec5"))
-    wait_for(lambda: list((data_dir / "quarantine").glob("rec5.chunks.*")))
-    assert "rec5" not in load(data_dir).sessions
+    # Alive and root's, as the file is, but not holding it: not its writer.
+    put(spool / "rec6.chunks", recording("rec6"))
+    wait_for(lambda: list((data_dir / "quarantine").glob("rec6.chunks.*")))
+    pid, ticks = gone_process()
+    put(spool / "rec7.chunks", recording("rec7", pid=pid, ticks=ticks))
+    wait_for(lambda: list((data_dir / "quarantine").glob("rec7.chunks.*")))
+    assert not {"rec6", "rec7"} & set(load(data_dir).sessions)
+
+
+def test_a_recording_of_a_process_gone_is_vouched_for_by_its_record(
+    spooled: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """audit-shell's recorder may end before the agent looks (a refused
+    connection, the agent restarting): the proof in its connection record."""
+    data_dir, spool = spooled
+    proof = new_proof()
+    write_intent(
+        tmp_path / "intents", "rec8", "db1", "db1", 2200, "bob", None, None, proof=proof
+    )
+    pid, ticks = gone_process()
+    wrong = recording("rec9", pid=pid, ticks=ticks, proof=new_proof())
+    (spool / "rec9.chunks").write_bytes(wrong)
+    wait_for(lambda: list((data_dir / "quarantine").glob("rec9.chunks.*")))
+    right = recording("rec8", pid=pid, ticks=ticks, proof=proof)
+    (spool / "rec8.chunks").write_bytes(right)
+    session = wait_for(
+        lambda: (
+            (s := load(data_dir).sessions.get("rec8")) and s.status == "closed" and s
+        )
+    )
+    assert (session.recorder, session.origin) == ("paramiko", "audit-shell")
+    assert [c.command for c in load(data_dir).commands if c.session == "rec8"]
 
 
 def test_start_lines_without_a_recorder_are_strace_logs() -> None:
@@ -141,7 +233,9 @@ def test_start_lines_without_a_recorder_are_strace_logs() -> None:
         SessionStart.from_fields({**fields, "recorder": "other"})
 
 
-def test_transfer_lines_are_stored_once_across_a_restart(tmp_path: Path) -> None:
+def test_transfer_lines_are_stored_once_across_a_restart(
+    tmp_path: Path, held: Callable[[Path, bytes], None]
+) -> None:
     """A transfer record's checkpoint lies past its line: read again, not stored."""
     data_dir = tmp_path / "data"
     spool = tmp_path / "recordings"
@@ -162,7 +256,7 @@ def test_transfer_lines_are_stored_once_across_a_restart(tmp_path: Path) -> None
         for i in range(2)
     ]
     path = spool / "xfer.chunks"
-    path.write_bytes(head + encode_transfer(moved[0]))
+    held(path, head + encode_transfer(moved[0]))  # its writer holds it, alive
 
     def run_once(expected: int) -> list[dict[str, object]]:
         store = Store(data_dir / "store", 0.05)

@@ -76,7 +76,7 @@ def test_flush_writes_one_whole_shard_and_resume_state(data_dir: Path) -> None:
     assert len(tables["sessions"]) == 1 and len(tables["commands"]) == 6
 
     reopened = open_store(data_dir)
-    again = reopened.find(session.identity)
+    again = reopened.processes.find(session.identity, session.log)
     assert again is not None
     assert again.command_count == 6 and again.checkpoint == cp(400)
     assert [c.command for c in load(data_dir).commands] == [

@@ -14,6 +14,7 @@ import contextlib
 import grp
 import os
 import pwd
+import re
 import shutil
 import signal
 import subprocess
@@ -44,6 +45,7 @@ class WebBastion:
     agent_config: Path
     web_url: str
     terminal_url: str
+    audit_shell: Path  # runs as `terminal` (see shell_harness.launcher)
 
 
 def _run_as(user: harness.TestUser, *groups: str) -> dict[str, object]:
@@ -91,7 +93,8 @@ def _web_launcher(workdir: Path, uid: int) -> Path:
 
 
 @contextlib.contextmanager
-def web_bastion() -> Iterator[WebBastion]:
+def web_bastion(web_extra: str = "") -> Iterator[WebBastion]:
+    """`web_extra`: more lines for the `[web]` table."""
     workdir = Path(tempfile.mkdtemp(prefix="bastion-audit-web."))
     try:
         workdir.chmod(0o755)
@@ -102,7 +105,9 @@ def web_bastion() -> Iterator[WebBastion]:
             harness.test_user(workdir, prefix="bww") as web,
             harness.sshd(workdir) as target,
         ):
-            yield from _started(workdir, person, target_user, terminal, web, target)
+            yield from _started(
+                workdir, person, target_user, terminal, web, target, web_extra
+            )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -114,6 +119,7 @@ def _started(
     terminal: harness.TestUser,
     web: harness.TestUser,
     target: harness.Sshd,
+    web_extra: str,
 ) -> Iterator[WebBastion]:
     spool = workdir / "spool"
     spool.mkdir()
@@ -140,6 +146,7 @@ def _started(
         f'terminal_user = "{terminal.name}"\n'
         f'terminal_url = "{terminal_url}"\n'
         f"token_ttl_s = {TOKEN_TTL_S}\n"
+        f"{web_extra}"
         f'bastion = "{BASTION}"\n'
         '[[host]]\nname = "web1"\naddress = "127.0.0.1"\n'
         f'port = {target.port}\ngroup = "web"\n'
@@ -204,6 +211,7 @@ def _started(
             agent_config,
             web_url,
             terminal_url,
+            audit_shell,
         )
 
 
@@ -231,3 +239,54 @@ def chromium(profile: Path) -> Iterator[object]:
         yield driver
     finally:
         driver.quit()
+
+
+class WebClient:
+    """A browser without JavaScript: cookies, forms with their CSRF token."""
+
+    CSRF_RE = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
+    TOKEN_RE = re.compile(r'id="token">([A-Z2-7-]+)<')
+
+    def __init__(self, base_url: str) -> None:
+        import http.cookiejar
+        import urllib.request
+
+        class _NoRedirect(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, *args: object, **kw: object) -> None:
+                return None  # the test reads the 302 itself
+
+        self.base_url = base_url.rstrip("/")
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(self.jar), _NoRedirect()
+        )
+
+    def request(self, path: str, form: dict[str, str] | None = None) -> tuple[int, str]:
+        import urllib.error
+        import urllib.parse
+
+        data = urllib.parse.urlencode(form).encode() if form is not None else None
+        try:
+            with self.opener.open(self.base_url + path, data, timeout=30) as r:
+                return int(r.status), r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def post_form(self, page: str, path: str, form: dict[str, str]) -> tuple[int, str]:
+        """Fill in the form of `page` and post it to `path`."""
+        status, body = self.request(page)
+        match = self.CSRF_RE.search(body)
+        assert match is not None, (status, body)
+        return self.request(path, {**form, "csrfmiddlewaretoken": match.group(1)})
+
+    def sign_in(self, user: str, password: str) -> int:
+        status, _ = self.post_form(
+            "/sign-in", "/sign-in", {"username": user, "password": password}
+        )
+        return status
+
+    def token(self, target: str) -> str:
+        status, body = self.post_form("/", "/connect", {"target": target})
+        match = self.TOKEN_RE.search(body)
+        assert status == 200 and match is not None, (status, body)
+        return match.group(1)

@@ -12,13 +12,14 @@ import sys
 from pathlib import Path
 from types import FrameType
 
+from agent.escape import LogFormatter
 from agent.exits import ExitStatus, run_main
 from agent.inventory import DEFAULT_SHELL_CONFIG
 from agent.version import add_version_option
 from agent.web_config import load_web_config
 from web import WebError
 from web.redeem import Redeemer, RedeemServer
-from web.site import wsgi_application
+from web.site import SessionPurger, wsgi_application
 from web.tokens import TokenStore
 
 PROG = "audit-web"
@@ -73,7 +74,10 @@ def serve(args: argparse.Namespace) -> int:
     port = web.listen_port if args.port is None else args.port
     old = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        with RedeemServer(web.redeem_socket, Redeemer(config, tokens)):
+        with (
+            SessionPurger(web.session_idle_s),
+            RedeemServer(web.redeem_socket, Redeemer(config, tokens)),
+        ):
             server = waitress.create_server(
                 app, host=host, port=port, threads=WSGI_THREADS, ident=PROG
             )
@@ -99,9 +103,10 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format=f"{PROG}: %(levelname)s %(name)s: %(message)s"
-    )
+    # One line per message: user names and addresses come from the web.
+    handler = logging.StreamHandler()
+    handler.setFormatter(LogFormatter(f"{PROG}: %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     return run_main(PROG, lambda: serve(build_parser().parse_args(argv)))
 
 

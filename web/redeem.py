@@ -12,8 +12,11 @@ itself (agent/intent_file.py), under its own uid, naming the web user as the
 bastion user and the terminal account as the one whose ssh to link. The
 reply tells audit-shell which tag, host and account to open.
 
-One JSON line each way. Requests are served one at a time, each with a
-deadline, which also serialises redemptions within this process.
+One JSON line each way. The caller is checked before its request is read;
+each request has its own thread and one deadline for all of it, so a slow
+caller holds up nobody else (agent/unix_service.py). Using a token is one
+SQLite transaction (web/tokens.py), so requests served at once cannot use a
+token twice.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import pwd
+import re
 import secrets
 import socket
 import socketserver
@@ -32,7 +36,12 @@ from agent import AgentError
 from agent.intent_file import write_intent
 from agent.inventory import Target, groups_of
 from agent.redemption import IO_TIMEOUT_S, RedeemError, Reply, read_line
-from agent.unix_service import ServiceServer, UnixService, peer_credentials
+from agent.unix_service import (
+    ServiceServer,
+    ThreadedServiceServer,
+    UnixService,
+    peer_credentials,
+)
 from agent.web_config import WebConfig
 from web import WebError
 from web.tokens import TokenStore, Verdict
@@ -41,6 +50,17 @@ log = logging.getLogger(__name__)
 
 TAG_TRIES = 5
 WEB_ORIGIN = "web-token"
+_PROOF_RE = re.compile(r"[0-9a-f]{32}")
+_ADDRESS_RE = re.compile(r"[0-9A-Fa-f.:]{1,64}")  # IPv4 or IPv6, nothing else
+
+
+def client_text(text: str) -> str:
+    """The browser's address the terminal sends, as logs and records may hold it.
+
+    It comes from X-Real-IP, which a browser sets itself where no proxy does.
+    """
+    text = text[:100]
+    return text if _ADDRESS_RE.fullmatch(text) else ascii(text)[1:-1][:100]
 
 
 def new_web_tag(now: float | None = None) -> str:
@@ -57,15 +77,25 @@ class Redeemer:
         self.store = store
         self.terminal_uid = _uid_of(config.web.terminal_user)
 
+    def refuse(self, peer_uid: int) -> bytes | None:
+        """The reply for a caller who is not served, before its request is read."""
+        if peer_uid == self.terminal_uid:
+            return None
+        log.warning("redeem: refused uid %d (not the terminal account)", peer_uid)
+        return encode(Reply(False, "only the web terminal may redeem tokens"))
+
     def handle(self, request: bytes, peer_uid: int) -> Reply:
         if peer_uid != self.terminal_uid:
             log.warning("redeem: refused uid %d (not the terminal account)", peer_uid)
             return Reply(False, "only the web terminal may redeem tokens")
         try:
             fields: Any = json.loads(request)
-            token, client = str(fields["token"]), str(fields["client"])[:100]
-        except (ValueError, KeyError, TypeError):
+            token, client = str(fields["token"]), client_text(str(fields["client"]))
+            proof = str(fields.get("proof") or "")
+        except (ValueError, KeyError, TypeError, AttributeError):
             return Reply(False, "bad request")
+        if not _PROOF_RE.fullmatch(proof):
+            proof = ""  # an older terminal: the recording's process must show
         result = self.store.redeem(token, client)
         grant = result.grant
         if result.verdict is not Verdict.OK or grant is None:
@@ -80,7 +110,7 @@ class Redeemer:
                 grant.host,
             )
             return Reply(False, "that host is no longer open to you")
-        tag = self._record(grant.web_user, target, client)
+        tag = self._record(grant.web_user, target, client, proof)
         log.info(
             "token of %s redeemed from %s: %s@%s, session %s",
             grant.web_user,
@@ -97,7 +127,7 @@ class Redeemer:
                 return target
         return None
 
-    def _record(self, web_user: str, target: Target, client: str) -> str:
+    def _record(self, web_user: str, target: Target, client: str, proof: str) -> str:
         """The agent's connection record, written as audit-web; the tag."""
         for _ in range(TAG_TRIES):
             tag = new_web_tag()
@@ -112,6 +142,7 @@ class Redeemer:
                     client_addr=client or None,
                     web_user=web_user,
                     ssh_user=self.config.web.terminal_user,
+                    proof=proof or None,
                 )
             except FileExistsError:
                 continue
@@ -124,11 +155,11 @@ class _Handler(socketserver.BaseRequestHandler):
 
     def handle(self) -> None:
         conn: socket.socket = self.request
-        conn.settimeout(IO_TIMEOUT_S)
+        deadline = time.monotonic() + IO_TIMEOUT_S  # for the whole request
         _, uid = peer_credentials(conn)
         redeemer: Redeemer = self.server.context
         try:
-            request = read_line(conn)
+            request = read_line(conn, deadline)
             try:
                 reply = redeemer.handle(request, uid)
             except AgentError as e:  # the store or the spool: say so, keep serving
@@ -137,22 +168,30 @@ class _Handler(socketserver.BaseRequestHandler):
             except OSError as e:
                 log.error("redeem: cannot record the connection: %s", e)
                 reply = Reply(False, "audit-web cannot record the connection")
-            conn.sendall((json.dumps(_as_dict(reply)) + "\n").encode())
+            conn.settimeout(max(0.01, deadline - time.monotonic()))
+            conn.sendall(encode(reply))
         except OSError:
-            return  # the terminal went away: its problem, not ours
+            return  # the terminal went away or was too slow: its problem
 
 
-def _as_dict(reply: Reply) -> dict[str, Any]:
-    return {f: getattr(reply, f) for f in Reply.__slots__}
+def encode(reply: Reply) -> bytes:
+    return (json.dumps({f: getattr(reply, f) for f in Reply.__slots__}) + "\n").encode()
 
 
 class RedeemServer(UnixService):
-    """The socket, served by one owned thread; a context manager."""
+    """The socket, a thread per request; a context manager."""
 
     def __init__(self, path: Path, redeemer: Redeemer) -> None:
-        # Anyone may connect; SO_PEERCRED decides who is served.
+        # Anyone may connect; SO_PEERCRED decides who is served, before a
+        # byte is read (Redeemer.refuse).
         super().__init__(
-            path, _Handler, redeemer, "redeem", 0o666, error_class=RedeemError
+            path,
+            _Handler,
+            redeemer,
+            "redeem",
+            0o666,
+            error_class=RedeemError,
+            server_class=ThreadedServiceServer,
         )
 
 

@@ -1,11 +1,13 @@
 """Django, configured in code from WebConfig: no settings module, no database.
 
 Signed-in state lives in Django's file sessions (server side, so signing out
-or expiry really ends it); CSRF tokens live in the session too. Nothing here
-needs a model, so there is no database to migrate or secure. Every response
-carries a Content-Security-Policy that lets a page run only audit-web's own
-scripts (web/assets.py): stored text that got past the escaping still could
-not run.
+or expiry really ends it); only a signed-in person has one: the CSRF token
+is a cookie (HttpOnly, SameSite=Strict), so that a request without cookies
+stores nothing. Django's file backend removes an expired session only when
+asked: SessionPurger asks now and then. Nothing here needs a model, so there
+is no database to migrate or secure. Every response carries a
+Content-Security-Policy that lets a page run only audit-web's own scripts
+(web/assets.py): stored text that got past the escaping still could not run.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,9 @@ log = logging.getLogger(__name__)
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 SECRET_KEY_BYTES = 50
+PURGE_INTERVAL_MAX_S = 300.0  # expired sessions are removed at least this often
+
+log = logging.getLogger(__name__)
 # 'wasm-unsafe-eval': the player's terminal emulator is WebAssembly.
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; "
@@ -133,7 +139,10 @@ def wsgi_application(config: WebConfig, tokens: TokenStore) -> Any:
         SESSION_COOKIE_SAMESITE="Strict",
         SESSION_COOKIE_SECURE=web.secure_cookies,
         SESSION_COOKIE_NAME="audit_web_session",
-        CSRF_USE_SESSIONS=True,
+        CSRF_USE_SESSIONS=False,  # a cookie: an anonymous page stores nothing
+        CSRF_COOKIE_HTTPONLY=True,
+        CSRF_COOKIE_SAMESITE="Strict",
+        CSRF_COOKIE_NAME="audit_web_csrf",
         CSRF_COOKIE_SECURE=web.secure_cookies,
         CSRF_TRUSTED_ORIGINS=list(web.trusted_origins),
         # Behind the TLS proxy of the README, which sets this header itself.
@@ -156,3 +165,38 @@ def wsgi_application(config: WebConfig, tokens: TokenStore) -> Any:
 
     SessionStore.clear_expired()  # files of sessions that expired while we were down
     return get_wsgi_application()
+
+
+class SessionPurger:
+    """A thread that removes expired session files; a context manager.
+
+    Django's file backend deletes one only when that session is loaded, so
+    the files of sessions nobody came back to would stay until a restart.
+    """
+
+    def __init__(self, session_idle_s: float) -> None:
+        self.interval_s = max(1.0, min(PURGE_INTERVAL_MAX_S, session_idle_s))
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> SessionPurger:
+        self._thread = threading.Thread(
+            target=self._run, name="session-purger", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        from django.contrib.sessions.backends.file import SessionStore
+
+        while not self._stop.wait(self.interval_s):
+            try:
+                SessionStore.clear_expired()
+            except OSError as e:  # this thread's boundary: say so, try again
+                log.error("cannot remove expired sessions: %s", e)

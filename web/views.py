@@ -19,7 +19,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from agent.inventory import Target, groups_of
 from agent.locks import refusal
 from agent.records import iso
-from web.auth import authenticate
+from web.auth import account_exists, authenticate, login_account, valid_user_name
 from web.console import SIGNED_IN, SIGNED_IN_AT, signed_in, viewer_of, web_config
 from web.tokens import TokenStore, Verdict
 
@@ -47,12 +47,17 @@ def sign_in(request: HttpRequest) -> HttpResponse:
     status = 200
     if request.method == "POST":
         client = _client(request)
-        key = f"sign-in {client}"
         user = request.POST.get("username", "")
+        shown = _shown_name(user)
+        # Per name and address: one client's failures for one name lock out
+        # neither other names nor, behind a proxy, everyone else.
+        key = f"sign-in {shown} {client}"
         if _tokens().throttled(key):
-            log.warning("sign-in from %s refused: too many failures", client)
+            log.warning(
+                "sign-in of %s from %s refused: too many failures", shown, client
+            )
             error, status = Verdict.THROTTLED.value, 429
-        elif authenticate(
+        elif _may_sign_in(user) and authenticate(
             web_config().web.pam_service, user, request.POST.get("password", "")
         ):
             request.session.cycle_key()  # no session fixation
@@ -62,9 +67,33 @@ def sign_in(request: HttpRequest) -> HttpResponse:
             return HttpResponseRedirect("/")
         else:
             _tokens().failed(key)
-            log.warning("sign-in failed for %r from %s", user[:40], client)
+            log.warning("sign-in failed for %s from %s", shown, client)
             error, status = "sign-in failed", 403
     return render(request, "sign_in.html", {"error": error}, status=status)
+
+
+def _may_sign_in(user: str) -> bool:
+    """Only accounts that may use a page here reach PAM: it is no oracle.
+
+    Those some grant names, auditors, and with `own_sessions` a person's
+    login account; never root or a system account unless named so.
+    """
+    if not valid_user_name(user):
+        return False
+    config, groups = web_config(), groups_of(user)
+    if config.shell.names(user, groups) or config.web.auditor_group in groups:
+        return True
+    return config.web.own_sessions and login_account(user)
+
+
+def _shown_name(user: str) -> str:
+    """The name as a log line may hold it: an account's, escaped, or none.
+
+    A password typed into the name field is no account: it is not logged.
+    """
+    if valid_user_name(user) and account_exists(user):
+        return ascii(user)
+    return "a name that is no account here"
 
 
 @never_cache
@@ -92,7 +121,7 @@ def connect(request: HttpRequest) -> HttpResponse:
     wanted = request.POST.get("target", "")
     target = next((t for t in _targets(user) if t.label == wanted), None)
     if target is None:
-        log.warning("%s asked for %r, which is not theirs", user, wanted[:80])
+        log.warning("%s asked for %s, which is not theirs", user, ascii(wanted[:80]))
         return HttpResponse("not a host you may use\n", status=403)
     locked = refusal(web_config().shell.settings.locks_dir, user)
     if locked:

@@ -58,7 +58,7 @@ from agent.daemon.cuts import Cutter, end_reason
 from agent.daemon.enforcer import Enforcer
 from agent.daemon.events import EventSink, stored_access, stored_batch
 from agent.daemon.ingest import Ingest
-from agent.daemon.intents import IntentLinker
+from agent.daemon.intents import IntentLinker, uids_of
 from agent.daemon.lock import writer_lock
 from agent.daemon.recorder import Recorder
 from agent.daemon.retention import Policy, Retention
@@ -206,7 +206,10 @@ class Agent:
             config.log_retention_s,
             self.recorder,
             intents=IntentLinker(
-                config.intents_dir, self.store, config.web_intents_user
+                config.intents_dir,
+                self.store,
+                config.web_intents_user,
+                uids_of(config.shell_users),
             ),
             recordings_dir=config.recordings_dir,
             enforcer=self.enforcer,

@@ -13,15 +13,18 @@ from agent import AgentError
 from agent.config import load_config
 from agent.control import ControlClient, ControlError
 from agent.daemon.agent import Agent, stop_signals
+from agent.escape import LogFormatter
 from agent.exits import ExitStatus
 from agent.fleet_config import FleetConfigError
 from agent.locks import lock_path, remove_lock
 
 
 def setup_logging(prog: str, verbose: bool = False) -> None:
+    """One line per message: file names, hosts and tags come from users."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(LogFormatter(f"{prog}: %(levelname)s: %(message)s"))
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format=f"{prog}: %(levelname)s: %(message)s",
+        level=logging.DEBUG if verbose else logging.INFO, handlers=[handler]
     )
 
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from agent.access_log import AccessEntry
+from agent.escape import json_dumps
 from agent.export_record import Stamp, flat_record, session_fields
 from agent.files import write_atomic
 from agent.reader import load
@@ -431,7 +432,8 @@ class EventSink:
 
 
 def _dumps(doc: dict[str, Any]) -> bytes:
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+    """One event's JSON: UTF-8, no raw control (what users typed is in it)."""
+    return json_dumps(doc, separators=(",", ":")).encode()
 
 
 def _fit(line: bytes, limit: int) -> bytes:

@@ -39,7 +39,7 @@ from agent.records import ENDED, Command, Session, iso
 from parsers.chunk_log import SUFFIX as CHUNK_SUFFIX
 from parsers.pipeline import CommandPipeline
 from tracer.discovery import is_alive
-from tracer.session_log import SessionLogError, read_start
+from tracer.session_log import SessionLogError, SessionStart, read_start
 from tracer.tags import parse_ssh_argv
 from tracer.wake import WakePipe
 
@@ -200,7 +200,11 @@ class Ingest:
                 follower.add_taken(taken)
                 self._submit(follower)
                 continue
-            session = self.store.find(identity)  # its log is gone: no one counts
+            # Its log is gone: no one counts. The action was on the traced
+            # ssh, so a strace log's session, not a recording that named it.
+            claims = self.store.processes.claims(identity)
+            claims.sort(key=lambda s: s.recorder == "strace", reverse=True)
+            session = claims[0] if claims else None
             if session is not None:
                 session = session.counted()
                 record = taken.record(
@@ -349,42 +353,24 @@ class Ingest:
     def _open(self, path: Path) -> LogFollower | None:
         inode = os.stat(path, follow_symlinks=False).st_ino
         spooled = path.parent != self.logs_dir
-        start = read_recording_start(path) if spooled else read_start(path)
+        if spooled:
+            start = read_recording_start(path, self._proven)
+        else:
+            start = read_start(path)
         if start is None:
             return None  # the tracker is still writing the start line
-        session = self.store.find(start.identity)
-        if session is not None and spooled and session.log != path.name:
-            # A user's file may name any process: it never joins a session
-            # that another log feeds.
-            raise SpoolError(
-                f"recording {path} claims session {session.id} of {session.log}"
-            )
+        session = self.store.processes.find(start.identity, path.name)
         if session is None:
-            session = Session.new(
-                self.store.new_session_id(start.tag), start, path.name
-            )
-            if self.intents is not None:
-                # audit-shell writes its record before it starts ssh.
-                self._take_intents()
-                session = self.intents.link(start, session)
-            commands: list[Command] = []
-            remote_command = session.remote_command
-            if remote_command:
-                # `ssh host cmd`: argv says what runs; the shell never shows it.
-                session = session.counted()
-                commands.append(
-                    Command(session.id, 1, iso(start.started_at), remote_command)
-                )
-            self.store.submit(session, commands)
-            log.info(
-                "session %s: %s -> %s@%s:%s on %s",
-                session.id,
-                session.bastion_user,
-                session.remote_user,
-                session.host,
-                session.port,
-                session.tty,
-            )
+            for other in self.store.processes.claims(start.identity):
+                if spooled:
+                    # A user's file never joins a session another log feeds.
+                    raise SpoolError(
+                        f"recording {path} claims session {other.id} of {other.log}"
+                    )
+                # A root-written log never joins another log's session (ended
+                # or not), and wins over a recording that claimed its process.
+                self._supersede(other, path)
+            session = self._new_session(start, path)
         follower = LogFollower(
             path=path,
             session=session,
@@ -407,10 +393,60 @@ class Ingest:
             follower.decoder.offset = session.checkpoint.offset
         return follower
 
-    def _submit(self, follower: LogFollower) -> None:
-        submitting = bool(follower.pending_commands) or (
-            follower.session != self.store.find(follower.session.identity)
+    def _new_session(self, start: SessionStart, path: Path) -> Session:
+        # audit-shell writes its record before it starts ssh: stored first, so
+        # that the record keeps the tag's id and this session does not take it.
+        self._take_intents()
+        session = Session.new(self.store.new_session_id(start.tag), start, path.name)
+        if self.intents is not None:
+            session = self.intents.link(start, session)
+        commands: list[Command] = []
+        remote_command = session.remote_command
+        if remote_command:
+            # `ssh host cmd`: argv says what runs; the shell never shows it.
+            session = session.counted()
+            commands.append(
+                Command(session.id, 1, iso(start.started_at), remote_command)
+            )
+        self.store.submit(session, commands)
+        log.info(
+            "session %s: %s -> %s@%s:%s on %s",
+            session.id,
+            session.bastion_user,
+            session.remote_user,
+            session.host,
+            session.port,
+            session.tty,
         )
+        return session
+
+    def _proven(self, start: SessionStart, proof: str) -> bool:
+        """Whether audit-shell's connection record vouches for this recording."""
+        if self.intents is None or not proof:
+            return False
+        self._take_intents()  # written before the recording: read it first
+        return self.intents.proven(start, proof)
+
+    def _supersede(self, other: Session, path: Path) -> None:
+        """A strace log for a process that `other`, from another log, names."""
+        log.warning(
+            "session %s (%s) names the process of the log %s; that log gets a "
+            "session of its own",
+            other.id,
+            other.log,
+            path.name,
+        )
+        follower = self.followers.get(self._log_path(other.log))
+        if other.status in ENDED or follower is None or not follower.spooled:
+            return
+        # A recording cannot be of a process that strace sees running ssh.
+        follower.lost(f"its process is an ssh traced into {path.name}")
+        self._submit(follower)
+
+    def _submit(self, follower: LogFollower) -> None:
+        session = follower.session
+        stored = self.store.processes.find(session.identity, session.log)
+        submitting = bool(follower.pending_commands) or follower.session != stored
         commands = follower.take_commands(submitting)
         if submitting:
             self.store.submit(follower.session, commands)

@@ -13,17 +13,24 @@ audit-web (web/redeem.py) writes the records of the web terminal's sessions:
 their ssh runs as the terminal's service account, but the person is the web
 user who took the token. Such a record names both, and the agent believes it
 only from a file owned by root or by the configured `web_intents_user`.
+
+Anyone may create a file in the spool, but a record tells where a person
+came from (client address, inventory host) and when: only those of root, of
+audit-shell's accounts (`shell_users`) and of audit-web's count; anyone
+else's is removed with a log line.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hmac
 import logging
 import os
 import pwd
 import queue
 import stat
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from agent.daemon.store import Store
@@ -52,7 +59,13 @@ class IntentLinker:
     only queues.
     """
 
-    def __init__(self, spool: Path, store: Store, web_user: str = "") -> None:
+    def __init__(
+        self,
+        spool: Path,
+        store: Store,
+        web_user: str = "",
+        shell_uids: Iterable[int] = (),
+    ) -> None:
         self.spool = spool
         self.store = store
         self.web_uids = {0}  # who may write web-token records
@@ -61,6 +74,7 @@ class IntentLinker:
                 self.web_uids.add(pwd.getpwnam(web_user).pw_uid)
             except KeyError:
                 log.error("web_intents_user %r is not an account here", web_user)
+        self.writers = self.web_uids | set(shell_uids)  # whose records count
         self._unlinked: dict[str, Session] = {}  # tag -> intent session
         self._known: set[str] = set()  # tags of intents the store has
         self._taken: dict[str, Path] = {}  # tag -> spool file not yet durable
@@ -113,6 +127,20 @@ class IntentLinker:
                 intent.host,
             )
         return session.linked_to(intent)
+
+    def proven(self, start: SessionStart, proof: str) -> bool:
+        """Whether the record of `start`'s tag, for its user, carries `proof`.
+
+        audit-shell puts the same secret in the record and in its paramiko
+        recording's start line; nobody else can read either file.
+        """
+        intent = self._unlinked.get(start.tag)
+        return (
+            intent is not None
+            and bool(intent.proof)
+            and (intent.runner or intent.bastion_user) == start.user
+            and hmac.compare_digest(intent.proof, proof)
+        )
 
     def flushed(self, sessions: list[Session]) -> None:
         """Store callback (writer thread): these sessions are durable."""
@@ -208,13 +236,17 @@ class IntentLinker:
             self._taken[tag] = path
             self._durable.put(tag)
             return None
+        if st.st_uid not in self.writers:
+            why = f"uid {st.st_uid} is not an account audit-shell runs as"
+            self._discard(dir_fd, name, f"{why} (shell_users)", st.st_uid)
+            return None
         try:
             return_value = parse_intent(
                 data,
                 tag,
                 st.st_uid,
                 user_name(st.st_uid),
-                st.st_mtime,
+                time.time(),
                 may_name_user=st.st_uid in self.web_uids,
             )
         except IntentError as e:
@@ -226,6 +258,7 @@ class IntentLinker:
         return return_value
 
     def _discard(self, dir_fd: int, name: str, why: str, uid: int = -1) -> None:
+        # ascii(): a file name may hold a newline that would forge a log line.
         log.error(
             "intents dir %s: removed %s of uid %d: %s",
             self.spool,
@@ -244,3 +277,14 @@ class IntentLinker:
             log.info("%s; audit-shell connection records are not collected", message)
         else:
             log.error(message)
+
+
+def uids_of(users: Iterable[str]) -> set[int]:
+    """The uids of `shell_users`; one log line for a name that is no account."""
+    uids = set()
+    for user in users:
+        try:
+            uids.add(pwd.getpwnam(user).pw_uid)
+        except KeyError:
+            log.info("shell_users: %r is not an account here", user)
+    return uids

@@ -40,6 +40,7 @@ from agent.access_log import ACCESS, AccessEntry, Action
 from agent.chain import CHECKPOINTS, COMMAND, SESSION
 from agent.chain import record_fields as chained_fields
 from agent.daemon.flush_pacer import FlushPacer
+from agent.daemon.process_index import ProcessIndex
 from agent.daemon.prune import PruneResult, gather, pruned_sessions, record_prune, strip
 from agent.daemon.quarantine import quarantine
 from agent.daemon.shard_file import AtomicJSONStorage, write_shard
@@ -112,7 +113,7 @@ class Store:
         self._write_lock = threading.Lock()  # the flushes and the prunes
         self._pending: dict[str, _Pending] = {}
         self._sessions: dict[str, Session] = {}  # newest state, flushed or not
-        self._by_identity: dict[tuple[int, int], str] = {}
+        self.processes = ProcessIndex()  # what the ingest asks: find(), claims()
         self._db: TinyDB | None = None
         self._storage: AtomicJSONStorage | None = None
         self._doc_ids: dict[str, int] = {}  # session id -> doc id in the newest shard
@@ -195,11 +196,6 @@ class Store:
         self.stop()
 
     # -- what the ingest asks --------------------------------------------
-
-    def find(self, identity: tuple[int, int]) -> Session | None:
-        with self._lock:
-            sid = self._by_identity.get(identity)
-            return self._sessions.get(sid) if sid else None
 
     def sessions(self) -> list[Session]:
         with self._lock:
@@ -438,9 +434,7 @@ class Store:
                     write_shard(path, stripped, self.sharing.file_mode)
             with self._lock:
                 for sid in wanted:
-                    session = self._sessions.pop(sid)
-                    if self._by_identity.get(session.identity) == sid:
-                        del self._by_identity[session.identity]
+                    self.processes.remove(self._sessions.pop(sid))
                     self._shards_of.pop(sid, None)
                     self._retired.add(sid)
             return PruneResult(tuple(sorted(wanted)), removed, len(rewrites), record)
@@ -492,7 +486,7 @@ class Store:
 
     def _remember(self, session: Session) -> None:
         self._sessions[session.id] = session
-        self._by_identity[session.identity] = session.id
+        self.processes.add(session)
 
     def _quarantine(self, path: Path, why: str) -> None:
         target = quarantine(path, self.quarantine_dir, move=True)

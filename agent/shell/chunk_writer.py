@@ -50,8 +50,13 @@ def start_fields(
     argv: list[str],
     rows: int,
     cols: int,
+    proof: str = "",
 ) -> dict[str, Any]:
-    """The start line's fields, as session_tracker.sh writes them for strace."""
+    """The start line's fields, as session_tracker.sh writes them for strace.
+
+    `proof`: the secret of the connection record (agent/intent_file.py), by
+    which the agent knows the recording for audit-shell's own.
+    """
     return {
         "tag": tag,
         "ssh_pid": pid,
@@ -64,6 +69,7 @@ def start_fields(
         "rows": rows,
         "cols": cols,
         "recorder": "paramiko",
+        "proof": proof,
     }
 
 

@@ -132,11 +132,24 @@ def open_session(
     fd_out: int,
     timers: Timers,
     signals: ShellSignals,
+    proof: str = "",
 ) -> RelayResult:
-    """Open the session with the host's backend and relay it to the end."""
+    """Open the session with the host's backend and relay it to the end.
+
+    `proof`: the secret of its connection record, for a paramiko recording.
+    """
     if backend_of(settings, target) == Backend.PARAMIKO:
         return run_paramiko(
-            settings, target, tag, known_hosts, environ, fd_in, fd_out, timers, signals
+            settings,
+            target,
+            tag,
+            known_hosts,
+            environ,
+            fd_in,
+            fd_out,
+            timers,
+            signals,
+            proof,
         )
     argv, env = ssh_command(settings, target, tag, known_hosts, environ)
     return run_in_pty(argv, env, fd_in, fd_out, timers, signals, settings.audit_wait_s)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.exits import ExitStatus
-from agent.intent_file import write_intent
+from agent.intent_file import new_proof, write_intent
 from agent.inventory import ShellConfig, Target
 from agent.locks import refusal
 from agent.shell.connect import (
@@ -145,7 +145,7 @@ class Shell:
             log_line(f"{self.user}: not connecting to {target.label}: {locked}")
             return f"not connecting: {locked}"
         try:
-            tag = self._record(target)
+            tag, proof = self._record(target)
             known_hosts = managed_known_hosts(settings.known_hosts, self.home)
         except OSError as e:
             where = f" {e.filename}" if e.filename else ""
@@ -159,11 +159,13 @@ class Shell:
         notice(self.fd_out, f"connecting to {target.label} (session {tag})")
         self.timers.input(time.monotonic())
         with terminal_mode(self.fd_in, "raw"):
-            result = self.launch(target, tag, known_hosts)
+            result = self.launch(target, tag, known_hosts, proof)
         log_line(f"{self.user}: session {tag} ended: {result.outcome.value}")
         return result
 
-    def launch(self, target: Target, tag: str, known_hosts: Path) -> RelayResult:
+    def launch(
+        self, target: Target, tag: str, known_hosts: Path, proof: str
+    ) -> RelayResult:
         return open_session(
             self.config.settings,
             target,
@@ -174,10 +176,12 @@ class Shell:
             self.fd_out,
             self.timers,
             self.signals,
+            proof,
         )
 
-    def _record(self, target: Target) -> str:
-        """Write the connection record under a fresh tag; the tag."""
+    def _record(self, target: Target) -> tuple[str, str]:
+        """Write the connection record under a fresh tag; the tag and its proof."""
+        proof = new_proof()
         for _ in range(TAG_TRIES):
             tag = new_tag()
             try:
@@ -189,10 +193,11 @@ class Shell:
                     port=target.host.port,
                     remote_account=target.account.name,
                     client_addr=self.client_addr,
+                    proof=proof,
                 )
             except FileExistsError:
                 continue  # someone holds that name: take another tag
-            return tag
+            return tag, proof
         raise FileExistsError(f"no free tag after {TAG_TRIES} tries")
 
     @staticmethod

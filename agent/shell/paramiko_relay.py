@@ -63,8 +63,12 @@ def run_paramiko(
     user_out: int,
     timers: Timers,
     signals: ShellSignals,
+    proof: str = "",
 ) -> RelayResult:
-    """Open `target` with paramiko in a child process; relay and record until done."""
+    """Open `target` with paramiko in a child process; relay and record until done.
+
+    `proof`: the connection record's secret, for the recording's start line.
+    """
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:
@@ -80,6 +84,7 @@ def run_paramiko(
             timers,
             signals,
             write_fd,
+            proof,
         )
     os.close(write_fd)
     try:
@@ -130,6 +135,7 @@ def _child(
     timers: Timers,
     signals: ShellSignals,
     report_fd: int,
+    proof: str,
 ) -> None:
     """The forked child: never returns, never runs the parent's cleanup."""
     code = FAILED
@@ -145,6 +151,7 @@ def _child(
             user_out,
             timers,
             signals,
+            proof,
         )
         report = {
             "outcome": result.outcome.value,
@@ -170,12 +177,13 @@ def _session(
     user_out: int,
     timers: Timers,
     signals: ShellSignals,
+    proof: str,
 ) -> RelayResult:
     rows, cols, _, _ = struct.unpack("HHHH", window_size(user_in))
     rows, cols = rows or 24, cols or 80
     writer = ChunkWriter(settings.recordings_dir, tag, settings.recording_mode)
     try:
-        writer.open(_start(tag, target, user_in, rows, cols))
+        writer.open(_start(tag, target, user_in, rows, cols, proof))
     except OSError as e:
         notice(user_out, f"cannot record this session ({e.strerror or e}); closed")
         return RelayResult(Outcome.NOT_AUDITED)
@@ -223,7 +231,7 @@ def _session(
 
 
 def _start(
-    tag: str, target: Target, user_in: int, rows: int, cols: int
+    tag: str, target: Target, user_in: int, rows: int, cols: int, proof: str
 ) -> dict[str, object]:
     pid = os.getpid()
     try:
@@ -259,6 +267,7 @@ def _start(
         argv,
         rows,
         cols,
+        proof,
     )
 
 

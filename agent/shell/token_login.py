@@ -18,7 +18,9 @@ import time
 from pathlib import Path
 
 from agent import AgentError
+from agent.escape import printable
 from agent.exits import ExitStatus
+from agent.intent_file import new_proof
 from agent.inventory import Target
 from agent.locks import refusal
 from agent.redemption import redeem
@@ -94,11 +96,12 @@ def token_login(config_path: Path, fd_in: int = 0, fd_out: int = 1) -> int:
     peer = os.environ.get("SHELLINABOX_REALIP") or os.environ.get(
         "SHELLINABOX_PEERNAME"
     )
-    client = (peer or "?")[:100]
+    client = (peer or "?")[:100]  # audit-web checks it; our log lines escape it
     typed = read_token(fd_in, fd_out, TOKEN_PROMPT_TIMEOUT_S)
-    reply = redeem(config.web.redeem_socket, typed, client)
+    proof = new_proof()  # audit-web puts it in the connection record
+    reply = redeem(config.web.redeem_socket, typed, client, proof)
     if not reply.ok:
-        log_line(f"token refused for {client}: {reply.message}")
+        log_line(f"token refused for {printable(client)}: {reply.message}")
         raise TokenLoginError(f"token refused: {reply.message}")
     locked = refusal(settings.locks_dir, reply.web_user)
     if locked:
@@ -111,7 +114,10 @@ def token_login(config_path: Path, fd_in: int = 0, fd_out: int = 1) -> int:
     ]
     target = find_target(targets, reply.host, reply.account)
     known_hosts = managed_known_hosts(settings.known_hosts, Path(entry.pw_dir))
-    log_line(f"{reply.web_user} from {client} -> {target.label} session {reply.tag}")
+    log_line(
+        f"{reply.web_user} from {printable(client)} -> {target.label} "
+        f"session {reply.tag}"
+    )
     notice(
         fd_out, f"{reply.web_user}: connecting to {target.label} (session {reply.tag})"
     )
@@ -130,6 +136,7 @@ def token_login(config_path: Path, fd_in: int = 0, fd_out: int = 1) -> int:
             fd_out,
             timers,
             signals,
+            proof,
         )
     log_line(f"{reply.web_user}: session {reply.tag} ended: {result.outcome.value}")
     if result.outcome is Outcome.NOT_AUDITED:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.exits import ExitStatus
-from agent.intent_file import write_intent
+from agent.intent_file import new_proof, write_intent
 from agent.inventory import ShellSettings, Target
 from agent.shell import Refused
 from agent.shell import sftp_wire as w
@@ -126,6 +126,7 @@ class Recording:
         self.client_addr = client_addr
         self.writer: ChunkWriter | None = None
         self.tag = ""
+        self.proof = new_proof()  # in the record and the recording (spool.py)
 
     def open(self, target: Target | None, label: str) -> None:
         """Record the connection, then start the session's log."""
@@ -152,6 +153,7 @@ class Recording:
             argv,
             24,
             80,
+            self.proof if target is not None else "",
         )
         writer.open(start)
         writer.end_reason = "transfer session ended"
@@ -172,6 +174,7 @@ class Recording:
                     port=target.host.port,
                     remote_account=target.account.name,
                     client_addr=self.client_addr,
+                    proof=self.proof,
                 )
             except FileExistsError:
                 continue

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import json
 import os
 import sys
 import tempfile
@@ -17,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from agent.escape import FORMULA_START, csv_cell, json_dumps
 from agent.exits import ExitStatus, run_main
 from agent.export_record import (
     COMMAND_FIELDS,
@@ -74,7 +74,8 @@ def write_csv(
 ) -> int:
     """RFC 4180 CSV with a header row of FIELDS; a missing value is empty.
 
-    `risk` is the rules' names separated by spaces (a name has none).
+    `risk` is the rules' names separated by spaces (a name has none). Text
+    cells go through escape.csv_cell: they are what users typed.
     """
     writer = csv.writer(out)
     writer.writerow(FIELDS)
@@ -94,23 +95,26 @@ def write_csv(
                 assert session is not None
                 named = session_fields(session)  # by name: FIELDS sets the order
                 values = (named.get(name) for name in session_names)
-                tail = tails[sid] = tuple("" if v is None else v for v in values) + (
-                    stamp.bastion_of(session),
+                tail = tails[sid] = tuple(_cell(v) for v in values) + (
+                    _cell(stamp.bastion_of(session)),
                 )
             count += 1
+            text = command.command
+            if not text.isprintable() or text[:1] in FORMULA_START:
+                text = csv_cell(text)  # what a user typed: controls, formulas
             yield (
                 (
                     command.session,
                     command.seq,
                     command.time,
-                    command.command,
+                    text,
                     "true" if command.cancelled else "false",
                     command.kind.value,
                     "" if command.transfer is None else _compact(command.transfer),
                     "" if command.action is None else _compact(command.action),
-                    "" if command.program is None else command.program,
-                    "" if command.typed is None else command.typed,
-                    "" if command.keys is None else command.keys,
+                    _cell(command.program),
+                    _cell(command.typed),  # what the user typed, too
+                    _cell(command.keys),
                     "true" if command.unterminated else "false",
                 )
                 + tail
@@ -121,8 +125,15 @@ def write_csv(
     return count
 
 
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    return csv_cell(value) if isinstance(value, str) else value
+
+
 def _compact(fields: Any) -> str:
-    return json.dumps(dict(fields), ensure_ascii=False, separators=(",", ":"))
+    """A transfer's fields (file names: the user's too) as one JSON cell."""
+    return json_dumps(dict(fields), separators=(",", ":"))
 
 
 def write_records(

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from agent import AgentError
 from agent.config import Config, add_data_dir_options, reading_config
+from agent.escape import printable as printable  # the tools' terminal escaping
 from agent.exits import ExitStatus
 from agent.reading import Reader, Selection
 from agent.records import iso
@@ -129,7 +130,9 @@ def open_reading(
 def add_reading_options(parser: argparse.ArgumentParser) -> None:
     add_data_dir_options(parser)
     parser.add_argument(
-        "--session", metavar="TAG", help="only this session (id or tag)"
+        "--session",
+        metavar="ID",
+        help="only this session: its id (the tag, or TAG~N for a tag used again)",
     )
     parser.add_argument(
         "--user", metavar="U", help="only sessions of this bastion or remote user"
@@ -149,13 +152,6 @@ def add_reading_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="read this bastion's data directory even with a [fleet] table",
     )
-
-
-def printable(text: str) -> str:
-    """Escape control characters so a stored command cannot drive the terminal."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
 def add_time_options(parser: argparse.ArgumentParser, what: str) -> None:

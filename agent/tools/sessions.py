@@ -14,6 +14,7 @@ import sys
 import time
 from typing import IO, Any
 
+from agent.escape import csv_cell, json_dumps
 from agent.exits import ExitStatus, run_main
 from agent.reading import Reader
 from agent.records import Session, SessionStatus, iso
@@ -174,11 +175,10 @@ def write_records(
 ) -> None:
     records = [session_record(s, reader, bastion) for s in sessions]
     if fmt == "json":
-        json.dump(records, out, ensure_ascii=False, indent=1)
-        out.write("\n")
+        out.write(json_dumps(records, indent=1) + "\n")
     elif fmt == "jsonl":
         for record in records:
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            out.write(json_dumps(record) + "\n")
     else:
         writer = csv.writer(out)
         writer.writerow(FIELDS)
@@ -186,7 +186,13 @@ def write_records(
             record["gaps"] = json.dumps(record["gaps"])
             if record["unparsed_input"] is not None:
                 record["unparsed_input"] = json.dumps(record["unparsed_input"])
-            writer.writerow("" if v is None else v for v in record.values())
+            writer.writerow(_cell(v) for v in record.values())
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    return csv_cell(value) if isinstance(value, str) else value
 
 
 def statuses(text: str) -> str:

@@ -6,13 +6,13 @@ Exit status 0 when healthy, 4 when not (the reasons on stdout, one a line),
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
 from typing import IO
 
 from agent.config import MODE_MEANING, scope_text
+from agent.escape import json_dumps
 from agent.exits import ExitStatus
 from agent.reader import check_data_dir
 from agent.records import iso
@@ -216,8 +216,7 @@ def show_status(data_dir: Path, as_json: bool, max_lag_bytes: int) -> int:
             "problems": problems,
             "status": status.to_document() if status is not None else None,
         }
-        json.dump(doc, sys.stdout, ensure_ascii=False, indent=1)
-        sys.stdout.write("\n")
+        sys.stdout.write(json_dumps(doc, indent=1) + "\n")
     elif sys.stdout.isatty():
         render_rich(status, problems, now, running, sys.stdout)
     else:
