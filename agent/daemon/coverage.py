@@ -36,7 +36,7 @@ class Coverage:
         self.recorded = 0
 
     def seen(self, ssh: TaggedSsh) -> None:
-        if self.store.find(ssh.identity) is not None:
+        if self.store.processes.claims(ssh.identity):
             return  # on record before (this agent, or the last one)
         args = [a.decode("utf-8", "replace") for a in ssh.argv.split(b"\0") if a]
         parsed = parse_ssh_argv(args, ssh.ssh_version)
