@@ -41,8 +41,10 @@ class SessionStatus(enum.StrEnum):
 
 # What an end line may say a session ended as.
 END_STATUSES = frozenset({SessionStatus.CLOSED, SessionStatus.TERMINATED})
+# Coverage records: an ssh that was on the bastion, not traced.
+NOT_TRACED = frozenset({SessionStatus.UNTAGGED, SessionStatus.REFUSED})
 # Nothing more will happen to these: the end statuses, and coverage records.
-ENDED = END_STATUSES | {SessionStatus.UNTAGGED, SessionStatus.REFUSED}
+ENDED = END_STATUSES | NOT_TRACED
 
 
 class Kind(enum.StrEnum):

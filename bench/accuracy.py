@@ -66,6 +66,20 @@ def score_case(case: Case) -> tuple[Score, list[str], list[str]]:
     return compare(case, truth, found)
 
 
+def _last_marks(items: list[str]) -> list[bool]:
+    """For each item, whether no equal item follows it."""
+    seen: set[str] = set()
+    marks = []
+    for item in reversed(items):
+        marks.append(item not in seen)
+        seen.add(item)
+    return marks[::-1]
+
+
+def _keep_last(items: list[str]) -> list[str]:
+    return [i for i, last in zip(items, _last_marks(items), strict=True) if last]
+
+
 def compare(
     case: Case, history: list[str], found: list[Found]
 ) -> tuple[Score, list[str], list[str]]:
@@ -78,6 +92,14 @@ def compare(
     inputs = [(f.program, f.text) for f in found if f.kind == LineKind.INPUT]
     hidden = sum(1 for f in found if f.kind == LineKind.HIDDEN_INPUT)
     a, b = [normalise(t) for t in truth], [normalise(o) for o in ours]
+    if case.history == "fish" and a != b and a == _keep_last(b):
+        # fish now and then rewrites its history file instead of appending
+        # to it (its "vacuum", after a random number of saves), and the
+        # rewrite keeps each command once, its last time: seen once in 15
+        # live runs of the corpus (truth ['ech', 'echo in-fish'], ours
+        # ['echo in-fish', 'ech', 'echo in-fish']). The truth lost a repeat.
+        ours = [o for o, n in zip(ours, _last_marks(b), strict=True) if n]
+        b = a
     score = Score(truth=len(a), sessions=1)
     for op, i1, i2, j1, j2 in difflib.SequenceMatcher(
         a=a, b=b, autojunk=False

@@ -176,6 +176,13 @@ def test_an_untagged_ssh_that_execs_a_tagged_one_is_traced(
                 == ["echo after-exec"]
             )
         )
+        # Before its exec it was an untagged ssh: on record as that too.
+        (before,) = [
+            s
+            for s in harness.sessions_in(agent.data_dir).values()
+            if s.ssh_pid == pid and s.id != "reexec"
+        ]
+        assert before.status == "untagged"
     finally:
         child.close(force=True)
 

@@ -50,7 +50,7 @@ from pathlib import Path
 from types import FrameType
 
 from agent import AgentError
-from agent.config import Config, rules_of, start_lines
+from agent.config import Config, rules_of
 from agent.daemon.alerts import Alert, Alerter
 from agent.daemon.control import Controller, ControlServer
 from agent.daemon.coverage import Coverage
@@ -266,8 +266,6 @@ class Agent:
 
     def run(self) -> None:
         """Run until a stop signal (or `stop_event`); clean up in any case."""
-        for line in start_lines(self.config):
-            log.info("%s", line)
         check_can_run(self.config)
         prepare_data_dir(self.config.data_dir, self.sharing)
         allow_fds(self.config.max_sessions)

@@ -25,6 +25,10 @@ from tracer.tags import parse_ssh_argv
 log = logging.getLogger(__name__)
 
 ARGV_MAX_CHARS = 4096  # kept of a command line on record
+# A coverage record's log: none. Never a log's name (those end in .strace or
+# .chunks), so a log of the same process (an untagged ssh that execs a tagged
+# one keeps its pid and start time) gets a session of its own, not this one.
+NO_LOG = "(not traced)"
 
 
 class Coverage:
@@ -63,6 +67,7 @@ class Coverage:
             remote_command=" ".join(parsed.command) or None,
             argv=shlex.join(args)[:ARGV_MAX_CHARS],
             start_ticks=ssh.start_ticks,
+            log=NO_LOG,
         )
         self.store.submit(session)
         self.recorded += 1

@@ -35,7 +35,7 @@ from agent.daemon.spool import (
     spool_usable,
 )
 from agent.daemon.store import Store
-from agent.records import ENDED, Command, Session, iso
+from agent.records import ENDED, NOT_TRACED, Command, Session, iso
 from parsers.chunk_log import SUFFIX as CHUNK_SUFFIX
 from parsers.pipeline import CommandPipeline
 from tracer.discovery import is_alive
@@ -362,6 +362,8 @@ class Ingest:
         session = self.store.processes.find(start.identity, path.name)
         if session is None:
             for other in self.store.processes.claims(start.identity):
+                if other.status in NOT_TRACED and not spooled:
+                    continue  # it was untagged until it exec'd a tagged ssh
                 if spooled:
                     # A user's file never joins a session another log feeds.
                     raise SpoolError(
