@@ -33,6 +33,7 @@ from agent.config import Config
 from agent.daemon.events import EventSink, stored_batch
 from agent.daemon.ingest import Ingest
 from agent.daemon.intents import IntentLinker
+from agent.daemon.lock import agent_locks
 from agent.daemon.recorder import Recorder
 from agent.daemon.status import collect
 from agent.daemon.store import Store
@@ -144,6 +145,11 @@ class Agent:
         """Run until a stop signal (or `stop_event`); clean up in any case."""
         check_can_run(self.config)
         prepare_data_dir(self.config.data_dir)
+        # Before anything in DATA_DIR is touched: it may be another agent's.
+        with agent_locks(self.config.data_dir, self.config.scope_pid):
+            self._run_locked()
+
+    def _run_locked(self) -> None:
         self.store.open()
         try:
             with contextlib.ExitStack() as running:
