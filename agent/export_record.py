@@ -6,10 +6,14 @@ its fields are documented in the README and schema/export-record.schema.json.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
-from typing import Any
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
-from agent.records import Command, Session
+from agent.records import Command, CommandDocument, Session
 
 # The order of the fields in a record, and of the columns in CSV.
 FIELDS = (
@@ -35,6 +39,7 @@ FIELDS = (
     "recorder",
 )
 COMMAND_FIELDS = 5  # the first five come from the command, the rest its session
+_V = TypeVar("_V")
 
 
 def session_fields(session: Session) -> dict[str, Any]:
@@ -81,27 +86,144 @@ class JsonRecords:
 
     The session's fields are encoded once per session and the command's four
     by hand; the text is exactly what json.dumps(flat_record(...),
-    ensure_ascii=False) gives, at a third of the cost.
+    ensure_ascii=False) gives, at a fraction of the cost.
     """
 
     def __init__(self) -> None:
         self._tails: dict[str, str] = {}
+        self._by_id: _ByKey[tuple[str, str]] | None = None
 
     def text(self, command: Command, session: Session | None) -> str:
+        return self.fields_text(
+            command.session,
+            command.seq,
+            command.time,
+            command.command,
+            command.cancelled,
+            session,
+        )
+
+    def fields_text(
+        self,
+        session_id: str,
+        seq: int,
+        time: str,
+        command: str,
+        cancelled: bool,
+        session: Session | None,
+    ) -> str:
         tail = "}"
         if session is not None:
             tail = self._tails.get(session.id) or self._tail(session)
         return (
-            f'{{"session": {_string(command.session)}, "seq": {command.seq}, '
-            f'"time": {_string(command.time)}, "command": {_string(command.command)}, '
-            f'"cancelled": {"true" if command.cancelled else "false"}{tail}'
+            f'{{"session": {_string(session_id)}, "seq": {seq}, '
+            f'"time": {_string(time)}, "command": {_string(command)}, '
+            f'"cancelled": {"true" if cancelled else "false"}{tail}'
         )
+
+    def documents(
+        self, docs: list[CommandDocument], sessions: Mapping[str, Session]
+    ) -> list[str]:
+        """The text of each stored command, its session from `sessions`.
+
+        One comprehension per batch, with each session's head and tail
+        looked up by id: this is the export's inner loop.
+        """
+        enc, parts = _string, self._parts(sessions)
+        return [
+            f'{(p := parts[d["session"]])[0]}{d["seq"]}, "time": {enc(d["time"])}, '
+            f'"command": {enc(d["command"])}, "cancelled": '
+            f"{'true' if d.get('cancelled') is True else 'false'}{p[1]}"
+            for d in docs
+        ]
+
+    def _parts(self, sessions: Mapping[str, Session]) -> _ByKey[tuple[str, str]]:
+        """Per session id: the text before the seq, the text after `cancelled`."""
+
+        def parts(sid: str) -> tuple[str, str]:
+            session = sessions.get(sid)
+            tail = "}" if session is None else self._tail(session)
+            return f'{{"session": {_string(sid)}, "seq": ', tail
+
+        if self._by_id is None or self._by_id.sessions is not sessions:
+            self._by_id = _ByKey(parts, sessions)
+        return self._by_id
 
     def _tail(self, session: Session) -> str:
         tail = self._tails[session.id] = (
             ", " + _ENCODER.encode(session_fields(session))[1:]
         )
         return tail
+
+
+class CsvRecords:
+    """flat_record() as RFC 4180 CSV rows, as csv.writer writes them.
+
+    The session's cells are encoded once per session (by the csv module); a
+    command's own cells are quoted by csv's QUOTE_MINIMAL rule, by hand.
+    """
+
+    def __init__(self) -> None:
+        self._by_id: _ByKey[str] | None = None
+
+    def header(self) -> str:
+        return _csv_row(FIELDS)
+
+    def documents(
+        self, docs: list[CommandDocument], sessions: Mapping[str, Session]
+    ) -> list[str]:
+        """The row of each stored command, its session from `sessions`."""
+        cell = _csv_cell
+        if self._by_id is None or self._by_id.sessions is not sessions:
+            self._by_id = _ByKey(lambda sid: self._tail(sessions.get(sid)), sessions)
+        tails = self._by_id
+        return [
+            f"{cell(d['session'])},{d['seq']},{cell(d['time'])},"
+            f"{cell(d['command'])},{'true' if d.get('cancelled') is True else 'false'}"
+            f"{tails[d['session']]}"
+            for d in docs
+        ]
+
+    @staticmethod
+    def _tail(session: Session | None) -> str:
+        names = FIELDS[COMMAND_FIELDS:]
+        if session is None:
+            return "," + _csv_row(("",) * len(names))
+        fields = session_fields(session)  # by name: FIELDS sets the order
+        values = (fields.get(name) for name in names)
+        return "," + _csv_row(tuple("" if v is None else v for v in values))
+
+
+def _csv_row(values: tuple[Any, ...]) -> str:
+    out = io.StringIO()
+    csv.writer(out).writerow(values)
+    return out.getvalue()
+
+
+# csv's QUOTE_MINIMAL (excel dialect): quote a cell holding the delimiter, the
+# quote character or a character of the line terminator ("\r\n").
+_CSV_SPECIAL = re.compile('[,"\r\n]')
+
+
+def _csv_cell(text: str) -> str:
+    if _CSV_SPECIAL.search(text) is None:
+        return text
+    return '"' + text.replace('"', '""') + '"'
+
+
+class _ByKey(dict[str, _V]):
+    """A cache filled by `make(key)` on a miss: one C-level lookup per hit."""
+
+    def __init__(
+        self, make: Callable[[str], _V], sessions: Mapping[str, Session]
+    ) -> None:
+        super().__init__()
+        self.make = make
+        self.sessions = sessions  # the sessions the values were made from
+
+    def __missing__(self, key: str) -> _V:
+        value = self[key] = self.make(key)
+        return value
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False)

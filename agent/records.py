@@ -15,7 +15,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from agent import AgentError
 from parsers.events import Checkpoint
@@ -249,6 +249,41 @@ class Session:
         return doc
 
 
+class CommandDocument(TypedDict):
+    """A command as the store keeps it; checked_command() vouches for its types.
+
+    The export reads a million of them: it encodes these straight to text
+    rather than building a Command for each.
+    """
+
+    session: str
+    seq: int
+    time: str
+    command: str
+    cancelled: NotRequired[bool]
+
+
+def checked_command(doc: Any) -> CommandDocument:
+    """`doc` if it is a command document with the right types, else RecordError.
+
+    Checked, not converted: this runs once per command on every export.
+    """
+    try:
+        session, seq, time, command = (
+            doc["session"],
+            doc["seq"],
+            doc["time"],
+            doc["command"],
+        )
+    except (KeyError, TypeError) as e:
+        raise RecordError(f"bad command document: missing {e}") from e
+    if type(seq) is not int or not (
+        type(session) is str and type(time) is str and type(command) is str
+    ):
+        raise RecordError(f"bad command document: wrong types in {doc!r:.200}")
+    return doc  # type: ignore[no-any-return]
+
+
 @dataclass(frozen=True, slots=True)
 class Command:
     session: str  # Session.id
@@ -258,8 +293,8 @@ class Command:
     command: str
     cancelled: bool = False  # entered over several lines, then given up (Ctrl-C)
 
-    def to_document(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {
+    def to_document(self) -> CommandDocument:
+        doc: CommandDocument = {
             "session": self.session,
             "seq": self.seq,
             "time": self.time,
@@ -271,18 +306,7 @@ class Command:
 
     @classmethod
     def from_document(cls, doc: Mapping[str, Any]) -> Command:
-        # Checked, not converted: this runs once per command on every export.
-        try:
-            session, seq, time, command = (
-                doc["session"],
-                doc["seq"],
-                doc["time"],
-                doc["command"],
-            )
-        except (KeyError, TypeError) as e:
-            raise RecordError(f"bad command document: missing {e}") from e
-        if type(seq) is not int or not (
-            type(session) is str and type(time) is str and type(command) is str
-        ):
-            raise RecordError(f"bad command document: wrong types in {doc!r:.200}")
-        return cls(session, seq, time, command, doc.get("cancelled") is True)
+        d = checked_command(doc)
+        return cls(
+            d["session"], d["seq"], d["time"], d["command"], d.get("cancelled") is True
+        )

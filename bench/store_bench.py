@@ -2,7 +2,7 @@
 
 Synthetic sessions and commands go through the real store code (Store.submit,
 the writer's atomic flushes, shard roll-over), then the real export path
-(reader.load, export.select, export.write_records) writes JSON to /dev/null.
+(reader.scan, export.select, export.write_records) writes JSON to /dev/null.
 Everything is measured side by side in one run; the ratios are what to read.
 
     .venv/bin/python -m bench.store_bench [--sizes 10000,100000,1000000]
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from agent.daemon.store import Store
-from agent.reader import load
+from agent.reader import scan
 from agent.records import Command, Session, iso
 from agent.tools.export import select, write_records
 from agent.tools.options import Filter
@@ -90,9 +90,9 @@ def fill(data_dir: Path, total: int) -> tuple[float, float, float]:
 
 def export_seconds(data_dir: Path, fmt: str = "json") -> tuple[float, int]:
     t0 = time.perf_counter()
-    snapshot = load(data_dir)
+    store = scan(data_dir)
     with open(os.devnull, "w") as out:
-        count = write_records(select(snapshot, Filter()), out, fmt)
+        count = write_records(select(store, Filter()), store.sessions, out, fmt)
     return time.perf_counter() - t0, count
 
 

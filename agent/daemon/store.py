@@ -266,7 +266,7 @@ class Store:
             self._new_shard()
         assert self._db is not None and self._storage is not None
         sessions = self._db.table(SESSIONS)
-        new_docs: list[dict[str, Any]] = []
+        new_docs: list[Any] = []
         for sid, pending in batch.items():
             doc = pending.session.to_document()
             doc_id = self._doc_ids.get(sid)

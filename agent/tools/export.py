@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import os
 import sys
 import tempfile
@@ -19,94 +18,83 @@ from typing import IO, Any
 from agent.casts import CastError, cast_path, read_cast
 from agent.config import reading_config
 from agent.exits import ExitStatus, run_main
-from agent.export_record import (
-    COMMAND_FIELDS,
-    FIELDS,
-    JsonRecords,
-    session_fields,
-)
-from agent.reader import Snapshot, load
-from agent.records import Command, Session
+from agent.export_record import CsvRecords, JsonRecords
+from agent.reader import StoreScan, load, scan
+from agent.records import CommandDocument, Session
 from agent.tools.options import Filter, add_reading_options, add_time_options
 
 PROG = "audit-export"
 FORMATS = ("json", "jsonl", "csv")
-PROGRESS_EVERY = 20_000  # commands between two progress updates
 
 
 def select(
-    snapshot: Snapshot,
+    store: StoreScan,
     selection: Filter,
     scanned: Callable[[int], None] | None = None,
-) -> Iterator[tuple[Command, Session | None]]:
-    """The selected commands with their sessions, in the order stored.
+) -> Iterator[list[CommandDocument]]:
+    """The selected commands, a shard's at a time, in the order stored.
 
-    `scanned(n)` hears how many commands were looked at, now and then.
+    `scanned(n)` hears how many commands were looked at, after each shard.
     """
-    if scanned is None:
-        for command in snapshot.commands:
-            session = snapshot.sessions.get(command.session)
-            if selection.command_matches(command, session):
-                yield command, session
-        return
-    for n, command in enumerate(snapshot.commands, 1):
-        if n % PROGRESS_EVERY == 0:
+    sessions = store.sessions
+    wanted = _Wanted(selection, sessions)
+    since, until = selection.since, selection.until
+    everything = selection == Filter()
+    n = 0
+    for docs in store.commands():
+        if not everything:
+            docs = [
+                d
+                for d in docs
+                if wanted[d["session"]]
+                and (since is None or d["time"] >= since)
+                and (until is None or d["time"] <= until)
+            ]
+        n += len(docs)
+        if scanned is not None:
             scanned(n)
-        session = snapshot.sessions.get(command.session)
-        if selection.command_matches(command, session):
-            yield command, session
-    scanned(len(snapshot.commands))
+        yield docs
 
 
-def write_csv(rows: Iterator[tuple[Command, Session | None]], out: IO[str]) -> int:
-    """RFC 4180 CSV with a header row of FIELDS; a missing value is empty."""
-    writer = csv.writer(out)
-    writer.writerow(FIELDS)
-    tails: dict[str | None, tuple[Any, ...]] = {
-        None: ("",) * (len(FIELDS) - COMMAND_FIELDS)
-    }
-    count = 0
+class _Wanted(dict[str, bool]):
+    """Per session id: does the selection take its session's commands."""
 
-    def lines() -> Iterator[tuple[Any, ...]]:
-        nonlocal count
-        for command, session in rows:
-            sid = session.id if session is not None else None
-            tail = tails.get(sid)
-            if tail is None:
-                assert session is not None
-                fields = session_fields(session)  # by name: FIELDS sets the order
-                values = (fields.get(name) for name in FIELDS[COMMAND_FIELDS:])
-                tail = tails[sid] = tuple("" if v is None else v for v in values)
-            count += 1
-            yield (
-                command.session,
-                command.seq,
-                command.time,
-                command.command,
-                "true" if command.cancelled else "false",
-            ) + tail
+    def __init__(self, selection: Filter, sessions: dict[str, Session]) -> None:
+        super().__init__()
+        self.selection = selection
+        self.sessions = sessions
 
-    writer.writerows(lines())  # the loop over rows stays in C
-    return count
+    def __missing__(self, sid: str) -> bool:
+        ok = self[sid] = self.selection.session_id_matches(sid, self.sessions.get(sid))
+        return ok
 
 
 def write_records(
-    rows: Iterator[tuple[Command, Session | None]], out: IO[str], fmt: str
+    batches: Iterator[list[CommandDocument]],
+    sessions: dict[str, Session],
+    out: IO[str],
+    fmt: str,
 ) -> int:
+    """The records in `fmt`, a batch per write; how many."""
+    records: CsvRecords | JsonRecords
     if fmt == "csv":
-        return write_csv(rows, out)
-    text = JsonRecords().text
+        records = CsvRecords()
+        out.write(records.header())
+        separator, first, last, empty = "", "", "", ""
+    elif fmt == "jsonl":
+        records = JsonRecords()
+        separator, first, last, empty = "\n", "", "\n", ""
+    else:
+        records = JsonRecords()
+        out.write("[")
+        separator, first, last, empty = ",\n  ", "\n  ", "\n]\n", "]\n"
     count = 0
-    if fmt == "jsonl":
-        for command, session in rows:
-            out.write(text(command, session) + "\n")
-            count += 1
-        return count
-    out.write("[")
-    for command, session in rows:
-        out.write((",\n  " if count else "\n  ") + text(command, session))
-        count += 1
-    out.write("\n]\n" if count else "]\n")
+    for docs in batches:
+        if docs:
+            texts = records.documents(docs, sessions)
+            out.write((separator if count else first) + separator.join(texts))
+            count += len(texts)
+    out.write(last if count else empty)
     return count
 
 
@@ -148,14 +136,20 @@ def main(argv: list[str] | None = None) -> int:
             return ExitStatus.SUCCESS
         selection = Filter.from_args(args)
         with progress_bar(sys.stderr.isatty() and not args.no_progress) as bar:
-            snapshot = load(args.data_dir, bar.shards if bar else None)
+            store = scan(args.data_dir, bar.shards if bar else None)
             if bar:
-                bar.start_commands(len(snapshot.commands))
-            records = select(snapshot, selection, bar.commands if bar else None)
-            _output(args.output, lambda out: write_records(records, out, args.format))
-        for error in snapshot.errors:
+                # What the sessions say they hold; the bar ends at what was read.
+                bar.start_commands(
+                    sum(s.command_count for s in store.sessions.values())
+                )
+            batches = select(store, selection, bar.commands if bar else None)
+            _output(
+                args.output,
+                lambda out: write_records(batches, store.sessions, out, args.format),
+            )
+        for error in store.errors:
             print(f"{PROG}: warning: {error}; exported the rest", file=sys.stderr)
-        return ExitStatus.PARTIAL if snapshot.errors else ExitStatus.SUCCESS
+        return ExitStatus.PARTIAL if store.errors else ExitStatus.SUCCESS
 
     return run_main(PROG, body)
 

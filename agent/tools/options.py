@@ -71,13 +71,21 @@ class Filter:
         return not self.host or self.host == session.host
 
     def command_matches(self, command: Command, session: Session | None) -> bool:
-        if self.session and session is None and command.session != self.session:
-            return False
-        if self.since and command.time < self.since:
-            return False
-        if self.until and command.time > self.until:
+        return self.time_matches(command.time) and self.session_id_matches(
+            command.session, session
+        )
+
+    def session_id_matches(self, session_id: str, session: Session | None) -> bool:
+        """The part of command_matches that depends on the session alone."""
+        if self.session and session is None and session_id != self.session:
             return False
         return self.session_matches(session)
+
+    def time_matches(self, time: str) -> bool:
+        """`time`: iso() text, as the store keeps it."""
+        if self.since and time < self.since:
+            return False
+        return not (self.until and time > self.until)
 
 
 def add_reading_options(parser: argparse.ArgumentParser) -> None:

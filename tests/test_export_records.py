@@ -1,0 +1,118 @@
+"""The export's fast encoders write exactly what json.dumps and csv.writer write.
+
+audit-export encodes a million records by hand (agent/export_record.py); the
+reference is the plain way, json.dumps(flat_record(...)) and csv.writer over
+the same values, for hostile text: quotes, commas, line breaks, control
+characters, line separators, wide characters, an empty command.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from agent.daemon.store import Store
+from agent.export_record import FIELDS, flat_record
+from agent.reader import load, scan
+from agent.records import Command, Origin, SessionStatus, iso
+from agent.tools.export import select, write_records
+from agent.tools.options import Filter
+from tests.test_store import make_session
+
+HOSTILE = [
+    "",
+    " ",
+    'echo "quoted, with comma"',
+    "a\rb\nc\r\nd",
+    "tab\there\x00nul\x1b[31mred\x1b[0m",
+    "\u2028\u2029\x85\ufeff",
+    "ünïcödé 漢字 🙂",
+    '\\"\\\\',
+    "=cmd|' /C calc'!A0",
+    '"',
+    ",",
+]
+
+
+def seed(data_dir: Path) -> None:
+    store = Store(data_dir / "store", 0.05)
+    store.open()
+    rng = random.Random(16)
+    alphabet = "".join(HOSTILE) + "abc,\"'\r\n\\"
+    texts = HOSTILE + [
+        "".join(rng.choice(alphabet) for _ in range(rng.randrange(40)))
+        for _ in range(200)
+    ]
+    odd = dataclasses.replace(
+        make_session('odd,"one"', pid=7),
+        host=None,
+        remote_user='bob "the, admin"',
+        port=None,
+        origin=Origin.WEB_TOKEN,
+        client_addr="10.0.0.1\r\n",
+        status=SessionStatus.TERMINATED,
+        ended_at=1_800_000_100.0,
+    )
+    for n, session in enumerate((make_session("s1", pid=1), odd)):
+        cmds = [
+            Command(session.id, i, iso(1_800_000_000.0 + i), text, i % 7 == 0)
+            for i, text in enumerate(texts[n::2], start=1)
+        ]
+        store.submit(dataclasses.replace(session, command_count=len(cmds)), cmds)
+    store.flush()
+    # A command whose session document is in no shard.
+    store.submit(make_session("gone", pid=9), [Command("gone", 1, iso(0.0), "x,y")])
+    store.flush()
+    shard = sorted((data_dir / "store").iterdir())[-1]
+    tables = json.loads(shard.read_text())
+    tables["sessions"] = {
+        k: v for k, v in tables["sessions"].items() if v["id"] != "gone"
+    }
+    shard.write_text(json.dumps(tables))
+
+
+def reference(data_dir: Path, fmt: str) -> str:
+    """What the export wrote before it encoded by hand."""
+    snapshot = load(data_dir)
+    records = [
+        flat_record(c, snapshot.sessions.get(c.session)) for c in snapshot.commands
+    ]
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(FIELDS)
+        for r in records:
+            cells = ["" if r.get(k) is None else r.get(k) for k in FIELDS]
+            cells[FIELDS.index("cancelled")] = "true" if r["cancelled"] else "false"
+            writer.writerow(cells)
+        return out.getvalue()
+    texts = [json.dumps(r, ensure_ascii=False) for r in records]
+    if fmt == "jsonl":
+        return "".join(t + "\n" for t in texts)
+    return "[" + ",".join("\n  " + t for t in texts) + ("\n]\n" if texts else "]\n")
+
+
+@pytest.mark.parametrize("fmt", ["json", "jsonl", "csv"])
+def test_fast_encoders_match_the_plain_ones(tmp_path: Path, fmt: str) -> None:
+    seed(tmp_path)
+    store = scan(tmp_path)
+    out = io.StringIO()
+    count = write_records(select(store, Filter()), store.sessions, out, fmt)
+    assert count == len(load(tmp_path).commands)
+    assert out.getvalue() == reference(tmp_path, fmt)
+
+
+def test_csv_cells_quote_as_the_csv_module_does() -> None:
+    from agent.export_record import _csv_cell
+
+    for ch in map(chr, range(0x3000)):
+        text = f"a{ch}b"
+        out = io.StringIO()
+        csv.writer(out).writerow([text, "x"])
+        assert f"{_csv_cell(text)},x\r\n" == out.getvalue(), repr(ch)
