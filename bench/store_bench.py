@@ -3,10 +3,14 @@
 Synthetic sessions and commands go through the real store code (Store.submit,
 the writer's atomic flushes, shard roll-over), then the real export path
 (reader.scan, export.select, export.write_records) writes JSON to /dev/null.
-Everything is measured side by side in one run; the ratios are what to read.
+Then a flood of new sessions (what a spool of connection records makes):
+many sessions in one flush, whose cost per session must not grow with their
+number. Everything is measured side by side in one run; the ratios are what
+to read.
 
     .venv/bin/python -m bench.store_bench [--sizes 10000,100000,1000000]
                                           [--formats json,jsonl,csv]
+                                          [--sessions 2000,20000]
 """
 
 from __future__ import annotations
@@ -96,10 +100,42 @@ def export_seconds(data_dir: Path, fmt: str = "json") -> tuple[float, int]:
     return time.perf_counter() - t0, count
 
 
+def session_flood(count: int) -> tuple[float, float]:
+    """CPU and wall seconds of one flush that stores `count` new sessions."""
+    tmp = Path(tempfile.mkdtemp(prefix="store-bench."))
+    try:
+        store = Store(tmp / "store", flush_interval_s=1.0)
+        store.open()
+        for n in range(count):
+            store.submit(session(n))
+        c0, t0 = time.process_time(), time.perf_counter()
+        store.flush()
+        return time.process_time() - c0, time.perf_counter() - t0
+    finally:
+        shutil.rmtree(tmp)
+
+
+def print_floods(counts: list[int]) -> None:
+    print()
+    print(f"{'sessions':>10} {'flush cpu s':>12} {'flush s':>8} {'µs/session':>11}")
+    base = 0.0
+    for count in counts:
+        cpu, wall = session_flood(count)
+        per = cpu / count
+        base = base or per
+        print(
+            f"{count:>10} {cpu:>12.2f} {wall:>8.2f} {per * 1e6:>11.1f}"
+            f"  x{per / base:.2f} per session vs {counts[0]}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--formats", default="json", help="export formats to time")
+    parser.add_argument(
+        "--sessions", default="2000,20000", help="new sessions in one flush"
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     formats = ["json", *(f for f in args.formats.split(",") if f != "json")]
@@ -143,6 +179,9 @@ def main() -> None:
                 + "".join(f" {seconds[f]:>9.2f}" for f in formats)
                 + f"  {ratios}"
             )
+
+    if args.sessions:
+        print_floods([int(n) for n in args.sessions.split(",")])
 
 
 if __name__ == "__main__":

@@ -3,9 +3,14 @@
 Only the newest shard is ever written, by one thread. It is rewritten whole
 on each flush (write a temporary file, fsync, rename over the shard, fsync
 the directory), so a reader or a crash sees the previous version or the
-next, never a torn one. Once it holds SHARD_MAX_COMMANDS commands it is
-sealed and the next one begins, so the cost of a flush does not grow with
-the store.
+next, never a torn one. Once it holds SHARD_MAX_COMMANDS commands or
+SHARD_MAX_BYTES of text it is sealed and the next one begins, so the cost of
+a flush does not grow with the store, nor with the number of sessions.
+
+The shard's tables are kept in memory as TinyDB lays them out (document ids
+as text, in insertion order) and each flush adds or replaces its documents in
+them directly: TinyDB's own insert() and update() rebuild the whole table for
+every document, so N new sessions in a shard would cost O(N^2).
 
 A session's document is written again into the newest shard whenever it
 changes; readers take the last one. It carries the ingest checkpoint (where
@@ -26,9 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tinydb import TinyDB
-from tinydb.storages import Storage
-
 from agent.daemon.quarantine import quarantine
 from agent.files import write_atomic
 from agent.records import ENDED, Command, Session
@@ -44,36 +46,71 @@ from agent.shards import (
 log = logging.getLogger(__name__)
 
 SHARD_MAX_COMMANDS = 2_000
+SHARD_MAX_BYTES = 1 << 20  # of JSON text: a flush rewrites about this much at most
 
 
-class AtomicJSONStorage(Storage):
-    """TinyDB storage kept in memory and written whole only on flush().
+@dataclass
+class _Shard:
+    """The newest shard: its tables in memory, written whole by flush()."""
 
-    TinyDB's JSONStorage truncates and rewrites the file in place on every
-    write: a crash in between loses the database. Here TinyDB's writes only
-    touch memory, and flush() replaces the file atomically.
-    """
+    path: Path
+    # The sessions table first: readers may take it without the rest.
+    tables: dict[str, dict[str, Any]]
+    doc_ids: dict[str, int]  # session id -> its document's id here
+    next_session_doc: int
+    next_command_doc: int
+    size: int  # bytes of the last version written
+    dirty: bool
 
-    def __init__(self, path: Path, data: dict[str, Any] | None = None) -> None:
-        self.path = path
-        self._data: dict[str, Any] = data if data is not None else {}
-        self.dirty = data is None
+    @classmethod
+    def load(cls, path: Path, tables: dict[str, dict[str, Any]] | None) -> _Shard:
+        if tables is None:
+            return cls(path, {SESSIONS: {}, COMMANDS: {}}, {}, 1, 1, 0, True)
+        sessions = tables.setdefault(SESSIONS, {})
+        commands = tables.setdefault(COMMANDS, {})
+        ordered = {SESSIONS: sessions, COMMANDS: commands}
+        ordered.update(tables)
+        doc_ids = {str(doc.get("id")): int(i) for i, doc in sessions.items()}
+        return cls(
+            path,
+            ordered,
+            doc_ids,
+            max(map(int, sessions), default=0) + 1,
+            max(map(int, commands), default=0) + 1,
+            path.stat().st_size if path.exists() else 0,
+            False,
+        )
 
-    def read(self) -> dict[str, Any]:
-        return self._data
+    @property
+    def commands(self) -> int:
+        return len(self.tables[COMMANDS])
 
-    def write(self, data: dict[str, Any]) -> None:
-        self._data = data
+    def full(self) -> bool:
+        return self.commands >= SHARD_MAX_COMMANDS or self.size >= SHARD_MAX_BYTES
+
+    def put_session(self, session: Session) -> None:
+        doc_id = self.doc_ids.get(session.id)
+        if doc_id is None:
+            doc_id = self.doc_ids[session.id] = self.next_session_doc
+            self.next_session_doc += 1
+        # Every document carries every key: this replaces the older one.
+        self.tables[SESSIONS][str(doc_id)] = session.to_document()
         self.dirty = True
+
+    def put_commands(self, commands: list[Command]) -> None:
+        table = self.tables[COMMANDS]
+        for command in commands:
+            table[str(self.next_command_doc)] = command.to_document()
+            self.next_command_doc += 1
+        self.dirty = self.dirty or bool(commands)
 
     def flush(self) -> None:
         if self.dirty:
-            text = json.dumps(self._data, ensure_ascii=False, separators=(",", ":"))
-            write_atomic(self.path, text.encode("utf-8"))
+            text = json.dumps(self.tables, ensure_ascii=False, separators=(",", ":"))
+            data = text.encode("utf-8")
+            write_atomic(self.path, data)
+            self.size = len(data)
             self.dirty = False
-
-    def close(self) -> None:
-        pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,10 +152,8 @@ class Store:
         self._pending: dict[str, _Pending] = {}
         self._sessions: dict[str, Session] = {}  # newest state, flushed or not
         self._by_identity: dict[tuple[int, int], str] = {}
-        self._db: TinyDB | None = None
-        self._storage: AtomicJSONStorage | None = None
-        self._doc_ids: dict[str, int] = {}  # session id -> doc id in the newest shard
-        self._shard_commands = 0
+        self._next_of_tag: dict[str, int] = {}  # tag -> the N to try first
+        self._shard: _Shard | None = None  # the newest, being written
         self._next_shard = 1
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -147,9 +182,9 @@ class Store:
                 self._remember(session)
             newest = (path, tables)
         if newest is not None:
-            path, tables = newest
-            if len(tables.get(COMMANDS, {})) < SHARD_MAX_COMMANDS:
-                self._use_shard(path, tables)
+            shard = _Shard.load(*newest)
+            if not shard.full():
+                self._shard = shard
 
     def start(self) -> None:
         self._thread = threading.Thread(
@@ -185,12 +220,18 @@ class Store:
             return list(self._sessions.values())
 
     def new_session_id(self, tag: str) -> str:
-        """The tag itself, or `tag~N` when an earlier session used the tag."""
+        """The tag itself, or `tag~N` when an earlier session used the tag.
+
+        Each tag remembers the N it reached: a tag used a thousand times does
+        not cost a thousand lookups at each new session.
+        """
         with self._lock:
-            sid, n = tag, 1
+            n = self._next_of_tag.get(tag, 1)
+            sid = tag if n == 1 else f"{tag}~{n}"
             while sid in self._sessions:
                 n += 1
                 sid = f"{tag}~{n}"
+            self._next_of_tag[tag] = n
             return sid
 
     def submit(
@@ -262,48 +303,27 @@ class Store:
             self.on_committed([(p.session, p.commands) for p in batch.values()])
 
     def _write(self, batch: dict[str, _Pending]) -> None:
-        if self._db is None or self._shard_commands >= SHARD_MAX_COMMANDS:
+        if self._shard is None or self._shard.full():
             self._new_shard()
-        assert self._db is not None and self._storage is not None
-        sessions = self._db.table(SESSIONS)
-        new_docs: list[Any] = []
-        for sid, pending in batch.items():
-            doc = pending.session.to_document()
-            doc_id = self._doc_ids.get(sid)
-            if doc_id is None:
-                self._doc_ids[sid] = sessions.insert(doc)
-            else:
-                # Every document carries every key, so this merge replaces it.
-                sessions.update(doc, doc_ids=[doc_id])
-            new_docs.extend(c.to_document() for c in pending.commands)
-        if new_docs:
-            self._db.table(COMMANDS).insert_multiple(new_docs)
-            self._shard_commands += len(new_docs)
-        self._storage.flush()
+        assert self._shard is not None
+        for pending in batch.values():
+            self._shard.put_session(pending.session)
+            self._shard.put_commands(pending.commands)
+        self._shard.flush()
 
     def _reload_newest(self) -> None:
-        if self._storage is None:
+        if self._shard is None:
             return
-        path = self._storage.path
+        path = self._shard.path
         try:
-            self._use_shard(path, read_shard(path) if path.exists() else None)
+            self._shard = _Shard.load(path, read_shard(path) if path.exists() else None)
         except StoreError:
-            self._db = self._storage = None
+            self._shard = None
 
     def _new_shard(self) -> None:
         path = self.store_dir / f"{self._next_shard:08d}.json"
         self._next_shard += 1
-        self._use_shard(path, None)
-
-    def _use_shard(self, path: Path, tables: dict[str, dict[str, Any]] | None) -> None:
-        self._db = TinyDB(path, storage=AtomicJSONStorage, data=tables)
-        self._storage = self._db.storage  # type: ignore[assignment]
-        self._doc_ids = {}
-        self._shard_commands = 0
-        if tables is not None:
-            for doc_id, doc in tables.get(SESSIONS, {}).items():
-                self._doc_ids[str(doc.get("id"))] = int(doc_id)
-            self._shard_commands = len(tables.get(COMMANDS, {}))
+        self._shard = _Shard.load(path, None)
 
     def _remember(self, session: Session) -> None:
         self._sessions[session.id] = session
