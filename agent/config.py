@@ -57,6 +57,10 @@ class Config:
     # The account audit-web runs as: its connection records may name another
     # bastion user (the web user). "": only root's may (README: audit-web).
     web_intents_user: str = ""
+    # What one uid's files in the spools may cost (agent/daemon/spool_guard.py):
+    # records or recordings in flight at once, and new sessions per second.
+    spool_max_per_uid: int = 256
+    spool_rate_per_uid_s: float = 5.0
     # strict: a tagged ssh that cannot be traced is ended; permissive: it goes
     # on untraced and its session shows the gap.
     mode: Mode = Mode.STRICT
@@ -90,6 +94,8 @@ _LIMITS: dict[str, tuple[float, float]] = {
     "attach_deadline_s": (0.1, 60.0),
     "max_new_sessions_per_s": (1.0, 10_000.0),
     "status_interval_s": (0.1, 60.0),
+    "spool_max_per_uid": (1, 100_000),
+    "spool_rate_per_uid_s": (0.1, 10_000.0),
 }
 
 

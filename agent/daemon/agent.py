@@ -35,6 +35,7 @@ from agent.daemon.ingest import Ingest
 from agent.daemon.intents import IntentLinker
 from agent.daemon.lock import agent_locks
 from agent.daemon.recorder import Recorder
+from agent.daemon.spool_guard import UidBudget
 from agent.daemon.status import collect
 from agent.daemon.store import Store
 from agent.status_file import AgentState, write_status
@@ -107,15 +108,20 @@ class Agent:
             if config.recording
             else None
         )
+        per_uid = (config.spool_rate_per_uid_s, config.spool_max_per_uid)
         self.ingest = Ingest(
             config.logs_dir,
             self.store,
             config.log_retention_s,
             self.recorder,
             intents=IntentLinker(
-                config.intents_dir, self.store, config.web_intents_user
+                config.intents_dir,
+                self.store,
+                config.web_intents_user,
+                UidBudget("connection records", *per_uid),
             ),
             recordings_dir=config.recordings_dir,
+            recordings_budget=UidBudget("recordings", *per_uid),
         )
         self.store.on_flushed = self.ingest.on_flushed
         self.sink: EventSink | None = None

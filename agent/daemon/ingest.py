@@ -8,6 +8,7 @@ counts, whoever started its strace (the agent, or a user through sudo).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -17,7 +18,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    EVENT_TYPE_CLOSED_NO_WRITE,
+    EVENT_TYPE_OPENED,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 
 from agent.daemon.follower import LogFollower
@@ -31,12 +37,18 @@ from agent.daemon.spool import (
     read_recording_start,
     spool_usable,
 )
+from agent.daemon.spool_guard import (
+    LOOKS_PER_ROUND,
+    RecordingGate,
+    SpoolEntry,
+    UidBudget,
+)
 from agent.daemon.store import Store
 from agent.records import ENDED, Command, Session, iso
 from parsers.chunk_log import SUFFIX as CHUNK_SUFFIX
 from parsers.pipeline import CommandPipeline
 from tracer.discovery import is_alive
-from tracer.session_log import SessionLogError, read_start
+from tracer.session_log import SessionLogError, SessionStart, read_start
 from tracer.tags import parse_ssh_argv
 
 log = logging.getLogger(__name__)
@@ -44,6 +56,8 @@ log = logging.getLogger(__name__)
 LOG_SUFFIX = STRACE_SUFFIX
 RESCAN_INTERVAL_S = 1.0  # a safety net under inotify
 INGEST_NICE = 10  # parsing yields the CPU to the sessions it audits
+RECORDINGS_PER_UID = 256  # recordings of one uid followed (or incomplete) at once
+RECORDINGS_PER_UID_S = 5.0  # new recordings of one uid followed per second
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +73,10 @@ class _Wakeup(FileSystemEventHandler):
         self.ingest = ingest
 
     def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in (EVENT_TYPE_OPENED, EVENT_TYPE_CLOSED_NO_WRITE):
+            # The ingest's own reads cause these: a file read because it was
+            # read is a loop (20,000 spooled files kept it busy).
+            return
         path = event.dest_path if event.event_type == "moved" else event.src_path
         if isinstance(path, bytes):
             path = os.fsdecode(path)
@@ -77,16 +95,30 @@ class Ingest:
         recorder: Recorder | None = None,
         intents: IntentLinker | None = None,
         recordings_dir: Path | None = None,
+        recordings_budget: UidBudget | None = None,
     ) -> None:
         self.logs_dir = logs_dir
-        # audit-shell's paramiko recordings (agent/daemon/spool.py), read in place.
+        # audit-shell's paramiko recordings (agent/daemon/spool.py), read in place;
+        # what one uid's files may cost is bounded (agent/daemon/spool_guard.py).
         self.recordings_dir = recordings_dir
+        self.gate = (
+            RecordingGate(
+                recordings_dir,
+                CHUNK_SUFFIX,
+                recordings_budget
+                or UidBudget("recordings", RECORDINGS_PER_UID_S, RECORDINGS_PER_UID),
+            )
+            if recordings_dir is not None
+            else None
+        )
         self.store = store
         self.retention_s = retention_s
         self.intents = intents  # audit-shell's connection records, if collected
         self.recorder = recorder  # the followers feed it every event
         self.followers: dict[Path, LogFollower] = {}
         self._ignored: set[Path] = set()  # logs already reported as unusable
+        self._arrivals: collections.deque[Path] = collections.deque()  # spool files
+        self._arriving: set[Path] = set()  # the same, to look them up
         self._dirty: set[Path] = set()
         self._dirty_lock = threading.Lock()
         self._wake = threading.Event()
@@ -188,13 +220,16 @@ class Ingest:
                 if now - last_scan >= RESCAN_INTERVAL_S:
                     last_scan = now
                     self._take_intents()
-                    self.scan()
                     self.process_all()
-                else:
-                    with self._dirty_lock:
-                        dirty, self._dirty = self._dirty, set()
-                    for path in sorted(dirty):
+                    self.scan()
+                with self._dirty_lock:
+                    dirty, self._dirty = self._dirty, set()
+                for path in sorted(dirty):
+                    if path in self.followers or path.parent == self.logs_dir:
                         self.process(path)
+                    else:
+                        self._arrive(path)
+                self._look_at_arrivals()
                 self._delete_ingested()
                 if self.intents is not None:
                     self.intents.remove_durable()
@@ -213,16 +248,26 @@ class Ingest:
             if name.endswith(LOG_SUFFIX) and path not in self.followers:
                 self.process(path)
         spool = self.recordings_dir
-        if spool is None or not spool_usable(spool):
+        if self.gate is None or spool is None or not spool_usable(spool):
             return
-        try:
-            names = os.listdir(spool)
-        except OSError:
-            return
-        for name in names:
-            path = spool / name
-            if name.endswith(CHUNK_SUFFIX) and path not in self.followers:
-                self.process(path)
+        for path in self.gate.arrivals():  # new, changed, or let in at last
+            self._arrive(path)
+
+    def _arrive(self, path: Path) -> None:
+        """A spool file new to the ingest: looked at in turn, after the logs."""
+        if path not in self._arriving and path not in self.followers:
+            self._arriving.add(path)
+            self._arrivals.append(path)
+
+    def _look_at_arrivals(self) -> None:
+        """At most LOOKS_PER_ROUND of them: a flood waits behind the sessions
+        already audited, a round at a time."""
+        for _ in range(min(LOOKS_PER_ROUND, len(self._arrivals))):
+            path = self._arrivals.popleft()
+            self._arriving.discard(path)
+            self.process(path)
+        if self._arrivals:
+            self._wake.set()  # more next round, at once
 
     def _take_intents(self) -> None:
         if self.intents is not None:
@@ -249,15 +294,7 @@ class Ingest:
         if follower is None:
             if path in self._ignored or not self._is_log(path):
                 return
-            try:
-                follower = self._open(path)
-            except FileNotFoundError:
-                return
-            except (SessionLogError, SpoolError) as e:
-                self._ignored.add(path)
-                where = keep(path, self.quarantine_dir, move=True)
-                log.error("%s; moved it to %s, left out of the store", e, where)
-                return
+            follower = self._new_follower(path)
             if follower is None:
                 return
             self.followers[path] = follower
@@ -266,6 +303,44 @@ class Ingest:
         if follower.read(final):
             self.wake(follower.path)  # more than a round's budget: come back soon
         self._submit(follower)
+        if follower.finished and follower.spooled and self.gate is not None:
+            self.gate.done(path)  # its uid may start another
+
+    def _new_follower(self, path: Path) -> LogFollower | None:
+        """A follower for a log seen for the first time; None: not (yet)."""
+        spooled = path.parent != self.logs_dir
+        gate = self.gate if spooled else None
+        entry: SpoolEntry | None = None
+        if gate is not None:
+            entry = gate.look(path)
+            if entry is None:
+                return None  # unchanged since the last look, or waits its turn
+        try:
+            start = read_recording_start(path) if spooled else read_start(path)
+            if start is None:  # the first line is not written yet
+                if gate is not None and entry is not None:
+                    gate.incomplete(entry)
+                return None
+            if gate is not None and entry is not None and not gate.may_follow(entry):
+                return None
+            return self._open(path, start)
+        except FileNotFoundError:
+            if gate is not None:
+                gate.gone(path)
+            return None
+        except (SessionLogError, SpoolError) as e:
+            if gate is None or entry is None:
+                self._ignored.add(path)
+                where = keep(path, self.quarantine_dir, move=True)
+                log.error("%s; moved it to %s, left out of the store", e, where)
+            elif gate.may_quarantine(entry):
+                where = keep(path, self.quarantine_dir, move=True)
+                log.error("%s; moved it to %s, left out of the store", e, where)
+                gate.gone(path)
+            else:
+                gate.budget.refused(entry.uid, path.parent, str(e))
+                gate.drop(path)
+            return None
 
     def _is_log(self, path: Path) -> bool:
         if path.parent == self.logs_dir:
@@ -278,12 +353,9 @@ class Ingest:
             return self.recordings_dir / name
         return self.logs_dir / name
 
-    def _open(self, path: Path) -> LogFollower | None:
+    def _open(self, path: Path, start: SessionStart) -> LogFollower:
         inode = os.stat(path, follow_symlinks=False).st_ino
         spooled = path.parent != self.logs_dir
-        start = read_recording_start(path) if spooled else read_start(path)
-        if start is None:
-            return None  # the tracker is still writing the start line
         session = self.store.find(start.identity)
         if session is not None and spooled and session.log != path.name:
             # A user's file may name any process: it never joins a session
@@ -364,3 +436,5 @@ class Ingest:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
             del self.followers[path]
+            if follower.spooled and self.gate is not None:
+                self.gate.gone(path)
