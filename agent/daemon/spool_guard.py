@@ -182,10 +182,9 @@ class RecordingGate:
     """Which paramiko recordings of the spool the ingest opens, and when.
 
     A recording is looked at when it is new or changed since the last look;
-    one without its start line yet waits (held against its uid) until it
-    changes, and is removed once stale. A uid's recordings beyond its share
-    (followed and incomplete ones together) wait their turn unread if they
-    have a start line, and are removed if they have none.
+    one without its start line yet waits until it changes, and is removed
+    once stale. A uid's whole recordings beyond its share (followed and
+    incomplete ones together) wait their turn, unread.
     """
 
     def __init__(self, spool: Path, suffix: str, budget: UidBudget) -> None:
@@ -225,20 +224,16 @@ class RecordingGate:
         seen = self._incomplete.get(path)
         if seen is not None and seen[0].signature == entry.signature:
             return None
-        if seen is None and entry.signature[1] == 0 and not self._room(entry.uid):
-            # Empty, and its uid already has its share in flight: a flood.
-            self.budget.refused(entry.uid, self.spool, "too many at once")
-            self.drop(path)
-            return None
         return entry
 
     def incomplete(self, entry: SpoolEntry) -> None:
-        """`entry` has no start line yet: hold it until it changes or goes stale."""
-        if entry.path not in self._held:
-            if not self._room(entry.uid):
-                self.budget.refused(entry.uid, self.spool, "too many at once")
-                self.drop(entry.path)
-                return
+        """`entry` has no start line yet: wait until it changes or goes stale.
+
+        It counts against its uid if there is room; a file just created by a
+        recorder is empty for a moment, so even beyond its uid's share it is
+        not removed before INCOMPLETE_GRACE_S.
+        """
+        if entry.path not in self._held and self._room(entry.uid):
             self._hold(entry.path, entry.uid)
         seen = self._incomplete.get(entry.path)
         first = seen[1] if seen is not None else time.monotonic()
