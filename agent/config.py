@@ -67,6 +67,11 @@ class Config:
     attach_deadline_s: float = 5.0  # from discovery to strace attached
     max_sessions: int = 1000  # live traced sessions at once
     max_new_sessions_per_s: float = 50.0  # straces started per second
+    # Disk (agent/daemon/disk.py): a session's log past log_max_bytes gets the
+    # mode's verdict; below disk_reserve_bytes free, new sessions get it, and
+    # below half of that, the live ones too.
+    log_max_bytes: int = 2 << 30
+    disk_reserve_bytes: int = 256 << 20
     # Operator experience (README: Configuration).
     status_interval_s: float = 2.0  # how often DATA_DIR/status.json is rewritten
     recording: bool = True  # keep each session's output as an asciicast
@@ -185,6 +190,8 @@ def _highlight(value: Any, where: Where) -> tuple[HighlightRule, ...]:
 
 
 _CHECKS: dict[str, Check] = {
+    "log_max_bytes": _byte_count,
+    "disk_reserve_bytes": _byte_count,
     "recording_max_bytes": _byte_count,
     "recording_burst_max_bytes": _byte_count,
     "events_file": _optional_path,

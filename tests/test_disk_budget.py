@@ -7,9 +7,12 @@ data disk (a tmpfs the test mounts) filled to the brim.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
+import threading
+from collections.abc import Iterator
 
 import pytest
 
@@ -17,12 +20,43 @@ from tests import harness
 from tests.test_spool_floods import (
     flood,
     mallory,
+    reaches_the_store,
     spools,
     stored_of,
+    victim,
 )
-from tests.test_supervision import agent_with
+from tests.test_supervision import agent_with, session, tagged, wait_ended
 
 __all__ = ["agent_with", "mallory", "spools"]  # fixtures, used by name
+
+FLOOD = b"cat /dev/urandom | base64\r"
+
+
+@contextlib.contextmanager
+def drained(child: harness.pexpect.spawn) -> Iterator[None]:
+    """Read and drop a child's output meanwhile, as a terminal would show it.
+
+    Unread, the pty fills and ssh, and the flood with it, stops writing.
+    """
+    stop = threading.Event()
+
+    def drain() -> None:
+        while not stop.is_set():
+            try:
+                child.read_nonblocking(1 << 20, timeout=0.1)
+            except harness.pexpect.TIMEOUT:
+                continue
+            except harness.pexpect.EOF:
+                return
+
+    thread = threading.Thread(target=drain, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -74,3 +108,64 @@ def _child(pid: int) -> int | None:
     except OSError:
         return None
     return int(children[0]) if children else None
+
+
+# -- a session flooding its log past its budget ---------------------------------
+
+
+def test_strict_ends_a_session_whose_log_passes_its_budget(
+    agent_with, user, server, mallory
+) -> None:
+    agent = agent_with(log_max_bytes=4 << 20)
+    with victim(user, server, "bystander") as other:
+        flooder = harness.spawn_ssh(tagged(mallory, server, "flood-out"))
+        try:
+            flooder.expect(harness.PROMPT)
+            flooder.send(FLOOD)
+            with drained(flooder):
+                reaches_the_store(other, agent.data_dir, "bystander", "echo PING")
+                # Ended (the notice may drown in the flood: the tty's buffer is
+                # full, and the notice is never written blocking).
+                harness.wait_for(lambda: not flooder.isalive(), timeout=30)
+        finally:
+            flooder.close(force=True)
+        ended = wait_ended(agent.data_dir, "flood-out", "terminated")
+        assert "its log passed 4.0 MiB (log_max_bytes)" in ended.end_reason
+        assert (
+            harness.export(agent.data_dir, "--session", "flood-out")[0]["command"]
+            == "cat /dev/urandom | base64"
+        )
+        reaches_the_store(other, agent.data_dir, "bystander", "echo after")
+
+
+def test_permissive_stops_tracing_a_session_past_its_budget_with_the_gap(
+    agent_with, user, server
+) -> None:
+    agent = agent_with(mode="permissive", log_max_bytes=4 << 20)
+    child = harness.spawn_ssh(tagged(user, server, "flood-gap"))
+    try:
+        pid = harness.ssh_pid_of(child)
+        child.expect(harness.PROMPT)
+        harness.wait_for(lambda: harness.is_traced(pid), timeout=20)
+        child.send(FLOOD)
+        with drained(child):
+            live = harness.wait_for(
+                lambda: (s := session(agent.data_dir, "flood-gap")) and s.gaps and s,
+                timeout=30,
+            )
+            assert live.status == "live" and live.gaps[0][1] is None
+            harness.wait_for(lambda: not harness.is_traced(pid), timeout=10)
+        child.sendintr()  # the flood ends; the session goes on, untraced
+        child.expect(harness.PROMPT)
+        child.send(b"echo unseen\r")
+        child.expect(b"unseen")
+        child.sendeof()
+        child.expect(harness.pexpect.EOF, timeout=20)
+    finally:
+        child.close(force=True)
+    ended = wait_ended(agent.data_dir, "flood-gap", "closed")
+    (gap,) = ended.gaps
+    assert gap[0] < gap[1]
+    commands = [r["command"] for r in harness.export(agent.data_dir)]
+    assert "cat /dev/urandom | base64" in commands and "echo unseen" not in commands
+    assert "its log passed 4.0 MiB" in agent.log_text()

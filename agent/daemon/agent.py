@@ -11,7 +11,11 @@ reverse order of the start):
   flush);
 - the EventSink, when configured, owns the events thread (stopped last, after
   the final flush has handed it everything durable).
-The main loop also rewrites DATA_DIR/status.json (agent/daemon/status.py).
+The main loop also rewrites DATA_DIR/status.json (agent/daemon/status.py),
+watches the data disk's free space (agent/daemon/disk.py) and gives the
+verdicts the agent has reasons of its own for (agent/daemon/verdicts.py): a
+session whose log passed its budget (the ingest asks), new and then live
+sessions while the disk is nearly full.
 SIGTERM, SIGINT and SIGHUP all lead to that one orderly stop.
 """
 
@@ -30,6 +34,7 @@ from types import FrameType
 
 from agent import AgentError
 from agent.config import Config
+from agent.daemon.disk import DiskGuard, DiskState
 from agent.daemon.events import EventSink, stored_batch
 from agent.daemon.ingest import Ingest
 from agent.daemon.intents import IntentLinker
@@ -38,9 +43,10 @@ from agent.daemon.recorder import Recorder
 from agent.daemon.spool_guard import UidBudget
 from agent.daemon.status import collect
 from agent.daemon.store import Store
+from agent.daemon.verdicts import AgentSupervisor
 from agent.status_file import AgentState, write_status
 from tracer.discovery import Discovery, read_start_ticks
-from tracer.supervisor import Limits, Supervisor
+from tracer.supervisor import Limits
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +104,8 @@ class Agent:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.stop_event = threading.Event()
-        self.store = Store(config.store_dir, config.flush_interval_s)
+        self.disk = DiskGuard(config.data_dir, config.disk_reserve_bytes)
+        self.store = Store(config.store_dir, config.flush_interval_s, disk=self.disk)
         self.recorder = (
             Recorder(
                 config.data_dir,
@@ -108,6 +115,8 @@ class Agent:
             if config.recording
             else None
         )
+        if self.recorder is not None:
+            self.recorder.disk = self.disk
         per_uid = (config.spool_rate_per_uid_s, config.spool_max_per_uid)
         self.ingest = Ingest(
             config.logs_dir,
@@ -122,6 +131,7 @@ class Agent:
             ),
             recordings_dir=config.recordings_dir,
             recordings_budget=UidBudget("recordings", *per_uid),
+            log_max_bytes=config.log_max_bytes,
         )
         self.store.on_flushed = self.ingest.on_flushed
         self.sink: EventSink | None = None
@@ -133,7 +143,7 @@ class Agent:
                 config.events_syslog_facility,
             )
             self.store.on_committed = self.sink.committed
-        self.supervisor = Supervisor(
+        self.supervisor = AgentSupervisor(
             config.tracker_script,
             config.data_dir,
             config.mode,
@@ -186,8 +196,16 @@ class Agent:
     def _loop(self) -> None:
         last_orphan_sweep = 0.0
         while not self.stop_event.is_set():
+            disk = self.disk.check()
             for ssh in self.discovery.poll():
-                self.supervisor.track(ssh)
+                if disk == DiskState.OK:
+                    self.supervisor.track(ssh)
+                else:
+                    self.supervisor.cut(ssh, self.disk.reason())
+            if disk == DiskState.FULL:
+                for watch in list(self.supervisor.watches.values()):
+                    self.supervisor.cut(watch.ssh, self.disk.reason())
+            self._cut_over_budget()
             self.supervisor.supervise()
             now = time.monotonic()
             if now - last_orphan_sweep >= ORPHAN_SWEEP_INTERVAL_S:
@@ -204,6 +222,17 @@ class Agent:
                 self._write_status(AgentState.RUNNING)
             self.stop_event.wait(self.config.poll_interval_s)
 
+    def _cut_over_budget(self) -> None:
+        """The sessions whose log the ingest found past log_max_bytes."""
+        for identity, reason in self.ingest.take_over_budget():
+            watch = self.supervisor.watches.get(identity)
+            if watch is None:
+                log.error(
+                    "ssh %d: %s, but it is not ours to judge", identity[0], reason
+                )
+                continue
+            self.supervisor.cut(watch.ssh, reason)
+
     def _write_status(self, state: AgentState) -> None:
         try:
             write_status(
@@ -217,6 +246,7 @@ class Agent:
                     supervisor=self.supervisor.snapshot(),
                     recorder=self.recorder.snapshot() if self.recorder else None,
                     sink=self.sink.snapshot() if self.sink else None,
+                    disk=self.disk.snapshot(),
                     state=state,
                 ),
             )

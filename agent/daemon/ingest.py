@@ -26,6 +26,7 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
+from agent.daemon.disk import mib
 from agent.daemon.follower import LogFollower
 from agent.daemon.intents import IntentLinker
 from agent.daemon.quarantine import keep
@@ -96,6 +97,7 @@ class Ingest:
         intents: IntentLinker | None = None,
         recordings_dir: Path | None = None,
         recordings_budget: UidBudget | None = None,
+        log_max_bytes: int = 0,
     ) -> None:
         self.logs_dir = logs_dir
         # audit-shell's paramiko recordings (agent/daemon/spool.py), read in place;
@@ -114,6 +116,10 @@ class Ingest:
         self.store = store
         self.retention_s = retention_s
         self.intents = intents  # audit-shell's connection records, if collected
+        # A strace log past this asks for the mode's verdict (0: no bound).
+        self.log_max_bytes = log_max_bytes
+        self._over_budget: queue.Queue[tuple[tuple[int, int], str]] = queue.Queue()
+        self._over_budget_asked: set[Path] = set()
         self.recorder = recorder  # the followers feed it every event
         self.followers: dict[Path, LogFollower] = {}
         self._ignored: set[Path] = set()  # logs already reported as unusable
@@ -303,8 +309,28 @@ class Ingest:
         if follower.read(final):
             self.wake(follower.path)  # more than a round's budget: come back soon
         self._submit(follower)
+        if 0 < self.log_max_bytes < follower.size and not follower.spooled:
+            self._ask_verdict(follower)
         if follower.finished and follower.spooled and self.gate is not None:
             self.gate.done(path)  # its uid may start another
+
+    def _ask_verdict(self, follower: LogFollower) -> None:
+        """Past its budget: the main loop gives the mode's verdict (once)."""
+        if follower.path in self._over_budget_asked or follower.finished:
+            return
+        self._over_budget_asked.add(follower.path)
+        reason = f"its log passed {mib(self.log_max_bytes)} (log_max_bytes)"
+        log.error("session %s: %s", follower.session.id, reason)
+        self._over_budget.put((follower.session.identity, reason))
+
+    def take_over_budget(self) -> list[tuple[tuple[int, int], str]]:
+        """The sessions past their log budget since the last call (any thread)."""
+        found = []
+        while True:
+            try:
+                found.append(self._over_budget.get_nowait())
+            except queue.Empty:
+                return found
 
     def _new_follower(self, path: Path) -> LogFollower | None:
         """A follower for a log seen for the first time; None: not (yet)."""
@@ -436,5 +462,6 @@ class Ingest:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
             del self.followers[path]
+            self._over_budget_asked.discard(path)
             if follower.spooled and self.gate is not None:
                 self.gate.gone(path)

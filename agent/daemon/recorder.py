@@ -12,6 +12,10 @@ Bulk output is capped: past `burst_max_bytes` of recording without a
 keystroke in between, output is dropped until the next keystroke, and past
 `max_bytes` for the session, for good. Either is marked in the recording with
 a marker event and a visible line, and counted.
+
+A full data disk pauses a recording instead of ending it: what a commit
+could not write is cut off again, and once a commit works the recording says
+from when output is missing (agent/daemon/disk.py).
 """
 
 from __future__ import annotations
@@ -22,11 +26,13 @@ import dataclasses
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from agent.casts import CAST_SUFFIX, CASTS_DIR, IDLE_TIME_LIMIT_S
+from agent.daemon.disk import DiskGuard
 from agent.daemon.quarantine import quarantine
 from agent.records import ENDED, Session, iso
 from parsers.events import Chunk, Direction, Event, Marker, Resize
@@ -109,6 +115,8 @@ class CastWriter:
         self.inode: int | None = None
         self.dirty = False  # events taken since the last commit
         self.resume_after: int | None = None  # skip re-fed events up to here
+        self.space_lost_at: float | None = None  # a commit found the disk full
+        self.loss_noted = False  # the note saying so waits in `lines`
         loaded = CastState.load(self.state_path)
         identity = list(session.identity)
         if loaded is not None and loaded.identity not in ([], identity):
@@ -162,6 +170,12 @@ class CastWriter:
         self.dirty = True
         self.state.offset = event.offset
         self._mark_gaps(event.time)
+        if self.space_lost_at is not None and not self.loss_noted:
+            self.loss_noted = True
+            self._note(
+                event.time,
+                f"not recorded from {iso(self.space_lost_at)}: the data disk was full",
+            )
         if isinstance(event, Chunk):
             if event.direction is Direction.OUTPUT:
                 self._output(event)
@@ -301,6 +315,23 @@ class CastWriter:
         pending = self.decoder.getstate()[0]
         self.state.pending = pending.hex()
         self.state.save(self.state_path)
+        self.space_lost_at, self.loss_noted = None, False
+
+    def lost_space(self) -> None:
+        """A commit found the disk full: back to what was committed, note later.
+
+        Cutting a file back needs no space; what waited to be written is
+        dropped (memory stays bounded) and the recording will say so.
+        """
+        fd = self._open_cast()
+        try:
+            os.truncate(fd, self.state.size)
+        finally:
+            os.close(fd)
+        self.lines.clear()
+        self.loss_noted = False
+        if self.space_lost_at is None:
+            self.space_lost_at = time.time()
 
     def close(self) -> None:
         """Nothing is held open between commits (kept for the callers)."""
@@ -321,6 +352,7 @@ class Recorder:
         self.writers: dict[str, CastWriter] = {}
         self.broken: set[str] = set()  # sessions whose recording failed
         self.errors = 0
+        self.disk: DiskGuard | None = None  # told of a full disk; it is no error
 
     def event(self, session: Session, inode: int, event: Event) -> None:
         if session.id in self.broken:
@@ -333,7 +365,8 @@ class Recorder:
                     return
             writer.event(session, inode, event)
         except OSError as e:
-            self._broken(session, e)
+            if self.disk is None or not self.disk.no_space(e):
+                self._broken(session, e)
 
     def commit(self, session: Session) -> None:
         """Before the ingest submits `session`: make its recording durable."""
@@ -345,7 +378,13 @@ class Recorder:
             writer.session = session
             writer.commit(final=closed)
         except OSError as e:
-            self._broken(session, e)
+            if self.disk is None or not self.disk.no_space(e):
+                self._broken(session, e)
+                return
+            try:
+                writer.lost_space()
+            except OSError as again:
+                self._broken(session, again)
             return
         if closed:
             self.writers.pop(session.id).close()

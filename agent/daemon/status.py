@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.casts import CAST_SUFFIX, CASTS_DIR
+from agent.daemon.disk import DiskSnapshot
 from agent.daemon.events import SinkSnapshot
 from agent.daemon.ingest import IngestSnapshot
 from agent.daemon.recorder import RecorderSnapshot
@@ -53,6 +54,7 @@ def collect(
     recorder: RecorderSnapshot | None,
     sink: SinkSnapshot | None,
     state: AgentState = AgentState.RUNNING,
+    disk: DiskSnapshot | None = None,
 ) -> AgentStatus:
     """The agent's state from its owners' snapshots, and the live ssh processes."""
     casts = data_dir / CASTS_DIR
@@ -107,4 +109,15 @@ def collect(
         flush_errors=store.flush_errors,
         store_failing=store.failing,
         events=events,
+        disk=(
+            {
+                "state": disk.state,
+                "free_bytes": disk.free_bytes,
+                "reserve_bytes": disk.reserve_bytes,
+                "since": iso(disk.since) if disk.since is not None else None,
+                "no_space_errors": disk.no_space_errors,
+            }
+            if disk is not None
+            else None
+        ),
     )

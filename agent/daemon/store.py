@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.daemon.disk import DiskGuard
 from agent.daemon.quarantine import quarantine
 from agent.files import write_atomic
 from agent.records import ENDED, Command, Session
@@ -139,8 +140,10 @@ class Store:
         store_dir: Path,
         flush_interval_s: float,
         on_flushed: Callable[[list[Session]], None] | None = None,
+        disk: DiskGuard | None = None,
     ) -> None:
         self.store_dir = store_dir
+        self.disk = disk  # told when a write finds no space
         self.flush_interval_s = flush_interval_s
         self.on_flushed = on_flushed
         # Also after each flush: what it made durable, commands included (events).
@@ -270,13 +273,32 @@ class Store:
     # -- writing ---------------------------------------------------------
 
     def _run(self) -> None:
+        failing_since = 0  # flush errors in a row; logged when it starts and ends
         while not self._stop.wait(self.flush_interval_s):
             try:
                 self.flush()
             except OSError as e:
                 self.flush_errors += 1
                 self.flush_error_at = time.time()
-                log.error("cannot write store shard in %s: %s", self.store_dir, e)
+                if self.disk is not None:
+                    self.disk.no_space(e)
+                if not failing_since:
+                    log.error(
+                        "cannot write store shard in %s: %s; what is not written "
+                        "waits in memory and is retried every %.1fs",
+                        self.store_dir,
+                        e,
+                        self.flush_interval_s,
+                    )
+                failing_since += 1
+                continue
+            if failing_since and self.flushed_at is not None:
+                log.warning(
+                    "store writes work again in %s (after %d failed tries)",
+                    self.store_dir,
+                    failing_since,
+                )
+            failing_since = 0
 
     def flush(self) -> None:
         """Write every pending update to the newest shard in one atomic write."""
