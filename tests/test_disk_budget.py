@@ -13,6 +13,7 @@ import signal
 import subprocess
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -25,7 +26,7 @@ from tests.test_spool_floods import (
     stored_of,
     victim,
 )
-from tests.test_supervision import agent_with, session, tagged, wait_ended
+from tests.test_supervision import NOTICE, agent_with, session, tagged, wait_ended
 
 __all__ = ["agent_with", "mallory", "spools"]  # fixtures, used by name
 
@@ -169,3 +170,87 @@ def test_permissive_stops_tracing_a_session_past_its_budget_with_the_gap(
     commands = [r["command"] for r in harness.export(agent.data_dir)]
     assert "cat /dev/urandom | base64" in commands and "echo unseen" not in commands
     assert "its log passed 4.0 MiB" in agent.log_text()
+
+
+# -- a small data disk, filled ---------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 48 MiB tmpfs of the test's own, as the data disk."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=48m,mode=0700", "tmpfs", str(mount)],
+        check=True,
+    )
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def free_bytes(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def fill(path: Path, leave: int) -> None:
+    """Write a file of zeros (real pages) until `leave` bytes are free, or none."""
+    with open(path, "ab", buffering=0) as f:
+        block = b"\0" * (1 << 16)
+        try:
+            while free_bytes(path.parent) > leave + len(block):
+                f.write(block)
+            if leave == 0:
+                while True:
+                    f.write(b"\0" * 4096)
+        except OSError:
+            pass  # the disk is full
+
+
+def status(data_dir: Path) -> tuple[int, str]:
+    done = harness.run_cli("audit-agent", "status", "--data-dir", str(data_dir))
+    return done.returncode, done.stdout
+
+
+def test_a_full_data_disk_refuses_new_sessions_damages_nothing_and_passes(
+    tmp_path: Path, small_disk: Path, user, server
+) -> None:
+    data_dir = small_disk / "data"
+    config = tmp_path / "agent.toml"
+    config.write_text(f"disk_reserve_bytes = {16 << 20}\n")
+    with harness.agent(data_dir, "--config", str(config)):
+        with victim(user, server, "before") as first:
+            reaches_the_store(first, data_dir, "before", "echo one")
+            # Below the reserve: a new session is refused, the live one goes on.
+            fill(small_disk / "filler", leave=11 << 20)
+            harness.wait_for(lambda: "nearly full" in status(data_dir)[1])
+            refused = harness.spawn_ssh(tagged(user, server, "refused"))
+            refused.expect(NOTICE, timeout=30)
+            refused.expect(harness.pexpect.EOF, timeout=30)
+            refused.close()
+            ended = wait_ended(data_dir, "refused", "terminated")
+            assert "the data disk is nearly full" in ended.end_reason
+            reaches_the_store(first, data_dir, "before", "echo two")
+            stored = harness.export(data_dir)
+            # No space at all: the live session is ended too, and writes fail.
+            fill(small_disk / "filler2", leave=0)
+            first.expect(harness.pexpect.EOF, timeout=30)
+            code, out = status(data_dir)
+            assert code == 4 and ("no space left" in out or " full" in out), out
+            # Nothing stored is damaged.
+            assert harness.export(data_dir) == stored
+            # Space again: what waited is written, new sessions are traced.
+            (small_disk / "filler").unlink()
+            (small_disk / "filler2").unlink()
+            ended = wait_ended(data_dir, "before", "terminated")
+            assert "the data disk is full" in ended.end_reason
+        harness.wait_for(lambda: status(data_dir)[0] == 0, timeout=30)
+        with victim(user, server, "after") as again:
+            reaches_the_store(again, data_dir, "after", "echo three")
+        assert [r["command"] for r in harness.export(data_dir)] == [
+            "echo one",
+            "echo two",
+            "echo three",
+        ]

@@ -156,6 +156,7 @@ class Agent:
         self.discovery = Discovery(scope_pid=config.scope_pid)
         self.started_at = time.time()
         self._status_at = 0.0
+        self._status_failing = False  # logged once, not every interval
 
     def run(self) -> None:
         """Run until a stop signal (or `stop_event`); clean up in any case."""
@@ -251,4 +252,8 @@ class Agent:
                 ),
             )
         except OSError as e:  # a full disk must not stop the auditing
-            log.error("cannot write %s/status.json: %s", self.config.data_dir, e)
+            if not self._status_failing:
+                log.error("cannot write %s/status.json: %s", self.config.data_dir, e)
+            self._status_failing = True
+            return
+        self._status_failing = False
