@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 
 APT_RUN := strace openssh-client
 APT_TEST := openssh-server sshpass sudo rsync rsyslog asciinema systemd \
-	shellinabox chromium chromium-driver
+	shellinabox chromium chromium-driver postgresql-15 postgresql-contrib
 BASTION_USER ?= zxy
 SHELL_CONFIG ?= /etc/bastion-audit/shell.toml
 
@@ -25,14 +25,14 @@ INSTALL_VARS = PREFIX='$(PREFIX)' BINDIR='$(BINDIR)' SYSCONFDIR='$(SYSCONFDIR)' 
 	DATA_DIR='$(DATA_DIR)' INSTALL_PYTHON='$(INSTALL_PYTHON)' PURGE='$(PURGE)'
 
 .PHONY: run test demo deps-run deps-test venv venv-test lint clean install uninstall \
-	install-shell patched-ssh web venv-web
+	install-shell patched-ssh web venv-web player
 
 ## make run: install what is missing, then run the agent in the foreground.
 run: deps-run venv
 	$(BIN)/audit-agent run --data-dir $(DATA_DIR)
 
 ## make test: install the test needs too, then run the whole suite.
-test: deps-run deps-test venv-test
+test: deps-run deps-test venv-test player
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## make demo: the agent, a throwaway sshd, a scripted tagged session, audit-tail.
@@ -45,8 +45,18 @@ install-shell: deps-run venv
 
 ## make web: audit-web in the foreground with $(SHELL_CONFIG) (README: audit-web;
 ## in production it runs as its own account, not root).
-web: deps-run venv-web
+web: deps-run venv-web player
 	$(BIN)/audit-web --config $(SHELL_CONFIG)
+
+## make player: the console's asciinema-player, from the npm registry, exactly as
+## web/player/package-lock.json says (npm ci); node_modules is never committed.
+PLAYER := web/player/node_modules/asciinema-player/dist/bundle/asciinema-player.min.js
+player: $(PLAYER)
+
+$(PLAYER): web/player/package.json web/player/package-lock.json
+	@command -v npm >/dev/null || scripts/ensure-packages.sh nodejs npm
+	cd web/player && npm ci --no-audit --no-fund
+	touch $@
 
 ## make patched-ssh: build ssh with -Z TAG from Debian's openssh source, install
 ## it as /usr/local/lib/bastion-audit/ssh (cached; /usr/bin/ssh is left alone).

@@ -1,4 +1,5 @@
-"""audit-agent: the daemon (`run`, agent/daemon/) and its health (`status`, a tool).
+"""audit-agent: the daemon (`run`, agent/daemon/), its health (`status`, a tool),
+and the fleet store's schema (`fleet-init`).
 
 The options are defined here; each subcommand's body imports only its own
 room, so `audit-agent status` loads nothing of the daemon and `audit-agent
@@ -79,6 +80,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="BYTES",
         help="ingest lag above this is unhealthy (default 64 MiB)",
     )
+    init = commands.add_parser(
+        "fleet-init",
+        help="create or upgrade the fleet store's schema in PostgreSQL",
+    )
+    init.add_argument(
+        "--config", type=Path, metavar="FILE", help="TOML configuration file"
+    )
+    init.add_argument(
+        "--database",
+        metavar="DSN",
+        help="libpq connection string (default: [fleet] database of the "
+        "configuration); the password from password_file or PGPASSWORD",
+    )
     return parser
 
 
@@ -92,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
 
             reading_config(args)
             return show_status(args.data_dir, args.json, args.max_lag)
+        if args.command == "fleet-init":
+            from agent.daemon.cli import fleet_init
+
+            return fleet_init(args)
         from agent.daemon.cli import run
 
         return run(PROG, args)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import AgentError
+from agent.fleet_config import FleetConfig, fleet_table
 from agent.highlight import HighlightError, HighlightRule, parse_rules
 from agent.syslog import FACILITIES, SyslogError, parse_target
 from agent.toml_table import Check, Where, absolute_path, read_toml, table
@@ -24,6 +25,7 @@ DEFAULT_DATA_DIR = Path("/var/lib/bastion-audit")
 DEFAULT_INTENTS_DIR = Path("/var/spool/bastion-audit/intents")
 # audit-shell's paramiko recordings (parsers/chunk_log.py), the same kind of spool.
 DEFAULT_RECORDINGS_DIR = Path("/var/spool/bastion-audit/recordings")
+CONTROL_SOCKET = "control.sock"  # in DATA_DIR, unless control_socket says
 
 
 class ConfigError(AgentError):
@@ -61,6 +63,12 @@ class Config:
     # records or recordings in flight at once, and new sessions per second.
     spool_max_per_uid: int = 256
     spool_rate_per_uid_s: float = 5.0
+    # A group whose members may read the store, the recordings and the status
+    # (audit-web's account, for the console); never the raw logs. "": root only.
+    read_group: str = ""
+    # The daemon's control socket (agent/control.py): root and web_intents_user
+    # only. None: DATA_DIR/control.sock.
+    control_socket: Path | None = None
     # strict: a tagged ssh that cannot be traced is ended; permissive: it goes
     # on untraced and its session shows the gap.
     mode: Mode = Mode.STRICT
@@ -82,6 +90,8 @@ class Config:
     events_syslog_facility: str = "authpriv"
     highlight: tuple[HighlightRule, ...] = ()  # audit-tail's own risky commands
     highlight_builtin: bool = True  # and the built-in ones (agent/highlight.py)
+    # [fleet]: ship every record to PostgreSQL too (agent/fleet_config.py).
+    fleet: FleetConfig = FleetConfig()
 
     @property
     def logs_dir(self) -> Path:
@@ -90,6 +100,10 @@ class Config:
     @property
     def store_dir(self) -> Path:
         return self.data_dir / "store"
+
+    @property
+    def control_path(self) -> Path:
+        return self.control_socket or self.data_dir / CONTROL_SOCKET
 
 
 _LIMITS: dict[str, tuple[float, float]] = {
@@ -174,12 +188,17 @@ def _facility(value: Any, where: Where) -> str:
     return value
 
 
-def _user_name(value: Any, where: Where) -> str:
-    if not isinstance(value, str) or not re.fullmatch(
-        r"[a-z_][a-z0-9_.-]{0,31}|", value
-    ):
-        raise where.error("must be a user name")
-    return value
+def _account_name(kind: str) -> Check:
+    """A user or group name as useradd and groupadd take them, or ""."""
+
+    def check(value: Any, where: Where) -> str:
+        if not isinstance(value, str) or not re.fullmatch(
+            r"[a-z_][a-z0-9_.-]{0,31}|", value
+        ):
+            raise where.error(f"must be a {kind} name")
+        return value
+
+    return check
 
 
 def _highlight(value: Any, where: Where) -> tuple[HighlightRule, ...]:
@@ -198,7 +217,10 @@ _CHECKS: dict[str, Check] = {
     "events_syslog": _syslog_target,
     "events_syslog_facility": _facility,
     "highlight": _highlight,
-    "web_intents_user": _user_name,
+    "web_intents_user": _account_name("user"),
+    "read_group": _account_name("group"),
+    "control_socket": _optional_path,
+    "fleet": fleet_table,
 }
 
 

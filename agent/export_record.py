@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from agent.records import Command, CommandDocument, Session
+from agent.records import Command, CommandDocument, Kind, Session
 
 # The order of the fields in a record, and of the columns in CSV.
 FIELDS = (
@@ -22,6 +22,8 @@ FIELDS = (
     "time",
     "command",
     "cancelled",
+    "kind",
+    "transfer",
     "tag",
     "bastion_user",
     "remote_user",
@@ -38,7 +40,8 @@ FIELDS = (
     "remote_account",
     "recorder",
 )
-COMMAND_FIELDS = 5  # the first five come from the command, the rest its session
+COMMAND_FIELDS = 7  # the first seven come from the command, the rest its session
+FLEET_FIELDS = (*FIELDS, "bastion")  # read from the fleet store
 _V = TypeVar("_V")
 
 
@@ -64,6 +67,8 @@ def session_fields(session: Session) -> dict[str, Any]:
         "remote_account": session.remote_account,
         # strace or paramiko; null for sessions stored before it was kept.
         "recorder": session.recorder,
+        # Only from the fleet store: the bastion the session ran on.
+        **({"bastion": session.bastion} if session.bastion is not None else {}),
     }
 
 
@@ -75,6 +80,8 @@ def flat_record(command: Command, session: Session | None) -> dict[str, Any]:
         "time": command.time,
         "command": command.command,
         "cancelled": command.cancelled,
+        "kind": command.kind.value,
+        "transfer": dict(command.transfer) if command.transfer is not None else None,
     }
     if session is not None:
         record.update(session_fields(session))
@@ -84,9 +91,9 @@ def flat_record(command: Command, session: Session | None) -> dict[str, Any]:
 class JsonRecords:
     """flat_record() as JSON text, fast enough for a million records.
 
-    The session's fields are encoded once per session and the command's four
+    The session's fields are encoded once per session and the command's own
     by hand; the text is exactly what json.dumps(flat_record(...),
-    ensure_ascii=False) gives, at a fraction of the cost.
+    ensure_ascii=False) gives, at a third of the cost.
     """
 
     def __init__(self) -> None:
@@ -94,51 +101,41 @@ class JsonRecords:
         self._by_id: _ByKey[tuple[str, str]] | None = None
 
     def text(self, command: Command, session: Session | None) -> str:
-        return self.fields_text(
-            command.session,
-            command.seq,
-            command.time,
-            command.command,
-            command.cancelled,
-            session,
-        )
-
-    def fields_text(
-        self,
-        session_id: str,
-        seq: int,
-        time: str,
-        command: str,
-        cancelled: bool,
-        session: Session | None,
-    ) -> str:
         tail = "}"
         if session is not None:
-            tail = self._tails.get(session.id) or self._tail(session)
+            tail = self._tails.get(_key(session)) or self._tail(session)
+        transfer = "null"
+        if command.transfer is not None:
+            transfer = _ENCODER.encode(dict(command.transfer))
         return (
-            f'{{"session": {_string(session_id)}, "seq": {seq}, '
-            f'"time": {_string(time)}, "command": {_string(command)}, '
-            f'"cancelled": {"true" if cancelled else "false"}{tail}'
+            f'{{"session": {_string(command.session)}, "seq": {command.seq}, '
+            f'"time": {_string(command.time)}, "command": {_string(command.command)}, '
+            f'"cancelled": {"true" if command.cancelled else "false"}, '
+            f'"kind": "{command.kind.value}", "transfer": {transfer}{tail}'
         )
 
     def documents(
         self, docs: list[CommandDocument], sessions: Mapping[str, Session]
     ) -> list[str]:
-        """The text of each stored command, its session from `sessions`.
+        """The text of each stored command, its session from `sessions` (local).
 
-        One comprehension per batch, with each session's head and tail
-        looked up by id: this is the export's inner loop.
+        The same text as text() gives, from the documents as stored: one
+        comprehension per batch, each session's head and tail looked up by
+        id. This is the export's inner loop.
         """
         enc, parts = _string, self._parts(sessions)
         return [
             f'{(p := parts[d["session"]])[0]}{d["seq"]}, "time": {enc(d["time"])}, '
             f'"command": {enc(d["command"])}, "cancelled": '
-            f"{'true' if d.get('cancelled') is True else 'false'}{p[1]}"
+            f"{'true' if d.get('cancelled') is True else 'false'}, "
+            f'"kind": "{d.get("kind", _COMMAND)}", "transfer": '
+            f"{'null' if (t := d.get('transfer')) is None else _ENCODER.encode(t)}"
+            f"{p[1]}"
             for d in docs
         ]
 
     def _parts(self, sessions: Mapping[str, Session]) -> _ByKey[tuple[str, str]]:
-        """Per session id: the text before the seq, the text after `cancelled`."""
+        """Per session id: the text before the seq, the text after `transfer`."""
 
         def parts(sid: str) -> tuple[str, str]:
             session = sessions.get(sid)
@@ -150,14 +147,14 @@ class JsonRecords:
         return self._by_id
 
     def _tail(self, session: Session) -> str:
-        tail = self._tails[session.id] = (
+        tail = self._tails[_key(session)] = (
             ", " + _ENCODER.encode(session_fields(session))[1:]
         )
         return tail
 
 
 class CsvRecords:
-    """flat_record() as RFC 4180 CSV rows, as csv.writer writes them.
+    """flat_record() as RFC 4180 CSV rows, as csv.writer writes them (local).
 
     The session's cells are encoded once per session (by the csv module); a
     command's own cells are quoted by csv's QUOTE_MINIMAL rule, by hand.
@@ -179,7 +176,9 @@ class CsvRecords:
         tails = self._by_id
         return [
             f"{cell(d['session'])},{d['seq']},{cell(d['time'])},"
-            f"{cell(d['command'])},{'true' if d.get('cancelled') is True else 'false'}"
+            f"{cell(d['command'])},{'true' if d.get('cancelled') is True else 'false'},"
+            f"{d.get('kind', _COMMAND)},"
+            f"{'' if (t := d.get('transfer')) is None else cell(compact_json(t))}"
             f"{tails[d['session']]}"
             for d in docs
         ]
@@ -192,6 +191,11 @@ class CsvRecords:
         fields = session_fields(session)  # by name: FIELDS sets the order
         values = (fields.get(name) for name in names)
         return "," + _csv_row(tuple("" if v is None else v for v in values))
+
+
+def compact_json(fields: Any) -> str:
+    """A transfer's fields as one CSV cell holds them."""
+    return json.dumps(dict(fields), ensure_ascii=False, separators=(",", ":"))
 
 
 def _csv_row(values: tuple[Any, ...]) -> str:
@@ -226,5 +230,10 @@ class _ByKey(dict[str, _V]):
         return value
 
 
+def _key(session: Session) -> str:
+    return f"{session.bastion}/{session.id}" if session.bastion else session.id
+
+
 _ENCODER = json.JSONEncoder(ensure_ascii=False)
 _string = json.encoder.encode_basestring
+_COMMAND = Kind.COMMAND.value

@@ -75,6 +75,21 @@ class Host:
     backend: Backend | None = None  # this host's own choice; else [shell] backend
 
 
+class TransferRight(enum.StrEnum):
+    """Which file transfers a grant allows (README: file transfers)."""
+
+    NONE = "none"
+    UPLOAD = "upload"  # to the host
+    DOWNLOAD = "download"  # from the host
+    BOTH = "both"
+
+    def allows(self, direction: str) -> bool:
+        return self == TransferRight.BOTH or self == direction
+
+
+DEFAULT_MAX_TRANSFER_BYTES = 1 << 30  # per file
+
+
 @dataclass(frozen=True)
 class Grant:
     """Who (bastion users, Unix groups) may use what (hosts, accounts)."""
@@ -83,6 +98,8 @@ class Grant:
     groups: frozenset[str] = frozenset()
     hosts: frozenset[str] = frozenset()  # names, "@group" or "*"
     accounts: frozenset[str] = frozenset()  # names or "*"
+    transfers: TransferRight = TransferRight.NONE
+    max_transfer_bytes: int = DEFAULT_MAX_TRANSFER_BYTES
 
     def admits(self, user: str, user_groups: frozenset[str]) -> bool:
         return user in self.users or bool(self.groups & user_groups)
@@ -94,10 +111,12 @@ class Grant:
 
 @dataclass(frozen=True)
 class Target:
-    """One line of the menu: an account on a host."""
+    """One line of the menu: an account on a host, and what its grants allow."""
 
     host: Host
     account: Account
+    transfers: TransferRight = TransferRight.NONE
+    max_transfer_bytes: int = 0  # per file
 
     @property
     def label(self) -> str:
@@ -133,13 +152,27 @@ class ShellConfig:
     def targets_for(self, user: str, user_groups: frozenset[str]) -> list[Target]:
         """What `user` may reach, grouped and sorted as the menu shows it."""
         grants = [g for g in self.grants if g.admits(user, user_groups)]
-        found = [
-            Target(host, account)
-            for host in self.hosts
-            for account in host.accounts
-            if any(g.covers(host, account) for g in grants)
-        ]
+        found = []
+        for host in self.hosts:
+            for account in host.accounts:
+                covering = [g for g in grants if g.covers(host, account)]
+                if covering:
+                    found.append(_target(host, account, covering))
         return sorted(found, key=lambda t: (t.host.group, t.host.name, t.account.name))
+
+
+def _target(host: Host, account: Account, grants: list[Grant]) -> Target:
+    """The target with the widest transfer right its grants give, and the
+    largest size limit among the grants that allow transfers at all."""
+    rights = {g.transfers for g in grants} - {TransferRight.NONE}
+    if not rights:
+        return Target(host, account)
+    if TransferRight.BOTH in rights or len(rights) == 2:
+        right = TransferRight.BOTH
+    else:
+        (right,) = rights
+    limit = max(g.max_transfer_bytes for g in grants if g.transfers != "none")
+    return Target(host, account, right, limit)
 
 
 def groups_of(user: str) -> frozenset[str]:
@@ -267,7 +300,11 @@ def _account(values: Mapping[str, Any], where: Where) -> Account:
 
 
 def _grant(values: Mapping[str, Any], where: Where) -> Grant:
-    _only(values, {"users", "groups", "hosts", "accounts"}, where)
+    _only(
+        values,
+        {"users", "groups", "hosts", "accounts", "transfers", "max_transfer_bytes"},
+        where,
+    )
 
     def names(key: str) -> frozenset[str]:
         value = values.get(key, [])
@@ -277,7 +314,20 @@ def _grant(values: Mapping[str, Any], where: Where) -> Grant:
             raise where.at(key).error("must be a list of names")
         return frozenset(value)
 
-    grant = Grant(names("users"), names("groups"), names("hosts"), names("accounts"))
+    transfers = check_value(
+        TransferRight.NONE, values.get("transfers", "none"), where.at("transfers")
+    )
+    limit = values.get("max_transfer_bytes", DEFAULT_MAX_TRANSFER_BYTES)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise where.at("max_transfer_bytes").error("must be a whole number > 0")
+    grant = Grant(
+        names("users"),
+        names("groups"),
+        names("hosts"),
+        names("accounts"),
+        transfers,
+        limit,
+    )
     if not (grant.users or grant.groups):
         raise where.error("names no users and no groups")
     if not grant.hosts or not grant.accounts:

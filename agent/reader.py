@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.access_log import ACCESS, AccessEntry
 from agent.records import (
     Command,
     CommandDocument,
@@ -40,6 +41,7 @@ class Snapshot:
     sessions: dict[str, Session] = field(default_factory=dict)
     commands: list[Command] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    access: list[AccessEntry] = field(default_factory=list)  # in seq order
 
 
 def check_data_dir(data_dir: Path) -> Path:
@@ -68,6 +70,14 @@ def _commands(
             raise StoreError(f"corrupt shard {path}: {e}") from e
 
 
+def access_entries(tables: dict[str, dict[str, Any]], path: Path) -> list[AccessEntry]:
+    """A shard's access-log entries (agent/access_log.py), in write order."""
+    try:
+        return [AccessEntry.from_document(d) for d in tables.get(ACCESS, {}).values()]
+    except RecordError as e:
+        raise StoreError(f"corrupt shard {path}: {e}") from e
+
+
 def load(
     data_dir: Path, progress: Callable[[int, int], None] | None = None
 ) -> Snapshot:
@@ -85,12 +95,14 @@ def load(
             sessions = list(iter_sessions(tables, path))
             # TinyDB writes a table in insertion order, which is ours.
             commands = [c for _, c in _commands(tables, path)]
+            access = access_entries(tables, path)
         except StoreError as e:
             snapshot.errors.append(str(e))
             continue
         for session in sessions:
             snapshot.sessions[session.id] = session
         snapshot.commands.extend(commands)
+        snapshot.access.extend(access)
     if progress is not None:
         progress(len(shards), len(shards))
     return snapshot
@@ -109,9 +121,11 @@ def _commands_of(
         and type(d.get("session")) is str
         and type(d.get("time")) is str
         and type(d.get("command")) is str
+        and "kind" not in d
+        and "transfer" not in d
         for d in docs
     ):
-        return docs
+        return docs  # commands only: the common case, checked at C speed
     try:
         return [checked_command(doc) for doc in docs]
     except RecordError as e:

@@ -37,6 +37,13 @@ class SessionStatus(enum.StrEnum):
 ENDED = frozenset({SessionStatus.CLOSED, SessionStatus.TERMINATED})
 
 
+class Kind(enum.StrEnum):
+    """What a command record is (Command.kind)."""
+
+    COMMAND = "command"  # a line the session's shell ran
+    TRANSFER = "transfer"  # a file moved through the bastion (Command.transfer)
+
+
 class Origin(enum.StrEnum):
     """How a session came in (Session.origin); None: a tagged ssh started directly."""
 
@@ -91,6 +98,9 @@ class Session:
     start_ticks: int = 0
     checkpoint: Checkpoint | None = None
     runner: str = ""
+    # The fleet's bastion id, for a session read from the fleet store
+    # (agent/fleet_reader.py); None in the local store, which is one bastion's.
+    bastion: str | None = None
 
     @classmethod
     def new(cls, session_id: str, start: SessionStart, log: str) -> Session:
@@ -194,6 +204,7 @@ class Session:
             "inventory_host": self.inventory_host,
             "remote_account": self.remote_account,
             "recorder": self.recorder,
+            **({"bastion": self.bastion} if self.bastion is not None else {}),
             "_ingest": {
                 "log": self.log,
                 "start_ticks": self.start_ticks,
@@ -238,6 +249,7 @@ class Session:
                 start_ticks=int(ingest.get("start_ticks") or 0),
                 checkpoint=Checkpoint(**cp) if cp else None,
                 runner=str(ingest.get("runner") or ""),
+                bastion=doc.get("bastion"),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise RecordError(f"bad session document: {e}") from e
@@ -261,6 +273,11 @@ class CommandDocument(TypedDict):
     time: str
     command: str
     cancelled: NotRequired[bool]
+    kind: NotRequired[str]  # a Kind; absent: a command
+    transfer: NotRequired[dict[str, Any]]
+
+
+_KINDS = frozenset(Kind)
 
 
 def checked_command(doc: Any) -> CommandDocument:
@@ -281,6 +298,11 @@ def checked_command(doc: Any) -> CommandDocument:
         type(session) is str and type(time) is str and type(command) is str
     ):
         raise RecordError(f"bad command document: wrong types in {doc!r:.200}")
+    kind, transfer = doc.get("kind"), doc.get("transfer")
+    if kind is not None and (type(kind) is not str or kind not in _KINDS):
+        raise RecordError(f"bad command document: kind {kind!r:.40}")
+    if transfer is not None and not isinstance(transfer, dict):
+        raise RecordError(f"bad command document: transfer {transfer!r:.80}")
     return doc  # type: ignore[no-any-return]
 
 
@@ -290,11 +312,15 @@ class Command:
     seq: int  # 1, 2, 3 ... within the session
     time: str  # when the shell accepted the line, iso(); kept as text so that
     # reading a million of them back costs no date parsing
-    command: str
+    command: str  # for a transfer: "upload PATH" or "download PATH"
     cancelled: bool = False  # entered over several lines, then given up (Ctrl-C)
+    kind: Kind = Kind.COMMAND
+    # A transfer's fields (README: file transfers): direction, path, name,
+    # size, sha256, started_at, outcome, reason.
+    transfer: Mapping[str, Any] | None = None
 
-    def to_document(self) -> CommandDocument:
-        doc: CommandDocument = {
+    def to_document(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
             "session": self.session,
             "seq": self.seq,
             "time": self.time,
@@ -302,11 +328,22 @@ class Command:
         }
         if self.cancelled:
             doc["cancelled"] = True
+        if self.kind != Kind.COMMAND:
+            doc["kind"] = self.kind.value
+        if self.transfer is not None:
+            doc["transfer"] = dict(self.transfer)
         return doc
 
     @classmethod
     def from_document(cls, doc: Mapping[str, Any]) -> Command:
         d = checked_command(doc)
+        kind = d.get("kind")
         return cls(
-            d["session"], d["seq"], d["time"], d["command"], d.get("cancelled") is True
+            d["session"],
+            d["seq"],
+            d["time"],
+            d["command"],
+            d.get("cancelled") is True,
+            Kind(kind) if kind is not None else Kind.COMMAND,
+            d.get("transfer"),
         )

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import AgentError
-from agent.files import write_atomic
+from agent.files import PRIVATE_FILE_MODE, write_atomic
 from agent.records import RecordError, iso, parse_iso
 from tracer.discovery import is_alive
 
@@ -91,6 +91,7 @@ class AgentStatus:
     # The data disk against the reserve (agent/daemon/disk.py): state ok, low
     # or full, free_bytes, reserve_bytes, since, no_space_errors.
     disk: Mapping[str, Any] | None = field(default=None)
+    fleet: Mapping[str, Any] | None = field(default=None)  # the fleet shipper's
 
     def to_document(self) -> dict[str, Any]:
         doc = asdict(self)
@@ -124,9 +125,11 @@ def status_path(data_dir: Path) -> Path:
     return data_dir / STATUS_FILE
 
 
-def write_status(data_dir: Path, status: AgentStatus) -> None:
+def write_status(
+    data_dir: Path, status: AgentStatus, mode: int = PRIVATE_FILE_MODE
+) -> None:
     text = json.dumps(status.to_document(), ensure_ascii=False, indent=1)
-    write_atomic(status_path(data_dir), text.encode("utf-8"))
+    write_atomic(status_path(data_dir), text.encode("utf-8"), mode)
 
 
 def read_status(data_dir: Path) -> AgentStatus | None:
@@ -208,4 +211,28 @@ def assess(
                 f"events are not getting through: {events.get('last_error')} "
                 f"({events.get('backlog')} waiting, {events.get('dropped', 0)} dropped)"
             )
+    problems.extend(fleet_problems(status.fleet))
+    return problems
+
+
+def fleet_problems(fleet: Mapping[str, Any] | None) -> list[str]:
+    """The fleet shipper's part of assess(): too far behind, or refused.
+
+    A database that is merely away is no problem until the lag passes its
+    limits: the local store is the buffer. One that refuses (a password, the
+    schema version, a conflict) needs a person at once.
+    """
+    if not fleet:
+        return []
+    problems = []
+    if fleet.get("state") == "blocked":
+        problems.append(f"fleet shipping is refused: {fleet.get('last_error')}")
+    lag_s, lag_records = fleet.get("lag_s", 0.0), fleet.get("lag_records", 0)
+    if lag_s > fleet.get("max_lag_s", float("inf")) or lag_records > fleet.get(
+        "max_lag_records", float("inf")
+    ):
+        why = f" ({fleet.get('last_error')})" if fleet.get("last_error") else ""
+        problems.append(
+            f"the fleet store is {lag_records} records, {lag_s:.0f}s behind{why}"
+        )
     return problems

@@ -2,7 +2,9 @@
 
 One file holds the inventory, the grants and both front ends' settings, so
 that the web page offers exactly the hosts the login shell would. audit-web
-reads it, and so does the web terminal's token login (agent/shell/).
+reads it, and so does the web terminal's token login (agent/shell/). The
+console reads the agent's own agent.toml (`agent_config`) for where the store
+and the control socket are, and for the highlight rules.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import AgentError
+from agent.config import DEFAULT_CONFIG_PATH
 from agent.inventory import DEFAULT_SHELL_CONFIG, ShellConfig, load_shell_config
 from agent.toml_table import Where, read_toml, table
 
@@ -40,6 +43,11 @@ class WebSettings:
     trusted_origins: tuple[str, ...] = ()  # e.g. "https://bastion.example.org"
     failures_max: int = FAILURES_MAX  # failed sign-ins or redemptions per client
     failure_window_s: float = FAILURE_WINDOW_S
+    # The console (README: the auditors' console).
+    agent_config: Path = DEFAULT_CONFIG_PATH  # data_dir, control socket, highlight
+    auditor_group: str = "bastion-auditors"  # its members see every session
+    own_sessions: bool = True  # others see their own sessions; false: none
+    session_max_s: float = 28800.0  # a sign-in lasts at most this, idle or not
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Synthetic sessions and commands go through the real store code (Store.submit,
 the writer's atomic flushes, shard roll-over), then the real export path
-(reader.scan, export.select, export.write_records) writes JSON to /dev/null.
+(reader.scan, export.select, export.write_documents) writes JSON to /dev/null.
 Then a flood of new sessions (what a spool of connection records makes):
 many sessions in one flush, whose cost per session must not grow with their
 number. Everything is measured side by side in one run; the ratios are what
@@ -26,7 +26,7 @@ from pathlib import Path
 from agent.daemon.store import Store
 from agent.reader import scan
 from agent.records import Command, Session, iso
-from agent.tools.export import select, write_records
+from agent.tools.export import select, write_documents
 from agent.tools.options import Filter
 from parsers.events import Checkpoint
 from tracer.session_log import SessionStart
@@ -96,7 +96,7 @@ def export_seconds(data_dir: Path, fmt: str = "json") -> tuple[float, int]:
     t0 = time.perf_counter()
     store = scan(data_dir)
     with open(os.devnull, "w") as out:
-        count = write_records(select(store, Filter()), store.sessions, out, fmt)
+        count = write_documents(select(store, Filter()), store.sessions, out, fmt)
     return time.perf_counter() - t0, count
 
 

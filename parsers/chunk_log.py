@@ -8,6 +8,7 @@ stretch it could not write), and one line per chunk or resize between them:
     1732790000.123456 i aGVsbG8=      keys the user typed (base64)
     1732790000.125001 o aGVsbG8NCg==  bytes the remote side sent to the screen
     1732790000.200000 r 40 120        the terminal's size (rows, cols)
+    1732790000.300000 t eyJkaXJl...  a file transfer (base64 of its JSON fields)
 
 Line-based on purpose: a record's offset is where its line starts, so the
 ingest's checkpoints and its "half-written last line waits" rule work as for
@@ -18,10 +19,20 @@ records out; bad lines are counted, never raised.
 from __future__ import annotations
 
 import binascii
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
-from parsers.events import Chunk, Direction, Event, Resize
+from parsers.events import (
+    Chunk,
+    Direction,
+    Event,
+    Resize,
+    Transfer,
+    TransferDirection,
+    TransferOutcome,
+)
 from parsers.strace_lines import MARKER_PREFIX, DecoderStats, marker_events
 
 SUFFIX = ".chunks"
@@ -40,6 +51,59 @@ def encode_chunk(time: float, direction: Direction, data: bytes) -> bytes:
 
 def encode_resize(time: float, rows: int, cols: int) -> bytes:
     return f"{time:.6f} r {rows} {cols}\n".encode("ascii")
+
+
+def encode_transfer(t: Transfer) -> bytes:
+    fields = {
+        "direction": t.direction,
+        "path": t.path,
+        "name": t.name,
+        "size": t.size,
+        "sha256": t.sha256,
+        "started_at": round(t.started_at, 6),
+        "outcome": t.outcome,
+        "reason": t.reason,
+    }
+    doc = json.dumps(fields, separators=(",", ":")).encode()
+    return f"{t.time:.6f} t ".encode() + binascii.b2a_base64(doc, newline=True)
+
+
+def decode_transfer(
+    time: float, data: bytes, offset: int, next_offset: int
+) -> Transfer | None:
+    """A transfer line's record; None if it is not one the relay writes."""
+    try:
+        fields: Any = json.loads(binascii.a2b_base64(data, strict_mode=True))
+        size, sha = fields["size"], fields["sha256"]
+        text = {k: fields[k] for k in ("path", "name", "reason")}
+        started_at = fields["started_at"]
+        direction = TransferDirection(fields["direction"])
+        outcome = TransferOutcome(fields["outcome"])
+    except (binascii.Error, ValueError, KeyError, TypeError):
+        return None
+    if (
+        type(size) is not int
+        or size < 0
+        or not all(isinstance(v, str) for v in text.values())
+    ):
+        return None
+    if sha is not None and not (isinstance(sha, str) and len(sha) == 64):
+        return None
+    if isinstance(started_at, bool) or not isinstance(started_at, (int, float)):
+        return None
+    return Transfer(
+        time,
+        direction,
+        text["path"],
+        text["name"],
+        size,
+        sha,
+        float(started_at),
+        outcome,
+        text["reason"],
+        offset,
+        next_offset,
+    )
 
 
 @dataclass
@@ -127,6 +191,8 @@ class ChunkLogDecoder:
             if not (0 < rows < 10000 and 0 < cols < 10000):
                 return None
             return Resize(time, rows, cols, offset)
+        if len(parts) == 3 and parts[1] == b"t":
+            return decode_transfer(time, parts[2], offset, offset + len(line) + 1)
         return None
 
     def _junk(self, line: bytes) -> None:

@@ -56,7 +56,36 @@ class Marker:
     offset: int = 0
 
 
-Event = Chunk | Resize | Marker
+class TransferDirection(enum.StrEnum):
+    UPLOAD = "upload"  # to the host
+    DOWNLOAD = "download"  # from the host
+
+
+class TransferOutcome(enum.StrEnum):
+    COMPLETE = "complete"
+    REFUSED = "refused"  # by the grant, a limit or a hostile path; never started
+    FAILED = "failed"  # the host or the client gave up
+    CUT = "cut"  # the connection ended before the file was whole
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """A file moved through the bastion, as the one who relayed it saw it."""
+
+    time: float  # when it ended, or was refused
+    direction: TransferDirection
+    path: str  # on the host
+    name: str  # as the client named it
+    size: int  # bytes moved
+    sha256: str | None  # of the bytes moved; None if they did not come in order
+    started_at: float
+    outcome: TransferOutcome
+    reason: str = ""  # why it was refused, failed or cut
+    offset: int = 0  # where its record starts in the log
+    next_offset: int = 0  # where the record after it starts: resume from there
+
+
+Event = Chunk | Resize | Marker | Transfer
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from parsers.commands import CommandAssembler, ShellCommand
-from parsers.events import Checkpoint, Event
+from parsers.events import Checkpoint, Event, Transfer
 from parsers.strace_lines import StraceDecoder
 from parsers.terminal import CommandBuilder
 
@@ -31,6 +31,8 @@ class CommandPipeline:
         self.assembler = CommandAssembler()
 
     def feed(self, event: Event) -> list[ShellCommand]:
+        if isinstance(event, Transfer):
+            return []  # a file moved: a record of its own, never terminal text
         return [
             command
             for line in self.builder.feed(event)

@@ -122,6 +122,8 @@ class CommandBuilder:
             ):
                 self.screen.resize(event.rows, event.cols)
             return []
+        if not isinstance(event, Marker):
+            return []  # a transfer: nothing the terminal showed
         if event.kind in (MarkerKind.ATTACH, MarkerKind.DETACH):
             self.lose_track()
         elif event.kind == MarkerKind.END and self.ended is None:

@@ -28,6 +28,7 @@ from tests import harness
 INSTALLER = harness.REPO / "scripts" / "install-shell.sh"
 TAG_RE = re.compile(rb"session (as-\d{8}T\d{6}-[0-9a-f]{8})")
 MENU_FOOTER = b"Ctrl-D log out"
+SFTP_SUBSYSTEM = "Subsystem sftp /usr/lib/openssh/sftp-server\n"
 
 
 @dataclass
@@ -140,7 +141,8 @@ def bastion() -> Iterator[Bastion]:
         with (
             harness.test_user(workdir, prefix="bsh") as person,
             harness.test_user(workdir, prefix="btg") as target_user,
-            harness.sshd(workdir) as target,
+            # Like any host's sshd: the sftp subsystem defined (file transfers).
+            harness.sshd(workdir, SFTP_SUBSYSTEM) as target,
         ):
             spool = workdir / "spool"
             spool.mkdir()

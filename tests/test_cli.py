@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 
 from agent.config import ConfigError, load_config
 from agent.daemon.store import Store
-from agent.records import Command, iso
+from agent.records import Command, Kind, iso
 from tests.harness import run_cli
 from tests.test_store import make_session
 
@@ -232,7 +233,15 @@ def test_fast_json_text_is_exactly_json_dumps() -> None:
         "",
     ]:
         command = Command("s1", 7, "2027-01-15T08:00:10.000Z", text)
-        for s in (session, None):
-            assert records.text(command, s) == json.dumps(
-                flat_record(command, s), ensure_ascii=False
+        transfer = Command(
+            "s1",
+            8,
+            "2027-01-15T08:00:11.000Z",
+            f"upload /tmp/{text}",
+            kind=Kind.TRANSFER,
+            transfer={"path": f"/tmp/{text}", "size": 3, "sha256": None},
+        )
+        for s, record in itertools.product((session, None), (command, transfer)):
+            assert records.text(record, s) == json.dumps(
+                flat_record(record, s), ensure_ascii=False
             )

@@ -283,3 +283,53 @@ def test_syslog_targets_are_checked() -> None:
     for bad in ("logs:514", "udp://", "unix:dev/log", "tcp://a b:1"):
         with pytest.raises(SyslogError):
             parse_target(bad)
+
+
+def test_access_entries_are_events_once_each_also_after_a_crash(
+    tmp_path: Path,
+) -> None:
+    from agent.access_log import AccessEntry, Action
+    from agent.daemon.events import stored_access
+
+    def entry(action: Action, session: str | None = None) -> AccessEntry:
+        return AccessEntry(0, "", "alice", "auditor", action, session, "", "10.0.0.9")
+
+    def start(data_dir: Path) -> Agent:
+        store = Store(data_dir / "store", 0.05)
+        store.open()
+        sink = EventSink(data_dir, bastion="bastion-7", events_file=events_file)
+        sink.open(
+            store.sessions(),
+            lambda ids: stored_batch(data_dir, ids),
+            store.access_seq,
+            lambda seq: stored_access(data_dir, seq),
+        )
+        sink.start()
+        store.on_committed = sink.committed
+        store.on_access_committed = sink.access_committed
+        return Agent(data_dir, store, sink)
+
+    data_dir = tmp_path / "data"
+    events_file = tmp_path / "events.jsonl"
+    agent = start(data_dir)
+    agent.store.submit_access(entry(Action.VIEW, "s1"))
+    agent.store.submit_access(entry(Action.SEARCH))
+    stop_agent(agent)
+    # An agent that stored one more entry and died before it went out.
+    store = Store(data_dir / "store", 0.05)
+    store.open()
+    store.submit_access(entry(Action.EXPORT, "s1"))
+    store.flush()
+    agent = start(data_dir)
+    agent.store.submit_access(entry(Action.REPLAY, "s1"))
+    stop_agent(agent)
+    events = read_events(events_file)
+    assert [(e["event"], e["seq"], e["action"]) for e in events] == [
+        ("access", 1, "view"),
+        ("access", 2, "search"),
+        ("access", 3, "export"),
+        ("access", 4, "replay"),
+    ]
+    assert events[0]["event_id"] == "bastion-7/access/1"
+    for event in events:
+        validate(event)

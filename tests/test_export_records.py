@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 
 from agent.daemon.store import Store
-from agent.export_record import FIELDS, flat_record
+from agent.local_reader import LocalReader
 from agent.reader import load, scan
-from agent.records import Command, Origin, SessionStatus, iso
-from agent.tools.export import select, write_records
-from agent.tools.options import Filter
+from agent.reading import Selection
+from agent.records import Command, Kind, Origin, SessionStatus, iso
+from agent.tools.export import select, write_documents, write_records
 from tests.test_store import make_session
 
 HOSTILE = [
@@ -62,6 +62,15 @@ def seed(data_dir: Path) -> None:
     for n, session in enumerate((make_session("s1", pid=1), odd)):
         cmds = [
             Command(session.id, i, iso(1_800_000_000.0 + i), text, i % 7 == 0)
+            if i % 11
+            else Command(
+                session.id,
+                i,
+                iso(1_800_000_000.0 + i),
+                f"upload {text}",
+                kind=Kind.TRANSFER,
+                transfer={"path": text, "size": i, "outcome": 'done, "ok"'},
+            )
             for i, text in enumerate(texts[n::2], start=1)
         ]
         store.submit(dataclasses.replace(session, command_count=len(cmds)), cmds)
@@ -78,24 +87,11 @@ def seed(data_dir: Path) -> None:
 
 
 def reference(data_dir: Path, fmt: str) -> str:
-    """What the export wrote before it encoded by hand."""
-    snapshot = load(data_dir)
-    records = [
-        flat_record(c, snapshot.sessions.get(c.session)) for c in snapshot.commands
-    ]
-    if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.writer(out)
-        writer.writerow(FIELDS)
-        for r in records:
-            cells = ["" if r.get(k) is None else r.get(k) for k in FIELDS]
-            cells[FIELDS.index("cancelled")] = "true" if r["cancelled"] else "false"
-            writer.writerow(cells)
-        return out.getvalue()
-    texts = [json.dumps(r, ensure_ascii=False) for r in records]
-    if fmt == "jsonl":
-        return "".join(t + "\n" for t in texts)
-    return "[" + ",".join("\n  " + t for t in texts) + ("\n]\n" if texts else "]\n")
+    """What the export writes from Command records (the fleet's way)."""
+    out = io.StringIO()
+    with LocalReader(data_dir) as reader:
+        write_records(reader.commands(Selection()), out, fmt)
+    return out.getvalue()
 
 
 @pytest.mark.parametrize("fmt", ["json", "jsonl", "csv"])
@@ -103,7 +99,7 @@ def test_fast_encoders_match_the_plain_ones(tmp_path: Path, fmt: str) -> None:
     seed(tmp_path)
     store = scan(tmp_path)
     out = io.StringIO()
-    count = write_records(select(store, Filter()), store.sessions, out, fmt)
+    count = write_documents(select(store, Selection()), store.sessions, out, fmt)
     assert count == len(load(tmp_path).commands)
     assert out.getvalue() == reference(tmp_path, fmt)
 
@@ -116,3 +112,29 @@ def test_csv_cells_quote_as_the_csv_module_does() -> None:
         out = io.StringIO()
         csv.writer(out).writerow([text, "x"])
         assert f"{_csv_cell(text)},x\r\n" == out.getvalue(), repr(ch)
+
+
+@pytest.mark.parametrize(
+    "selection",
+    [
+        Selection(session="s1"),
+        Selection(session="gone"),
+        Selection(user='bob "the, admin"'),
+        Selection(host="db1"),
+        Selection(since=iso(1_800_000_050.0), until=iso(1_800_000_120.0)),
+        Selection(contains="ÜNÏ"),
+        Selection(regex=r"^upload .*,"),
+        Selection(bastion="elsewhere"),
+    ],
+)
+def test_the_streamed_selection_is_the_readers(
+    tmp_path: Path, selection: Selection
+) -> None:
+    seed(tmp_path)
+    store = scan(tmp_path)
+    streamed = io.StringIO()
+    write_documents(select(store, selection), store.sessions, streamed, "jsonl")
+    plain = io.StringIO()
+    with LocalReader(tmp_path) as reader:
+        write_records(reader.commands(selection), plain, "jsonl")
+    assert streamed.getvalue() == plain.getvalue()

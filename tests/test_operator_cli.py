@@ -120,10 +120,12 @@ def test_a_record_without_its_session_is_still_valid(tmp_path: Path) -> None:
         "time": iso(NOW),
         "command": "ls",
         "cancelled": False,
+        "kind": "command",
+        "transfer": None,
     }
     jsonschema.validate(record, EXPORT_SCHEMA)
     header, row = export(tmp_path, "--format", "csv").splitlines()
-    assert row == f"s9,1,{iso(NOW)},ls,false" + "," * 15
+    assert row == f"s9,1,{iso(NOW)},ls,false,command" + "," * 16
 
 
 def test_times_can_be_relative(seeded: Path) -> None:

@@ -17,8 +17,8 @@ import pytest
 from agent.daemon.ingest import Ingest
 from agent.daemon.store import Store
 from agent.reader import load
-from parsers.chunk_log import encode_chunk
-from parsers.events import Chunk
+from parsers.chunk_log import encode_chunk, encode_transfer
+from parsers.events import Chunk, Transfer, TransferDirection, TransferOutcome
 from parsers.strace_lines import MARKER_PREFIX, decode_log
 from tests.harness import wait_for
 from tests.test_ingest import start_line
@@ -139,3 +139,45 @@ def test_start_lines_without_a_recorder_are_strace_logs() -> None:
     assert SessionStart.from_fields(fields).recorder == "strace"
     with pytest.raises(SessionLogError):
         SessionStart.from_fields({**fields, "recorder": "other"})
+
+
+def test_transfer_lines_are_stored_once_across_a_restart(tmp_path: Path) -> None:
+    """A transfer record's checkpoint lies past its line: read again, not stored."""
+    data_dir = tmp_path / "data"
+    spool = tmp_path / "recordings"
+    spool.mkdir(mode=0o1733)
+    spool.chmod(0o1733)
+    head = recording("xfer").split(b"\n", 1)[0] + b"\n"
+    moved = [
+        Transfer(
+            1_700_000_010.0 + i,
+            TransferDirection.UPLOAD,
+            f"/tmp/f{i}",
+            f"web1/tmp/f{i}",
+            10,
+            "0" * 64,
+            1_700_000_009.0,
+            TransferOutcome.COMPLETE,
+        )
+        for i in range(2)
+    ]
+    path = spool / "xfer.chunks"
+    path.write_bytes(head + encode_transfer(moved[0]))
+
+    def run_once(expected: int) -> list[dict[str, object]]:
+        store = Store(data_dir / "store", 0.05)
+        ingest = Ingest(data_dir / "logs", store, recordings_dir=spool)
+        store.on_flushed = ingest.on_flushed
+        with store, ingest:
+            wait_for(lambda: len(load(data_dir).commands) >= expected)
+        return [c.to_document() for c in load(data_dir).commands]
+
+    assert [c["seq"] for c in run_once(1)] == [1]
+    with open(path, "ab") as f:  # the session goes on while no agent runs
+        f.write(encode_transfer(moved[1]))
+    stored = run_once(2)
+    assert [(c["seq"], c["command"]) for c in stored] == [
+        (1, "upload /tmp/f0"),
+        (2, "upload /tmp/f1"),
+    ]
+    assert all(c["kind"] == "transfer" for c in stored)

@@ -21,7 +21,7 @@ from web.site import wsgi_application
 from web.tokens import TokenStore
 
 PROG = "audit-web"
-WSGI_THREADS = 4
+WSGI_THREADS = 16  # the console's live views hold one each (web/live.py)
 
 
 class _Stop(Exception):

@@ -18,25 +18,21 @@ deadline, which also serialises redemptions within this process.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import pwd
 import secrets
 import socket
 import socketserver
-import struct
-import threading
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from agent import AgentError
 from agent.intent_file import write_intent
 from agent.inventory import Target, groups_of
 from agent.redemption import IO_TIMEOUT_S, RedeemError, Reply, read_line
+from agent.unix_service import ServiceServer, UnixService, peer_credentials
 from agent.web_config import WebConfig
 from web import WebError
 from web.tokens import TokenStore, Verdict
@@ -45,7 +41,6 @@ log = logging.getLogger(__name__)
 
 TAG_TRIES = 5
 WEB_ORIGIN = "web-token"
-_UCRED = struct.Struct("3i")  # pid, uid, gid
 
 
 def new_web_tag(now: float | None = None) -> str:
@@ -125,17 +120,17 @@ class Redeemer:
 
 
 class _Handler(socketserver.BaseRequestHandler):
-    server: _Server
+    server: ServiceServer
 
     def handle(self) -> None:
         conn: socket.socket = self.request
         conn.settimeout(IO_TIMEOUT_S)
-        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
-        _, uid, _ = _UCRED.unpack(creds)
+        _, uid = peer_credentials(conn)
+        redeemer: Redeemer = self.server.context
         try:
             request = read_line(conn)
             try:
-                reply = self.server.redeemer.handle(request, uid)
+                reply = redeemer.handle(request, uid)
             except AgentError as e:  # the store or the spool: say so, keep serving
                 log.error("redeem: %s", e)
                 reply = Reply(False, "audit-web cannot serve tokens now")
@@ -151,53 +146,14 @@ def _as_dict(reply: Reply) -> dict[str, Any]:
     return {f: getattr(reply, f) for f in Reply.__slots__}
 
 
-class _Server(socketserver.UnixStreamServer):
-    redeemer: Redeemer
-
-
-class RedeemServer:
+class RedeemServer(UnixService):
     """The socket, served by one owned thread; a context manager."""
 
     def __init__(self, path: Path, redeemer: Redeemer) -> None:
-        self.path = path
-        self.redeemer = redeemer
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    def __enter__(self) -> RedeemServer:
-        try:
-            self.path.unlink()  # a socket left by a killed audit-web
-        except FileNotFoundError:
-            pass
-        except OSError as e:
-            raise RedeemError(f"cannot replace {self.path}: {e.strerror}") from e
-        try:
-            server = _Server(str(self.path), _Handler)
-            # Anyone may connect; SO_PEERCRED decides who is served.
-            os.chmod(self.path, 0o666)
-        except OSError as e:
-            raise RedeemError(f"cannot listen on {self.path}: {e.strerror}") from e
-        server.redeemer = self.redeemer
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, name="redeem", daemon=True
+        # Anyone may connect; SO_PEERCRED decides who is served.
+        super().__init__(
+            path, _Handler, redeemer, "redeem", 0o666, error_class=RedeemError
         )
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join()
-        with contextlib.suppress(OSError):
-            self.path.unlink()
 
 
 def _uid_of(user: str) -> int:

@@ -2,7 +2,10 @@
 
 Signed-in state lives in Django's file sessions (server side, so signing out
 or expiry really ends it); CSRF tokens live in the session too. Nothing here
-needs a model, so there is no database to migrate or secure.
+needs a model, so there is no database to migrate or secure. Every response
+carries a Content-Security-Policy that lets a page run only audit-web's own
+scripts (web/assets.py): stored text that got past the escaping still could
+not run.
 """
 
 from __future__ import annotations
@@ -18,6 +21,24 @@ from web.tokens import TokenStore
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 SECRET_KEY_BYTES = 50
+# 'wasm-unsafe-eval': the player's terminal emulator is WebAssembly.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; "
+    "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+FORM_MAX_BYTES = 64 * 1024
+
+
+def content_security_policy(get_response: Any) -> Any:
+    """Middleware: the policy on every response that has none of its own."""
+
+    def middleware(request: Any) -> Any:
+        response = get_response(request)
+        response.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        return response
+
+    return middleware
 
 
 class SiteError(WebError):
@@ -44,6 +65,8 @@ def wsgi_application(config: WebConfig, tokens: TokenStore) -> Any:
     from django.conf import settings
     from django.core.wsgi import get_wsgi_application
 
+    from web.console import Console
+
     web = config.web
     sessions = web.state_dir / "sessions"
     try:
@@ -55,7 +78,7 @@ def wsgi_application(config: WebConfig, tokens: TokenStore) -> Any:
         DEBUG=False,
         SECRET_KEY=key,
         ALLOWED_HOSTS=list(web.allowed_hosts),
-        ROOT_URLCONF="web.views",
+        ROOT_URLCONF="web.urls",
         INSTALLED_APPS=[],
         DATABASES={},
         MIDDLEWARE=[
@@ -64,12 +87,13 @@ def wsgi_application(config: WebConfig, tokens: TokenStore) -> Any:
             "django.middleware.common.CommonMiddleware",
             "django.middleware.csrf.CsrfViewMiddleware",
             "django.middleware.clickjacking.XFrameOptionsMiddleware",
+            "web.site.content_security_policy",
         ],
         TEMPLATES=[
             {
                 "BACKEND": "django.template.backends.django.DjangoTemplates",
                 "DIRS": [str(TEMPLATES_DIR)],
-                "OPTIONS": {"context_processors": []},
+                "OPTIONS": {"context_processors": [], "builtins": ["web.text"]},
             }
         ],
         SESSION_ENGINE="django.contrib.sessions.backends.file",
@@ -94,8 +118,10 @@ def wsgi_application(config: WebConfig, tokens: TokenStore) -> Any:
         TIME_ZONE="UTC",
         USE_I18N=False,
         LOGGING_CONFIG=None,  # audit-web's own logging stays as it is
+        DATA_UPLOAD_MAX_MEMORY_SIZE=FORM_MAX_BYTES,
         BASTION_WEB=config,
         BASTION_TOKENS=tokens,
+        BASTION_CONSOLE=Console.from_config(config),
     )
     django.setup()
     from django.contrib.sessions.backends.file import SessionStore

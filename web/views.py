@@ -1,33 +1,28 @@
 """audit-web's pages: sign in, the hosts you may use, a token for one of them.
 
 Every form is a POST under Django's CSRF check; every page is `no-store`, so
-that a token never sits in a shared browser cache.
+that a token never sits in a shared browser cache. The console's pages are
+web/console_views.py; the URLs of both, web/urls.py.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
-from django.urls import path
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
 from agent.inventory import Target, groups_of
 from agent.records import iso
-from agent.web_config import WebConfig
 from web.auth import authenticate
+from web.console import SIGNED_IN, SIGNED_IN_AT, signed_in, viewer_of, web_config
 from web.tokens import TokenStore, Verdict
 
 log = logging.getLogger(__name__)
-SIGNED_IN = "user"
-
-
-def _config() -> WebConfig:
-    config: WebConfig = settings.BASTION_WEB
-    return config
 
 
 def _tokens() -> TokenStore:
@@ -41,7 +36,7 @@ def _client(request: HttpRequest) -> str:
 
 def _targets(user: str) -> list[Target]:
     """The same hosts and accounts audit-shell's menu would offer `user`."""
-    return _config().shell.targets_for(user, groups_of(user))
+    return web_config().shell.targets_for(user, groups_of(user))
 
 
 @never_cache
@@ -57,10 +52,11 @@ def sign_in(request: HttpRequest) -> HttpResponse:
             log.warning("sign-in from %s refused: too many failures", client)
             error, status = Verdict.THROTTLED.value, 429
         elif authenticate(
-            _config().web.pam_service, user, request.POST.get("password", "")
+            web_config().web.pam_service, user, request.POST.get("password", "")
         ):
             request.session.cycle_key()  # no session fixation
             request.session[SIGNED_IN] = user
+            request.session[SIGNED_IN_AT] = time.time()
             log.info("%s signed in from %s", user, client)
             return HttpResponseRedirect("/")
         else:
@@ -73,17 +69,23 @@ def sign_in(request: HttpRequest) -> HttpResponse:
 @never_cache
 @require_http_methods(["GET"])
 def hosts(request: HttpRequest) -> HttpResponse:
-    user = request.session.get(SIGNED_IN)
+    user = signed_in(request)
     if not user:
         return HttpResponseRedirect("/sign-in")
-    context = {"user": user, "targets": _targets(user)}
+    viewer = viewer_of(request)
+    context = {
+        "user": user,
+        "targets": _targets(user),
+        "viewer": viewer,
+        "nav": viewer is not None,
+    }
     return render(request, "hosts.html", context)
 
 
 @never_cache
 @require_POST
 def connect(request: HttpRequest) -> HttpResponse:
-    user = request.session.get(SIGNED_IN)
+    user = signed_in(request)
     if not user:
         return HttpResponseRedirect("/sign-in")
     wanted = request.POST.get("target", "")
@@ -98,8 +100,8 @@ def connect(request: HttpRequest) -> HttpResponse:
         "target": target,
         "token": token,
         "expires": iso(expires),
-        "ttl_min": round(_config().web.token_ttl_s / 60, 1),
-        "terminal_url": _config().web.terminal_url,
+        "ttl_min": round(web_config().web.token_ttl_s / 60, 1),
+        "terminal_url": web_config().web.terminal_url,
     }
     return render(request, "token.html", context)
 
@@ -111,11 +113,3 @@ def sign_out(request: HttpRequest) -> HttpResponse:
         log.info("%s signed out", request.session[SIGNED_IN])
     request.session.flush()
     return HttpResponseRedirect("/sign-in")
-
-
-urlpatterns = [
-    path("", hosts),
-    path("sign-in", sign_in),
-    path("connect", connect),
-    path("sign-out", sign_out),
-]

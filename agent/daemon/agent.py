@@ -10,20 +10,28 @@ reverse order of the start):
 - the Store owns the writer thread (stopped after the ingest, with a final
   flush);
 - the EventSink, when configured, owns the events thread (stopped last, after
-  the final flush has handed it everything durable).
+  the final flush has handed it everything durable);
+- the Shipper, with a `[fleet]` table, owns the fleet-shipping thread and its
+  connection (stopped after the store's final flush, shipping what it can);
+- the ControlServer owns the control socket's thread (stopped first): the
+  web's access-log entries go to the store, its terminates to the Cutter,
+  which the main loop runs.
 The main loop also rewrites DATA_DIR/status.json (agent/daemon/status.py),
 watches the data disk's free space (agent/daemon/disk.py) and gives the
 verdicts the agent has reasons of its own for (agent/daemon/verdicts.py): a
 session whose log passed its budget (the ingest asks), new and then live
-sessions while the disk is nearly full.
+sessions while the disk is nearly full. One agent per data directory, and one
+unscoped agent per machine (agent/daemon/lock.py).
 SIGTERM, SIGINT and SIGHUP all lead to that one orderly stop.
 """
 
 from __future__ import annotations
 
 import contextlib
+import grp
 import logging
 import os
+import pwd
 import shutil
 import signal
 import threading
@@ -34,16 +42,21 @@ from types import FrameType
 
 from agent import AgentError
 from agent.config import Config
+from agent.daemon.control import Controller, ControlServer
+from agent.daemon.cuts import Cutter, end_reason
 from agent.daemon.disk import DiskGuard, DiskState
-from agent.daemon.events import EventSink, stored_batch
+from agent.daemon.events import EventSink, stored_access, stored_batch
 from agent.daemon.ingest import Ingest
 from agent.daemon.intents import IntentLinker
 from agent.daemon.lock import agent_locks
 from agent.daemon.recorder import Recorder
+from agent.daemon.shipper import Shipper
 from agent.daemon.spool_guard import UidBudget
 from agent.daemon.status import collect
 from agent.daemon.store import Store
 from agent.daemon.verdicts import AgentSupervisor
+from agent.files import Sharing
+from agent.records import Command, Session, SessionStatus
 from agent.status_file import AgentState, write_status
 from tracer.discovery import Discovery, read_start_ticks
 from tracer.supervisor import Limits
@@ -89,14 +102,35 @@ def stop_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(sig, previous)
 
 
-def prepare_data_dir(data_dir: Path) -> None:
-    """DATA_DIR and its logs hold everything users typed: root only."""
+def prepare_data_dir(data_dir: Path, sharing: Sharing) -> None:
+    """DATA_DIR: root only, or also readable by `read_group` (its logs never)."""
     try:
-        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(data_dir, 0o700)
+        sharing.directory(data_dir)
     except OSError as e:
         raise DaemonError(
             f"cannot create data directory {data_dir}: {e.strerror}"
+        ) from e
+
+
+def read_sharing(config: Config) -> Sharing:
+    """Who besides root may read the store, the recordings and the status."""
+    if not config.read_group:
+        return Sharing()
+    try:
+        return Sharing(grp.getgrnam(config.read_group).gr_gid)
+    except KeyError as e:
+        raise DaemonError(f"read_group {config.read_group!r} is not a group") from e
+
+
+def control_uids(config: Config) -> frozenset[int]:
+    """Root, and the web's account: who the control socket serves."""
+    if not config.web_intents_user:
+        return frozenset({0})
+    try:
+        return frozenset({0, pwd.getpwnam(config.web_intents_user).pw_uid})
+    except KeyError as e:
+        raise DaemonError(
+            f"web_intents_user {config.web_intents_user!r} is not an account"
         ) from e
 
 
@@ -104,13 +138,20 @@ class Agent:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.stop_event = threading.Event()
+        self.sharing = read_sharing(config)
         self.disk = DiskGuard(config.data_dir, config.disk_reserve_bytes)
-        self.store = Store(config.store_dir, config.flush_interval_s, disk=self.disk)
+        self.store = Store(
+            config.store_dir,
+            config.flush_interval_s,
+            sharing=self.sharing,
+            disk=self.disk,
+        )
         self.recorder = (
             Recorder(
                 config.data_dir,
                 config.recording_max_bytes,
                 config.recording_burst_max_bytes,
+                self.sharing,
             )
             if config.recording
             else None
@@ -143,6 +184,18 @@ class Agent:
                 config.events_syslog_facility,
             )
             self.store.on_committed = self.sink.committed
+            self.store.on_access_committed = self.sink.access_committed
+        self.shipper: Shipper | None = None
+        if config.fleet.enabled:
+            shipper = self.shipper = Shipper(config.data_dir, config.fleet)
+            also = self.store.on_committed
+
+            def committed(batch: list[tuple[Session, list[Command]]]) -> None:
+                if also is not None:
+                    also(batch)
+                shipper.wake()
+
+            self.store.on_committed = committed
         self.supervisor = AgentSupervisor(
             config.tracker_script,
             config.data_dir,
@@ -154,6 +207,7 @@ class Agent:
             ),
         )
         self.discovery = Discovery(scope_pid=config.scope_pid)
+        self.cutter = Cutter(self.supervisor, self.ingest)
         self.started_at = time.time()
         self._status_at = 0.0
         self._status_failing = False  # logged once, not every interval
@@ -161,27 +215,40 @@ class Agent:
     def run(self) -> None:
         """Run until a stop signal (or `stop_event`); clean up in any case."""
         check_can_run(self.config)
-        prepare_data_dir(self.config.data_dir)
+        prepare_data_dir(self.config.data_dir, self.sharing)
         # Before anything in DATA_DIR is touched: it may be another agent's.
         with agent_locks(self.config.data_dir, self.config.scope_pid):
             self._run_locked()
 
     def _run_locked(self) -> None:
         self.store.open()
+        self._resume_cuts()
         try:
             with contextlib.ExitStack() as running:
                 if self.sink is not None:
                     data_dir = self.config.data_dir
                     self.sink.open(
-                        self.store.sessions(), lambda ids: stored_batch(data_dir, ids)
+                        self.store.sessions(),
+                        lambda ids: stored_batch(data_dir, ids),
+                        self.store.access_seq,
+                        lambda seq: stored_access(data_dir, seq),
                     )
                     running.enter_context(self.sink)
+                if self.shipper is not None:
+                    running.enter_context(self.shipper)
                 self.store.start()
                 running.callback(self.store.stop)
                 if self.recorder is not None:
                     running.enter_context(self.recorder)
                 running.enter_context(self.ingest)
                 running.callback(self.supervisor.stop)
+                running.enter_context(
+                    ControlServer(
+                        self.config.control_path,
+                        Controller(self.store, self.cutter, control_uids(self.config)),
+                        self.sharing,
+                    )
+                )
                 log.info(
                     "auditing tagged ssh sessions into %s (poll every %.2fs)",
                     self.config.data_dir,
@@ -202,12 +269,13 @@ class Agent:
                 if disk == DiskState.OK:
                     self.supervisor.track(ssh)
                 else:
-                    self.supervisor.cut(ssh, self.disk.reason())
+                    self.supervisor.give_verdict(ssh, self.disk.reason())
             if disk == DiskState.FULL:
                 for watch in list(self.supervisor.watches.values()):
-                    self.supervisor.cut(watch.ssh, self.disk.reason())
-            self._cut_over_budget()
+                    self.supervisor.give_verdict(watch.ssh, self.disk.reason())
+            self._over_budget()
             self.supervisor.supervise()
+            self.cutter.run_pending()
             now = time.monotonic()
             if now - last_orphan_sweep >= ORPHAN_SWEEP_INTERVAL_S:
                 last_orphan_sweep = now
@@ -223,7 +291,7 @@ class Agent:
                 self._write_status(AgentState.RUNNING)
             self.stop_event.wait(self.config.poll_interval_s)
 
-    def _cut_over_budget(self) -> None:
+    def _over_budget(self) -> None:
         """The sessions whose log the ingest found past log_max_bytes."""
         for identity, reason in self.ingest.take_over_budget():
             watch = self.supervisor.watches.get(identity)
@@ -232,7 +300,15 @@ class Agent:
                     "ssh %d: %s, but it is not ours to judge", identity[0], reason
                 )
                 continue
-            self.supervisor.cut(watch.ssh, reason)
+            self.supervisor.give_verdict(watch.ssh, reason)
+
+    def _resume_cuts(self) -> None:
+        """Terminates of sessions still live when the last agent stopped."""
+        sessions = {s.id: s for s in self.store.sessions()}
+        for sid, entry in self.store.terminated.items():
+            session = sessions.get(sid)
+            if session is not None and session.status == SessionStatus.LIVE:
+                self.ingest.cut(session.identity, end_reason(entry.actor, entry.detail))
 
     def _write_status(self, state: AgentState) -> None:
         try:
@@ -247,9 +323,11 @@ class Agent:
                     supervisor=self.supervisor.snapshot(),
                     recorder=self.recorder.snapshot() if self.recorder else None,
                     sink=self.sink.snapshot() if self.sink else None,
-                    disk=self.disk.snapshot(),
+                    shipper=self.shipper.snapshot() if self.shipper else None,
                     state=state,
+                    disk=self.disk.snapshot(),
                 ),
+                self.sharing.file_mode,
             )
         except OSError as e:  # a full disk must not stop the auditing
             if not self._status_failing:

@@ -1,4 +1,5 @@
-"""`audit-agent run`: the daemon in the foreground (its options, its boundary)."""
+"""`audit-agent run`: the daemon in the foreground (its options, its boundary);
+`audit-agent fleet-init`: the fleet store's schema."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import logging
 from agent.config import load_config
 from agent.daemon.agent import Agent, stop_signals
 from agent.exits import ExitStatus
+from agent.fleet_config import FleetConfigError
 
 
 def setup_logging(prog: str, verbose: bool = False) -> None:
@@ -34,4 +36,38 @@ def run(prog: str, args: argparse.Namespace) -> int:
     agent = Agent(config)
     with stop_signals(agent.stop_event):
         agent.run()
+    return ExitStatus.SUCCESS
+
+
+def fleet_init(args: argparse.Namespace) -> int:
+    """Apply the fleet schema's missing migrations; say where it stands."""
+    from agent.fleet_db import FleetDbError, connect, describe, explain
+    from agent.fleet_schema import SCHEMA_VERSION, migrate
+
+    fleet = load_config(args.config).fleet
+    dsn = args.database or fleet.database
+    if not dsn:
+        raise FleetConfigError(
+            "no fleet database: give --database or [fleet] database in agent.toml"
+        )
+    if args.database:
+        from agent.fleet_config import check_database
+        from agent.toml_table import Where
+
+        check_database(dsn, Where("--database", error_class=FleetConfigError))
+    conn = connect(fleet, dsn, autocommit=True)
+    try:
+        applied = migrate(conn)
+    except FleetDbError:
+        raise
+    except Exception as e:
+        import psycopg
+
+        if isinstance(e, psycopg.Error):
+            raise explain(e, describe(dsn)) from e
+        raise
+    finally:
+        conn.close()
+    done = f"applied {', '.join(map(str, applied))}" if applied else "nothing to do"
+    print(f"fleet database {describe(dsn)}: schema version {SCHEMA_VERSION} ({done})")
     return ExitStatus.SUCCESS

@@ -1,4 +1,4 @@
-"""Fleet events: each session start, session end and command, as one JSON line.
+"""Fleet events: each session start, session end, command and access-log entry.
 
 The store's writer hands over what each flush made durable (Store.on_committed);
 this sink turns it into events and writes them to a file (for Vector, Fluent
@@ -12,6 +12,8 @@ agent compares the cursor with the store and emits what is missing; what was
 emitted in the last second before the crash may come again, with the same
 `event_id`, which a central store can de-duplicate on. A sink switched on for
 an existing store starts from the store's present state, without history.
+Access-log entries (agent/access_log.py) are numbered across the store; the
+cursor keeps the last number emitted, and they are caught up the same way.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from agent.access_log import AccessEntry
 from agent.export_record import flat_record, session_fields
 from agent.files import write_atomic
 from agent.reader import load
@@ -56,6 +59,7 @@ MAX_SYSLOG_MESSAGE_BYTES = 8192  # rsyslog's default maxMessageSize
 STOP_DEADLINE_S = 3.0
 
 Batch = list[tuple[Session, list[Command]]]
+AccessBatch = tuple[AccessEntry, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +107,7 @@ class Cursor:
         self.path = path
         self.live: dict[str, int] = {}
         self.done: set[str] = set()  # ended, or closed before this agent began
+        self.access: int | None = None  # the last access entry emitted
 
     def load(self) -> bool:
         try:
@@ -110,6 +115,8 @@ class Cursor:
                 doc = json.load(f)
             live = doc["live"]
             self.live = {str(k): int(v) for k, v in live.items()}
+            access = doc.get("access")  # None in a cursor older than the log
+            self.access = int(access) if access is not None else None
             return True
         except FileNotFoundError:
             return False
@@ -120,8 +127,16 @@ class Cursor:
             return False
 
     def save(self) -> None:
-        text = json.dumps({"v": 1, "live": self.live}, separators=(",", ":"))
+        doc = {"v": 1, "live": self.live, "access": self.access}
+        text = json.dumps(doc, separators=(",", ":"))
         write_atomic(self.path, text.encode("utf-8"))
+
+    def plan_access(self, entries: Iterable[AccessEntry]) -> list[AccessEntry]:
+        """The access entries not emitted yet, each only once."""
+        new = [e for e in entries if self.access is None or e.seq > self.access]
+        if new:
+            self.access = max(e.seq for e in new)
+        return new
 
     def plan(self, session: Session, commands: Iterable[Command]) -> list[FleetEvent]:
         """The events a session's durable state calls for, each only once."""
@@ -182,7 +197,7 @@ class EventSink:
         self.bastion = bastion or socket.gethostname()
         self.pid = os.getpid()
         self.stats = SinkStats()
-        self._queue: queue.Queue[Batch | None] = queue.Queue()
+        self._queue: queue.Queue[Batch | AccessBatch | None] = queue.Queue()
         self._backlog: collections.deque[bytes] = collections.deque()
         self._sender = Sender(self.target) if self.target is not None else None
         self._file: IO[bytes] | None = None
@@ -199,15 +214,25 @@ class EventSink:
     # -- lifecycle -------------------------------------------------------
 
     def open(
-        self, sessions: list[Session], commands_of: Callable[[set[str]], Batch]
+        self,
+        sessions: list[Session],
+        commands_of: Callable[[set[str]], Batch],
+        access_seq: int = 0,
+        access_after: Callable[[int], AccessBatch] | None = None,
     ) -> None:
         """Before the store's writer starts: catch up with what the store holds.
 
         `commands_of(ids)` reads those sessions' commands back from the store;
         it is called only when an earlier agent stopped before emitting
-        everything it had stored.
+        everything it had stored; `access_after(seq)` the access entries past
+        `seq`, when the store's last (`access_seq`) is further.
         """
-        if not self.cursor.load():
+        loaded = self.cursor.load()
+        if self.cursor.access is None:
+            self.cursor.access = access_seq  # the log's history stays out
+        elif access_after is not None and self.cursor.access < access_seq:
+            self._queue.put(access_after(self.cursor.access))
+        if not loaded:
             self.cursor.live = {
                 s.id: s.command_count for s in sessions if s.status not in ENDED
             }
@@ -259,6 +284,10 @@ class EventSink:
         """Store callback (writer thread): this is durable now."""
         self._queue.put(batch)
 
+    def access_committed(self, entries: list[AccessEntry]) -> None:
+        """Store callback (writer thread): these access entries are durable."""
+        self._queue.put(tuple(entries))
+
     # -- the thread ------------------------------------------------------
 
     def _run(self) -> None:
@@ -277,8 +306,19 @@ class EventSink:
             except Exception:  # the daemon boundary for this thread
                 log.exception("events round failed; going on")
 
-    def _emit(self, batch: Batch) -> None:
+    def _emit(self, batch: Batch | AccessBatch) -> None:
         events: list[tuple[str, bytes]] = []
+        if isinstance(batch, tuple):
+            for entry in self.cursor.plan_access(batch):
+                doc = {
+                    "event": "access",
+                    "event_id": f"{self.bastion}/access/{entry.seq}",
+                    "bastion": self.bastion,
+                    **entry.to_document(),
+                }
+                events.append(("access", _dumps(doc)))
+                self._cursor_dirty = True
+            batch = []
         for session, commands in batch:
             for event in self.cursor.plan(session, commands):
                 events.append((event.kind, self._encode(event)))
@@ -290,8 +330,7 @@ class EventSink:
             self._drain(deadline=None)
 
     def _encode(self, event: FleetEvent) -> bytes:
-        doc = event.to_document(self.bastion)
-        return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+        return _dumps(event.to_document(self.bastion))
 
     # -- the file --------------------------------------------------------
 
@@ -385,6 +424,10 @@ class EventSink:
         self._cursor_saved_at = now
 
 
+def _dumps(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+
+
 def _fit(line: bytes, limit: int) -> bytes:
     """A JSON event short enough for one syslog message: the command is cut."""
     if len(line) <= limit:
@@ -395,7 +438,7 @@ def _fit(line: bytes, limit: int) -> bytes:
     cut = command.encode("utf-8")[: max(0, len(command.encode("utf-8")) - over)]
     doc["command"] = cut.decode("utf-8", "ignore")
     doc["command_truncated"] = True
-    text = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+    text = _dumps(doc)
     return text if len(text) <= limit else text[:limit]
 
 
@@ -411,3 +454,8 @@ def stored_batch(data_dir: Path, ids: set[str]) -> Batch:
         key=lambda s: (s.started_at, s.id),
     )
     return [(s, sorted(commands[s.id], key=lambda c: c.seq)) for s in sessions]
+
+
+def stored_access(data_dir: Path, after: int) -> AccessBatch:
+    """The access entries past `after`, read back from the store."""
+    return tuple(e for e in load(data_dir).access if e.seq > after)

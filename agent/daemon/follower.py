@@ -25,8 +25,8 @@ from agent.daemon.spool import (
     check_file,
     decoder_for,
 )
-from agent.records import ENDED, Command, Session, SessionStatus, iso
-from parsers.events import Event, Marker, MarkerKind
+from agent.records import ENDED, Command, Kind, Session, SessionStatus, iso
+from parsers.events import Event, Marker, MarkerKind, Transfer
 from parsers.pipeline import CommandPipeline
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,9 @@ class LogFollower:
     owner_uid: int | None = None  # a spooled recording's owner, checked at each read
     last_time: float = 0.0  # of the last event read
     size: int = 0  # of the log, at the last read
+    # An auditor terminated it (agent/daemon/cuts.py): its end says so,
+    # whatever the log's own end line says.
+    cut_reason: str | None = None
 
     def read(self, final: bool) -> bool:
         """Read on from the last offset; True if a round's budget ran out first."""
@@ -114,6 +117,8 @@ class LogFollower:
                     shell_command.cancelled,
                 )
             )
+        if isinstance(event, Transfer):
+            self._transfer(event)
         if isinstance(event, Marker) and event.kind == MarkerKind.DETACH:
             if self.gap_since is None:
                 # Open at once, so that a live session shows it: [from, null].
@@ -129,6 +134,36 @@ class LogFollower:
             self.gap_since = None
         if isinstance(event, Marker) and event.kind == MarkerKind.END:
             self._close(event)
+
+    def _transfer(self, t: Transfer) -> None:
+        """A file moved: a record of kind transfer, in its place among the commands.
+
+        Stored with a checkpoint past its own line, so a restart never reads
+        it again.
+        """
+        self.session = self.session.counted(
+            self.pipeline.builder.checkpoint(t.next_offset, 0)
+        )
+        fields = {
+            "direction": t.direction.value,
+            "path": t.path,
+            "name": t.name,
+            "size": t.size,
+            "sha256": t.sha256,
+            "started_at": iso(t.started_at),
+            "outcome": t.outcome.value,
+            "reason": t.reason or None,
+        }
+        self.pending_commands.append(
+            Command(
+                self.session.id,
+                self.session.command_count,
+                iso(t.time),
+                f"{t.direction.value} {t.path}",
+                kind=Kind.TRANSFER,
+                transfer=fields,
+            )
+        )
 
     def lost(self, why: str) -> None:
         """Nothing more can be read for this session: close it, saying why."""
@@ -192,11 +227,16 @@ class LogFollower:
 
     def _close(self, end: Marker) -> None:
         status = end.fields.get("status")
-        self.session = self.session.ended(
-            end.time,
-            str(end.fields.get("reason") or "ended"),
-            SessionStatus(status) if status in ENDED else SessionStatus.CLOSED,
-        )
+        if self.cut_reason is not None:
+            self.session = self.session.ended(
+                end.time, self.cut_reason, SessionStatus.TERMINATED
+            )
+        else:
+            self.session = self.session.ended(
+                end.time,
+                str(end.fields.get("reason") or "ended"),
+                SessionStatus(status) if status in ENDED else SessionStatus.CLOSED,
+            )
         self.finished = True
         session = self.session
         log.info(

@@ -134,6 +134,8 @@ class Ingest:
         self.quarantine_dir = logs_dir.parent / "quarantine"
         self._observer: Observer | None = None  # type: ignore[valid-type]
         self._thread: threading.Thread | None = None
+        # Sessions an auditor terminated: identity -> their end reason.
+        self._cuts: dict[tuple[int, int], str] = {}
 
     # -- lifecycle -------------------------------------------------------
 
@@ -198,6 +200,17 @@ class Ingest:
         if path is not None:
             with self._dirty_lock:
                 self._dirty.add(path)
+        self._wake.set()
+
+    def cut(self, identity: tuple[int, int], reason: str | None) -> None:
+        """This session was terminated (any thread): its end gets `reason`.
+
+        None takes it back (the cut could not be done after all).
+        """
+        if reason is None:
+            self._cuts.pop(identity, None)
+        else:
+            self._cuts[identity] = reason
         self._wake.set()
 
     def on_flushed(self, sessions: list[Session]) -> None:
@@ -306,6 +319,7 @@ class Ingest:
             self.followers[path] = follower
         if follower.finished:
             return
+        follower.cut_reason = self._cuts.get(follower.session.identity)
         if follower.read(final):
             self.wake(follower.path)  # more than a round's budget: come back soon
         self._submit(follower)

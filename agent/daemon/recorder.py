@@ -34,6 +34,7 @@ from typing import Any
 from agent.casts import CAST_SUFFIX, CASTS_DIR, IDLE_TIME_LIMIT_S
 from agent.daemon.disk import DiskGuard
 from agent.daemon.quarantine import quarantine
+from agent.files import PRIVATE_FILE_MODE, Sharing
 from agent.records import ENDED, Session, iso
 from parsers.events import Chunk, Direction, Event, Marker, Resize
 
@@ -103,7 +104,12 @@ class CastWriter:
     """The recording of one session, fed its log's events in order."""
 
     def __init__(
-        self, casts_dir: Path, session: Session, max_bytes: int, burst_max_bytes: int
+        self,
+        casts_dir: Path,
+        session: Session,
+        max_bytes: int,
+        burst_max_bytes: int,
+        file_mode: int = PRIVATE_FILE_MODE,
     ) -> None:
         self.path = casts_dir / f"{session.id}{CAST_SUFFIX}"
         self.state_path = casts_dir / f"{session.id}{STATE_SUFFIX}"
@@ -131,6 +137,8 @@ class CastWriter:
         # cost a thousand file descriptors.
         fd = self._open_cast()
         try:
+            if file_mode != PRIVATE_FILE_MODE:  # read_group: audit-web plays it
+                os.fchmod(fd, file_mode)
             # A crash may have left events after the committed size: they come
             # again.
             os.truncate(fd, self.state.size)
@@ -345,8 +353,15 @@ class RecorderSnapshot:
 class Recorder:
     """Owns the recordings of the sessions being ingested (ingest thread only)."""
 
-    def __init__(self, data_dir: Path, max_bytes: int, burst_max_bytes: int) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        max_bytes: int,
+        burst_max_bytes: int,
+        sharing: Sharing | None = None,
+    ) -> None:
         self.casts_dir = data_dir / CASTS_DIR
+        self.sharing = sharing or Sharing()
         self.max_bytes = max_bytes
         self.burst_max_bytes = burst_max_bytes
         self.writers: dict[str, CastWriter] = {}
@@ -393,6 +408,8 @@ class Recorder:
         return RecorderSnapshot(errors=self.errors)
 
     def __enter__(self) -> Recorder:
+        if self.casts_dir.is_dir():  # made with the first recording, else
+            self.sharing.directory(self.casts_dir, (CAST_SUFFIX,))
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -409,9 +426,13 @@ class Recorder:
         if session.status in ENDED:
             return None  # recorded to its end before
         self.casts_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(self.casts_dir, 0o700)
+        os.chmod(self.casts_dir, self.sharing.dir_mode)
         writer = CastWriter(
-            self.casts_dir, session, self.max_bytes, self.burst_max_bytes
+            self.casts_dir,
+            session,
+            self.max_bytes,
+            self.burst_max_bytes,
+            self.sharing.file_mode,
         )
         if writer.state.closed:
             writer.close()

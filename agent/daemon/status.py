@@ -3,7 +3,8 @@
 The main loop writes it to DATA_DIR/status.json (agent/status_file.py) every
 `status_interval_s`: from the main loop on purpose, so that a loop that hangs
 stops the heartbeat and the status goes stale. Each long-running owner (the
-ingest, the supervisor, the store writer, the recorder, the events sink)
+ingest, the supervisor, the store writer, the recorder, the events sink,
+the fleet shipper)
 answers with a `snapshot()` of its own; nothing here reads their internals.
 """
 
@@ -20,6 +21,7 @@ from agent.daemon.disk import DiskSnapshot
 from agent.daemon.events import SinkSnapshot
 from agent.daemon.ingest import IngestSnapshot
 from agent.daemon.recorder import RecorderSnapshot
+from agent.daemon.shipper import ShipperSnapshot
 from agent.daemon.store import StoreSnapshot
 from agent.records import iso
 from agent.shards import list_shards
@@ -53,6 +55,7 @@ def collect(
     supervisor: SupervisorSnapshot,
     recorder: RecorderSnapshot | None,
     sink: SinkSnapshot | None,
+    shipper: ShipperSnapshot | None = None,
     state: AgentState = AgentState.RUNNING,
     disk: DiskSnapshot | None = None,
 ) -> AgentStatus:
@@ -88,6 +91,11 @@ def collect(
         events = {"to": sink.description, **asdict(sink.stats)}
         for key in ("last_error_at", "last_ok_at"):
             events[key] = iso(events[key]) if events[key] is not None else None
+    fleet: dict[str, Any] | None = None
+    if shipper is not None:
+        fleet = asdict(shipper)
+        for key in ("last_error_at", "last_ok_at"):
+            fleet[key] = iso(fleet[key]) if fleet[key] is not None else None
     return AgentStatus(
         pid=os.getpid(),
         start_ticks=read_start_ticks(os.getpid()) or 0,
@@ -120,4 +128,5 @@ def collect(
             if disk is not None
             else None
         ),
+        fleet=fleet,
     )

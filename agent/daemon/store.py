@@ -16,14 +16,16 @@ A session's document is written again into the newest shard whenever it
 changes; readers take the last one. It carries the ingest checkpoint (where
 in its log to resume), so the commands and the offset that produced them land
 in the same atomic write: after a crash the agent resumes from the checkpoint
-and stores every command exactly once.
+and stores every command exactly once. Access-log entries (agent/access_log.py)
+go into the `access` table of the same writes, numbered across the store.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -31,10 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.access_log import ACCESS, AccessEntry, Action
 from agent.daemon.disk import DiskGuard
 from agent.daemon.quarantine import quarantine
-from agent.files import write_atomic
-from agent.records import ENDED, Command, Session
+from agent.files import Sharing, write_atomic
+from agent.records import ENDED, Command, RecordError, Session, iso
 from agent.shards import (
     COMMANDS,
     SESSIONS,
@@ -55,61 +58,64 @@ class _Shard:
     """The newest shard: its tables in memory, written whole by flush()."""
 
     path: Path
+    mode: int  # of the file
     # The sessions table first: readers may take it without the rest.
     tables: dict[str, dict[str, Any]]
     doc_ids: dict[str, int]  # session id -> its document's id here
-    next_session_doc: int
-    next_command_doc: int
+    next_ids: dict[str, int]  # table -> the next document id
     size: int  # bytes of the last version written
     dirty: bool
 
     @classmethod
-    def load(cls, path: Path, tables: dict[str, dict[str, Any]] | None) -> _Shard:
+    def load(
+        cls, path: Path, tables: dict[str, dict[str, Any]] | None, mode: int
+    ) -> _Shard:
         if tables is None:
-            return cls(path, {SESSIONS: {}, COMMANDS: {}}, {}, 1, 1, 0, True)
-        sessions = tables.setdefault(SESSIONS, {})
-        commands = tables.setdefault(COMMANDS, {})
-        ordered = {SESSIONS: sessions, COMMANDS: commands}
+            empty: dict[str, dict[str, Any]] = {SESSIONS: {}, COMMANDS: {}}
+            return cls(path, mode, empty, {}, {}, 0, True)
+        ordered = {SESSIONS: tables.get(SESSIONS, {}), COMMANDS: {}}
         ordered.update(tables)
-        doc_ids = {str(doc.get("id")): int(i) for i, doc in sessions.items()}
+        sessions = ordered[SESSIONS]
         return cls(
             path,
+            mode,
             ordered,
-            doc_ids,
-            max(map(int, sessions), default=0) + 1,
-            max(map(int, commands), default=0) + 1,
+            {str(doc.get("id")): int(i) for i, doc in sessions.items()},
+            {name: max(map(int, t), default=0) + 1 for name, t in ordered.items()},
             path.stat().st_size if path.exists() else 0,
             False,
         )
 
-    @property
-    def commands(self) -> int:
-        return len(self.tables[COMMANDS])
-
     def full(self) -> bool:
-        return self.commands >= SHARD_MAX_COMMANDS or self.size >= SHARD_MAX_BYTES
+        # Access-log entries count with the commands: page views seal shards too.
+        entries = len(self.tables[COMMANDS]) + len(self.tables.get(ACCESS, {}))
+        return entries >= SHARD_MAX_COMMANDS or self.size >= SHARD_MAX_BYTES
 
     def put_session(self, session: Session) -> None:
         doc_id = self.doc_ids.get(session.id)
         if doc_id is None:
-            doc_id = self.doc_ids[session.id] = self.next_session_doc
-            self.next_session_doc += 1
+            doc_id = self.doc_ids[session.id] = self._next_id(SESSIONS)
         # Every document carries every key: this replaces the older one.
         self.tables[SESSIONS][str(doc_id)] = session.to_document()
         self.dirty = True
 
-    def put_commands(self, commands: list[Command]) -> None:
-        table = self.tables[COMMANDS]
-        for command in commands:
-            table[str(self.next_command_doc)] = command.to_document()
-            self.next_command_doc += 1
-        self.dirty = self.dirty or bool(commands)
+    def append(self, table: str, docs: list[Any]) -> None:
+        """`docs` added to `table` (commands, access-log entries), in order."""
+        rows = self.tables.setdefault(table, {})
+        for doc in docs:
+            rows[str(self._next_id(table))] = doc
+        self.dirty = self.dirty or bool(docs)
+
+    def _next_id(self, table: str) -> int:
+        doc_id = self.next_ids.get(table, 1)
+        self.next_ids[table] = doc_id + 1
+        return doc_id
 
     def flush(self) -> None:
         if self.dirty:
             text = json.dumps(self.tables, ensure_ascii=False, separators=(",", ":"))
             data = text.encode("utf-8")
-            write_atomic(self.path, data)
+            write_atomic(self.path, data, self.mode)
             self.size = len(data)
             self.dirty = False
 
@@ -140,16 +146,23 @@ class Store:
         store_dir: Path,
         flush_interval_s: float,
         on_flushed: Callable[[list[Session]], None] | None = None,
+        sharing: Sharing | None = None,
         disk: DiskGuard | None = None,
     ) -> None:
         self.store_dir = store_dir
         self.disk = disk  # told when a write finds no space
+        self.sharing = sharing or Sharing()
         self.flush_interval_s = flush_interval_s
         self.on_flushed = on_flushed
         # Also after each flush: what it made durable, commands included (events).
         self.on_committed: (
             Callable[[list[tuple[Session, list[Command]]]], None] | None
         ) = None
+        self.on_access_committed: Callable[[list[AccessEntry]], None] | None = None
+        self._access: list[AccessEntry] = []  # numbered, not yet flushed
+        self._access_seq = 0  # the last number given
+        # Live sessions an auditor terminated (the entry), for a restart.
+        self.terminated: dict[str, AccessEntry] = {}
         self.quarantine_dir = store_dir.parent / "quarantine"
         self._lock = threading.Lock()
         self._pending: dict[str, _Pending] = {}
@@ -168,8 +181,7 @@ class Store:
 
     def open(self) -> None:
         """Load every shard's sessions; quarantine the ones that are unusable."""
-        self.store_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(self.store_dir, 0o700)
+        self.sharing.directory(self.store_dir, (".json",))
         shards = list_shards(self.store_dir)
         newest: tuple[Path, dict[str, dict[str, Any]]] | None = None
         for path in shards:
@@ -183,9 +195,10 @@ class Store:
                 continue
             for session in sessions:
                 self._remember(session)
+            self._load_access(tables)
             newest = (path, tables)
         if newest is not None:
-            shard = _Shard.load(*newest)
+            shard = _Shard.load(*newest, self.sharing.file_mode)
             if not shard.full():
                 self._shard = shard
 
@@ -222,6 +235,16 @@ class Store:
         with self._lock:
             return list(self._sessions.values())
 
+    def submit_access(self, entry: AccessEntry) -> AccessEntry:
+        """Queue an access-log entry; it, numbered and timed by the store."""
+        with self._lock:
+            self._access_seq += 1
+            entry = dataclasses.replace(
+                entry, seq=self._access_seq, time=iso(time.time())
+            )
+            self._access.append(entry)
+        return entry
+
     def new_session_id(self, tag: str) -> str:
         """The tag itself, or `tag~N` when an earlier session used the tag.
 
@@ -250,6 +273,12 @@ class Store:
             self._remember(session)
 
     @property
+    def access_seq(self) -> int:
+        """The number of the last access-log entry (0: none yet)."""
+        with self._lock:
+            return self._access_seq
+
+    @property
     def pending_count(self) -> int:
         with self._lock:
             return sum(len(p.commands) for p in self._pending.values())
@@ -273,7 +302,7 @@ class Store:
     # -- writing ---------------------------------------------------------
 
     def _run(self) -> None:
-        failing_since = 0  # flush errors in a row; logged when it starts and ends
+        failing = 0  # flush errors in a row: logged when it starts and ends
         while not self._stop.wait(self.flush_interval_s):
             try:
                 self.flush()
@@ -282,7 +311,7 @@ class Store:
                 self.flush_error_at = time.time()
                 if self.disk is not None:
                     self.disk.no_space(e)
-                if not failing_since:
+                if not failing:
                     log.error(
                         "cannot write store shard in %s: %s; what is not written "
                         "waits in memory and is retried every %.1fs",
@@ -290,27 +319,29 @@ class Store:
                         e,
                         self.flush_interval_s,
                     )
-                failing_since += 1
+                failing += 1
                 continue
-            if failing_since and self.flushed_at is not None:
+            if failing and self.flushed_at is not None:
                 log.warning(
                     "store writes work again in %s (after %d failed tries)",
                     self.store_dir,
-                    failing_since,
+                    failing,
                 )
-            failing_since = 0
+            failing = 0
 
     def flush(self) -> None:
         """Write every pending update to the newest shard in one atomic write."""
         with self._lock:
             batch, self._pending = self._pending, {}
-        if not batch:
+            access, self._access = self._access, []
+        if not batch and not access:
             return
         try:
-            self._write(batch)
+            self._write(batch, access)
         except BaseException:
             self._reload_newest()  # memory must not keep what the disk lacks
             with self._lock:  # keep the batch (and anything newer) for a retry
+                self._access[:0] = access
                 for sid, pending in batch.items():
                     newer = self._pending.get(sid)
                     if newer is not None:
@@ -321,31 +352,48 @@ class Store:
         self.flushed_at = time.time()
         if self.on_flushed is not None:
             self.on_flushed([p.session for p in batch.values()])
-        if self.on_committed is not None:
+        if self.on_committed is not None and batch:
             self.on_committed([(p.session, p.commands) for p in batch.values()])
+        if self.on_access_committed is not None and access:
+            self.on_access_committed(access)
 
-    def _write(self, batch: dict[str, _Pending]) -> None:
+    def _write(self, batch: dict[str, _Pending], access: list[AccessEntry]) -> None:
         if self._shard is None or self._shard.full():
             self._new_shard()
-        assert self._shard is not None
+        shard = self._shard
+        assert shard is not None
         for pending in batch.values():
-            self._shard.put_session(pending.session)
-            self._shard.put_commands(pending.commands)
-        self._shard.flush()
+            shard.put_session(pending.session)
+            shard.append(COMMANDS, [c.to_document() for c in pending.commands])
+        if access:
+            shard.append(ACCESS, [e.to_document() for e in access])
+        shard.flush()
 
     def _reload_newest(self) -> None:
         if self._shard is None:
             return
-        path = self._shard.path
+        path, mode = self._shard.path, self.sharing.file_mode
         try:
-            self._shard = _Shard.load(path, read_shard(path) if path.exists() else None)
+            tables = read_shard(path) if path.exists() else None
+            self._shard = _Shard.load(path, tables, mode)
         except StoreError:
             self._shard = None
 
     def _new_shard(self) -> None:
         path = self.store_dir / f"{self._next_shard:08d}.json"
         self._next_shard += 1
-        self._shard = _Shard.load(path, None)
+        self._shard = _Shard.load(path, None, self.sharing.file_mode)
+
+    def _load_access(self, tables: dict[str, dict[str, Any]]) -> None:
+        for doc in tables.get(ACCESS, {}).values():
+            seq = doc.get("seq") if isinstance(doc, dict) else None
+            if isinstance(seq, int):
+                self._access_seq = max(self._access_seq, seq)
+            if isinstance(doc, dict) and doc.get("action") == Action.TERMINATE:
+                with contextlib.suppress(RecordError):
+                    entry = AccessEntry.from_document(doc)
+                    if entry.ok and entry.session is not None:
+                        self.terminated[entry.session] = entry
 
     def _remember(self, session: Session) -> None:
         self._sessions[session.id] = session

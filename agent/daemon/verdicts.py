@@ -22,9 +22,9 @@ STOP_WAIT_S = 2 * KILL_GRACE_S  # for an adopted strace to let go
 
 
 class AgentSupervisor(Supervisor):
-    """Supervisor, plus cut(): the mode's verdict on the agent's word."""
+    """Supervisor, plus give_verdict(): the mode's verdict on the agent's word."""
 
-    def cut(self, ssh: TaggedSsh, reason: str) -> bool:
+    def give_verdict(self, ssh: TaggedSsh, reason: str) -> bool:
         """Judge `ssh` (tracked or new) for `reason`; False if judged before."""
         watch = self.watches.setdefault(ssh.identity, Watch(ssh, time.monotonic()))
         if watch.verdict is not None:

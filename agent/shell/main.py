@@ -18,25 +18,20 @@ import syslog
 import time
 from pathlib import Path
 
-from agent import AgentError
 from agent.exits import ExitStatus, run_main
 from agent.intent_file import client_addr_from
-from agent.inventory import DEFAULT_SHELL_CONFIG, groups_of, load_shell_config
+from agent.inventory import (
+    DEFAULT_SHELL_CONFIG,
+    InventoryError,
+    groups_of,
+    load_shell_config,
+)
+from agent.shell import Refused
 from agent.shell.connect import log_line
 from agent.shell.login import Shell
 from agent.shell.relay import ShellSignals, Timers
 
 PROG = "audit-shell"
-
-
-class ShellError(AgentError):
-    """audit-shell cannot serve this login."""
-
-
-class Refused(ShellError):
-    """A request the bastion account does not serve."""
-
-    exit_status = ExitStatus.REFUSED
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,12 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+REFUSED_COMMANDS = (
+    "this account only offers the host menu; commands, scp, sftp and rsync are refused"
+)
+
+
 def serve(args: argparse.Namespace) -> int:
-    if "SSH_ORIGINAL_COMMAND" in os.environ:
-        raise Refused(
-            "this account only offers the host menu; commands, scp, sftp and "
-            "rsync are refused"
-        )
+    command = os.environ.get("SSH_ORIGINAL_COMMAND")
+    if command is not None and not args.token_login:
+        return serve_command(args, command)
     if not (os.isatty(0) and os.isatty(1)):
         raise Refused("this account needs a terminal (ssh -t)")
     if args.token_login:
@@ -95,6 +93,27 @@ def serve(args: argparse.Namespace) -> int:
             environ=dict(os.environ),
         )
         return shell.run()
+
+
+def serve_command(args: argparse.Namespace, command: str) -> int:
+    """A command instead of a login: scp and sftp where a grant allows them."""
+    from agent.shell.transfer_paths import routes_for
+    from agent.shell.transfers import is_transfer, serve_transfer
+
+    if not is_transfer(command):
+        raise Refused(REFUSED_COMMANDS)
+    try:
+        config = load_shell_config(args.config)
+    except InventoryError as e:  # nothing can be granted: refused, as always
+        log_line(f"transfer refused, no usable configuration: {e}")
+        raise Refused(REFUSED_COMMANDS) from e
+    user = pwd.getpwuid(os.getuid()).pw_name
+    targets = config.targets_for(user, groups_of(user))
+    if not routes_for(targets):
+        raise Refused(REFUSED_COMMANDS)
+    client_addr = client_addr_from(os.environ.get("SSH_CONNECTION"))
+    log_line(f"{user} from {client_addr or '?'}: transfer {command[:200]!r}")
+    return serve_transfer(command, config.settings, targets, user, client_addr)
 
 
 def main(argv: list[str] | None = None) -> int:

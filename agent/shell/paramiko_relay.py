@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
-import logging
 import os
 import pwd
 import re
@@ -39,12 +38,12 @@ from agent.shell.relay import (
     window_size,
     write_all,
 )
+from agent.shell.ssh_client import ConnectError, HostKeyChanged, connect
 from parsers.events import Direction
 from tracer.discovery import read_start_ticks
 
 READ_BYTES = 65536
 STOP_GRACE_S = 5.0  # the child's time to end its session after SIGTERM
-SYSTEM_KNOWN_HOSTS = Path("/etc/ssh/ssh_known_hosts")
 _TTY_RE = re.compile(r"/dev/(pts/\d+|tty\w+)")
 _TERM_RE = re.compile(r"[A-Za-z0-9._+-]{1,64}")
 FAILED = 255  # the child's status when it could not connect or crashed
@@ -168,14 +167,6 @@ def _session(
     timers: Timers,
     signals: ShellSignals,
 ) -> RelayResult:
-    import paramiko  # only this backend needs it, and only in its child
-
-    # paramiko logs through `logging`; with no handler, Python's last resort
-    # would print its warnings on the person's terminal. Errors reach the
-    # person as one notice line instead.
-    logging.getLogger("paramiko").addHandler(logging.NullHandler())
-    logging.getLogger("paramiko").propagate = False
-    host, account = target.host, target.account
     rows, cols, _, _ = struct.unpack("HHHH", window_size(user_in))
     rows, cols = rows or 24, cols or 80
     writer = ChunkWriter(settings.recordings_dir, tag, settings.recording_mode)
@@ -185,40 +176,17 @@ def _session(
         notice(user_out, f"cannot record this session ({e.strerror or e}); closed")
         return RelayResult(Outcome.NOT_AUDITED)
     with writer:
-        client = paramiko.SSHClient()
         try:
-            if SYSTEM_KNOWN_HOSTS.exists():  # pinned by an administrator: read only
-                client.load_system_host_keys(str(SYSTEM_KNOWN_HOSTS))
-            client.load_host_keys(str(known_hosts))
-            # accept-new: AutoAddPolicy runs only for a host with no known key and
-            # saves it; a key that differs from a known one raises
-            # BadHostKeyException in connect(), which refuses the connection.
-            client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
-            try:
-                client.connect(
-                    host.address,
-                    port=host.port,
-                    username=account.name,
-                    key_filename=str(account.key_file) if account.key_file else None,
-                    password=account.password,
-                    look_for_keys=False,
-                    allow_agent=False,
-                    timeout=settings.connect_timeout_s,
-                    banner_timeout=settings.connect_timeout_s,
-                    auth_timeout=settings.connect_timeout_s,
-                )
-            except paramiko.BadHostKeyException:
-                writer.end_reason = "host key changed"
-                notice(
-                    user_out,
-                    f"the host key of {host.address}:{host.port} has changed; "
-                    "refusing to connect",
-                )
-                return RelayResult(Outcome.EXITED, FAILED)
-            except (TimeoutError, paramiko.SSHException, OSError) as e:
-                writer.end_reason = f"connection failed: {e}"[:200]
-                notice(user_out, f"cannot connect to {target.label}: {e}")
-                return RelayResult(Outcome.EXITED, FAILED)
+            client = connect(settings, target, known_hosts)
+        except HostKeyChanged as e:
+            writer.end_reason = "host key changed"
+            notice(user_out, str(e))
+            return RelayResult(Outcome.EXITED, FAILED)
+        except ConnectError as e:
+            writer.end_reason = f"connection failed: {e}"[:200]
+            notice(user_out, str(e))
+            return RelayResult(Outcome.EXITED, FAILED)
+        try:
             transport = client.get_transport()
             assert transport is not None  # connect() succeeded
             channel = transport.open_session()

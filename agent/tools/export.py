@@ -1,5 +1,11 @@
 """audit-export: commands with their sessions' fields, as JSON, JSON Lines or CSV.
 
+From this bastion's store the commands are streamed: every session first,
+then the stored documents a shard at a time, encoded straight to text
+(reader.scan, export_record's JsonRecords and CsvRecords), so that a million
+commands take a few seconds and a flat cost each. From the fleet store, the
+reader's rows.
+
 Also a session's recording (`--cast TAG`), as the asciicast v2 file it is.
 The fields are documented in the README and in schema/export-record.schema.json.
 """
@@ -8,20 +14,36 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from agent.casts import CastError, cast_path, read_cast
-from agent.config import reading_config
 from agent.exits import ExitStatus, run_main
-from agent.export_record import CsvRecords, JsonRecords
-from agent.reader import StoreScan, load, scan
-from agent.records import CommandDocument, Session
-from agent.tools.options import Filter, add_reading_options, add_time_options
+from agent.export_record import (
+    COMMAND_FIELDS,
+    FIELDS,
+    FLEET_FIELDS,
+    CsvRecords,
+    JsonRecords,
+    compact_json,
+    session_fields,
+)
+from agent.local_reader import LocalReader
+from agent.reader import StoreScan, scan
+from agent.reading import Row
+from agent.records import Command, CommandDocument, Session
+from agent.tools.options import (
+    Filter,
+    add_reading_options,
+    add_time_options,
+    open_reading,
+    selection_from_args,
+)
 
 PROG = "audit-export"
 FORMATS = ("json", "jsonl", "csv")
@@ -32,16 +54,20 @@ def select(
     selection: Filter,
     scanned: Callable[[int], None] | None = None,
 ) -> Iterator[list[CommandDocument]]:
-    """The selected commands, a shard's at a time, in the order stored.
+    """The selected commands of a local store, a shard's at a time, in order.
 
-    `scanned(n)` hears how many commands were looked at, after each shard.
+    What Selection.command_matches takes, on the documents: the session's
+    part once per session, the rest inline. `scanned(n)` hears how many
+    commands were looked at, after each shard.
     """
-    sessions = store.sessions
-    wanted = _Wanted(selection, sessions)
+    wanted = _Wanted(selection, store.sessions)
     since, until = selection.since, selection.until
+    contains = selection.contains.lower() if selection.contains else None
+    regex = re.compile(selection.regex) if selection.regex else None
     everything = selection == Filter()
     n = 0
     for docs in store.commands():
+        n += len(docs)
         if not everything:
             docs = [
                 d
@@ -49,8 +75,9 @@ def select(
                 if wanted[d["session"]]
                 and (since is None or d["time"] >= since)
                 and (until is None or d["time"] <= until)
+                and (contains is None or contains in d["command"].lower())
+                and (regex is None or regex.search(d["command"]) is not None)
             ]
-        n += len(docs)
         if scanned is not None:
             scanned(n)
         yield docs
@@ -65,17 +92,24 @@ class _Wanted(dict[str, bool]):
         self.sessions = sessions
 
     def __missing__(self, sid: str) -> bool:
-        ok = self[sid] = self.selection.session_id_matches(sid, self.sessions.get(sid))
+        session = self.sessions.get(sid)
+        chosen = self.selection
+        ok = self[sid] = not (
+            chosen.session and session is None and sid != chosen.session
+        ) and chosen.session_matches(session)
         return ok
 
 
-def write_records(
+def write_documents(
     batches: Iterator[list[CommandDocument]],
     sessions: dict[str, Session],
     out: IO[str],
     fmt: str,
 ) -> int:
-    """The records in `fmt`, a batch per write; how many."""
+    """The records of a local store in `fmt`, a batch per write; how many.
+
+    Byte for byte what write_records() writes for the same commands.
+    """
     records: CsvRecords | JsonRecords
     if fmt == "csv":
         records = CsvRecords()
@@ -98,6 +132,67 @@ def write_records(
     return count
 
 
+def write_csv(
+    rows: Iterator[tuple[Command, Session | None]],
+    out: IO[str],
+    fields: tuple[str, ...] = FIELDS,
+) -> int:
+    """RFC 4180 CSV with a header row of `fields`; a missing value is empty."""
+    writer = csv.writer(out)
+    writer.writerow(fields)
+    tails: dict[tuple[str | None, str] | None, tuple[Any, ...]] = {
+        None: ("",) * (len(fields) - COMMAND_FIELDS)
+    }
+    count = 0
+
+    def lines() -> Iterator[tuple[Any, ...]]:
+        nonlocal count
+        for command, session in rows:
+            sid = (session.bastion, session.id) if session is not None else None
+            tail = tails.get(sid)
+            if tail is None:
+                assert session is not None
+                named = session_fields(session)  # by name: `fields` sets the order
+                values = (named.get(name) for name in fields[COMMAND_FIELDS:])
+                tail = tails[sid] = tuple("" if v is None else v for v in values)
+            count += 1
+            yield (
+                command.session,
+                command.seq,
+                command.time,
+                command.command,
+                "true" if command.cancelled else "false",
+                command.kind.value,
+                "" if command.transfer is None else compact_json(command.transfer),
+            ) + tail
+
+    writer.writerows(lines())  # the loop over rows stays in C
+    return count
+
+
+def write_records(
+    rows: Iterator[tuple[Command, Session | None]],
+    out: IO[str],
+    fmt: str,
+    fleet: bool = False,
+) -> int:
+    if fmt == "csv":
+        return write_csv(rows, out, FLEET_FIELDS if fleet else FIELDS)
+    text = JsonRecords().text
+    count = 0
+    if fmt == "jsonl":
+        for command, session in rows:
+            out.write(text(command, session) + "\n")
+            count += 1
+        return count
+    out.write("[")
+    for command, session in rows:
+        out.write((",\n  " if count else "\n  ") + text(command, session))
+        count += 1
+    out.write("\n]\n" if count else "]\n")
+    return count
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -106,6 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_reading_options(parser)
     add_time_options(parser, "commands")
     parser.add_argument("--format", choices=FORMATS, default="json")
+    parser.add_argument(
+        "--contains", metavar="TEXT", help="only commands holding TEXT (any case)"
+    )
+    parser.add_argument(
+        "--regex", metavar="RE", help="only commands matching this regular expression"
+    )
     parser.add_argument(
         "--cast",
         metavar="TAG",
@@ -129,48 +230,53 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
-        reading_config(args)
-        if args.cast:
-            data = read_cast(find_cast(args.data_dir, args.cast))
-            _output(args.output, lambda out: out.buffer.write(data))
-            return ExitStatus.SUCCESS
-        selection = Filter.from_args(args)
         with progress_bar(sys.stderr.isatty() and not args.no_progress) as bar:
-            store = scan(args.data_dir, bar.shards if bar else None)
-            if bar:
-                # What the sessions say they hold; the bar ends at what was read.
-                bar.start_commands(
-                    sum(s.command_count for s in store.sessions.values())
+            _, reader = open_reading(args, bar.shards if bar else None)
+            with reader:
+                if args.cast:
+                    data = reader.cast(args.cast, args.bastion)
+                    _output(args.output, lambda out: out.buffer.write(data))
+                    return ExitStatus.SUCCESS
+                selection = selection_from_args(
+                    args, contains=args.contains, regex=args.regex
                 )
-            batches = select(store, selection, bar.commands if bar else None)
-            _output(
-                args.output,
-                lambda out: write_records(batches, store.sessions, out, args.format),
-            )
-        for error in store.errors:
+                if isinstance(reader, LocalReader):
+                    errors = export_local(reader, selection, args, bar)
+                else:
+                    records: Iterator[Row] = reader.commands(selection)
+                    _output(
+                        args.output,
+                        lambda out: write_records(
+                            records, out, args.format, reader.fleet
+                        ),
+                    )
+                    errors = reader.errors
+        for error in errors:
             print(f"{PROG}: warning: {error}; exported the rest", file=sys.stderr)
-        return ExitStatus.PARTIAL if store.errors else ExitStatus.SUCCESS
+        return ExitStatus.PARTIAL if errors else ExitStatus.SUCCESS
 
     return run_main(PROG, body)
 
 
+def export_local(
+    reader: LocalReader, selection: Filter, args: argparse.Namespace, bar: _Bar | None
+) -> list[str]:
+    """Stream this bastion's store to the output; what could not be read."""
+    store = scan(reader.data_dir, bar.shards if bar else None)
+    if bar:
+        # What the sessions say they hold; the bar ends at what was read.
+        bar.start_commands(sum(s.command_count for s in store.sessions.values()))
+    batches = select(store, selection, bar.commands if bar else None)
+    _output(
+        args.output,
+        lambda out: write_documents(batches, store.sessions, out, args.format),
+    )
+    return store.errors
+
+
 def find_cast(data_dir: Path, name: str) -> Path:
     """The recording of session `name` (an id, or a tag used only once)."""
-    path = cast_path(data_dir, name)
-    if "/" not in name and path.exists():
-        return path
-    snapshot = load(data_dir)
-    ids = sorted(s.id for s in snapshot.sessions.values() if name in (s.id, s.tag))
-    if len(ids) > 1:
-        raise CastError(
-            f"tag {name!r} names {len(ids)} sessions ({', '.join(ids)}): pick one"
-        )
-    if not ids:
-        raise CastError(f"no session {name!r} in {data_dir}")
-    path = cast_path(data_dir, ids[0])
-    if not path.exists():
-        raise CastError(f"session {ids[0]} has no recording (at {path})")
-    return path
+    return LocalReader(data_dir).cast_file(name)
 
 
 class _Bar:

@@ -1,16 +1,20 @@
-"""What the operators' tools share: the data-dir options, filters, escaping."""
+"""What the operators' tools share: options, filters, the reader, escaping."""
 
 from __future__ import annotations
 
 import argparse
 import re
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from agent import AgentError
-from agent.config import add_data_dir_options
-from agent.records import Command, Session, iso
+from agent.config import Config, add_data_dir_options, reading_config
+from agent.reading import Reader, Selection
+from agent.records import iso
+
+# The filters every reading tool offers (agent/reading.py).
+Filter = Selection
 
 
 class FilterError(AgentError):
@@ -41,51 +45,36 @@ def parse_time(text: str, now: float | None = None) -> str:
     return iso(dt.timestamp())
 
 
-@dataclass(frozen=True)
-class Filter:
-    """The selection every reading tool offers."""
+def selection_from_args(args: argparse.Namespace, **more: str | None) -> Selection:
+    return Selection(
+        session=args.session,
+        user=args.user,
+        host=args.host,
+        since=parse_time(args.since) if getattr(args, "since", None) else None,
+        until=parse_time(args.until) if getattr(args, "until", None) else None,
+        bastion=getattr(args, "bastion", None),
+        **more,
+    )
 
-    session: str | None = None
-    user: str | None = None
-    host: str | None = None
-    since: str | None = None  # iso() text, compared as text
-    until: str | None = None
 
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> Filter:
-        return cls(
-            session=args.session,
-            user=args.user,
-            host=args.host,
-            since=parse_time(args.since) if getattr(args, "since", None) else None,
-            until=parse_time(args.until) if getattr(args, "until", None) else None,
-        )
+def open_reading(
+    args: argparse.Namespace, progress: Callable[[int, int], None] | None = None
+) -> tuple[Config, Reader]:
+    """The configuration, and the store to read: the fleet's or the data dir's.
 
-    def session_matches(self, session: Session | None) -> bool:
-        if session is None:
-            return not (self.user or self.host)
-        if self.session and self.session not in (session.id, session.tag):
-            return False
-        if self.user and self.user not in (session.bastion_user, session.remote_user):
-            return False
-        return not self.host or self.host == session.host
+    The fleet store with --database, or with a [fleet] table in the
+    configuration unless --local or --data-dir asks for this bastion's own.
+    """
+    local = args.local or args.data_dir is not None
+    config = reading_config(args)
+    database = args.database or (None if local else config.fleet.database)
+    if database:
+        from agent.fleet_reader import FleetReader
 
-    def command_matches(self, command: Command, session: Session | None) -> bool:
-        return self.time_matches(command.time) and self.session_id_matches(
-            command.session, session
-        )
+        return config, FleetReader(database, config.fleet)
+    from agent.local_reader import LocalReader
 
-    def session_id_matches(self, session_id: str, session: Session | None) -> bool:
-        """The part of command_matches that depends on the session alone."""
-        if self.session and session is None and session_id != self.session:
-            return False
-        return self.session_matches(session)
-
-    def time_matches(self, time: str) -> bool:
-        """`time`: iso() text, as the store keeps it."""
-        if self.since and time < self.since:
-            return False
-        return not (self.until and time > self.until)
+    return config, LocalReader(args.data_dir, progress)
 
 
 def add_reading_options(parser: argparse.ArgumentParser) -> None:
@@ -97,6 +86,20 @@ def add_reading_options(parser: argparse.ArgumentParser) -> None:
         "--user", metavar="U", help="only sessions of this bastion or remote user"
     )
     parser.add_argument("--host", metavar="H", help="only sessions to this host")
+    parser.add_argument(
+        "--database",
+        metavar="DSN",
+        help="read the fleet store (a PostgreSQL connection string; the password "
+        "from [fleet] password_file or PGPASSWORD) instead of the data directory",
+    )
+    parser.add_argument(
+        "--bastion", metavar="ID", help="only sessions of this bastion (fleet store)"
+    )
+    parser.add_argument(
+        "--local",
+        action="store_true",
+        help="read this bastion's data directory even with a [fleet] table",
+    )
 
 
 def printable(text: str) -> str:

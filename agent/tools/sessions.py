@@ -12,20 +12,17 @@ import csv
 import json
 import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import IO, Any
 
-from agent.casts import cast_path
-from agent.config import reading_config
 from agent.exits import ExitStatus, run_main
-from agent.reader import load
+from agent.reading import Reader
 from agent.records import Session, SessionStatus, iso
 from agent.tools.options import (
-    Filter,
     add_reading_options,
     add_time_options,
+    open_reading,
     printable,
+    selection_from_args,
 )
 from agent.tools.status_view import human_age, human_bytes
 
@@ -54,51 +51,25 @@ FIELDS = (
     "recorder",
     "recording_bytes",
 )
+FLEET_FIELDS = (*FIELDS, "bastion")  # read from the fleet store
 
 
-def session_record(session: Session, data_dir: Path) -> dict[str, Any]:
+def session_record(session: Session, reader: Reader) -> dict[str, Any]:
     """A session's public fields and the size of its recording (or null)."""
     doc = session.public_fields()
-    try:
-        doc["recording_bytes"] = cast_path(data_dir, session.id).stat().st_size
-    except OSError:
-        doc["recording_bytes"] = None
-    return {key: doc[key] for key in FIELDS}
+    doc["recording_bytes"] = reader.recording_bytes(session)
+    return {key: doc[key] for key in (FLEET_FIELDS if reader.fleet else FIELDS)}
 
 
-def in_window(session: Session, selection: Filter, now: float) -> bool:
-    """Running at some time between --since and --until (text compare, as iso)."""
-    started = iso(session.started_at)
-    ended = iso(session.ended_at if session.ended_at is not None else now)
-    if selection.until and started > selection.until:
-        return False
-    return not (selection.since and ended < selection.since)
-
-
-def select_sessions(
-    sessions: dict[str, Session], selection: Filter, status: str | None
-) -> Iterator[Session]:
-    now = time.time()
-    for session in sorted(sessions.values(), key=lambda s: (s.started_at, s.id)):
-        if selection.session and selection.session not in (session.id, session.tag):
-            continue
-        if not selection.session_matches(session) or not in_window(
-            session, selection, now
-        ):
-            continue
-        if status is None or session.status == status:
-            yield session
-
-
-def row(session: Session, data_dir: Path, now: float) -> tuple[str, ...]:
+def row(session: Session, reader: Reader, now: float) -> tuple[str, ...]:
     where = f"{session.remote_user}@{session.host}"
     if session.port not in (None, 22):
         where += f":{session.port}"
     end = session.ended_at if session.ended_at is not None else now
-    record = session_record(session, data_dir)
-    size = record["recording_bytes"]
+    size = reader.recording_bytes(session)
+    name = f"{session.bastion}/{session.id}" if session.bastion else session.id
     return (
-        printable(session.id),
+        printable(name),
         session.status,
         printable(f"{session.bastion_user} → {where}"),
         iso(session.started_at),
@@ -123,12 +94,12 @@ HEADERS = (
 )
 
 
-def write_table(sessions: list[Session], data_dir: Path, out: IO[str]) -> None:
+def write_table(sessions: list[Session], reader: Reader, out: IO[str]) -> None:
     now = time.time()
     if not out.isatty():
         out.write("\t".join(HEADERS) + "\n")
         for session in sessions:
-            out.write("\t".join(row(session, data_dir, now)) + "\n")
+            out.write("\t".join(row(session, reader, now)) + "\n")
         return
     from rich.console import Console
     from rich.table import Table
@@ -138,16 +109,16 @@ def write_table(sessions: list[Session], data_dir: Path, out: IO[str]) -> None:
     for header in HEADERS:
         table.add_column(header, no_wrap=header != "who")
     for session in sessions:
-        cells = row(session, data_dir, now)
+        cells = row(session, reader, now)
         style = "green" if session.status == SessionStatus.LIVE else ""
         table.add_row(*(Text(c) for c in cells), style=style)
     Console(file=out, highlight=False).print(table)
 
 
 def write_records(
-    sessions: list[Session], data_dir: Path, out: IO[str], fmt: str
+    sessions: list[Session], reader: Reader, out: IO[str], fmt: str
 ) -> None:
-    records = [session_record(s, data_dir) for s in sessions]
+    records = [session_record(s, reader) for s in sessions]
     if fmt == "json":
         json.dump(records, out, ensure_ascii=False, indent=1)
         out.write("\n")
@@ -156,7 +127,7 @@ def write_records(
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
     else:
         writer = csv.writer(out)
-        writer.writerow(FIELDS)
+        writer.writerow(FLEET_FIELDS if reader.fleet else FIELDS)
         for record in records:
             record["gaps"] = json.dumps(record["gaps"])
             writer.writerow("" if v is None else v for v in record.values())
@@ -179,18 +150,18 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
-        reading_config(args)
-        selection = Filter.from_args(args)
-        snapshot = load(args.data_dir)
-        sessions = list(select_sessions(snapshot.sessions, selection, args.status))
-        if args.format == "table":
-            write_table(sessions, args.data_dir, sys.stdout)
-        else:
-            write_records(sessions, args.data_dir, sys.stdout, args.format)
-        sys.stdout.flush()
-        for error in snapshot.errors:
+        _, reader = open_reading(args)
+        with reader:
+            selection = selection_from_args(args, status=args.status)
+            sessions = reader.sessions(selection)
+            if args.format == "table":
+                write_table(sessions, reader, sys.stdout)
+            else:
+                write_records(sessions, reader, sys.stdout, args.format)
+            sys.stdout.flush()
+        for error in reader.errors:
             print(f"{PROG}: warning: {error}; listed the rest", file=sys.stderr)
-        return ExitStatus.PARTIAL if snapshot.errors else ExitStatus.SUCCESS
+        return ExitStatus.PARTIAL if reader.errors else ExitStatus.SUCCESS
 
     return run_main(PROG, body)
 

@@ -81,6 +81,14 @@ def summary_lines(status: AgentStatus | None, now: float) -> list[str]:
             f"{e.get('sent', 0)} sent, {e.get('backlog', 0)} waiting, "
             f"{e.get('dropped', 0)} dropped"
         )
+    if status.fleet:
+        f = status.fleet
+        lines.append(
+            f"fleet: to {f.get('database')} as {f.get('bastion')}: {f.get('state')}, "
+            f"{f.get('lag_records', 0)} records ({f.get('lag_s', 0.0):.1f}s) behind, "
+            f"{f.get('shipped_commands', 0)} commands shipped"
+            + (f"; last error: {f.get('last_error')}" if f.get("last_error") else "")
+        )
     return lines
 
 

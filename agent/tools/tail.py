@@ -6,7 +6,9 @@ the rows (is the agent running, how many live sessions). Into a pipe:
 tab-separated lines. With --json: JSON Lines, the export's records.
 
 It reads the store, never the agent, so it goes on while the agent restarts
-and as shards are rewritten or begin. Ctrl-C ends it with status 0.
+and as shards are rewritten or begin. With --database (or a [fleet] table)
+it follows the whole fleet: the fleet store's notifications say what to
+fetch. Ctrl-C ends it with status 0.
 """
 
 from __future__ import annotations
@@ -18,14 +20,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from agent.config import ConfigError, config_source, reading_config
+from agent.config import ConfigError, config_source
 from agent.exits import ExitStatus, run_main
 from agent.export_record import JsonRecords
 from agent.highlight import HighlightRule, active_rules, matching
-from agent.reader import StoreFollower, check_data_dir
+from agent.reading import Reader, Selection
 from agent.records import Command, Session, iso
 from agent.status_file import StatusError, agent_running, read_status
-from agent.tools.options import Filter, add_reading_options, printable
+from agent.tools.options import (
+    add_reading_options,
+    open_reading,
+    printable,
+    selection_from_args,
+)
 
 PROG = "audit-tail"
 FOLLOW_INTERVAL_S = 0.25
@@ -36,9 +43,12 @@ Rows = list[tuple[Command, Session | None]]
 
 def fields(command: Command, session: Session | None) -> tuple[str, str, str, str, str]:
     """time, bastion user, remote user@host, session, command: all printable."""
+    sid = command.session
     if session is None:
         who, where = "?", "?"
     else:
+        if session.bastion:
+            sid = f"{session.bastion}/{sid}"
         who = session.bastion_user
         where = f"{session.remote_user}@{session.host}"
         if session.port not in (None, 22):
@@ -47,7 +57,7 @@ def fields(command: Command, session: Session | None) -> tuple[str, str, str, st
         command.time,
         printable(who),
         printable(where),
-        printable(command.session),
+        printable(sid),
         printable(command.command),
     )
 
@@ -213,10 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
-        config = reading_config(args)
+        config, reader = open_reading(args)
         check_styles(config.highlight, config_source(args.config))
-        selection = Filter.from_args(args)
-        check_data_dir(args.data_dir)
+        selection = selection_from_args(args)
         printer: Any
         if args.json:
             printer = JsonPrinter(sys.stdout)
@@ -226,41 +235,41 @@ def main(argv: list[str] | None = None) -> int:
         else:
             printer = PlainPrinter(sys.stdout)
         try:
-            return follow(args, selection, printer)
+            return follow(args, reader, selection, printer)
         finally:
             printer.close()
+            reader.close()
 
     return run_main(PROG, body, ctrl_c_status=ExitStatus.SUCCESS)
 
 
-def follow(args: argparse.Namespace, selection: Filter, printer: Any) -> int:
-    follower = StoreFollower(args.data_dir)
+def follow(
+    args: argparse.Namespace, reader: Reader, selection: Selection, printer: Any
+) -> int:
+    follower = reader.follower(selection, last=max(0, args.lines))
     reported = 0
-
-    def matching_rows(commands: list[Command]) -> Rows:
-        rows = []
-        for command in commands:
-            session = follower.sessions.get(command.session)
-            if selection.command_matches(command, session):
-                rows.append((command, session))
-        return rows
-
-    first = matching_rows(follower.poll())
-    if args.since:
-        printer.show(first)
-    else:
-        printer.show(first[-args.lines :] if args.lines > 0 else [])
-    status_at = 0.0
-    while not args.no_follow:
-        for error in follower.errors[reported:]:
-            print(f"{PROG}: warning: {error}", file=sys.stderr)
-        reported = len(follower.errors)
-        now = time.monotonic()
-        if now - status_at >= STATUS_REFRESH_S:
-            status_at = now
-            printer.footer(*agent_line(args.data_dir))
-        time.sleep(FOLLOW_INTERVAL_S)
-        printer.show(matching_rows(follower.poll()))
+    try:
+        first = follower.poll()
+        if args.since:
+            printer.show(first)
+        else:
+            printer.show(first[-args.lines :] if args.lines > 0 else [])
+        status_at = 0.0
+        while not args.no_follow:
+            for error in follower.errors[reported:]:
+                print(f"{PROG}: warning: {error}", file=sys.stderr)
+            reported = len(follower.errors)
+            now = time.monotonic()
+            if now - status_at >= STATUS_REFRESH_S:
+                status_at = now
+                if reader.fleet:
+                    printer.footer(f"fleet store {reader.where}", True)
+                else:
+                    printer.footer(*agent_line(args.data_dir))
+            time.sleep(FOLLOW_INTERVAL_S)
+            printer.show(follower.poll())
+    finally:
+        follower.close()
     for error in follower.errors[reported:]:
         print(f"{PROG}: warning: {error}", file=sys.stderr)
     return ExitStatus.PARTIAL if follower.errors else ExitStatus.SUCCESS
