@@ -58,7 +58,8 @@ from agent.daemon.verdicts import AgentSupervisor
 from agent.files import Sharing
 from agent.records import Command, Session, SessionStatus
 from agent.status_file import AgentState, write_status
-from tracer.discovery import Discovery, read_start_ticks
+from tracer import Mode
+from tracer.discovery import Discovery, TaggedSsh, read_start_ticks
 from tracer.supervisor import Limits
 
 log = logging.getLogger(__name__)
@@ -269,10 +270,11 @@ class Agent:
                 if disk == DiskState.OK:
                     self.supervisor.track(ssh)
                 else:
-                    self.supervisor.give_verdict(ssh, self.disk.reason())
+                    self._verdict(ssh, self.disk.reason())
             if disk == DiskState.FULL:
                 for watch in list(self.supervisor.watches.values()):
-                    self.supervisor.give_verdict(watch.ssh, self.disk.reason())
+                    if watch.verdict is None:
+                        self._verdict(watch.ssh, self.disk.reason())
             self._over_budget()
             self.supervisor.supervise()
             self.cutter.run_pending()
@@ -300,7 +302,23 @@ class Agent:
                     "ssh %d: %s, but it is not ours to judge", identity[0], reason
                 )
                 continue
-            self.supervisor.give_verdict(watch.ssh, reason)
+            self._verdict(watch.ssh, reason)
+
+    def _verdict(self, ssh: TaggedSsh, reason: str) -> None:
+        """The mode's verdict for a reason of the agent's own.
+
+        In strict mode the ingest is told first: the ssh's exit may reach its
+        log before the supervisor's end line, and the session's end must
+        still say why it was ended.
+        """
+        watch = self.supervisor.watches.get(ssh.identity)
+        if watch is not None and watch.verdict is not None:
+            return  # judged before, for its own reason
+        strict = self.config.mode == Mode.STRICT
+        if strict:
+            self.ingest.cut(ssh.identity, f"terminated: {reason}")
+        if not self.supervisor.give_verdict(ssh, reason) and strict:
+            self.ingest.cut(ssh.identity, None)
 
     def _resume_cuts(self) -> None:
         """Terminates of sessions still live when the last agent stopped."""
