@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests import harness
+from tests.test_restart import start_agent, stop_agent
 from tests.test_spool_floods import (
     flood,
     mallory,
@@ -254,3 +257,47 @@ def test_a_full_data_disk_refuses_new_sessions_damages_nothing_and_passes(
             "echo two",
             "echo three",
         ]
+
+
+# -- a live session's log gives back what is ingested ------------------------------
+
+
+def test_a_live_logs_ingested_part_is_given_back_and_restarts_lose_nothing(
+    tmp_path: Path, user, server
+) -> None:
+    readable = Path(tempfile.mkdtemp(dir="/dev/shm", prefix="big."))  # by the user
+    readable.chmod(0o755)
+    big = readable / "big.txt"
+    big.write_text(("y" * 79 + "\n") * 100_000)  # 8 MB of output
+    big.chmod(0o644)
+    data_dir = tmp_path / "data"
+    agent = start_agent(data_dir)
+    try:
+        with victim(user, server, "reclaim") as child:
+            child.timeout, child.maxread = 120, 1 << 20
+            child.send(f"cat {big}\r".encode())
+            child.expect(harness.PROMPT)
+            # The next command's checkpoint lies past the output: durable, the
+            # output before it is never read again.
+            reaches_the_store(child, data_dir, "reclaim", "echo next")
+            log = data_dir / "logs" / "reclaim.strace"
+
+            def given_back() -> bool:
+                st = log.stat()
+                return st.st_size > 7 << 20 and st.st_blocks * 512 < 1 << 20
+
+            harness.wait_for(given_back, timeout=30)
+            # A restart after kill -9 resumes from the stored checkpoint, past
+            # the holes: nothing read twice, nothing lost.
+            agent.kill()
+            agent.wait()
+            agent = start_agent(data_dir)
+            reaches_the_store(child, data_dir, "reclaim", "echo after")
+        assert [r["command"] for r in harness.export(data_dir)] == [
+            f"cat {big}",
+            "echo next",
+            "echo after",
+        ]
+    finally:
+        stop_agent(agent)
+        shutil.rmtree(readable)

@@ -127,13 +127,17 @@ def test_invalid_tag_is_not_traced(
     child.close()
     assert list((data_dir / "logs").iterdir()) == []
     names = {p.name for p in data_dir.iterdir()}
-    assert {"logs", "store"} <= names <= {
-        "logs",
-        "store",
-        "status.json",
-        "control.sock",
-        "agent.lock",  # one agent per data directory
-    }
+    assert (
+        {"logs", "store"}
+        <= names
+        <= {
+            "logs",
+            "store",
+            "status.json",
+            "control.sock",
+            "agent.lock",  # one agent per data directory
+        }
+    )
     assert set(Path("/etc").iterdir()) == before
     assert harness.export(data_dir) == []
     assert running_agent.log_text().count("invalid tag") == 1

@@ -30,6 +30,7 @@ from agent.daemon.disk import mib
 from agent.daemon.follower import LogFollower
 from agent.daemon.intents import IntentLinker
 from agent.daemon.quarantine import keep
+from agent.daemon.reclaim import Reclaimer
 from agent.daemon.recorder import Recorder
 from agent.daemon.spool import (
     STRACE_SUFFIX,
@@ -120,6 +121,8 @@ class Ingest:
         self.log_max_bytes = log_max_bytes
         self._over_budget: queue.Queue[tuple[tuple[int, int], str]] = queue.Queue()
         self._over_budget_asked: set[Path] = set()
+        # What the store holds durably is given back to the disk (live logs).
+        self.reclaimer = Reclaimer()
         self.recorder = recorder  # the followers feed it every event
         self.followers: dict[Path, LogFollower] = {}
         self._ignored: set[Path] = set()  # logs already reported as unusable
@@ -218,6 +221,10 @@ class Ingest:
         for session in sessions:
             if session.status in ENDED:
                 self._closed.put(session)
+            elif session.checkpoint is not None and session.log.endswith(LOG_SUFFIX):
+                self.reclaimer.durable(
+                    self.logs_dir / session.log, session.checkpoint.offset
+                )
         if self.intents is not None:
             self.intents.flushed(sessions)
         self._wake.set()
@@ -250,6 +257,7 @@ class Ingest:
                         self._arrive(path)
                 self._look_at_arrivals()
                 self._delete_ingested()
+                self.reclaimer.run()
                 if self.intents is not None:
                     self.intents.remove_durable()
             except Exception:  # the daemon boundary for this thread
@@ -477,5 +485,6 @@ class Ingest:
                 path.unlink()
             del self.followers[path]
             self._over_budget_asked.discard(path)
+            self.reclaimer.forget(path)
             if follower.spooled and self.gate is not None:
                 self.gate.gone(path)
