@@ -1,5 +1,10 @@
 """audit-agent: the daemon (`run`, agent/daemon/), its health (`status`, a tool),
-and the fleet store's schema (`fleet-init`).
+the fleet store's schema (`fleet-init`), and a lock rule's lock taken back
+(`unlock`).
+
+Also root's commands on the data directory (agent/daemon/admin.py): `key`
+(the public key that verifies the record), `prune` (retention on demand,
+through the running agent), `hold` and `unhold` (legal holds).
 
 The options are defined here; each subcommand's body imports only its own
 room, so `audit-agent status` loads nothing of the daemon and `audit-agent
@@ -10,11 +15,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from agent.config import add_data_dir_options
 from agent.exits import run_main
 from agent.status_file import DEFAULT_MAX_LAG_BYTES
+from agent.version import add_version_option
 from tracer import Mode
 
 PROG = "audit-agent"
@@ -24,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Audit tagged ssh sessions."
     )
+    add_version_option(parser)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run the agent in the foreground")
     run.add_argument(
@@ -80,6 +88,34 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="BYTES",
         help="ingest lag above this is unhealthy (default 64 MiB)",
     )
+    key = commands.add_parser(
+        "key", help="print the public key that verifies this bastion's record"
+    )
+    add_data_dir_options(key)
+    prune = commands.add_parser(
+        "prune",
+        help="prune what retention_days keeps no longer, now (by the running agent)",
+    )
+    add_data_dir_options(prune)
+    prune.add_argument(
+        "--dry-run", action="store_true", help="say what would go; remove nothing"
+    )
+    for name, text in (
+        (
+            "hold",
+            "keep a session, or every session of a tag, from being pruned "
+            "(without one: list the holds)",
+        ),
+        ("unhold", "lift a hold"),
+    ):
+        sub = commands.add_parser(name, help=text)
+        add_data_dir_options(sub)
+        sub.add_argument("session", nargs="?", metavar="SESSION", help="a session id")
+        sub.add_argument("--tag", metavar="TAG", help="every session of this tag")
+        if name == "hold":
+            sub.add_argument(
+                "--reason", metavar="TEXT", help="why (kept with the hold)"
+            )
     init = commands.add_parser(
         "fleet-init",
         help="create or upgrade the fleet store's schema in PostgreSQL",
@@ -92,6 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DSN",
         help="libpq connection string (default: [fleet] database of the "
         "configuration); the password from password_file or PGPASSWORD",
+    )
+    unlock = commands.add_parser(
+        "unlock", help="let USER open sessions again after a lock rule locked them"
+    )
+    unlock.add_argument("user", metavar="USER", help="the bastion user")
+    unlock.add_argument(
+        "--config", type=Path, metavar="FILE", help="TOML configuration file"
     )
     return parser
 
@@ -106,6 +149,20 @@ def main(argv: list[str] | None = None) -> int:
 
             reading_config(args)
             return show_status(args.data_dir, args.json, args.max_lag)
+        if args.command == "unlock":
+            from agent.daemon.cli import unlock
+
+            return unlock(args)
+        if args.command in ("key", "prune", "hold", "unhold"):
+            from agent.daemon import admin
+
+            command: Callable[[argparse.Namespace], int] = {
+                "key": admin.show_key,
+                "prune": admin.prune,
+                "hold": admin.hold,
+                "unhold": admin.unhold,
+            }[args.command]
+            return command(args)
         if args.command == "fleet-init":
             from agent.daemon.cli import fleet_init
 

@@ -27,6 +27,7 @@ class Action(enum.StrEnum):
     EXPORT = "export"  # a download: cast, commands, search result
     SEARCH = "search"  # a command search or a filtered session list
     TERMINATE = "terminate"  # a live session cut by an auditor
+    UNLOCK = "unlock"  # a bastion user a lock rule locked, let in again
     ACCESS_LOG = "access-log"  # the access log itself, read
 
 
@@ -41,6 +42,9 @@ class AccessEntry:
     detail: str = ""  # the query, the format, the reason, the outcome
     client: str = ""  # the browser's address as audit-web saw it
     ok: bool = True  # False: asked for and refused (a terminate of an ended session)
+    # The bastion that logged it, for an entry read from the fleet store
+    # (agent/fleet_reader.py); None in the local store, which is one bastion's.
+    bastion: str | None = None
 
     def to_document(self) -> dict[str, Any]:
         return {
@@ -53,6 +57,7 @@ class AccessEntry:
             "detail": self.detail,
             "client": self.client,
             "ok": self.ok,
+            **({"bastion": self.bastion} if self.bastion is not None else {}),
         }
 
     @classmethod
@@ -69,6 +74,7 @@ class AccessEntry:
                 detail=str(doc.get("detail") or ""),
                 client=str(doc.get("client") or ""),
                 ok=doc.get("ok") is not False,
+                bastion=str(doc["bastion"]) if doc.get("bastion") else None,
             )
         except (KeyError, TypeError, ValueError) as e:
             raise RecordError(f"bad access document: {e}") from e
@@ -77,3 +83,20 @@ class AccessEntry:
 def clipped(text: Any, limit: int = DETAIL_MAX_CHARS) -> str:
     """A field as the log keeps it: text, at most `limit` characters."""
     return str(text if text is not None else "")[:limit]
+
+
+def stored_state(tables: Mapping[str, Any]) -> tuple[int, dict[str, AccessEntry]]:
+    """A shard's highest entry number, and the sessions it says were terminated."""
+    last, terminated = 0, {}
+    for doc in tables.get(ACCESS, {}).values():
+        seq = doc.get("seq") if isinstance(doc, dict) else None
+        if isinstance(seq, int):
+            last = max(last, seq)
+        if isinstance(doc, dict) and doc.get("action") == Action.TERMINATE:
+            try:
+                entry = AccessEntry.from_document(doc)
+            except RecordError:
+                continue
+            if entry.ok and entry.session is not None:
+                terminated[entry.session] = entry
+    return last, terminated

@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from agent import AgentError
-from agent.fleet_config import FleetConfig, fleet_table
-from agent.highlight import HighlightError, HighlightRule, parse_rules
+from agent.fleet_config import BASTION_RE, FleetConfig, fleet_table
+from agent.highlight import HighlightError, HighlightRule, active_rules, parse_rules
+from agent.locks import DEFAULT_LOCKS_DIR
+from agent.rules import DEFAULT_RULES_PATH, RuleError, RuleSet, load_rules
 from agent.syslog import FACILITIES, SyslogError, parse_target
 from agent.toml_table import Check, Where, absolute_path, read_toml, table
 from tracer import Mode
@@ -90,6 +92,17 @@ class Config:
     events_syslog_facility: str = "authpriv"
     highlight: tuple[HighlightRule, ...] = ()  # audit-tail's own risky commands
     highlight_builtin: bool = True  # and the built-in ones (agent/highlight.py)
+    # This bastion's name in every record and event, and its fleet id unless
+    # [fleet] names another; "": [fleet]'s bastion, else the host name.
+    bastion: str = ""
+    # Command rules and their actions (agent/rules.py); missing: none.
+    rules_file: Path = DEFAULT_RULES_PATH
+    locks_dir: Path = DEFAULT_LOCKS_DIR  # the lock action's files (agent/locks.py)
+    # Retention (agent/daemon/retention.py), in days; 0 keeps forever. Sessions
+    # on legal hold (agent/holds.py) are never pruned.
+    retention_days: float = 0.0  # ended sessions, their commands and recordings
+    recording_retention_days: float = 0.0  # recordings alone, sooner (0: with it)
+    quarantine_retention_days: float = 0.0  # files in DATA_DIR/quarantine
     # [fleet]: ship every record to PostgreSQL too (agent/fleet_config.py).
     fleet: FleetConfig = FleetConfig()
 
@@ -102,8 +115,37 @@ class Config:
         return self.data_dir / "store"
 
     @property
+    def bastion_name(self) -> str:
+        return self.bastion or self.fleet.bastion_id
+
+    @property
     def control_path(self) -> Path:
         return self.control_socket or self.data_dir / CONTROL_SOCKET
+
+
+MODE_MEANING = {
+    Mode.STRICT: "a tagged ssh that cannot be traced is ended",
+    Mode.PERMISSIVE: "a tagged ssh that cannot be traced goes on, its gap marked",
+}
+
+
+def scope_text(scope_pid: int) -> str:
+    """What an agent with this scope reaches (its start line, audit-agent status)."""
+    if scope_pid:
+        return f"only the ssh clients under pid {scope_pid}"
+    return "every tagged ssh on this machine"
+
+
+def start_lines(config: Config) -> list[str]:
+    """What the agent says first: where it writes, its mode, what it reaches."""
+    scope = scope_text(config.scope_pid)
+    if not config.scope_pid:
+        scope += " (--scope-pid PID: only the ssh clients under that process)"
+    return [
+        f"data dir {config.data_dir}",
+        f"mode {config.mode}: {MODE_MEANING[config.mode]}",
+        f"scope: {scope}",
+    ]
 
 
 _LIMITS: dict[str, tuple[float, float]] = {
@@ -115,6 +157,9 @@ _LIMITS: dict[str, tuple[float, float]] = {
     "status_interval_s": (0.1, 60.0),
     "spool_max_per_uid": (1, 100_000),
     "spool_rate_per_uid_s": (0.1, 10_000.0),
+    "retention_days": (0.0, 36500.0),
+    "recording_retention_days": (0.0, 36500.0),
+    "quarantine_retention_days": (0.0, 36500.0),
 }
 
 
@@ -147,7 +192,11 @@ def _as_values(config: Config) -> dict[str, Any]:
 
 def _build(values: Mapping[str, Any], source: str) -> Config:
     where = Where(source, error_class=ConfigError)
-    return table(Config, values, where, limits=_LIMITS, checks=_CHECKS)
+    config = table(Config, values, where, limits=_LIMITS, checks=_CHECKS)
+    if config.bastion and not config.fleet.bastion:  # one name, everywhere
+        fleet = dataclasses.replace(config.fleet, bastion=config.bastion)
+        config = dataclasses.replace(config, fleet=fleet)
+    return config
 
 
 def config_source(path: Path | None) -> Path | None:
@@ -201,6 +250,13 @@ def _account_name(kind: str) -> Check:
     return check
 
 
+def host_name(value: Any, where: Where) -> str:
+    """A bastion's name, as the fleet store takes it, or "" for this machine's."""
+    if not isinstance(value, str) or not (value == "" or BASTION_RE.fullmatch(value)):
+        raise where.error(f"must be a name matching {BASTION_RE.pattern}")
+    return value
+
+
 def _highlight(value: Any, where: Where) -> tuple[HighlightRule, ...]:
     try:
         return parse_rules(value, where.file)
@@ -220,8 +276,24 @@ _CHECKS: dict[str, Check] = {
     "web_intents_user": _account_name("user"),
     "read_group": _account_name("group"),
     "control_socket": _optional_path,
+    "bastion": host_name,
     "fleet": fleet_table,
 }
+
+
+def rules_of(config: Config) -> RuleSet:
+    """The rules file's rules, then agent.toml's highlight rules and the built-in ones.
+
+    The default file may be missing (no rules); a file named in agent.toml may not.
+    """
+    try:
+        return load_rules(
+            config.rules_file,
+            active_rules(config.highlight, config.highlight_builtin),
+            must_exist=config.rules_file != DEFAULT_RULES_PATH,
+        )
+    except RuleError as e:
+        raise ConfigError(str(e)) from e
 
 
 def add_data_dir_options(parser: argparse.ArgumentParser) -> None:

@@ -138,3 +138,9 @@ class ControlClient:
                 "client": client,
             },
         )
+
+    def unlock(self, user: str, actor: str, client: str = "") -> ControlReply:
+        """Let `user` in again after a lock rule locked them."""
+        return ask(
+            self.path, {"op": "unlock", "user": user, "actor": actor, "client": client}
+        )

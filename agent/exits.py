@@ -28,6 +28,8 @@ class ExitStatus(enum.IntEnum):
     # not all that was asked was done.
     REFUSED = 3
     UNHEALTHY = 4  # audit-agent status: the agent is not running or not well
+    # audit-export --verify: a broken link, a bad signature, a truncated record
+    NOT_VERIFIED = 5
     CTRL_C = 130
 
 

@@ -10,10 +10,13 @@ import csv
 import io
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from agent.records import Command, CommandDocument, Kind, Session
+from agent.config import Config, rules_of
+from agent.highlight import Matcher, Risk
+from agent.records import PLAIN_FIELDS, Command, CommandDocument, Session
+from agent.rules import RuleSet
 
 # The order of the fields in a record, and of the columns in CSV.
 FIELDS = (
@@ -24,6 +27,11 @@ FIELDS = (
     "cancelled",
     "kind",
     "transfer",
+    "action",
+    "program",
+    "typed",
+    "keys",
+    "unterminated",
     "tag",
     "bastion_user",
     "remote_user",
@@ -39,10 +47,35 @@ FIELDS = (
     "inventory_host",
     "remote_account",
     "recorder",
+    "bastion",
+    "risk",
 )
-COMMAND_FIELDS = 7  # the first seven come from the command, the rest its session
-FLEET_FIELDS = (*FIELDS, "bastion")  # read from the fleet store
 _V = TypeVar("_V")
+COMMAND_FIELDS = 12  # the first twelve come from the command, then its session's...
+OWN_FIELDS = 2  # ...and last the bastion's name and the rules the command matched
+
+
+class Stamp:
+    """What every record adds of its own: the bastion's name and the risk rules.
+
+    The bastion is this one's (agent.toml's bastion), unless the session was
+    read from the fleet store, which names the bastion it ran on.
+    """
+
+    def __init__(self, bastion: str, rules: Sequence[Matcher]) -> None:
+        self.bastion = bastion
+        self.risk = Risk(rules).names
+
+    @classmethod
+    def of(cls, config: Config, rules: RuleSet | None = None) -> Stamp:
+        """The highlight rules: the rules file's, agent.toml's, the built-in ones."""
+        rules = rules_of(config) if rules is None else rules
+        return cls(config.bastion_name, rules.highlighters())
+
+    def bastion_of(self, session: Session | None) -> str:
+        return (
+            session.bastion if session is not None and session.bastion else self.bastion
+        )
 
 
 def session_fields(session: Session) -> dict[str, Any]:
@@ -67,12 +100,12 @@ def session_fields(session: Session) -> dict[str, Any]:
         "remote_account": session.remote_account,
         # strace or paramiko; null for sessions stored before it was kept.
         "recorder": session.recorder,
-        # Only from the fleet store: the bastion the session ran on.
-        **({"bastion": session.bastion} if session.bastion is not None else {}),
     }
 
 
-def flat_record(command: Command, session: Session | None) -> dict[str, Any]:
+def flat_record(
+    command: Command, session: Session | None, stamp: Stamp
+) -> dict[str, Any]:
     """One exported command with its session's fields (README: export fields)."""
     record: dict[str, Any] = {
         "session": command.session,
@@ -82,36 +115,56 @@ def flat_record(command: Command, session: Session | None) -> dict[str, Any]:
         "cancelled": command.cancelled,
         "kind": command.kind.value,
         "transfer": dict(command.transfer) if command.transfer is not None else None,
+        "action": dict(command.action) if command.action is not None else None,
+        "program": command.program,
+        "typed": command.typed,
+        "keys": command.keys,
+        "unterminated": command.unterminated,
     }
     if session is not None:
         record.update(session_fields(session))
+    record["bastion"] = stamp.bastion_of(session)
+    record["risk"] = list(stamp.risk(command.command))
     return record
 
 
 class JsonRecords:
     """flat_record() as JSON text, fast enough for a million records.
 
-    The session's fields are encoded once per session and the command's own
-    by hand; the text is exactly what json.dumps(flat_record(...),
+    The session's fields and the bastion are encoded once per session and the
+    command's own by hand; the text is exactly what json.dumps(flat_record(...),
     ensure_ascii=False) gives, at a third of the cost.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, stamp: Stamp) -> None:
         self._tails: dict[str, str] = {}
+        self._stamp = stamp
+        self._risk = stamp.risk
+        self._lone = f', "bastion": {_string(stamp.bastion)}, "risk": '
         self._by_id: _ByKey[tuple[str, str]] | None = None
 
     def text(self, command: Command, session: Session | None) -> str:
-        tail = "}"
+        tail = self._lone
         if session is not None:
             tail = self._tails.get(_key(session)) or self._tail(session)
         transfer = "null"
         if command.transfer is not None:
             transfer = _ENCODER.encode(dict(command.transfer))
+        action = "null"
+        if command.action is not None:
+            action = _ENCODER.encode(dict(command.action))
+        if command.program is None and command.typed is None and command.keys is None:
+            extras = _PLAIN_UNTERMINATED if command.unterminated else _PLAIN
+        else:
+            extras = ", " + _ENCODER.encode(_line_fields(command))[1:-1]
+        risk = self._risk(command.command)
         return (
             f'{{"session": {_string(command.session)}, "seq": {command.seq}, '
             f'"time": {_string(command.time)}, "command": {_string(command.command)}, '
             f'"cancelled": {"true" if command.cancelled else "false"}, '
-            f'"kind": "{command.kind.value}", "transfer": {transfer}{tail}'
+            f'"kind": "{command.kind.value}", "transfer": {transfer}, '
+            f'"action": {action}{extras}{tail}'
+            f"{_ENCODER.encode(list(risk)) if risk else '[]'}}}"
         )
 
     def documents(
@@ -121,81 +174,151 @@ class JsonRecords:
 
         The same text as text() gives, from the documents as stored: one
         comprehension per batch, each session's head and tail looked up by
-        id. This is the export's inner loop.
+        id. This is the export's inner loop; a document with more than the
+        plain fields (a transfer, an input, an action ...) goes through text().
         """
-        enc, parts = _string, self._parts(sessions)
+        enc, parts, risk, text = _string, self._parts(sessions), self._risk, self.text
         return [
             f'{(p := parts[d["session"]])[0]}{d["seq"]}, "time": {enc(d["time"])}, '
-            f'"command": {enc(d["command"])}, "cancelled": '
-            f"{'true' if d.get('cancelled') is True else 'false'}, "
-            f'"kind": "{d.get("kind", _COMMAND)}", "transfer": '
-            f"{'null' if (t := d.get('transfer')) is None else _ENCODER.encode(t)}"
-            f"{p[1]}"
+            f'"command": {enc(c := d["command"])}, "cancelled": '
+            f"{'true' if d.get('cancelled') is True else 'false'}{p[1]}"
+            f"{_ENCODER.encode(list(r)) if (r := risk(c)) else '[]'}}}"
+            if len(d) - ("cancelled" in d) == PLAIN_FIELDS
+            else text(Command.from_document(d), sessions.get(d["session"]))
             for d in docs
         ]
 
     def _parts(self, sessions: Mapping[str, Session]) -> _ByKey[tuple[str, str]]:
-        """Per session id: the text before the seq, the text after `transfer`."""
+        """Per session id: the text before the seq, the text after `cancelled`."""
 
         def parts(sid: str) -> tuple[str, str]:
             session = sessions.get(sid)
-            tail = "}" if session is None else self._tail(session)
-            return f'{{"session": {_string(sid)}, "seq": ', tail
+            tail = self._lone if session is None else self._tail(session)
+            return f'{{"session": {_string(sid)}, "seq": ', _PLAIN_COMMAND + tail
 
         if self._by_id is None or self._by_id.sessions is not sessions:
             self._by_id = _ByKey(parts, sessions)
         return self._by_id
 
     def _tail(self, session: Session) -> str:
+        bastion = _string(self._stamp.bastion_of(session))
         tail = self._tails[_key(session)] = (
-            ", " + _ENCODER.encode(session_fields(session))[1:]
+            ", "
+            + _ENCODER.encode(session_fields(session))[1:-1]
+            + f', "bastion": {bastion}, "risk": '
         )
         return tail
 
 
+def _line_fields(command: Command) -> dict[str, Any]:
+    """Who read the line and what else the parser knows of it (README)."""
+    return {
+        "program": command.program,
+        "typed": command.typed,
+        "keys": command.keys,
+        "unterminated": command.unterminated,
+    }
+
+
+_PLAIN = ', "program": null, "typed": null, "keys": null, "unterminated": '
+_PLAIN_UNTERMINATED = _PLAIN + "true"
+_PLAIN += "false"
+# A plain stored command (session, seq, time, command and maybe cancelled):
+# what its record says after `cancelled`, before its session's fields.
+_PLAIN_COMMAND = ', "kind": "command", "transfer": null, "action": null' + _PLAIN
+
+
 class CsvRecords:
-    """flat_record() as RFC 4180 CSV rows, as csv.writer writes them (local).
+    """flat_record() as RFC 4180 CSV rows, as csv.writer writes them.
 
     The session's cells are encoded once per session (by the csv module); a
-    command's own cells are quoted by csv's QUOTE_MINIMAL rule, by hand.
+    plain stored command's own cells are quoted by csv's QUOTE_MINIMAL rule,
+    by hand (documents(), the local store); values() are a row's cells, for
+    csv.writer (the fleet's rows, and stored commands that are not plain).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, stamp: Stamp) -> None:
+        self._stamp = stamp
+        self._risk = stamp.risk
+        session_names = FIELDS[COMMAND_FIELDS:-OWN_FIELDS]
+        self._session_names = session_names
+        self._cells: dict[tuple[str | None, str] | None, tuple[Any, ...]] = {
+            None: ("",) * len(session_names) + (stamp.bastion,)
+        }
         self._by_id: _ByKey[str] | None = None
 
     def header(self) -> str:
         return _csv_row(FIELDS)
 
+    def values(self, command: Command, session: Session | None) -> tuple[Any, ...]:
+        """The cells of one record; `risk` is the rules' names, spaced."""
+        sid = (session.bastion, session.id) if session is not None else None
+        tail = self._cells.get(sid)
+        if tail is None:
+            assert session is not None
+            named = session_fields(session)  # by name: FIELDS sets the order
+            cells = (named.get(name) for name in self._session_names)
+            tail = self._cells[sid] = tuple("" if v is None else v for v in cells) + (
+                self._stamp.bastion_of(session),
+            )
+        return (
+            (
+                command.session,
+                command.seq,
+                command.time,
+                command.command,
+                "true" if command.cancelled else "false",
+                command.kind.value,
+                "" if command.transfer is None else compact_json(command.transfer),
+                "" if command.action is None else compact_json(command.action),
+                "" if command.program is None else command.program,
+                "" if command.typed is None else command.typed,
+                "" if command.keys is None else command.keys,
+                "true" if command.unterminated else "false",
+            )
+            + tail
+            + (" ".join(self._risk(command.command)),)
+        )
+
     def documents(
         self, docs: list[CommandDocument], sessions: Mapping[str, Session]
     ) -> list[str]:
         """The row of each stored command, its session from `sessions`."""
-        cell = _csv_cell
+        cell, risk, values = _csv_cell, self._risk, self.values
         if self._by_id is None or self._by_id.sessions is not sessions:
             self._by_id = _ByKey(lambda sid: self._tail(sessions.get(sid)), sessions)
         tails = self._by_id
         return [
             f"{cell(d['session'])},{d['seq']},{cell(d['time'])},"
-            f"{cell(d['command'])},{'true' if d.get('cancelled') is True else 'false'},"
-            f"{d.get('kind', _COMMAND)},"
-            f"{'' if (t := d.get('transfer')) is None else cell(compact_json(t))}"
-            f"{tails[d['session']]}"
+            f"{cell(c := d['command'])},"
+            f"{'true' if d.get('cancelled') is True else 'false'},command,,,,,,false"
+            f"{tails[d['session']]},{cell(' '.join(risk(c)))}\r\n"
+            if len(d) - ("cancelled" in d) == PLAIN_FIELDS
+            else _csv_row(values(Command.from_document(d), sessions.get(d["session"])))
             for d in docs
         ]
 
-    @staticmethod
-    def _tail(session: Session | None) -> str:
-        names = FIELDS[COMMAND_FIELDS:]
+    def _tail(self, session: Session | None) -> str:
+        """The session's cells and the bastion's, each after a comma."""
         if session is None:
-            return "," + _csv_row(("",) * len(names))
-        fields = session_fields(session)  # by name: FIELDS sets the order
-        values = (fields.get(name) for name in names)
-        return "," + _csv_row(tuple("" if v is None else v for v in values))
+            cells: tuple[Any, ...] = ("",) * len(self._session_names)
+            bastion = self._stamp.bastion
+        else:
+            fields = session_fields(session)
+            cells = tuple(
+                "" if (v := fields.get(name)) is None else v
+                for name in self._session_names
+            )
+            bastion = self._stamp.bastion_of(session)
+        return "," + _csv_row((*cells, bastion))[: -len(_CSV_EOL)]
 
 
 def compact_json(fields: Any) -> str:
-    """A transfer's fields as one CSV cell holds them."""
+    """A transfer's or an action's fields as one CSV cell holds them."""
     return json.dumps(dict(fields), ensure_ascii=False, separators=(",", ":"))
+
+
+_CSV_EOL = "\r\n"  # the excel dialect's line terminator
 
 
 def _csv_row(values: tuple[Any, ...]) -> str:
@@ -236,4 +359,3 @@ def _key(session: Session) -> str:
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False)
 _string = json.encoder.encode_basestring
-_COMMAND = Kind.COMMAND.value

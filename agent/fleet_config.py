@@ -106,12 +106,13 @@ def check_database(value: Any, where: Where) -> str:
         raise where.error(f"is not a PostgreSQL connection string: {reason}") from e
     if words.get("password"):
         raise where.error(
-            "holds a password: put it in fleet.password_file or PGPASSWORD instead"
+            "holds a password: put it in the password_file beside it, or in "
+            "PGPASSWORD, instead"
         )
     return value
 
 
-def _password_file(value: Any, where: Where) -> Path | None:
+def check_password_file(value: Any, where: Where) -> Path | None:
     if value is None or value == "":
         return None
     return absolute_path(value, where)
@@ -134,7 +135,7 @@ def fleet_table(value: Any, where: Where) -> FleetConfig:
         limits=_LIMITS,
         checks={
             "database": check_database,
-            "password_file": _password_file,
+            "password_file": check_password_file,
             "bastion": _bastion,
         },
     )

@@ -19,26 +19,27 @@ from typing import Any
 
 import psycopg
 
+from agent.access_log import AccessEntry
 from agent.casts import CastError
 from agent.fleet_config import FleetConfig
-from agent.fleet_db import connect, describe, explain
+from agent.fleet_db import connect, describe, explain, one_line
+from agent.fleet_queries import (
+    COMMAND_COLUMNS,
+    SESSION_COLUMNS,
+    access_sql,
+    commands_sql,
+    count_commands_sql,
+    count_sessions_sql,
+    counted_page_sql,
+    sessions_sql,
+)
 from agent.fleet_schema import NOTIFY_CHANNEL, check_version
-from agent.reading import Follower, Reader, Row, Selection
+from agent.reading import Follower, Reader, ReadError, ReadTimeout, Row, Selection
 from agent.records import Command, Session
 
 FETCH_ROWS = 5000  # commands per round trip of the server-side cursor
 RECONNECT_LOOKBACK = "60 seconds"  # re-read after a lost feed connection
-
-_SESSION_COLUMNS = (
-    "id, tag, bastion_user, remote_user, host, port, ssh_pid, tty, started_at,"
-    " ended_at, status, end_reason, command_count, gaps, remote_command, origin,"
-    " client_addr, inventory_host, remote_account, recorder, hash, extra,"
-    " start_ticks, bastion"
-)
-_COMMAND_COLUMNS = (
-    "c.session, c.seq, c.time, c.command, c.cancelled, c.kind, c.program, c.hash,"
-    " c.extra, c.bastion"
-)
+WALK_S = 0.5  # a walk back in time for a page of a common match, at most
 
 
 def iso_of(dt: datetime) -> str:
@@ -47,9 +48,11 @@ def iso_of(dt: datetime) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
+_SESSION_NAMES = [n.strip() for n in SESSION_COLUMNS.split(",")]
+
+
 def session_of(row: tuple[Any, ...]) -> Session:
-    names = [n.strip() for n in _SESSION_COLUMNS.split(",")]
-    values = dict(zip(names, row, strict=True))
+    values = dict(zip(_SESSION_NAMES, row, strict=True))
     doc = {k: v for k, v in values.items() if k not in ("extra", "start_ticks")}
     for key in ("started_at", "ended_at"):
         if doc[key] is not None:
@@ -77,34 +80,27 @@ def command_of(row: tuple[Any, ...]) -> Command:
     return Command.from_document(doc)
 
 
-def _like(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
-def _session_where(selection: Selection, alias: str) -> tuple[list[str], list[Any]]:
-    where: list[str] = []
-    params: list[Any] = []
-    a = alias
-    if selection.session:
-        where.append(f"({a}.id = %s OR {a}.tag = %s)")
-        params += [selection.session, selection.session]
-    if selection.bastion:
-        where.append(f"{a}.bastion = %s")
-        params.append(selection.bastion)
-    if selection.user:
-        where.append(f"({a}.bastion_user = %s OR {a}.remote_user = %s)")
-        params += [selection.user, selection.user]
-    if selection.host:
-        where.append(f"{a}.host = %s")
-        params.append(selection.host)
-    return where, params
+def access_of(row: tuple[Any, ...]) -> AccessEntry:
+    """An access_log row (agent/daemon/fleet_rows.py wrote it) as its entry."""
+    bastion, seq, time, actor, action, target, detail = row
+    doc = {**(detail or {}), "seq": seq, "time": iso_of(time), "actor": actor}
+    doc.update(action=action, session=target, bastion=bastion)
+    return AccessEntry.from_document(doc)
 
 
 class FleetReader(Reader):
+    """`statement_timeout_s`: every query stops there (ReadTimeout); `read_only`:
+    every transaction is read-only, whatever the role may do."""
+
     fleet = True
 
-    def __init__(self, database: str, fleet: FleetConfig) -> None:
+    def __init__(
+        self,
+        database: str,
+        fleet: FleetConfig,
+        statement_timeout_s: float | None = None,
+        read_only: bool = False,
+    ) -> None:
         self.database = database
         self.config = fleet
         self.where = describe(database)
@@ -112,45 +108,82 @@ class FleetReader(Reader):
         self.conn = connect(fleet, database, autocommit=True)
         try:
             check_version(self.conn, self.where)
+            if statement_timeout_s is not None:
+                self._set("statement_timeout", f"{int(statement_timeout_s * 1000)}ms")
+            if read_only:
+                self._set("default_transaction_read_only", "on")
+                # Short queries: compiling them (about 30 ms) costs more
+                # than it saves (seen in EXPLAIN ANALYZE of a page).
+                self._set("jit", "off")
         except BaseException:
             self.conn.close()
             raise
         self._sessions: dict[tuple[str, str], Session] = {}
 
-    def close(self) -> None:
-        self.conn.close()
-
-    def _query(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+    def _set(self, name: str, value: str) -> None:
         try:
-            with self.conn.transaction():
-                return list(self.conn.execute(sql, params).fetchall())
+            self.conn.execute("SELECT set_config(%s, %s, false)", [name, value])
         except psycopg.Error as e:
             raise explain(e, self.where) from e
 
-    def sessions(
-        self, selection: Selection, limit: int | None = None, offset: int = 0
-    ) -> list[Session]:
-        where, params = _session_where(selection, "s")
-        if selection.status:
-            where.append("s.status = %s")
-            params.append(selection.status)
-        if selection.until:
-            where.append("s.started_at <= %s::timestamptz")
-            params.append(selection.until)
-        if selection.since:
-            where.append("coalesce(s.ended_at, now()) >= %s::timestamptz")
-            params.append(selection.since)
-        sql = (
-            f"SELECT {_SESSION_COLUMNS} FROM sessions s"
-            + (" WHERE " + " AND ".join(where) if where else "")
-            + " ORDER BY s.started_at, s.bastion, s.id"
-            + (" LIMIT %s" if limit is not None else "")
-            + " OFFSET %s"
+    def close(self) -> None:
+        self.conn.close()
+
+    def forget(self) -> None:
+        """Drop the sessions kept since the last call: read them again."""
+        self._sessions = {}
+
+    def _failure(self, error: psycopg.Error) -> Exception:
+        if isinstance(error, psycopg.errors.QueryCanceled):
+            return ReadTimeout(f"fleet database {self.where}: the query ran too long")
+        if isinstance(error, psycopg.errors.InvalidRegularExpression):
+            return ReadError(f"not a regular expression: {one_line(error)}")
+        return explain(error, self.where)
+
+    def _query(
+        self, sql: str, params: list[Any], timeout_s: float | None = None
+    ) -> list[tuple[Any, ...]]:
+        """`timeout_s`: this query's own statement timeout (shorter, for a try)."""
+        try:
+            with self.conn.transaction():
+                if timeout_s is not None:
+                    self.conn.execute(
+                        "SELECT set_config('statement_timeout', %s, true)",
+                        [f"{max(1, int(timeout_s * 1000))}ms"],
+                    )
+                return list(self.conn.execute(sql, params).fetchall())
+        except psycopg.Error as e:
+            raise self._failure(e) from e
+
+    def _count(self, sql: str, params: list[Any]) -> int:
+        return int(self._query(sql, params)[0][0])
+
+    def can_write(self) -> bool:
+        """Whether this role may write any of the fleet's tables."""
+        rows = self._query(
+            "SELECT bool_or(has_table_privilege(t, p)) FROM unnest(%s::text[]) t,"
+            " unnest(ARRAY['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE']) p",
+            [["bastions", "sessions", "commands", "recordings", "access_log"]],
         )
-        params += [limit] if limit is not None else []
-        params.append(offset)
-        found = [self._remember(session_of(r)) for r in self._query(sql, params)]
-        return found
+        return bool(rows[0][0])
+
+    def sessions(
+        self,
+        selection: Selection,
+        limit: int | None = None,
+        offset: int = 0,
+        newest_first: bool = False,
+    ) -> list[Session]:
+        sql, params = sessions_sql(selection, limit, offset, newest_first)
+        return [self._remember(session_of(r)) for r in self._query(sql, params)]
+
+    def count_sessions(self, selection: Selection) -> int:
+        return self._count(*count_sessions_sql(selection))
+
+    def session(self, bastion: str, session_id: str) -> Session | None:
+        """The session of this key, as the fleet has it now."""
+        self._sessions.pop((bastion, session_id), None)
+        return self._session(bastion, session_id)
 
     def _remember(self, session: Session) -> Session:
         assert session.bastion is not None
@@ -161,7 +194,7 @@ class FleetReader(Reader):
         known = self._sessions.get((bastion, session_id))
         if known is None:
             rows = self._query(
-                f"SELECT {_SESSION_COLUMNS} FROM sessions s"
+                f"SELECT {SESSION_COLUMNS} FROM sessions s"
                 " WHERE s.bastion = %s AND s.id = %s",
                 [bastion, session_id],
             )
@@ -169,55 +202,91 @@ class FleetReader(Reader):
                 known = self._remember(session_of(rows[0]))
         return known
 
-    def _command_sql(
-        self, selection: Selection, limit: int | None, offset: int
-    ) -> tuple[str, list[Any]]:
-        # A search goes through the trigram index first: behind the OFFSET 0
-        # fence the planner cannot choose to walk the time index instead and
-        # filter, which it does for a LIMIT when it guesses many hits.
-        text, text_params = [], []
-        if selection.contains:
-            text.append("command ILIKE %s")
-            text_params.append(_like(selection.contains))
-        if selection.regex:
-            text.append("command ~ %s")
-            text_params.append(selection.regex)
-        source = "commands"
-        if text:
-            source = f"(SELECT * FROM commands WHERE {' AND '.join(text)} OFFSET 0)"
-        where, params = _session_where(selection, "s")
-        params = [*text_params, *params]
-        if selection.since:
-            where.append("c.time >= %s::timestamptz")
-            params.append(selection.since)
-        if selection.until:
-            where.append("c.time <= %s::timestamptz")
-            params.append(selection.until)
-        sql = (
-            f"SELECT {_COMMAND_COLUMNS} FROM {source} c"
-            " JOIN sessions s ON s.bastion = c.bastion AND s.id = c.session"
-            + (" WHERE " + " AND ".join(where) if where else "")
-            + " ORDER BY c.time, c.bastion, c.session, c.seq"
-            + (" LIMIT %s" if limit is not None else "")
-            + " OFFSET %s"
-        )
-        params += [limit] if limit is not None else []
-        params.append(offset)
-        return sql, params
-
     def commands(
-        self, selection: Selection, limit: int | None = None, offset: int = 0
+        self,
+        selection: Selection,
+        limit: int | None = None,
+        offset: int = 0,
+        newest_first: bool = False,
+        many: bool = False,
     ) -> Iterator[Row]:
-        sql, params = self._command_sql(selection, limit, offset)
+        """`many`: the caller knows the selection matches many commands (a
+        count reached its bound), so a page of the newest is looked for by
+        walking back in time; a walk that finds too few in WALK_S (the many
+        are old) gives way to the usual plan."""
+        if limit is not None and limit <= FETCH_ROWS:  # one round trip
+            if many and newest_first:
+                sql, params = commands_sql(selection, limit, offset, True, walk=True)
+                try:
+                    return iter(self._rows(self._query(sql, params, WALK_S)))
+                except ReadTimeout:
+                    pass
+            sql, params = commands_sql(selection, limit, offset, newest_first)
+            return iter(self._rows(self._query(sql, params)))
+        sql, params = commands_sql(selection, limit, offset, newest_first)
+        return self._streamed(sql, params)
+
+    def _streamed(self, sql: str, params: list[Any]) -> Iterator[Row]:
         try:
             with self.conn.transaction():
                 cur = self.conn.cursor(name="bastion_audit_commands")
                 cur.itersize = FETCH_ROWS
                 cur.execute(sql, params)
-                for row in cur:
-                    yield command_of(row), self._session(row[-1], row[0])
+                while batch := cur.fetchmany(FETCH_ROWS):
+                    yield from self._rows(batch)
         except psycopg.Error as e:
-            raise explain(e, self.where) from e
+            raise self._failure(e) from e
+
+    def _rows(self, rows: list[tuple[Any, ...]]) -> list[Row]:
+        self._prefetch({(r[-1], r[0]) for r in rows})
+        return [(command_of(r), self._session(r[-1], r[0])) for r in rows]
+
+    def _prefetch(self, keys: set[tuple[str, str]]) -> None:
+        """The sessions of these (bastion, id) keys not known yet, in one query."""
+        missing = sorted(k for k in keys if k not in self._sessions)
+        if not missing:
+            return
+        for row in self._query(
+            f"SELECT {SESSION_COLUMNS} FROM sessions s WHERE (s.bastion, s.id)"
+            " IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+            [[b for b, _ in missing], [sid for _, sid in missing]],
+        ):
+            self._remember(session_of(row))
+
+    def count_commands(self, selection: Selection, at_most: int | None = None) -> int:
+        return self._count(*count_commands_sql(selection, at_most))
+
+    def counted_page(
+        self, selection: Selection, limit: int, offset: int, at_most: int
+    ) -> tuple[int, list[Row]]:
+        """The newest-first page at `offset`, and how many match, up to `at_most`.
+
+        Fewer: one scan of the matches gives both. As many (a common word):
+        the page is found by walking back in time (`commands(many=True)`).
+        """
+        rows = self._query(*counted_page_sql(selection, limit, offset, at_most))
+        total = int(rows[0][0])
+        if total < at_most:
+            return total, self._rows([r[1:] for r in rows if r[1] is not None])
+        return total, list(self.commands(selection, limit, offset, True, many=True))
+
+    def session_commands(
+        self, bastion: str, session_id: str, after: int = 0, limit: int | None = None
+    ) -> list[Command]:
+        """A session's commands past seq `after`, in seq order."""
+        rows = self._query(
+            f"SELECT {COMMAND_COLUMNS} FROM commands c"
+            " WHERE c.bastion = %s AND c.session = %s AND c.seq > %s ORDER BY c.seq"
+            + (" LIMIT %s" if limit is not None else ""),
+            [bastion, session_id, after, *([limit] if limit is not None else [])],
+        )
+        return [command_of(r) for r in rows]
+
+    def access(self, limit: int | None = None, offset: int = 0) -> list[AccessEntry]:
+        return [access_of(r) for r in self._query(*access_sql(limit, offset))]
+
+    def count_access(self) -> int:
+        return self._count("SELECT count(*) FROM access_log", [])
 
     def cast(self, name: str, bastion: str | None = None) -> bytes:
         sql = "SELECT bastion, id FROM sessions WHERE (id = %s OR tag = %s)"
@@ -258,6 +327,38 @@ class FleetReader(Reader):
             [session.bastion, session.id],
         )
         return int(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    def recording_since(
+        self, bastion: str, session_id: str, offset: int, max_bytes: int
+    ) -> bytes:
+        """The recording's bytes from `offset` on, at most `max_bytes` (live view).
+
+        The chunks' sizes come first (a small look), and only the chunks
+        holding something past `offset` are fetched and inflated.
+        """
+        sizes = self._query(
+            "SELECT chunk, raw_bytes FROM recordings"
+            " WHERE bastion = %s AND session = %s ORDER BY chunk",
+            [bastion, session_id],
+        )
+        wanted, starts, at = [], {}, 0
+        for n, (chunk, size) in enumerate(sizes):
+            if chunk != n:
+                break  # a chunk not shipped yet: what follows waits for it
+            if at + size > offset and at < offset + max_bytes:
+                wanted.append(chunk)
+                starts[chunk] = at
+            at += size
+        if not wanted:
+            return b""
+        rows = self._query(
+            "SELECT chunk, data FROM recordings"
+            " WHERE bastion = %s AND session = %s AND chunk = ANY(%s) ORDER BY chunk",
+            [bastion, session_id, wanted],
+        )
+        data = b"".join(zlib.decompress(bytes(d)) for _, d in rows)
+        skip = offset - starts[wanted[0]]
+        return data[skip : skip + max_bytes]
 
     def follower(self, selection: Selection, last: int = 10) -> FleetFollower:
         return FleetFollower(self, selection, last)
@@ -328,34 +429,25 @@ class FleetFollower(Follower):
     def _initial(self) -> list[Row]:
         if self.selection.since:
             return list(self.reader.commands(self.selection))
-        sql, params = self.reader._command_sql(self.selection, None, 0)
-        sql = sql.replace(
-            "ORDER BY c.time, c.bastion, c.session, c.seq",
-            "ORDER BY c.time DESC, c.bastion DESC, c.session DESC, c.seq DESC",
-        ).replace(" OFFSET %s", " LIMIT %s")
-        params[-1] = max(0, self.last)
-        rows = self.reader._query(sql, params)
-        return [
-            (command_of(r), self.reader._session(r[-1], r[0])) for r in reversed(rows)
-        ]
+        newest = self.reader.commands(
+            self.selection, limit=max(0, self.last), newest_first=True
+        )
+        return list(reversed(list(newest)))
 
     def _recent(self) -> list[Row]:
         rows = self.reader._query(
-            f"SELECT {_COMMAND_COLUMNS} FROM commands c WHERE c.received_at >"
+            f"SELECT {COMMAND_COLUMNS} FROM commands c WHERE c.received_at >"
             f" now() - interval '{RECONNECT_LOOKBACK}'"
             " ORDER BY c.time, c.bastion, c.session, c.seq",
             [],
         )
-        return self._rows(rows)
+        return self.reader._rows(rows)
 
     def _fetch(self, bastion: str, session_id: str, after: int) -> list[Row]:
         self.reader._sessions.pop((bastion, session_id), None)  # its state moved on
         rows = self.reader._query(
-            f"SELECT {_COMMAND_COLUMNS} FROM commands c"
+            f"SELECT {COMMAND_COLUMNS} FROM commands c"
             " WHERE c.bastion = %s AND c.session = %s AND c.seq > %s ORDER BY c.seq",
             [bastion, session_id, after],
         )
-        return self._rows(rows)
-
-    def _rows(self, rows: list[tuple[Any, ...]]) -> list[Row]:
-        return [(command_of(r), self.reader._session(r[-1], r[0])) for r in rows]
+        return self.reader._rows(rows)

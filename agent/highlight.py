@@ -13,14 +13,18 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from agent import AgentError
 
 DEFAULT_STYLE = "bold red"
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-# A shell word boundary that stays inside one simple command.
-_SAME_COMMAND = r"[^;&|\n]*"
+# The rest of one simple command, up to SPAN_MAX characters. Bounded, because
+# Python's re restarts at every occurrence of a rule's first word: with `*`
+# here, a stored command of n repeated `rm ` took O(n^2) (60 KB: 32 s), and
+# that command is hostile text the exports and fleet events now run the rules on.
+SPAN_MAX = 256
+_SAME_COMMAND = rf"[^;&|\n]{{0,{SPAN_MAX}}}"
 
 
 class HighlightError(AgentError):
@@ -32,56 +36,74 @@ class HighlightRule:
     name: str
     pattern: re.Pattern[str]
     style: str = DEFAULT_STYLE
+    # Texts of which a match holds at least one, as one alternation of
+    # literals: a command with none of them is passed over without running
+    # the pattern (a literal search costs a fraction of a regex that may start
+    # anywhere). None: always run it.
+    needles: re.Pattern[str] | None = None
 
     def matches(self, command: str) -> bool:
+        if self.needles is not None and self.needles.search(command) is None:
+            return False
         return self.pattern.search(command) is not None
 
 
-def rule(name: str, pattern: str, style: str = DEFAULT_STYLE) -> HighlightRule:
-    return HighlightRule(name, re.compile(pattern), style)
+def _literals(words: Iterable[str]) -> re.Pattern[str]:
+    return re.compile("|".join(re.escape(w) for w in words))
+
+
+def rule(name: str, needles: tuple[str, ...], pattern: str) -> HighlightRule:
+    return HighlightRule(name, re.compile(pattern), DEFAULT_STYLE, _literals(needles))
 
 
 BUILTIN_RULES: tuple[HighlightRule, ...] = (
     # rm with a recursive flag anywhere and `/` or `/*` as an operand.
     rule(
         "rm-root",
-        rf"\brm\s(?=(?:{_SAME_COMMAND}\s)?-(?:-recursive|[A-Za-z]*[rR]))"
-        rf"{_SAME_COMMAND}\s/+\*?(?=\s|$|[;&|])",
+        ("rm",),
+        rf"\brm\s(?=(?:{_SAME_COMMAND}\s)?-(?:-recursive|[A-Za-z]{{0,32}}[rR]))"
+        rf"{_SAME_COMMAND}\s/++\*?(?=\s|$|[;&|])",
     ),
     rule(
         "chmod-open",
-        rf"\bchmod\s(?=(?:{_SAME_COMMAND}\s)?-(?:-recursive|[A-Za-z]*R))"
+        ("chmod",),
+        rf"\bchmod\s(?=(?:{_SAME_COMMAND}\s)?-(?:-recursive|[A-Za-z]{{0,32}}R))"
         rf"{_SAME_COMMAND}\s(?:0?777|a\+rwx|ugo\+rwx)\b",
     ),
     rule(
         "pipe-to-shell",
-        r"\b(?:curl|wget|fetch)\b[^|;&\n]*\|\s*(?:sudo\s+(?:-\S+\s+)*)?"
+        ("curl", "wget", "fetch"),
+        rf"\b(?:curl|wget|fetch)\b{_SAME_COMMAND}\|\s*(?:sudo\s+(?:-\S+\s+)*)?"
         r"(?:ba|z|k|da|fi)?sh\b|\b(?:ba|z)?sh\s+<\(\s*(?:curl|wget)\b",
     ),
     rule(
         "firewall-off",
+        ("tables", "nft", "ufw"),
         rf"\bip6?tables(?:-legacy|-nft)?\b{_SAME_COMMAND}"
         r"\s(?:-F\b|--flush\b|-X\b|-P\s+\w+\s+ACCEPT\b)"
         r"|\bnft\s+flush\s+ruleset\b|\bufw\s+disable\b",
     ),
     rule(
         "disk-wipe",
-        r"\bmkfs(?:\.\w+)?\s|\bwipefs\b|\bdd\b[^;&|\n]*\bof=/dev/(?!null\b|zero\b)"
-        r"|>\s*/dev/(?:sd|vd|xvd|hd|nvme|mmcblk)\w*|\bshred\b[^;&|\n]*\s/dev/",
+        ("mkfs", "wipefs", "/dev/"),
+        rf"\bmkfs(?:\.\w+)?\s|\bwipefs\b|\bdd\b{_SAME_COMMAND}\bof=/dev/(?!null\b|zero\b)"
+        rf"|>\s*/dev/(?:sd|vd|xvd|hd|nvme|mmcblk)\w*|\bshred\b{_SAME_COMMAND}\s/dev/",
     ),
-    rule("fork-bomb", r":\s*\(\s*\)\s*\{\s*:\s*\|\s*:\s*&\s*\}\s*;\s*:"),
+    rule("fork-bomb", ("{",), r":\s*\(\s*\)\s*\{\s*:\s*\|\s*:\s*&\s*\}\s*;\s*:"),
     rule(
         "hide-traces",
+        ("HIST", "history", "auditctl", "setenforce", "systemctl"),
         r"\bunset\s+HISTFILE\b|\bhistory\s+-c\b|\bHISTSIZE=0\b|\bHISTFILE=/dev/null\b"
-        r"|\bset\s+\+o\s+history\b|>\s*\S*\.bash_history\b"
+        rf"|\bset\s+\+o\s+history\b|>\s*\S{{0,{SPAN_MAX}}}\.bash_history\b"
         r"|\bauditctl\s+-D\b|\bsetenforce\s+0\b"
         r"|\bsystemctl\s+(?:stop|disable|mask|kill)\s+(?:auditd|rsyslog|"
         r"systemd-journald|bastion-audit)\b",
     ),
     rule(
         "reverse-shell",
-        r"/dev/tcp/|\bnc(?:at)?\b[^;&|\n]*\s-[A-Za-z]*[ec]\s"
-        r"|\bsocat\b[^;&|\n]*\bexec:",
+        ("/dev/tcp/", "nc", "socat"),
+        rf"/dev/tcp/|\bnc(?:at)?\b{_SAME_COMMAND}\s-[A-Za-z]{{0,32}}[ec]\s"
+        rf"|\bsocat\b{_SAME_COMMAND}\bexec:",
     ),
 )
 
@@ -131,3 +153,52 @@ def active_rules(
 
 def matching(rules: Iterable[HighlightRule], command: str) -> list[HighlightRule]:
     return [r for r in rules if r.matches(command)]
+
+
+class Matcher(Protocol):
+    """A highlight rule as Risk takes it: a HighlightRule, or a rules file's rule."""
+
+    @property
+    def name(self) -> str: ...
+
+    def matches(self, command: str) -> bool: ...
+
+
+class Risk:
+    """The names of the rules a command matches: every output's `risk` field.
+
+    The same short command text comes back often (ls, cd, sudo -i): its
+    answer is kept, up to CACHE_MAX texts of up to CACHE_TEXT_MAX characters,
+    so an export pays the rules once per text and the memory stays bounded.
+    """
+
+    CACHE_MAX = 4096
+    CACHE_TEXT_MAX = 256
+
+    def __init__(self, rules: Sequence[Matcher]) -> None:
+        self.rules = tuple(rules)
+        self._known: dict[str, tuple[str, ...]] = {}
+        # All the built-in rules' literals at once: most commands hold none,
+        # and then only the rules without literals (the configuration's own,
+        # the rules file's) run.
+        needles = [getattr(r, "needles", None) for r in self.rules]
+        literals = [n.pattern for n in needles if n is not None]
+        self._any = re.compile("|".join(literals)) if literals else None
+        self._unfiltered = tuple(
+            r for r, n in zip(self.rules, needles, strict=True) if n is None
+        )
+
+    def names(self, command: str) -> tuple[str, ...]:
+        known = self._known.get(command)
+        if known is not None:
+            return known
+        if self._any is not None and self._any.search(command) is None:
+            names = tuple(r.name for r in self._unfiltered if r.matches(command))
+        else:
+            names = tuple(r.name for r in self.rules if r.matches(command))
+        if len(command) > self.CACHE_TEXT_MAX:
+            return names
+        if len(self._known) >= self.CACHE_MAX:
+            self._known.clear()
+        self._known[command] = names
+        return names

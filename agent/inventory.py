@@ -23,6 +23,7 @@ from typing import Any
 
 from agent import AgentError
 from agent.config import DEFAULT_INTENTS_DIR, DEFAULT_RECORDINGS_DIR
+from agent.locks import DEFAULT_LOCKS_DIR
 from agent.toml_table import Where, absolute_path, check_value, read_toml, table
 from tracer import Mode
 
@@ -140,6 +141,10 @@ class ShellSettings:
     recordings_dir: Path = DEFAULT_RECORDINGS_DIR  # the paramiko backend's spool
     recording_mode: Mode = Mode.STRICT  # paramiko: a recording that cannot be written
     # ends the session (strict) or leaves a gap in it (permissive)
+    # The command rules (agent/rules.py), for deny where audit-shell relays;
+    # missing: none.
+    rules_file: Path = Path("/etc/bastion-audit/rules.toml")
+    locks_dir: Path = DEFAULT_LOCKS_DIR  # the agent's lock files (agent/locks.py)
 
 
 @dataclass(frozen=True)

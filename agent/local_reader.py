@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from agent.access_log import AccessEntry
 from agent.casts import CastError, cast_path, read_cast
 from agent.reader import Snapshot, StoreFollower, check_data_dir, load
 from agent.reading import Follower, Reader, Row, Selection
@@ -36,10 +37,22 @@ class LocalReader(Reader):
         return self._snapshot
 
     def sessions(
-        self, selection: Selection, limit: int | None = None, offset: int = 0
+        self,
+        selection: Selection,
+        limit: int | None = None,
+        offset: int = 0,
+        newest_first: bool = False,
     ) -> list[Session]:
+        chosen = self._sessions(selection)
+        if newest_first:
+            chosen.reverse()
+        end = None if limit is None else offset + limit
+        return chosen[offset:end]
+
+    def _sessions(self, selection: Selection) -> list[Session]:
         now = time.time()
-        chosen = (
+        having = self._having(selection.having)
+        return [
             s
             for s in sorted(
                 self.snapshot.sessions.values(), key=lambda s: (s.started_at, s.id)
@@ -48,24 +61,52 @@ class LocalReader(Reader):
             and selection.session_matches(s)
             and selection.in_window(s, now)
             and (selection.status is None or s.status == selection.status)
-        )
-        end = None if limit is None else offset + limit
-        return list(itertools.islice(chosen, offset, end))
+            and (having is None or s.id in having)
+        ]
+
+    def _having(self, text: str | None) -> set[str] | None:
+        """The sessions with a command containing `text` (any case); None: any."""
+        if text is None:
+            return None
+        needle = text.casefold()
+        return {
+            c.session for c in self.snapshot.commands if needle in c.command.casefold()
+        }
+
+    def count_sessions(self, selection: Selection) -> int:
+        return len(self._sessions(selection))
 
     def commands(
-        self, selection: Selection, limit: int | None = None, offset: int = 0
+        self,
+        selection: Selection,
+        limit: int | None = None,
+        offset: int = 0,
+        newest_first: bool = False,
     ) -> Iterator[Row]:
+        selection.python_regex()  # ReadError now, not at the first row
         sessions = self.snapshot.sessions
         matches = selection.command_matches
+        stored = self.snapshot.commands
         rows = (
             (c, s)
-            for c in self.snapshot.commands
+            for c in (reversed(stored) if newest_first else stored)
             if matches(c, s := sessions.get(c.session))
         )
         if limit is None and not offset:
             return rows
         end = None if limit is None else offset + limit
         return itertools.islice(rows, offset, end)
+
+    def count_commands(self, selection: Selection, at_most: int | None = None) -> int:
+        return sum(1 for _ in self.commands(selection, at_most))
+
+    def access(self, limit: int | None = None, offset: int = 0) -> list[AccessEntry]:
+        newest_first = self.snapshot.access[::-1]
+        end = None if limit is None else offset + limit
+        return newest_first[offset:end]
+
+    def count_access(self) -> int:
+        return len(self.snapshot.access)
 
     def cast_file(self, name: str) -> Path:
         """The recording of session `name` (an id, or a tag used only once)."""

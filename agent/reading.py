@@ -1,7 +1,7 @@
 """One way to read the record, two stores behind it: this bastion's, or the fleet's.
 
-audit-export, audit-sessions, audit-tail (and the console, later) read
-through a Reader: the local store's (agent/local_reader.py, the shards of
+audit-export, audit-sessions, audit-tail and the console (over the fleet)
+read through a Reader: the local store's (agent/local_reader.py, the shards of
 one data directory) or the fleet store's (agent/fleet_reader.py,
 PostgreSQL; `FleetReader(dsn, fleet_config)`). Both return the same records,
 Session and Command; a session read from the fleet carries its `bastion`,
@@ -9,13 +9,19 @@ which every output then shows as one more field.
 
 The API, for programs:
 
-- `sessions(selection, limit=None, offset=0)`: sessions in the selection's
-  time window (running at some time in it), by start time, a page at a time;
-- `commands(selection, limit=None, offset=0)`: (command, its session) in
-  order (local: as stored; fleet: by time, then bastion, session, seq),
-  filtered by session, user, host, bastion, time, a case-insensitive
-  substring (`contains`) or a regular expression (`regex`; local: Python's,
-  fleet: PostgreSQL's POSIX one), a page at a time or all of them;
+- `sessions(selection, limit=None, offset=0, newest_first=False)`: sessions
+  in the selection's time window (running at some time in it), by start
+  time (or the newest first), a page at a time; `count_sessions(selection)`
+  says how many there are;
+- `commands(selection, limit=None, offset=0, newest_first=False)`: (command,
+  its session) in order (local: as stored; fleet: by time, then bastion,
+  session, seq) or the newest first, filtered by session, user, host,
+  bastion, time, a case-insensitive substring (`contains`) or a regular
+  expression (`regex`; local: Python's, fleet: PostgreSQL's POSIX one), a
+  page at a time or all of them; `count_commands(selection, at_most=None)`
+  counts them (up to `at_most`, so that a count of a common word is bounded);
+- `access(limit=None, offset=0)`: the access log, the newest entry first,
+  and `count_access()`;
 - `cast(name, bastion=None)`: a session's recording, the asciicast v2 bytes;
 - `recording_bytes(session)`: its size, or None;
 - `follower()`: new commands as they are stored (`poll()`), for audit-tail;
@@ -30,6 +36,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from agent import AgentError
+from agent.access_log import AccessEntry
 from agent.records import Command, Session, iso
 
 Row = tuple[Command, Session | None]
@@ -37,6 +44,10 @@ Row = tuple[Command, Session | None]
 
 class ReadError(AgentError):
     """A selection or a store that cannot be read as asked."""
+
+
+class ReadTimeout(ReadError):
+    """A query that ran past its reader's time limit (and was stopped)."""
 
 
 @dataclass(frozen=True)
@@ -52,13 +63,26 @@ class Selection:
     status: str | None = None  # sessions only: live, closed ...
     contains: str | None = None  # commands only: a substring, any case
     regex: str | None = None  # commands only: a regular expression
+    # The console's session filters (each exact; None means any).
+    bastion_user: str | None = None
+    remote_user: str | None = None
+    host_named: str | None = None  # the host as given, or its inventory name
+    origin: str | None = None  # audit-shell, web-token or direct
+    recorder: str | None = None  # strace or paramiko
+    having: str | None = None  # sessions only: with a command containing this
 
-    def __post_init__(self) -> None:
-        if self.regex is not None:
-            try:
-                re.compile(self.regex)
-            except re.error as e:
-                raise ReadError(f"not a regular expression: {self.regex!r}: {e}") from e
+    def python_regex(self) -> re.Pattern[str] | None:
+        """`regex` for Python's re (the local store); ReadError if it is not one.
+
+        The fleet store matches with PostgreSQL's own (POSIX) expressions,
+        which say themselves what they refuse, so it is checked only here.
+        """
+        if self.regex is None:
+            return None
+        try:
+            return re.compile(self.regex)
+        except re.error as e:
+            raise ReadError(f"not a regular expression: {self.regex!r}: {e}") from e
 
     def session_matches(self, session: Session | None) -> bool:
         if session is None:
@@ -69,7 +93,23 @@ class Selection:
             return False
         if self.user and self.user not in (session.bastion_user, session.remote_user):
             return False
-        return not self.host or self.host == session.host
+        if self.host and self.host != session.host:
+            return False
+        return self._console_matches(session)
+
+    def _console_matches(self, s: Session) -> bool:
+        if self.bastion_user is not None and self.bastion_user != s.bastion_user:
+            return False
+        if self.remote_user is not None and self.remote_user != s.remote_user:
+            return False
+        if self.host_named is not None and self.host_named not in (
+            s.host,
+            s.inventory_host,
+        ):
+            return False
+        if self.origin is not None and self.origin != (s.origin or "direct"):
+            return False
+        return self.recorder is None or self.recorder == s.recorder
 
     def command_matches(self, command: Command, session: Session | None) -> bool:
         if self.session and session is None and command.session != self.session:
@@ -80,7 +120,8 @@ class Selection:
             return False
         if self.contains and self.contains.lower() not in command.command.lower():
             return False
-        if self.regex and re.search(self.regex, command.command) is None:
+        pattern = self.python_regex()
+        if pattern is not None and pattern.search(command.command) is None:
             return False
         return self.session_matches(session)
 
@@ -115,13 +156,35 @@ class Reader(abc.ABC):
 
     @abc.abstractmethod
     def sessions(
-        self, selection: Selection, limit: int | None = None, offset: int = 0
+        self,
+        selection: Selection,
+        limit: int | None = None,
+        offset: int = 0,
+        newest_first: bool = False,
     ) -> list[Session]: ...
 
     @abc.abstractmethod
+    def count_sessions(self, selection: Selection) -> int: ...
+
+    @abc.abstractmethod
     def commands(
-        self, selection: Selection, limit: int | None = None, offset: int = 0
+        self,
+        selection: Selection,
+        limit: int | None = None,
+        offset: int = 0,
+        newest_first: bool = False,
     ) -> Iterator[Row]: ...
+
+    @abc.abstractmethod
+    def count_commands(self, selection: Selection, at_most: int | None = None) -> int:
+        """How many commands `commands(selection)` gives; at most `at_most`."""
+
+    @abc.abstractmethod
+    def access(self, limit: int | None = None, offset: int = 0) -> list[AccessEntry]:
+        """The access log (agent/access_log.py), the newest entry first."""
+
+    @abc.abstractmethod
+    def count_access(self) -> int: ...
 
     @abc.abstractmethod
     def cast(self, name: str, bastion: str | None = None) -> bytes: ...

@@ -42,6 +42,13 @@ class Kind(enum.StrEnum):
 
     COMMAND = "command"  # a line the session's shell ran
     TRANSFER = "transfer"  # a file moved through the bastion (Command.transfer)
+    # A command rule acted (Command.action: rule, action, outcome, detail).
+    ACTION = "action"
+    DENIED = "denied"  # a line a deny rule kept from running (Command.action)
+    # parsers.events.LineKind: a line another program read (Command.program),
+    # keys typed unseen at a shell prompt (Command.keys).
+    INPUT = "input"
+    HIDDEN_INPUT = "hidden_input"
 
 
 class Origin(enum.StrEnum):
@@ -101,6 +108,9 @@ class Session:
     # The fleet's bastion id, for a session read from the fleet store
     # (agent/fleet_reader.py); None in the local store, which is one bastion's.
     bastion: str | None = None
+    # Keys typed that became no command, input or secret (parsers/keys.py):
+    # how many, from when to when; None while there were none.
+    unparsed_input: tuple[int, float, float] | None = None
 
     @classmethod
     def new(cls, session_id: str, start: SessionStart, log: str) -> Session:
@@ -151,6 +161,15 @@ class Session:
         if all((key(a), key(b)) != (key(start), key(end)) for a, b in gaps):
             gaps.append((start, end))
         return dataclasses.replace(self, gaps=tuple(gaps))
+
+    def unparsed(self, keys: int, first: float, last: float) -> Session:
+        """`keys` more keys typed that the parser could not place."""
+        if keys <= 0:
+            return self
+        if self.unparsed_input is not None:
+            before, start, end = self.unparsed_input
+            keys, first, last = before + keys, min(start, first), max(end, last)
+        return dataclasses.replace(self, unparsed_input=(keys, first, last))
 
     def ended(
         self, at: float, reason: str, status: SessionStatus = SessionStatus.CLOSED
@@ -204,6 +223,15 @@ class Session:
             "inventory_host": self.inventory_host,
             "remote_account": self.remote_account,
             "recorder": self.recorder,
+            "unparsed_input": (
+                {
+                    "keys": self.unparsed_input[0],
+                    "from": iso(self.unparsed_input[1]),
+                    "to": iso(self.unparsed_input[2]),
+                }
+                if self.unparsed_input is not None
+                else None
+            ),
             **({"bastion": self.bastion} if self.bastion is not None else {}),
             "_ingest": {
                 "log": self.log,
@@ -221,6 +249,7 @@ class Session:
             ingest = doc.get("_ingest") or {}
             cp = ingest.get("checkpoint")
             ended = doc.get("ended_at")
+            unparsed = doc.get("unparsed_input")
             return cls(
                 id=str(doc["id"]),
                 tag=str(doc["tag"]),
@@ -247,9 +276,18 @@ class Session:
                 recorder=doc.get("recorder"),
                 log=str(ingest.get("log") or ""),
                 start_ticks=int(ingest.get("start_ticks") or 0),
-                checkpoint=Checkpoint(**cp) if cp else None,
+                checkpoint=_checkpoint(cp) if cp else None,
                 runner=str(ingest.get("runner") or ""),
                 bastion=doc.get("bastion"),
+                unparsed_input=(
+                    (
+                        int(unparsed["keys"]),
+                        parse_iso(unparsed["from"]),
+                        parse_iso(unparsed["to"]),
+                    )
+                    if unparsed
+                    else None
+                ),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise RecordError(f"bad session document: {e}") from e
@@ -262,10 +300,12 @@ class Session:
 
 
 class CommandDocument(TypedDict):
-    """A command as the store keeps it; checked_command() vouches for its types.
+    """A command as the store keeps it; checked_command() vouches for it.
 
-    The export reads a million of them: it encodes these straight to text
-    rather than building a Command for each.
+    The export reads a million of them: a plain one (these fields, nothing
+    more) it encodes straight to text rather than building a Command for it.
+    Any other field (kind, transfer, action, program ...) is as Command reads
+    it, and such a document goes through Command.from_document().
     """
 
     session: str
@@ -273,36 +313,14 @@ class CommandDocument(TypedDict):
     time: str
     command: str
     cancelled: NotRequired[bool]
-    kind: NotRequired[str]  # a Kind; absent: a command
-    transfer: NotRequired[dict[str, Any]]
 
 
-_KINDS = frozenset(Kind)
+PLAIN_FIELDS = 4  # a plain command document's fields, `cancelled` not counted
 
 
 def checked_command(doc: Any) -> CommandDocument:
-    """`doc` if it is a command document with the right types, else RecordError.
-
-    Checked, not converted: this runs once per command on every export.
-    """
-    try:
-        session, seq, time, command = (
-            doc["session"],
-            doc["seq"],
-            doc["time"],
-            doc["command"],
-        )
-    except (KeyError, TypeError) as e:
-        raise RecordError(f"bad command document: missing {e}") from e
-    if type(seq) is not int or not (
-        type(session) is str and type(time) is str and type(command) is str
-    ):
-        raise RecordError(f"bad command document: wrong types in {doc!r:.200}")
-    kind, transfer = doc.get("kind"), doc.get("transfer")
-    if kind is not None and (type(kind) is not str or kind not in _KINDS):
-        raise RecordError(f"bad command document: kind {kind!r:.40}")
-    if transfer is not None and not isinstance(transfer, dict):
-        raise RecordError(f"bad command document: transfer {transfer!r:.80}")
+    """`doc` if Command.from_document() takes it, else RecordError."""
+    Command.from_document(doc)
     return doc  # type: ignore[no-any-return]
 
 
@@ -318,6 +336,16 @@ class Command:
     # A transfer's fields (README: file transfers): direction, path, name,
     # size, sha256, started_at, outcome, reason.
     transfer: Mapping[str, Any] | None = None
+    # What a rule did (agent/rules.py): rule, action, outcome, detail, and the
+    # seq of the record it acted on (None for a denied line, its own record).
+    action: Mapping[str, Any] | None = None
+    # README: What counts as a command. For an input, the command line that
+    # started the program that read it; what was typed when bash ran its
+    # expansion (or fc's edit); for hidden input, how many keys, never which.
+    program: str | None = None
+    typed: str | None = None
+    keys: int | None = None
+    unterminated: bool = False  # still open when the parser's cap released it
 
     def to_document(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -332,18 +360,74 @@ class Command:
             doc["kind"] = self.kind.value
         if self.transfer is not None:
             doc["transfer"] = dict(self.transfer)
+        if self.action is not None:
+            doc["action"] = dict(self.action)
+        if self.program is not None:
+            doc["program"] = self.program
+        if self.typed is not None:
+            doc["typed"] = self.typed
+        if self.keys is not None:
+            doc["keys"] = self.keys
+        if self.unterminated:
+            doc["unterminated"] = True
         return doc
 
     @classmethod
     def from_document(cls, doc: Mapping[str, Any]) -> Command:
-        d = checked_command(doc)
-        kind = d.get("kind")
+        # Checked, not converted: this runs once per command on every export.
+        try:
+            session, seq, time, command = (
+                doc["session"],
+                doc["seq"],
+                doc["time"],
+                doc["command"],
+            )
+        except (KeyError, TypeError) as e:
+            raise RecordError(f"bad command document: missing {e}") from e
+        if type(seq) is not int or not (
+            type(session) is str and type(time) is str and type(command) is str
+        ):
+            raise RecordError(f"bad command document: wrong types in {doc!r:.200}")
+        kind, transfer = doc.get("kind"), doc.get("transfer")
+        if kind is None and len(doc) - ("cancelled" in doc) == PLAIN_FIELDS:
+            # The common case: a command with nothing more to it.
+            return cls(session, seq, time, command, doc.get("cancelled") is True)
+        try:
+            kind = Kind(kind or Kind.COMMAND)
+        except ValueError as e:
+            raise RecordError(f"bad command document: kind {kind!r:.40}") from e
+        if transfer is not None and not isinstance(transfer, dict):
+            raise RecordError(f"bad command document: transfer {transfer!r:.80}")
+        action = doc.get("action")
+        if action is not None and not isinstance(action, dict):
+            raise RecordError(f"bad command document: action {action!r:.80}")
+        program, typed, keys = doc.get("program"), doc.get("typed"), doc.get("keys")
+        if not (
+            (program is None or type(program) is str)
+            and (typed is None or type(typed) is str)
+            and (keys is None or type(keys) is int)
+        ):
+            raise RecordError(f"bad command document: wrong types in {doc!r:.200}")
         return cls(
-            d["session"],
-            d["seq"],
-            d["time"],
-            d["command"],
-            d.get("cancelled") is True,
-            Kind(kind) if kind is not None else Kind.COMMAND,
-            d.get("transfer"),
+            session,
+            seq,
+            time,
+            command,
+            doc.get("cancelled") is True,
+            kind,
+            transfer,
+            action,
+            program,
+            typed,
+            keys,
+            doc.get("unterminated") is True,
         )
+
+
+def _checkpoint(fields: Mapping[str, Any]) -> Checkpoint:
+    """A stored checkpoint; lists from JSON back to the tuples it holds."""
+    known = {f.name for f in dataclasses.fields(Checkpoint)}
+    values = {k: v for k, v in fields.items() if k in known}
+    if "shell_prompts" in values:
+        values["shell_prompts"] = tuple(values["shell_prompts"] or ())
+    return Checkpoint(**values)

@@ -13,6 +13,7 @@ document ids to documents, in insertion order.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -55,15 +56,29 @@ def _read_text(path: Path) -> str:
 
 def read_shard(path: Path) -> dict[str, dict[str, Any]]:
     """The tables of one shard; StoreError names the shard if it is unusable."""
+    return _read(path)[0]
+
+
+def read_shard_digest(path: Path) -> tuple[dict[str, dict[str, Any]], str]:
+    """The tables of one shard, and the SHA-256 of its file."""
+    tables, raw = _read(path)
+    return tables, hashlib.sha256(raw).hexdigest()
+
+
+def _read(path: Path) -> tuple[dict[str, dict[str, Any]], bytes]:
     try:
-        data = json.loads(_read_text(path))
-    except ValueError as e:
+        with open(path, "rb") as f:
+            raw = f.read()
+        data = json.loads(raw)
+    except OSError as e:
+        raise StoreError(f"cannot read shard {path}: {e.strerror}") from e
+    except (ValueError, UnicodeDecodeError) as e:
         raise StoreError(f"corrupt shard {path}: not JSON ({e})") from e
     if not isinstance(data, dict) or not all(
         isinstance(t, dict) for t in data.values()
     ):
         raise StoreError(f"corrupt shard {path}: not a TinyDB database")
-    return data
+    return data, raw
 
 
 def read_sessions(path: Path) -> list[Session]:

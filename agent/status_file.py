@@ -9,13 +9,16 @@ heartbeat, and the status goes stale. On a clean stop the last write says
 `stopped`.
 
 Readers never trust the file alone: the pid must be that very process (its
-start time matches) and the file must be fresh (assess()).
+start time matches, in this very boot of this machine), the file must name
+the data directory it is read from (a copied data directory carries the
+status of an agent that never wrote there), and it must be fresh (assess()).
 """
 
 from __future__ import annotations
 
 import enum
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +30,7 @@ from agent.records import RecordError, iso, parse_iso
 from tracer.discovery import is_alive
 
 STATUS_FILE = "status.json"
+BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
 STALE_INTERVALS = 3  # a status older than this many intervals is stale...
 MIN_STALE_S = 10.0  # ...and never sooner than this
 DEFAULT_MAX_LAG_BYTES = 64 << 20
@@ -56,6 +60,7 @@ class LiveSession:
     tracer_pid: int  # 0: not traced
     lag_bytes: int  # of its log, not ingested yet
     recording_bytes: int
+    unparsed_keys: int = 0  # keys typed the parser could not place (issue 14)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +96,17 @@ class AgentStatus:
     # The data disk against the reserve (agent/daemon/disk.py): state ok, low
     # or full, free_bytes, reserve_bytes, since, no_space_errors.
     disk: Mapping[str, Any] | None = field(default=None)
+    # Who wrote it: what `audit-agent status` shows, and what tells that
+    # agent's own status from a copy (boot_id: this boot of this machine).
+    version: str = ""
+    bastion: str = ""
+    mode: str = ""
+    scope_pid: int = 0
+    boot_id: str = ""
+    chain: Mapping[str, Any] | None = None  # the hash chain: id, links, signed
+    retention: Mapping[str, Any] | None = None  # the last prune round
     fleet: Mapping[str, Any] | None = field(default=None)  # the fleet shipper's
+    alerts: Mapping[str, Any] | None = field(default=None)  # the rules' alerts
 
     def to_document(self) -> dict[str, Any]:
         doc = asdict(self)
@@ -154,26 +169,63 @@ def read_status(data_dir: Path) -> AgentStatus | None:
         raise StatusError(f"{path}: {e}") from e
 
 
-def agent_running(status: AgentStatus) -> bool:
-    """Whether the pid in the status is still that very agent process."""
-    return status.state == AgentState.RUNNING and is_alive(
-        (status.pid, status.start_ticks)
-    )
+def boot_id() -> str:
+    """This boot of this machine (a process start time counts from it)."""
+    try:
+        return BOOT_ID_FILE.read_text().strip()
+    except OSError:
+        return ""
+
+
+def _same_dir(written_for: str, data_dir: Path) -> bool:
+    try:
+        return os.path.samefile(written_for, data_dir)
+    except OSError:
+        return False
+
+
+def not_running(status: AgentStatus, data_dir: Path | None = None) -> str | None:
+    """Why the status is not that of an agent running on `data_dir` now, or None.
+
+    `data_dir`: the directory the status was read from (None: not checked).
+    """
+    if status.state == AgentState.STOPPED:
+        return f"the agent is not running (it stopped at {iso(status.updated_at)})"
+    if status.boot_id and status.boot_id != boot_id():
+        return (
+            f"the agent (pid {status.pid}) is not running: its status is from "
+            "another machine or an earlier boot (a copied data directory?)"
+        )
+    if data_dir is not None and not _same_dir(status.data_dir, data_dir):
+        return (
+            f"no agent runs on {data_dir}: its status was written for "
+            f"{status.data_dir} (a copied data directory?)"
+        )
+    if not is_alive((status.pid, status.start_ticks)):
+        return (
+            f"the agent (pid {status.pid}) is not running; its last status is "
+            f"from {iso(status.updated_at)}"
+        )
+    return None
+
+
+def agent_running(status: AgentStatus, data_dir: Path | None = None) -> bool:
+    """Whether the status is that of the agent running on `data_dir` now."""
+    return not_running(status, data_dir) is None
 
 
 def assess(
-    status: AgentStatus | None, now: float, max_lag_bytes: int = DEFAULT_MAX_LAG_BYTES
+    status: AgentStatus | None,
+    now: float,
+    max_lag_bytes: int = DEFAULT_MAX_LAG_BYTES,
+    data_dir: Path | None = None,
 ) -> list[str]:
     """What is wrong, one line each; an empty list means healthy."""
     if status is None:
         return ["the agent is not running (it never wrote a status here)"]
-    if status.state == AgentState.STOPPED:
-        return [f"the agent is not running (it stopped at {iso(status.updated_at)})"]
-    if not agent_running(status):
-        return [
-            f"the agent (pid {status.pid}) is not running; its last status is "
-            f"from {iso(status.updated_at)}"
-        ]
+    gone = not_running(status, data_dir)
+    if gone is not None:
+        return [gone]
     problems = []
     age = now - status.updated_at
     if age > max(STALE_INTERVALS * status.interval_s, MIN_STALE_S):
@@ -203,16 +255,30 @@ def assess(
             f"since {disk.get('since')}: {free / (1 << 20):.1f} MiB free, the "
             f"reserve is {reserve / (1 << 20):.1f} MiB; {what}"
         )
+    if status.chain and status.chain.get("problem"):
+        problems.append(f"the record is not being signed: {status.chain['problem']}")
+    if status.retention and status.retention.get("last_error"):
+        problems.append(f"retention: {status.retention['last_error']}")
     events = status.events
-    if events and events.get("last_error_at"):
-        ok, err = events.get("last_ok_at"), events["last_error_at"]
-        if ok is None or err > ok:
-            problems.append(
-                f"events are not getting through: {events.get('last_error')} "
-                f"({events.get('backlog')} waiting, {events.get('dropped', 0)} dropped)"
-            )
+    if events and _failing(events):
+        problems.append(
+            f"events are not getting through: {events.get('last_error')} "
+            f"({events.get('backlog')} waiting, {events.get('dropped', 0)} dropped)"
+        )
     problems.extend(fleet_problems(status.fleet))
+    alerts = status.alerts
+    if alerts and _failing(alerts):
+        problems.append(
+            f"alerts are not getting through: {alerts.get('last_error')} "
+            f"({alerts.get('pending', 0)} waiting, {alerts.get('failed', 0)} given up)"
+        )
     return problems
+
+
+def _failing(sender: Mapping[str, Any]) -> bool:
+    """A sender's last attempt failed (its times are ISO 8601 text)."""
+    ok, err = sender.get("last_ok_at"), sender.get("last_error_at")
+    return err is not None and (ok is None or err > ok)
 
 
 def fleet_problems(fleet: Mapping[str, Any] | None) -> list[str]:

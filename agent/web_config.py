@@ -9,12 +9,14 @@ and the control socket are, and for the highlight rules.
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from agent import AgentError
-from agent.config import DEFAULT_CONFIG_PATH
+from agent.config import DEFAULT_CONFIG_PATH, host_name
+from agent.fleet_config import FleetConfig, check_database, check_password_file
 from agent.inventory import DEFAULT_SHELL_CONFIG, ShellConfig, load_shell_config
 from agent.toml_table import Where, read_toml, table
 
@@ -25,6 +27,42 @@ FAILURE_WINDOW_S = 300.0  # ... in this window, then refused until they age out
 
 class WebConfigError(AgentError):
     """A `[web]` setting that cannot be used."""
+
+
+@dataclass(frozen=True)
+class WebFleet:
+    """`[web.fleet]`: the console over the fleet store; off without database.
+
+    A libpq connection string of a role in bastion_audit_auditor (it may only
+    read), its password from `password_file` (audit-web's, 0600) or libpq's
+    environment (PGPASSWORD, PGPASSFILE, ~/.pgpass), never in the string.
+    """
+
+    database: str = ""
+    password_file: Path | None = None
+    connect_timeout_s: float = 5.0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.database)
+
+    def fleet_config(self) -> FleetConfig:
+        """The settings agent/fleet_db.py connects with."""
+        return FleetConfig(
+            database=self.database,
+            password_file=self.password_file,
+            connect_timeout_s=self.connect_timeout_s,
+        )
+
+
+def web_fleet_table(value: Any, where: Where) -> WebFleet:
+    return table(
+        WebFleet,
+        value,
+        where,
+        limits={"connect_timeout_s": (1.0, 300.0)},
+        checks={"database": check_database, "password_file": check_password_file},
+    )
 
 
 @dataclass(frozen=True)
@@ -48,6 +86,12 @@ class WebSettings:
     auditor_group: str = "bastion-auditors"  # its members see every session
     own_sessions: bool = True  # others see their own sessions; false: none
     session_max_s: float = 28800.0  # a sign-in lasts at most this, idle or not
+    bastion: str = ""  # the name the pages give this bastion; "": the host name
+    fleet: WebFleet = WebFleet()  # [web.fleet]: read the fleet store instead
+
+    @property
+    def bastion_name(self) -> str:
+        return self.bastion or socket.gethostname().split(".")[0]
 
 
 @dataclass(frozen=True)
@@ -66,4 +110,10 @@ def load_web_config(path: Path = DEFAULT_SHELL_CONFIG) -> WebConfig:
 def parse_web_settings(values: Any, source: str) -> WebSettings:
     """The checked `[web]` table (pure); errors name the file and key."""
     where = Where(source, error_class=WebConfigError).at("web")
-    return table(WebSettings, values, where, limits={"*": (1, 86400)})
+    return table(
+        WebSettings,
+        values,
+        where,
+        limits={"*": (1, 86400)},
+        checks={"bastion": host_name, "fleet": web_fleet_table},
+    )

@@ -7,10 +7,11 @@ entry, and audit-web's real Django views answer through Django's test client
 asked ROUNDS times with the store at rest, then again while a writer adds
 commands to the newest shard (as a busy bastion does: the console reads
 that shard again at each request). Goal (issue 18): p95 <= 1 s on the 2-core
-VM. The fleet store's 1,000,000 commands (p95 <= 200 ms) wait for a console
-backend over agent/fleet_reader.py.
+VM. Then the same console over a fleet store of 1,000,000 commands of 10
+bastions (bench/console_fleet.py; goal p95 <= 200 ms), side by side.
 
     sudo .venv/bin/python -m bench.console [--commands 100000] [--rounds 30]
+        [--fleet-commands 1000000]
 """
 
 from __future__ import annotations
@@ -155,10 +156,27 @@ def writer(store: Store, stop: threading.Event, t0: float) -> None:
         store.submit(s, cmds)  # the store's own thread flushes, every 0.2 s
 
 
+def fleet_part(workdir: Path, client: Any, total: int, rounds: int) -> None:
+    """The same views over the fleet store (bench/console_fleet.py)."""
+    from bench import console_fleet
+
+    t0 = time.time() - total * 1.0
+    with console_fleet.fleet_store(
+        workdir, total, t0, session, command_text, COMMANDS_PER_SESSION
+    ) as settings:
+        console_fleet.use_fleet(settings)
+        print(f"fleet store ({rounds} rounds each, after a first request):")
+        for label, url in console_fleet.PAGES:
+            report(label, *timed(client, url, rounds))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--commands", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument(
+        "--fleet-commands", type=int, default=1_000_000, help="0: no fleet part"
+    )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-console."))
     try:
@@ -190,11 +208,9 @@ def main() -> int:
             finally:
                 stop.set()
                 busy.join()
+            if args.fleet_commands:
+                fleet_part(workdir, client, args.fleet_commands, args.rounds)
         store.stop()
-        print(
-            "fleet store, 1,000,000 commands: left for later (the console has no "
-            "fleet backend yet)"
-        )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0

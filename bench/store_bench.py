@@ -2,11 +2,14 @@
 
 Synthetic sessions and commands go through the real store code (Store.submit,
 the writer's atomic flushes, shard roll-over), then the real export path
-(reader.scan, export.select, export.write_documents) writes JSON to /dev/null.
-Then a flood of new sessions (what a spool of connection records makes):
-many sessions in one flush, whose cost per session must not grow with their
-number. Everything is measured side by side in one run; the ratios are what
-to read.
+(reader.scan, export.select, export.write_documents) writes JSON to /dev/null,
+with the built-in risk rules (every record's `risk`) and, side by side, without.
+The same commands are stored again with the hash chain and its signed
+checkpoints on (the agent's way), side by side, and that store is verified
+the way `audit-export --verify` does. Then a flood of new sessions (what a
+spool of connection records makes): many sessions in one flush, whose cost
+per session must not grow with their number. Everything is measured side by
+side in one run; the ratios are what to read.
 
     .venv/bin/python -m bench.store_bench [--sizes 10000,100000,1000000]
                                           [--formats json,jsonl,csv]
@@ -23,9 +26,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from agent.chain import PublicKey, public_key_path, read_head, read_prunes
+from agent.chain_verify import verify_store
+from agent.daemon.signer import Chain, Signer
 from agent.daemon.store import Store
+from agent.export_record import Stamp
+from agent.highlight import BUILTIN_RULES
 from agent.reader import scan
 from agent.records import Command, Session, iso
+from agent.shards import list_shards
 from agent.tools.export import select, write_documents
 from agent.tools.options import Filter
 from parsers.events import Checkpoint
@@ -49,9 +58,12 @@ def session(n: int) -> Session:
     return Session.new(f"bench{n}", start, f"bench{n}.strace")
 
 
-def fill(data_dir: Path, total: int) -> tuple[float, float, float]:
+def fill(
+    data_dir: Path, total: int, chained: bool = False
+) -> tuple[float, float, float]:
     """Write `total` commands; seconds per command in the first and last 10%, total s."""
-    store = Store(data_dir / "store", flush_interval_s=1.0)
+    chain = Chain(Signer.load_or_create(data_dir), data_dir) if chained else None
+    store = Store(data_dir / "store", flush_interval_s=1.0, chain=chain)
     store.open()
     written = 0
     marks: list[tuple[int, float]] = []
@@ -82,6 +94,7 @@ def fill(data_dir: Path, total: int) -> tuple[float, float, float]:
             written += count
             marks.append((written, time.perf_counter()))
         sid += 1
+    store.stop()
     elapsed = time.perf_counter() - t0
 
     def per_command(lo: float, hi: float) -> float:
@@ -92,16 +105,21 @@ def fill(data_dir: Path, total: int) -> tuple[float, float, float]:
     return per_command(0.0, 0.1), per_command(0.9, 1.0), elapsed
 
 
-def export_seconds(data_dir: Path, fmt: str = "json") -> tuple[float, float, int]:
+def export_seconds(
+    data_dir: Path, fmt: str = "json", rules: bool = True
+) -> tuple[float, float, int]:
     """Wall and CPU seconds of an export of everything; how many records.
 
-    CPU time is what to compare on a shared machine: wall time counts the
-    other processes' turns too.
+    As audit-export runs it; rules=False: no risk rules at all. CPU time is
+    what to compare on a shared machine: wall time counts the other
+    processes' turns too.
     """
+    stamp = Stamp("bench", BUILTIN_RULES if rules else ())
     t0, c0 = time.perf_counter(), time.process_time()
     store = scan(data_dir)
     with open(os.devnull, "w") as out:
-        count = write_documents(select(store, Filter()), store.sessions, out, fmt)
+        batches = select(store, Filter())
+        count = write_documents(batches, store.sessions, out, fmt, stamp)
     return time.perf_counter() - t0, time.process_time() - c0, count
 
 
@@ -134,6 +152,34 @@ def print_floods(counts: list[int]) -> None:
         )
 
 
+def risk_side_by_side(data_dir: Path, rounds: int = 3) -> tuple[float, float]:
+    """Exports with the built-in rules and without, alternated; the best of each."""
+    with_rules, without = [], []
+    for _ in range(rounds):
+        with_rules.append(export_seconds(data_dir)[0])
+        without.append(export_seconds(data_dir, rules=False)[0])
+    return min(with_rules), min(without)
+
+
+def open_seconds(data_dir: Path, chained: bool) -> float:
+    """The agent's start: the store opened (and, chained, verified)."""
+    chain = Chain(Signer.load_or_create(data_dir), data_dir) if chained else None
+    t0 = time.perf_counter()
+    Store(data_dir / "store", flush_interval_s=1.0, chain=chain).open()
+    return time.perf_counter() - t0
+
+
+def verify_seconds(data_dir: Path) -> tuple[float, int]:
+    t0 = time.perf_counter()
+    key = PublicKey.read(public_key_path(data_dir))
+    store_dir = data_dir / "store"
+    report = verify_store(
+        list_shards(store_dir), key, read_prunes(store_dir), read_head(data_dir)
+    )
+    assert report.broken is None, report.broken
+    return time.perf_counter() - t0, report.links["command"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="10000,100000,1000000")
@@ -145,18 +191,37 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     formats = ["json", *(f for f in args.formats.split(",") if f != "json")]
     by_format: list[tuple[int, dict[str, float]]] = []
+    no_risk: list[tuple[int, float, float]] = []
     rows = []
+    chain_rows = []
     for total in sizes:
         tmp = Path(tempfile.mkdtemp(prefix="store-bench."))
+        chained = Path(tempfile.mkdtemp(prefix="store-bench-chain."))
         try:
             first, last, elapsed = fill(tmp, total)
             exp, cpu, count = export_seconds(tmp)
             assert count == total, (count, total)
             by_format.append((total, {f: export_seconds(tmp, f)[0] for f in formats}))
+            no_risk.append((total, *risk_side_by_side(tmp)))
             size = sum(p.stat().st_size for p in (tmp / "store").iterdir())
             rows.append((total, first, last, elapsed, exp, cpu, size))
+            _, _, chain_elapsed = fill(chained, total, chained=True)
+            chain_exp = export_seconds(chained)[0]
+            verify_s, verified = verify_seconds(chained)
+            assert verified == total, (verified, total)
+            chain_size = sum(p.stat().st_size for p in (chained / "store").iterdir())
+            opens = (
+                open_seconds(tmp, False),
+                open_seconds(chained, True),  # walks every shard
+                open_seconds(chained, True),  # the shards verified before: skipped
+            )
+            chain_rows.append(
+                (total, elapsed, chain_elapsed, exp, chain_exp, verify_s)
+                + (size, chain_size, *opens)
+            )
         finally:
             shutil.rmtree(tmp)
+            shutil.rmtree(chained)
     base = rows[0]
     print(
         f"{'commands':>10} {'ingest/s':>10} {'µs/cmd first10%':>16} {'µs/cmd last10%':>15}"
@@ -168,6 +233,28 @@ def main() -> None:
             f"{total:>10} {total / elapsed:>10.0f} {first * 1e6:>16.1f} {last * 1e6:>15.1f}"
             f" {last / first:>10.2f} {exp:>9.2f} {cpu:>13.2f}"
             f" {(cpu / total) / (base[5] / base[0]):>17.2f} {size / 1e6:>9.1f}"
+        )
+    print()
+    print(f"{'commands':>10} {'export s':>9} {'no rules s':>11} {'risk cost':>10}")
+    for total, with_rules, without in no_risk:
+        print(
+            f"{total:>10} {with_rules:>9.2f} {without:>11.2f}"
+            f" {with_rules / without:>10.2f}"
+        )
+    print()
+    print(
+        f"{'commands':>10} {'ingest/s off':>12} {'ingest/s on':>12} {'on/off':>7}"
+        f" {'export s on/off':>16} {'verify s':>9} {'verify cmd/s':>13}"
+        f" {'store MB on/off':>16} {'start s off/on first/on again':>30}"
+    )
+    for row in chain_rows:
+        total, off_s, on_s, exp_off, exp_on, verify_s, size, chain_size = row[:8]
+        open_off, open_first, open_again = row[8:]
+        print(
+            f"{total:>10} {total / off_s:>12.0f} {total / on_s:>12.0f}"
+            f" {off_s / on_s:>7.2f} {exp_on:>7.2f}/{exp_off:<8.2f} {verify_s:>9.2f}"
+            f" {total / verify_s:>13.0f} {chain_size / 1e6:>7.1f}/{size / 1e6:<8.1f}"
+            f" {open_off:>12.2f}/{open_first:.2f}/{open_again:.2f}"
         )
     if formats != ["json"]:
         print()

@@ -9,6 +9,7 @@ stretch it could not write), and one line per chunk or resize between them:
     1732790000.125001 o aGVsbG8NCg==  bytes the remote side sent to the screen
     1732790000.200000 r 40 120        the terminal's size (rows, cols)
     1732790000.300000 t eyJkaXJl...  a file transfer (base64 of its JSON fields)
+    1732790000.400000 d eyJ0ZXh0...  a line a deny rule kept from running
 
 Line-based on purpose: a record's offset is where its line starts, so the
 ingest's checkpoints and its "half-written last line waits" rule work as for
@@ -26,6 +27,7 @@ from typing import Any
 
 from parsers.events import (
     Chunk,
+    Denied,
     Direction,
     Event,
     Resize,
@@ -66,6 +68,28 @@ def encode_transfer(t: Transfer) -> bytes:
     }
     doc = json.dumps(fields, separators=(",", ":")).encode()
     return f"{t.time:.6f} t ".encode() + binascii.b2a_base64(doc, newline=True)
+
+
+DENIED_TEXT_MAX = 1 << 20
+
+
+def encode_denied(d: Denied) -> bytes:
+    doc = json.dumps({"text": d.text, "rule": d.rule}, separators=(",", ":"))
+    return f"{d.time:.6f} d ".encode() + binascii.b2a_base64(doc.encode(), newline=True)
+
+
+def decode_denied(
+    time: float, data: bytes, offset: int, next_offset: int
+) -> Denied | None:
+    """A denied line's record; None if it is not one audit-shell writes."""
+    try:
+        fields: Any = json.loads(binascii.a2b_base64(data, strict_mode=True))
+        text, rule = fields["text"], fields["rule"]
+    except (binascii.Error, ValueError, KeyError, TypeError):
+        return None
+    if not (isinstance(text, str) and isinstance(rule, str)) or not rule:
+        return None
+    return Denied(time, text[:DENIED_TEXT_MAX], rule[:64], offset, next_offset)
 
 
 def decode_transfer(
@@ -193,6 +217,8 @@ class ChunkLogDecoder:
             return Resize(time, rows, cols, offset)
         if len(parts) == 3 and parts[1] == b"t":
             return decode_transfer(time, parts[2], offset, offset + len(line) + 1)
+        if len(parts) == 3 and parts[1] == b"d":
+            return decode_denied(time, parts[2], offset, offset + len(line) + 1)
         return None
 
     def _junk(self, line: bytes) -> None:

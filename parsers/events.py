@@ -85,7 +85,21 @@ class Transfer:
     next_offset: int = 0  # where the record after it starts: resume from there
 
 
-Event = Chunk | Resize | Marker | Transfer
+@dataclass(frozen=True, slots=True)
+class Denied:
+    """A line audit-shell kept from running: its Enter was never sent."""
+
+    time: float
+    text: str  # the line as it stood when Enter was pressed
+    rule: str  # the deny rule's name
+    offset: int = 0  # where its record starts in the log
+    next_offset: int = 0  # where the record after it starts: resume from there
+
+
+Event = Chunk | Resize | Marker | Transfer | Denied
+
+
+FOREGROUND_CHARS = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,13 +119,30 @@ class Checkpoint:
     readline: bool
     prompt: str
     pending_enters: int = 0
+    # The last command the shell ran, whose program reads the next lines
+    # (parsers/programs.py looks at its first FOREGROUND_CHARS only).
+    foreground: str | None = None
+    shell_prompts: tuple[str, ...] = ()  # the prompts the shell's lines came at
+
+
+class LineKind(enum.StrEnum):
+    """Who read an accepted line (README: What counts as a command)."""
+
+    COMMAND = "command"  # the session's shell ran it
+    INPUT = "input"  # another interactive program read it (python, sqlite3, …)
+    HIDDEN_INPUT = "hidden_input"  # keys typed at a shell prompt that did not echo
 
 
 @dataclass(frozen=True, slots=True)
 class CommandLine:
-    """One line the remote shell accepted, as it stood on the screen."""
+    """One line the remote shell (or a program) accepted, as it stood on the screen."""
 
     time: float
     text: str
     prompt: str
     checkpoint: Checkpoint
+    kind: LineKind = LineKind.COMMAND
+    program: str | None = None  # for an input: the command line that started it
+    typed: str | None = None  # what was typed, when bash ran its expansion instead
+    keys: int = 0  # for hidden input: how many keys were typed, never which
+    after_cancel: bool = False  # Ctrl-C was typed since the line before

@@ -14,7 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from parsers.commands import CommandAssembler, ShellCommand
-from parsers.events import Checkpoint, Event, Transfer
+from parsers.events import Checkpoint, Denied, Event, Transfer
+from parsers.keys import Unparsed
 from parsers.strace_lines import StraceDecoder
 from parsers.terminal import CommandBuilder
 
@@ -31,13 +32,18 @@ class CommandPipeline:
         self.assembler = CommandAssembler()
 
     def feed(self, event: Event) -> list[ShellCommand]:
-        if isinstance(event, Transfer):
-            return []  # a file moved: a record of its own, never terminal text
+        if isinstance(event, (Transfer, Denied)):
+            return []  # a record of its own, never terminal text
         return [
             command
             for line in self.builder.feed(event)
             for command in self.assembler.feed(line)
         ]
+
+    @property
+    def unparsed(self) -> Unparsed:
+        """Keys typed that became no command, input or secret (parsers/keys.py)."""
+        return self.builder.unparsed
 
     def lose_track(self) -> None:
         """Bytes may be missing from here on (the log changed under the reader)."""

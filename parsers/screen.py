@@ -6,15 +6,26 @@ needs to know which rows the cursor left by auto-wrap. pyte does not record
 that; this subclass does, and numbers rows absolutely (the row index plus the
 lines scrolled off the top so far), so that a position taken before the
 screen scrolled can still be found after.
+
+While a line is being typed (`keep_scrolled`), rows that scroll off the top
+are kept, up to MAX_KEPT_CELLS, so that a command taller than the terminal is
+read whole (issue 15: a 20 KB paste lost its first rows, and with them an
+`rm -rf /x; #` in front of the padding). Characters that take no cell and
+combine with nothing (U+200B, U+2060, U+FEFF, U+202E, C1 controls) are kept
+in the cell before them: pyte stopped drawing the rest of the text at them.
 """
 
 from __future__ import annotations
 
+import unicodedata
+from collections.abc import Iterator
 from typing import Any
 
 import pyte
 from pyte import modes as mo
 from wcwidth import wcwidth
+
+MAX_KEPT_CELLS = 4 << 20  # rows scrolled off while a line is typed, in cells
 
 
 class LineScreen(pyte.Screen):
@@ -30,6 +41,8 @@ class LineScreen(pyte.Screen):
         # a row continues on the next one all the same.
         self.soft_wraps = False
         self._full_row: int | None = None  # row left by CR from the last column
+        self.keep_scrolled = False
+        self.kept: dict[int, list[str]] = {}  # absolute row -> its cells
         super().__init__(columns, lines)
 
     # -- positions -------------------------------------------------------
@@ -40,10 +53,16 @@ class LineScreen(pyte.Screen):
     def cursor_position_abs(self) -> tuple[int, int]:
         return self.absolute_row(), min(self.cursor.x, self.columns)
 
+    @property
+    def top_row(self) -> int:
+        """The oldest absolute row still readable."""
+        return next(iter(self.kept)) if self.kept else self.scrolled
+
     def logical_rows(self, abs_row: int) -> list[int]:
         """The absolute rows of the wrapped line that contains `abs_row`."""
         first = abs_row
-        while first - 1 in self.wrapped and first - 1 >= self.scrolled:
+        top = self.top_row
+        while first - 1 in self.wrapped and first - 1 >= top:
             first -= 1
         last = abs_row
         while last in self.wrapped and last + 1 < self.scrolled + self.lines:
@@ -53,32 +72,57 @@ class LineScreen(pyte.Screen):
     def row_cells(self, abs_row: int) -> list[str]:
         """Cell contents of one row; a wide character's second cell is ''."""
         y = abs_row - self.scrolled
-        if not 0 <= y < self.lines:
+        if y < 0:
+            return self.kept.get(abs_row, [])
+        if y >= self.lines:
             return []
-        line = self.buffer[y]
-        return [line[x].data for x in range(self.columns)]
+        return self._cells(y)
+
+    def _cells(self, y: int) -> list[str]:
+        # Only the cells drawn are stored (pyte makes a blank one for each
+        # other cell read): a row of output costs what it holds.
+        cells = [" "] * self.columns
+        for x, char in self.buffer[y].items():
+            if x < self.columns:
+                cells[x] = char.data
+        return cells
 
     def prefix_cells(self, abs_row: int, prefix: str) -> int | None:
         """Cells the row's text takes to spell `prefix`, if it starts with it."""
         if not prefix:
             return None
+        y = abs_row - self.scrolled
+        cells: Iterator[str]
+        if 0 <= y < self.lines:
+            line = self.buffer[y]
+            cells = (line[x].data for x in range(self.columns))
+        else:
+            cells = iter(self.row_cells(abs_row))
         text = ""
-        for n, cell in enumerate(self.row_cells(abs_row), start=1):
+        for n, cell in enumerate(cells, start=1):
             text += cell
             if len(text) >= len(prefix):
                 return n if text.startswith(prefix) else None
         return None
 
-    def text_from(self, start: tuple[int, int], last_row: int) -> str:
+    def text_from(
+        self,
+        start: tuple[int, int],
+        last_row: int,
+        blank: tuple[int, int] | None = None,
+    ) -> str:
         """Text from `start` (row, col) to the end of `last_row`.
 
         Rows that auto-wrapped join with nothing between them; rows that a
         newline ended (readline shows a pasted newline so) join with "\n".
+        `blank` (row, col): that row is read only up to col (a right prompt).
         """
         row, col = start
         parts: list[str] = []
         for abs_row in range(row, last_row + 1):
             cells = self.row_cells(abs_row)
+            if blank is not None and abs_row == blank[0]:
+                cells = cells[: blank[1]]
             text = "".join(cells[col:] if abs_row == row else cells)
             if abs_row in self.wrapped and abs_row < last_row:
                 parts.append(text)
@@ -88,14 +132,41 @@ class LineScreen(pyte.Screen):
 
     # -- pyte hooks ------------------------------------------------------
 
+    def forget_scrolled(self) -> None:
+        self.kept = {}
+        for row in [r for r in self.wrapped if r < self.scrolled - 1]:
+            self.wrapped.discard(row)
+
     def reset(self) -> None:
         super().reset()
         self.scrolled = 0
+        self.kept = {}
         self.wrapped = set()
         self.last_linefeed_row = None
         self._full_row = None
 
     def draw(self, data: str) -> None:
+        if data.isascii():
+            self._draw(data)
+            return
+        start = 0
+        for index, char in enumerate(data):
+            if wcwidth(char) > 0 or unicodedata.combining(char):
+                continue
+            self._draw(data[start:index])
+            self._attach(char)
+            start = index + 1
+        self._draw(data[start:])
+
+    def _attach(self, char: str) -> None:
+        """Keep a character that takes no cell with the one before it."""
+        x = min(self.cursor.x, self.columns) - 1
+        if x < 0:
+            return  # nothing before it on the row: it shows nowhere
+        line = self.buffer[self.cursor.y]
+        line[x] = line[x]._replace(data=line[x].data + char)
+
+    def _draw(self, data: str) -> None:
         # Split the run where it reaches the right margin, so each auto-wrap
         # passes through here and is recorded, and the rest through pyte.
         while data:
@@ -144,9 +215,19 @@ class LineScreen(pyte.Screen):
     def index(self) -> None:
         top, bottom = self.margins or pyte.screens.Margins(0, self.lines - 1)
         if self.cursor.y == bottom and top == 0:
+            if self.keep_scrolled:
+                self._keep(self.scrolled)
+            else:
+                self.wrapped.discard(self.scrolled - 1)  # gone off the top
             self.scrolled += 1
-            self.wrapped.discard(self.scrolled - 2)  # gone off the top
         super().index()
+
+    def _keep(self, abs_row: int) -> None:
+        self.kept[abs_row] = self._cells(0)
+        while len(self.kept) * self.columns > MAX_KEPT_CELLS:
+            oldest = next(iter(self.kept))  # rows are kept in order
+            del self.kept[oldest]
+            self.wrapped.discard(oldest)
 
     def reverse_index(self) -> None:
         top, _ = self.margins or pyte.screens.Margins(0, self.lines - 1)

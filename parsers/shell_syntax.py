@@ -30,40 +30,89 @@ _HEREDOC_RE = re.compile(r"<<(-?)\s*(['\"]?)([A-Za-z0-9_.-]+)\2")
 
 def needs_more(text: str) -> bool:
     """True when bash would show PS2 after reading `text`."""
-    lexer = _Lexer(text)
-    try:
-        return lexer.run()
-    except IndexError:
-        return True
+    lexer = Lexer()
+    more = False
+    for n, part in enumerate(text.split("\n")):
+        more = lexer.feed(part, first=n == 0)
+    return more
 
 
-class _Lexer:
-    def __init__(self, text: str) -> None:
-        self.text = text
+class Lexer:
+    """Reads a command one line at a time, carrying its state between lines.
+
+    Each line is lexed once: an open quote, here-document or compound
+    command is resumed where the previous line left it, so a command of N
+    lines costs O(N) whatever is left open (issue 16: re-lexing every held
+    line at each new one was cubic).
+    """
+
+    def __init__(self) -> None:
+        self.text = ""
         self.i = 0
         self.stack: list[str] = []  # closers we wait for
         self.command_position = True
         self.case_patterns = 0  # inside `case … in`, before `)` of a pattern
         self.heredocs: list[tuple[str, bool]] = []  # (word, strip tabs) pending
         self.last_token = ""
+        # A word cut by the end of the text (an open quote, a trailing
+        # backslash): its pieces so far, where it began, the quote it is in.
+        self.word: list[str] | None = None
+        self.word_start = 0
+        self.quote: str | None = None
+        self.quote_start = 0
+        self.continued = False  # the last line ended in an escaping backslash
 
-    def run(self) -> bool:
+    def feed(self, line: str, first: bool = False) -> bool:
+        """Add one line (without its newline); True while bash would want more."""
+        # What is behind the scan is never read again (one character is, for
+        # `#`): dropping it keeps appending a line O(line).
+        cut = max(0, self.i - 1)
+        if cut:
+            self.text = self.text[cut:]
+            self.i -= cut
+            self.word_start -= cut
+            self.quote_start -= cut
+        self.text += line if first else "\n" + line
+        try:
+            more = self._run()
+        except IndexError:
+            more = True
+        self.continued = more and self._ends_in_escape()
+        return more
+
+    def _ends_in_escape(self) -> bool:
+        """A backslash escapes the newline outside single quotes (bash drops both)."""
+        if self.quote in ("'", "$'"):
+            return False
+        stripped = self.text.rstrip("\\")
+        return (len(self.text) - len(stripped)) % 2 == 1
+
+    def _run(self) -> bool:
         text = self.text
+        if self.word is not None:
+            word = self._word()
+            if word is None:
+                return True
+            self._keyword(word)
         while self.i < len(text):
             c = text[self.i]
             if c == "\n":
-                self.i += 1
-                if self.heredocs and not self._read_heredocs():
-                    return True
+                if self.heredocs:
+                    # Resumed here while a body is still open: read on.
+                    self.i += 1
+                    if not self._read_heredocs():
+                        return True
+                else:
+                    self.i += 1
                 self.command_position = True
                 self.last_token = "\n"
                 continue
             if c in " \t":
                 self.i += 1
                 continue
+            if c == "\\" and self.i + 1 >= len(text):
+                return True  # a trailing backslash continues the line
             if c == "\\":
-                if self.i + 1 >= len(text):
-                    return True  # a trailing backslash continues the line
                 self.i += 2
                 self.command_position = False
                 continue
@@ -113,55 +162,75 @@ class _Lexer:
         self.command_position = op != ")" or previous == "("
 
     def _word(self) -> str | None:
+        """The word at `i`, or None (state kept) if the text ends inside it."""
         text = self.text
-        start = self.i
-        out = []
-        while self.i < len(text) and text[self.i] not in " \t\n;&|()<>":
+        if self.word is None:
+            self.word = []
+            self.word_start = self.i
+        out = self.word
+        while True:
+            if self.quote is not None:
+                end = self._close_quote()
+                if end < 0:
+                    return None
+                out.append(text[self.quote_start : end + 1])
+                self.i = end + 1
+                self.quote = None
+                continue
+            if self.i >= len(text) or text[self.i] in " \t\n;&|()<>":
+                break
             c = text[self.i]
-            if c == "'":
-                end = text.find("'", self.i + 1)
-                if end < 0:
-                    return None
-                out.append(text[self.i : end + 1])
-                self.i = end + 1
+            if c == "'" or c in '"`':
+                self.quote, self.quote_start = c, self.i
+                self.i += 1
             elif c == "$" and text.startswith("$'", self.i):
-                end = self._scan_escaped(self.i + 2, "'")
-                if end < 0:
-                    return None
-                out.append(text[self.i : end + 1])
-                self.i = end + 1
-            elif c in '"`':
-                end = self._scan_escaped(self.i + 1, c)
-                if end < 0:
-                    return None
-                out.append(text[self.i : end + 1])
-                self.i = end + 1
+                self.quote, self.quote_start = "$'", self.i
+                self.i += 2
             elif c == "\\":
                 if self.i + 1 >= len(text):
-                    out.append(c)
-                    self.i += 1
-                    break
+                    return None  # a trailing backslash: the word goes on
                 out.append(text[self.i : self.i + 2])
                 self.i += 2
             else:
                 out.append(c)
                 self.i += 1
-        if self.i == start:
+        self.word = None
+        if self.i == self.word_start:
             self.i += 1  # a lone redirection character
-            return text[start]
+            return text[self.word_start]
         return "".join(out)
 
-    def _scan_escaped(self, i: int, quote: str) -> int:
-        """Index of the closing quote, honouring backslashes; -1 if none."""
+    def _close_quote(self) -> int:
+        """Index of the quote that closes the open one; -1 (resumable) if none yet."""
         text = self.text
+        if self.quote == "'":
+            end = text.find("'", self.i)
+            if end < 0:
+                self._word_piece(text[self.quote_start :])
+                self.quote_start = self.i = len(text)
+            else:
+                self.i = end
+            return end
+        quote = "'" if self.quote == "$'" else self.quote or '"'
+        i = self.i
         while i < len(text):
             if text[i] == "\\":
                 i += 2
                 continue
             if text[i] == quote:
+                self.i = i
                 return i
             i += 1
+        # Keep what the quote holds so far; the scan resumes at the end (past
+        # it after a trailing backslash, whose newline it escapes).
+        self._word_piece(text[self.quote_start :])
+        self.quote_start = len(text)
+        self.i = i
         return -1
+
+    def _word_piece(self, piece: str) -> None:
+        if self.word is not None:
+            self.word.append(piece)
 
     def _keyword(self, word: str) -> None:
         self.last_token = word

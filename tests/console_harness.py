@@ -81,11 +81,6 @@ def _started(
     spool = workdir / "spool"
     spool.mkdir()
     spool.chmod(0o1733)
-    state, run = workdir / "web-state", workdir / "web-run"
-    for path in (state, run):
-        path.mkdir()
-        subprocess.run(["chown", web.name, str(path)], check=True)
-    state.chmod(0o700)
     agent_config = workdir / "agent.toml"
     agent_config.write_text(
         f'data_dir = "{workdir / "data"}"\n'  # where audit-web reads too
@@ -94,39 +89,10 @@ def _started(
         f'read_group = "{web.name}"\n'  # useradd made the user's own group
     )
     agent_config.chmod(0o644)
-    web_port = harness.free_port()
-    web_url = f"http://127.0.0.1:{web_port}/"
-    config = workdir / "shell.toml"
-    config.write_text(
-        f'[shell]\nintents_dir = "{spool}"\n'
-        "[web]\n"
-        f"listen_port = {web_port}\n"
-        f'state_dir = "{state}"\n'
-        f'redeem_socket = "{run}/redeem.sock"\n'
-        f'terminal_user = "{target_user.name}"\n'
-        f'agent_config = "{agent_config}"\n'
-        f'auditor_group = "{auditors}"\n'
-    )
-    config.chmod(0o644)
-    audit_web = web_harness._web_launcher(workdir, web.uid)
-    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(web.home)}
     with (
         harness.agent(workdir / "data", "--config", str(agent_config)) as agent,
-        web_harness._process(
-            [str(audit_web), "--config", str(config)],
-            workdir / "audit-web.log",
-            env=env,
-            cwd="/",
-            **web_harness._run_as(web, "shadow"),
-        ) as process,
+        audit_web(workdir, web, target_user, spool, agent_config, auditors) as url,
     ):
-        harness.wait_for(
-            lambda: harness._accepts(web_port) or process.poll() is not None,
-            timeout=20,
-        )
-        if process.poll() is not None:
-            log = (workdir / "audit-web.log").read_text(errors="replace")
-            raise RuntimeError(f"audit-web exited: {log}")
         yield ConsoleBastion(
             workdir,
             auditor,
@@ -136,5 +102,56 @@ def _started(
             target,
             agent,
             auditors,
-            web_url,
+            url,
         )
+
+
+@contextlib.contextmanager
+def audit_web(
+    workdir: Path,
+    web: harness.TestUser,
+    terminal: harness.TestUser,
+    spool: Path,
+    agent_config: Path,
+    auditors: str,
+    more: str = "",
+) -> Iterator[str]:
+    """audit-web as its own account (and `shadow`, for PAM); its URL.
+
+    `more`: TOML for the end of its [web] table (a [web.fleet] table).
+    """
+    state, run = workdir / "web-state", workdir / "web-run"
+    for path in (state, run):
+        path.mkdir()
+        subprocess.run(["chown", web.name, str(path)], check=True)
+    state.chmod(0o700)
+    web_port = harness.free_port()
+    config = workdir / "shell.toml"
+    config.write_text(
+        f'[shell]\nintents_dir = "{spool}"\n'
+        "[web]\n"
+        f"listen_port = {web_port}\n"
+        f'state_dir = "{state}"\n'
+        f'redeem_socket = "{run}/redeem.sock"\n'
+        f'terminal_user = "{terminal.name}"\n'
+        f'agent_config = "{agent_config}"\n'
+        f'auditor_group = "{auditors}"\n' + more
+    )
+    config.chmod(0o644)
+    launcher = web_harness._web_launcher(workdir, web.uid)
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(web.home)}
+    with web_harness._process(
+        [str(launcher), "--config", str(config)],
+        workdir / "audit-web.log",
+        env=env,
+        cwd="/",
+        **web_harness._run_as(web, "shadow"),
+    ) as process:
+        harness.wait_for(
+            lambda: harness._accepts(web_port) or process.poll() is not None,
+            timeout=20,
+        )
+        if process.poll() is not None:
+            log = (workdir / "audit-web.log").read_text(errors="replace")
+            raise RuntimeError(f"audit-web exited: {log}")
+        yield f"http://127.0.0.1:{web_port}/"

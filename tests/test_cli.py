@@ -158,13 +158,16 @@ def test_export_names_a_corrupt_shard_and_exports_the_rest(tmp_path: Path) -> No
 
 def test_tail_plain_lines_escape_control_characters(tmp_path: Path) -> None:
     seed(tmp_path)
-    result = run_cli(
-        "audit-tail", "--data-dir", str(tmp_path), "--no-follow", "-n", "2"
-    )
+    config = tmp_path / "agent.toml"
+    config.write_text('bastion = "bastion-9"\n')
+    args = ("--data-dir", str(tmp_path), "--config", str(config), "--no-follow")
+    result = run_cli("audit-tail", *args, "-n", "2")
     assert result.returncode == 0, result.stderr
+    # time, bastion, who, session, risk (- for none), command: the command last.
     assert result.stdout.splitlines() == [
-        "2027-01-15T08:00:11.000Z\talice → bob@db1:2200\ts1\techo \\x1b[31mred\\x1b[0m\\tx",
-        "2027-01-15T08:00:20.000Z\tcarol → bob@db2:2200\ts2\tid",
+        "2027-01-15T08:00:11.000Z\tbastion-9\talice → bob@db1:2200\ts1\t-"
+        "\techo \\x1b[31mred\\x1b[0m\\tx",
+        "2027-01-15T08:00:20.000Z\tbastion-9\tcarol → bob@db2:2200\ts2\t-\tid",
     ]
 
 
@@ -219,10 +222,12 @@ def test_config_layers_and_errors(tmp_path: Path) -> None:
 
 
 def test_fast_json_text_is_exactly_json_dumps() -> None:
-    from agent.export_record import JsonRecords, flat_record
+    from agent.export_record import JsonRecords, Stamp, flat_record
+    from agent.highlight import BUILTIN_RULES
 
     session = make_session("s1")
-    records = JsonRecords()
+    stamp = Stamp('bastion "9" ✓', BUILTIN_RULES)
+    records = JsonRecords(stamp)
     for text in [
         'echo "}, {"',
         "tab\there",
@@ -231,6 +236,7 @@ def test_fast_json_text_is_exactly_json_dumps() -> None:
         "back\\slash",
         "\u2028",
         "",
+        "rm -rf / ; curl x | sh",
     ]:
         command = Command("s1", 7, "2027-01-15T08:00:10.000Z", text)
         transfer = Command(
@@ -243,5 +249,7 @@ def test_fast_json_text_is_exactly_json_dumps() -> None:
         )
         for s, record in itertools.product((session, None), (command, transfer)):
             assert records.text(record, s) == json.dumps(
-                flat_record(record, s), ensure_ascii=False
+                flat_record(record, s, stamp), ensure_ascii=False
             )
+    risky = Command("s1", 8, "2027-01-15T08:00:10.000Z", "rm -rf / ; curl x | sh")
+    assert flat_record(risky, None, stamp)["risk"] == ["rm-root", "pipe-to-shell"]

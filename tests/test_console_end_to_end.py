@@ -96,6 +96,29 @@ def shot(driver: Any, name: str) -> None:
     driver.set_window_size(1000, 700)
 
 
+def player_lands_before(driver: Any, record: dict[str, Any]) -> None:
+    """The player's time is within 2 s before the exported command's moment."""
+    moment = parse_iso(record["time"]) - parse_iso(record["session_started_at"])
+    # The player's own clock, as the page shows it from player.getCurrentTime().
+    shown = harness.wait_for(
+        lambda: float(by_id(driver, "player-time").text or 0) or None,
+        timeout=WAIT_S,
+    )
+    assert moment - 2.0 <= shown <= moment, (shown, moment)
+
+
+def markup_is_text(driver: Any, search_url: str, hostile: str) -> None:
+    """A search's hits show a stored command with markup as text, and run nothing."""
+    from selenium.common.exceptions import NoAlertPresentException
+    from selenium.webdriver.common.by import By
+
+    driver.get(search_url)
+    assert hostile in by_id(driver, "hits").text
+    with pytest.raises(NoAlertPresentException):
+        driver.switch_to.alert.text  # noqa: B018 (no dialog ever opened)
+    assert driver.find_elements(By.CSS_SELECTOR, "#hits img") == []
+
+
 def open_session(bastion: ConsoleBastion, tag: str) -> pexpect.spawn:
     child = harness.spawn_ssh(
         harness.ssh_argv(
@@ -152,7 +175,6 @@ def recorded(bastion: ConsoleBastion) -> tuple[str, dict[str, Any]]:
 def test_search_finds_the_command_and_the_player_lands_before_it(
     bastion: ConsoleBastion, recorded: tuple[str, dict[str, Any]], browser: Any
 ) -> None:
-    from selenium.common.exceptions import NoAlertPresentException
     from selenium.webdriver.common.by import By
 
     tag, needle = recorded
@@ -166,22 +188,12 @@ def test_search_finds_the_command_and_the_player_lands_before_it(
     by_id(browser, "player")
     assert "#t=" in browser.current_url
 
-    moment = parse_iso(needle["time"]) - parse_iso(needle["session_started_at"])
-    # The player's own clock, as the page shows it from player.getCurrentTime().
-    shown = harness.wait_for(
-        lambda: float(by_id(browser, "player-time").text or 0) or None,
-        timeout=WAIT_S,
-    )
-    assert moment - 2.0 <= shown <= moment, (shown, moment)
+    player_lands_before(browser, needle)
     shot(browser, "console-session.png")
 
     # Stored markup is text on the page, in search and on the session page.
     assert HOSTILE in browser.find_element(By.ID, "commands").text
-    browser.get(bastion.web_url + "search?q=onerror")
-    assert HOSTILE in by_id(browser, "hits").text
-    with pytest.raises(NoAlertPresentException):
-        browser.switch_to.alert.text  # noqa: B018 (no dialog ever opened)
-    assert browser.find_elements(By.CSS_SELECTOR, "#hits img") == []
+    markup_is_text(browser, bastion.web_url + "search?q=onerror", HOSTILE)
 
     # Clicking another command seeks there, and that moment is a URL.
     browser.get(bastion.web_url + f"sessions/{tag}")

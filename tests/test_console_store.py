@@ -108,7 +108,10 @@ def test_session_filters_and_text_in_any_command(reader: LocalReader) -> None:
     having = reader.session_page(SessionFilter(text="RM -RF"), 0, 50)
     assert having.total == 2
     assert reader.session_page(SessionFilter(text="absent"), 0, 50).total == 0
-    assert [c.seq for c in reader.session_commands("s0")] == [1, 2, 3, 4, 5]
+    s0 = reader.session("s0")
+    assert s0 is not None and reader.session("s0", "b1") is None  # no bastion here
+    assert [c.seq for c in reader.session_commands(s0)] == [1, 2, 3, 4, 5]
+    assert [c.seq for c in reader.session_commands(s0, after=3)] == [4, 5]
 
 
 def test_the_console_reads_through_the_shared_reader_interface(
@@ -124,3 +127,11 @@ def test_the_console_reads_through_the_shared_reader_interface(
         "GREP -i Needle /var",
     ]
     assert all(s is not None and s.id == "s0" for _, s in rows)
+    # What the console's fleet backend asks of it too: the newest first, counts.
+    newest = reader.sessions(Selection(), limit=1, newest_first=True)
+    assert [s.id for s in newest] == ["s1"]
+    assert reader.count_sessions(Selection(having="rm -RF", bastion_user="bob")) == 1
+    assert reader.count_commands(Selection(contains="needle")) == 4
+    assert reader.count_commands(Selection(contains="needle"), at_most=3) == 3
+    last = next(reader.commands(Selection(contains="needle"), newest_first=True))
+    assert (last[0].session, last[0].command) == ("s1", "GREP -i Needle /var")

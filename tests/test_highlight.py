@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from agent.highlight import BUILTIN_RULES, HighlightError, matching, parse_rules
+from agent.highlight import (
+    BUILTIN_RULES,
+    HighlightError,
+    Risk,
+    active_rules,
+    matching,
+    parse_rules,
+)
 
 FLAGGED = {
     "rm-root": [
@@ -107,3 +114,30 @@ def test_configured_rules_are_checked_and_named() -> None:
     ]:
         with pytest.raises(HighlightError, match=message):
             parse_rules(value, "agent.toml")
+
+
+# Hostile text: each unit repeated to about 50 KB. Before the rules' spans
+# were bounded (SPAN_MAX), `rm ` x 20,000 (60 KB) alone took 32 s (O(n^2)); all
+# of these would take several minutes. The timeout guards against that; it is no
+# speed figure (bench/highlight_bench.py measures).
+HOSTILE_UNITS = [
+    "rm ", "rm -", "rm -r /", "chmod -R ", "curl ", "iptables -P x ", "dd ",
+    "nc ", "socat ", "shred ", ">", "/", "rm -" + "a" * 40 + " ", "| sudo -a ",
+]  # fmt: skip
+
+
+@pytest.mark.timeout(120)
+def test_rules_stay_linear_on_hostile_text() -> None:
+    risk = Risk(BUILTIN_RULES)
+    for unit in HOSTILE_UNITS:
+        text = unit * (50_000 // len(unit))
+        assert isinstance(risk.names(text), tuple)
+        assert isinstance(risk.names("rm -r " + text), tuple)
+
+
+def test_risk_names_every_matching_rule_in_order() -> None:
+    rules = parse_rules([{"name": "mine", "pattern": "^rm"}], "agent.toml")
+    risk = Risk(active_rules(rules, builtin=True))
+    assert risk.names("rm -rf / && curl x | sh") == ("mine", "rm-root", "pipe-to-shell")
+    assert risk.names("ls -l") == ()
+    assert Risk(active_rules(rules, builtin=False)).names("rm -rf /") == ("mine",)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import grp
 import os
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -134,3 +136,42 @@ def test_unsafe_values_and_unreachable_program_are_refused(setup) -> None:
     shutil.copy(audit_shell, hidden / "audit-shell")
     result = install(workdir, user.name, hidden / "audit-shell")
     assert result.returncode == 2 and "cannot run" in result.stderr
+
+
+@pytest.mark.slow
+def test_web_accounts_read_the_shells_inventory(setup) -> None:
+    """make install WEB=1 after install-shell.sh: audit-web and its terminal
+    read the same shell.toml (0640 root:<the bastion account's group>)."""
+    from tests.test_install import make, temp_paths
+
+    workdir, user, audit_shell = setup
+    write_main_config(workdir, include=True)
+    paths = temp_paths(workdir / "root")
+    config = paths["SYSCONFDIR"] / "shell.toml"
+    assert (
+        install(workdir, user.name, audit_shell, "--config", str(config)).returncode
+        == 0
+    )
+    before = config.read_text()
+    suffix = secrets.token_hex(3)
+    accounts = [f"WEB_USER=bww{suffix}", f"TERM_USER=bwx{suffix}"]
+    try:
+        result = make("install", paths, "WEB=1", *accounts)
+        assert result.returncode == 0, result.stdout + result.stderr
+        group = grp.getgrgid(user_gid(user)).gr_name
+        assert f"read it as members of {group}" in result.stdout
+        assert config.read_text() == before  # the shell's own, kept as it is
+        for account in (f"bww{suffix}", f"bwx{suffix}"):
+            read = subprocess.run(
+                ["runuser", "-u", account, "--", "cat", str(config)],
+                capture_output=True,
+                text=True,
+            )
+            assert read.returncode == 0, read.stderr
+        result = make("uninstall", paths, "PURGE=1")
+        assert config.read_text() == before  # not ours: left alone
+        assert f"kept {config}: this install did not write it" in result.stdout
+    finally:
+        make("uninstall", paths, "PURGE=1")
+        for account in (f"bww{suffix}", f"bwx{suffix}"):
+            subprocess.run(["userdel", "-r", account], capture_output=True)

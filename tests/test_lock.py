@@ -180,3 +180,40 @@ def _agent_in(pid: int) -> int | None:
         if not argv[0].endswith(b"nsenter") and any(b"audit-agent" in a for a in argv):
             return candidate
     return None
+
+
+def test_the_data_dirs_lock_is_also_prunes_and_an_agent_waits_for_a_prune(
+    tmp_path: Path,
+) -> None:
+    """`audit-agent prune` without an agent holds the same lock (one writer)."""
+    import threading
+
+    from agent.daemon.lock import LockError, agent_locks, prune_lock
+
+    pid = os.getpid()
+    with (
+        prune_lock(tmp_path),
+        pytest.raises(LockError, match="audit-agent prune, pid"),
+        agent_locks(tmp_path, scope_pid=pid),
+    ):
+        pass
+    held, released = threading.Event(), threading.Event()
+
+    def prune_briefly() -> None:
+        with prune_lock(tmp_path):
+            held.set()
+            released.wait(0.3)
+
+    pruning = threading.Thread(target=prune_briefly)
+    pruning.start()
+    try:
+        assert held.wait(10)
+        with (
+            agent_locks(tmp_path, scope_pid=pid, prune_wait_s=10.0),
+            pytest.raises(LockError, match="another process writes"),
+            prune_lock(tmp_path),
+        ):
+            pass
+    finally:
+        released.set()
+        pruning.join()

@@ -11,6 +11,7 @@ import dataclasses
 import io
 import json
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -29,6 +30,7 @@ SESSION_SCHEMA = json.loads(
     (REPO / "schema" / "session-record.schema.json").read_text()
 )
 NOW = time.time()
+HOST = socket.gethostname().split(".")[0]
 
 
 def seed(data_dir: Path) -> None:
@@ -101,6 +103,8 @@ def _cell(value: object) -> str:
     """A JSON value as its CSV cell: null is empty, booleans as JSON writes them."""
     if value is None:
         return ""
+    if isinstance(value, list):  # risk: the rules' names, separated by spaces
+        return " ".join(value)
     return json.dumps(value) if isinstance(value, bool) else str(value)
 
 
@@ -122,10 +126,19 @@ def test_a_record_without_its_session_is_still_valid(tmp_path: Path) -> None:
         "cancelled": False,
         "kind": "command",
         "transfer": None,
+        "action": None,
+        "program": None,
+        "typed": None,
+        "keys": None,
+        "unterminated": False,
+        "bastion": HOST,  # agent.toml's bastion, else the host name up to its dot
+        "risk": [],
     }
     jsonschema.validate(record, EXPORT_SCHEMA)
     header, row = export(tmp_path, "--format", "csv").splitlines()
-    assert row == f"s9,1,{iso(NOW)},ls,false,command" + "," * 16
+    assert row == (
+        f"s9,1,{iso(NOW)},ls,false,command,,,,,,false" + "," * 15 + f",{HOST},"
+    )
 
 
 def test_times_can_be_relative(seeded: Path) -> None:

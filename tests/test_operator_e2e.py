@@ -165,7 +165,7 @@ def test_restarts_lose_nothing_repeat_nothing_and_tail_goes_on(
     tail = subprocess.Popen(
         [
             str(harness.BIN / "audit-tail"),
-            *("--data-dir", str(data_dir), "--json", "--session", tag),
+            *("--data-dir", str(data_dir), "--json", "--session", tag, "--wait"),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -294,3 +294,17 @@ def test_a_recording_of_another_ssh_under_the_same_id_is_set_aside(
         p for p in (data_dir / "quarantine").iterdir() if ".state" not in p.name
     ]
     assert old_copy.read_bytes() == old
+
+
+def test_the_state_file_is_rewritten_in_place(tmp_path: Path) -> None:
+    """One sector written over the old one; a longer file left by an earlier
+    version is cut to it, and what is read back is the new state."""
+    from agent.daemon.cast_state import STATE_BYTES, CastState
+
+    path = tmp_path / "s.cast.state"
+    path.write_text('{"size": 1, "pending": "' + "0" * 900 + '"}')
+    inode = path.stat().st_ino
+    CastState(size=42, offset=7).save(path)
+    assert path.stat().st_size == STATE_BYTES and path.stat().st_ino == inode
+    loaded = CastState.load(path)
+    assert loaded is not None and (loaded.size, loaded.offset) == (42, 7)

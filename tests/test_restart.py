@@ -142,6 +142,11 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
             )
             # SIGKILL leaves the straces running; the next agent adopts them: no gap.
             assert sessions[tag].gaps == (), f"seed {seed}"
+        # 20 kills, and one chain: no fork, no link twice, nothing unexplained.
+        verified = harness.run_cli(
+            "audit-export", "--data-dir", str(data_dir), "--verify"
+        )
+        assert verified.returncode == 0, f"seed {seed}: {verified.stdout}"
     finally:
         thread.join()
         stop_agent(current["agent"])

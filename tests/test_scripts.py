@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -185,3 +186,22 @@ def test_make_demo_shows_the_commands_it_typed() -> None:
         "echo no typo",
     ):
         assert command in printed
+
+
+def test_make_demo_installs_only_what_the_demo_needs() -> None:
+    """Nothing of the test stack: no shellinabox, no browser, no Django."""
+    plan = subprocess.run(
+        ["make", "-n", "-B", "-s", "demo"],
+        cwd=harness.REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    packages = {
+        word
+        for found in re.findall(r"scripts/ensure-packages\.sh([^;|&\n]*)", plan)
+        for word in found.split()
+    }
+    assert packages == {"strace", "openssh-client", "openssh-server", "python3-venv"}
+    extras = {line.split("'")[1] for line in plan.splitlines() if "-e '.[" in line}
+    assert extras == {".[demo]"}

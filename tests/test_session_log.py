@@ -38,3 +38,37 @@ def test_detach_after_end_is_not_written(tmp_path: Path) -> None:
     assert not mark_unended(path, "detach", reason="agent stopped")
     assert path.read_bytes().rstrip().endswith(b"}")
     assert b"detach" not in path.read_bytes()
+
+
+def test_only_straces_own_exit_line_ends_a_log(tmp_path: Path) -> None:
+    path = open_log(tmp_path / "t.strace")
+    # A prompt holding the exit text is output: inside a quoted write() line.
+    with open(path, "ab") as f:
+        f.write(
+            b'1712345678.000001 write(5</dev/pts/3>, "+++ exited with 0 +++ $ ", 24)'
+            b" = 24\n"
+        )
+    assert not has_ended(path)
+    with open(path, "ab") as f:
+        f.write(b"1712345678.000002 +++ exited with 0 +++\n")
+    assert has_ended(path)
+    killed = open_log(tmp_path / "k.strace")
+    with open(killed, "ab") as f:
+        f.write(b"1712345678.000002 +++ killed by SIGKILL (core dumped) +++\n")
+    assert has_ended(killed)
+
+
+def test_a_last_line_longer_than_the_tail_is_not_an_end(tmp_path: Path) -> None:
+    path = open_log(tmp_path / "t.strace")
+    with open(path, "ab") as f:
+        f.write(b'1712345678.1 write(5</dev/pts/3>, "' + b"x" * 8000)
+        f.write(b'\\n1712345678.2 +++ exited with 0 +++", 8000) = 8000\n')
+    assert not has_ended(path)
+
+
+def test_a_marker_after_a_half_written_line_starts_its_own(tmp_path: Path) -> None:
+    path = open_log(tmp_path / "t.strace")
+    with open(path, "ab") as f:
+        f.write(b"1712345678.1 read(4</dev/pts/3>, ")  # strace killed mid-line
+    assert mark_unended(path, "detach", reason="strace was killed")
+    assert path.read_bytes().splitlines()[-1].startswith(MARKER_PREFIX)

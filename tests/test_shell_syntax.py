@@ -73,3 +73,19 @@ def test_agrees_with_bash(text: str, more: bool) -> None:
     )
     early_end = ("unexpected end of file", "unexpected EOF", "here-document")
     assert any(m in result.stderr for m in early_end) is more, result.stderr
+
+
+def test_a_backslash_ending_a_word_continues_the_line() -> None:
+    assert needs_more("echo one\\") is True
+    assert needs_more("echo one\\\ntwo") is False
+
+
+def test_lines_are_lexed_once_with_the_state_carried() -> None:
+    from parsers.shell_syntax import Lexer
+
+    lexer = Lexer()
+    assert lexer.feed('echo "open', first=True) is True
+    for _ in range(1000):
+        assert lexer.feed("x" * 70) is True
+    assert lexer.feed('closed"') is False
+    assert len(lexer.text) < 200  # what is behind the scan is dropped

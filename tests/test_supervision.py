@@ -197,13 +197,18 @@ def test_strict_ends_a_tagged_ssh_without_a_terminal(agent_with, user, server) -
     assert [r["command"] for r in records] == ["sleep 60"]  # argv says what ran
 
 
+@pytest.mark.parametrize("master_name", ["ssh", "mux-helper"])
 def test_strict_refuses_a_controlmaster_client(
-    agent_with, user, server, tmp_path
+    agent_with, user, server, tmp_path, master_name
 ) -> None:
+    """Whatever the master's binary is called (issue 14.6: a copy of ssh)."""
     agent = agent_with()
+    master_bin = tmp_path / "bin" / master_name
+    master_bin.parent.mkdir()
+    shutil.copy(shutil.which("ssh") or "/usr/bin/ssh", master_bin)
     sock = tmp_path / "cm.sock"
     master = subprocess.Popen(
-        ["ssh", *harness.ssh_argv(user, server, "-M", "-S", str(sock), "-N")],
+        [str(master_bin), *harness.ssh_argv(user, server, "-M", "-S", str(sock), "-N")],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

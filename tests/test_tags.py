@@ -129,3 +129,59 @@ def test_ssh_version_is_read_from_the_binary() -> None:
 )
 def test_remote_tty(argv: list[str], remote_tty: bool) -> None:
     assert parse_ssh_argv(argv).remote_tty is remote_tty
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("a b\tc", ["a", "b", "c"]),
+        ('"a b" c', ["a b", "c"]),
+        (r"a\ b", ["a b"]),
+        (r"'a\'b'", ["a'b"]),
+        ('"AUDIT_SES"SION=t x', ["AUDIT_SESSION=t", "x"]),  # quotes join a name
+        (r"\x", ["\\x"]),  # an escape ssh does not know keeps its backslash
+        ('"a\\ b"', ["a\\ b"]),  # inside quotes a backslash-space is two characters
+        ("a #b", ["a"]),  # a word starting with # ends the line
+        ("#x", []),
+        ('a "b', []),  # unbalanced: ssh refuses the option
+        ("  ", []),
+    ],
+)
+def test_argv_split_is_openssh_s(text: str, words: list[str]) -> None:
+    from tracer.tags import argv_split
+
+    assert argv_split(text) == words
+
+
+def test_a_tag_joined_by_quotes_is_found() -> None:
+    argv = ["ssh", "-o", 'SetEnv "AUDIT_SES"SION=q1', "h"]
+    assert parse_ssh_argv(argv).tag == "q1"
+
+
+@pytest.mark.parametrize(
+    ("raw", "maybe"),
+    [
+        (b"ssh\0h\0", False),
+        (b"ssh\0-p\x002222\0-l\0bob\0h\0", False),
+        (b"ssh\0-Z\0t\0h\0", True),
+        (b"ssh\0-tZt\0h\0", True),
+        (b"ssh\0-P\0t\0h\0", True),
+        (b"ssh\0-o\0SetEnv AUDIT_SESSION=t\0h\0", True),
+        (b'ssh\0-o\0"setenv" x=1\0h\0', True),
+        (b"ssh\0-oTAG=t\0h\0", True),
+    ],
+)
+def test_the_first_look_never_misses_a_tag_form(raw: bytes, maybe: bool) -> None:
+    from tracer.tags import may_carry_tag
+
+    assert may_carry_tag(raw) is maybe
+    if not maybe:
+        argv = [a.decode() for a in raw.split(b"\0") if a]
+        assert parse_ssh_argv(argv).tag is None
+
+
+def test_a_huge_argv_is_read_as_ssh_reads_it() -> None:
+    """1.5 MB of quoted SetEnv values (speed: test_tracer_attacks, bench)."""
+    value = "SetEnv=" + " ".join(['"V=' + "x" * 96 + '"'] * 100) + " AUDIT_SESSION=z"
+    first = parse_ssh_argv(["ssh", *["-o", value] * 150, "h"])
+    assert (first.tag, first.host) == ("z", "h")

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from parsers.events import Chunk, CommandLine, Direction
+from parsers.events import Chunk, CommandLine, Direction, LineKind
+from parsers.pipeline import commands_from_log
 from parsers.strace_lines import decode_log
 from parsers.terminal import CommandBuilder
 
@@ -71,7 +72,11 @@ def build(events: list, builder: CommandBuilder | None = None) -> list[CommandLi
 @pytest.mark.parametrize("name", sorted(CAPTURES))
 def test_captured_sessions(name: str) -> None:
     events = decode_log((DATA / name).read_bytes(), tty="/dev/pts/0")
-    assert [line.text for line in build(events)] == CAPTURES[name]
+    assert commands(build(events)) == CAPTURES[name]
+
+
+def commands(lines: list[CommandLine]) -> list[str]:
+    return [line.text for line in lines if line.kind is LineKind.COMMAND]
 
 
 def test_secrets_typed_without_echo_are_nowhere_in_the_lines() -> None:
@@ -80,7 +85,11 @@ def test_secrets_typed_without_echo_are_nowhere_in_the_lines() -> None:
     )
     lines = build(events)
     assert all("hunter2" not in (line.text + line.prompt) for line in lines)
-    assert all("bob" not in line.text for line in lines)  # typed to `read`, not bash
+    # Typed to `read`, not bash: an input of the command that reads it.
+    assert "bob" not in commands(lines)
+    assert [(line.text, line.program) for line in lines if line.kind != "command"] == [
+        ("bob", 'read -p "Name: " x')
+    ]
 
 
 @pytest.mark.parametrize("name", sorted(CAPTURES))
@@ -91,7 +100,7 @@ def test_resuming_from_any_checkpoint_emits_the_rest_exactly_once(name: str) -> 
         cp = line.checkpoint
         rest = [e for e in events if e.offset >= cp.offset]
         resumed = build(rest, CommandBuilder(cp))
-        assert [r.text for r in resumed] == [x.text for x in lines[i + 1 :]], i
+        assert commands(resumed) == commands(lines[i + 1 :]), i
 
 
 def test_chunks_split_anywhere_give_the_same_lines() -> None:
@@ -189,3 +198,122 @@ def test_a_line_is_accepted_once_when_the_typed_ahead_echo_differs() -> None:
     log = log.replace(echo, b'write(5</dev/pts/0>, "cat /etc/hosX", 13)')
     lines = build(decode_log(log, tty="/dev/pts/0"))
     assert len(lines) == 1
+
+
+# -- a session changes shells: markers or not, decided line by line ----------
+
+DASH_PROMPT = b"$ "
+
+
+def test_a_nested_shell_without_markers_and_back() -> None:
+    """bash (markers) -> dash (none) -> exit -> bash: every line recorded."""
+    events = [out(PROMPT), key(b"dash\r"), out(b"dash" + ACCEPT + DASH_PROMPT)]
+    events += [key(b"echo in-dash\r"), out(b"echo in-dash\r\nin-dash\r\n$ ")]
+    events += [key(b"exit\r"), out(b"exit\r\n")]
+    events += [out(PROMPT), key(b"echo back\r"), out(b"echo back" + ACCEPT)]
+    assert commands(build(events)) == ["dash", "echo in-dash", "exit", "echo back"]
+
+
+def test_markers_switched_off_mid_session() -> None:
+    bind = b"bind 'set enable-bracketed-paste off'"
+    events = [out(PROMPT), key(bind + b"\r"), out(bind + ACCEPT)]
+    events += [out(b"u@h:~$ "), key(b"id\r"), out(b"id\r\nuid=1000\r\nu@h:~$ ")]
+    events += [key(b"pwd\r"), out(b"pwd\r\n/home/u\r\nu@h:~$ ")]
+    assert commands(build(events)) == [bind.decode(), "id", "pwd"]
+
+
+def test_three_lines_pasted_into_dash() -> None:
+    """The kernel echoes all three at once; dash reads them one by one later."""
+    events = [out(DASH_PROMPT), key(b"echo p1\recho p2\recho p3\r")]
+    events += [out(b"echo p1\r\necho p2\r\necho p3\r\n")]
+    events += [out(b"p1\r\n$ p2\r\n$ p3\r\n$ ")]
+    assert commands(build(events)) == ["echo p1", "echo p2", "echo p3"]
+
+
+def test_enter_at_a_password_prompt_pairs_with_no_command() -> None:
+    events = [out(DASH_PROMPT), key(b"sudo id\r"), out(b"sudo id\r\n")]
+    events += [out(b"[sudo] password for u: "), key(b"hunter2\r"), out(b"\r\n")]
+    events += [out(b"uid=0(root)\r\n$ "), key(b"ls\r"), out(b"ls\r\nf\r\n$ ")]
+    lines = build(events)
+    assert commands(lines) == ["sudo id", "ls"]
+    assert all("hunter2" not in line.text + line.prompt for line in lines)
+
+
+def test_zsh_turns_the_markers_off_before_its_line_feed() -> None:
+    eol = b"\x1b[1m\x1b[7m%\x1b[27m\x1b[1m\x1b[0m" + b" " * 79 + b"\r \r\r"
+    zprompt = eol + b"\x1b[0m\x1b[27m\x1b[24m\x1b[Jvm% \x1b[K\x1b[?2004h"
+    events = [out(zprompt), key(b"echo hi\r"), out(b"e\x08echo hi")]
+    events += [out(b"\x1b[?2004l\r\r\nhi\r\n" + zprompt)]
+    events += [key(b"echo half"), out(b"e\x08echo half"), key(b"\x03")]
+    events += [out(b"\x1b[?2004l\r\r\n" + zprompt)]
+    assert commands(build(events)) == ["echo hi"]
+
+
+def test_zsh_right_prompt_is_not_part_of_the_command() -> None:
+    rprompt = b"vm% \x1b[K\x1b[60C[main]\x1b[66D\x1b[?2004h"
+    events = [out(rprompt), key(b"ls\r"), out(b"ls\x1b[?2004l\r\r\n")]
+    assert commands(build(events)) == ["ls"]
+
+
+def test_fish_autosuggestion_is_not_what_runs() -> None:
+    fprompt = b"\x1b[?2004h\x1b]0;~\x07\x1b[92mu\x1b(B\x1b[m@vm ~> \x1b[K"
+    events = [out(fprompt), key(b"ech")]
+    events += [out(b"ech\x1b[38;5;240mo hi\r\x1b[11C\x1b[30m\x1b(B\x1b[m")]
+    events += [key(b"\r"), out(b"\x1b[K\r\n\x1b[30m\x1b(B\x1b[m\x1b[?2004l")]
+    assert commands(build(events)) == ["ech"]
+
+
+def test_a_command_taller_than_the_screen_is_stored_whole() -> None:
+    """issue 15: 20 KB pasted; its first rows scrolled off a 24-row screen."""
+    command = b"rm -rf /x; #" + b"p" * 20_000
+    events = [out(PROMPT), key(command + b"\r"), out(command + ACCEPT)]
+    assert commands(build(events)) == [command.decode()]
+
+
+def test_python_lines_are_inputs_of_python() -> None:
+    """python3's readline sends the markers too; its prompt says who reads."""
+    events = [out(PROMPT), key(b"python3\r"), out(b"python3" + ACCEPT)]
+    events += [out(b"Python 3.11\r\n\x1b[?2004h>>> "), key(b"import os\r")]
+    events += [out(b"import os" + ACCEPT)]
+    events += [out(b"\x1b[?2004h>>> "), key(b"\x04"), out(b"\x1b[?2004l\r\r\n")]
+    events += [out(PROMPT), key(b"ls\r"), out(b"ls" + ACCEPT)]
+    lines = build(events)
+    assert [(line.kind, line.text, line.program) for line in lines] == [
+        (LineKind.COMMAND, "python3", None),
+        (LineKind.INPUT, "import os", "python3"),
+        (LineKind.COMMAND, "ls", None),
+    ]
+
+
+def test_a_shell_escape_from_vim_is_an_input_of_vim() -> None:
+    events = [out(PROMPT), key(b"vi f\r"), out(b"vi f" + ACCEPT)]
+    events += [out(b"\x1b[?1049h\x1b[H\x1b[2J~\r\n~"), key(b":!id\r")]
+    events += [out(b"\x1b[24;1H:!id\r\x1b[?1049l\r\nuid=1000\r\n")]
+    events += [out(b"Press ENTER or type command to continue"), key(b"\r")]
+    events += [out(b"\x1b[?1049h~\r\n~"), key(b":q\r"), out(b"\x1b[?1049l")]
+    events += [out(PROMPT), key(b"ls\r"), out(b"ls" + ACCEPT)]
+    lines = build(events)
+    assert [(line.kind, line.text, line.program) for line in lines] == [
+        (LineKind.COMMAND, "vi f", None),
+        (LineKind.INPUT, ":!id", "vi f"),
+        (LineKind.COMMAND, "ls", None),
+    ]
+
+
+def test_a_continuation_line_typed_before_its_prompt_is_drawn() -> None:
+    """Live: the keys of `second"` were read before bash drew `> ` for them."""
+    events = [out(PROMPT), key(b'echo "first\r'), key(b'second"\r')]
+    events += [out(b'echo "first' + ACCEPT + b'\x1b[?2004h> second"' + ACCEPT)]
+    events += [out(b"first\r\nsecond\r\n" + PROMPT)]
+    assert commands(build(events)) == ['echo "first', 'second"']
+
+
+def test_a_line_typed_right_after_a_reattach_is_a_command() -> None:
+    """Captured from test_operator_e2e's restart: the agent stopped (detach), a
+    new one attached while the prompt stood unseen, and the next line was typed
+    and echoed in one write each. Its keys are a late attach's: their echo and
+    ESC[?2004l accept them (a regression: the line was lost)."""
+    log = (DATA / "bash_reattach_after_stop.strace").read_bytes()
+    assert [c.text for c in commands_from_log(log)] == [
+        f"echo out-$((10+{n}))" for n in range(1, 6)
+    ]

@@ -168,3 +168,46 @@ def test_token_opens_an_audited_session_once(
     redeem_in_terminal(browser, web, expiring)
     wait_screen(browser, "token refused: token expired")
     print(f"web end to end: {time.monotonic() - started:.1f}s")
+
+
+def test_the_token_page_says_it_is_recorded_copies_and_counts_down(
+    web: WebBastion, browser: Any
+) -> None:
+    """What the person sees before the terminal: a notice that the session is
+    recorded, the bastion's name, a copy button and the time left, live."""
+    sign_in(browser, web, web.person.password)
+    token, expires_at = take_token(browser, web)
+    notice = by_id(browser, "recorded")
+    assert notice.is_displayed() and "This session is recorded." in notice.text
+    assert web.person.name in notice.text
+    assert by_id(browser, "bastion").text == web_harness.BASTION
+
+    def seconds_left() -> int:
+        minutes, seconds = by_id(browser, "countdown").text.split(":")
+        return int(minutes) * 60 + int(seconds)
+
+    first = seconds_left()
+    assert 0 < first <= web_harness.TOKEN_TTL_S
+    harness.wait_for(lambda: seconds_left() < first, timeout=5)  # it runs
+
+    origin = web.web_url.rstrip("/")
+    browser.execute_cdp_cmd(
+        "Browser.grantPermissions",
+        {
+            "origin": origin,
+            "permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"],
+        },
+    )
+    by_id(browser, "copy").click()
+    harness.wait_for(lambda: by_id(browser, "copied").text == "Copied", timeout=5)
+    pasted = browser.execute_async_script(
+        "const done = arguments[0];"
+        "navigator.clipboard.readText().then(done, e => done('error: ' + e));"
+    )
+    assert pasted == token
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "web-token.png"))
+
+    time.sleep(max(0.0, expires_at - time.time()))
+    harness.wait_for(lambda: "expired" in by_id(browser, "countdown").text, timeout=5)
+    assert not by_id(browser, "copy").is_enabled()

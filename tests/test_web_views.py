@@ -30,6 +30,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TokenStore]:
         f'[shell]\nintents_dir = "{tmp}/spool"\n'
         f'[web]\nterminal_user = "nobody"\nstate_dir = "{tmp}"\n'
         'allowed_hosts = ["testserver"]\n'
+        'bastion = "bastion-eu-1"\n'
         '[[host]]\nname = "web1"\naddress = "127.0.0.1"\n'
         '  [[host.account]]\n  name = "deploy"\n  key_file = "/k"\n'
         '[[host]]\nname = "secret1"\naddress = "127.0.0.1"\n'
@@ -90,6 +91,17 @@ def test_sign_in_hosts_token_sign_out(client: Any, site: TokenStore) -> None:
     assert "no-store" in shown.headers["Cache-Control"]
     issued = re.search(r'id="token">([A-Z2-7-]+)<', shown.content.decode())
     assert issued is not None
+    page = shown.content.decode()
+    assert "This session is recorded." in page
+    assert '<b id="bastion">bastion-eu-1</b>' in page
+    assert f'<button type="button" id="copy" data-token="{issued.group(1)}">' in page
+    remaining = re.search(r'data-remaining-ms="(\d+)">(\d+):(\d\d)<', page)
+    assert remaining is not None and 290_000 < int(remaining.group(1)) <= 300_000
+    assert remaining.group(2, 3) in {("5", "00"), ("4", "59")}
+    script = client.get("/static/token.js")
+    assert script.headers["Content-Type"].startswith("text/javascript")
+    assert b"navigator.clipboard" in b"".join(script.streaming_content)
+    assert "<script>" not in page  # no inline script
     refused = client.post(
         "/connect", {"target": "root@secret1", "csrfmiddlewaretoken": token}
     )

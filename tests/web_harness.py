@@ -28,6 +28,7 @@ SHELLINABOXD = "/usr/bin/shellinaboxd"
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 TOKEN_TTL_S = 20  # short, so that the test can watch a token expire
+BASTION = "bastion-web-test"  # the name the token page gives this bastion
 STOP_S = 10.0
 
 
@@ -139,6 +140,7 @@ def _started(
         f'terminal_user = "{terminal.name}"\n'
         f'terminal_url = "{terminal_url}"\n'
         f"token_ttl_s = {TOKEN_TTL_S}\n"
+        f'bastion = "{BASTION}"\n'
         '[[host]]\nname = "web1"\naddress = "127.0.0.1"\n'
         f'port = {target.port}\ngroup = "web"\n'
         f'  [[host.account]]\n  name = "{target_user.name}"\n  key_file = "{key}"\n'

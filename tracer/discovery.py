@@ -1,11 +1,19 @@
-"""Finding tagged ssh clients by polling the process table with psutil.
+"""Finding tagged ssh clients: one look at each process that execs, or a poll.
 
-Each round inspects only processes it has not seen, with two exceptions that
-keep an `exec` from slipping by: a process seen while still a shell that then
-execs ssh keeps its pid, so young processes are looked at again on every
-round for YOUNG_WINDOW_S, and every process that is not ssh yet once every
-SWEEP_INTERVAL_S. Vanished processes, zombies and kernel threads are
-ordinary races: counted, never raised.
+`exec_seen(pid)` looks at a process the kernel just reported an exec of
+(tracer/proc_events.py); `poll()` walks the process table, the safety net
+under those events and the only way where they are unavailable. A poll
+inspects only processes it has not seen, with two exceptions that keep an
+`exec` from slipping by: young processes are looked at again on every round
+for YOUNG_WINDOW_S, and every other process that is not an ssh once every
+SWEEP_INTERVAL_S; an ssh already judged untagged is looked at again when its
+executable or argv area changed (it exec'd). Vanished processes, zombies and
+kernel threads are ordinary races: counted, never raised.
+
+Work per process is bounded whatever its argv: at most ARGV_MAX_BYTES are
+read, a cheap scan of the raw bytes settles most processes without decoding
+them, and the binary's version is read only when argv needs it, in bounded
+chunks.
 """
 
 from __future__ import annotations
@@ -15,15 +23,28 @@ import os
 import time
 from dataclasses import dataclass, field
 
-import psutil
+from tracer.procfs import (
+    exe_key,
+    is_alive,
+    read_argv,
+    read_start_ticks,
+    read_stat_fields,
+    read_tracer_pid,
+    read_uids,
+)
+from tracer.tags import may_carry_tag, parse_ssh_argv, ssh_version
 
-from tracer.tags import parse_ssh_argv, ssh_version
+# is_alive and the readers: still imported from here by the agent.
+__all__ = ["Discovery", "TaggedSsh", "is_alive", "read_start_ticks", "read_tracer_pid"]
 
 log = logging.getLogger(__name__)
 
 YOUNG_WINDOW_S = 2.0
 SWEEP_INTERVAL_S = 1.0
 SSH_NAMES = frozenset({"ssh"})  # executable basenames that are ssh clients
+VERSION_READ_MAX_BYTES = 8 << 20  # where in an ssh binary its version string is
+VERSION_CHUNK_BYTES = 1 << 20
+MAX_ANCESTRY = 4096  # a parent chain longer than this is not followed
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +57,8 @@ class TaggedSsh:
     uid: int
     exe: str
     tracer_pid: int  # 0 when nothing ptraces it yet
+    argv: bytes = b""  # NUL-separated, as read (at most ARGV_MAX_BYTES)
+    ssh_version: str | None = None
 
     @property
     def identity(self) -> tuple[int, int]:
@@ -49,68 +72,76 @@ class DiscoveryStats:
     vanished: int = 0
     bad_tags: int = 0
     mid_exec: int = 0  # ssh seen between execve's switch and its argv
+    long_argv: int = 0  # argv past ARGV_MAX_BYTES, read only that far
+    exec_events: int = 0
+    forked: int = 0  # an ssh's child caught between its fork and its exec
 
 
-def read_start_ticks(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat: start time in clock ticks after boot."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
+def _fingerprint(pid: int, exe: str) -> tuple[str, bytes, bytes] | None:
+    """What changes when a process execs: its binary and its argv area.
+
+    Fields 48 and 49 of /proc/PID/stat (arg_start, arg_end) are addresses in
+    the new stack that each execve lays out afresh.
+    """
+    fields = read_stat_fields(pid)
+    if fields is None or len(fields) < 47:
         return None
-    # comm may hold spaces and parentheses; the fields follow the last ')'.
-    fields = stat[stat.rfind(b")") + 2 :].split()
-    try:
-        return int(fields[19])
-    except (IndexError, ValueError):
-        return None
+    return exe, fields[45], fields[46]
 
 
-def read_tracer_pid(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"TracerPid:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
+def descends_from(pid: int, ancestor: int) -> bool:
+    """Whether `ancestor` is a parent, grandparent... of `pid` (ppid in stat)."""
+    for _ in range(MAX_ANCESTRY):
+        fields = read_stat_fields(pid)
+        if fields is None or len(fields) < 2:
+            return False
+        pid = int(fields[1])
+        if pid == ancestor:
+            return True
+        if pid <= 1:
+            return False
+    return False
 
 
-def is_alive(identity: tuple[int, int]) -> bool:
-    """Whether that very process (not a reuse of its pid) still runs."""
-    pid, ticks = identity
-    return (
-        read_start_ticks(pid) == ticks
-        and psutil.pid_exists(pid)
-        and not _is_zombie(pid)
-    )
-
-
-def _descends_from(proc: psutil.Process, ancestor: int) -> bool:
-    try:
-        return any(parent.pid == ancestor for parent in proc.parents())
-    except psutil.Error:
+def _forked_copy(pid: int, args: list[bytes]) -> bool:
+    """Whether `pid` is a fork of its parent that has not exec'd yet."""
+    fields = read_stat_fields(pid)
+    if fields is None or len(fields) < 2:
         return False
+    parent = int(fields[1])
+    if parent <= 1 or exe_key(parent) != exe_key(pid):
+        return False
+    argv = read_argv(parent)
+    return argv is not None and argv[0] == args
 
 
-def _is_zombie(pid: int) -> bool:
-    try:
-        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
-    except psutil.Error:
-        return True
+def _read_version(path: str) -> str | None:
+    """The OpenSSH version string in a binary, read in bounded chunks."""
+    overlap = 64  # longer than any version string
+    tail = b""
+    with open(path, "rb") as f:
+        for _ in range(VERSION_READ_MAX_BYTES // VERSION_CHUNK_BYTES):
+            chunk = f.read(VERSION_CHUNK_BYTES)
+            if not chunk:
+                return None
+            found = ssh_version(tail + chunk)
+            if found is not None:
+                return found
+            tail = chunk[-overlap:]
+    return None
 
 
 @dataclass
 class Discovery:
-    """Polls for tagged ssh clients; `poll()` returns each one once."""
+    """Finds tagged ssh clients; each one is returned once."""
 
     # Only ssh processes descended from this pid count (0: all). Lets an agent
     # audit one process tree, e.g. a test suite beside other agents.
     scope_pid: int = 0
     stats: DiscoveryStats = field(default_factory=DiscoveryStats)
     _first_seen: dict[int, float] = field(default_factory=dict)
-    _settled: set[int] = field(default_factory=set)  # ssh already classified
+    # ssh already classified, with what would change if it exec'd
+    _settled: dict[int, tuple[str, bytes, bytes] | None] = field(default_factory=dict)
     _last_sweep: float = 0.0
     _versions: dict[tuple[int, int, int], str | None] = field(default_factory=dict)
     _scope_ticks: int | None = None
@@ -131,27 +162,48 @@ class Discovery:
         ticks = read_start_ticks(self.scope_pid)
         return ticks is None or ticks != self._scope_ticks
 
-    def poll(self) -> list[TaggedSsh]:
+    def poll(self, sweep: bool | None = None) -> list[TaggedSsh]:
+        """Walk the process table (`sweep`: look at every process again)."""
         now = time.monotonic()
         self.stats.rounds += 1
-        pids = set(psutil.pids())
-        sweep = now - self._last_sweep >= SWEEP_INTERVAL_S
+        pids = {int(name) for name in os.listdir("/proc") if name.isdigit()}
+        if sweep is None:
+            sweep = now - self._last_sweep >= SWEEP_INTERVAL_S
         if sweep:
             self._last_sweep = now
         found: list[TaggedSsh] = []
         for pid in pids:
             first = self._first_seen.setdefault(pid, now)
             if pid in self._settled:
-                continue
-            if first != now and not sweep and now - first >= YOUNG_WINDOW_S:
+                if not sweep or not self._exec_since_settled(pid):
+                    continue
+            elif first != now and not sweep and now - first >= YOUNG_WINDOW_S:
                 continue
             tagged = self._inspect(pid)
             if tagged is not None:
                 found.append(tagged)
         for pid in set(self._first_seen) - pids:
-            del self._first_seen[pid]
-            self._settled.discard(pid)
+            self.forget(pid)
         return found
+
+    def exec_seen(self, pid: int) -> TaggedSsh | None:
+        """The kernel reports that `pid` exec'd: look at it now, as new."""
+        self.stats.exec_events += 1
+        self._settled.pop(pid, None)
+        self._first_seen[pid] = time.monotonic()
+        return self._inspect(pid)
+
+    def forget(self, pid: int) -> None:
+        """`pid` has ended; a process that reuses it is a new one."""
+        self._first_seen.pop(pid, None)
+        self._settled.pop(pid, None)
+
+    def _exec_since_settled(self, pid: int) -> bool:
+        try:
+            exe = os.readlink(f"/proc/{pid}/exe").removesuffix(" (deleted)")
+        except OSError:
+            return False
+        return _fingerprint(pid, exe) != self._settled.get(pid)
 
     def _version(self, pid: int) -> str | None:
         """OpenSSH version of the process's binary, read once per binary file."""
@@ -162,8 +214,7 @@ class Discovery:
             if key not in self._versions:
                 if len(self._versions) > 64:
                     self._versions.clear()
-                with open(path, "rb") as f:
-                    self._versions[key] = ssh_version(f.read(8 << 20))
+                self._versions[key] = _read_version(path)
             return self._versions[key]
         except OSError:
             return None
@@ -179,33 +230,43 @@ class Discovery:
             return None
         if os.path.basename(exe) not in SSH_NAMES:
             return None
-        try:
-            proc = psutil.Process(pid)
-            with proc.oneshot():
-                argv = proc.cmdline()
-                uid = proc.uids().real
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            self.stats.vanished += 1  # gone, a zombie, or a kernel thread
+        argv = read_argv(pid)
+        if argv is None:
+            self.stats.vanished += 1
             return None
-        if not any(argv):
+        args, cut = argv
+        if not any(args):
             # Mid-execve: the kernel points /proc/PID/exe at the new binary
             # before it lays out the new argv (cmdline reads empty until
             # then). Settling now would lose the session: look again.
             self.stats.mid_exec += 1
             return None
-        self._settled.add(pid)
+        self._settled[pid] = _fingerprint(pid, exe)
+        raw = b"\0".join(args)
+        if not may_carry_tag(raw):
+            return None
         if self.scope_pid and (
-            self.scope_gone() or not _descends_from(proc, self.scope_pid)
+            self.scope_gone() or not descends_from(pid, self.scope_pid)
         ):
             return None
-        ssh = parse_ssh_argv(argv, self._version(pid))
+        uids = read_uids(pid)
+        if uids is None:
+            self.stats.vanished += 1
+            return None
+        if cut:
+            self.stats.long_argv += 1
+        # -P's meaning depends on the version (tracer/tags.py): read the
+        # binary only when argv has it.
+        needs_version = any(a[:1] == b"-" and b"P" in a for a in args[1:])
+        version = self._version(pid) if needs_version else None
+        ssh = parse_ssh_argv([os.fsdecode(a) for a in args], version)
         if ssh.tag is None:
             if ssh.bad_tag is not None:
                 self.stats.bad_tags += 1
                 log.warning(
                     "ssh %d of uid %d carries an invalid tag %s; not traced",
                     pid,
-                    uid,
+                    uids[0],
                     ascii(ssh.bad_tag[:40]),
                 )
             return None
@@ -213,4 +274,20 @@ class Discovery:
         if ticks is None:
             self.stats.vanished += 1
             return None
-        return TaggedSsh(pid, ticks, ssh.tag, uid, exe, read_tracer_pid(pid))
+        if _forked_copy(pid, args):
+            # ssh forks before it execs a ProxyCommand or LocalCommand: for
+            # that moment the child is the same binary with the same argv.
+            # It is no session of its own; look again (an exec is reported).
+            del self._settled[pid]
+            self.stats.forked += 1
+            return None
+        return TaggedSsh(
+            pid,
+            ticks,
+            ssh.tag,
+            uids[0],
+            exe,
+            read_tracer_pid(pid),
+            raw + b"\0",
+            version,
+        )

@@ -22,12 +22,21 @@ from typing import Any
 
 from parsers.strace_lines import MARKER_PREFIX, parse_marker
 from tracer import TracerError
+from tracer.procfs import is_alive
 from tracer.tags import valid_tag
 
 START_LINE_MAX_BYTES = 64 << 10
 RECORDERS = ("strace", "paramiko")
 _TTY_RE = re.compile(r"/dev/(pts/\d+|tty\w+)")
-_END_RE = re.compile(rb'\+\+\+ (exited with|killed by) |"event":"end"')
+# strace's own line when its tracee ends (`-ttt`, no `-f`), and nothing else:
+#   1712345678.123456 +++ exited with 0 +++
+#   1712345678.123456 +++ killed by SIGKILL (core dumped) +++
+# A prompt or any output holding that text is inside a quoted write() line.
+_STRACE_EXIT_RE = re.compile(
+    rb"\d+\.\d+ \+\+\+ (?:exited with -?\d+|killed by SIG[A-Z0-9]+"
+    rb"(?: \(core dumped\))?) \+\+\+"
+)
+TAIL_BYTES = 4096  # an end line is short: a longer last line is none
 
 
 class SessionLogError(TracerError):
@@ -139,13 +148,64 @@ def find_log(logs_dir: Path, tag: str, identity: tuple[int, int]) -> Path | None
     return None
 
 
-def has_ended(path: Path) -> bool:
-    """Whether the log's last line says the session ended."""
+def _tail(path: Path) -> tuple[bytes, bool]:
+    """The log's last TAIL_BYTES, and whether that is the whole log."""
     with open(path, "rb") as f:
-        f.seek(max(0, os.fstat(f.fileno()).st_size - 512))
-        tail = f.read().rstrip(b"\n")
-    last = tail.rsplit(b"\n", 1)[-1]
-    return _END_RE.search(last) is not None
+        start = max(0, os.fstat(f.fileno()).st_size - TAIL_BYTES)
+        f.seek(start)
+        return f.read(TAIL_BYTES), start == 0
+
+
+def recorded_tty(path: Path | None) -> str | None:
+    """The tty the log's start line recorded for the session, if any."""
+    if path is None:
+        return None
+    try:
+        start = read_start(path)
+    except (OSError, SessionLogError):
+        return None
+    return start.tty if start is not None and start.tty else None
+
+
+def end_orphans(logs_dir: Path, watched: set[tuple[int, int]]) -> None:
+    """End the logs of unwatched sessions whose ssh is gone (no strace on it)."""
+    try:
+        names = os.listdir(logs_dir)
+    except FileNotFoundError:
+        return
+    for name in names:
+        if not name.endswith(".strace"):
+            continue
+        path = logs_dir / name
+        try:
+            start = read_start(path)
+            if start is None or start.identity in watched or is_alive(start.identity):
+                continue
+            mark_unended(path, "end", reason="ssh ended while not traced")
+        except (OSError, SessionLogError):
+            continue  # the ingest reports unusable logs
+
+
+def has_ended(path: Path) -> bool:
+    """Whether the log's last line is strace's exit line or our `end` line."""
+    return is_end_line(*_tail(path))
+
+
+def is_end_line(tail: bytes, whole: bool) -> bool:
+    """Whether the last complete line of `tail` ends the session.
+
+    `whole`: `tail` starts at the beginning of the log (else its first line
+    may be the end of a longer one).
+    """
+    if not tail.endswith(b"\n"):
+        return False  # strace writes its exit line whole: this is another line
+    _, newline, last = tail[:-1].rpartition(b"\n")
+    if not newline and not whole:
+        return False
+    if last.startswith(MARKER_PREFIX):
+        marker = parse_marker(last)
+        return marker is not None and marker.kind == "end"
+    return _STRACE_EXIT_RE.fullmatch(last) is not None
 
 
 def mark_unended(path: Path, kind: str, **fields: Any) -> bool:
@@ -155,18 +215,23 @@ def mark_unended(path: Path, kind: str, **fields: Any) -> bool:
     happen between finding the log and writing to it: nothing is left to mark.
     """
     try:
-        if has_ended(path):
+        tail, whole = _tail(path)
+        if is_end_line(tail, whole):
             return False
-        append_marker(path, kind, **fields)
+        # A strace killed mid-line leaves it unterminated: ours starts anew.
+        append_marker(
+            path, kind, newline=bool(tail) and not tail.endswith(b"\n"), **fields
+        )
     except FileNotFoundError:
         return False
     return True
 
 
-def append_marker(path: Path, kind: str, **fields: Any) -> None:
+def append_marker(path: Path, kind: str, newline: bool = False, **fields: Any) -> None:
     """Append one lifecycle line; only while no strace writes the log."""
     line = (
-        MARKER_PREFIX
+        (b"\n" if newline else b"")
+        + MARKER_PREFIX
         + json.dumps(
             {"event": kind, "time": round(time.time(), 6), **fields},
             separators=(",", ":"),

@@ -1,10 +1,13 @@
 """One strace per tagged ssh: started, watched, reaped, stopped, or refused.
 
-Each strace runs through scripts/session_tracker.sh, which execs it, so the
-child we hold is strace itself: in its own session (a Ctrl-C on the agent's
-terminal or a signal to its process group does not reach it), with a fixed
-PATH and LC_ALL=C. A strace left by an agent that died (kill -9) is adopted:
-it keeps writing its log and is watched by pid.
+Each strace runs through scripts/session_tracker.sh (tracer/tracker.py),
+which execs it, so the child we hold is strace itself, in its own session. A
+strace left by an agent that died (kill -9) is adopted: it keeps writing its
+log. Only our own straces are adopted (tracer/ownership.py).
+
+Work is proportional to what happens, never to sessions x rounds: exits
+arrive on pidfds, and only watches with a timer due are looked at
+(tracer/watches.py).
 
 A tagged ssh that cannot be traced (strace missing or refused by ptrace, the
 ssh already traced by another tracer, no terminal, a strace that dies, a
@@ -18,27 +21,36 @@ session shows the gap.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
-import os
 import signal
-import subprocess
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
-
 from tracer import Mode
-from tracer.discovery import TaggedSsh, is_alive, read_tracer_pid
-from tracer.session_log import (
-    SessionLogError,
-    find_log,
-    mark_unended,
-    read_start,
+from tracer.discovery import TaggedSsh
+from tracer.launcher import Launcher
+from tracer.ownership import Owner, strace_owner
+from tracer.procfs import (
+    is_alive,
+    read_boot_time,
+    read_schedstat,
+    read_tracer_pid,
+    set_nice,
 )
+from tracer.session_log import end_orphans, find_log, mark_unended, recorded_tty
 from tracer.terminals import notify_terminal, served_elsewhere
+from tracer.tracker import ALREADY_TRACED, Tracker, adopt, tracker_argv
+from tracer.watches import (
+    ATTACH_CHECK_FIRST_S,
+    Limits,
+    SupervisorSnapshot,
+    SupervisorStats,
+    Watch,
+    Watches,
+)
+
+__all__ = ["Limits", "Supervisor", "SupervisorSnapshot"]
 
 log = logging.getLogger(__name__)
 
@@ -47,99 +59,11 @@ KILL_GRACE_S = 0.5  # SIGTERM, then SIGKILL: ended within 1 s of the verdict
 MAX_ATTACHES = 3  # a strace that keeps dying is not restarted forever
 RETRY_AFTER_S = 1.0  # permissive mode: wait before attaching again
 MUX_CHECK_AFTER_S = 0.5  # look for a ControlMaster once the session settled
-LATENCY_SAMPLES = 1000
-CHILD_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
-
-# session_tracker.sh exit codes (see its header), as reasons.
-TRACKER_EXITS = {
-    2: "session_tracker.sh refused its arguments",
-    3: "ssh has no terminal on stdin or stdout",
-    4: "ssh is already traced by another tracer",
-    5: "cannot write the session log",
-    6: "strace is not installed",
-}
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Bounds on what a flood of tagged ssh processes can make the agent do."""
-
-    attach_deadline_s: float = 5.0
-    max_sessions: int = 1000
-    max_new_sessions_per_s: float = 50.0
-
-
-@dataclass
-class Tracker:
-    popen: subprocess.Popen[bytes] | None  # None: adopted, watched by pid
-    tracer_pid: int
-
-    def running(self) -> bool:
-        if self.popen is not None:
-            return self.popen.poll() is None
-        try:
-            return bool(
-                psutil.Process(self.tracer_pid).status() != psutil.STATUS_ZOMBIE
-            )
-        except psutil.Error:
-            return False
-
-    def exit_reason(self) -> str:
-        if self.popen is None or self.popen.returncode is None:
-            return f"strace {self.tracer_pid} is gone"
-        rc = self.popen.returncode
-        if rc < 0 or rc > 128:  # strace exits 128 + n on a fatal signal n
-            return f"strace was killed by {signal.Signals(abs(rc) % 128).name}"
-        if rc in TRACKER_EXITS:
-            return TRACKER_EXITS[rc]
-        if rc == 1:
-            return "strace could not attach (ptrace refused)"
-        if rc in (126, 127):
-            return "strace is not installed or cannot run"
-        return f"strace exited {rc}"
-
-
-@dataclass
-class Watch:
-    """One tagged ssh under supervision."""
-
-    ssh: TaggedSsh
-    found_at: float  # monotonic
-    tracker: Tracker | None = None
-    attaches: int = 0
-    traced_at: float | None = None
-    next_attempt: float = 0.0
-    mux_checked: bool = False
-    verdict: str | None = None  # why it is not audited
-    kill_at: float | None = None  # strict: SIGKILL if still alive by then
-    sudo: bool = False  # traced by its user's own session_tracker under sudo
-
-
-@dataclass(frozen=True, slots=True)
-class StraceRunning:
-    """One strace the supervisor holds, for the agent's status."""
-
-    tracer_pid: int
-    tag: str
-    ssh_pid: int
-    adopted: bool  # left by an earlier agent, watched by pid
-
-
-@dataclass(frozen=True, slots=True)
-class SupervisorSnapshot:
-    straces: tuple[StraceRunning, ...]
-
-
-@dataclass
-class SupervisorStats:
-    launched: int = 0
-    adopted: int = 0
-    terminated: int = 0
-    untraced: int = 0
-    limited: int = 0
-    attach_latencies_s: collections.deque[float] = field(
-        default_factory=lambda: collections.deque(maxlen=LATENCY_SAMPLES)
-    )
+ATTACH_CHECK_MAX_S = 0.05
+RECORD_ONLY_WAIT_S = 1.0  # for the start line of a refused session
+# A tracker waiting for a CPU is not late: its run-queue time does not count
+# against the deadline (/proc/PID/schedstat), up to this many deadlines.
+BUSY_DEADLINE_FACTOR = 4.0
 
 
 class Supervisor:
@@ -157,30 +81,51 @@ class Supervisor:
         self.logs_dir = data_dir / "logs"
         self.mode = mode
         self.limits = limits or Limits()
-        self.watches: dict[tuple[int, int], Watch] = {}
+        self._watches = Watches()
+        self.watches = self._watches.by_identity
         self.stats = SupervisorStats()
         self._tokens = self.limits.max_new_sessions_per_s
         self._tokens_at = time.monotonic()
+        self._boot_time = read_boot_time()
+        self._launcher = Launcher()
+        self._watches.add_other(self._launcher.fileno())
+
+    def start(self) -> None:
+        """Start the launcher threads (unstarted, trackers start inline)."""
+        self._launcher.start()
+
+    def __enter__(self) -> Supervisor:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def snapshot(self) -> SupervisorSnapshot:
         """The straces running now (main thread, like everything here)."""
-        return SupervisorSnapshot(
-            tuple(
-                StraceRunning(
-                    w.tracker.tracer_pid, w.ssh.tag, w.ssh.pid, w.tracker.popen is None
-                )
-                for w in self.watches.values()
-                if w.tracker is not None and w.tracker.running()
-            )
-        )
+        return self._watches.snapshot()
 
-    @property
-    def tracer_pids(self) -> list[int]:
-        return [
-            w.tracker.tracer_pid
-            for w in self.watches.values()
-            if w.tracker is not None and w.tracker.running()
-        ]
+    # -- the main loop's side ----------------------------------------------
+
+    def fileno(self) -> int:
+        """Readable when a strace or an untraced ssh of a watch has exited."""
+        return self._watches.fileno()
+
+    def timeout(self) -> float | None:
+        """Seconds until the next timer; None when nothing is due."""
+        return self._watches.timeout()
+
+    def service(self) -> None:
+        """Handle the exits that arrived and the timers that are due."""
+        for watch, fd in self._watches.exited():
+            self.stats.wakeups += 1
+            self._exited(watch, fd)
+        for key, started in self._launcher.take():
+            self._started(key, started)
+        now = time.monotonic()
+        for watch in self._watches.due(now):
+            self.stats.wakeups += 1
+            self._check(watch, now)
 
     # -- discovery hands over ---------------------------------------------
 
@@ -190,29 +135,40 @@ class Supervisor:
             return
         now = time.monotonic()
         watch = Watch(ssh, found_at=now)
-        self.watches[ssh.identity] = watch
+        self._watches.add(watch)
         if ssh.tracer_pid:
-            owner = self._strace_owner(ssh.tracer_pid)
-            if owner == "agent":
-                log.info("session %s: adopted strace %d", ssh.tag, ssh.tracer_pid)
-                watch.tracker = Tracker(None, ssh.tracer_pid)
-                watch.traced_at = now
-                self.stats.adopted += 1
+            owner = self._owner(ssh, ssh.tracer_pid)
+            if owner is not None:
+                self._adopt(watch, ssh.tracer_pid, owner, now)
                 return
-            if owner == "sudo":
-                log.info("session %s: traced by its user's session_tracker", ssh.tag)
-                watch.tracker = Tracker(None, ssh.tracer_pid)
-                watch.traced_at = now
-                watch.sudo = True
-                return
-            # Traced by something else: the tracker still writes the log's
-            # start line, then refuses; the verdict follows from its exit.
+            self._judge(watch, ALREADY_TRACED)
+            return
         live = sum(1 for w in self.watches.values() if w.verdict is None)
         if live > self.limits.max_sessions:
             self.stats.limited += 1
+            watch.limited = True
             self._judge(watch, f"more than {self.limits.max_sessions} live sessions")
             return
         self._try_launch(watch, now)
+
+    def _owner(self, ssh: TaggedSsh, tracer_pid: int) -> Owner | None:
+        return strace_owner(tracer_pid, find_log(self.logs_dir, ssh.tag, ssh.identity))
+
+    def _adopt(self, watch: Watch, tracer_pid: int, owner: Owner, now: float) -> None:
+        tracker = adopt(tracer_pid, now)
+        if tracker is None:  # gone already: the ssh's exit tells the rest
+            self._watches.watch_ssh(watch)
+            return
+        self._watches.set_tracker(watch, tracker)
+        watch.traced_at = now
+        watch.verdict = None
+        if owner is Owner.SUDO:
+            log.info("session %s: traced by its user's session_tracker", watch.ssh.tag)
+            watch.sudo = True
+        else:
+            log.info("session %s: adopted strace %d", watch.ssh.tag, tracer_pid)
+            self.stats.adopted += 1
+        self._watches.schedule(watch, now + MUX_CHECK_AFTER_S)
 
     def _take_token(self, now: float) -> bool:
         rate = self.limits.max_new_sessions_per_s
@@ -223,98 +179,142 @@ class Supervisor:
         self._tokens -= 1.0
         return True
 
-    def _run_tracker(self, ssh: TaggedSsh, *flags: str) -> subprocess.Popen[bytes]:
-        argv = [
-            str(self.script),
-            "--data-dir",
-            str(self.data_dir),
-            "--pid",
-            str(ssh.pid),
-            *flags,
-            ssh.tag,
-        ]
-        return subprocess.Popen(
-            argv,
-            env=CHILD_ENV,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-
     def _try_launch(self, watch: Watch, now: float) -> None:
         if not self._take_token(now):
-            return  # waits for a token, within its attach deadline
-        try:
-            popen = self._run_tracker(watch.ssh)
-        except OSError as e:
-            self._judge(watch, f"cannot run {self.script}: {e.strerror}")
+            # Waits for a token, within its attach deadline.
+            rate = self.limits.max_new_sessions_per_s
+            self._watches.watch_ssh(watch)
+            self._watches.schedule(watch, now + (1.0 - self._tokens) / rate)
             return
-        watch.tracker = Tracker(popen, popen.pid)
+        argv = tracker_argv(
+            self.script, self.data_dir, watch.ssh, self._boot_time, False
+        )
+        self._watches.watch_ssh(watch)  # until its tracker runs
+        watch.launching = True
         watch.attaches += 1
         self.stats.launched += 1
+        self._launcher.submit(watch.ssh.identity, argv)
 
-    def _strace_owner(self, pid: int) -> str | None:
-        """'agent' or 'sudo' if `pid` is a strace writing into our logs, else None."""
-        try:
-            proc = psutil.Process(pid)
-            argv = proc.cmdline()
-            parent = proc.parent()
-            parent_name = parent.name() if parent is not None else ""
-        except psutil.Error:
-            return None
-        if not argv or os.path.basename(argv[0]) != "strace":
-            return None
-        prefix = f"{self.logs_dir}/"
-        if not any(arg.startswith(prefix) for arg in argv):
-            return None
-        return "sudo" if parent_name == "sudo" else "agent"
-
-    # -- every round ------------------------------------------------------
-
-    def supervise(self) -> None:
-        """Check every watch: attached, lost, late, served elsewhere, gone."""
+    def _started(self, key: tuple[int, int], started: Tracker | OSError) -> None:
+        """A launcher thread started (or failed to start) a tracker."""
+        watch = self.watches.get(key)
+        if watch is None or not watch.launching:  # the ssh is gone meanwhile
+            if isinstance(started, Tracker):
+                started.signal(signal.SIGKILL)
+                if started.popen is not None:
+                    started.popen.wait()
+                started.close()
+            return
+        watch.launching = False
+        if isinstance(started, OSError):
+            self._launch_failed(watch, started)
+            return
+        self._watches.set_tracker(watch, started)
         now = time.monotonic()
-        for identity, watch in list(self.watches.items()):
-            if not is_alive(identity):
-                if watch.tracker is None or not watch.tracker.running():
-                    self._finish(identity, watch)
-                continue
-            if watch.kill_at is not None:
-                if now >= watch.kill_at:
-                    _signal(watch.ssh.pid, signal.SIGKILL)
-                continue
-            if watch.verdict is not None:
-                self._retry(watch, now)
-                continue
-            tracker = watch.tracker
-            if tracker is None:
-                if now - watch.found_at > self.limits.attach_deadline_s:
-                    self.stats.limited += 1
-                    self._judge(watch, "too many new sessions at once")
-                else:
-                    self._try_launch(watch, now)
-                continue
-            if not tracker.running():
-                # strace exits 0 when ssh exits: a race with is_alive above.
-                if is_alive(identity):
-                    self._judge(watch, tracker.exit_reason())
-                continue
-            if watch.traced_at is None:
-                if read_tracer_pid(watch.ssh.pid) == tracker.tracer_pid:
-                    watch.traced_at = now
-                    self.stats.attach_latencies_s.append(now - watch.found_at)
-                elif now - watch.found_at > self.limits.attach_deadline_s:
-                    self._judge(watch, "strace did not attach in time")
-                continue
-            if not watch.mux_checked and now - watch.traced_at > MUX_CHECK_AFTER_S:
-                watch.mux_checked = True
-                master = served_elsewhere(watch.ssh)
-                if master is not None:
-                    self._judge(
-                        watch,
-                        f"its terminal is served by ssh {master} (ControlMaster), "
-                        "which is not traced for it",
-                    )
+        if started.record_only:
+            self._watches.schedule(watch, now + RECORD_ONLY_WAIT_S)
+            return
+        watch.attach_check_s = ATTACH_CHECK_FIRST_S
+        self._watches.schedule(watch, now + watch.attach_check_s)
+
+    def _launch_failed(self, watch: Watch, error: OSError) -> None:
+        if watch.pending_verdict is not None:
+            self._apply_verdict(watch)  # its record-only tracker could not run
+        else:
+            self._judge(watch, f"cannot run {self.script}: {error.strerror or error}")
+
+    # -- what happens ------------------------------------------------------
+
+    def _exited(self, watch: Watch, fd: int) -> None:
+        """A pidfd turned readable: its strace, or its untraced ssh, exited."""
+        identity = watch.ssh.identity
+        tracker = watch.tracker
+        if tracker is None or fd != tracker.pidfd:
+            self._watches.drop_ssh_fd(watch)
+            if tracker is None or not tracker.running():
+                self._finish(identity, watch)
+            return
+        self._watches.drop_tracker(watch)
+        if tracker.record_only:
+            self._apply_verdict(watch)
+            return
+        if not is_alive(identity):
+            self._finish(identity, watch)  # strace saw its tracee exit
+            return
+        if watch.verdict is not None:
+            self._watches.watch_ssh(watch)  # a strace of a judged ssh, detached by us
+            return
+        # Alive and untraced by this tracker: perhaps another of ours holds it
+        # (two trackers raced, or a user's sudo one); else a verdict.
+        holder = read_tracer_pid(watch.ssh.pid)
+        if holder:
+            owner = self._owner(watch.ssh, holder)
+            if owner is not None:
+                self._adopt(watch, holder, owner, time.monotonic())
+                return
+            self._judge(watch, ALREADY_TRACED)
+            return
+        self._judge(watch, tracker.exit_reason())
+
+    def _check(self, watch: Watch, now: float) -> None:
+        """A timer of this watch is due: see what it waits for."""
+        identity = watch.ssh.identity
+        if watch.launching:
+            return  # its tracker is being started; that says what comes next
+        if not is_alive(identity):
+            if watch.tracker is None or not watch.tracker.running():
+                self._finish(identity, watch)
+            return
+        if watch.kill_at is not None:
+            if now >= watch.kill_at:
+                self._signal_ssh(watch, signal.SIGKILL)
+            else:
+                self._watches.schedule(watch, watch.kill_at)
+            return
+        if watch.verdict is not None or watch.pending_verdict is not None:
+            self._retry(watch, now)
+            return
+        tracker = watch.tracker
+        if tracker is None:
+            if now - watch.found_at > self.limits.attach_deadline_s:
+                self.stats.limited += 1
+                watch.limited = True
+                self._judge(watch, "too many new sessions at once")
+            else:
+                self._try_launch(watch, now)
+            return
+        if watch.traced_at is None:
+            self._check_attach(watch, tracker, now)
+            return
+        if not watch.mux_checked and now - watch.traced_at < MUX_CHECK_AFTER_S:
+            self._watches.schedule(watch, watch.traced_at + MUX_CHECK_AFTER_S)
+        elif not watch.mux_checked:
+            watch.mux_checked = True
+            master = served_elsewhere(watch.ssh.pid, watch.ssh.uid)
+            if master is not None:
+                self._judge(
+                    watch,
+                    f"its terminal is served by ssh {master} (ControlMaster), "
+                    "which is not traced for it",
+                )
+
+    def _check_attach(self, watch: Watch, tracker: Tracker, now: float) -> None:
+        if read_tracer_pid(watch.ssh.pid) == tracker.tracer_pid:
+            watch.traced_at = now
+            set_nice(tracker.tracer_pid, 0)  # attached: no longer urgent
+            self.stats.attach_latencies_s.append(now - watch.found_at)
+            self._watches.schedule(watch, now + MUX_CHECK_AFTER_S)
+            return
+        deadline = self.limits.attach_deadline_s
+        waited = now - tracker.launched_at
+        if waited > deadline:
+            sched = read_schedstat(tracker.tracer_pid)
+            queued = sched[1] / 1e9 if sched is not None else 0.0
+            if waited - queued > deadline or waited > deadline * BUSY_DEADLINE_FACTOR:
+                self._judge(watch, "strace did not attach in time")
+                return
+        watch.attach_check_s = min(ATTACH_CHECK_MAX_S, watch.attach_check_s * 2)
+        self._watches.schedule(watch, now + watch.attach_check_s)
 
     def cut(self, identity: tuple[int, int], message: str) -> bool:
         """End a traced ssh as strict mode does, `message` on its terminal first.
@@ -325,70 +325,122 @@ class Supervisor:
         watch = self.watches.get(identity)
         if watch is None or not is_alive(identity):
             return False
-        notify_terminal(watch.ssh.pid, message)
-        _signal(watch.ssh.pid, signal.SIGTERM)
+        path = find_log(self.logs_dir, watch.ssh.tag, identity)
+        notify_terminal(watch.ssh.pid, message, recorded_tty(path))
+        self._signal_ssh(watch, signal.SIGTERM)
         watch.kill_at = time.monotonic() + KILL_GRACE_S
+        self._watches.schedule(watch, watch.kill_at)
         return True
 
     def _judge(self, watch: Watch, reason: str) -> None:
         """This ssh is not audited: end it (strict) or mark the gap (permissive)."""
-        ssh = watch.ssh
-        first = watch.verdict is None
-        watch.verdict = reason
         tracker = watch.tracker
-        if tracker is None and self._take_token(time.monotonic()):
-            # Refused before any tracker ran (a limit): a log with its start
-            # line puts the session on record; the verdict follows as its end.
-            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-                record = self._run_tracker(ssh, "--record-only")
-                record.wait(1.0)  # before the ssh is ended: it reads /proc/PID
         if tracker is not None and tracker.running() and tracker.popen is not None:
             # Our strace, alive but useless here (a multiplexed terminal):
             # detach it so that the log can be marked.
-            _signal(tracker.tracer_pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
+            tracker.signal(signal.SIGTERM)
+            with contextlib.suppress(Exception):
                 tracker.popen.wait(1.0)
+        if tracker is not None and not tracker.running():
+            self._watches.drop_tracker(watch)
+        if watch.tracker is None and watch.attaches == 0 and self._record_only(watch):
+            # Refused before any tracker ran: a log with its start line puts
+            # the session on record first; the verdict follows as its end.
+            watch.pending_verdict = reason
+            return
+        watch.pending_verdict = reason
+        self._apply_verdict(watch)
+
+    def _record_only(self, watch: Watch) -> bool:
+        now = time.monotonic()
+        if find_log(self.logs_dir, watch.ssh.tag, watch.ssh.identity) is not None:
+            return False
+        if not self._take_token(now):
+            return False
+        argv = tracker_argv(
+            self.script, self.data_dir, watch.ssh, self._boot_time, True
+        )
+        watch.launching = True
+        self._launcher.submit(watch.ssh.identity, argv, record_only=True)
+        return True
+
+    def _apply_verdict(self, watch: Watch) -> None:
+        ssh = watch.ssh
+        reason = watch.pending_verdict or "no reason given"
+        watch.pending_verdict = None
+        if watch.tracker is not None and watch.tracker.record_only:
+            self._watches.drop_tracker(
+                watch
+            )  # its second to write the start line is up
+        first = watch.verdict is None
+        watch.verdict = reason
+        path = find_log(self.logs_dir, ssh.tag, ssh.identity)
         if self.mode == Mode.STRICT:
             self.stats.terminated += 1
             log.error(
                 "session %s: %s; ending ssh %d (strict mode)", ssh.tag, reason, ssh.pid
             )
+            tty = recorded_tty(path)
             notify_terminal(
                 ssh.pid,
                 f"bastion-audit: this session cannot be audited "
                 f"({reason}); closing it.",
+                tty,
             )
-            _signal(ssh.pid, signal.SIGTERM)
+            self._signal_ssh(watch, signal.SIGTERM)
             watch.kill_at = time.monotonic() + KILL_GRACE_S
+            self._watches.schedule(watch, watch.kill_at)
             return
         if first:
             self.stats.untraced += 1
             log.error(
                 "session %s: %s; it goes on untraced (permissive mode)", ssh.tag, reason
             )
-        path = find_log(self.logs_dir, ssh.tag, ssh.identity)
+        tracker = watch.tracker
         if path is not None and not (tracker and tracker.running()):
             mark_unended(path, "detach", reason=reason)
+        if tracker is None:
+            self._watches.watch_ssh(watch)
         watch.next_attempt = time.monotonic() + RETRY_AFTER_S
+        self._watches.schedule(watch, watch.next_attempt)
+
+    def _signal_ssh(self, watch: Watch, sig: signal.Signals) -> None:
+        """`sig` to the ssh through its pidfd: never to a process reusing its pid."""
+        self._watches.watch_ssh(watch)
+        if watch.ssh_pidfd >= 0 and is_alive(watch.ssh.identity):
+            with contextlib.suppress(ProcessLookupError):  # gone meanwhile
+                signal.pidfd_send_signal(watch.ssh_pidfd, sig)
 
     def _retry(self, watch: Watch, now: float) -> None:
         """Permissive mode: attach again, a few times, when the cause may pass."""
-        if self.mode == Mode.STRICT or now < watch.next_attempt:
+        if watch.pending_verdict is not None:
+            self._apply_verdict(watch)  # its record-only tracker took too long
             return
-        if watch.attaches >= MAX_ATTACHES or watch.tracker is None:
+        if self.mode == Mode.STRICT:
             return
-        if watch.tracker.running():
-            if read_tracer_pid(watch.ssh.pid) == watch.tracker.tracer_pid:
+        if now < watch.next_attempt:
+            self._watches.schedule(watch, watch.next_attempt)
+            return
+        if watch.attaches >= MAX_ATTACHES or watch.limited:
+            return
+        tracker = watch.tracker
+        if tracker is not None and tracker.running():
+            if read_tracer_pid(watch.ssh.pid) == tracker.tracer_pid:
                 watch.verdict = None  # attached again: the gap closes
                 watch.traced_at = now
+                set_nice(tracker.tracer_pid, 0)
                 log.info("session %s: traced again", watch.ssh.tag)
+                self._watches.schedule(watch, now + MUX_CHECK_AFTER_S)
+            else:
+                self._watches.schedule(watch, now + RETRY_AFTER_S)
             return
         self._try_launch(watch, now)
         watch.next_attempt = now + RETRY_AFTER_S
+        self._watches.schedule(watch, watch.next_attempt)
 
     def _finish(self, identity: tuple[int, int], watch: Watch) -> None:
         """The ssh is gone and no strace is left on it: make sure its log ends."""
-        del self.watches[identity]
+        self._watches.remove(watch)
         if watch.sudo:
             return  # its own session_tracker wrote the log; strace ended it
         path = find_log(self.logs_dir, watch.ssh.tag, identity)
@@ -403,46 +455,33 @@ class Supervisor:
 
     def close_orphans(self) -> None:
         """End the logs of sessions whose ssh is gone with no strace left on it."""
-        watched = set(self.watches)
-        try:
-            names = os.listdir(self.logs_dir)
-        except FileNotFoundError:
-            return
-        for name in names:
-            if not name.endswith(".strace"):
-                continue
-            path = self.logs_dir / name
-            try:
-                start = read_start(path)
-                if (
-                    start is None
-                    or start.identity in watched
-                    or is_alive(start.identity)
-                ):
-                    continue
-                mark_unended(path, "end", reason="ssh ended while not traced")
-            except (OSError, SessionLogError):
-                continue  # the ingest reports unusable logs
+        end_orphans(self.logs_dir, set(self.watches))
 
     def stop(self) -> None:
         """Detach every strace: SIGTERM, a deadline, then SIGKILL."""
+        self._launcher.stop()
+        for key, started in self._launcher.take():
+            self._started(key, started)
+        self._launcher.close()
         trackers = [
             w.tracker
             for w in self.watches.values()
             if w.tracker is not None and not w.sudo
         ]
         for tracker in trackers:
-            _signal(tracker.tracer_pid, signal.SIGTERM)
+            tracker.signal(signal.SIGTERM)
         deadline = time.monotonic() + STOP_DEADLINE_S
         for tracker in trackers:
             while tracker.running() and time.monotonic() < deadline:
                 time.sleep(0.02)
             if tracker.running():
-                _signal(tracker.tracer_pid, signal.SIGKILL)
+                tracker.signal(signal.SIGKILL)
                 if tracker.popen is not None:
                     tracker.popen.wait()
-        for identity, watch in self.watches.items():
-            if watch.sudo or watch.tracker is None:
+        for identity, watch in list(self.watches.items()):
+            had_tracker = watch.tracker is not None
+            self._watches.remove(watch)
+            if watch.sudo or not had_tracker:
                 continue
             path = find_log(self.logs_dir, watch.ssh.tag, identity)
             if path is None:
@@ -451,9 +490,4 @@ class Supervisor:
                 mark_unended(path, "detach", reason="agent stopped")
             else:
                 mark_unended(path, "end", reason="ssh is gone")
-        self.watches.clear()
-
-
-def _signal(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):  # already gone
-        os.kill(pid, sig)
+        self._watches.close()

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import shlex
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -32,6 +31,11 @@ _WITH_ARG = frozenset("bceilmopBDEFIJLOPQRSWwZ")
 # `ssh -P foo alice@db1` connects to host foo there.
 _WITH_ARG_BEFORE_9_4 = _WITH_ARG - {"P"}
 _VERSION_RE = re.compile(rb"OpenSSH_(\d+)\.(\d+)")
+# Every tag spelling leaves one of these in the raw NUL-separated argv: an
+# option group holding Z or P, or a SetEnv or Tag keyword (ssh lowercases
+# keywords; quotes around one leave its letters in place). The rest of argv
+# is never decoded.
+_MAYBE_TAGGED_RE = re.compile(rb"\x00-[^\x00]*[ZP]|(?i:setenv|tag)")
 
 
 def tag_option_p(version: str | None) -> bool:
@@ -43,6 +47,11 @@ def tag_option_p(version: str | None) -> bool:
         return True
     m = _VERSION_RE.match(version.encode())
     return m is None or (int(m.group(1)), int(m.group(2))) >= (9, 4)
+
+
+def may_carry_tag(raw_argv: bytes) -> bool:
+    """A cheap first look at /proc/PID/cmdline: False means surely untagged."""
+    return _MAYBE_TAGGED_RE.search(raw_argv) is not None
 
 
 def ssh_version(binary: bytes) -> str | None:
@@ -209,7 +218,11 @@ class _Seen:
         if m is None:
             return
         keyword, value = m.group(1).lower(), m.group(2).strip()
-        words = _split_args(value)
+        if keyword not in _KEYWORDS or (
+            keyword == "setenv" and TAG_ENV not in value and not _QUOTING & set(value)
+        ):
+            return  # never split what cannot matter (argv is the user's to fill)
+        words = argv_split(value)
         if keyword == "setenv":
             for token in words:
                 name, eq, val = token.partition("=")
@@ -225,12 +238,56 @@ class _Seen:
             self.request_tty = words[0].lower()
 
 
-def _split_args(value: str) -> list[str]:
-    """Split an option's arguments the way ssh's argv_split does (quotes)."""
-    try:
-        return shlex.split(value, posix=True)
-    except ValueError:
-        return value.split()
+_KEYWORDS = frozenset({"setenv", "tag", "user", "port", "requesttty"})
+_QUOTING = frozenset("'\"\\")  # what can join the letters of a name
+_PLAIN_RE = re.compile(r"[^ \t\\'\"]+")
+_QUOTED_RE = {"'": re.compile(r"[^\\']+"), '"': re.compile(r'[^\\"]+')}
+_BLANKS_RE = re.compile(r"[ \t]*")
+
+
+def argv_split(s: str) -> list[str]:
+    """An option's arguments as OpenSSH's argv_split (misc.c) splits them.
+
+    Blanks separate words; single and double quotes group; a backslash
+    escapes a quote, a backslash, or (outside quotes) a space, and is kept
+    before anything else; a word starting with # ends the line. Unbalanced
+    quotes make ssh refuse the option: no words. Linear: runs of ordinary
+    characters are taken at once.
+    """
+    words: list[str] = []
+    i, n = 0, len(s)
+    while True:
+        i = _BLANKS_RE.match(s, i).end()  # type: ignore[union-attr]
+        if i >= n or s[i] == "#":
+            return words
+        word: list[str] = []
+        quote = ""
+        while i < n:
+            c = s[i]
+            if c == "\\":
+                escaped = s[i + 1 : i + 2]
+                if escaped in ("'", '"', "\\") or (not quote and escaped == " "):
+                    word.append(escaped)
+                    i += 2
+                else:
+                    word.append(c)
+                    i += 1
+            elif not quote and c in " \t":
+                break
+            elif not quote and c in "'\"":
+                quote = c
+                i += 1
+            elif c == quote:
+                quote = ""
+                i += 1
+            else:
+                m = (_QUOTED_RE[quote] if quote else _PLAIN_RE).match(s, i)
+                assert m is not None  # c is none of what the pattern leaves out
+                word.append(m.group())
+                i = m.end()
+        if quote:
+            return []
+        words.append("".join(word))
 
 
 def _port(value: str) -> int | None:

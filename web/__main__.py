@@ -14,6 +14,7 @@ from types import FrameType
 
 from agent.exits import ExitStatus, run_main
 from agent.inventory import DEFAULT_SHELL_CONFIG
+from agent.version import add_version_option
 from agent.web_config import load_web_config
 from web import WebError
 from web.redeem import Redeemer, RedeemServer
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Sign-in page and one-time tokens for the web terminal."
     )
+    add_version_option(parser)
     parser.add_argument(
         "--config",
         type=Path,
@@ -88,6 +90,9 @@ def serve(args: argparse.Namespace) -> int:
             finally:
                 server.close()
     finally:
+        from web.console import console
+
+        console().reader.close()  # the fleet store's connections, if any
         for sig, handler in old.items():
             signal.signal(sig, handler)
     return ExitStatus.SUCCESS

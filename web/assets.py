@@ -1,6 +1,6 @@
 """The console's own script and style, and asciinema-player's bundle, by name.
 
-No static-files app: four files, served from where they are. The player is
+No static-files app: five files, served from where they are. The player is
 installed by the build from the npm registry (web/player/package.json and
 its lock file; `make web` runs `npm ci` there); it is never in the repo.
 Every page's Content-Security-Policy (web/site.py) allows scripts from here
@@ -19,6 +19,7 @@ PLAYER_DIR = HERE / "player" / "node_modules" / "asciinema-player" / "dist" / "b
 ASSETS = {
     "console.js": (HERE / "static" / "console.js", "text/javascript"),
     "console.css": (HERE / "static" / "console.css", "text/css"),
+    "token.js": (HERE / "static" / "token.js", "text/javascript"),
     "player.js": (PLAYER_DIR / "asciinema-player.min.js", "text/javascript"),
     "player.css": (PLAYER_DIR / "asciinema-player.css", "text/css"),
 }

@@ -3,9 +3,11 @@
 Two roles: an auditor (a member of `auditor_group`, looked up at every
 request, so that leaving the group takes effect at once) sees every
 session; anyone else signed in sees only the sessions whose bastion user
-they are, or nothing (`own_sessions = false`). Every view, replay, export,
-search and read of the access log is logged by the agent (agent/control.py)
-before anything is shown: when the agent cannot take the entry, nothing is.
+they are, or nothing (`own_sessions = false`); over the fleet store, only
+those of this bastion (its `[fleet] bastion`), where the sign-in vouched
+for them. Every view, replay, export, search and read of the access log is
+logged by this bastion's agent (agent/control.py) before anything is shown:
+when the agent cannot take the entry, nothing is.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
@@ -22,7 +25,8 @@ from django.http import HttpRequest, HttpResponse
 from agent.access_log import Action
 from agent.config import ConfigError, load_config
 from agent.control import ControlClient, ControlError
-from agent.highlight import HighlightRule, active_rules, matching
+from agent.export_record import Stamp
+from agent.highlight import HighlightRule, active_rules
 from agent.inventory import groups_of
 from agent.records import Session
 from agent.web_config import WebConfig
@@ -42,12 +46,18 @@ class ConsoleError(WebError):
 
 @dataclass(frozen=True)
 class Console:
-    """What the console's views share: the store, the agent, the rules."""
+    """What the console's views share: the store, the agent, the rules.
+
+    `home`: this bastion's id in the fleet, when the console reads the
+    fleet store (`[web.fleet]`); None when it reads this bastion's own.
+    """
 
     reader: ConsoleReader
     control: ControlClient
     rules: tuple[HighlightRule, ...]
     data_dir: Path
+    stamp: Stamp  # every record's bastion and risk, as the agent's config says
+    home: str | None = None
 
     @classmethod
     def from_config(cls, config: WebConfig) -> Console:
@@ -57,21 +67,40 @@ class Console:
             agent = load_config(path if path.exists() else None)
         except ConfigError as e:
             raise ConsoleError(str(e)) from e
+        fleet = config.web.fleet
+        reader: ConsoleReader = LocalReader(agent.data_dir)
+        if fleet.enabled:
+            from web.console_fleet import FleetConsole  # psycopg, only if asked
+
+            reader = FleetConsole(fleet)
+            if not agent.fleet.enabled:
+                log.warning(
+                    "the console reads the fleet store, but the agent (%s) ships "
+                    "nothing to it: this console's access log stays on this bastion",
+                    path,
+                )
         return cls(
-            reader=LocalReader(agent.data_dir),
+            reader=reader,
             control=ControlClient(agent.control_path),
             rules=active_rules(agent.highlight, agent.highlight_builtin),
             data_dir=agent.data_dir,
+            stamp=Stamp.of(agent),
+            home=agent.fleet.bastion_id if fleet.enabled else None,
         )
 
     def risks(self, command: str) -> list[str]:
-        return [r.name for r in matching(self.rules, command)]
+        return list(self.stamp.risk(command))
+
+    def may_terminate(self, session: Session) -> bool:
+        """This bastion's agent can cut it: a session of this bastion."""
+        return self.home is None or session.bastion == self.home
 
 
 @dataclass(frozen=True, slots=True)
 class Viewer:
     name: str
     auditor: bool
+    home: str | None = None  # the fleet's: a non-auditor's sessions are here
 
     @property
     def role(self) -> str:
@@ -82,8 +111,32 @@ class Viewer:
         """Whose sessions this viewer is limited to (None: everyone's)."""
         return None if self.auditor else self.name
 
+    @property
+    def owner_bastion(self) -> str | None:
+        """On which bastion (fleet store; None: this bastion's own store)."""
+        return None if self.auditor else self.home
+
     def may_see(self, session: Session) -> bool:
-        return self.auditor or session.bastion_user == self.name
+        if self.auditor:
+            return True
+        return session.bastion_user == self.name and (
+            self.home is None or session.bastion == self.home
+        )
+
+
+def session_path(session: Session) -> str:
+    """The session's pages: /sessions/ID, or /bastions/B/sessions/ID (fleet)."""
+    return path_of(session.id, session.bastion)
+
+
+def path_of(sid: str, bastion: str | None) -> str:
+    path = "/sessions/" + quote(sid, safe="")
+    return path if bastion is None else "/bastions/" + quote(bastion, safe="") + path
+
+
+def session_name(session: Session) -> str:
+    """The session as the access log names it: ID, or BASTION/ID (fleet)."""
+    return f"{session.bastion}/{session.id}" if session.bastion else session.id
 
 
 def web_config() -> WebConfig:
@@ -114,9 +167,10 @@ def viewer_of(request: HttpRequest) -> Viewer | None:
     if user is None:
         return None
     web = web_config().web
+    home = console().home
     if web.auditor_group in groups_of(user):
-        return Viewer(user, True)
-    return Viewer(user, False) if web.own_sessions else None
+        return Viewer(user, True, home)
+    return Viewer(user, False, home) if web.own_sessions else None
 
 
 def client_of(request: HttpRequest) -> str:

@@ -1,14 +1,14 @@
 """What the console reads: sessions, commands, the access log, recordings.
 
-`ConsoleReader` is what the console asks of a store: the shared Reader
-(agent/reading.py) plus counted pages, the newest first, a bounded search
-and the access log. `LocalReader` is agent/local_reader.py's Reader over
-this bastion's shards, read-only through the agent's `read_group`, whose
+`ConsoleReader` is what the console asks of a store: counted pages, the
+newest first, a bounded search, the access log and the recordings. Two
+of them: `LocalReader` here, agent/local_reader.py's Reader over this
+bastion's shards, read-only through the agent's `read_group`, whose
 snapshot is kept between requests: a shard is parsed again only when it
 changed (inode, size, mtime), and the agent rewrites only the newest one,
 so a request costs one small shard's parse plus the filtering, however
-large the store is. A console over the fleet store (agent/fleet_reader.py)
-would be the fleet's Reader with the same console queries.
+large the store is; and web/console_fleet.py's, over the fleet store
+(agent/fleet_reader.py), where sessions are keyed by (bastion, id).
 
 Searching is bounded: a regular expression runs under the `regex` module's
 timeout, each match for a short step, and the whole search within
@@ -33,6 +33,7 @@ from typing import Any, Protocol
 
 from agent import local_reader
 from agent.access_log import AccessEntry
+from agent.casts import CastError, read_cast
 from agent.reader import Snapshot, access_entries
 from agent.records import Command, RecordError, Session, parse_iso
 from agent.shards import COMMANDS, StoreError, iter_sessions, list_shards, read_shard
@@ -48,6 +49,10 @@ class SearchError(WebError):
     """A search that cannot run (a pattern that does not compile)."""
 
 
+class StoreUnavailable(WebError):
+    """The store cannot be read now (the fleet's is away): a 503, in one line."""
+
+
 @dataclass(frozen=True, slots=True)
 class SessionFilter:
     bastion_user: str = ""
@@ -60,6 +65,8 @@ class SessionFilter:
     recorder: str = ""
     text: str = ""  # in any of its commands
     owner: str | None = None  # only this bastion user's (a non-auditor's own)
+    bastion: str = ""  # the fleet's: only this bastion's sessions
+    owner_bastion: str | None = None  # the fleet's: the owner's on this one only
 
     def matches(self, s: Session) -> bool:
         if self.owner is not None and s.bastion_user != self.owner:
@@ -87,6 +94,8 @@ class Search:
     text: str
     regex: bool = False
     owner: str | None = None  # only this bastion user's sessions
+    bastion: str = ""  # the fleet's: only this bastion's sessions
+    owner_bastion: str | None = None  # the fleet's: the owner's on this one only
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,11 +111,12 @@ class Page:
     offset: int
     limit: int
     stopped: bool = False  # the search's deadline ended it first
+    more: bool = False  # `total` is where the count stopped: there are more
 
     @property
     def next_offset(self) -> int | None:
         end = self.offset + self.limit
-        return end if end < self.total else None
+        return end if end < self.total or (self.more and end <= self.total) else None
 
     @property
     def previous_offset(self) -> int | None:
@@ -115,13 +125,25 @@ class Page:
 
 class ConsoleReader(Protocol):
     errors: list[str]  # what could not be read at the last request
+    fleet: bool  # sessions carry their bastion, and URLs name it
 
     def session_page(self, f: SessionFilter, offset: int, limit: int) -> Page: ...
-    def session(self, sid: str) -> Session | None: ...
-    def session_commands(self, sid: str) -> list[Command]: ...
+    def session(self, sid: str, bastion: str | None = None) -> Session | None: ...
+    def session_commands(self, session: Session, after: int = 0) -> list[Command]:
+        """Its commands past seq `after`, in seq order."""
+
     def search(self, q: Search, offset: int, limit: int) -> Page: ...
-    def access(self, offset: int, limit: int) -> Page: ...
-    def cast_file(self, name: str) -> Path: ...
+    def access_page(self, offset: int, limit: int) -> Page:
+        """The access log, the newest entry first."""
+
+    def recording(self, session: Session) -> bytes:
+        """Its cast's complete lines; CastError if there is none (yet)."""
+
+    def recording_since(self, session: Session, offset: int, max_bytes: int) -> bytes:
+        """Its cast's bytes from `offset` on (a line may be half there)."""
+
+    def close(self) -> None:
+        """Let go of what it holds (the fleet store's connections)."""
 
 
 @dataclass
@@ -236,13 +258,27 @@ class LocalReader(local_reader.LocalReader):
         chosen.sort(key=lambda s: (s.started_at, s.id), reverse=True)
         return Page(chosen[offset : offset + limit], len(chosen), offset, limit)
 
-    def session(self, sid: str) -> Session | None:
+    def session(self, sid: str, bastion: str | None = None) -> Session | None:
+        if bastion is not None:
+            return None  # this bastion's store: its URLs name no bastion
         return self.view().sessions.get(sid)
 
-    def session_commands(self, sid: str) -> list[Command]:
-        found = [c for c in self.view().commands if c.session == sid]
+    def session_commands(self, session: Session, after: int = 0) -> list[Command]:
+        sid = session.id
+        found = [c for c in self.view().commands if c.session == sid and c.seq > after]
         found.sort(key=lambda c: c.seq)
         return found
+
+    def recording(self, session: Session) -> bytes:
+        return read_cast(self.cast_file(session.id))
+
+    def recording_since(self, session: Session, offset: int, max_bytes: int) -> bytes:
+        try:
+            with open(self.cast_file(session.id), "rb") as f:
+                f.seek(offset)
+                return f.read(max_bytes)
+        except (OSError, CastError):
+            return b""
 
     def search(self, q: Search, offset: int, limit: int) -> Page:
         view = self.view()
@@ -255,7 +291,7 @@ class LocalReader(local_reader.LocalReader):
         hits = [Hit(commands[i], view.sessions.get(commands[i].session)) for i in shown]
         return Page(hits, len(found), offset, limit, stopped)
 
-    def access(self, offset: int, limit: int) -> Page:
+    def access_page(self, offset: int, limit: int) -> Page:
         entries = self.view().access
         newest_first = entries[::-1]
         return Page(newest_first[offset : offset + limit], len(entries), offset, limit)

@@ -1,10 +1,12 @@
 """The console's pages: sessions, one session, command search, live, the access log.
 
 Each page checks the viewer (web/console.py) first, has the agent log the
-access, then reads the store (web/console_store.py). A session that is not
-the viewer's to see is a 403, whether or not it exists. Terminate is a POST
-with a required reason, under the CSRF check like every form; the agent
-cuts the session (agent/daemon/cuts.py) and logs it itself.
+access, then reads the store (web/console_store.py, or the fleet's,
+web/console_fleet.py, where a session's pages are /bastions/B/sessions/ID).
+A session that is not the viewer's to see is a 403, whether or not it
+exists. Terminate is a POST with a required reason, under the CSRF check
+like every form; the agent cuts the session (agent/daemon/cuts.py) and logs
+it itself, so only this bastion's sessions can be terminated here.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from agent.access_log import Action
+from agent.access_log import AccessEntry, Action
 from agent.control import REASON_MAX_CHARS, ControlError
+from agent.fleet_config import BASTION_RE
 from agent.records import Command, Session, SessionStatus
 from web.console import (
     Viewer,
@@ -29,6 +32,9 @@ from web.console import (
     log_refusal,
     logged,
     params,
+    path_of,
+    session_name,
+    session_path,
     viewer_of,
 )
 from web.console_store import (
@@ -41,12 +47,14 @@ from web.console_store import (
 from web.text import inert_text
 
 PAGE_SIZE = 50
+FEED_MAX = 500  # commands per answer of a live page's feed
 SEEK_LEAD_S = 1.0  # a command's moment: this long before its Enter
 SESSION_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.~-]{0,80}")
 STATUSES = tuple(s.value for s in SessionStatus)
 ORIGINS = ("audit-shell", "web-token", "direct")
 RECORDERS = ("strace", "paramiko")
 FILTERS = (
+    "bastion",
     "bastion_user",
     "remote_user",
     "host",
@@ -74,7 +82,10 @@ def who(request: HttpRequest) -> Viewer | HttpResponse:
 
 
 def visible_session(
-    request: HttpRequest, sid: str, action: Action = Action.VIEW
+    request: HttpRequest,
+    sid: str,
+    action: Action = Action.VIEW,
+    bastion: str | None = None,
 ) -> tuple[Viewer, Session] | HttpResponse:
     """The viewer and the session, or the response that refuses them.
 
@@ -85,23 +96,29 @@ def visible_session(
         return viewer
     if not SESSION_ID_RE.fullmatch(sid):
         return forbidden()
-    session = console().reader.session(sid)
+    if bastion is not None and not BASTION_RE.fullmatch(bastion):
+        return forbidden()
+    session = console().reader.session(sid, bastion)
     if session is None:
         return forbidden()
     if not viewer.may_see(session):
-        log_refusal(request, viewer, action, session.id)
+        log_refusal(request, viewer, action, session_name(session))
         return forbidden()
     return viewer, session
 
 
 def admitted(
-    request: HttpRequest, sid: str, action: Action, detail: str = ""
+    request: HttpRequest,
+    sid: str,
+    action: Action,
+    detail: str = "",
+    bastion: str | None = None,
 ) -> tuple[Viewer, Session] | HttpResponse:
     """The viewer and the session, the access logged; or the refusal."""
-    found = visible_session(request, sid, action)
+    found = visible_session(request, sid, action, bastion)
     if isinstance(found, HttpResponse):
         return found
-    refused = logged(request, found[0], action, found[1].id, detail)
+    refused = logged(request, found[0], action, session_name(found[1]), detail)
     return refused or found
 
 
@@ -142,6 +159,7 @@ def filter_of(
 ) -> tuple[SessionFilter, dict[str, Any]]:
     given = params(request, *FILTERS)
     f = SessionFilter(
+        bastion=given["bastion"] if BASTION_RE.fullmatch(given["bastion"]) else "",
         bastion_user=given["bastion_user"],
         remote_user=given["remote_user"],
         host=given["host"],
@@ -152,12 +170,14 @@ def filter_of(
         recorder=given["recorder"] if given["recorder"] in RECORDERS else "",
         text=given["text"],
         owner=viewer.owner,
+        owner_bastion=viewer.owner_bastion,
     )
     return f, given
 
 
 def base_context(viewer: Viewer, **more: Any) -> dict[str, Any]:
-    return {"user": viewer.name, "viewer": viewer, "nav": True, **more}
+    fleet = console().reader.fleet
+    return {"user": viewer.name, "viewer": viewer, "nav": True, "fleet": fleet, **more}
 
 
 @never_cache
@@ -195,7 +215,11 @@ def live(request: HttpRequest) -> HttpResponse:
     viewer = logged_viewer(request, Action.SEARCH, "live sessions")
     if isinstance(viewer, HttpResponse):
         return viewer
-    f = SessionFilter(status=SessionStatus.LIVE.value, owner=viewer.owner)
+    f = SessionFilter(
+        status=SessionStatus.LIVE.value,
+        owner=viewer.owner,
+        owner_bastion=viewer.owner_bastion,
+    )
     page = console().reader.session_page(f, page_offset(request), PAGE_SIZE)
     context = base_context(
         viewer,
@@ -213,6 +237,7 @@ def session_row(s: Session) -> dict[str, Any]:
     end = s.ended_at
     return {
         "session": s,
+        "url": session_path(s),
         "lasted": (end - s.started_at) if end is not None else None,
         "gaps": len(s.gaps),
     }
@@ -235,12 +260,15 @@ def command_rows(session: Session, commands: list[Command]) -> list[dict[str, An
 
 @never_cache
 @require_GET
-def session_page(request: HttpRequest, sid: str) -> HttpResponse:
-    found = admitted(request, sid, Action.VIEW)
+def session_page(
+    request: HttpRequest, sid: str, bastion: str | None = None
+) -> HttpResponse:
+    found = admitted(request, sid, Action.VIEW, bastion=bastion)
     if isinstance(found, HttpResponse):
         return found
     viewer, session = found
-    rows = command_rows(session, console().reader.session_commands(session.id))
+    rows = command_rows(session, console().reader.session_commands(session))
+    base = session_path(session)
     markers = [
         [
             row["offset"],
@@ -248,15 +276,18 @@ def session_page(request: HttpRequest, sid: str) -> HttpResponse:
         ]
         for row in rows
     ]
+    live = session.status == SessionStatus.LIVE
     context = base_context(
         viewer,
         session=session,
+        base=base,
         rows=rows,
-        live=session.status == SessionStatus.LIVE,
+        live=live,
+        terminable=live and viewer.auditor and console().may_terminate(session),
         player={
-            "cast": f"/sessions/{session.id}/cast",
-            "live": f"/sessions/{session.id}/live",
-            "feed": f"/sessions/{session.id}/feed",
+            "cast": f"{base}/cast",
+            "live": f"{base}/live",
+            "feed": f"{base}/feed",
             "markers": markers,
             "lead": SEEK_LEAD_S,
             "isLive": session.status == SessionStatus.LIVE,
@@ -271,17 +302,18 @@ def session_page(request: HttpRequest, sid: str) -> HttpResponse:
 
 @never_cache
 @require_GET
-def feed(request: HttpRequest, sid: str) -> HttpResponse:
+def feed(request: HttpRequest, sid: str, bastion: str | None = None) -> HttpResponse:
     """A live session's commands past `after`, for its open page (logged by it)."""
-    found = visible_session(request, sid)
+    found = visible_session(request, sid, bastion=bastion)
     if isinstance(found, HttpResponse):
         return found
     _, session = found
     try:
-        after = int(request.GET.get("after", "0"))
+        after = max(0, int(request.GET.get("after", "0")))
     except ValueError:
         after = 0
-    rows = command_rows(session, console().reader.session_commands(session.id))
+    reader = console().reader
+    rows = command_rows(session, reader.session_commands(session, after)[:FEED_MAX])
     new = [
         {
             "seq": r["command"].seq,
@@ -292,9 +324,8 @@ def feed(request: HttpRequest, sid: str) -> HttpResponse:
             "risks": r["risks"],
         }
         for r in rows
-        if r["command"].seq > after
-    ][:500]
-    current = console().reader.session(session.id) or session
+    ]
+    current = reader.session(session.id, session.bastion) or session
     return JsonResponse(
         {"commands": new, "status": current.status, "end_reason": current.end_reason}
     )
@@ -302,13 +333,20 @@ def feed(request: HttpRequest, sid: str) -> HttpResponse:
 
 @never_cache
 @require_POST
-def terminate(request: HttpRequest, sid: str) -> HttpResponse:
-    found = visible_session(request, sid)
+def terminate(
+    request: HttpRequest, sid: str, bastion: str | None = None
+) -> HttpResponse:
+    found = visible_session(request, sid, bastion=bastion)
     if isinstance(found, HttpResponse):
         return found
     viewer, session = found
     if not viewer.auditor:
         return forbidden("only auditors terminate sessions")
+    if not console().may_terminate(session):
+        return forbidden(
+            f"this session runs on bastion {session.bastion}: terminate it from "
+            "that bastion's console"
+        )
     reason = request.POST.get("reason", "").strip()[:REASON_MAX_CHARS]
     if not reason:
         return HttpResponse(
@@ -322,13 +360,15 @@ def terminate(request: HttpRequest, sid: str) -> HttpResponse:
     except ControlError as e:
         message = str(e)
     request.session["notice"] = message[:300]
-    return HttpResponseRedirect(f"/sessions/{session.id}")
+    return HttpResponseRedirect(session_path(session))
 
 
 def search_of(request: HttpRequest, viewer: Viewer) -> tuple[Search, dict[str, Any]]:
-    given = params(request, "q", "mode")
+    given = params(request, "q", "mode", "bastion")
     regex = given["mode"] == "regex"
-    return Search(given["q"], regex, viewer.owner), given
+    bastion = given["bastion"] if BASTION_RE.fullmatch(given["bastion"]) else ""
+    search = Search(given["q"], regex, viewer.owner, bastion, viewer.owner_bastion)
+    return search, given
 
 
 @never_cache
@@ -356,7 +396,7 @@ def search(request: HttpRequest) -> HttpResponse:
         page=page,
         hits=[hit_row(h) for h in page.items] if page else [],
         error=error,
-        query=urlencode({"q": q.text, "mode": given["mode"]}),
+        query=urlencode({k: v for k, v in given.items() if v}),
     )
     return render(request, "search.html", context)
 
@@ -367,6 +407,7 @@ def hit_row(hit: Hit) -> dict[str, Any]:
     return {
         "command": hit.command,
         "session": session,
+        "url": session_path(session) if session else "",
         "seek": round(max(0.0, at - SEEK_LEAD_S), 3),
         "risks": console().risks(hit.command.command),
     }
@@ -378,5 +419,21 @@ def access_log(request: HttpRequest) -> HttpResponse:
     viewer = logged_viewer(request, Action.ACCESS_LOG, auditors_only=True)
     if isinstance(viewer, HttpResponse):
         return viewer
-    page = console().reader.access(page_offset(request), PAGE_SIZE)
-    return render(request, "access.html", base_context(viewer, page=page))
+    page = console().reader.access_page(page_offset(request), PAGE_SIZE)
+    rows = [{"entry": e, "url": access_target(e)} for e in page.items]
+    return render(request, "access.html", base_context(viewer, page=page, rows=rows))
+
+
+def access_target(entry: AccessEntry) -> str:
+    """The page of the session an entry names (BASTION/ID from a fleet console)."""
+    if not entry.session:
+        return ""
+    bastion, _, sid = entry.session.rpartition("/")
+    bastion = bastion or entry.bastion or ""
+    if not SESSION_ID_RE.fullmatch(sid) or (
+        bastion and not BASTION_RE.fullmatch(bastion)
+    ):
+        return ""
+    if console().reader.fleet != bool(bastion):
+        return ""  # a session of the other store: this console has no page for it
+    return path_of(sid, bastion or None)

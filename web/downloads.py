@@ -20,8 +20,9 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from agent.access_log import Action
-from agent.casts import CastError, read_cast
+from agent.casts import CastError
 from agent.export_record import FIELDS, flat_record
+from agent.records import Session
 from web.console import console, logged
 from web.console_store import SearchError
 from web.console_views import admitted, search_of, who
@@ -33,6 +34,8 @@ SEARCH_CSV_MAX_ROWS = 100_000
 def formula_safe(value: Any) -> str:
     """A CSV cell a spreadsheet shows as text (README: the console's downloads)."""
     text = "" if value is None else str(value)
+    if isinstance(value, list):  # risk: the rules' names, as audit-export's CSV
+        text = " ".join(str(v) for v in value)
     if isinstance(value, bool):
         text = "true" if value else "false"
     return "'" + text if text.startswith(FORMULA_START) else text
@@ -53,38 +56,48 @@ def attachment(body: str | bytes, name: str, content_type: str) -> HttpResponse:
     return response
 
 
+def file_name(session: Session) -> str:
+    """ID, or BASTION-ID (fleet): letters, digits and . _ ~ - only (both are)."""
+    return f"{session.bastion}-{session.id}" if session.bastion else session.id
+
+
 @never_cache
 @require_GET
-def cast(request: HttpRequest, sid: str) -> HttpResponse:
+def cast(request: HttpRequest, sid: str, bastion: str | None = None) -> HttpResponse:
     """The recording: for the player (a replay) or, with ?download=1, a file."""
     download = request.GET.get("download") == "1"
-    found = admitted(request, sid, Action.EXPORT if download else Action.REPLAY, "cast")
+    action = Action.EXPORT if download else Action.REPLAY
+    found = admitted(request, sid, action, "cast", bastion)
     if isinstance(found, HttpResponse):
         return found
     _, session = found
     try:
-        data = read_cast(console().reader.cast_file(session.id))
+        data = console().reader.recording(session)
     except CastError as e:
         return HttpResponse(f"{e}\n", status=404, content_type="text/plain")
     if download:
-        return attachment(data, f"{session.id}.cast", "application/x-asciicast")
+        name = f"{file_name(session)}.cast"
+        return attachment(data, name, "application/x-asciicast")
     return HttpResponse(data, content_type="application/x-asciicast")
 
 
 @never_cache
 @require_GET
-def commands(request: HttpRequest, sid: str, fmt: str) -> HttpResponse:
-    found = admitted(request, sid, Action.EXPORT, f"commands.{fmt}")
+def commands(
+    request: HttpRequest, sid: str, fmt: str, bastion: str | None = None
+) -> HttpResponse:
+    found = admitted(request, sid, Action.EXPORT, f"commands.{fmt}", bastion)
     if isinstance(found, HttpResponse):
         return found
     _, session = found
-    records = [
-        flat_record(c, session) for c in console().reader.session_commands(session.id)
-    ]
+    stamp = console().stamp
+    stored = console().reader.session_commands(session)
+    records = [flat_record(c, session, stamp) for c in stored]
+    name = file_name(session)
     if fmt == "json":
         body = json.dumps(records, ensure_ascii=False, indent=1)
-        return attachment(body, f"{session.id}.json", "application/json")
-    return attachment(csv_text(records, FIELDS), f"{session.id}.csv", "text/csv")
+        return attachment(body, f"{name}.json", "application/json")
+    return attachment(csv_text(records, FIELDS), f"{name}.csv", "text/csv")
 
 
 @never_cache
@@ -107,7 +120,8 @@ def search_csv(request: HttpRequest) -> HttpResponse:
         page = console().reader.search(q, 0, SEARCH_CSV_MAX_ROWS)
     except SearchError as e:
         return HttpResponse(f"{e}\n", status=400, content_type="text/plain")
-    rows = [flat_record(h.command, h.session) for h in page.items]
+    stamp = console().stamp
+    rows = [flat_record(h.command, h.session, stamp) for h in page.items]
     response = attachment(csv_text(rows, FIELDS), "search.csv", "text/csv")
     if page.stopped:
         response["X-Search-Stopped"] = "deadline"  # the rows found in time

@@ -5,7 +5,8 @@ terminal's size, the stream time it starts at and `init`, output to feed
 before that (what the screen shows now), then `[time, code, data]` events,
 and an `event: done` when the stream ends. So a late viewer sees the screen
 as it is and then each new output, from the session's cast as the agent's
-recorder commits it (complete lines only: the last may be half written).
+recorder commits it (complete lines only: the last may be half written);
+over the fleet store, as the agent's shipper sends it (each second).
 
 Each stream holds one of audit-web's threads: at most MAX_STREAMS at once
 (more get a 503), each at most STREAM_MAX_S long (the browser's EventSource
@@ -17,11 +18,10 @@ first message.
 from __future__ import annotations
 
 import json
-import os
+import logging
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
@@ -29,10 +29,13 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from agent.access_log import Action
-from agent.casts import CastError, read_cast
-from agent.records import ENDED
-from web.console import console, logged
+from agent.casts import CastError
+from agent.records import ENDED, Session
+from web.console import console, logged, session_name
+from web.console_store import StoreUnavailable
 from web.console_views import visible_session
+
+log = logging.getLogger(__name__)
 
 MAX_STREAMS = 8
 STREAM_MAX_S = 300.0
@@ -83,17 +86,19 @@ def opening(data: bytes) -> tuple[bytes, int]:
     return b"retry: %d\n\n" % RETRY_MS + first, len(data)
 
 
-def follow(sid: str, path: Path, offset: int, until: float) -> Iterator[bytes]:
-    """New events of the cast at `path` from `offset`; `done` once the session ends."""
+def follow(session: Session, offset: int, until: float) -> Iterator[bytes]:
+    """New events of the session's cast from `offset`; `done` once it ends."""
+    try:
+        yield from _follow(session, offset, until)
+    except StoreUnavailable as e:  # the browser's EventSource connects again
+        log.error("live view of %s: %s", session_name(session), e)
+
+
+def _follow(session: Session, offset: int, until: float) -> Iterator[bytes]:
     reader = console().reader
     quiet_since = time.monotonic()
     while time.monotonic() < until:
-        try:
-            with open(path, "rb") as f:
-                f.seek(offset)
-                chunk = f.read(READ_MAX_BYTES)
-        except OSError:
-            chunk = b""
+        chunk = reader.recording_since(session, offset, READ_MAX_BYTES)
         end = chunk.rfind(b"\n")
         if end >= 0:
             offset += end + 1
@@ -104,9 +109,9 @@ def follow(sid: str, path: Path, offset: int, until: float) -> Iterator[bytes]:
                     continue
             quiet_since = time.monotonic()
             continue
-        session = reader.session(sid)
-        ended = session is None or session.status in ENDED
-        if ended and os.path.getsize(path) <= offset:
+        now = reader.session(session.id, session.bastion)
+        ended = now is None or now.status in ENDED
+        if ended and not reader.recording_since(session, offset, READ_MAX_BYTES):
             yield message({}, "done")
             return
         if time.monotonic() - quiet_since > KEEPALIVE_S:
@@ -137,26 +142,25 @@ class _Stream:
 
 @never_cache
 @require_GET
-def stream(request: HttpRequest, sid: str) -> HttpResponse:
-    found = visible_session(request, sid, Action.REPLAY)
+def stream(request: HttpRequest, sid: str, bastion: str | None = None) -> HttpResponse:
+    found = visible_session(request, sid, Action.REPLAY, bastion)
     if isinstance(found, HttpResponse):
         return found
     viewer, session = found
     try:
-        path = console().reader.cast_file(session.id)
-        first, offset = opening(read_cast(path))
+        first, offset = opening(console().reader.recording(session))
     except (CastError, ValueError) as e:
         return HttpResponse(f"no recording yet: {e}\n", status=404)
     if not _streams.acquire(blocking=False):
         return HttpResponse("too many live views at once\n", status=503)
-    refused = logged(request, viewer, Action.REPLAY, session.id, "live")
+    refused = logged(request, viewer, Action.REPLAY, session_name(session), "live")
     if refused is not None:
         _streams.release()
         return refused
 
     def events() -> Iterator[bytes]:
         yield first
-        yield from follow(session.id, path, offset, time.monotonic() + STREAM_MAX_S)
+        yield from follow(session, offset, time.monotonic() + STREAM_MAX_S)
 
     response = StreamingHttpResponse(
         _Stream(events()), content_type="text/event-stream"

@@ -10,6 +10,7 @@ not run.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from pathlib import Path
@@ -18,6 +19,8 @@ from typing import Any
 from agent.web_config import WebConfig
 from web import WebError
 from web.tokens import TokenStore
+
+log = logging.getLogger(__name__)
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 SECRET_KEY_BYTES = 50
@@ -39,6 +42,30 @@ def content_security_policy(get_response: Any) -> Any:
         return response
 
     return middleware
+
+
+class StoreUnavailableMiddleware:
+    """A page the store cannot answer now is a 503 naming why, in one line."""
+
+    def __init__(self, get_response: Any) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: Any) -> Any:
+        return self.get_response(request)
+
+    def process_exception(self, request: Any, exception: Exception) -> Any:
+        from django.http import HttpResponse
+
+        from web.console_store import StoreUnavailable
+
+        if not isinstance(exception, StoreUnavailable):
+            return None
+        log.error("%s: %s", request.path, exception)
+        return HttpResponse(
+            f"The store cannot be read now: {exception}\n",
+            status=503,
+            content_type="text/plain; charset=utf-8",
+        )
 
 
 class SiteError(WebError):
@@ -88,6 +115,7 @@ def wsgi_application(config: WebConfig, tokens: TokenStore) -> Any:
             "django.middleware.csrf.CsrfViewMiddleware",
             "django.middleware.clickjacking.XFrameOptionsMiddleware",
             "web.site.content_security_policy",
+            "web.site.StoreUnavailableMiddleware",
         ],
         TEMPLATES=[
             {

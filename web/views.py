@@ -17,6 +17,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
 from agent.inventory import Target, groups_of
+from agent.locks import refusal
 from agent.records import iso
 from web.auth import authenticate
 from web.console import SIGNED_IN, SIGNED_IN_AT, signed_in, viewer_of, web_config
@@ -93,14 +94,23 @@ def connect(request: HttpRequest) -> HttpResponse:
     if target is None:
         log.warning("%s asked for %r, which is not theirs", user, wanted[:80])
         return HttpResponse("not a host you may use\n", status=403)
+    locked = refusal(web_config().shell.settings.locks_dir, user)
+    if locked:
+        log.warning("no token for %s: %s", user, locked)
+        return HttpResponse(f"{locked}\n", status=403, content_type="text/plain")
     token, expires = _tokens().issue(user, target.host.name, target.account.name)
     log.info("token for %s: %s, expires %s", user, target.label, iso(expires))
+    remaining_s = max(0.0, expires - _tokens().clock())
     context = {
         "user": user,
+        "bastion": web_config().web.bastion_name,
         "target": target,
         "token": token,
         "expires": iso(expires),
-        "ttl_min": round(web_config().web.token_ttl_s / 60, 1),
+        # The countdown runs from the page's arrival on the browser's monotonic
+        # clock: the browser's wall clock may be off, and is never asked.
+        "remaining_ms": int(remaining_s * 1000),
+        "remaining": f"{int(remaining_s) // 60}:{int(remaining_s) % 60:02d}",
         "terminal_url": web_config().web.terminal_url,
     }
     return render(request, "token.html", context)

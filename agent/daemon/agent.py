@@ -2,17 +2,29 @@
 
 Threads and processes, and who stops them (one ExitStack, unwound in the
 reverse order of the start):
-- the main thread polls for tagged ssh clients and supervises their straces;
-- the Supervisor owns the straces (stopped first, so every log ends whole);
+- the main thread sleeps on a few fds (tagged ssh clients found, straces or
+  untraced ssh clients that exited, the scope process's end, a stop signal,
+  an auditor's terminate) and the supervisor's next timer, and acts on what
+  happened;
+- the DiscoveryThread owns the kernel's process events and the poll behind
+  them (stopped first: nothing new is taken on while the rest stops);
+- the Supervisor owns the straces and the threads that start them (stopped
+  next, so every log ends whole);
 - the Recorder's casts are committed and closed after the ingest's last read;
-- the Ingest owns the watchdog observer and the ingest thread (stopped
+- the Ingest owns its inotify watch and the ingest thread (stopped
   after the supervisor, reading every log to its end once more);
 - the Store owns the writer thread (stopped after the ingest, with a final
   flush);
 - the EventSink, when configured, owns the events thread (stopped last, after
   the final flush has handed it everything durable);
+- Retention owns the pruning thread (stopped before the store's last flush).
+The agent holds the data directory's lock (agent/daemon/lock.py) throughout,
+and the store writer chains and signs with the key in DATA_DIR/chain.
 - the Shipper, with a `[fleet]` table, owns the fleet-shipping thread and its
   connection (stopped after the store's final flush, shipping what it can);
+- the Alerter, when a rule alerts, owns the alerts thread (stopped after the
+  ingest, whose last records may still alert); the Enforcer's cuts are run
+  by the main loop, whose supervisor they need.
 - the ControlServer owns the control socket's thread (stopped first): the
   web's access-log entries go to the store, its terminates to the Cutter,
   which the main loop runs.
@@ -20,8 +32,8 @@ The main loop also rewrites DATA_DIR/status.json (agent/daemon/status.py),
 watches the data disk's free space (agent/daemon/disk.py) and gives the
 verdicts the agent has reasons of its own for (agent/daemon/verdicts.py): a
 session whose log passed its budget (the ingest asks), new and then live
-sessions while the disk is nearly full. One agent per data directory, and one
-unscoped agent per machine (agent/daemon/lock.py).
+sessions while the disk is nearly full. One writer per data directory (the
+agent, or a prune alone), and one unscoped agent per machine.
 SIGTERM, SIGINT and SIGHUP all lead to that one orderly stop.
 """
 
@@ -32,40 +44,61 @@ import grp
 import logging
 import os
 import pwd
+import resource
+import select
 import shutil
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 
 from agent import AgentError
-from agent.config import Config
+from agent.config import Config, rules_of, start_lines
+from agent.daemon.alerts import Alert, Alerter
 from agent.daemon.control import Controller, ControlServer
 from agent.daemon.cuts import Cutter, end_reason
-from agent.daemon.disk import DiskGuard, DiskState
+from agent.daemon.disk import CHECK_INTERVAL_S, DiskGuard, DiskState
+from agent.daemon.enforcer import Enforcer
 from agent.daemon.events import EventSink, stored_access, stored_batch
 from agent.daemon.ingest import Ingest
 from agent.daemon.intents import IntentLinker
 from agent.daemon.lock import agent_locks
 from agent.daemon.recorder import Recorder
+from agent.daemon.retention import Policy, Retention
 from agent.daemon.shipper import Shipper
+from agent.daemon.signer import Chain, Signer
 from agent.daemon.spool_guard import UidBudget
-from agent.daemon.status import collect
+from agent.daemon.status import DiskSizes, collect, disk_sizes
 from agent.daemon.store import Store
 from agent.daemon.verdicts import AgentSupervisor
+from agent.export_record import Stamp
 from agent.files import Sharing
 from agent.records import Command, Session, SessionStatus
 from agent.status_file import AgentState, write_status
+from agent.version import version
 from tracer import Mode
 from tracer.discovery import Discovery, TaggedSsh, read_start_ticks
+from tracer.discovery_thread import DiscoveryThread
+from tracer.procfs import set_thread_nice
 from tracer.supervisor import Limits
+from tracer.tracker import URGENT_NICE, open_pidfd
+from tracer.wake import WakePipe
 
 log = logging.getLogger(__name__)
 
-ORPHAN_SWEEP_INTERVAL_S = 5.0
+ORPHAN_SWEEP_INTERVAL_S = 30.0  # logs of sessions that ended while unwatched
+STOP_CHECK_S = 1.0  # `stop_event` set without a wake-up is seen this soon
+KILL_CHECK_S = 0.05  # while a cut's SIGKILL is due
+# The store's and the recordings' sizes in the status: a walk of every shard
+# and cast ever kept, so not at every status write.
+DISK_SIZES_INTERVAL_S = 30.0
+# A prune run by hand may hold the data dir for a while; then the agent waits.
+PRUNE_WAIT_S = 10.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+FDS_PER_SESSION = 2  # a pidfd, and the moment a tracker and its ssh both count
+FDS_SPARE = 256
 
 
 class DaemonError(AgentError):
@@ -88,12 +121,16 @@ def check_can_run(config: Config) -> None:
 
 
 @contextlib.contextmanager
-def stop_signals(stop: threading.Event) -> Iterator[None]:
-    """Route the stop signals to `stop`; restore the old handlers after."""
+def stop_signals(
+    stop: threading.Event, wake: Callable[[], None] | None = None
+) -> Iterator[None]:
+    """Route the stop signals to `stop` (and `wake`); restore the old handlers."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
         log.info("received %s, stopping", signal.Signals(signum).name)
         stop.set()
+        if wake is not None:
+            wake()
 
     old = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
     try:
@@ -101,6 +138,15 @@ def stop_signals(stop: threading.Event) -> Iterator[None]:
     finally:
         for sig, previous in old.items():
             signal.signal(sig, previous)
+
+
+def allow_fds(max_sessions: int) -> None:
+    """Room for one pidfd per session: raise the soft limit toward the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = max_sessions * FDS_PER_SESSION + FDS_SPARE
+    if soft != resource.RLIM_INFINITY and soft < want:
+        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
 
 
 def prepare_data_dir(data_dir: Path, sharing: Sharing) -> None:
@@ -147,6 +193,15 @@ class Agent:
             sharing=self.sharing,
             disk=self.disk,
         )
+        rules = rules_of(config)
+        self.alerter: Alerter | None = None
+        self.enforcer: Enforcer | None = None
+        if rules.acting:
+            if rules.alert.enabled:
+                self.alerter = Alerter(rules.alert, self._alert_outcome)
+            self.enforcer = Enforcer(
+                rules, config.locks_dir, config.bastion_name, self.alerter
+            )
         self.recorder = (
             Recorder(
                 config.data_dir,
@@ -172,9 +227,12 @@ class Agent:
                 UidBudget("connection records", *per_uid),
             ),
             recordings_dir=config.recordings_dir,
+            enforcer=self.enforcer,
             recordings_budget=UidBudget("recordings", *per_uid),
             log_max_bytes=config.log_max_bytes,
         )
+        if self.enforcer is not None:
+            self.enforcer.end_reason = self.ingest.cut
         self.store.on_flushed = self.ingest.on_flushed
         self.sink: EventSink | None = None
         if config.events_file is not None or config.events_syslog:
@@ -183,6 +241,7 @@ class Agent:
                 config.events_file,
                 config.events_syslog,
                 config.events_syslog_facility,
+                Stamp.of(config, rules),
             )
             self.store.on_committed = self.sink.committed
             self.store.on_access_committed = self.sink.access_committed
@@ -208,22 +267,36 @@ class Agent:
             ),
         )
         self.discovery = Discovery(scope_pid=config.scope_pid)
+        self.retention = Retention(self.store, config.data_dir, Policy.of(config))
         self.cutter = Cutter(self.supervisor, self.ingest)
         self.started_at = time.time()
+        self.version = version()
         self._status_at = 0.0
         self._status_failing = False  # logged once, not every interval
+        self._wake = WakePipe()
+        self._sizes: tuple[float, DiskSizes] | None = None
+        self.cutter.wake = self.wake  # a terminate is acted on at once
+        if self.enforcer is not None:
+            self.enforcer.wake = self.wake  # and a rule's cut
+        self.ingest.log_budget.on_found = self.wake  # and a log past its budget
 
     def run(self) -> None:
         """Run until a stop signal (or `stop_event`); clean up in any case."""
         check_can_run(self.config)
         prepare_data_dir(self.config.data_dir, self.sharing)
+        allow_fds(self.config.max_sessions)
         # Before anything in DATA_DIR is touched: it may be another agent's.
-        with agent_locks(self.config.data_dir, self.config.scope_pid):
-            self._run_locked()
+        # A refused agent says only why (its start lines would be noise).
+        with agent_locks(self.config.data_dir, self.config.scope_pid, PRUNE_WAIT_S):
+            for line in start_lines(self.config):
+                log.info("%s", line)
+            data_dir = self.config.data_dir
+            self.store.chain = Chain(Signer.load_or_create(data_dir), data_dir)
+            self.store.open()
+            self._resume_cuts()
+            self._run()
 
-    def _run_locked(self) -> None:
-        self.store.open()
-        self._resume_cuts()
+    def _run(self) -> None:
         try:
             with contextlib.ExitStack() as running:
                 if self.sink is not None:
@@ -239,63 +312,118 @@ class Agent:
                     running.enter_context(self.shipper)
                 self.store.start()
                 running.callback(self.store.stop)
+                running.enter_context(self.retention)
                 if self.recorder is not None:
                     running.enter_context(self.recorder)
+                if self.alerter is not None:
+                    running.enter_context(self.alerter)
                 running.enter_context(self.ingest)
-                running.callback(self.supervisor.stop)
+                running.enter_context(self.supervisor)
                 running.enter_context(
                     ControlServer(
                         self.config.control_path,
-                        Controller(self.store, self.cutter, control_uids(self.config)),
+                        Controller(
+                            self.store,
+                            self.cutter,
+                            control_uids(self.config),
+                            self.config.locks_dir,
+                        ),
                         self.sharing,
                     )
                 )
+                discovery = running.enter_context(
+                    DiscoveryThread(self.discovery, self.config.poll_interval_s)
+                )
                 log.info(
-                    "auditing tagged ssh sessions into %s (poll every %.2fs)",
-                    self.config.data_dir,
-                    self.config.poll_interval_s,
+                    "auditing (%s)",
+                    "process events from the kernel"
+                    if discovery.using_events
+                    else f"process table polled every {self.config.poll_interval_s}s",
                 )
                 if self.sink is not None:
                     log.info("events to %s", self.sink.description)
-                self._loop()
+                self._loop(discovery)
         finally:
             self._write_status(AgentState.STOPPED)
             log.info("stopped")
 
-    def _loop(self) -> None:
-        last_orphan_sweep = 0.0
-        while not self.stop_event.is_set():
-            disk = self.disk.check()
-            for ssh in self.discovery.poll():
-                if disk == DiskState.OK:
-                    self.supervisor.track(ssh)
-                else:
-                    self._verdict(ssh, self.disk.reason())
-            if disk == DiskState.FULL:
-                for watch in list(self.supervisor.watches.values()):
-                    if watch.verdict is None:
-                        self._verdict(watch.ssh, self.disk.reason())
-            self._over_budget()
-            self.supervisor.supervise()
-            self.cutter.run_pending()
-            now = time.monotonic()
-            if now - last_orphan_sweep >= ORPHAN_SWEEP_INTERVAL_S:
-                last_orphan_sweep = now
-                self.supervisor.close_orphans()
-                if self.discovery.scope_gone():
+    def wake(self) -> None:
+        """Make the main loop look around now (any thread)."""
+        self._wake.wake()
+
+    def _loop(self, discovery: DiscoveryThread) -> None:
+        # The other threads run already: this one alone is urgent (it starts
+        # the trackers' launchers, which inherit it).
+        set_thread_nice(URGENT_NICE)
+        poller = select.poll()
+        for fd in (discovery.fileno(), self.supervisor.fileno(), self._wake.fileno()):
+            poller.register(fd, select.POLLIN)
+        # The scope process's end, from the kernel: its pid may be reused.
+        scope_fd = open_pidfd(self.config.scope_pid) if self.config.scope_pid else None
+        if scope_fd is not None:
+            poller.register(scope_fd, select.POLLIN)
+            if self.discovery.scope_gone():  # its pid was reused meanwhile
+                self.stop_event.set()
+        next_sweep = time.monotonic()
+        try:
+            while not self.stop_event.is_set():
+                now = time.monotonic()
+                if now >= next_sweep:
+                    next_sweep = now + ORPHAN_SWEEP_INTERVAL_S
+                    self.supervisor.close_orphans()
+                if now - self._status_at >= self.config.status_interval_s:
+                    self._status_at = now
+                    self._write_status(AgentState.RUNNING)
+                waits = [
+                    STOP_CHECK_S,
+                    CHECK_INTERVAL_S,  # the data disk's free space
+                    next_sweep - now,
+                    self._status_at + self.config.status_interval_s - now,
+                ]
+                if (timer := self.supervisor.timeout()) is not None:
+                    waits.append(timer)
+                if self.cutter.killing or (self.enforcer and self.enforcer.killing):
+                    waits.append(KILL_CHECK_S)
+                ready = {fd for fd, _ in poller.poll(max(0.0, min(waits)) * 1000)}
+                if self._wake.fileno() in ready:
+                    self._wake.drain()
+                disk = self.disk.check()
+                for ssh in discovery.take():
+                    if disk == DiskState.OK:
+                        self.supervisor.track(ssh)
+                    else:
+                        self._verdict(ssh, self.disk.reason())
+                if disk == DiskState.FULL:
+                    for watch in list(self.supervisor.watches.values()):
+                        if watch.verdict is None:
+                            self._verdict(watch.ssh, self.disk.reason())
+                self._over_budget()
+                self.supervisor.service()
+                if self.enforcer is not None:
+                    self.enforcer.run_pending()
+                self.cutter.run_pending()
+                if (scope_fd is not None and scope_fd in ready) or (
+                    scope_fd is None and self.discovery.scope_gone()
+                ):
                     log.warning(
                         "scope pid %d has ended: stopping (its pid may be reused)",
                         self.config.scope_pid,
                     )
                     self.stop_event.set()
-            if now - self._status_at >= self.config.status_interval_s:
-                self._status_at = now
-                self._write_status(AgentState.RUNNING)
-            self.stop_event.wait(self.config.poll_interval_s)
+        finally:
+            if scope_fd is not None:
+                os.close(scope_fd)
+
+    def _alert_outcome(self, alert: Alert, delivered: bool, detail: str) -> None:
+        """The alerts thread: an alert's outcome, a record of its session."""
+        assert self.enforcer is not None
+        self.ingest.taken(
+            alert.identity, self.enforcer.alert_taken(alert, delivered, detail)
+        )
 
     def _over_budget(self) -> None:
         """The sessions whose log the ingest found past log_max_bytes."""
-        for identity, reason in self.ingest.take_over_budget():
+        for identity, reason in self.ingest.log_budget.take():
             watch = self.supervisor.watches.get(identity)
             if watch is None:
                 log.error(
@@ -329,20 +457,26 @@ class Agent:
                 self.ingest.cut(session.identity, end_reason(entry.actor, entry.detail))
 
     def _write_status(self, state: AgentState) -> None:
+        now = time.monotonic()
+        if self._sizes is None or now - self._sizes[0] >= DISK_SIZES_INTERVAL_S:
+            self._sizes = (now, disk_sizes(self.config.data_dir, self.config.store_dir))
         try:
             write_status(
                 self.config.data_dir,
                 collect(
                     started_at=self.started_at,
-                    interval_s=self.config.status_interval_s,
-                    data_dir=self.config.data_dir,
+                    config=self.config,
+                    version=self.version,
                     store=self.store.snapshot(),
                     ingest=self.ingest.snapshot(),
                     supervisor=self.supervisor.snapshot(),
                     recorder=self.recorder.snapshot() if self.recorder else None,
                     sink=self.sink.snapshot() if self.sink else None,
+                    retention=self.retention.snapshot(),
                     shipper=self.shipper.snapshot() if self.shipper else None,
+                    alerts=self.alerter.snapshot() if self.alerter else None,
                     state=state,
+                    sizes=self._sizes[1],
                     disk=self.disk.snapshot(),
                 ),
                 self.sharing.file_mode,

@@ -1,15 +1,21 @@
 """`audit-agent run`: the daemon in the foreground (its options, its boundary);
-`audit-agent fleet-init`: the fleet store's schema."""
+`audit-agent fleet-init`: the fleet store's schema; `audit-agent unlock USER`:
+a lock rule's lock taken back."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import sys
 
+from agent import AgentError
 from agent.config import load_config
+from agent.control import ControlClient, ControlError
 from agent.daemon.agent import Agent, stop_signals
 from agent.exits import ExitStatus
 from agent.fleet_config import FleetConfigError
+from agent.locks import lock_path, remove_lock
 
 
 def setup_logging(prog: str, verbose: bool = False) -> None:
@@ -34,7 +40,7 @@ def run(prog: str, args: argparse.Namespace) -> int:
     )
     setup_logging(prog, args.verbose)
     agent = Agent(config)
-    with stop_signals(agent.stop_event):
+    with stop_signals(agent.stop_event, agent.wake):
         agent.run()
     return ExitStatus.SUCCESS
 
@@ -70,4 +76,34 @@ def fleet_init(args: argparse.Namespace) -> int:
         conn.close()
     done = f"applied {', '.join(map(str, applied))}" if applied else "nothing to do"
     print(f"fleet database {describe(dsn)}: schema version {SCHEMA_VERSION} ({done})")
+    return ExitStatus.SUCCESS
+
+
+class UnlockError(AgentError):
+    """An unlock that cannot be done."""
+
+
+def unlock(args: argparse.Namespace) -> int:
+    """Let USER in again: through the running agent's control socket (the
+    access log then says who), else by removing the lock file (root's)."""
+    config = load_config(args.config)
+    if lock_path(config.locks_dir, args.user) is None:
+        raise UnlockError(f"{args.user!r} is not a user name")
+    if os.geteuid() != 0:
+        raise UnlockError("must run as root: the locks are root's")
+    actor = os.environ.get("SUDO_USER") or "root"
+    try:
+        reply = ControlClient(config.control_path).unlock(args.user, actor)
+    except ControlError:
+        reply = None  # no agent running: the file itself
+    if reply is not None and reply.ok:
+        print(reply.message)
+    else:
+        lock = remove_lock(config.locks_dir, args.user)
+        print(
+            f"{args.user} unlocked (was {lock.describe()})"
+            if lock
+            else f"{args.user} was not locked"
+        )
+    sys.stdout.flush()
     return ExitStatus.SUCCESS

@@ -34,6 +34,7 @@ from agent.control import (
 from agent.daemon.cuts import Cutter
 from agent.daemon.store import Store
 from agent.files import Sharing
+from agent.locks import lock_path, remove_lock
 from agent.unix_service import ServiceServer, UnixService, peer_credentials
 
 log = logging.getLogger(__name__)
@@ -66,9 +67,14 @@ class Controller:
     """What one request gets, apart from the socket (so tests can call it)."""
 
     def __init__(
-        self, store: Store, cutter: Cutter | None, allowed_uids: frozenset[int]
+        self,
+        store: Store,
+        cutter: Cutter | None,
+        allowed_uids: frozenset[int],
+        locks_dir: Path | None = None,  # the lock rules' (agent/locks.py)
     ) -> None:
         self.store = store
+        self.locks_dir = locks_dir
         self.cutter = cutter
         self.allowed_uids = allowed_uids
         self.served = 0
@@ -90,6 +96,8 @@ class Controller:
                 return self._access(fields, actor)
             if op == "terminate":
                 return self._terminate(fields, actor)
+            if op == "unlock":
+                return self._unlock(fields, actor)
         except (ValueError, TypeError) as e:
             return ControlReply(False, f"bad request: {e}")
         return ControlReply(False, f"unknown op {str(op)[:40]!r}")
@@ -144,6 +152,29 @@ class Controller:
         )
         log.info("terminate of %s by %s: %s", sid, actor, message)
         return ControlReply(ok, message, entry.seq)
+
+    def _unlock(self, fields: dict[str, Any], actor: str) -> ControlReply:
+        """An auditor lets a locked bastion user in again (audit-agent unlock)."""
+        user = clipped(fields.get("user"), NAME_MAX_CHARS)
+        if self.locks_dir is None or lock_path(self.locks_dir, user) is None:
+            return ControlReply(False, f"cannot unlock {user!r}")
+        lock = remove_lock(self.locks_dir, user)
+        message = f"{user} unlocked" if lock else f"{user} was not locked"
+        entry = self.store.submit_access(
+            AccessEntry(
+                seq=0,
+                time="",
+                actor=actor,
+                role="auditor",
+                action=Action.UNLOCK,
+                session=lock.session if lock else None,
+                detail=f"{message} ({lock.describe()})" if lock else message,
+                client=clipped(fields.get("client"), CLIENT_MAX_CHARS),
+                ok=True,
+            )
+        )
+        log.info("unlock of %s by %s: %s", user, actor, message)
+        return ControlReply(True, message, entry.seq)
 
 
 class _Handler(socketserver.BaseRequestHandler):

@@ -18,6 +18,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from agent.daemon.ingest import Ingest
@@ -28,7 +29,7 @@ from tracer.terminals import notify_terminal
 
 log = logging.getLogger(__name__)
 
-ANSWER_WITHIN_S = 3.0  # the main loop runs every poll interval (0.1 s)
+ANSWER_WITHIN_S = 3.0  # the main loop is woken for it (`wake`)
 CHILD_GRACE_S = 5.0  # audit-shell's own STOP_GRACE_S for its child
 
 
@@ -60,6 +61,7 @@ class Cutter:
         self._lock = threading.Lock()
         self._jobs: list[_Job] = []
         self._kills: dict[tuple[int, int], float] = {}  # paramiko children
+        self.wake: Callable[[], None] | None = None  # the main loop's, if it sleeps
 
     def request(self, session: Session, actor: str, reason: str) -> tuple[bool, str]:
         """Cut `session` (any thread): whether it was done, and what happened."""
@@ -68,12 +70,19 @@ class Cutter:
         job = _Job(session, actor, reason)
         with self._lock:
             self._jobs.append(job)
+        if self.wake is not None:
+            self.wake()
         if not job.done.wait(ANSWER_WITHIN_S):
             with self._lock:
                 if not job.done.is_set():
                     job.abandoned = True
                     return False, "the agent did not get to it in time; try again"
         return job.ok, job.message
+
+    @property
+    def killing(self) -> bool:
+        """Whether a SIGKILL is due soon (the main loop should not sleep long)."""
+        return bool(self._kills)
 
     def run_pending(self) -> None:
         """Main thread, each round: the terminates asked for, the kills due."""

@@ -132,3 +132,35 @@ class DiskGuard:
         return DiskSnapshot(
             self.free_bytes, self.reserve_bytes, self.state, self.since, errors
         )
+
+
+class WriteFailures:
+    """A writer's failed writes: logged when they start and when they end.
+
+    A full disk fails every flush (five a second): one line, not a flood;
+    and the disk guard hears of it.
+    """
+
+    def __init__(self, what: str, disk: DiskGuard | None = None) -> None:
+        self.what = what
+        self.disk = disk
+        self.in_a_row = 0
+
+    def failed(self, error: OSError) -> None:
+        if self.disk is not None:
+            self.disk.no_space(error)
+        if not self.in_a_row:
+            log.error(
+                "cannot write %s: %s; what is not written waits in memory and is "
+                "retried",
+                self.what,
+                error,
+            )
+        self.in_a_row += 1
+
+    def worked(self) -> None:
+        if self.in_a_row:
+            log.warning(
+                "%s written again (after %d failed tries)", self.what, self.in_a_row
+            )
+        self.in_a_row = 0

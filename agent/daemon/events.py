@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from agent.access_log import AccessEntry
-from agent.export_record import flat_record, session_fields
+from agent.export_record import Stamp, flat_record, session_fields
 from agent.files import write_atomic
 from agent.reader import load
 from agent.records import ENDED, Command, Session, iso
@@ -76,9 +76,10 @@ class FleetEvent:
             return self.session.ended_at
         return self.session.started_at
 
-    def to_document(self, bastion: str) -> dict[str, Any]:
+    def to_document(self, stamp: Stamp) -> dict[str, Any]:
         """The event's JSON fields (README: fleet events; schema/event.schema.json)."""
         s = self.session
+        bastion = stamp.bastion
         key = str(self.command.seq) if self.command is not None else self.kind
         doc: dict[str, Any] = {
             "event": self.kind,
@@ -86,7 +87,7 @@ class FleetEvent:
             "bastion": bastion,
         }
         if self.command is not None:
-            doc.update(flat_record(self.command, s))
+            doc.update(flat_record(self.command, s, stamp))
             return doc
         t = self.time
         doc["time"] = t if isinstance(t, str) else iso(t)
@@ -96,7 +97,9 @@ class FleetEvent:
         if self.kind == "session_end":
             doc["end_reason"] = s.end_reason
             doc["command_count"] = s.command_count
-            doc["gaps"] = s.public_fields()["gaps"]
+            public = s.public_fields()
+            doc["gaps"] = public["gaps"]
+            doc["unparsed_input"] = public["unparsed_input"]
         return doc
 
 
@@ -188,13 +191,14 @@ class EventSink:
         events_file: Path | None = None,
         syslog: str = "",
         facility: str = "authpriv",
-        bastion: str | None = None,
+        stamp: Stamp | None = None,
     ) -> None:
         self.cursor = Cursor(data_dir / CURSOR_FILE)
         self.events_file = events_file
         self.target: Target | None = parse_target(syslog) if syslog else None
         self.facility = FACILITIES[facility]
-        self.bastion = bastion or socket.gethostname()
+        # The bastion's name and the risk rules, as every record has them.
+        self.stamp = stamp or Stamp(socket.gethostname(), ())
         self.pid = os.getpid()
         self.stats = SinkStats()
         self._queue: queue.Queue[Batch | AccessBatch | None] = queue.Queue()
@@ -312,8 +316,8 @@ class EventSink:
             for entry in self.cursor.plan_access(batch):
                 doc = {
                     "event": "access",
-                    "event_id": f"{self.bastion}/access/{entry.seq}",
-                    "bastion": self.bastion,
+                    "event_id": f"{self.stamp.bastion}/access/{entry.seq}",
+                    "bastion": self.stamp.bastion,
                     **entry.to_document(),
                 }
                 events.append(("access", _dumps(doc)))
@@ -330,7 +334,7 @@ class EventSink:
             self._drain(deadline=None)
 
     def _encode(self, event: FleetEvent) -> bytes:
-        return _dumps(event.to_document(self.bastion))
+        return _dumps(event.to_document(self.stamp))
 
     # -- the file --------------------------------------------------------
 
@@ -378,7 +382,9 @@ class EventSink:
             if self.target.scheme == "unix":
                 message = local_format(pri, now, self.pid, msg)
             else:
-                message = rfc5424(pri, iso(now), self.bastion, self.pid, kind, msg)
+                message = rfc5424(
+                    pri, iso(now), self.stamp.bastion, self.pid, kind, msg
+                )
             if len(self._backlog) >= MAX_BACKLOG:
                 self._backlog.popleft()
                 self.stats.dropped += 1

@@ -5,7 +5,8 @@ when the key is there already, so a batch shipped again after a crash, a cut
 connection or an aborted transaction writes nothing twice: a command that is
 there is left alone, a session's state replaces the stored one only if it is
 not older (its shard number and shard mtime), a recording chunk only if it
-holds more of the cast. The caller runs them in one transaction.
+holds more of the cast, an access-log entry that is there is left alone.
+The caller runs them in one transaction.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent import AgentError
+from agent.access_log import AccessEntry
 from agent.records import Command, Session, iso
 
 CAST_CHUNK_BYTES = 256 << 10  # of the cast, before compression
@@ -160,6 +162,38 @@ def insert_commands(cur: Any, bastion: str, commands: Sequence[Command]) -> int:
         (bastion, *columns),
     )
     return len(commands)
+
+
+def insert_access(cur: Any, bastion: str, entries: Sequence[AccessEntry]) -> int:
+    """Every access-log entry not there yet, keyed (bastion, seq).
+
+    The table's `target` is the entry's session; `detail` (jsonb) holds the
+    rest of it: role, detail, client and ok.
+    """
+    if not entries:
+        return 0
+    rows = [
+        (
+            bastion,
+            e.seq,
+            e.time,
+            e.actor,
+            e.action.value,
+            e.session,
+            json.dumps(
+                {"role": e.role, "detail": e.detail, "client": e.client, "ok": e.ok},
+                ensure_ascii=False,
+            ),
+        )
+        for e in entries
+    ]
+    cur.executemany(
+        "INSERT INTO access_log (bastion, seq, time, actor, action, target, detail)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (bastion, seq) DO NOTHING",
+        rows,
+    )
+    return len(rows)
 
 
 def _extra(doc: dict[str, Any]) -> str | None:

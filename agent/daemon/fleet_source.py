@@ -11,6 +11,12 @@ harmless; a cursor that is lost or unreadable ships everything again.
 `ahead` holds sessions whose newest commands went out before the backlog
 reached them (the live lane: a long backlog must not hold up live sessions),
 with the last seq shipped, so the backlog lane skips them later.
+
+Access-log entries (agent/access_log.py) are numbered across the store and
+written in that order, so `access` (the last number shipped) is their
+position; they go out with the backlog lane, a shard's before the next. A
+cursor of version 1 (an agent that shipped no access log) starts again at
+the first shard, which ships the entries and writes nothing else twice.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent.access_log import ACCESS, AccessEntry
 from agent.daemon.fleet_rows import SessionState
 from agent.files import write_atomic
 from agent.records import Command, RecordError
@@ -29,6 +36,7 @@ from agent.shards import COMMANDS, StoreError, iter_sessions, list_shards, read_
 log = logging.getLogger(__name__)
 
 CURSOR_FILE = "fleet.cursor.json"
+CURSOR_VERSION = 2  # 2: with the access log's position
 
 
 @dataclass
@@ -37,6 +45,7 @@ class Cursor:
     doc: int = 0  # its commands up to this doc id are shipped
     ahead: dict[str, int] = field(default_factory=dict)  # session -> seq shipped
     casts: dict[str, int] = field(default_factory=dict)  # session -> bytes shipped
+    access: int = 0  # access-log entries up to this seq are shipped
 
     @classmethod
     def load(cls, path: Path, bastion: str) -> Cursor:
@@ -51,12 +60,21 @@ class Cursor:
                     bastion,
                 )
                 return cls()
-            return cls(
+            cursor = cls(
                 shard=int(doc["shard"]),
                 doc=int(doc["doc"]),
                 ahead={str(k): int(v) for k, v in doc.get("ahead", {}).items()},
                 casts={str(k): int(v) for k, v in doc.get("casts", {}).items()},
+                access=int(doc.get("access", 0)),
             )
+            if int(doc.get("v", 1)) < CURSOR_VERSION and cursor.shard > 1:
+                log.info(
+                    "fleet: %s is from before the access log was shipped: "
+                    "shipping the store again (nothing is written twice)",
+                    path,
+                )
+                cursor.shard, cursor.doc = 0, 0
+            return cursor
         except FileNotFoundError:
             return cls()
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
@@ -68,12 +86,13 @@ class Cursor:
     def save(self, path: Path, bastion: str) -> None:
         text = json.dumps(
             {
-                "v": 1,
+                "v": CURSOR_VERSION,
                 "bastion": bastion,
                 "shard": self.shard,
                 "doc": self.doc,
                 "ahead": self.ahead,
                 "casts": self.casts,
+                "access": self.access,
             },
             separators=(",", ":"),
         )
@@ -90,6 +109,8 @@ class ShardContent:
     commands: tuple[tuple[int, Command], ...]  # (doc id, command), write order
     count: int  # commands in the shard, those before `after` included
     after: int  # commands up to this doc id were left out
+    access: tuple[AccessEntry, ...] = ()  # its access-log entries past access_after
+    access_after: int = 0  # entries up to this seq were left out
 
 
 def shard_number(path: Path) -> int:
@@ -104,11 +125,14 @@ def signature(path: Path) -> tuple[int, int, int] | None:
     return st.st_ino, st.st_size, st.st_mtime_ns
 
 
-def read_content(path: Path, after: int = 0) -> ShardContent | None:
-    """The shard as it is now, its commands past doc id `after`; None if it went.
+def read_content(
+    path: Path, after: int = 0, access_after: int = 0
+) -> ShardContent | None:
+    """The shard as it is now, its commands past doc id `after` and access-log
+    entries past seq `access_after`; None if it went.
 
-    Only the commands not shipped yet are built into records: the newest
-    shard is read again after every flush, and most of it went out already.
+    Only the records not shipped yet are built: the newest shard is read
+    again after every flush, and most of it went out already.
 
     StoreError for a shard that cannot be read: the caller skips it, as the
     readers do, and the agent quarantines it.
@@ -135,7 +159,23 @@ def read_content(path: Path, after: int = 0) -> ShardContent | None:
                 commands.append((n, Command.from_document(doc)))
         except (RecordError, ValueError) as e:
             raise StoreError(f"corrupt shard {path}: {e}") from e
-    return ShardContent(number, sig, sessions, tuple(commands), len(table), after)
+    access = []
+    for doc in tables.get(ACCESS, {}).values():
+        try:
+            if int(doc["seq"]) > access_after:
+                access.append(AccessEntry.from_document(doc))
+        except (RecordError, ValueError, KeyError, TypeError) as e:
+            raise StoreError(f"corrupt shard {path}: {e}") from e
+    return ShardContent(
+        number,
+        sig,
+        sessions,
+        tuple(commands),
+        len(table),
+        after,
+        tuple(access),
+        access_after,
+    )
 
 
 def shards_from(store_dir: Path, number: int) -> list[Path]:

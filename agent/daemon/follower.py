@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent.daemon.enforcer import Enforcer, Taken
 from agent.daemon.quarantine import keep
 from agent.daemon.recorder import Recorder
 from agent.daemon.spool import (
@@ -26,8 +27,9 @@ from agent.daemon.spool import (
     decoder_for,
 )
 from agent.records import ENDED, Command, Kind, Session, SessionStatus, iso
-from parsers.events import Event, Marker, MarkerKind, Transfer
+from parsers.events import Denied, Event, Marker, MarkerKind, Transfer
 from parsers.pipeline import CommandPipeline
+from parsers.zmodem import ZmodemFilter
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +51,18 @@ class LogFollower:
     interactive: bool = True
     gap_since: float | None = None  # bytes may be missing from here on
     finished: bool = False
+    unparsed_keys: int = 0  # of the pipeline's unparsed keys, those counted
     pending_commands: list[Command] = field(default_factory=list)
     spooled: bool = False  # a paramiko recording in the spool, written by its user
     owner_uid: int | None = None  # a spooled recording's owner, checked at each read
     last_time: float = 0.0  # of the last event read
     size: int = 0  # of the log, at the last read
-    # An auditor terminated it (agent/daemon/cuts.py): its end says so,
+    # Cut (by a rule, or an auditor's terminate): its end says so,
     # whatever the log's own end line says.
     cut_reason: str | None = None
+    enforcer: Enforcer | None = None  # the command rules, when any acts
+    # ZMODEM in the terminal (sz, rz): its bytes become Transfer records.
+    zmodem: ZmodemFilter = field(default_factory=ZmodemFilter)
 
     def read(self, final: bool) -> bool:
         """Read on from the last offset; True if a round's budget ran out first."""
@@ -88,14 +94,18 @@ class LogFollower:
                 if not data:
                     break
                 budget -= len(data)
-                for event in self.decoder.feed(data):
-                    self.apply(event)
+                for raw in self.decoder.feed(data):
+                    for event in self.zmodem.feed(raw):
+                        self.apply(event)
                 if self.finished:
                     break
         finally:
             os.close(fd)
         if final and not self.finished:
-            for event in self.decoder.finish():
+            for raw in self.decoder.finish():
+                for event in self.zmodem.feed(raw):
+                    self.apply(event)
+            for event in self.zmodem.finish(self.decoder.offset, time.time()):
                 self.apply(event)
         return budget <= 0
 
@@ -108,17 +118,33 @@ class LogFollower:
         commands = self.pipeline.feed(event) if self.interactive else []
         for shell_command in commands:
             self.session = self.session.counted(shell_command.checkpoint)
-            self.pending_commands.append(
+            self._add(
                 Command(
                     self.session.id,
                     self.session.command_count,
                     iso(shell_command.time),
                     shell_command.text,
                     shell_command.cancelled,
+                    Kind(shell_command.kind.value),
+                    program=shell_command.program,
+                    typed=shell_command.typed,
+                    keys=shell_command.keys or None,
+                    unterminated=shell_command.unterminated,
                 )
             )
+        unparsed = self.pipeline.unparsed
+        if unparsed.keys > self.unparsed_keys and unparsed.first is not None:
+            # Counted once: the pipeline's count grows, the session adds the rest.
+            self.session = self.session.unparsed(
+                unparsed.keys - self.unparsed_keys,
+                unparsed.first,
+                unparsed.last or unparsed.first,
+            )
+            self.unparsed_keys = unparsed.keys
         if isinstance(event, Transfer):
             self._transfer(event)
+        if isinstance(event, Denied):
+            self._denied(event)
         if isinstance(event, Marker) and event.kind == MarkerKind.DETACH:
             if self.gap_since is None:
                 # Open at once, so that a live session shows it: [from, null].
@@ -154,7 +180,7 @@ class LogFollower:
             "outcome": t.outcome.value,
             "reason": t.reason or None,
         }
-        self.pending_commands.append(
+        self._add(
             Command(
                 self.session.id,
                 self.session.command_count,
@@ -162,6 +188,45 @@ class LogFollower:
                 f"{t.direction.value} {t.path}",
                 kind=Kind.TRANSFER,
                 transfer=fields,
+            )
+        )
+
+    def _denied(self, d: Denied) -> None:
+        """A line audit-shell refused to send: a record of kind denied."""
+        self.session = self.session.counted(
+            self.pipeline.builder.checkpoint(d.next_offset, 0)
+        )
+        action = {
+            "rule": d.rule,
+            "action": "deny",
+            "outcome": "done",
+            "detail": "the Enter was not sent; the line was cleared",
+            "command_seq": None,
+        }
+        self._add(
+            Command(
+                self.session.id,
+                self.session.command_count,
+                iso(d.time),
+                d.text,
+                kind=Kind.DENIED,
+                action=action,
+            )
+        )
+
+    def _add(self, command: Command) -> None:
+        """A new record, then what the rules did about it, right after it."""
+        self.pending_commands.append(command)
+        if self.enforcer is not None:
+            for taken in self.enforcer.judge(self.session, command):
+                self.add_taken(taken, command.time)
+
+    def add_taken(self, taken: Taken, at: str | None = None) -> None:
+        """An action's record (an alert's comes when its outcome is known)."""
+        self.session = self.session.counted()
+        self.pending_commands.append(
+            taken.record(
+                self.session.id, self.session.command_count, at or iso(time.time())
             )
         )
 
@@ -194,11 +259,14 @@ class LogFollower:
         reason = "recorder ended without an end line"
         self.apply(Marker(time.time(), MarkerKind.END, {"reason": reason}))
 
-    def take_commands(self) -> list[Command]:
-        """The commands found since the last call, for the store."""
+    def take_commands(self, submitting: bool) -> list[Command]:
+        """The commands found since the last call, for the store.
+
+        `submitting`: the session goes to the store now, so the recording
+        must reach as far as the checkpoint about to be stored.
+        """
         if self.recorder is not None:
-            # The recording must reach as far as the checkpoint about to be stored.
-            self.recorder.commit(self.session)
+            self.recorder.commit(self.session, required=submitting)
         commands, self.pending_commands = self.pending_commands, []
         return commands
 
@@ -221,6 +289,7 @@ class LogFollower:
         self.inode = inode
         self.decoder = decoder_for(self.path.name, self.decoder.tty, size)
         self.pipeline.lose_track()
+        self.zmodem = ZmodemFilter()
         if self.gap_since is None:
             self.gap_since = time.time()
             self.session = self.session.with_gap(self.gap_since, None)

@@ -1,34 +1,35 @@
 """Session logs to stored commands, live.
 
-watchdog reports writes in DATA_DIR/logs; one ingest thread reads each
-growing log from where it stopped, through the strace decoder and the command
-builder, and hands the session's new state and commands to the store. Any log
-counts, whoever started its strace (the agent, or a user through sudo).
+inotify reports changed logs in DATA_DIR/logs (agent/daemon/log_watch.py:
+only a log that grew, appeared or went, never the ingest's own reads); one
+ingest thread reads each growing log from where it stopped, through the
+strace decoder and the command builder, and hands the session's new state
+and commands to the store. Any log counts, whoever started its strace (the
+agent, or a user through sudo). The writes of one moment are read once: the
+thread waits COALESCE_S after a wake-up before it reads what changed.
+
+What one user's files in the recordings spool may cost is bounded
+(agent/daemon/spool_guard.py); a strace log past `log_max_bytes` is handed to
+the main loop for the mode's verdict; what the store holds durably of a live
+log is given back to the disk (agent/daemon/reclaim.py).
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
 import os
 import queue
+import select
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from watchdog.events import (
-    EVENT_TYPE_CLOSED_NO_WRITE,
-    EVENT_TYPE_OPENED,
-    FileSystemEvent,
-    FileSystemEventHandler,
-)
-from watchdog.observers import Observer
-
-from agent.daemon.disk import mib
+from agent.daemon.enforcer import Enforcer, Taken
 from agent.daemon.follower import LogFollower
 from agent.daemon.intents import IntentLinker
+from agent.daemon.log_watch import LogWatch
 from agent.daemon.quarantine import keep
 from agent.daemon.reclaim import Reclaimer
 from agent.daemon.recorder import Recorder
@@ -36,27 +37,26 @@ from agent.daemon.spool import (
     STRACE_SUFFIX,
     SpoolError,
     decoder_for,
-    read_recording_start,
     spool_usable,
 )
-from agent.daemon.spool_guard import (
-    LOOKS_PER_ROUND,
-    RecordingGate,
-    SpoolEntry,
-    UidBudget,
-)
+from agent.daemon.spool_guard import RecordingGate, UidBudget
+from agent.daemon.spool_intake import SpoolIntake
 from agent.daemon.store import Store
+from agent.daemon.verdicts import LogBudget
 from agent.records import ENDED, Command, Session, iso
 from parsers.chunk_log import SUFFIX as CHUNK_SUFFIX
 from parsers.pipeline import CommandPipeline
 from tracer.discovery import is_alive
 from tracer.session_log import SessionLogError, SessionStart, read_start
 from tracer.tags import parse_ssh_argv
+from tracer.wake import WakePipe
 
 log = logging.getLogger(__name__)
 
 LOG_SUFFIX = STRACE_SUFFIX
-RESCAN_INTERVAL_S = 1.0  # a safety net under inotify
+RESCAN_INTERVAL_S = 1.0  # intents; spooled writers gone; the spool's gate
+REREAD_INTERVAL_S = 10.0  # every log looked for and read again: a net under inotify
+COALESCE_S = 0.01  # the writes of one keystroke or one output are read at once
 INGEST_NICE = 10  # parsing yields the CPU to the sessions it audits
 RECORDINGS_PER_UID = 256  # recordings of one uid followed (or incomplete) at once
 RECORDINGS_PER_UID_S = 5.0  # new recordings of one uid followed per second
@@ -70,24 +70,8 @@ class IngestSnapshot:
     lag_bytes: dict[str, int]  # per session id: log bytes not ingested yet
 
 
-class _Wakeup(FileSystemEventHandler):
-    def __init__(self, ingest: Ingest) -> None:
-        self.ingest = ingest
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.event_type in (EVENT_TYPE_OPENED, EVENT_TYPE_CLOSED_NO_WRITE):
-            # The ingest's own reads cause these: a file read because it was
-            # read is a loop (20,000 spooled files kept it busy).
-            return
-        path = event.dest_path if event.event_type == "moved" else event.src_path
-        if isinstance(path, bytes):
-            path = os.fsdecode(path)
-        if path.endswith((LOG_SUFFIX, CHUNK_SUFFIX)):
-            self.ingest.wake(Path(path))
-
-
 class Ingest:
-    """Owns the watchdog observer and the ingest thread."""
+    """Owns the inotify watch and the ingest thread."""
 
     def __init__(
         self,
@@ -97,48 +81,49 @@ class Ingest:
         recorder: Recorder | None = None,
         intents: IntentLinker | None = None,
         recordings_dir: Path | None = None,
+        enforcer: Enforcer | None = None,
         recordings_budget: UidBudget | None = None,
         log_max_bytes: int = 0,
     ) -> None:
         self.logs_dir = logs_dir
+        self.enforcer = enforcer  # the command rules, when any acts
         # audit-shell's paramiko recordings (agent/daemon/spool.py), read in place;
         # what one uid's files may cost is bounded (agent/daemon/spool_guard.py).
         self.recordings_dir = recordings_dir
+        self.quarantine_dir = logs_dir.parent / "quarantine"
+        budget = recordings_budget or UidBudget(
+            "recordings", RECORDINGS_PER_UID_S, RECORDINGS_PER_UID
+        )
         self.gate = (
-            RecordingGate(
-                recordings_dir,
-                CHUNK_SUFFIX,
-                recordings_budget
-                or UidBudget("recordings", RECORDINGS_PER_UID_S, RECORDINGS_PER_UID),
-            )
+            RecordingGate(recordings_dir, CHUNK_SUFFIX, budget)
             if recordings_dir is not None
             else None
         )
+        self.intake = SpoolIntake(self.gate, self.quarantine_dir) if self.gate else None
+        # A strace log past this gets the mode's verdict, from the main loop.
+        self.log_budget = LogBudget(log_max_bytes)
+        # What the store holds durably is given back to the disk (live logs).
+        self.reclaimer = Reclaimer()
         self.store = store
         self.retention_s = retention_s
         self.intents = intents  # audit-shell's connection records, if collected
-        # A strace log past this asks for the mode's verdict (0: no bound).
-        self.log_max_bytes = log_max_bytes
-        self._over_budget: queue.Queue[tuple[tuple[int, int], str]] = queue.Queue()
-        self._over_budget_asked: set[Path] = set()
-        # What the store holds durably is given back to the disk (live logs).
-        self.reclaimer = Reclaimer()
         self.recorder = recorder  # the followers feed it every event
         self.followers: dict[Path, LogFollower] = {}
         self._ignored: set[Path] = set()  # logs already reported as unusable
-        self._arrivals: collections.deque[Path] = collections.deque()  # spool files
-        self._arriving: set[Path] = set()  # the same, to look them up
         self._dirty: set[Path] = set()
         self._dirty_lock = threading.Lock()
-        self._wake = threading.Event()
+        self._wake = WakePipe()
         self._stop = threading.Event()
         self._closed: queue.Queue[Session] = queue.Queue()
         self._expiring: dict[Path, Session] = {}  # closed, durable, log kept
-        self.quarantine_dir = logs_dir.parent / "quarantine"
-        self._observer: Observer | None = None  # type: ignore[valid-type]
+        self._watch: LogWatch | None = None
         self._thread: threading.Thread | None = None
         # Sessions an auditor terminated: identity -> their end reason.
         self._cuts: dict[tuple[int, int], str] = {}
+        # Actions whose outcome came later (an alert): for the ingest thread.
+        self._taken: queue.SimpleQueue[tuple[tuple[int, int], Taken]] = (
+            queue.SimpleQueue()
+        )
 
     # -- lifecycle -------------------------------------------------------
 
@@ -147,30 +132,29 @@ class Ingest:
         os.chmod(self.logs_dir, 0o700)
         if self.intents is not None:
             self.intents.open()
-        observer = Observer()
-        observer.schedule(_Wakeup(self), str(self.logs_dir), recursive=False)
+        watch = LogWatch()
+        watch.add(self.logs_dir)
         if self.recordings_dir is not None and spool_usable(self.recordings_dir):
             # Without it (made later, or never): the rescan each second finds them.
-            observer.schedule(_Wakeup(self), str(self.recordings_dir), recursive=False)
-        observer.start()
-        self._observer = observer
+            watch.add(self.recordings_dir)
+        self._watch = watch
         self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         """Stop watching, then read every log to its current end once more."""
-        if self._observer is not None:
-            self._observer.stop()
-            self._observer.join()
-            self._observer = None
         self._stop.set()
-        self._wake.set()
+        self._wake_up()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
         self._take_intents()
         self.scan()
         self.process_all(final=True)
+        self._store_taken()
 
     def __enter__(self) -> Ingest:
         self.start()
@@ -200,10 +184,14 @@ class Ingest:
         return IngestSnapshot(logs=logs, lag_bytes=lag)
 
     def wake(self, path: Path | None = None) -> None:
+        """Look at `path` (or just look around) soon; any thread."""
         if path is not None:
             with self._dirty_lock:
                 self._dirty.add(path)
-        self._wake.set()
+        self._wake_up()
+
+    def _wake_up(self) -> None:
+        self._wake.wake()
 
     def cut(self, identity: tuple[int, int], reason: str | None) -> None:
         """This session was terminated (any thread): its end gets `reason`.
@@ -214,7 +202,35 @@ class Ingest:
             self._cuts.pop(identity, None)
         else:
             self._cuts[identity] = reason
-        self._wake.set()
+        self._wake_up()
+
+    def taken(self, identity: tuple[int, int], taken: Taken) -> None:
+        """An action carried out later (any thread): a record for its session."""
+        self._taken.put((identity, taken))
+        self._wake_up()
+
+    def _store_taken(self) -> None:
+        """Ingest thread: the records of actions done since the last round."""
+        while True:
+            try:
+                identity, taken = self._taken.get_nowait()
+            except queue.Empty:
+                return
+            follower = next(
+                (f for f in self.followers.values() if f.session.identity == identity),
+                None,
+            )
+            if follower is not None:
+                follower.add_taken(taken)
+                self._submit(follower)
+                continue
+            session = self.store.find(identity)  # its log is gone: no one counts
+            if session is not None:
+                session = session.counted()
+                record = taken.record(
+                    session.id, session.command_count, iso(time.time())
+                )
+                self.store.submit(session, [record])
 
     def on_flushed(self, sessions: list[Session]) -> None:
         """Store callback (writer thread): these states are now durable."""
@@ -227,7 +243,7 @@ class Ingest:
                 )
         if self.intents is not None:
             self.intents.flushed(sessions)
-        self._wake.set()
+        self._wake_up()
 
     # -- the thread ------------------------------------------------------
 
@@ -237,64 +253,76 @@ class Ingest:
         # syscall). Linux lets a thread have its own nice value.
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), INGEST_NICE)
-        last_scan = 0.0
+        assert self._watch is not None
+        poller = select.poll()
+        poller.register(self._watch.fileno(), select.POLLIN)
+        poller.register(self._wake.fileno(), select.POLLIN)
+        last_scan = last_reread = 0.0
         while not self._stop.is_set():
-            self._wake.wait(RESCAN_INTERVAL_S)
-            self._wake.clear()
+            timeout = max(0.0, last_scan + RESCAN_INTERVAL_S - time.monotonic())
+            if poller.poll(timeout * 1000):
+                self._stop.wait(COALESCE_S)  # let the rest of this write land
             now = time.monotonic()
             try:
-                if now - last_scan >= RESCAN_INTERVAL_S:
-                    last_scan = now
-                    self._take_intents()
-                    self.process_all()
-                    self.scan()
+                self._store_taken()
+                self._wake.drain()
+                changed, lost = self._watch.read()
+                if lost:
+                    last_scan = last_reread = 0.0  # inotify overflowed: read all
                 with self._dirty_lock:
-                    dirty, self._dirty = self._dirty, set()
+                    dirty, self._dirty = self._dirty | changed, set()
                 for path in sorted(dirty):
                     if path in self.followers or path.parent == self.logs_dir:
                         self.process(path)
+                    elif self.intake is not None:
+                        self.intake.arrive(path, self.followers)  # in turn
+                if now - last_scan >= RESCAN_INTERVAL_S:
+                    last_scan = now
+                    self._take_intents()
+                    if now - last_reread >= REREAD_INTERVAL_S:
+                        last_reread = now
+                        self.scan()
+                        self.process_all()
                     else:
-                        self._arrive(path)
-                self._look_at_arrivals()
+                        self.scan(logs=False)
+                        self._check_recorders()
+                self._look_at_arrivals()  # after the logs being followed
                 self._delete_ingested()
                 self.reclaimer.run()
                 if self.intents is not None:
                     self.intents.remove_durable()
             except Exception:  # the daemon boundary for this thread
                 log.exception("ingest round failed; retrying")
-                time.sleep(RESCAN_INTERVAL_S)
+                self._stop.wait(RESCAN_INTERVAL_S)
 
-    def scan(self) -> None:
-        """Notice logs that appeared without an event (startup, missed inotify)."""
-        try:
-            names = os.listdir(self.logs_dir)
-        except FileNotFoundError:
-            return
-        for name in names:
-            path = self.logs_dir / name
-            if name.endswith(LOG_SUFFIX) and path not in self.followers:
-                self.process(path)
-        spool = self.recordings_dir
-        if self.gate is None or spool is None or not spool_usable(spool):
-            return
-        for path in self.gate.arrivals():  # new, changed, or let in at last
-            self._arrive(path)
+    def scan(self, logs: bool = True) -> None:
+        """Notice logs that appeared without an event (startup, missed inotify).
 
-    def _arrive(self, path: Path) -> None:
-        """A spool file new to the ingest: looked at in turn, after the logs."""
-        if path not in self._arriving and path not in self.followers:
-            self._arriving.add(path)
-            self._arrivals.append(path)
+        `logs=False`: only the paramiko spool. Its gate lists it only when it
+        changed, and also lets in what waited its uid's turn and removes
+        what stayed incomplete: each second, watched by inotify or not. Its
+        files join the intake's queue (SpoolIntake), to be looked at in turn.
+        """
+        if logs:
+            known = {str(path) for path in self.followers}
+            try:
+                names = os.listdir(self.logs_dir)
+            except OSError:
+                names = []
+            for name in names:
+                if name.endswith(LOG_SUFFIX) and f"{self.logs_dir}/{name}" not in known:
+                    self.process(self.logs_dir / name)
+        spool, intake = self.recordings_dir, self.intake
+        if intake is not None and spool is not None and spool_usable(spool):
+            for path in intake.gate.arrivals():  # new, changed, or let in at last
+                intake.arrive(path, self.followers)
 
     def _look_at_arrivals(self) -> None:
-        """At most LOOKS_PER_ROUND of them: a flood waits behind the sessions
-        already audited, a round at a time."""
-        for _ in range(min(LOOKS_PER_ROUND, len(self._arrivals))):
-            path = self._arrivals.popleft()
-            self._arriving.discard(path)
-            self.process(path)
-        if self._arrivals:
-            self._wake.set()  # more next round, at once
+        if self.intake is not None:
+            for path in self.intake.take():
+                self.process(path)
+            if self.intake.waiting:
+                self._wake_up()  # more next round, at once
 
     def _take_intents(self) -> None:
         if self.intents is not None:
@@ -305,6 +333,13 @@ class Ingest:
             self.process(path, final=final)
             follower = self.followers.get(path)
             if follower is not None and follower.spooled and not follower.finished:
+                self._check_recorder(follower)
+
+    def _check_recorders(self) -> None:
+        """Spooled recordings only: their writer may be gone without a word."""
+        for path, follower in list(self.followers.items()):
+            if follower.spooled and not follower.finished:
+                self.process(path)
                 self._check_recorder(follower)
 
     def _check_recorder(self, follower: LogFollower) -> None:
@@ -331,63 +366,26 @@ class Ingest:
         if follower.read(final):
             self.wake(follower.path)  # more than a round's budget: come back soon
         self._submit(follower)
-        if 0 < self.log_max_bytes < follower.size and not follower.spooled:
-            self._ask_verdict(follower)
         if follower.finished and follower.spooled and self.gate is not None:
             self.gate.done(path)  # its uid may start another
-
-    def _ask_verdict(self, follower: LogFollower) -> None:
-        """Past its budget: the main loop gives the mode's verdict (once)."""
-        if follower.path in self._over_budget_asked or follower.finished:
-            return
-        self._over_budget_asked.add(follower.path)
-        reason = f"its log passed {mib(self.log_max_bytes)} (log_max_bytes)"
-        log.error("session %s: %s", follower.session.id, reason)
-        self._over_budget.put((follower.session.identity, reason))
-
-    def take_over_budget(self) -> list[tuple[tuple[int, int], str]]:
-        """The sessions past their log budget since the last call (any thread)."""
-        found = []
-        while True:
-            try:
-                found.append(self._over_budget.get_nowait())
-            except queue.Empty:
-                return found
+        if not follower.spooled and not follower.finished:
+            session = follower.session
+            self.log_budget.check(path, session.id, session.identity, follower.size)
 
     def _new_follower(self, path: Path) -> LogFollower | None:
         """A follower for a log seen for the first time; None: not (yet)."""
-        spooled = path.parent != self.logs_dir
-        gate = self.gate if spooled else None
-        entry: SpoolEntry | None = None
-        if gate is not None:
-            entry = gate.look(path)
-            if entry is None:
-                return None  # unchanged since the last look, or waits its turn
+        if path.parent != self.logs_dir:
+            assert self.intake is not None
+            return self.intake.new_follower(path, self._open)
         try:
-            start = read_recording_start(path) if spooled else read_start(path)
-            if start is None:  # the first line is not written yet
-                if gate is not None and entry is not None:
-                    gate.incomplete(entry)
-                return None
-            if gate is not None and entry is not None and not gate.may_follow(entry):
-                return None
-            return self._open(path, start)
+            start = read_start(path)
+            return self._open(path, start) if start is not None else None
         except FileNotFoundError:
-            if gate is not None:
-                gate.gone(path)
             return None
-        except (SessionLogError, SpoolError) as e:
-            if gate is None or entry is None:
-                self._ignored.add(path)
-                where = keep(path, self.quarantine_dir, move=True)
-                log.error("%s; moved it to %s, left out of the store", e, where)
-            elif gate.may_quarantine(entry):
-                where = keep(path, self.quarantine_dir, move=True)
-                log.error("%s; moved it to %s, left out of the store", e, where)
-                gate.gone(path)
-            else:
-                gate.budget.refused(entry.uid, path.parent, str(e))
-                gate.drop(path)
+        except SessionLogError as e:
+            self._ignored.add(path)
+            where = keep(path, self.quarantine_dir, move=True)
+            log.error("%s; moved it to %s, left out of the store", e, where)
             return None
 
     def _is_log(self, path: Path) -> bool:
@@ -444,6 +442,7 @@ class Ingest:
             pipeline=CommandPipeline(session.checkpoint),
             quarantine_dir=self.quarantine_dir,
             recorder=self.recorder,
+            enforcer=self.enforcer,
             inode=inode,
             spooled=spooled,
             owner_uid=start.uid if spooled else None,
@@ -459,8 +458,11 @@ class Ingest:
         return follower
 
     def _submit(self, follower: LogFollower) -> None:
-        commands = follower.take_commands()
-        if commands or follower.session != self.store.find(follower.session.identity):
+        submitting = bool(follower.pending_commands) or (
+            follower.session != self.store.find(follower.session.identity)
+        )
+        commands = follower.take_commands(submitting)
+        if submitting:
             self.store.submit(follower.session, commands)
 
     # -- retention -------------------------------------------------------
@@ -484,7 +486,7 @@ class Ingest:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
             del self.followers[path]
-            self._over_budget_asked.discard(path)
+            self.log_budget.forget(path)
             self.reclaimer.forget(path)
             if follower.spooled and self.gate is not None:
                 self.gate.gone(path)

@@ -1,17 +1,21 @@
-"""One agent per data directory, and one unscoped agent per machine.
+"""One writer per data directory, and one unscoped agent per machine.
 
 ptrace admits one tracer per process: two agents that both trace every
 tagged ssh race for each one, and in strict mode the loser ends the session
-("already traced by another tracer"). Two agents on one data directory write
-the same shards. So the agent holds an flock on DATA_DIR/agent.lock while it
-runs and, when it is not scoped (--scope-pid), one on MACHINE_LOCK too; an
-agent that cannot take them refuses to start and names the one that holds
-them (its pid and data directory, which the holder writes into the file).
+("already traced by another tracer"). Two writers of one data directory
+(two agents, or an agent and `audit-agent prune`) write the same shards,
+chain and recordings. So its writer holds an flock on DATA_DIR/agent.lock:
+the agent while it runs, `audit-agent prune` while it prunes alone (with an
+agent running, prune asks it instead). An agent not scoped (--scope-pid)
+also holds MACHINE_LOCK. Whoever cannot take a lock says who holds it (the
+pid and data directory the holder writes into the file); an agent starting
+while a prune holds the data directory waits for it, up to a deadline.
 Scoped agents (the tests') take only their data directory's lock, so they run
 beside each other and beside the service.
 
-The kernel drops a lock when its holder dies, `kill -9` included; the
-descriptor is close-on-exec, so the straces never hold it.
+The kernel drops a lock when its holder dies, `kill -9` included, so a lock
+is never left stale; the descriptor is close-on-exec, so the straces never
+hold it.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import fcntl
 import json
 import os
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,22 +36,27 @@ DATA_DIR_LOCK = "agent.lock"
 # The unit's RuntimeDirectory (kept across restarts: RuntimeDirectoryPreserve).
 MACHINE_LOCK = Path("/run/bastion-audit/agent.lock")
 HOLDER_MAX_BYTES = 4096
+LOCK_POLL_S = 0.1
+PRUNE = "prune"  # the holder's `command` while audit-agent prune holds the lock
 
 
 class LockError(AgentError):
-    """Another agent holds the lock this one needs."""
+    """Another process holds the lock this one needs."""
 
 
-def _holder(fd: int) -> str:
-    """Who holds the lock, as the holder wrote it: `pid N, data dir D`."""
+def _holder(fd: int) -> tuple[str, bool]:
+    """Who holds the lock, as the holder wrote it; whether it is a prune."""
     try:
         doc = json.loads(os.pread(fd, HOLDER_MAX_BYTES, 0))
         pid, data_dir = int(doc["pid"]), str(doc["data_dir"])
         scope = int(doc.get("scope_pid") or 0)
+        pruning = doc.get("command") == PRUNE
     except (OSError, ValueError, KeyError, TypeError):
-        return "pid unknown: it is starting"
+        return "pid unknown: it is starting", False
     where = f"pid {pid}, data dir {data_dir}"
-    return f"{where}, scoped to pid {scope}" if scope else where
+    if pruning:
+        return f"audit-agent prune, {where}", True
+    return (f"{where}, scoped to pid {scope}" if scope else where), False
 
 
 def _open_lock(path: Path, mode: int) -> int:
@@ -62,20 +72,34 @@ def _open_lock(path: Path, mode: int) -> int:
         raise LockError(f"cannot open lock file {path}: {e.strerror}") from e
 
 
-def take(path: Path, mode: int, holder: dict[str, object], refusal: str) -> int:
+def take(
+    path: Path,
+    mode: int,
+    holder: dict[str, object],
+    refusal: str,
+    prune_wait_s: float = 0.0,
+) -> int:
     """flock `path` for this process and write `holder` into it; its fd.
 
-    LockError, with `refusal` and who holds it, when another process does.
+    LockError, with `refusal` and who holds it, when another process does
+    (after up to `prune_wait_s` of waiting, while that one is a prune).
     """
     fd = _open_lock(path, mode)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as e:
-        who = _holder(fd)
-        os.close(fd)
-        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            raise LockError(f"{refusal} ({who})") from e
-        raise LockError(f"cannot lock {path}: {e.strerror}") from e
+    deadline = time.monotonic() + prune_wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except OSError as e:
+            who, pruning = _holder(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                if pruning and time.monotonic() < deadline:
+                    time.sleep(LOCK_POLL_S)
+                    continue
+                os.close(fd)
+                raise LockError(f"{refusal} ({who})") from e
+            os.close(fd)
+            raise LockError(f"cannot lock {path}: {e.strerror}") from e
     text = json.dumps(holder).encode()
     os.ftruncate(fd, 0)
     os.pwrite(fd, text, 0)
@@ -83,7 +107,9 @@ def take(path: Path, mode: int, holder: dict[str, object], refusal: str) -> int:
 
 
 @contextlib.contextmanager
-def agent_locks(data_dir: Path, scope_pid: int) -> Iterator[None]:
+def agent_locks(
+    data_dir: Path, scope_pid: int, prune_wait_s: float = 0.0
+) -> Iterator[None]:
     """Hold the machine's lock (unscoped only) and the data directory's."""
     holder: dict[str, object] = {
         "pid": os.getpid(),
@@ -109,9 +135,26 @@ def agent_locks(data_dir: Path, scope_pid: int) -> Iterator[None]:
                 0o600,
                 holder,
                 f"another agent uses the data dir {data_dir}",
+                prune_wait_s,
             )
         )
         yield
     finally:
         for fd in reversed(fds):
             os.close(fd)  # closing drops the flock
+
+
+@contextlib.contextmanager
+def prune_lock(data_dir: Path) -> Iterator[None]:
+    """Hold the data directory's lock as `audit-agent prune`; LockError if taken."""
+    holder = {"pid": os.getpid(), "data_dir": str(data_dir), "command": PRUNE}
+    fd = take(
+        data_dir / DATA_DIR_LOCK,
+        0o600,
+        holder,
+        f"another process writes the data dir {data_dir}",
+    )
+    try:
+        yield
+    finally:
+        os.close(fd)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import codecs
 import contextlib
-import dataclasses
 import json
 import logging
 import os
@@ -32,16 +31,19 @@ from pathlib import Path
 from typing import Any
 
 from agent.casts import CAST_SUFFIX, CASTS_DIR, IDLE_TIME_LIMIT_S
+from agent.daemon.cast_state import STATE_SUFFIX, CastState
 from agent.daemon.disk import DiskGuard
 from agent.daemon.quarantine import quarantine
 from agent.files import PRIVATE_FILE_MODE, Sharing
 from agent.records import ENDED, Session, iso
-from parsers.events import Chunk, Direction, Event, Marker, Resize
+from parsers.events import Chunk, Direction, Event, Marker, Resize, Transfer
 
 log = logging.getLogger(__name__)
 
-STATE_SUFFIX = ".cast.state"
-DEFAULT_ROWS, DEFAULT_COLS = 24, 80
+# Between two store submits, a recording is written when this much gathered
+# or this long passed (each write replaces its state file).
+COMMIT_BUFFER_BYTES = 256 << 10
+COMMIT_INTERVAL_S = 1.0
 _NOTE = "\r\n\x1b[0m\x1b[7m[bastion-audit: {}]\x1b[0m\r\n"
 
 
@@ -52,52 +54,6 @@ def mib(n: int) -> str:
     if n < 1 << 20:
         return f"{n / 1024:.1f} KiB"
     return f"{n / (1 << 20):.1f} MiB"
-
-
-@dataclass
-class CastState:
-    """What SESSION.cast.state keeps between runs of the agent."""
-
-    identity: list[int] = dataclasses.field(default_factory=list)  # ssh pid, ticks
-    inode: int = 0  # the log the offsets belong to
-    offset: int = -1  # log offset of the last event taken
-    size: int = 0  # bytes of the cast that are committed
-    base: float = 0.0  # epoch time of 0 in the cast: the session's start
-    t: float = 0.0  # time of the last event, seconds since `base`
-    recorded: int = 0  # bytes of output events written
-    burst: int = 0  # of which since the last keystroke
-    burst_dropped: int = 0  # output bytes dropped since the last keystroke
-    dropped: int = 0  # output bytes never recorded, in all
-    stopped: bool = False  # max_bytes reached: nothing more is recorded
-    gaps: int = 0  # session gaps already marked
-    rows: int = DEFAULT_ROWS
-    cols: int = DEFAULT_COLS
-    pending: str = ""  # hex: the start of a UTF-8 sequence cut by a chunk's end
-    closed: bool = False
-
-    @classmethod
-    def load(cls, path: Path) -> CastState | None:
-        try:
-            with open(path, "rb") as f:
-                doc = json.load(f)
-            fields = {f.name for f in dataclasses.fields(cls)}
-            return cls(**{k: v for k, v in doc.items() if k in fields})
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, TypeError) as e:
-            log.error("recording state %s is unreadable (%s); starting over", path, e)
-            return None
-
-    def save(self, path: Path) -> None:
-        """Replace the state file whole (no fsync: that is for close)."""
-        tmp = path.with_name(path.name + ".tmp")
-        text = json.dumps(dataclasses.asdict(self), separators=(",", ":"))
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, text.encode("ascii"))
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
 
 
 class CastWriter:
@@ -120,6 +76,8 @@ class CastWriter:
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.inode: int | None = None
         self.dirty = False  # events taken since the last commit
+        self.buffered = 0  # bytes in `lines`
+        self.committed_at = time.monotonic()
         self.resume_after: int | None = None  # skip re-fed events up to here
         self.space_lost_at: float | None = None  # a commit found the disk full
         self.loss_noted = False  # the note saying so waits in `lines`
@@ -193,6 +151,13 @@ class CastWriter:
             self.state.rows, self.state.cols = event.rows, event.cols
             if self.state.size or self.lines:
                 self._write(event.time, "r", f"{event.cols}x{event.rows}")
+        elif isinstance(event, Transfer):
+            # One line in place of the protocol's bytes (they never reach it).
+            self._note(
+                event.time,
+                f"{event.direction} {_shown(event.path)}: {event.size} bytes, "
+                f"{event.outcome}",
+            )
         elif isinstance(event, Marker) and event.kind == "detach":
             reason = event.fields.get("reason", "no reason given")
             self._write(event.time, "m", f"tracer detached ({reason})")
@@ -276,7 +241,16 @@ class CastWriter:
     def _append(self, line: bytes) -> None:
         if not self.state.size and not self.lines:
             self.lines.append(self._header())
+            self.buffered += len(self.lines[0])
         self.lines.append(line)
+        self.buffered += len(line)
+
+    def due(self) -> bool:
+        """Whether what is buffered should be written now though no one waits."""
+        return self.dirty and (
+            self.buffered >= COMMIT_BUFFER_BYTES
+            or time.monotonic() - self.committed_at >= COMMIT_INTERVAL_S
+        )
 
     def _header(self) -> bytes:
         s = self.session
@@ -298,6 +272,7 @@ class CastWriter:
         if not (self.dirty or final or sync):
             return
         self.dirty = False
+        self.committed_at = time.monotonic()
         if final and not self.state.closed:
             self._mark_gaps(self.session.ended_at or self.state.t)
             if self.state.dropped:
@@ -310,6 +285,7 @@ class CastWriter:
         if self.lines or final or sync:
             data = b"".join(self.lines)
             self.lines.clear()
+            self.buffered = 0
             fd = self._open_cast()
             try:
                 view = memoryview(data)
@@ -337,6 +313,7 @@ class CastWriter:
         finally:
             os.close(fd)
         self.lines.clear()
+        self.buffered = 0
         self.loss_noted = False
         if self.space_lost_at is None:
             self.space_lost_at = time.time()
@@ -383,12 +360,19 @@ class Recorder:
             if self.disk is None or not self.disk.no_space(e):
                 self._broken(session, e)
 
-    def commit(self, session: Session) -> None:
-        """Before the ingest submits `session`: make its recording durable."""
+    def commit(self, session: Session, required: bool = True) -> None:
+        """Before the ingest submits `session`: make its recording durable.
+
+        Not `required` (nothing goes to the store this time): written only
+        when enough has gathered or it waited long enough, so that a session
+        typing or printing does not cost a state file per read.
+        """
         writer = self.writers.get(session.id)
         if writer is None:
             return
         closed = session.status in ENDED
+        if not (required or closed or writer.due()):
+            return
         try:
             writer.session = session
             writer.commit(final=closed)
@@ -453,3 +437,8 @@ class Recorder:
             self.casts_dir,
             error.strerror or error,
         )
+
+
+def _shown(name: str) -> str:
+    """A name the sender chose, as it may appear on a screen: no controls."""
+    return "".join(c if c.isprintable() else "?" for c in name)[:200]

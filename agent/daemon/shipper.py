@@ -12,6 +12,9 @@ for an hour) does not hold up live sessions:
   command is in the fleet already (and only those: a session's commands
   arrive in seq order), noting the last seq in `ahead`.
 
+Access-log entries travel with the backlog lane, in seq order, a shard's
+all before the lane moves on (agent/daemon/fleet_source.py).
+
 While the database is away or refuses, the agent records locally as before
 (the local store is the buffer) and the shipper tries again every
 `retry_interval_s`; its snapshot() says how far behind it is, in records and
@@ -26,18 +29,22 @@ import socket
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
+from agent.access_log import AccessEntry
 from agent.casts import CAST_SUFFIX, CASTS_DIR
+from agent.daemon.cast_state import STATE_SUFFIX, CastState
 from agent.daemon.fleet_rows import (
     CAST_CHUNK_BYTES,
     ConflictError,
     SessionState,
     check_identities,
+    insert_access,
     insert_commands,
     register_bastion,
     shipped_cast_bytes,
@@ -55,7 +62,6 @@ from agent.daemon.fleet_source import (
     shards_from,
     signature,
 )
-from agent.daemon.recorder import STATE_SUFFIX, CastState
 from agent.fleet_config import FleetConfig
 from agent.fleet_db import FleetDbError, connect, describe, explain
 from agent.fleet_schema import SchemaError, check_version, migrate
@@ -91,6 +97,7 @@ class ShipperSnapshot:
     shipped_commands: int
     shipped_sessions: int
     shipped_cast_bytes: int
+    shipped_access: int  # access-log entries
     last_ok_at: float | None
     last_error: str | None
     last_error_at: float | None
@@ -130,6 +137,7 @@ class Shipper:
         self.shipped_commands = 0
         self.shipped_sessions = 0
         self.shipped_cast_bytes = 0
+        self.shipped_access = 0
         self.last_ok_at: float | None = None
         self.last_error: str | None = None
         self.last_error_at: float | None = None
@@ -165,6 +173,7 @@ class Shipper:
             shipped_commands=self.shipped_commands,
             shipped_sessions=self.shipped_sessions,
             shipped_cast_bytes=self.shipped_cast_bytes,
+            shipped_access=self.shipped_access,
             last_ok_at=self.last_ok_at,
             last_error=self.last_error,
             last_error_at=self.last_error_at,
@@ -260,7 +269,12 @@ class Shipper:
 
     # -- writing ---------------------------------------------------------
 
-    def _commit(self, states: list[SessionState], commands: list[Command]) -> None:
+    def _commit(
+        self,
+        states: list[SessionState],
+        commands: list[Command],
+        access: Sequence[AccessEntry] = (),
+    ) -> None:
         """One transaction: the sessions first (the commands refer to them)."""
         with self._conn.transaction():
             cur = self._conn.cursor()
@@ -270,8 +284,10 @@ class Shipper:
             check_identities(cur, self.bastion, states, self._verified)
             upsert_sessions(cur, self.bastion, states)
             insert_commands(cur, self.bastion, commands)
+            insert_access(cur, self.bastion, access)
         self.shipped_sessions += len(states)
         self.shipped_commands += len(commands)
+        self.shipped_access += len(access)
         self.last_ok_at = time.time()
         self.blocked = False
         for state in states:
@@ -282,17 +298,21 @@ class Shipper:
     def _save(self) -> None:
         self.cursor.save(self.cursor_path, self.bastion)
 
-    def _content(self, path: Path, after: int = 0) -> ShardContent | None:
-        """The shard's content past doc id `after` (cached while it is the same)."""
+    def _content(
+        self, path: Path, after: int = 0, access_after: int = 0
+    ) -> ShardContent | None:
+        """The shard's content past doc id `after` and access seq `access_after`
+        (cached while it is the same)."""
         known = self._contents.get(path)
         try:
             if (
                 known is not None
                 and known.signature == signature(path)
                 and known.after <= after
+                and known.access_after <= access_after
             ):
                 return known
-            content = read_content(path, after)
+            content = read_content(path, after, access_after)
         except StoreError as e:
             log.error("fleet: %s; skipping it", e)
             return None
@@ -313,7 +333,7 @@ class Shipper:
         number = shard_number(path)
         if number != self.cursor.shard:  # the next shard (or a quarantined one)
             self._enter_shard(number)
-        content = self._content(path, self.cursor.doc)
+        content = self._content(path, self.cursor.doc, self.cursor.access)
         if content is None:
             if not last:
                 self._enter_shard(shard_number(shards[1]))
@@ -324,7 +344,8 @@ class Shipper:
             for sid, s in content.sessions.items()
             if self._backlog_states.get(sid) != s.session
         ]
-        if not pending and not changed:
+        access = [e for e in content.access if e.seq > self.cursor.access]
+        if not pending and not changed and not access:
             if last:
                 if self.cursor.ahead:  # caught up: nothing is ahead any more
                     self.cursor.ahead.clear()
@@ -339,13 +360,16 @@ class Shipper:
         batch = pending[: self.fleet.batch_size]
         ahead = self.cursor.ahead
         commands = [c for _, c in batch if c.seq > ahead.get(c.session, 0)]
-        self._commit(changed, commands)
+        entries = access[: self.fleet.batch_size]
+        self._commit(changed, commands, entries)
         if batch:
             self.cursor.doc = batch[-1][0]
+        if entries:
+            self.cursor.access = entries[-1].seq
         for state in changed:
             self._backlog_states[state.session.id] = state.session
         self._save()
-        return len(pending) > len(batch) or not last
+        return len(pending) > len(batch) or len(access) > len(entries) or not last
 
     def _enter_shard(self, number: int) -> None:
         self.cursor.shard, self.cursor.doc = number, 0

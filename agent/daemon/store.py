@@ -5,12 +5,8 @@ on each flush (write a temporary file, fsync, rename over the shard, fsync
 the directory), so a reader or a crash sees the previous version or the
 next, never a torn one. Once it holds SHARD_MAX_COMMANDS commands or
 SHARD_MAX_BYTES of text it is sealed and the next one begins, so the cost of
-a flush does not grow with the store, nor with the number of sessions.
-
-The shard's tables are kept in memory as TinyDB lays them out (document ids
-as text, in insertion order) and each flush adds or replaces its documents in
-them directly: TinyDB's own insert() and update() rebuild the whole table for
-every document, so N new sessions in a shard would cost O(N^2).
+a flush grows neither with the store nor with its sessions (new ones go in
+with one insert a flush: TinyDB rebuilds a table at each call).
 
 A session's document is written again into the newest shard whenever it
 changes; readers take the last one. It carries the ingest checkpoint (where
@@ -18,26 +14,37 @@ in its log to resume), so the commands and the offset that produced them land
 in the same atomic write: after a crash the agent resumes from the checkpoint
 and stores every command exactly once. Access-log entries (agent/access_log.py)
 go into the `access` table of the same writes, numbered across the store.
+
+With a Chain (agent/daemon/signer.py) each command and new session state
+gets its link (agent/chain.py), and signed checkpoints land, in that same
+write; after `kill -9` the head is read back from the shards. A session's
+document changes in place only while its chained fields stay the same; a new
+state, or its first write into a new shard, is a new document. Pruning
+(agent/daemon/prune.py) takes the same write lock: one writer.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.access_log import ACCESS, AccessEntry, Action
-from agent.daemon.disk import DiskGuard
+from agent.access_log import ACCESS, AccessEntry, stored_state
+from agent.chain import CHECKPOINTS, COMMAND, SESSION
+from agent.chain import record_fields as chained_fields
+from agent.daemon.disk import DiskGuard, WriteFailures
+from agent.daemon.flush_pacer import FlushPacer
+from agent.daemon.prune import PruneResult, gather, pruned_sessions, record_prune, strip
 from agent.daemon.quarantine import quarantine
-from agent.files import Sharing, write_atomic
-from agent.records import ENDED, Command, RecordError, Session, iso
+from agent.daemon.shard_file import NewestShard, write_shard
+from agent.daemon.signer import Chain, ChainSnapshot
+from agent.files import Sharing
+from agent.records import ENDED, Command, Session, SessionStatus, iso
 from agent.shards import (
     COMMANDS,
     SESSIONS,
@@ -45,79 +52,15 @@ from agent.shards import (
     iter_sessions,
     list_shards,
     read_shard,
+    read_shard_digest,
 )
 
 log = logging.getLogger(__name__)
 
 SHARD_MAX_COMMANDS = 2_000
 SHARD_MAX_BYTES = 1 << 20  # of JSON text: a flush rewrites about this much at most
-
-
-@dataclass
-class _Shard:
-    """The newest shard: its tables in memory, written whole by flush()."""
-
-    path: Path
-    mode: int  # of the file
-    # The sessions table first: readers may take it without the rest.
-    tables: dict[str, dict[str, Any]]
-    doc_ids: dict[str, int]  # session id -> its document's id here
-    next_ids: dict[str, int]  # table -> the next document id
-    size: int  # bytes of the last version written
-    dirty: bool
-
-    @classmethod
-    def load(
-        cls, path: Path, tables: dict[str, dict[str, Any]] | None, mode: int
-    ) -> _Shard:
-        if tables is None:
-            empty: dict[str, dict[str, Any]] = {SESSIONS: {}, COMMANDS: {}}
-            return cls(path, mode, empty, {}, {}, 0, True)
-        ordered = {SESSIONS: tables.get(SESSIONS, {}), COMMANDS: {}}
-        ordered.update(tables)
-        sessions = ordered[SESSIONS]
-        return cls(
-            path,
-            mode,
-            ordered,
-            {str(doc.get("id")): int(i) for i, doc in sessions.items()},
-            {name: max(map(int, t), default=0) + 1 for name, t in ordered.items()},
-            path.stat().st_size if path.exists() else 0,
-            False,
-        )
-
-    def full(self) -> bool:
-        # Access-log entries count with the commands: page views seal shards too.
-        entries = len(self.tables[COMMANDS]) + len(self.tables.get(ACCESS, {}))
-        return entries >= SHARD_MAX_COMMANDS or self.size >= SHARD_MAX_BYTES
-
-    def put_session(self, session: Session) -> None:
-        doc_id = self.doc_ids.get(session.id)
-        if doc_id is None:
-            doc_id = self.doc_ids[session.id] = self._next_id(SESSIONS)
-        # Every document carries every key: this replaces the older one.
-        self.tables[SESSIONS][str(doc_id)] = session.to_document()
-        self.dirty = True
-
-    def append(self, table: str, docs: list[Any]) -> None:
-        """`docs` added to `table` (commands, access-log entries), in order."""
-        rows = self.tables.setdefault(table, {})
-        for doc in docs:
-            rows[str(self._next_id(table))] = doc
-        self.dirty = self.dirty or bool(docs)
-
-    def _next_id(self, table: str) -> int:
-        doc_id = self.next_ids.get(table, 1)
-        self.next_ids[table] = doc_id + 1
-        return doc_id
-
-    def flush(self) -> None:
-        if self.dirty:
-            text = json.dumps(self.tables, ensure_ascii=False, separators=(",", ":"))
-            data = text.encode("utf-8")
-            write_atomic(self.path, data, self.mode)
-            self.size = len(data)
-            self.dirty = False
+# Never pruned, whatever is asked: a session still going on.
+KEPT_STATUSES = frozenset({SessionStatus.LIVE, SessionStatus.PENDING})
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +73,7 @@ class StoreSnapshot:
     flushed_at: float | None
     flush_errors: int
     failing: bool  # the last write failed
+    chain: ChainSnapshot | None = None
 
 
 @dataclass
@@ -147,11 +91,12 @@ class Store:
         flush_interval_s: float,
         on_flushed: Callable[[list[Session]], None] | None = None,
         sharing: Sharing | None = None,
+        chain: Chain | None = None,
         disk: DiskGuard | None = None,
     ) -> None:
         self.store_dir = store_dir
-        self.disk = disk  # told when a write finds no space
         self.sharing = sharing or Sharing()
+        self.chain = chain
         self.flush_interval_s = flush_interval_s
         self.on_flushed = on_flushed
         # Also after each flush: what it made durable, commands included (events).
@@ -165,13 +110,17 @@ class Store:
         self.terminated: dict[str, AccessEntry] = {}
         self.quarantine_dir = store_dir.parent / "quarantine"
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()  # the flushes and the prunes
         self._pending: dict[str, _Pending] = {}
         self._sessions: dict[str, Session] = {}  # newest state, flushed or not
         self._by_identity: dict[tuple[int, int], str] = {}
-        self._next_of_tag: dict[str, int] = {}  # tag -> the N to try first
-        self._shard: _Shard | None = None  # the newest, being written
+        self._shard: NewestShard | None = None  # the newest, being written
+        self._shards_of: dict[str, set[str]] = {}  # session id -> shard names
+        self._retired: set[str] = set()  # pruned session ids, never given again
         self._next_shard = 1
-        self._stop = threading.Event()
+        self._pacer = FlushPacer(flush_interval_s)
+        self._failures = WriteFailures(f"store shard in {store_dir}", disk)
+        self._next_of_tag: dict[str, int] = {}  # tag -> the N to try first
         self._thread: threading.Thread | None = None
         self.flush_errors = 0
         self.flush_error_at: float | None = None
@@ -183,38 +132,60 @@ class Store:
         """Load every shard's sessions; quarantine the ones that are unusable."""
         self.sharing.directory(self.store_dir, (".json",))
         shards = list_shards(self.store_dir)
+        self._retired = pruned_sessions(self.store_dir)
+        walk = self.chain.opening(self.store_dir) if self.chain is not None else None
         newest: tuple[Path, dict[str, dict[str, Any]]] | None = None
         for path in shards:
             self._next_shard = int(path.stem) + 1
             try:
-                tables = read_shard(path)
+                tables, digest = read_shard_digest(path)
                 sessions = list(iter_sessions(tables, path))
             except StoreError as e:
                 self._quarantine(path, str(e))
                 newest = None
                 continue
+            if walk is not None:
+                walk.feed(path.name, digest, tables)
+            if self._retired & self._index(path.name, tables):
+                # A prune recorded but not carried out to the end (a crash).
+                tables, _ = strip(tables, self._retired)
+                write_shard(path, tables, self.sharing.file_mode)
+                self._index(path.name, tables)
             for session in sessions:
-                self._remember(session)
-            self._load_access(tables)
+                if session.id not in self._retired:
+                    self._remember(session)
+            last, terminated = stored_state(tables)
+            self._access_seq = max(self._access_seq, last)
+            self.terminated.update(terminated)
             newest = (path, tables)
         if newest is not None:
-            shard = _Shard.load(*newest, self.sharing.file_mode)
-            if not shard.full():
-                self._shard = shard
+            path, tables = newest
+            self._shard = NewestShard(path, tables, self.sharing.file_mode)
+            if self._full():
+                self._shard = None
+        if self.chain is not None and walk is not None:
+            self.chain.opened(walk)
+
+    def _index(self, name: str, tables: dict[str, dict[str, Any]]) -> set[str]:
+        """Note which sessions the shard holds documents of; their ids."""
+        here = {str(d.get("id")) for d in tables.get(SESSIONS, {}).values()}
+        here |= {str(d.get("session")) for d in tables.get(COMMANDS, {}).values()}
+        for sid in here:
+            self._shards_of.setdefault(sid, set()).add(name)
+        return here
 
     def start(self) -> None:
-        self._thread = threading.Thread(
-            target=self._run, name="store-writer", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, name="store-writer")
+        self._thread.daemon = True
         self._thread.start()
 
     def stop(self) -> None:
         """Flush what is pending and stop the writer thread."""
-        self._stop.set()
+        self._pacer.stop()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-        self.flush()
+        self.flush(stopping=True)
 
     def __enter__(self) -> Store:
         self.open()
@@ -246,15 +217,11 @@ class Store:
         return entry
 
     def new_session_id(self, tag: str) -> str:
-        """The tag itself, or `tag~N` when an earlier session used the tag.
-
-        Each tag remembers the N it reached: a tag used a thousand times does
-        not cost a thousand lookups at each new session.
-        """
-        with self._lock:
+        """The tag itself, or `tag~N` when an earlier session used the tag."""
+        with self._lock:  # from the last N of the tag: no lookup per earlier use
             n = self._next_of_tag.get(tag, 1)
-            sid = tag if n == 1 else f"{tag}~{n}"
-            while sid in self._sessions:
+            sid = f"{tag}~{n}" if n > 1 else tag
+            while sid in self._sessions or sid in self._retired:
                 n += 1
                 sid = f"{tag}~{n}"
             self._next_of_tag[tag] = n
@@ -265,12 +232,21 @@ class Store:
     ) -> None:
         """Queue a session's new state and the commands that led to it."""
         with self._lock:
+            if session.id in self._retired:
+                return  # pruned: its log, if still followed, adds nothing back
             pending = self._pending.get(session.id)
             if pending is None:
                 pending = self._pending[session.id] = _Pending(session)
             pending.session = session
             pending.commands.extend(commands)
             self._remember(session)
+        if commands:
+            self._pacer.soon()
+
+    def shards_holding(self, session_id: str) -> set[str]:
+        """The names of the shards that hold documents of this session."""
+        with self._write_lock:
+            return set(self._shards_of.get(session_id, ()))
 
     @property
     def access_seq(self) -> int:
@@ -297,47 +273,39 @@ class Store:
             flushed_at=self.flushed_at,
             flush_errors=self.flush_errors,
             failing=failing,
+            chain=self.chain.snapshot() if self.chain is not None else None,
         )
 
     # -- writing ---------------------------------------------------------
 
     def _run(self) -> None:
-        failing = 0  # flush errors in a row: logged when it starts and ends
-        while not self._stop.wait(self.flush_interval_s):
+        while self._pacer.wait():
             try:
                 self.flush()
             except OSError as e:
                 self.flush_errors += 1
                 self.flush_error_at = time.time()
-                if self.disk is not None:
-                    self.disk.no_space(e)
-                if not failing:
-                    log.error(
-                        "cannot write store shard in %s: %s; what is not written "
-                        "waits in memory and is retried every %.1fs",
-                        self.store_dir,
-                        e,
-                        self.flush_interval_s,
-                    )
-                failing += 1
+                self._failures.failed(e)  # what is not written waits in memory
                 continue
-            if failing and self.flushed_at is not None:
-                log.warning(
-                    "store writes work again in %s (after %d failed tries)",
-                    self.store_dir,
-                    failing,
-                )
-            failing = 0
+            self._failures.worked()
 
-    def flush(self) -> None:
-        """Write every pending update to the newest shard in one atomic write."""
+    def flush(self, stopping: bool = False) -> None:
+        """Write every pending update to the newest shard in one atomic write.
+
+        With nothing pending, a checkpoint that is due is still written.
+        """
         with self._lock:
             batch, self._pending = self._pending, {}
             access, self._access = self._access, []
         if not batch and not access:
+            if self.chain is not None and self.chain.due(False, stopping):
+                with self._write_lock:
+                    if self._shard is not None:
+                        self._write({}, [], stopping)
             return
         try:
-            self._write(batch, access)
+            with self._write_lock:
+                self._write(batch, access, stopping)
         except BaseException:
             self._reload_newest()  # memory must not keep what the disk lacks
             with self._lock:  # keep the batch (and anything newer) for a retry
@@ -357,43 +325,155 @@ class Store:
         if self.on_access_committed is not None and access:
             self.on_access_committed(access)
 
-    def _write(self, batch: dict[str, _Pending], access: list[AccessEntry]) -> None:
-        if self._shard is None or self._shard.full():
+    def _write(
+        self,
+        batch: dict[str, _Pending],
+        access: list[AccessEntry],
+        stopping: bool = False,
+    ) -> None:
+        if self._shard is None or self._full():
             self._new_shard()
         shard = self._shard
         assert shard is not None
-        for pending in batch.values():
-            shard.put_session(pending.session)
-            shard.append(COMMANDS, [c.to_document() for c in pending.commands])
-        if access:
-            shard.append(ACCESS, [e.to_document() for e in access])
-        shard.flush()
+        chain, name, db = self.chain, shard.path.name, shard.db
+        head = chain.head if chain is not None else None
+        sessions = db.table(SESSIONS)
+        new_docs: list[dict[str, Any]] = []
+        updates: dict[str, dict[str, Any]] = {}  # by session id: in place
+        inserts: dict[str, dict[str, Any]] = {}  # by session id: new documents
+        checkpoint = None
+        try:
+            for sid, pending in batch.items():
+                # The commands first: the session's state is the one after them.
+                docs = [c.to_document() for c in pending.commands]
+                if chain is not None:
+                    for command_doc in docs:
+                        chain.link(COMMAND, command_doc)
+                new_docs.extend(docs)
+                doc = pending.session.to_document()
+                doc_id = shard.doc_ids.get(sid)
+                if chain is not None:
+                    fields = chained_fields(SESSION, doc)
+                    if doc_id is None or shard.linked.get(sid) != fields:
+                        chain.link(SESSION, doc)
+                        shard.linked[sid] = fields
+                        doc_id = None  # a new state: a new document
+                if doc_id is None:
+                    inserts[sid] = doc
+                else:  # merged below: its link stays (what changed is not chained)
+                    updates[sid] = doc
+                    shard.storage.changed(SESSIONS, doc_id)
+                self._shards_of.setdefault(sid, set()).add(name)
+            new_ids = sessions.insert_multiple(inserts.values())  # one pass for all
+            shard.doc_ids.update(zip(inserts, new_ids, strict=True))
+            ids = [shard.doc_ids[sid] for sid in updates]  # one O(n) pass for all
+            sessions.update(lambda doc: doc.update(updates[doc["id"]]), doc_ids=ids)
+            if new_docs:
+                db.table(COMMANDS).insert_multiple(new_docs)
+                shard.entries += len(new_docs)
+            if access:
+                # Counted with the commands: a flood of page views seals shards too.
+                db.table(ACCESS).insert_multiple(e.to_document() for e in access)
+                shard.entries += len(access)
+            sealing = self._full()
+            if chain is not None and chain.due(sealing, stopping):
+                reason = "seal" if sealing else "stop" if stopping else "interval"
+                checkpoint = chain.checkpoint(reason)
+                db.table(CHECKPOINTS).insert(checkpoint)
+            shard.storage.flush()
+        except BaseException:
+            if chain is not None and head is not None:
+                chain.head = head  # the links written to memory only are void
+            raise
+        if chain is not None and checkpoint is not None:
+            chain.committed(checkpoint)
+
+    # -- pruning -----------------------------------------------------------
+
+    def prune(
+        self,
+        session_ids: list[str],
+        *,
+        by: str,
+        reason: str,
+        casts: Sequence[str] = (),
+        quarantine: Sequence[str] = (),
+        dry_run: bool = False,
+    ) -> PruneResult:
+        """Take these (ended) sessions out of every shard, behind a signed record.
+
+        The record (agent/daemon/prune.py) also names the recordings and
+        quarantined files the caller removes once this returns.
+        """
+        if self.chain is not None and self.chain.problem is not None and not dry_run:
+            raise StoreError(f"not pruning: {self.chain.problem}")
+        with self._write_lock:
+            with self._lock:
+                wanted = {
+                    s
+                    for s in session_ids
+                    if s in self._sessions
+                    and self._sessions[s].status not in KEPT_STATUSES
+                }
+            names = sorted(set().union(*(self._shards_of.get(s, ()) for s in wanted)))
+            newest = self._shard.storage if self._shard is not None else None
+            removed, rewrites = gather(
+                self.store_dir,
+                names,
+                wanted,
+                (newest.path.name, newest.read()) if newest is not None else None,
+            )
+            record = None
+            if dry_run or not (wanted or casts or quarantine):
+                return PruneResult(tuple(sorted(wanted)), removed, 0, None)
+            if self.chain is not None:  # durable before any shard changes
+                record = record_prune(
+                    self.chain.signer,
+                    self.store_dir,
+                    self.sharing.file_mode,
+                    by=by,
+                    reason=reason,
+                    sessions=sorted(wanted),
+                    removed=removed,
+                    files=(list(casts), list(quarantine)),
+                )
+            for path, stripped in rewrites:
+                if newest is not None and path == newest.path:
+                    self._shard = NewestShard(path, stripped, self.sharing.file_mode)
+                    self._shard.storage.dirty = True
+                    self._shard.storage.flush()
+                else:
+                    write_shard(path, stripped, self.sharing.file_mode)
+            with self._lock:
+                for sid in wanted:
+                    session = self._sessions.pop(sid)
+                    if self._by_identity.get(session.identity) == sid:
+                        del self._by_identity[session.identity]
+                    self._shards_of.pop(sid, None)
+                    self._retired.add(sid)
+            return PruneResult(tuple(sorted(wanted)), removed, len(rewrites), record)
+
+    def _full(self) -> bool:
+        shard = self._shard
+        if shard is None:
+            return False
+        size = shard.storage.size
+        return shard.entries >= SHARD_MAX_COMMANDS or size >= SHARD_MAX_BYTES
 
     def _reload_newest(self) -> None:
         if self._shard is None:
             return
-        path, mode = self._shard.path, self.sharing.file_mode
+        path = self._shard.path
         try:
             tables = read_shard(path) if path.exists() else None
-            self._shard = _Shard.load(path, tables, mode)
+            self._shard = NewestShard(path, tables, self.sharing.file_mode)
         except StoreError:
             self._shard = None
 
     def _new_shard(self) -> None:
         path = self.store_dir / f"{self._next_shard:08d}.json"
         self._next_shard += 1
-        self._shard = _Shard.load(path, None, self.sharing.file_mode)
-
-    def _load_access(self, tables: dict[str, dict[str, Any]]) -> None:
-        for doc in tables.get(ACCESS, {}).values():
-            seq = doc.get("seq") if isinstance(doc, dict) else None
-            if isinstance(seq, int):
-                self._access_seq = max(self._access_seq, seq)
-            if isinstance(doc, dict) and doc.get("action") == Action.TERMINATE:
-                with contextlib.suppress(RecordError):
-                    entry = AccessEntry.from_document(doc)
-                    if entry.ok and entry.session is not None:
-                        self.terminated[entry.session] = entry
+        self._shard = NewestShard(path, None, self.sharing.file_mode)
 
     def _remember(self, session: Session) -> None:
         self._sessions[session.id] = session

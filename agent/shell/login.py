@@ -18,6 +18,7 @@ from pathlib import Path
 from agent.exits import ExitStatus
 from agent.intent_file import write_intent
 from agent.inventory import ShellConfig, Target
+from agent.locks import refusal
 from agent.shell.connect import (
     backend_of,
     log_line,
@@ -139,6 +140,10 @@ class Shell:
         A string says why nothing was started.
         """
         settings = self.config.settings
+        locked = refusal(settings.locks_dir, self.user)
+        if locked:
+            log_line(f"{self.user}: not connecting to {target.label}: {locked}")
+            return f"not connecting: {locked}"
         try:
             tag = self._record(target)
             known_hosts = managed_known_hosts(settings.known_hosts, self.home)

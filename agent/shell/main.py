@@ -26,10 +26,12 @@ from agent.inventory import (
     groups_of,
     load_shell_config,
 )
+from agent.locks import refusal
 from agent.shell import Refused
 from agent.shell.connect import log_line
 from agent.shell.login import Shell
 from agent.shell.relay import ShellSignals, Timers
+from agent.version import add_version_option
 
 PROG = "audit-shell"
 
@@ -38,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="The bastion account's host menu (sshd ForceCommand)."
     )
+    add_version_option(parser)
     parser.add_argument(
         "--config",
         type=Path,
@@ -74,6 +77,9 @@ def serve(args: argparse.Namespace) -> int:
     config = load_shell_config(args.config)
     entry = pwd.getpwuid(os.getuid())
     user = entry.pw_name
+    locked = refusal(config.settings.locks_dir, user)
+    if locked:
+        raise Refused(locked)
     client_addr = client_addr_from(os.environ.get("SSH_CONNECTION"))
     settings = config.settings
     now = time.monotonic()

@@ -25,6 +25,7 @@ import signal
 import struct
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.inventory import ShellSettings, Target
 from agent.shell.chunk_writer import ChunkWriter, RecorderFailed, start_fields
@@ -41,6 +42,9 @@ from agent.shell.relay import (
 from agent.shell.ssh_client import ConnectError, HostKeyChanged, connect
 from parsers.events import Direction
 from tracer.discovery import read_start_ticks
+
+if TYPE_CHECKING:
+    from agent.shell.deny import DenyRelay
 
 READ_BYTES = 65536
 STOP_GRACE_S = 5.0  # the child's time to end its session after SIGTERM
@@ -177,6 +181,7 @@ def _session(
         return RelayResult(Outcome.NOT_AUDITED)
     with writer:
         try:
+            gate = _deny_gate(settings, target, rows, cols)
             client = connect(settings, target, known_hosts)
         except HostKeyChanged as e:
             writer.end_reason = "host key changed"
@@ -198,7 +203,9 @@ def _session(
             channel.update_environment({"AUDIT_SESSION": tag, "LANG": "C.UTF-8"})
             channel.invoke_shell()
             try:
-                result = _relay(channel, writer, user_in, user_out, timers, signals)
+                result = _relay(
+                    channel, writer, user_in, user_out, timers, signals, gate
+                )
             except RecorderFailed as e:
                 # Strict mode: what could not be recorded was never relayed.
                 writer.end_reason = f"recording failed: {e}"[:200]
@@ -255,6 +262,23 @@ def _start(
     )
 
 
+def _deny_gate(
+    settings: ShellSettings, target: Target, rows: int, cols: int
+) -> DenyRelay | None:
+    """The deny rules' gate, when the rules file has any (pyte loads only then)."""
+    from agent.rules import DenyRulesError, deny_rules
+
+    try:
+        rules = deny_rules(settings.rules_file)
+    except DenyRulesError as e:
+        raise ConnectError(str(e)) from e
+    if rules is None:
+        return None
+    from agent.shell.deny import DenyRelay
+
+    return DenyRelay.for_target(rules, target, rows, cols)
+
+
 def _relay(
     channel: object,
     writer: ChunkWriter,
@@ -262,6 +286,7 @@ def _relay(
     user_out: int,
     timers: Timers,
     signals: ShellSignals,
+    gate: DenyRelay | None = None,
 ) -> RelayResult:
     import paramiko
 
@@ -277,6 +302,8 @@ def _relay(
             if rows and cols:
                 writer.resize(rows, cols)
                 channel.resize_pty(width=cols, height=rows)
+                if gate is not None:
+                    gate.gate.resized(rows, cols)
         readable, _, _ = select.select(
             [channel, user_in, signals.fd], [], [], timers.next_check_s(now)
         )
@@ -291,6 +318,8 @@ def _relay(
                 return RelayResult(Outcome.EXITED, status)
             writer.chunk(Direction.OUTPUT, data)  # recorded before it is shown
             write_all(user_out, data)
+            if gate is not None:
+                gate.gate.shown(data)
         if user_in in readable:
             try:
                 data = os.read(user_in, READ_BYTES)
@@ -301,5 +330,8 @@ def _relay(
             if not data:
                 return RelayResult(Outcome.HANGUP)
             timers.input(time.monotonic())
+            if gate is not None:
+                gate.keys(data, channel, writer, user_out)
+                continue
             writer.chunk(Direction.INPUT, data)  # recorded before it is sent
             channel.sendall(data)

@@ -20,6 +20,7 @@ from pathlib import Path
 from agent import AgentError
 from agent.exits import ExitStatus
 from agent.inventory import Target
+from agent.locks import refusal
 from agent.redemption import redeem
 from agent.shell.connect import log_line, managed_known_hosts, open_session
 from agent.shell.relay import (
@@ -99,6 +100,10 @@ def token_login(config_path: Path, fd_in: int = 0, fd_out: int = 1) -> int:
     if not reply.ok:
         log_line(f"token refused for {client}: {reply.message}")
         raise TokenLoginError(f"token refused: {reply.message}")
+    locked = refusal(settings.locks_dir, reply.web_user)
+    if locked:
+        log_line(f"{reply.web_user} from {client}: {locked}")
+        raise TokenLoginError(locked)
     targets = [
         Target(host, account)
         for host in config.shell.hosts

@@ -16,7 +16,6 @@ import argparse
 import contextlib
 import csv
 import os
-import re
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -24,15 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from agent.exits import ExitStatus, run_main
-from agent.export_record import (
-    COMMAND_FIELDS,
-    FIELDS,
-    FLEET_FIELDS,
-    CsvRecords,
-    JsonRecords,
-    compact_json,
-    session_fields,
-)
+from agent.export_record import CsvRecords, JsonRecords, Stamp
 from agent.local_reader import LocalReader
 from agent.reader import StoreScan, scan
 from agent.reading import Row
@@ -41,9 +32,11 @@ from agent.tools.options import (
     Filter,
     add_reading_options,
     add_time_options,
+    check_matches,
     open_reading,
     selection_from_args,
 )
+from agent.version import add_version_option
 
 PROG = "audit-export"
 FORMATS = ("json", "jsonl", "csv")
@@ -63,7 +56,7 @@ def select(
     wanted = _Wanted(selection, store.sessions)
     since, until = selection.since, selection.until
     contains = selection.contains.lower() if selection.contains else None
-    regex = re.compile(selection.regex) if selection.regex else None
+    regex = selection.python_regex()
     everything = selection == Filter()
     n = 0
     for docs in store.commands():
@@ -105,6 +98,7 @@ def write_documents(
     sessions: dict[str, Session],
     out: IO[str],
     fmt: str,
+    stamp: Stamp,
 ) -> int:
     """The records of a local store in `fmt`, a batch per write; how many.
 
@@ -112,14 +106,14 @@ def write_documents(
     """
     records: CsvRecords | JsonRecords
     if fmt == "csv":
-        records = CsvRecords()
+        records = CsvRecords(stamp)
         out.write(records.header())
         separator, first, last, empty = "", "", "", ""
     elif fmt == "jsonl":
-        records = JsonRecords()
+        records = JsonRecords(stamp)
         separator, first, last, empty = "\n", "", "\n", ""
     else:
-        records = JsonRecords()
+        records = JsonRecords(stamp)
         out.write("[")
         separator, first, last, empty = ",\n  ", "\n  ", "\n]\n", "]\n"
     count = 0
@@ -133,40 +127,24 @@ def write_documents(
 
 
 def write_csv(
-    rows: Iterator[tuple[Command, Session | None]],
-    out: IO[str],
-    fields: tuple[str, ...] = FIELDS,
+    rows: Iterator[tuple[Command, Session | None]], out: IO[str], stamp: Stamp
 ) -> int:
-    """RFC 4180 CSV with a header row of `fields`; a missing value is empty."""
-    writer = csv.writer(out)
-    writer.writerow(fields)
-    tails: dict[tuple[str | None, str] | None, tuple[Any, ...]] = {
-        None: ("",) * (len(fields) - COMMAND_FIELDS)
-    }
+    """RFC 4180 CSV with a header row of FIELDS; a missing value is empty.
+
+    `risk` is the rules' names separated by spaces (a name has none).
+    """
+    records = CsvRecords(stamp)
+    out.write(records.header())
+    values = records.values
     count = 0
 
     def lines() -> Iterator[tuple[Any, ...]]:
         nonlocal count
         for command, session in rows:
-            sid = (session.bastion, session.id) if session is not None else None
-            tail = tails.get(sid)
-            if tail is None:
-                assert session is not None
-                named = session_fields(session)  # by name: `fields` sets the order
-                values = (named.get(name) for name in fields[COMMAND_FIELDS:])
-                tail = tails[sid] = tuple("" if v is None else v for v in values)
             count += 1
-            yield (
-                command.session,
-                command.seq,
-                command.time,
-                command.command,
-                "true" if command.cancelled else "false",
-                command.kind.value,
-                "" if command.transfer is None else compact_json(command.transfer),
-            ) + tail
+            yield values(command, session)
 
-    writer.writerows(lines())  # the loop over rows stays in C
+    csv.writer(out).writerows(lines())  # the loop over rows stays in C
     return count
 
 
@@ -174,11 +152,11 @@ def write_records(
     rows: Iterator[tuple[Command, Session | None]],
     out: IO[str],
     fmt: str,
-    fleet: bool = False,
+    stamp: Stamp,
 ) -> int:
     if fmt == "csv":
-        return write_csv(rows, out, FLEET_FIELDS if fleet else FIELDS)
-    text = JsonRecords().text
+        return write_csv(rows, out, stamp)
+    text = JsonRecords(stamp).text
     count = 0
     if fmt == "jsonl":
         for command, session in rows:
@@ -198,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Export audited commands, or one session's recording.",
     )
+    add_version_option(parser)
     add_reading_options(parser)
     add_time_options(parser, "commands")
     parser.add_argument("--format", choices=FORMATS, default="json")
@@ -219,6 +198,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="write here (atomically) instead of stdout",
     )
     parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="prove the store complete and unaltered up to its last signed "
+        "checkpoint, or name the first broken link (exit 5)",
+    )
+    parser.add_argument(
+        "--public-key",
+        type=Path,
+        metavar="FILE",
+        help="with --verify: the bastion's public key kept elsewhere "
+        "(default DATA_DIR/chain/signing.pub)",
+    )
+    parser.add_argument(
         "--no-progress",
         action="store_true",
         help="no progress bar (there is one on stderr when it is a terminal)",
@@ -230,8 +222,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
+        if args.verify:
+            from agent.config import reading_config
+            from agent.tools.verify import verify
+
+            reading_config(args)
+            return verify(args.data_dir, args.public_key, sys.stdout)
         with progress_bar(sys.stderr.isatty() and not args.no_progress) as bar:
-            _, reader = open_reading(args, bar.shards if bar else None)
+            config, reader = open_reading(args, bar.shards if bar else None)
             with reader:
                 if args.cast:
                     data = reader.cast(args.cast, args.bastion)
@@ -240,15 +238,15 @@ def main(argv: list[str] | None = None) -> int:
                 selection = selection_from_args(
                     args, contains=args.contains, regex=args.regex
                 )
+                stamp = Stamp.of(config)
                 if isinstance(reader, LocalReader):
-                    errors = export_local(reader, selection, args, bar)
+                    errors = export_local(reader, selection, args, bar, stamp)
                 else:
+                    check_matches(PROG, selection, reader)
                     records: Iterator[Row] = reader.commands(selection)
                     _output(
                         args.output,
-                        lambda out: write_records(
-                            records, out, args.format, reader.fleet
-                        ),
+                        lambda out: write_records(records, out, args.format, stamp),
                     )
                     errors = reader.errors
         for error in errors:
@@ -259,17 +257,32 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def export_local(
-    reader: LocalReader, selection: Filter, args: argparse.Namespace, bar: _Bar | None
+    reader: LocalReader,
+    selection: Filter,
+    args: argparse.Namespace,
+    bar: _Bar | None,
+    stamp: Stamp,
 ) -> list[str]:
     """Stream this bastion's store to the output; what could not be read."""
+    selection.python_regex()  # a bad one: refused before any output
     store = scan(reader.data_dir, bar.shards if bar else None)
+    named = Filter(
+        session=selection.session,
+        user=selection.user,
+        host=selection.host,
+        bastion=selection.bastion,
+    )
+    if not any(named.session_matches(s) for s in store.sessions.values()):
+        # No session the filters name: check_matches says so (it reads the
+        # store the slow way, for a command whose session document is gone).
+        check_matches(PROG, selection, reader)
     if bar:
         # What the sessions say they hold; the bar ends at what was read.
         bar.start_commands(sum(s.command_count for s in store.sessions.values()))
     batches = select(store, selection, bar.commands if bar else None)
     _output(
         args.output,
-        lambda out: write_documents(batches, store.sessions, out, args.format),
+        lambda out: write_documents(batches, store.sessions, out, args.format, stamp),
     )
     return store.errors
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 from agent import AgentError
 from agent.config import Config, add_data_dir_options, reading_config
+from agent.exits import ExitStatus
 from agent.reading import Reader, Selection
 from agent.records import iso
 
@@ -18,7 +20,13 @@ Filter = Selection
 
 
 class FilterError(AgentError):
-    """A filter value that cannot be understood."""
+    """A filter value that cannot be understood, or bounds that contradict."""
+
+
+class NoMatch(AgentError):
+    """--session, --user, --host or --bastion name no session of the store."""
+
+    exit_status = ExitStatus.ERROR
 
 
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
@@ -46,15 +54,56 @@ def parse_time(text: str, now: float | None = None) -> str:
 
 
 def selection_from_args(args: argparse.Namespace, **more: str | None) -> Selection:
+    since = parse_time(args.since) if getattr(args, "since", None) else None
+    until = parse_time(args.until) if getattr(args, "until", None) else None
+    if since and until and since > until:
+        raise FilterError(
+            f"--since {args.since} ({since}) is after --until {args.until} "
+            f"({until}): nothing can be in between"
+        )
     return Selection(
         session=args.session,
         user=args.user,
         host=args.host,
-        since=parse_time(args.since) if getattr(args, "since", None) else None,
-        until=parse_time(args.until) if getattr(args, "until", None) else None,
+        since=since,
+        until=until,
         bastion=getattr(args, "bastion", None),
         **more,
     )
+
+
+def check_matches(prog: str, selection: Selection, reader: Reader) -> None:
+    """NoMatch, naming the filters, when they select no session of the store.
+
+    Any time, any status: a filter that names nothing is a typo more often
+    than an empty answer. A command whose session document is missing still
+    answers --session. Unreadable shards are named first: it may be in one.
+    """
+    named = Selection(
+        session=selection.session,
+        user=selection.user,
+        host=selection.host,
+        bastion=selection.bastion,
+    )
+    if not (named.session or named.user or named.host or named.bastion):
+        return
+    if reader.sessions(named, limit=1):
+        return
+    only_session = not (named.user or named.host or named.bastion)
+    if only_session and any(True for _ in reader.commands(named, limit=1)):
+        return
+    for error in reader.errors:
+        print(f"{prog}: warning: {error}", file=sys.stderr)
+    text = "no session"
+    if named.session:
+        text += f" {named.session!r}"
+    if named.user:
+        text += f" of user {named.user!r}"
+    if named.host:
+        text += f" to host {named.host!r}"
+    if named.bastion:
+        text += f" on bastion {named.bastion!r}"
+    raise NoMatch(text)
 
 
 def open_reading(

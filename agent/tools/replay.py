@@ -24,6 +24,7 @@ from agent.casts import IDLE_TIME_LIMIT_S, CastError, read_cast
 from agent.config import add_data_dir_options, reading_config
 from agent.exits import ExitStatus, run_main
 from agent.tools.export import find_cast
+from agent.version import add_version_option
 
 PROG = "audit-replay"
 # Leave the alternate screen, show the cursor, reset attributes, bracketed
@@ -166,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Play a session's recording in this terminal."
     )
+    add_version_option(parser)
     parser.add_argument("session", metavar="TAG", help="session id or tag")
     add_data_dir_options(parser)
     parser.add_argument(

@@ -13,11 +13,13 @@ import time
 from pathlib import Path
 from typing import IO
 
+from agent.config import MODE_MEANING, scope_text
 from agent.exits import ExitStatus
 from agent.reader import check_data_dir
 from agent.records import iso
 from agent.status_file import AgentStatus, agent_running, assess, read_status
 from agent.tools.options import printable
+from tracer import Mode
 
 
 def human_bytes(n: int) -> str:
@@ -43,19 +45,24 @@ def human_age(seconds: float) -> str:
     return f"{m}m {s}s"
 
 
-def summary_lines(status: AgentStatus | None, now: float) -> list[str]:
-    """The agent, the store, the ingest and the events: one line each."""
+def summary_lines(status: AgentStatus | None, now: float, running: bool) -> list[str]:
+    """Who the agent is and what it reaches, the store, the ingest, the events."""
     if status is None:
         return []
-    running = agent_running(status)
+    version = f"bastion-audit {status.version}" if status.version else "an agent"
+    mode = status.mode or "?"
     lines = [
-        f"agent: pid {status.pid}, "
+        f"agent: {version} on {printable(status.bastion or '?')}, pid {status.pid}, "
         + (
             f"up {human_age(now - status.started_at)}, "
             if running
             else f"{status.state}, "
         )
         + f"status {human_age(now - status.updated_at)} old",
+        f"data dir: {printable(status.data_dir)}",
+        f"mode: {mode}"
+        + (f" ({MODE_MEANING[Mode(mode)]})" if mode in tuple(Mode) else ""),
+        f"scope: {scope_text(status.scope_pid)}",
         f"store: {status.shards} shard{'' if status.shards == 1 else 's'}, "
         f"{human_bytes(status.store_bytes)}; "
         f"recordings {human_bytes(status.recordings_bytes)}; last write "
@@ -74,12 +81,32 @@ def summary_lines(status: AgentStatus | None, now: float) -> list[str]:
             f"disk: {human_bytes(d.get('free_bytes', 0))} free, reserve "
             f"{human_bytes(d.get('reserve_bytes', 0))} ({d.get('state')})"
         )
+    if status.chain:
+        c = status.chain
+        lines.append(
+            f"chain: key {c.get('chain_id')}, {c.get('links', 0)} links, signed "
+            f"through link {c.get('signed_through', 0)}"
+            + (f" at {c['signed_at']}" if c.get("signed_at") else "")
+            + ("; NOT SIGNING" if c.get("problem") else "")
+        )
     if status.events:
         e = status.events
         lines.append(
             f"events: to {e.get('to')}: {e.get('written', 0)} written, "
             f"{e.get('sent', 0)} sent, {e.get('backlog', 0)} waiting, "
             f"{e.get('dropped', 0)} dropped"
+        )
+    if status.alerts:
+        a = status.alerts
+        lines.append(
+            f"alerts: to {a.get('to')}: {a.get('sent', 0)} sent, "
+            f"{a.get('pending', 0)} waiting, {a.get('retries', 0)} retries, "
+            f"{a.get('failed', 0)} given up, {a.get('dropped', 0)} dropped"
+            + (
+                f"; last error: {printable(str(a.get('last_error')))}"
+                if a.get("last_error")
+                else ""
+            )
         )
     if status.fleet:
         f = status.fleet
@@ -108,7 +135,8 @@ def session_rows(status: AgentStatus, now: float) -> list[tuple[str, ...]]:
                 printable(f"{s.bastion_user} → {where}"),
                 iso(s.started_at),
                 human_age(now - s.started_at),
-                str(s.command_count),
+                str(s.command_count)
+                + (f" (+{s.unparsed_keys} keys unparsed)" if s.unparsed_keys else ""),
                 traced,
                 human_bytes(s.lag_bytes),
             )
@@ -120,14 +148,18 @@ HEADERS = ("session", "who", "started", "for", "commands", "traced", "lag")
 
 
 def render_plain(
-    status: AgentStatus | None, problems: list[str], now: float, out: IO[str]
+    status: AgentStatus | None,
+    problems: list[str],
+    now: float,
+    running: bool,
+    out: IO[str],
 ) -> None:
     out.write(("healthy" if not problems else "UNHEALTHY") + "\n")
     for problem in problems:
         out.write(f"  problem: {problem}\n")
-    for line in summary_lines(status, now):
+    for line in summary_lines(status, now, running):
         out.write(line + "\n")
-    if status is None or not agent_running(status):
+    if status is None or not running:
         return
     out.write(f"live sessions: {len(status.sessions)}\n")
     for row in session_rows(status, now):
@@ -139,7 +171,11 @@ def render_plain(
 
 
 def render_rich(
-    status: AgentStatus | None, problems: list[str], now: float, out: IO[str]
+    status: AgentStatus | None,
+    problems: list[str],
+    now: float,
+    running: bool,
+    out: IO[str],
 ) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -152,9 +188,9 @@ def render_rich(
             console.print(Text(f"  {problem}", style="red"))
     else:
         console.print(Text("✓ healthy", style="bold green"))
-    for line in summary_lines(status, now):
+    for line in summary_lines(status, now, running):
         console.print(Text(line))
-    if status is None or not agent_running(status):
+    if status is None or not running:
         return
     table = Table(title=f"live sessions: {len(status.sessions)}", title_justify="left")
     for header in HEADERS:
@@ -197,9 +233,10 @@ def show_status(data_dir: Path, as_json: bool, max_lag_bytes: int) -> int:
     check_data_dir(data_dir)
     status = read_status(data_dir)
     now = time.time()
-    problems = assess(status, now, max_lag_bytes)
+    problems = assess(status, now, max_lag_bytes, data_dir)
+    running = status is not None and agent_running(status, data_dir)
     full = disk_problem(data_dir)
-    if full is not None and status is not None and agent_running(status):
+    if full is not None and running:
         problems.append(full)
     if as_json:
         doc = {
@@ -210,8 +247,8 @@ def show_status(data_dir: Path, as_json: bool, max_lag_bytes: int) -> int:
         json.dump(doc, sys.stdout, ensure_ascii=False, indent=1)
         sys.stdout.write("\n")
     elif sys.stdout.isatty():
-        render_rich(status, problems, now, sys.stdout)
+        render_rich(status, problems, now, running, sys.stdout)
     else:
-        render_plain(status, problems, now, sys.stdout)
+        render_plain(status, problems, now, running, sys.stdout)
     sys.stdout.flush()
     return ExitStatus.UNHEALTHY if problems else ExitStatus.SUCCESS

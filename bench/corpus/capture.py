@@ -84,8 +84,7 @@ def main() -> int:
             log = (data_dir / "logs" / f"{case.name}.strace").read_bytes()
             trimmed = trim_log(log)
             if lines_of(trimmed) != lines_of(log):
-                print(f"capture: error: trimming changed {case.name}", file=sys.stderr)
-                return 1
+                trimmed = log  # the bulk is the command (a long paste): kept whole
             (DATA / f"{case.name}.strace").write_bytes(trimmed)
             (DATA / f"{case.name}.truth.json").write_text(
                 json.dumps(truths[case.name], ensure_ascii=False, indent=1) + "\n"

@@ -1,9 +1,16 @@
 """The sessions of the fidelity corpus: what a person types, nothing else.
 
 The expected commands are not written here: each case runs against a real
-bash, whose own history (PROMPT_COMMAND='history -a') is the ground truth.
+bash, whose own history (PROMPT_COMMAND='history -a') is the ground truth,
+and so are zsh's (EXTENDED_HISTORY) and fish's history files for the cases
+in those shells. Only for shells that keep none (dash, busybox sh, bash
+--noediting) and for program inputs does the case list what ran.
 Keys are sent with a pause after each step, the way a person types, unless a
 step is a paste.
+
+Every case of the bash groups is also played with readline's markers
+switched off (`_nm`, path "fallback"): the fallback path, measured on the
+same categories.
 """
 
 from __future__ import annotations
@@ -63,12 +70,25 @@ class Case:
     rc: str = ""  # extra lines for the remote user's shell startup
     nested: bool = False  # commands run in a second user's shell too
     at_login: bytes = b""  # typed at once, before ssh has even connected
+    # "markers": bash with readline's markers; "fallback": no markers;
+    # "mixed": a session that changes shells.
+    path: str = "markers"
+    history: str = "bash"  # whose history file holds the truth: bash, zsh, fish
+    expected: tuple[str, ...] | None = None  # the truth, for shells with no history
+    inputs: tuple[tuple[str, str], ...] = ()  # (program, line) read by programs
+    hidden: int = 0  # lines typed unseen at a shell prompt
 
 
 def line(text: str | bytes) -> tuple[Step, ...]:
     """Type a whole command and wait for the next prompt."""
     data = text.encode() if isinstance(text, str) else text
     return (Keys(data + ENTER), Ready())
+
+
+def at(prompt: bytes, text: str | bytes) -> tuple[Step, ...]:
+    """Type a whole line and wait for `prompt` (a shell without the markers)."""
+    data = text.encode() if isinstance(text, str) else text
+    return (Keys(data + ENTER), Expect(prompt))
 
 
 def case(name: str, group: str, *steps: Step | tuple[Step, ...], **kw: object) -> Case:
@@ -78,7 +98,7 @@ def case(name: str, group: str, *steps: Step | tuple[Step, ...], **kw: object) -
     return Case(name, tuple(flat), group, **kw)  # type: ignore[arg-type]
 
 
-CASES: tuple[Case, ...] = (
+BASH_CASES: tuple[Case, ...] = (
     # -- 1. line editing --------------------------------------------------
     case(
         "edit_backspace", "editing", Keys(b"echo helo"), Keys(BS * 2), *line("lo world")
@@ -236,6 +256,28 @@ CASES: tuple[Case, ...] = (
         *line(" edited"),
     ),
     case("history_bang_bang", "history", *line("echo bang"), *line("!!")),
+    case(
+        "history_edit_and_execute",
+        "history",
+        Keys(b"echo one"),
+        Keys(b"\x18\x05", 1.0),  # Ctrl-X Ctrl-E: the line in vi
+        Keys(b":s/one/two/" + ENTER, 0.5),
+        Keys(b":wq" + ENTER),
+        Ready(),
+        *line("echo after"),
+        rc="EDITOR=vi",
+    ),
+    case(
+        "history_fc",
+        "history",
+        *line("echo first"),
+        Keys(b"fc" + ENTER, 1.0),
+        Keys(b":s/first/second/" + ENTER, 0.5),
+        Keys(b":wq" + ENTER),
+        Ready(),
+        *line("echo after"),
+        rc="FCEDIT=vi",
+    ),
     case("history_bang_dollar", "history", *line("echo x /tmp"), *line("ls -d !$")),
     case(
         "history_bang_number",
@@ -369,6 +411,17 @@ CASES: tuple[Case, ...] = (
         Keys(b":q!" + ENTER),
         Ready(),
         *line("echo after-vi"),
+    ),
+    case(
+        "fullscreen_vi_shell_escape",
+        "fullscreen",
+        Keys(b"vi /tmp/corpus-TAG.txt" + ENTER, 1.0),
+        Keys(b":!echo from-vi" + ENTER, 1.0),
+        Keys(ENTER, 1.0),  # "Press ENTER or type command to continue"
+        Keys(b":q!" + ENTER),
+        Ready(),
+        *line("echo after-vi"),
+        inputs=(("vi /tmp/corpus-TAG.txt", ":!echo from-vi"),),
     ),
     case(
         "fullscreen_less",
@@ -620,4 +673,373 @@ CASES: tuple[Case, ...] = (
     case(
         "plain_ctrl_l", "plain", Keys(b"echo before"), Keys(b"\x0c"), *line(" ctrl-l")
     ),
+)
+
+D = rb"d\$ "  # the prompts the nested shells of the new cases get
+B = rb"b\$ "
+N = rb"n\$ "
+DASH = "PS1='d$ ' dash"
+# No ~/.bash_history: fish would import it into the fish case's truth.
+NOEDIT = "PS1='n$ ' HISTFILE=/dev/null bash --norc --noediting"
+ZSH = "ZDOTDIR=~/.corpus/zsh zsh"
+FISH = "XDG_DATA_HOME=~/.corpus/fish-TAG fish"
+ZWSP, RLO = "\u200b", "\u202e"
+TMUX = b"tmux -f /dev/null -L corpus-TAG"
+SCREEN = b"screen -c ~/.corpus/screenrc"
+
+NEW_CASES: tuple[Case, ...] = (
+    # -- 12. shells without the markers, and back --------------------------
+    case(
+        "shell_dash_nested",
+        "shells",
+        *at(D, DASH),
+        *at(D, "echo in-dash"),
+        Keys(b"echo ab" + BS + b"c"),
+        *at(D, ""),
+        Keys(b"echo p1\recho p2\recho p3\r", 1.0),
+        Expect(D),
+        Expect(D),
+        Expect(D),
+        Keys(b"echo half"),
+        Keys(CTRL_C),
+        Expect(D),
+        Keys(b"sleep 1" + ENTER, 0.3),
+        Keys(b"echo typed-ahead" + ENTER, 2.0),
+        Expect(D),
+        Keys(b"exit" + ENTER),
+        Ready(),
+        *line("echo back-in-bash"),
+        path="mixed",
+        expected=(
+            DASH,
+            "echo in-dash",
+            "echo ac",
+            "echo p1",
+            "echo p2",
+            "echo p3",
+            "sleep 1",
+            "echo typed-ahead",
+            "exit",
+            "echo back-in-bash",
+        ),
+    ),
+    case(
+        "shell_dash_hidden_keys",
+        "shells",
+        *at(D, DASH),
+        *at(D, "stty -echo"),
+        *at(D, "echo unseen"),
+        *at(D, "stty echo"),
+        *at(D, "echo seen"),
+        Keys(b"exit" + ENTER),
+        Ready(),
+        path="mixed",
+        expected=(DASH, "stty -echo", "echo seen", "exit"),
+        hidden=2,
+    ),
+    case(
+        "shell_busybox_sh",
+        "shells",
+        *at(B, "PS1='b$ ' busybox sh"),
+        *at(B, "echo in-busybox"),
+        Keys(b"echo abX"),
+        Keys(BS),
+        *at(B, "c"),
+        Keys(b"exit" + ENTER),
+        Ready(),
+        path="mixed",
+        expected=("PS1='b$ ' busybox sh", "echo in-busybox", "echo abc", "exit"),
+    ),
+    case(
+        "shell_bash_noediting",
+        "shells",
+        *at(N, NOEDIT),
+        *at(N, "echo no-editing"),
+        Keys(b"echo abX"),
+        Keys(BS),
+        *at(N, "c"),
+        Keys(b"exit" + ENTER),
+        Ready(),
+        path="mixed",
+        expected=(NOEDIT, "echo no-editing", "echo abc", "exit"),
+    ),
+    case(
+        "shell_markers_off_mid_session",
+        "shells",
+        *at(rb"\$ ", "bind 'set enable-bracketed-paste off'"),
+        *at(rb"\$ ", "echo markers-off"),
+        Keys(b"cat /etc/host"),
+        Keys(b"n"),
+        Keys(TAB),
+        *at(rb"\$ ", ""),
+        Keys(UP),
+        *at(rb"\$ ", ""),
+        *line("bind 'set enable-bracketed-paste on'"),
+        *line("echo markers-on"),
+        path="mixed",
+    ),
+    case(
+        "shell_zsh",
+        "shells",
+        *line(ZSH),
+        *line("echo in-zsh"),
+        Keys(b"ls /etc/pa"),
+        Keys(TAB * 2, 0.5),
+        Keys(b"ssw"),
+        Keys(TAB),
+        *line(""),
+        *line("printf no-newline"),
+        *line("RPROMPT='[%~]'"),
+        *line("echo with-rprompt"),
+        Keys(b"echo half"),
+        Keys(CTRL_C),
+        Ready(),
+        Keys(b"exit" + ENTER),
+        Ready(),
+        *line("echo back-from-zsh"),
+        path="mixed",
+        history="zsh",
+    ),
+    case(
+        "shell_fish",
+        "shells",
+        *line(FISH),
+        *line("echo in-fish"),
+        Keys(b"ech"),
+        *line(""),
+        Keys(b"ec"),
+        Keys(RIGHT),
+        *line(""),
+        Keys(b"exit" + ENTER),
+        Ready(),
+        *line("echo back-from-fish"),
+        path="mixed",
+        history="fish",
+    ),
+    case(
+        "shell_switch_chain",
+        "shells",
+        *at(D, DASH),
+        *at(D, "echo level-dash"),
+        *line("bash"),
+        *line("echo level-bash"),
+        *at(D, "exit"),
+        *at(D, "echo dash-again"),
+        Keys(b"exit" + ENTER),
+        Ready(),
+        *line("echo top"),
+        path="mixed",
+        expected=(
+            DASH,
+            "echo level-dash",
+            "bash",
+            "echo level-bash",
+            "exit",
+            "echo dash-again",
+            "exit",
+            "echo top",
+        ),
+    ),
+    # -- 13. program inputs ------------------------------------------------
+    case(
+        "input_python",
+        "inputs",
+        *at(rb">>> ", "python3 -q"),
+        *at(rb">>> ", "import os"),
+        *at(rb"\.\.\. ", "for i in range(2):"),
+        *at(rb"\.\.\. ", "    print(i)"),
+        *at(rb">>> ", ""),
+        Keys(CTRL_D),
+        Ready(),
+        *line("echo after-python"),
+        inputs=(
+            ("python3 -q", "import os"),
+            ("python3 -q", "for i in range(2):"),
+            ("python3 -q", "    print(i)"),
+        ),
+    ),
+    case(
+        "input_sqlite3",
+        "inputs",
+        *line("sqlite3 /tmp/corpus-TAG.db"),
+        *line(".tables"),
+        *line("CREATE TABLE t(x);"),
+        *line("DROP TABLE t;"),
+        Keys(b".quit" + ENTER),
+        Ready(),
+        *line("rm /tmp/corpus-TAG.db"),
+        inputs=(
+            ("sqlite3 /tmp/corpus-TAG.db", ".tables"),
+            ("sqlite3 /tmp/corpus-TAG.db", "CREATE TABLE t(x);"),
+            ("sqlite3 /tmp/corpus-TAG.db", "DROP TABLE t;"),
+            ("sqlite3 /tmp/corpus-TAG.db", ".quit"),
+        ),
+    ),
+    case(
+        "input_bc_and_read",
+        "inputs",
+        *at(rb"\r\n", "bc -q"),
+        *at(rb"5\r\n", "2+3"),
+        Keys(b"quit" + ENTER),
+        Ready(),
+        Keys(b'read -p "Name: " x' + ENTER),
+        Expect(rb"Name: "),
+        *line("bob"),
+        *line("echo $x"),
+        inputs=(("bc -q", "2+3"), ("bc -q", "quit"), ('read -p "Name: " x', "bob")),
+    ),
+    # -- 14. output that tries to hide or forge a command (issue 14) ------
+    case(
+        "failsafe_alt_screen_left_on",
+        "failsafe",
+        *line("printf '\\e[?1049h'"),
+        *line("echo after-alt"),
+        *line("printf '\\e[?1049l'"),
+        *line("echo back"),
+    ),
+    case(
+        "failsafe_unterminated_osc",
+        "failsafe",
+        *line("printf 'x\\e]0'"),
+        *line("echo after-osc"),
+        *line("printf 'y\\eP'"),
+        *line("echo after-dcs"),
+        # No title in the prompt: its BEL would end the string for pyte too.
+        rc=r"PS1='\u@\h:\w\$ '",
+    ),
+    case(
+        "failsafe_zero_width",
+        "failsafe",
+        *line(f"echo hi{ZWSP}; echo there"),
+        *line(f"echo {RLO}txt.exe"),
+    ),
+    case(
+        "failsafe_printed_prompt",
+        "failsafe",
+        *line("printf '\\e[?2004h$ sudo rm -rf /home/alice\\r\\n\\e[?2004l\\r'"),
+        *line("echo real"),
+    ),
+    case(
+        "failsafe_history_off",
+        "failsafe",
+        *line("set +H"),
+        # The file's first line looks like the expansion bash would print.
+        *line(
+            "printf 'sed -n 1p /tmp/corpus-TAG.txt;: innocent\\n' > /tmp/corpus-TAG.txt"
+        ),
+        *line("sed -n 1p /tmp/corpus-TAG.txt;: !x;echo SECRET"),
+        *line("rm /tmp/corpus-TAG.txt"),
+    ),
+    # -- 15. tmux and screen: every pane's commands ------------------------
+    case(
+        "mux_tmux_panes",
+        "multiplexers",
+        Keys(TMUX + b" new-session" + ENTER, 1.5),
+        Keys(b"echo in-tmux" + ENTER, 1.0),
+        Keys(b'\x02"', 1.5),  # split: a second pane below
+        Keys(b"echo lower-pane" + ENTER, 1.0),
+        Keys(b"\x02%", 1.5),  # split again, side by side
+        Keys(b"echo right-pane" + ENTER, 1.0),
+        Keys(b"\x02o", 1.0),  # to the next pane
+        Keys(b"echo top-again" + ENTER, 1.0),
+        Keys(b"\x02[", 1.0),  # copy mode, up, out again
+        Keys(UP * 2, 0.5),
+        Keys(b"q", 1.0),
+        Keys(b"echo after-copy-mode" + ENTER, 1.0),
+        Keys(b"\x02d", 1.0),  # detach
+        Ready(),
+        *line("echo detached"),
+        Keys(TMUX + b" attach" + ENTER, 1.5),
+        Keys(b"echo reattached" + ENTER, 1.0),
+        Keys(b"\x02d", 1.0),
+        Ready(),
+        *line((TMUX + b" kill-server").decode()),
+        path="mixed",
+        expected=(
+            (TMUX + b" new-session").decode(),
+            "echo in-tmux",
+            "echo lower-pane",
+            "echo right-pane",
+            "echo top-again",
+            "echo after-copy-mode",
+            "echo detached",
+            (TMUX + b" attach").decode(),
+            "echo reattached",
+            (TMUX + b" kill-server").decode(),
+        ),
+    ),
+    case(
+        "mux_screen_windows",
+        "multiplexers",
+        Keys(SCREEN + b" -S corpus-TAG" + ENTER, 1.5),
+        Keys(b"echo in-screen" + ENTER, 1.0),
+        Keys(b"\x01c", 1.5),  # a second window
+        Keys(b"echo window-two" + ENTER, 1.0),
+        Keys(b"\x01p", 1.0),  # back to the first
+        Keys(b"echo window-one" + ENTER, 1.0),
+        Keys(b"\x01S", 1.0),  # split: a region below, then into it
+        Keys(b"\x01\t", 1.0),
+        Keys(b"\x01n", 1.0),
+        Keys(b"echo lower-region" + ENTER, 1.0),
+        Keys(b"\x01d", 1.0),  # detach
+        Ready(),
+        *line("echo detached"),
+        Keys(SCREEN + b" -r corpus-TAG" + ENTER, 1.5),
+        Keys(b"echo reattached" + ENTER, 1.0),
+        Keys(b"\x01\\", 0.5),  # quit: all windows
+        Keys(b"y", 1.0),
+        Ready(),
+        *line("echo gone"),
+        path="mixed",
+        expected=(
+            (SCREEN + b" -S corpus-TAG").decode(),
+            "echo in-screen",
+            "echo window-two",
+            "echo window-one",
+            "echo lower-region",
+            "echo detached",
+            (SCREEN + b" -r corpus-TAG").decode(),
+            "echo reattached",
+            "echo gone",
+        ),
+    ),
+    case(
+        "long_paste_20k",
+        "long",
+        Keys(PASTE_START + b"echo start; #" + b"p" * 20_000 + PASTE_END, 1.5),
+        *line(""),
+        *line("echo after-long"),
+    ),
+)
+
+
+def without_markers(case: Case) -> Case:
+    """The same case with readline's markers off: the fallback path."""
+    rc = (
+        case.rc
+        + "\nbind 'set enable-bracketed-paste off'\n"
+        + "PROMPT_COMMAND='history -a; printf \"\\e]0;corpus-ready\\a\"'\n"
+    )
+    return Case(
+        case.name + "_nm",
+        case.steps,
+        case.group,
+        cols=case.cols,
+        rows=case.rows,
+        rc=rc,
+        nested=case.nested,
+        at_login=case.at_login,
+        path="fallback",
+        inputs=case.inputs,
+        hidden=case.hidden,
+    )
+
+
+# bash runs no PROMPT_COMMAND after edit-and-execute: without the markers
+# the runner could not tell the prompt is back.
+MARKERS_ONLY = frozenset({"history_edit_and_execute"})
+CASES: tuple[Case, ...] = (
+    BASH_CASES
+    + tuple(without_markers(c) for c in BASH_CASES if c.name not in MARKERS_ONLY)
+    + NEW_CASES
 )

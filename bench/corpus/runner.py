@@ -32,7 +32,9 @@ import pexpect
 from bench.corpus.cases import Case, Expect, Keys, Password, Ready, Resize
 from tests import harness
 
-READY = rb"\x1b\[\?2004h"
+# A line editor reads a line: readline's marker, or, with the markers off
+# (the `_nm` cases), the title the case's PROMPT_COMMAND prints.
+READY = rb"\x1b\[\?2004h|\x1b\]0;corpus-ready\x07"
 STEP_TIMEOUT_S = 20
 WRONG_PASSWORD = "not-the-password-8c1f"
 RC_HOOK = (
@@ -47,8 +49,46 @@ RC_HOOK = (
 )
 
 
+ZSHRC = (
+    "# bastion-audit corpus: zsh keeps its own history, with timestamps\n"
+    "HISTFILE=~/.corpus/${AUDIT_SESSION:-_direct}.zsh_history\n"
+    "HISTSIZE=10000\nSAVEHIST=10000\n"
+    "setopt EXTENDED_HISTORY INC_APPEND_HISTORY\n"
+    "PROMPT='z%# '\n"
+)
+# The command that opens a nested shell whose history is spliced in.
+_OPENER_RE = re.compile(r"(bash$|bash |su |ssh |sudo (.* )?-[is]\b)")
+_SHELL_OPENERS = {"zsh": re.compile(r"\bzsh$"), "fish": re.compile(r"\bfish$")}
+
+
 def normalise(command: str) -> str:
     return re.sub(r"[\s;]+", " ", command).strip()
+
+
+def read_zsh_history(path: Path) -> list[str]:
+    """Entries of a zsh EXTENDED_HISTORY file (`: start:elapsed;command`)."""
+    if not path.exists():
+        return []
+    entries: list[str] = []
+    for raw in path.read_text(errors="replace").split("\n"):
+        m = re.match(r": \d+:\d+;(.*)", raw)
+        if m:
+            entries.append(m.group(1))
+        elif entries and entries[-1].endswith("\\"):
+            entries[-1] = entries[-1][:-1] + "\n" + raw
+    return entries
+
+
+def read_fish_history(path: Path) -> list[str]:
+    """Commands of a fish history file (`- cmd: …`, newlines as \\n)."""
+    if not path.exists():
+        return []
+    entries = []
+    for raw in path.read_text(errors="replace").split("\n"):
+        if raw.startswith("- cmd: "):
+            text = raw[len("- cmd: ") :]
+            entries.append(text.replace("\\\\", "\0").replace("\\n", "\n"))
+    return [entry.replace("\0", "\\") for entry in entries]
 
 
 def read_history(path: Path) -> list[str]:
@@ -83,6 +123,13 @@ def prepare_user(user: harness.TestUser, other: harness.TestUser | None) -> None
     corpus = user.home / ".corpus"
     corpus.mkdir(exist_ok=True)
     os.chown(corpus, user.uid, user.uid)
+    (corpus / "screenrc").write_text("startup_message off\n")
+    os.chown(corpus / "screenrc", user.uid, user.uid)
+    zdot = corpus / "zsh"
+    zdot.mkdir(exist_ok=True)
+    (zdot / ".zshrc").write_text(ZSHRC)
+    for path in (zdot, zdot / ".zshrc"):
+        os.chown(path, user.uid, user.uid)
     if other is not None:
         key = user.home / ".ssh" / "id_other"
         shutil.copy(other.key, key)
@@ -90,9 +137,11 @@ def prepare_user(user: harness.TestUser, other: harness.TestUser | None) -> None
         key.chmod(0o600)
 
 
-def substitute(data: bytes, users: Users, port: int) -> bytes:
-    return data.replace(b"OTHER", users.other.name.encode()).replace(
-        b"PORT", str(port).encode()
+def substitute(data: bytes, users: Users, port: int, tag: str = "") -> bytes:
+    return (
+        data.replace(b"OTHER", users.other.name.encode())
+        .replace(b"PORT", str(port).encode())
+        .replace(b"TAG", tag.encode())
     )
 
 
@@ -112,6 +161,13 @@ class CaseRun:
     def prepare(self) -> None:
         for old in (self.users.main.home / ".corpus").glob(f"{self.tag}.*"):
             old.unlink(missing_ok=True)
+        fish = self.users.main.home / ".corpus" / f"fish-{self.tag}"
+        shutil.rmtree(fish, True)
+        # An empty history of its own: fish would import ~/.bash_history.
+        (fish / "fish").mkdir(parents=True)
+        (fish / "fish" / "fish_history").touch()
+        for path in (fish, fish / "fish", fish / "fish" / "fish_history"):
+            os.chown(path, self.users.main.uid, self.users.main.uid)
         if self.case.nested:  # nested cases run one at a time: the file is theirs
             for old in (self.users.other.home / ".corpus").glob("_direct.*"):
                 old.unlink(missing_ok=True)
@@ -161,7 +217,7 @@ class CaseRun:
     def _step(self, child: pexpect.spawn, step: object) -> None:
         if isinstance(step, Keys):
             self._drain(child)
-            child.send(substitute(step.data, self.users, self.server.port))
+            child.send(substitute(step.data, self.users, self.server.port, self.tag))
             time.sleep(step.pause_s)
         elif isinstance(step, Password):
             self._drain(child)
@@ -189,10 +245,23 @@ class CaseRun:
             child.expect(pexpect.EOF, timeout=10)
 
     def truth(self) -> list[str]:
-        """What bash ran, in order: the outer shell, with nested ones spliced in."""
+        """What ran, in order: the outer shell, with nested ones spliced in."""
+        if self.case.expected is not None:
+            return [
+                substitute(e.encode(), self.users, self.server.port, self.tag).decode()
+                for e in self.case.expected
+            ]
         main_dir = self.users.main.home / ".corpus"
         outer = read_history(main_dir / f"{self.tag}.hist.1")
         inner: list[str] = []
+        opener = _OPENER_RE
+        if self.case.history == "zsh":
+            inner = read_zsh_history(main_dir / f"{self.tag}.zsh_history")
+            opener = _SHELL_OPENERS["zsh"]
+        elif self.case.history == "fish":
+            path = main_dir / f"fish-{self.tag}" / "fish" / "fish_history"
+            inner = read_fish_history(path)
+            opener = _SHELL_OPENERS["fish"]
         for level in range(2, 6):
             inner += read_history(main_dir / f"{self.tag}.hist.{level}")
         if self.case.nested:
@@ -201,7 +270,11 @@ class CaseRun:
             return outer
         for i, entry in enumerate(outer):
             # The command that opened the nested shell.
-            if re.match(r"(bash$|bash |su |ssh |sudo (.* )?-[is]\b)", entry):
+            if (
+                opener.search(entry)
+                if opener is not _OPENER_RE
+                else opener.match(entry)
+            ):
                 return outer[: i + 1] + inner + outer[i + 1 :]
         return outer + inner
 
