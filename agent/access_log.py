@@ -83,3 +83,20 @@ class AccessEntry:
 def clipped(text: Any, limit: int = DETAIL_MAX_CHARS) -> str:
     """A field as the log keeps it: text, at most `limit` characters."""
     return str(text if text is not None else "")[:limit]
+
+
+def stored_state(tables: Mapping[str, Any]) -> tuple[int, dict[str, AccessEntry]]:
+    """A shard's highest entry number, and the sessions it says were terminated."""
+    last, terminated = 0, {}
+    for doc in tables.get(ACCESS, {}).values():
+        seq = doc.get("seq") if isinstance(doc, dict) else None
+        if isinstance(seq, int):
+            last = max(last, seq)
+        if isinstance(doc, dict) and doc.get("action") == Action.TERMINATE:
+            try:
+                entry = AccessEntry.from_document(doc)
+            except RecordError:
+                continue
+            if entry.ok and entry.session is not None:
+                terminated[entry.session] = entry
+    return last, terminated

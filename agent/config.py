@@ -67,6 +67,10 @@ class Config:
     # The accounts audit-shell runs as (its ForceCommand accounts): the only
     # ones, besides root and web_intents_user, whose connection records count.
     shell_users: tuple[str, ...] = ("zxy",)
+    # What one uid's files in the spools may cost (agent/daemon/spool_guard.py):
+    # records or recordings in flight at once, and new sessions per second.
+    spool_max_per_uid: int = 256
+    spool_rate_per_uid_s: float = 5.0
     # A group whose members may read the store, the recordings and the status
     # (audit-web's account, for the console); never the raw logs. "": root only.
     read_group: str = ""
@@ -79,6 +83,11 @@ class Config:
     attach_deadline_s: float = 5.0  # from discovery to strace attached
     max_sessions: int = 1000  # live traced sessions at once
     max_new_sessions_per_s: float = 50.0  # straces started per second
+    # Disk (agent/daemon/disk.py): a session's log past log_max_bytes gets the
+    # mode's verdict; below disk_reserve_bytes free, new sessions get it, and
+    # below half of that, the live ones too.
+    log_max_bytes: int = 2 << 30
+    disk_reserve_bytes: int = 256 << 20
     # Operator experience (README: Configuration).
     status_interval_s: float = 2.0  # how often DATA_DIR/status.json is rewritten
     recording: bool = True  # keep each session's output as an asciicast
@@ -152,6 +161,8 @@ _LIMITS: dict[str, tuple[float, float]] = {
     "attach_deadline_s": (0.1, 60.0),
     "max_new_sessions_per_s": (1.0, 10_000.0),
     "status_interval_s": (0.1, 60.0),
+    "spool_max_per_uid": (1, 100_000),
+    "spool_rate_per_uid_s": (0.1, 10_000.0),
     "retention_days": (0.0, 36500.0),
     "recording_retention_days": (0.0, 36500.0),
     "quarantine_retention_days": (0.0, 36500.0),
@@ -269,6 +280,8 @@ def _highlight(value: Any, where: Where) -> tuple[HighlightRule, ...]:
 
 
 _CHECKS: dict[str, Check] = {
+    "log_max_bytes": _byte_count,
+    "disk_reserve_bytes": _byte_count,
     "recording_max_bytes": _byte_count,
     "recording_burst_max_bytes": _byte_count,
     "events_file": _optional_path,

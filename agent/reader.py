@@ -1,8 +1,13 @@
-"""Reading the store for the operators' tools: a snapshot, or a live follow.
+"""Reading the store for the operators' tools: a snapshot, a scan, or a live follow.
 
 Readers never write and never lock: each shard is replaced atomically by the
 agent, so opening it gives one whole version. A shard that cannot be read is
 named in `errors` and the rest is still returned.
+
+`scan()` is the export's way, for stores of millions of commands: every
+session first, from each shard's sessions table alone, then the commands one
+shard at a time, checked but not turned into records, so that memory and the
+cost per command stay flat however large the store.
 """
 
 from __future__ import annotations
@@ -14,8 +19,22 @@ from pathlib import Path
 from typing import Any
 
 from agent.access_log import ACCESS, AccessEntry
-from agent.records import Command, RecordError, Session
-from agent.shards import COMMANDS, StoreError, iter_sessions, list_shards, read_shard
+from agent.records import (
+    PLAIN_FIELDS,
+    Command,
+    CommandDocument,
+    RecordError,
+    Session,
+    checked_command,
+)
+from agent.shards import (
+    COMMANDS,
+    StoreError,
+    iter_sessions,
+    list_shards,
+    read_sessions,
+    read_shard,
+)
 
 
 @dataclass
@@ -88,6 +107,92 @@ def load(
     if progress is not None:
         progress(len(shards), len(shards))
     return snapshot
+
+
+def _commands_of(
+    tables: dict[str, dict[str, Any]], path: Path
+) -> list[CommandDocument]:
+    """A shard's command documents in write order, their types checked."""
+    docs = list(tables.get(COMMANDS, {}).values())
+    # checked_command's test for a plain command, inline: a function call per
+    # document would be a third of an export's time. Only the others (a
+    # transfer, an input, an action ...) are checked one by one.
+    plain = [
+        type(d) is dict
+        and len(d) - ("cancelled" in d) == PLAIN_FIELDS
+        and type(d.get("seq")) is int
+        and type(d.get("session")) is str
+        and type(d.get("time")) is str
+        and type(d.get("command")) is str
+        for d in docs
+    ]
+    if all(plain):
+        return docs  # commands only: the common case, checked at C speed
+    try:
+        for doc, ok in zip(docs, plain, strict=True):
+            if not ok:
+                checked_command(doc)
+    except RecordError as e:
+        raise StoreError(f"corrupt shard {path}: {e}") from e
+    return docs
+
+
+def _signature(path: Path) -> tuple[int, int, int]:
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise StoreError(f"cannot read shard {path}: {e.strerror}") from e
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+@dataclass
+class StoreScan:
+    """Every session of the store (newest document wins); the commands on demand."""
+
+    shards: dict[Path, tuple[int, int, int]] = field(default_factory=dict)
+    sessions: dict[str, Session] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    def commands(self) -> Iterator[list[CommandDocument]]:
+        """Each shard's commands in turn; a shard that cannot be read is named.
+
+        A shard the agent rewrote since its sessions were read (the newest)
+        may hold new sessions: those join; the others stay as first read, so
+        that every command of a session carries the same session fields.
+        """
+        for path, signature in self.shards.items():
+            try:
+                rewritten = _signature(path) != signature
+                tables = read_shard(path)
+                if rewritten:
+                    for session in iter_sessions(tables, path):
+                        self.sessions.setdefault(session.id, session)
+                yield _commands_of(tables, path)
+            except StoreError as e:
+                self.errors.append(str(e))
+
+
+def scan(
+    data_dir: Path, progress: Callable[[int, int], None] | None = None
+) -> StoreScan:
+    """The sessions of every shard; `progress(done, total)` as shards are read."""
+    shards = list_shards(check_data_dir(data_dir))
+    result = StoreScan()
+    for done, path in enumerate(shards):
+        if progress is not None:
+            progress(done, len(shards))
+        try:
+            signature = _signature(path)
+            sessions = read_sessions(path)
+        except StoreError as e:
+            result.errors.append(str(e))
+            continue
+        result.shards[path] = signature
+        for session in sessions:
+            result.sessions[session.id] = session
+    if progress is not None:
+        progress(len(shards), len(shards))
+    return result
 
 
 @dataclass

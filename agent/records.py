@@ -15,7 +15,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from agent import AgentError
 from parsers.events import Checkpoint
@@ -317,6 +317,31 @@ class Session:
         return doc
 
 
+class CommandDocument(TypedDict):
+    """A command as the store keeps it; checked_command() vouches for it.
+
+    The export reads a million of them: a plain one (these fields, nothing
+    more) it encodes straight to text rather than building a Command for it.
+    Any other field (kind, transfer, action, program ...) is as Command reads
+    it, and such a document goes through Command.from_document().
+    """
+
+    session: str
+    seq: int
+    time: str
+    command: str
+    cancelled: NotRequired[bool]
+
+
+PLAIN_FIELDS = 4  # a plain command document's fields, `cancelled` not counted
+
+
+def checked_command(doc: Any) -> CommandDocument:
+    """`doc` if Command.from_document() takes it, else RecordError."""
+    Command.from_document(doc)
+    return doc  # type: ignore[no-any-return]
+
+
 @dataclass(frozen=True, slots=True)
 class Command:
     session: str  # Session.id
@@ -382,7 +407,7 @@ class Command:
         ):
             raise RecordError(f"bad command document: wrong types in {doc!r:.200}")
         kind, transfer = doc.get("kind"), doc.get("transfer")
-        if kind is None and len(doc) - ("cancelled" in doc) == 4:
+        if kind is None and len(doc) - ("cancelled" in doc) == PLAIN_FIELDS:
             # The common case: a command with nothing more to it.
             return cls(session, seq, time, command, doc.get("cancelled") is True)
         try:

@@ -26,6 +26,9 @@ from agent.records import RecordError, Session
 
 SHARD_RE = re.compile(r"(\d{8})\.json")
 SESSIONS, COMMANDS = "sessions", "commands"
+# The writer puts the sessions table first: it can be read without the rest.
+_SESSIONS_FIRST = re.compile(r'\s*\{\s*"sessions"\s*:\s*')
+_DECODER = json.JSONDecoder()
 
 
 class StoreError(AgentError):
@@ -39,6 +42,16 @@ def list_shards(store_dir: Path) -> list[Path]:
     except FileNotFoundError:
         return []
     return [store_dir / n for n in sorted(names) if SHARD_RE.fullmatch(n)]
+
+
+def _read_text(path: Path) -> str:
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8")
+    except OSError as e:
+        raise StoreError(f"cannot read shard {path}: {e.strerror}") from e
+    except UnicodeDecodeError as e:
+        raise StoreError(f"corrupt shard {path}: not JSON ({e})") from e
 
 
 def read_shard(path: Path) -> dict[str, dict[str, Any]]:
@@ -66,6 +79,24 @@ def _read(path: Path) -> tuple[dict[str, dict[str, Any]], bytes]:
     ):
         raise StoreError(f"corrupt shard {path}: not a TinyDB database")
     return data, raw
+
+
+def read_sessions(path: Path) -> list[Session]:
+    """The sessions of one shard, decoding its sessions table only.
+
+    A shard that does not begin with that table is decoded whole.
+    """
+    text = _read_text(path)
+    head = _SESSIONS_FIRST.match(text)
+    if head is None:
+        return list(iter_sessions(read_shard(path), path))
+    try:
+        table, _ = _DECODER.raw_decode(text, head.end())
+    except ValueError as e:
+        raise StoreError(f"corrupt shard {path}: not JSON ({e})") from e
+    if not isinstance(table, dict):
+        raise StoreError(f"corrupt shard {path}: not a TinyDB database")
+    return list(iter_sessions({SESSIONS: table}, path))
 
 
 def iter_sessions(tables: dict[str, dict[str, Any]], path: Path) -> Iterator[Session]:

@@ -93,6 +93,9 @@ class AgentStatus:
     flush_errors: int = 0
     store_failing: bool = False  # the last store write failed
     events: Mapping[str, Any] | None = field(default=None)
+    # The data disk against the reserve (agent/daemon/disk.py): state ok, low
+    # or full, free_bytes, reserve_bytes, since, no_space_errors.
+    disk: Mapping[str, Any] | None = field(default=None)
     # Who wrote it: what `audit-agent status` shows, and what tells that
     # agent's own status from a copy (boot_id: this boot of this machine).
     version: str = ""
@@ -239,6 +242,19 @@ def assess(
         )
     if status.recording_errors:
         problems.append(f"{status.recording_errors} recordings could not be written")
+    disk = status.disk
+    if disk and disk.get("state") in ("low", "full"):
+        free, reserve = disk.get("free_bytes", 0), disk.get("reserve_bytes", 0)
+        what = (
+            "new sessions are refused (strict) or not traced (permissive)"
+            if disk["state"] == "low"
+            else "live sessions are ended (strict) or no longer traced (permissive)"
+        )
+        problems.append(
+            f"the data disk is {'nearly ' if disk['state'] == 'low' else ''}full "
+            f"since {disk.get('since')}: {free / (1 << 20):.1f} MiB free, the "
+            f"reserve is {reserve / (1 << 20):.1f} MiB; {what}"
+        )
     if status.chain and status.chain.get("problem"):
         problems.append(f"the record is not being signed: {status.chain['problem']}")
     if status.retention and status.retention.get("last_error"):

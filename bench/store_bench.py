@@ -2,15 +2,18 @@
 
 Synthetic sessions and commands go through the real store code (Store.submit,
 the writer's atomic flushes, shard roll-over), then the real export path
-(reader.load, export.select, export.write_records) writes JSON to /dev/null,
+(reader.scan, export.select, export.write_documents) writes JSON to /dev/null,
 with the built-in risk rules (every record's `risk`) and, side by side, without.
 The same commands are stored again with the hash chain and its signed
 checkpoints on (the agent's way), side by side, and that store is verified
-the way `audit-export --verify` does. Everything is measured side by side in
-one run; the ratios are what to read.
+the way `audit-export --verify` does. Then a flood of new sessions (what a
+spool of connection records makes): many sessions in one flush, whose cost
+per session must not grow with their number. Everything is measured side by
+side in one run; the ratios are what to read.
 
     .venv/bin/python -m bench.store_bench [--sizes 10000,100000,1000000]
                                           [--formats json,jsonl,csv]
+                                          [--sessions 2000,20000]
 """
 
 from __future__ import annotations
@@ -29,10 +32,10 @@ from agent.daemon.signer import Chain, Signer
 from agent.daemon.store import Store
 from agent.export_record import Stamp
 from agent.highlight import BUILTIN_RULES
-from agent.reader import load
+from agent.reader import scan
 from agent.records import Command, Session, iso
 from agent.shards import list_shards
-from agent.tools.export import select, write_records
+from agent.tools.export import select, write_documents
 from agent.tools.options import Filter
 from parsers.events import Checkpoint
 from tracer.session_log import SessionStart
@@ -104,14 +107,49 @@ def fill(
 
 def export_seconds(
     data_dir: Path, fmt: str = "json", rules: bool = True
-) -> tuple[float, int]:
-    """One export as audit-export runs it; rules=False: no risk rules at all."""
+) -> tuple[float, float, int]:
+    """Wall and CPU seconds of an export of everything; how many records.
+
+    As audit-export runs it; rules=False: no risk rules at all. CPU time is
+    what to compare on a shared machine: wall time counts the other
+    processes' turns too.
+    """
     stamp = Stamp("bench", BUILTIN_RULES if rules else ())
-    t0 = time.perf_counter()
-    snapshot = load(data_dir)
+    t0, c0 = time.perf_counter(), time.process_time()
+    store = scan(data_dir)
     with open(os.devnull, "w") as out:
-        count = write_records(select(snapshot, Filter()), out, fmt, stamp)
-    return time.perf_counter() - t0, count
+        batches = select(store, Filter())
+        count = write_documents(batches, store.sessions, out, fmt, stamp)
+    return time.perf_counter() - t0, time.process_time() - c0, count
+
+
+def session_flood(count: int) -> tuple[float, float]:
+    """CPU and wall seconds of one flush that stores `count` new sessions."""
+    tmp = Path(tempfile.mkdtemp(prefix="store-bench."))
+    try:
+        store = Store(tmp / "store", flush_interval_s=1.0)
+        store.open()
+        for n in range(count):
+            store.submit(session(n))
+        c0, t0 = time.process_time(), time.perf_counter()
+        store.flush()
+        return time.process_time() - c0, time.perf_counter() - t0
+    finally:
+        shutil.rmtree(tmp)
+
+
+def print_floods(counts: list[int]) -> None:
+    print()
+    print(f"{'sessions':>10} {'flush cpu s':>12} {'flush s':>8} {'µs/session':>11}")
+    base = 0.0
+    for count in counts:
+        cpu, wall = session_flood(count)
+        per = cpu / count
+        base = base or per
+        print(
+            f"{count:>10} {cpu:>12.2f} {wall:>8.2f} {per * 1e6:>11.1f}"
+            f"  x{per / base:.2f} per session vs {counts[0]}"
+        )
 
 
 def risk_side_by_side(data_dir: Path, rounds: int = 3) -> tuple[float, float]:
@@ -146,6 +184,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--formats", default="json", help="export formats to time")
+    parser.add_argument(
+        "--sessions", default="2000,20000", help="new sessions in one flush"
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     formats = ["json", *(f for f in args.formats.split(",") if f != "json")]
@@ -158,14 +199,14 @@ def main() -> None:
         chained = Path(tempfile.mkdtemp(prefix="store-bench-chain."))
         try:
             first, last, elapsed = fill(tmp, total)
-            exp, count = export_seconds(tmp)
+            exp, cpu, count = export_seconds(tmp)
             assert count == total, (count, total)
             by_format.append((total, {f: export_seconds(tmp, f)[0] for f in formats}))
             no_risk.append((total, *risk_side_by_side(tmp)))
             size = sum(p.stat().st_size for p in (tmp / "store").iterdir())
-            rows.append((total, first, last, elapsed, exp, size))
+            rows.append((total, first, last, elapsed, exp, cpu, size))
             _, _, chain_elapsed = fill(chained, total, chained=True)
-            chain_exp, _ = export_seconds(chained)
+            chain_exp = export_seconds(chained)[0]
             verify_s, verified = verify_seconds(chained)
             assert verified == total, (verified, total)
             chain_size = sum(p.stat().st_size for p in (chained / "store").iterdir())
@@ -184,13 +225,14 @@ def main() -> None:
     base = rows[0]
     print(
         f"{'commands':>10} {'ingest/s':>10} {'µs/cmd first10%':>16} {'µs/cmd last10%':>15}"
-        f" {'last/first':>10} {'export s':>9} {'export/cmd vs 10k':>18} {'store MB':>9}"
+        f" {'last/first':>10} {'export s':>9} {'export cpu s':>13}"
+        f" {'cpu/cmd vs first':>17} {'store MB':>9}"
     )
-    for total, first, last, elapsed, exp, size in rows:
+    for total, first, last, elapsed, exp, cpu, size in rows:
         print(
             f"{total:>10} {total / elapsed:>10.0f} {first * 1e6:>16.1f} {last * 1e6:>15.1f}"
-            f" {last / first:>10.2f} {exp:>9.2f} {(exp / total) / (base[4] / base[0]):>18.2f}"
-            f" {size / 1e6:>9.1f}"
+            f" {last / first:>10.2f} {exp:>9.2f} {cpu:>13.2f}"
+            f" {(cpu / total) / (base[5] / base[0]):>17.2f} {size / 1e6:>9.1f}"
         )
     print()
     print(f"{'commands':>10} {'export s':>9} {'no rules s':>11} {'risk cost':>10}")
@@ -230,6 +272,9 @@ def main() -> None:
                 + "".join(f" {seconds[f]:>9.2f}" for f in formats)
                 + f"  {ratios}"
             )
+
+    if args.sessions:
+        print_floods([int(n) for n in args.sessions.split(",")])
 
 
 if __name__ == "__main__":

@@ -132,7 +132,14 @@ def test_invalid_tag_is_not_traced(
     assert (
         {"logs", "store", "chain"}
         <= names
-        <= {"logs", "store", "chain", "status.json", "control.sock"}
+        <= {
+            "logs",
+            "store",
+            "chain",
+            "status.json",
+            "control.sock",
+            "agent.lock",  # one agent per data directory
+        }
     )
     assert set(Path("/etc").iterdir()) == before
     assert harness.export(data_dir) == []  # no command

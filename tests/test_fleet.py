@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from agent.casts import CASTS_DIR
-from agent.daemon.recorder import CastState
+from agent.daemon.cast_state import CastState
 from agent.daemon.shipper import Shipper, ShipState
 from agent.daemon.store import Store
 from agent.fleet_config import FleetConfig

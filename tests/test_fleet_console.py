@@ -21,8 +21,8 @@ import pytest
 from agent.access_log import AccessEntry, Action
 from agent.casts import CASTS_DIR
 from agent.daemon import store as store_module
+from agent.daemon.cast_state import CastState
 from agent.daemon.fleet_source import CURSOR_FILE
-from agent.daemon.recorder import CastState
 from agent.daemon.shipper import Shipper
 from agent.daemon.store import Store
 from agent.fleet_schema import migrate

@@ -33,9 +33,16 @@ def spool_dir(tmp_path: Path) -> Path:
 
 
 def record(spool: Path, tag: str, uid: int = UID) -> Path:
-    path = write_intent(spool, tag, "web1", "10.0.0.7", 2222, "deploy", "192.0.2.9")
+    """A record as `uid` writes it: owned by `uid` from the moment it is there.
+
+    (Written, then chowned in place, the agent could read it in between as
+    root's record, which names no runner: it then links to nothing.)
+    """
+    staging = spool.parent / f"{spool.name}.staging"
+    staging.mkdir(exist_ok=True)
+    path = write_intent(staging, tag, "web1", "10.0.0.7", 2222, "deploy", "192.0.2.9")
     os.chown(path, uid, -1)
-    return path
+    return path.rename(spool / path.name)
 
 
 def start_line(tag: str, uid: int = UID, pid: int = 4242) -> bytes:

@@ -299,7 +299,7 @@ def test_a_recording_of_another_ssh_under_the_same_id_is_set_aside(
 def test_the_state_file_is_rewritten_in_place(tmp_path: Path) -> None:
     """One sector written over the old one; a longer file left by an earlier
     version is cut to it, and what is read back is the new state."""
-    from agent.daemon.recorder import STATE_BYTES, CastState
+    from agent.daemon.cast_state import STATE_BYTES, CastState
 
     path = tmp_path / "s.cast.state"
     path.write_text('{"size": 1, "pending": "' + "0" * 900 + '"}')

@@ -112,6 +112,33 @@ def test_shards_roll_over_and_readers_merge_them(data_dir: Path, monkeypatch) ->
     assert snapshot.sessions["t1"].command_count == 20  # the newest document wins
 
 
+def test_shards_are_sealed_by_size_as_well(data_dir: Path, monkeypatch) -> None:
+    """Sessions alone (a flood of connection records) also roll shards over."""
+    monkeypatch.setattr(store_module, "SHARD_MAX_BYTES", 8192)
+    store = open_store(data_dir)
+    for n in range(80):
+        store.submit(make_session(f"flood{n}", pid=n + 1))
+        if n % 4 == 3:
+            store.flush()
+    shards = list_shards(data_dir / "store")
+    assert len(shards) > 2
+    # A shard grows by at most one flush past the bound.
+    assert all(p.stat().st_size < 8192 + 4 * 1024 for p in shards)
+    assert sorted(load(data_dir).sessions) == sorted(f"flood{n}" for n in range(80))
+    reopened = open_store(data_dir)  # a restart writes on in a shard not full
+    reopened.submit(make_session("after", pid=99))
+    reopened.flush()
+    assert "after" in load(data_dir).sessions
+
+
+def test_a_tag_used_many_times_gets_the_next_number(data_dir: Path) -> None:
+    store = open_store(data_dir)
+    for n in range(1, 200):
+        sid = store.new_session_id("t1")
+        assert sid == ("t1" if n == 1 else f"t1~{n}")
+        store.submit(make_session(sid, pid=n))
+
+
 def test_corrupt_shard_is_quarantined_and_named_by_readers(data_dir: Path) -> None:
     store = open_store(data_dir)
     store.submit(

@@ -1,8 +1,8 @@
 """`audit-agent key`, `prune`, `hold` and `unhold`: root's other commands.
 
-`prune` never races the running agent's writer: it takes the store's writer
-lock (agent/daemon/lock.py) and prunes itself when no agent runs, and asks
-the running agent (agent/daemon/retention.py) otherwise.
+`prune` never races the running agent's writer: it takes the data
+directory's lock (agent/daemon/lock.py) and prunes itself when no agent
+runs, and asks the running agent (agent/daemon/retention.py) otherwise.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import Any
 
 from agent import AgentError
 from agent.config import Config, load_config
-from agent.daemon.agent import read_sharing
-from agent.daemon.lock import WriterBusy, writer_lock
+from agent.daemon.lock import LockError, prune_lock
+from agent.daemon.preflight import read_sharing
 from agent.daemon.retention import REQUESTS_DIR, Policy, prune_all
 from agent.daemon.signer import Chain, Signer
 from agent.daemon.store import Store
@@ -78,8 +78,8 @@ def prune(args: argparse.Namespace) -> int:
     check_data_dir(config.data_dir)
     with ExitStack() as stack:
         try:
-            stack.enter_context(writer_lock(config.store_dir))
-        except WriterBusy as e:
+            stack.enter_context(prune_lock(config.data_dir))
+        except LockError as e:
             status = read_status(config.data_dir)
             if status is None or not agent_running(status):
                 raise AdminError(f"{e}; try again when it is done") from e

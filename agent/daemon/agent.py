@@ -18,8 +18,8 @@ reverse order of the start):
 - the EventSink, when configured, owns the events thread (stopped last, after
   the final flush has handed it everything durable);
 - Retention owns the pruning thread (stopped before the store's last flush).
-The agent holds the store's writer lock (agent/daemon/lock.py) throughout, and
-the store writer chains and signs with the key in DATA_DIR/chain.
+The agent holds the data directory's lock (agent/daemon/lock.py) throughout,
+and the store writer chains and signs with the key in DATA_DIR/chain.
 - the Shipper, with a `[fleet]` table, owns the fleet-shipping thread and its
   connection (stopped after the store's final flush, shipping what it can);
 - the Alerter, when a rule alerts, owns the alerts thread (stopped after the
@@ -28,53 +28,62 @@ the store writer chains and signs with the key in DATA_DIR/chain.
 - the ControlServer owns the control socket's thread (stopped first): the
   web's access-log entries go to the store, its terminates to the Cutter,
   which the main loop runs.
-The main loop also rewrites DATA_DIR/status.json (agent/daemon/status.py).
+The main loop also rewrites DATA_DIR/status.json (agent/daemon/status.py),
+watches the data disk's free space (agent/daemon/disk.py) and gives the
+verdicts the agent has reasons of its own for (agent/daemon/verdicts.py): a
+session whose log passed its budget (the ingest asks), new and then live
+sessions while the disk is nearly full. One writer per data directory (the
+agent, or a prune alone), and one unscoped agent per machine.
 SIGTERM, SIGINT and SIGHUP all lead to that one orderly stop.
 """
 
 from __future__ import annotations
 
 import contextlib
-import grp
 import logging
 import os
-import pwd
-import resource
 import select
-import shutil
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from types import FrameType
 
-from agent import AgentError
-from agent.config import Config, rules_of
+from agent.config import Config, rules_of, start_lines
 from agent.daemon.alerts import Alert, Alerter
 from agent.daemon.control import Controller, ControlServer
 from agent.daemon.coverage import Coverage
 from agent.daemon.cuts import Cutter, end_reason
+from agent.daemon.disk import CHECK_INTERVAL_S, DiskGuard, DiskState
 from agent.daemon.enforcer import Enforcer
 from agent.daemon.events import EventSink, stored_access, stored_batch
 from agent.daemon.ingest import Ingest
 from agent.daemon.intents import IntentLinker, uids_of
-from agent.daemon.lock import writer_lock
+from agent.daemon.lock import agent_locks
+from agent.daemon.preflight import (
+    allow_fds,
+    check_can_run,
+    control_uids,
+    prepare_data_dir,
+    read_sharing,
+)
 from agent.daemon.recorder import Recorder
 from agent.daemon.retention import Policy, Retention
 from agent.daemon.shipper import Shipper
 from agent.daemon.signer import Chain, Signer
+from agent.daemon.spool_guard import UidBudget
 from agent.daemon.status import DiskSizes, collect, disk_sizes
 from agent.daemon.store import Store
+from agent.daemon.verdicts import AgentSupervisor
 from agent.export_record import Stamp
-from agent.files import Sharing
 from agent.records import Command, Session, SessionStatus
 from agent.status_file import AgentState, write_status
 from agent.version import version
-from tracer.discovery import Discovery, read_start_ticks
+from tracer import Mode
+from tracer.discovery import Discovery, TaggedSsh
 from tracer.discovery_thread import DiscoveryThread
 from tracer.procfs import set_thread_nice
-from tracer.supervisor import Limits, Supervisor
+from tracer.supervisor import Limits
 from tracer.tracker import URGENT_NICE, open_pidfd
 from tracer.wake import WakePipe
 
@@ -86,30 +95,9 @@ KILL_CHECK_S = 0.05  # while a cut's SIGKILL is due
 # The store's and the recordings' sizes in the status: a walk of every shard
 # and cast ever kept, so not at every status write.
 DISK_SIZES_INTERVAL_S = 30.0
-# A prune run by hand may hold the store for a while; then the agent waits.
-WRITER_LOCK_WAIT_S = 10.0
+# A prune run by hand may hold the data dir for a while; then the agent waits.
+PRUNE_WAIT_S = 10.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-FDS_PER_SESSION = 2  # a pidfd, and the moment a tracker and its ssh both count
-FDS_SPARE = 256
-
-
-class DaemonError(AgentError):
-    """The agent cannot start."""
-
-
-def check_can_run(config: Config) -> None:
-    """Refuse to start without what tracing needs, naming what is missing."""
-    if os.geteuid() != 0:
-        raise DaemonError(
-            "must run as root: strace attaches to other users' ssh processes"
-        )
-    if shutil.which("strace") is None:
-        raise DaemonError("strace is not installed (apt-get install strace)")
-    script = config.tracker_script
-    if not (script.is_file() and os.access(script, os.X_OK)):
-        raise DaemonError(f"tracker script {script} is missing or not executable")
-    if config.scope_pid and read_start_ticks(config.scope_pid) is None:
-        raise DaemonError(f"scope pid {config.scope_pid}: no such process")
 
 
 @contextlib.contextmanager
@@ -132,54 +120,17 @@ def stop_signals(
             signal.signal(sig, previous)
 
 
-def allow_fds(max_sessions: int) -> None:
-    """Room for one pidfd per session: raise the soft limit toward the hard one."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = max_sessions * FDS_PER_SESSION + FDS_SPARE
-    if soft != resource.RLIM_INFINITY and soft < want:
-        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
-
-
-def prepare_data_dir(data_dir: Path, sharing: Sharing) -> None:
-    """DATA_DIR: root only, or also readable by `read_group` (its logs never)."""
-    try:
-        sharing.directory(data_dir)
-    except OSError as e:
-        raise DaemonError(
-            f"cannot create data directory {data_dir}: {e.strerror}"
-        ) from e
-
-
-def read_sharing(config: Config) -> Sharing:
-    """Who besides root may read the store, the recordings and the status."""
-    if not config.read_group:
-        return Sharing()
-    try:
-        return Sharing(grp.getgrnam(config.read_group).gr_gid)
-    except KeyError as e:
-        raise DaemonError(f"read_group {config.read_group!r} is not a group") from e
-
-
-def control_uids(config: Config) -> frozenset[int]:
-    """Root, and the web's account: who the control socket serves."""
-    if not config.web_intents_user:
-        return frozenset({0})
-    try:
-        return frozenset({0, pwd.getpwnam(config.web_intents_user).pw_uid})
-    except KeyError as e:
-        raise DaemonError(
-            f"web_intents_user {config.web_intents_user!r} is not an account"
-        ) from e
-
-
 class Agent:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.stop_event = threading.Event()
         self.sharing = read_sharing(config)
+        self.disk = DiskGuard(config.data_dir, config.disk_reserve_bytes)
         self.store = Store(
-            config.store_dir, config.flush_interval_s, sharing=self.sharing
+            config.store_dir,
+            config.flush_interval_s,
+            sharing=self.sharing,
+            disk=self.disk,
         )
         rules = rules_of(config)
         self.alerter: Alerter | None = None
@@ -200,19 +151,25 @@ class Agent:
             if config.recording
             else None
         )
+        if self.recorder is not None:
+            self.recorder.disk = self.disk
+        per_uid = (config.spool_rate_per_uid_s, config.spool_max_per_uid)
+        self.intents = IntentLinker(
+            config.intents_dir,
+            self.store,
+            config.web_intents_user,
+            budget=UidBudget("connection records", *per_uid),
+        )
         self.ingest = Ingest(
             config.logs_dir,
             self.store,
             config.log_retention_s,
             self.recorder,
-            intents=IntentLinker(
-                config.intents_dir,
-                self.store,
-                config.web_intents_user,
-                uids_of(config.shell_users),
-            ),
+            intents=self.intents,
             recordings_dir=config.recordings_dir,
             enforcer=self.enforcer,
+            recordings_budget=UidBudget("recordings", *per_uid),
+            log_max_bytes=config.log_max_bytes,
         )
         if self.enforcer is not None:
             self.enforcer.end_reason = self.ingest.cut
@@ -239,7 +196,7 @@ class Agent:
                 shipper.wake()
 
             self.store.on_committed = committed
-        self.supervisor = Supervisor(
+        self.supervisor = AgentSupervisor(
             config.tracker_script,
             config.data_dir,
             config.mode,
@@ -258,18 +215,26 @@ class Agent:
         self.started_at = time.time()
         self.version = version()
         self._status_at = 0.0
+        self._status_failing = False  # logged once, not every interval
         self._wake = WakePipe()
         self._sizes: tuple[float, DiskSizes] | None = None
         self.cutter.wake = self.wake  # a terminate is acted on at once
         if self.enforcer is not None:
             self.enforcer.wake = self.wake  # and a rule's cut
+        self.ingest.log_budget.on_found = self.wake  # and a log past its budget
 
     def run(self) -> None:
         """Run until a stop signal (or `stop_event`); clean up in any case."""
         check_can_run(self.config)
         prepare_data_dir(self.config.data_dir, self.sharing)
         allow_fds(self.config.max_sessions)
-        with writer_lock(self.config.store_dir, WRITER_LOCK_WAIT_S):
+        # Before anything in DATA_DIR is touched: it may be another agent's.
+        # A refused agent says only why (its start lines would be noise).
+        with agent_locks(self.config.data_dir, self.config.scope_pid, PRUNE_WAIT_S):
+            for line in start_lines(self.config):
+                log.info("%s", line)
+            # After the start lines: a name that is no account is said here.
+            self.intents.trust(uids_of(self.config.shell_users))
             data_dir = self.config.data_dir
             self.store.chain = Chain(Signer.load_or_create(data_dir), data_dir)
             self.store.open()
@@ -356,6 +321,7 @@ class Agent:
                     self._write_status(AgentState.RUNNING)
                 waits = [
                     STOP_CHECK_S,
+                    CHECK_INTERVAL_S,  # the data disk's free space
                     next_sweep - now,
                     self._status_at + self.config.status_interval_s - now,
                 ]
@@ -366,11 +332,21 @@ class Agent:
                 ready = {fd for fd, _ in poller.poll(max(0.0, min(waits)) * 1000)}
                 if self._wake.fileno() in ready:
                     self._wake.drain()
+                disk = self.disk.check()
                 for ssh in discovery.take():
-                    if ssh.traced:
+                    # Untagged, or traced though it asked for no audit, on a low
+                    # disk: on record only.
+                    if not ssh.traced or (ssh.generated and disk != DiskState.OK):
+                        self.coverage.seen(ssh)
+                    elif disk == DiskState.OK:
                         self.supervisor.track(ssh)
                     else:
-                        self.coverage.seen(ssh)
+                        self._verdict(ssh, self.disk.reason())
+                if disk == DiskState.FULL:
+                    for watch in list(self.supervisor.watches.values()):
+                        if watch.verdict is None:
+                            self._verdict(watch.ssh, self.disk.reason())
+                self._over_budget()
                 self.supervisor.service()
                 if self.enforcer is not None:
                     self.enforcer.run_pending()
@@ -393,6 +369,34 @@ class Agent:
         self.ingest.taken(
             alert.identity, self.enforcer.alert_taken(alert, delivered, detail)
         )
+
+    def _over_budget(self) -> None:
+        """The sessions whose log the ingest found past log_max_bytes."""
+        for identity, reason in self.ingest.log_budget.take():
+            watch = self.supervisor.watches.get(identity)
+            if watch is None:
+                log.error(
+                    "ssh %d: %s, but it is not ours to judge", identity[0], reason
+                )
+                continue
+            self._verdict(watch.ssh, reason)
+
+    def _verdict(self, ssh: TaggedSsh, reason: str) -> None:
+        """The mode's verdict for a reason of the agent's own.
+
+        In strict mode the ingest is told first: the ssh's exit may reach its
+        log before the supervisor's end line, and the session's end must
+        still say why it was ended.
+        """
+        watch = self.supervisor.watches.get(ssh.identity)
+        if watch is not None and watch.verdict is not None:
+            return  # judged before, for its own reason
+        # An untagged ssh traced under a tag of ours never asked to be: not cut.
+        strict = self.config.mode == Mode.STRICT and not ssh.generated
+        if strict:
+            self.ingest.cut(ssh.identity, f"terminated: {reason}")
+        if not self.supervisor.give_verdict(ssh, reason) and strict:
+            self.ingest.cut(ssh.identity, None)
 
     def _resume_cuts(self) -> None:
         """Terminates of sessions still live when the last agent stopped."""
@@ -423,8 +427,13 @@ class Agent:
                     alerts=self.alerter.snapshot() if self.alerter else None,
                     state=state,
                     sizes=self._sizes[1],
+                    disk=self.disk.snapshot(),
                 ),
                 self.sharing.file_mode,
             )
         except OSError as e:  # a full disk must not stop the auditing
-            log.error("cannot write %s/status.json: %s", self.config.data_dir, e)
+            if not self._status_failing:
+                log.error("cannot write %s/status.json: %s", self.config.data_dir, e)
+            self._status_failing = True
+            return
+        self._status_failing = False

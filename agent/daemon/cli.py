@@ -10,15 +10,13 @@ import os
 import sys
 
 from agent import AgentError
-from agent.config import load_config, start_lines
+from agent.config import load_config
 from agent.control import ControlClient, ControlError
 from agent.daemon.agent import Agent, stop_signals
 from agent.escape import LogFormatter
 from agent.exits import ExitStatus
 from agent.fleet_config import FleetConfigError
 from agent.locks import lock_path, remove_lock
-
-log = logging.getLogger(__name__)
 
 
 def setup_logging(prog: str, verbose: bool = False) -> None:
@@ -44,9 +42,6 @@ def run(prog: str, args: argparse.Namespace) -> int:
         },
     )
     setup_logging(prog, args.verbose)
-    # First, before any owner says anything: where it writes, mode and scope.
-    for line in start_lines(config):
-        log.info("%s", line)
     agent = Agent(config)
     with stop_signals(agent.stop_event, agent.wake):
         agent.run()

@@ -63,6 +63,7 @@ class LogFollower:
     spooled: bool = False  # a paramiko recording in the spool, written by its user
     owner_uid: int | None = None  # a spooled recording's owner, checked at each read
     last_time: float = 0.0  # of the last event read
+    size: int = 0  # of the log, at the last read
     # Cut (by a rule, or an auditor's terminate): its end says so,
     # whatever the log's own end line says.
     cut_reason: str | None = None
@@ -89,6 +90,7 @@ class LogFollower:
                     self.lost(str(e))
                     return False
             st = os.fstat(fd)
+            self.size = st.st_size
             if st.st_ino != self.inode or st.st_size < self.decoder.offset:
                 self._changed_under_us(st.st_ino, st.st_size)
             if self.spooled and st.st_size > RECORDING_MAX_BYTES:

@@ -7,6 +7,11 @@ strace decoder and the command builder, and hands the session's new state
 and commands to the store. Any log counts, whoever started its strace (the
 agent, or a user through sudo). The writes of one moment are read once: the
 thread waits COALESCE_S after a wake-up before it reads what changed.
+
+What one user's files in the recordings spool may cost is bounded
+(agent/daemon/spool_guard.py); a strace log past `log_max_bytes` is handed to
+the main loop for the mode's verdict; what the store holds durably of a live
+log is given back to the disk (agent/daemon/reclaim.py).
 """
 
 from __future__ import annotations
@@ -24,18 +29,23 @@ from pathlib import Path
 from agent.daemon.enforcer import Enforcer, Taken
 from agent.daemon.follower import LogFollower
 from agent.daemon.intents import IntentLinker
+from agent.daemon.log_expiry import LogExpiry
 from agent.daemon.log_watch import LogWatch
+from agent.daemon.new_session import new_session
 from agent.daemon.quarantine import keep
+from agent.daemon.reclaim import Reclaimer
 from agent.daemon.recorder import Recorder
 from agent.daemon.spool import (
     STRACE_SUFFIX,
     SpoolError,
     decoder_for,
-    read_recording_start,
     spool_usable,
 )
+from agent.daemon.spool_guard import RecordingGate, UidBudget
+from agent.daemon.spool_intake import SpoolIntake
 from agent.daemon.store import Store
-from agent.records import ENDED, NOT_TRACED, Command, Session, iso
+from agent.daemon.verdicts import LogBudget
+from agent.records import ENDED, NOT_TRACED, Session, iso
 from parsers.chunk_log import SUFFIX as CHUNK_SUFFIX
 from parsers.pipeline import CommandPipeline
 from tracer.discovery import is_alive
@@ -46,10 +56,12 @@ from tracer.wake import WakePipe
 log = logging.getLogger(__name__)
 
 LOG_SUFFIX = STRACE_SUFFIX
-RESCAN_INTERVAL_S = 1.0  # intents; spooled writers gone; an unwatched spool
+RESCAN_INTERVAL_S = 1.0  # intents; spooled writers gone; the spool's gate
 REREAD_INTERVAL_S = 10.0  # every log looked for and read again: a net under inotify
 COALESCE_S = 0.01  # the writes of one keystroke or one output are read at once
 INGEST_NICE = 10  # parsing yields the CPU to the sessions it audits
+RECORDINGS_PER_UID = 256  # recordings of one uid followed (or incomplete) at once
+RECORDINGS_PER_UID_S = 5.0  # new recordings of one uid followed per second
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,13 +84,30 @@ class Ingest:
         intents: IntentLinker | None = None,
         recordings_dir: Path | None = None,
         enforcer: Enforcer | None = None,
+        recordings_budget: UidBudget | None = None,
+        log_max_bytes: int = 0,
     ) -> None:
         self.logs_dir = logs_dir
         self.enforcer = enforcer  # the command rules, when any acts
-        # audit-shell's paramiko recordings (agent/daemon/spool.py), read in place.
+        # audit-shell's paramiko recordings (agent/daemon/spool.py), read in place;
+        # what one uid's files may cost is bounded (agent/daemon/spool_guard.py).
         self.recordings_dir = recordings_dir
+        self.quarantine_dir = logs_dir.parent / "quarantine"
+        budget = recordings_budget or UidBudget(
+            "recordings", RECORDINGS_PER_UID_S, RECORDINGS_PER_UID
+        )
+        self.gate = (
+            RecordingGate(recordings_dir, CHUNK_SUFFIX, budget)
+            if recordings_dir is not None
+            else None
+        )
+        self.intake = SpoolIntake(self.gate, self.quarantine_dir) if self.gate else None
+        # A strace log past this gets the mode's verdict, from the main loop.
+        self.log_budget = LogBudget(log_max_bytes)
+        # What the store holds durably is given back to the disk (live logs).
+        self.reclaimer = Reclaimer()
         self.store = store
-        self.retention_s = retention_s
+        self.expiry = LogExpiry(retention_s)  # closed sessions' logs, kept a while
         self.intents = intents  # audit-shell's connection records, if collected
         self.recorder = recorder  # the followers feed it every event
         self.followers: dict[Path, LogFollower] = {}
@@ -87,11 +116,7 @@ class Ingest:
         self._dirty_lock = threading.Lock()
         self._wake = WakePipe()
         self._stop = threading.Event()
-        self._closed: queue.Queue[Session] = queue.Queue()
-        self._expiring: dict[Path, Session] = {}  # closed, durable, log kept
-        self.quarantine_dir = logs_dir.parent / "quarantine"
         self._watch: LogWatch | None = None
-        self._spool_watched = False
         self._thread: threading.Thread | None = None
         # Sessions an auditor terminated: identity -> their end reason.
         self._cuts: dict[tuple[int, int], str] = {}
@@ -112,7 +137,6 @@ class Ingest:
         if self.recordings_dir is not None and spool_usable(self.recordings_dir):
             # Without it (made later, or never): the rescan each second finds them.
             watch.add(self.recordings_dir)
-            self._spool_watched = True
         self._watch = watch
         self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
         self._thread.start()
@@ -216,7 +240,11 @@ class Ingest:
         """Store callback (writer thread): these states are now durable."""
         for session in sessions:
             if session.status in ENDED:
-                self._closed.put(session)
+                self.expiry.closed(session)
+            elif session.checkpoint is not None and session.log.endswith(LOG_SUFFIX):
+                self.reclaimer.durable(
+                    self.logs_dir / session.log, session.checkpoint.offset
+                )
         if self.intents is not None:
             self.intents.flushed(sessions)
         self._wake_up()
@@ -248,7 +276,10 @@ class Ingest:
                 with self._dirty_lock:
                     dirty, self._dirty = self._dirty | changed, set()
                 for path in sorted(dirty):
-                    self.process(path)
+                    if path in self.followers or path.parent == self.logs_dir:
+                        self.process(path)
+                    elif self.intake is not None:
+                        self.intake.arrive(path, self.followers)  # in turn
                 if now - last_scan >= RESCAN_INTERVAL_S:
                     last_scan = now
                     self._take_intents()
@@ -259,7 +290,9 @@ class Ingest:
                     else:
                         self.scan(logs=False)
                         self._check_recorders()
+                self._look_at_arrivals()  # after the logs being followed
                 self._delete_ingested()
+                self.reclaimer.run()
                 if self.intents is not None:
                     self.intents.remove_durable()
             except Exception:  # the daemon boundary for this thread
@@ -269,24 +302,31 @@ class Ingest:
     def scan(self, logs: bool = True) -> None:
         """Notice logs that appeared without an event (startup, missed inotify).
 
-        `logs=False`: only the paramiko spool, when inotify does not watch it.
+        `logs=False`: only the paramiko spool. Its gate lists it only when it
+        changed, and also lets in what waited its uid's turn and removes
+        what stayed incomplete: each second, watched by inotify or not. Its
+        files join the intake's queue (SpoolIntake), to be looked at in turn.
         """
-        known = {str(path) for path in self.followers}
         if logs:
-            self._scan_dir(self.logs_dir, LOG_SUFFIX, known)
-        spool = self.recordings_dir
-        wanted = logs or not self._spool_watched
-        if spool is not None and wanted and spool_usable(spool):
-            self._scan_dir(spool, CHUNK_SUFFIX, known)
+            known = {str(path) for path in self.followers}
+            try:
+                names = os.listdir(self.logs_dir)
+            except OSError:
+                names = []
+            for name in names:
+                if name.endswith(LOG_SUFFIX) and f"{self.logs_dir}/{name}" not in known:
+                    self.process(self.logs_dir / name)
+        spool, intake = self.recordings_dir, self.intake
+        if intake is not None and spool is not None and spool_usable(spool):
+            for path in intake.gate.arrivals():  # new, changed, or let in at last
+                intake.arrive(path, self.followers)
 
-    def _scan_dir(self, directory: Path, suffix: str, known: set[str]) -> None:
-        try:
-            names = os.listdir(directory)
-        except OSError:
-            return
-        for name in names:
-            if name.endswith(suffix) and f"{directory}/{name}" not in known:
-                self.process(directory / name)
+    def _look_at_arrivals(self) -> None:
+        if self.intake is not None:
+            for path in self.intake.take():
+                self.process(path)
+            if self.intake.waiting:
+                self._wake_up()  # more next round, at once
 
     def _take_intents(self) -> None:
         if self.intents is not None:
@@ -320,15 +360,7 @@ class Ingest:
         if follower is None:
             if path in self._ignored or not self._is_log(path):
                 return
-            try:
-                follower = self._open(path)
-            except FileNotFoundError:
-                return
-            except (SessionLogError, SpoolError) as e:
-                self._ignored.add(path)
-                where = keep(path, self.quarantine_dir, move=True)
-                log.error("%s; moved it to %s, left out of the store", e, where)
-                return
+            follower = self._new_follower(path)
             if follower is None:
                 return
             self.followers[path] = follower
@@ -338,6 +370,27 @@ class Ingest:
         if follower.read(final):
             self.wake(follower.path)  # more than a round's budget: come back soon
         self._submit(follower)
+        if follower.finished and follower.spooled and self.gate is not None:
+            self.gate.done(path)  # its uid may start another
+        if not follower.spooled and not follower.finished:
+            session = follower.session
+            self.log_budget.check(path, session.id, session.identity, follower.size)
+
+    def _new_follower(self, path: Path) -> LogFollower | None:
+        """A follower for a log seen for the first time; None: not (yet)."""
+        if path.parent != self.logs_dir:
+            assert self.intake is not None
+            return self.intake.new_follower(path, self._open, self._proven)
+        try:
+            start = read_start(path)
+            return self._open(path, start) if start is not None else None
+        except FileNotFoundError:
+            return None
+        except SessionLogError as e:
+            self._ignored.add(path)
+            where = keep(path, self.quarantine_dir, move=True)
+            log.error("%s; moved it to %s, left out of the store", e, where)
+            return None
 
     def _is_log(self, path: Path) -> bool:
         if path.parent == self.logs_dir:
@@ -350,15 +403,9 @@ class Ingest:
             return self.recordings_dir / name
         return self.logs_dir / name
 
-    def _open(self, path: Path) -> LogFollower | None:
+    def _open(self, path: Path, start: SessionStart) -> LogFollower:
         inode = os.stat(path, follow_symlinks=False).st_ino
         spooled = path.parent != self.logs_dir
-        if spooled:
-            start = read_recording_start(path, self._proven)
-        else:
-            start = read_start(path)
-        if start is None:
-            return None  # the tracker is still writing the start line
         session = self.store.processes.find(start.identity, path.name)
         if session is None:
             for other in self.store.processes.claims(start.identity):
@@ -372,7 +419,8 @@ class Ingest:
                 # A root-written log never joins another log's session (ended
                 # or not), and wins over a recording that claimed its process.
                 self._supersede(other, path)
-            session = self._new_session(start, path)
+            self._take_intents()  # a connection record goes first
+            session = new_session(self.store, self.intents, start, path.name)
         follower = LogFollower(
             path=path,
             session=session,
@@ -390,37 +438,10 @@ class Ingest:
         )
         if session.status in ENDED:
             follower.finished = True
-            self._closed.put(session)  # ingested before; only the file is left
+            self.expiry.closed(session)  # ingested before; only the file is left
         elif session.checkpoint is not None:
             follower.decoder.offset = session.checkpoint.offset
         return follower
-
-    def _new_session(self, start: SessionStart, path: Path) -> Session:
-        # audit-shell writes its record before it starts ssh: stored first, so
-        # that the record keeps the tag's id and this session does not take it.
-        self._take_intents()
-        session = Session.new(self.store.new_session_id(start.tag), start, path.name)
-        if self.intents is not None:
-            session = self.intents.link(start, session)
-        commands: list[Command] = []
-        remote_command = session.remote_command
-        if remote_command:
-            # `ssh host cmd`: argv says what runs; the shell never shows it.
-            session = session.counted()
-            commands.append(
-                Command(session.id, 1, iso(start.started_at), remote_command)
-            )
-        self.store.submit(session, commands)
-        log.info(
-            "session %s: %s -> %s@%s:%s on %s",
-            session.id,
-            session.bastion_user,
-            session.remote_user,
-            session.host,
-            session.port,
-            session.tty,
-        )
-        return session
 
     def _proven(self, start: SessionStart, proof: str) -> bool:
         """Whether audit-shell's connection record vouches for this recording."""
@@ -432,8 +453,7 @@ class Ingest:
     def _supersede(self, other: Session, path: Path) -> None:
         """A strace log for a process that `other`, from another log, names."""
         log.warning(
-            "session %s (%s) names the process of the log %s; that log gets a "
-            "session of its own",
+            "session %s (%s) names the process of the log %s: it gets a new one",
             other.id,
             other.log,
             path.name,
@@ -457,20 +477,15 @@ class Ingest:
 
     def _delete_ingested(self) -> None:
         """Remove logs of closed sessions once the store has them durably."""
-        while True:
-            try:
-                session = self._closed.get_nowait()
-            except queue.Empty:
-                break
-            self._expiring[self._log_path(session.log)] = session
-        now = time.time()
-        for path, session in list(self._expiring.items()):
-            if now - (session.ended_at or 0.0) < self.retention_s:
-                continue
-            del self._expiring[path]
+        for session in self.expiry.due(time.time()):
+            path = self._log_path(session.log)
             follower = self.followers.get(path)
             if follower is None or follower.session.identity != session.identity:
                 continue  # not this session's log (any more)
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
             del self.followers[path]
+            self.log_budget.forget(path)
+            self.reclaimer.forget(path)
+            if follower.spooled and self.gate is not None:
+                self.gate.gone(path)

@@ -17,12 +17,17 @@ only from a file owned by root or by the configured `web_intents_user`.
 Anyone may create a file in the spool, but a record tells where a person
 came from (client address, inventory host) and when: only those of root, of
 audit-shell's accounts (`shell_users`) and of audit-web's count; anyone
-else's is removed with a log line.
+else's is removed with a log line. And what one uid can make the agent read and store
+is bounded (agent/daemon/spool_guard.py): the spool is listed again only
+when it changed, at most `max_files` records of a uid are in flight (waiting,
+not yet whole, or pending) and at most `rate_per_s` are stored each second;
+a record over the bound is removed, and counted.
 """
 
 from __future__ import annotations
 
-import contextlib
+import collections
+import heapq
 import hmac
 import logging
 import os
@@ -33,6 +38,13 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from agent.daemon.spool_guard import (
+    INCOMPLETE_GRACE_S,
+    SpoolEntry,
+    SpoolListing,
+    UidBudget,
+    remove,
+)
 from agent.daemon.store import Store
 from agent.intent_file import (
     INTENT_MAX_BYTES,
@@ -48,8 +60,10 @@ from tracer.tags import valid_tag
 
 log = logging.getLogger(__name__)
 
-INCOMPLETE_GRACE_S = 10.0  # a file still empty or cut short this young: retry
 START_GRACE_S = 30.0  # no traced ssh this long after the intent: not-started
+LINK_WINDOW_S = 600.0  # a not-started record may still be linked this long
+MAX_FILES_PER_UID = 256  # records of one uid in flight at once
+RATE_PER_UID_S = 5.0  # records of one uid stored per second
 
 
 class IntentLinker:
@@ -65,6 +79,7 @@ class IntentLinker:
         store: Store,
         web_user: str = "",
         shell_uids: Iterable[int] = (),
+        budget: UidBudget | None = None,
     ) -> None:
         self.spool = spool
         self.store = store
@@ -75,20 +90,34 @@ class IntentLinker:
             except KeyError:
                 log.error("web_intents_user %r is not an account here", web_user)
         self.writers = self.web_uids | set(shell_uids)  # whose records count
+        self.budget = budget or UidBudget(
+            "connection records", RATE_PER_UID_S, MAX_FILES_PER_UID
+        )
+        self._listing = SpoolListing(spool, SUFFIX)
+        self._waiting: dict[int, collections.deque[SpoolEntry]] = {}  # per uid
+        self._incomplete: dict[Path, tuple[SpoolEntry, float]] = {}  # first seen
         self._unlinked: dict[str, Session] = {}  # tag -> intent session
+        self._uid_of: dict[str, int] = {}  # tag -> uid, while it holds the budget
+        self._deadlines: list[tuple[float, str, float]] = []  # due, tag, started_at
         self._known: set[str] = set()  # tags of intents the store has
         self._taken: dict[str, Path] = {}  # tag -> spool file not yet durable
         self._durable: queue.Queue[str] = queue.Queue()
         self._warned: set[str] = set()
 
+    def trust(self, uids: Iterable[int]) -> None:
+        """Count these accounts' records too (shell_users, known once started)."""
+        self.writers |= set(uids)
+
     def open(self) -> None:
         """Learn from the store which intents it holds and which are unlinked."""
+        now = time.time()
         for session in self.store.sessions():
             if session.origin is None:
                 continue
             self._known.add(session.tag)
-            if session.ssh_pid == 0:
+            if session.ssh_pid == 0 and now - session.started_at < LINK_WINDOW_S:
                 self._unlinked[session.tag] = session
+                self._remind(session, START_GRACE_S)
 
     # -- what the ingest asks --------------------------------------------
 
@@ -97,19 +126,31 @@ class IntentLinker:
         now = time.time() if now is None else now
         for intent in self._scan():
             self.store.submit(self._adopt(intent))
-        for tag, session in list(self._unlinked.items()):
-            pending = session.status == SessionStatus.PENDING
-            if pending and now - session.started_at > START_GRACE_S:
-                session = session.never_started()
-                self._unlinked[tag] = session
-                log.warning(
-                    "connection %s: %s -> %s@%s never started a traced ssh",
-                    session.id,
-                    session.bastion_user,
-                    session.remote_account,
-                    session.inventory_host,
-                )
-                self.store.submit(session)
+        while self._deadlines and self._deadlines[0][0] < now:
+            _, tag, started_at = heapq.heappop(self._deadlines)
+            session = self._unlinked.get(tag)
+            if session is None or session.started_at != started_at:
+                continue  # linked meanwhile (and the tag perhaps used again)
+            if session.status != SessionStatus.PENDING:
+                del self._unlinked[tag]  # too late to link: memory stays bounded
+                continue
+            session = session.never_started()
+            self._unlinked[tag] = session
+            self._release(tag)
+            self._remind(session, LINK_WINDOW_S)
+            log.warning(
+                "connection %s: %s -> %s@%s never started a traced ssh",
+                session.id,
+                session.bastion_user,
+                session.remote_account,
+                session.inventory_host,
+            )
+            self.store.submit(session)
+
+    def _remind(self, session: Session, after_s: float) -> None:
+        """Look at this intent again `after_s` after it was made."""
+        due = session.started_at + after_s
+        heapq.heappush(self._deadlines, (due, session.tag, session.started_at))
 
     def link(self, start: SessionStart, session: Session) -> Session:
         """`session` (new, from a log) joined to its intent, if it has one."""
@@ -117,6 +158,7 @@ class IntentLinker:
         if intent is None or (intent.runner or intent.bastion_user) != start.user:
             return session
         del self._unlinked[start.tag]
+        self._release(start.tag)
         if (session.host, session.remote_user) != (intent.host, intent.remote_user):
             log.warning(
                 "session %s: ssh went to %s@%s, its connection record said %s@%s",
@@ -157,8 +199,8 @@ class IntentLinker:
                 return
             path = self._taken.pop(tag, None)
             if path is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
+                remove(path)
+                self._listing.forget(path)
 
     # -- the spool -------------------------------------------------------
 
@@ -166,6 +208,8 @@ class IntentLinker:
         session = intent.to_session(self.store.new_session_id(intent.tag))
         self._known.add(intent.tag)
         self._unlinked[intent.tag] = session
+        self._uid_of[intent.tag] = intent.uid  # it holds the budget until linked
+        self._remind(session, START_GRACE_S)
         log.info(
             "connection %s: %s from %s -> %s@%s (%s:%d)",
             session.id,
@@ -178,67 +222,121 @@ class IntentLinker:
         )
         return session
 
-    def _scan(self) -> list[Intent]:
+    def _release(self, tag: str) -> None:
+        uid = self._uid_of.pop(tag, None)
+        if uid is not None:
+            self.budget.release(uid)
+
+    def _spool_usable(self) -> bool:
         try:
-            dir_fd = os.open(
-                self.spool, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-            )
+            st = os.stat(self.spool, follow_symlinks=False)
         except OSError as e:
             self._warn_once("open", f"intents dir {self.spool}: {e.strerror}", e)
+            return False
+        writable = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        if (
+            not stat.S_ISDIR(st.st_mode)
+            or st.st_uid != 0
+            or (writable and not st.st_mode & stat.S_ISVTX)
+        ):
+            self._warn_once(
+                "mode",
+                f"intents dir {self.spool} must be root's and, if others may "
+                "write it, sticky (mode 1733); not reading it",
+            )
+            return False
+        return True
+
+    def _scan(self) -> list[Intent]:
+        """The intents the budget lets in this round, read once each."""
+        if not self._spool_usable():
             return []
-        try:
-            st = os.fstat(dir_fd)
-            writable = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-            if st.st_uid != 0 or (writable and not st.st_mode & stat.S_ISVTX):
-                self._warn_once(
-                    "mode",
-                    f"intents dir {self.spool} must be root's and, if others may "
-                    "write it, sticky (mode 1733); not reading it",
-                )
-                return []
-            found = []
-            for name in sorted(os.listdir(dir_fd)):
-                tag = name.removesuffix(SUFFIX)
-                if tag in self._taken or not name.endswith(SUFFIX):
-                    continue
-                intent = self._read(dir_fd, name, tag)
+        for entry in self._listing.new_entries():
+            if entry.path.name.removesuffix(SUFFIX) not in self._taken:
+                self._queue(entry)
+        self._recheck_incomplete()
+        found = []
+        for uid, waiting in list(self._waiting.items()):
+            while waiting and self.budget.take(uid):
+                intent = self._read(waiting.popleft())
                 if intent is not None:
                     found.append(intent)
-            return found
-        finally:
-            os.close(dir_fd)
+            if not waiting:
+                del self._waiting[uid]
+        return found
 
-    def _read(self, dir_fd: int, name: str, tag: str) -> Intent | None:
-        path = self.spool / name
+    def _queue(self, entry: SpoolEntry) -> None:
+        """A new file: it waits for its uid's turn, or is over the bound."""
+        if self.budget.full(entry.uid):
+            self.budget.refused(entry.uid, self.spool, "too many at once")
+            self._drop(entry)
+            return
+        self.budget.hold(entry.uid)
+        self._waiting.setdefault(entry.uid, collections.deque()).append(entry)
+
+    def _recheck_incomplete(self) -> None:
+        """Files that were empty or cut short: read again once they changed."""
+        now = time.monotonic()
+        for path, (entry, seen) in list(self._incomplete.items()):
+            current = SpoolEntry.of(path)
+            if current is None:
+                del self._incomplete[path]
+                self._listing.forget(path)
+                self.budget.release(entry.uid)
+            elif current.signature != entry.signature:
+                del self._incomplete[path]
+                self._waiting.setdefault(entry.uid, collections.deque()).append(current)
+            elif now - seen > INCOMPLETE_GRACE_S:
+                del self._incomplete[path]
+                self.budget.refused(entry.uid, self.spool, "never completed")
+                self._drop(entry, held=True)
+
+    def _drop(self, entry: SpoolEntry, held: bool = False) -> None:
+        remove(entry.path)
+        self._listing.forget(entry.path)
+        if held:
+            self.budget.release(entry.uid)
+
+    def _read(self, entry: SpoolEntry) -> Intent | None:
+        """The intent in `entry`'s file; None if there is none (yet)."""
+        path = entry.path
+        name = path.name
+        tag = name.removesuffix(SUFFIX)
         flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         try:
-            fd = os.open(name, flags, dir_fd=dir_fd)
+            fd = os.open(path, flags)
         except FileNotFoundError:
+            self._drop(entry, held=True)
             return None
         except OSError as e:  # a symlink (ELOOP), or worse
-            self._discard(dir_fd, name, f"cannot open it: {e.strerror}")
+            self._discard(entry, f"cannot open it: {e.strerror}")
             return None
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
-                self._discard(dir_fd, name, "not a plain file", st.st_uid)
+                self._discard(entry, "not a plain file")
                 return None
             if st.st_size > INTENT_MAX_BYTES:
-                self._discard(dir_fd, name, "too large", st.st_uid)
+                self._discard(entry, "too large")
                 return None
             data = os.read(fd, INTENT_MAX_BYTES + 1)
         finally:
             os.close(fd)
         if not valid_tag(tag):
-            self._discard(dir_fd, name, "its name is not a tag", st.st_uid)
+            self._discard(entry, "its name is not a tag")
             return None
+        if st.st_uid != entry.uid:
+            self.budget.release(entry.uid)  # replaced since: its owner's turn
+            entry = SpoolEntry(path, st.st_uid, entry.signature)
+            self.budget.hold(entry.uid)
         if tag in self._known:  # stored before a crash; only the file was left
+            self.budget.release(entry.uid)
             self._taken[tag] = path
             self._durable.put(tag)
             return None
         if st.st_uid not in self.writers:
             why = f"uid {st.st_uid} is not an account audit-shell runs as"
-            self._discard(dir_fd, name, f"{why} (shell_users)", st.st_uid)
+            self._discard(entry, f"{why} (shell_users)")
             return None
         try:
             return_value = parse_intent(
@@ -251,23 +349,19 @@ class IntentLinker:
             )
         except IntentError as e:
             if time.time() - st.st_mtime < INCOMPLETE_GRACE_S:
-                return None  # audit-shell may still be writing it
-            self._discard(dir_fd, name, str(e), st.st_uid)
+                # audit-shell may still be writing it: read again once it changed.
+                self._incomplete[path] = (entry, time.monotonic())
+                return None
+            self._discard(entry, str(e))
             return None
         self._taken[tag] = path
         return return_value
 
-    def _discard(self, dir_fd: int, name: str, why: str, uid: int = -1) -> None:
-        # ascii(): a file name may hold a newline that would forge a log line.
-        log.error(
-            "intents dir %s: removed %s of uid %d: %s",
-            self.spool,
-            ascii(name[:80]),
-            uid,
-            why,
+    def _discard(self, entry: SpoolEntry, why: str) -> None:
+        self.budget.refused(
+            entry.uid, self.spool, f"{ascii(entry.path.name[:80])}: {why}"
         )
-        with contextlib.suppress(OSError):
-            os.unlink(name, dir_fd=dir_fd)
+        self._drop(entry, held=True)
 
     def _warn_once(self, key: str, message: str, error: OSError | None = None) -> None:
         if key in self._warned:

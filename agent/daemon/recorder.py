@@ -12,13 +12,16 @@ Bulk output is capped: past `burst_max_bytes` of recording without a
 keystroke in between, output is dropped until the next keystroke, and past
 `max_bytes` for the session, for good. Either is marked in the recording with
 a marker event and a visible line, and counted.
+
+A full data disk pauses a recording instead of ending it: what a commit
+could not write is cut off again, and once a commit works the recording says
+from when output is missing (agent/daemon/disk.py).
 """
 
 from __future__ import annotations
 
 import codecs
 import contextlib
-import dataclasses
 import json
 import logging
 import os
@@ -28,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.casts import CAST_SUFFIX, CASTS_DIR, IDLE_TIME_LIMIT_S
+from agent.daemon.cast_state import STATE_SUFFIX, CastState
+from agent.daemon.disk import DiskGuard
 from agent.daemon.quarantine import quarantine
 from agent.files import PRIVATE_FILE_MODE, Sharing
 from agent.records import ENDED, Session, iso
@@ -35,13 +40,10 @@ from parsers.events import Chunk, Direction, Event, Marker, Resize, Transfer
 
 log = logging.getLogger(__name__)
 
-STATE_SUFFIX = ".cast.state"
 # Between two store submits, a recording is written when this much gathered
 # or this long passed (each write replaces its state file).
 COMMIT_BUFFER_BYTES = 256 << 10
 COMMIT_INTERVAL_S = 1.0
-STATE_BYTES = 512  # the state file: one sector
-DEFAULT_ROWS, DEFAULT_COLS = 24, 80
 _NOTE = "\r\n\x1b[0m\x1b[7m[bastion-audit: {}]\x1b[0m\r\n"
 
 
@@ -52,76 +54,6 @@ def mib(n: int) -> str:
     if n < 1 << 20:
         return f"{n / 1024:.1f} KiB"
     return f"{n / (1 << 20):.1f} MiB"
-
-
-@dataclass
-class CastState:
-    """What SESSION.cast.state keeps between runs of the agent."""
-
-    identity: list[int] = dataclasses.field(default_factory=list)  # ssh pid, ticks
-    inode: int = 0  # the log the offsets belong to
-    offset: int = -1  # log offset of the last event taken
-    size: int = 0  # bytes of the cast that are committed
-    base: float = 0.0  # epoch time of 0 in the cast: the session's start
-    t: float = 0.0  # time of the last event, seconds since `base`
-    recorded: int = 0  # bytes of output events written
-    burst: int = 0  # of which since the last keystroke
-    burst_dropped: int = 0  # output bytes dropped since the last keystroke
-    dropped: int = 0  # output bytes never recorded, in all
-    stopped: bool = False  # max_bytes reached: nothing more is recorded
-    gaps: int = 0  # session gaps already marked
-    rows: int = DEFAULT_ROWS
-    cols: int = DEFAULT_COLS
-    pending: str = ""  # hex: the start of a UTF-8 sequence cut by a chunk's end
-    closed: bool = False
-
-    @classmethod
-    def load(cls, path: Path) -> CastState | None:
-        try:
-            with open(path, "rb") as f:
-                doc = json.load(f)
-            fields = {f.name for f in dataclasses.fields(cls)}
-            return cls(**{k: v for k, v in doc.items() if k in fields})
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, TypeError) as e:
-            log.error("recording state %s is unreadable (%s); starting over", path, e)
-            return None
-
-    def save(self, path: Path) -> None:
-        """Write the state file (no fsync: that is for close).
-
-        This runs for every commit. It is one sector written in place, padded
-        with blanks that JSON readers skip: no rename over the old file, which
-        on ext4 (auto_da_alloc) waits for the new file's data to reach the
-        disk, milliseconds behind the store's fsyncs. A state too long for a
-        sector is replaced whole, as a new file renamed over the old.
-        """
-        # A shallow dict: asdict() copies deeply.
-        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        data = json.dumps(fields, separators=(",", ":")).encode("ascii")
-        if len(data) > STATE_BYTES:
-            tmp = path.with_name(path.name + ".tmp")
-            write_whole(tmp, data)
-            os.replace(tmp, path)
-            return
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            os.pwrite(fd, data.ljust(STATE_BYTES), 0)  # a sector: written whole
-            if os.fstat(fd).st_size > STATE_BYTES:
-                os.ftruncate(fd, STATE_BYTES)  # a longer state, written whole before
-        finally:
-            os.close(fd)
-
-
-def write_whole(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-    finally:
-        os.close(fd)
 
 
 class CastWriter:
@@ -147,6 +79,8 @@ class CastWriter:
         self.buffered = 0  # bytes in `lines`
         self.committed_at = time.monotonic()
         self.resume_after: int | None = None  # skip re-fed events up to here
+        self.space_lost_at: float | None = None  # a commit found the disk full
+        self.loss_noted = False  # the note saying so waits in `lines`
         loaded = CastState.load(self.state_path)
         identity = list(session.identity)
         if loaded is not None and loaded.identity not in ([], identity):
@@ -202,6 +136,12 @@ class CastWriter:
         self.dirty = True
         self.state.offset = event.offset
         self._mark_gaps(event.time)
+        if self.space_lost_at is not None and not self.loss_noted:
+            self.loss_noted = True
+            self._note(
+                event.time,
+                f"not recorded from {iso(self.space_lost_at)}: the data disk was full",
+            )
         if isinstance(event, Chunk):
             if event.direction is Direction.OUTPUT:
                 self._output(event)
@@ -359,6 +299,24 @@ class CastWriter:
         pending = self.decoder.getstate()[0]
         self.state.pending = pending.hex()
         self.state.save(self.state_path)
+        self.space_lost_at, self.loss_noted = None, False
+
+    def lost_space(self) -> None:
+        """A commit found the disk full: back to what was committed, note later.
+
+        Cutting a file back needs no space; what waited to be written is
+        dropped (memory stays bounded) and the recording will say so.
+        """
+        fd = self._open_cast()
+        try:
+            os.truncate(fd, self.state.size)
+        finally:
+            os.close(fd)
+        self.lines.clear()
+        self.buffered = 0
+        self.loss_noted = False
+        if self.space_lost_at is None:
+            self.space_lost_at = time.time()
 
     def close(self) -> None:
         """Nothing is held open between commits (kept for the callers)."""
@@ -386,6 +344,7 @@ class Recorder:
         self.writers: dict[str, CastWriter] = {}
         self.broken: set[str] = set()  # sessions whose recording failed
         self.errors = 0
+        self.disk: DiskGuard | None = None  # told of a full disk; it is no error
 
     def event(self, session: Session, inode: int, event: Event) -> None:
         if session.id in self.broken:
@@ -398,7 +357,8 @@ class Recorder:
                     return
             writer.event(session, inode, event)
         except OSError as e:
-            self._broken(session, e)
+            if self.disk is None or not self.disk.no_space(e):
+                self._broken(session, e)
 
     def commit(self, session: Session, required: bool = True) -> None:
         """Before the ingest submits `session`: make its recording durable.
@@ -417,7 +377,13 @@ class Recorder:
             writer.session = session
             writer.commit(final=closed)
         except OSError as e:
-            self._broken(session, e)
+            if self.disk is None or not self.disk.no_space(e):
+                self._broken(session, e)
+                return
+            try:
+                writer.lost_space()
+            except OSError as again:
+                self._broken(session, again)
             return
         if closed:
             self.writers.pop(session.id).close()

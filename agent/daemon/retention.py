@@ -32,8 +32,8 @@ from typing import Any
 from agent import AgentError
 from agent.casts import CASTS_DIR, cast_path
 from agent.config import Config
+from agent.daemon.cast_state import STATE_SUFFIX
 from agent.daemon.prune import PruneResult
-from agent.daemon.recorder import STATE_SUFFIX
 from agent.daemon.store import KEPT_STATUSES, Store
 from agent.files import write_atomic
 from agent.holds import Hold, holds_locked, read_holds

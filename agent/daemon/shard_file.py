@@ -14,9 +14,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from tinydb import TinyDB
 from tinydb.storages import Storage
 
+from agent.access_log import ACCESS
+from agent.chain import SESSION
+from agent.chain import record_fields as chained_fields
 from agent.files import PRIVATE_FILE_MODE, write_atomic
+from agent.shards import COMMANDS, SESSIONS
 
 
 class AtomicJSONStorage(Storage):
@@ -41,6 +46,8 @@ class AtomicJSONStorage(Storage):
         self.mode = mode
         self._data: dict[str, Any] = data if data is not None else {}
         self.dirty = data is None
+        # Bytes of the version on disk: the writer seals a shard by size too.
+        self.size = path.stat().st_size if data is not None and path.exists() else 0
         self._docs: dict[str, dict[str, str]] = {}  # table -> doc id -> its member
         self._changed: dict[str, set[str]] = {}  # docs changed in place since
 
@@ -61,8 +68,9 @@ class AtomicJSONStorage(Storage):
                 f"{_dumps(name)}:{self._table(name, table)}"
                 for name, table in self._data.items()
             ]
-            text = "{" + ",".join(parts) + "}"
-            write_atomic(self.path, text.encode("utf-8"), self.mode)
+            data = ("{" + ",".join(parts) + "}").encode("utf-8")
+            write_atomic(self.path, data, self.mode)
+            self.size = len(data)
             self._changed.clear()
             self.dirty = False
 
@@ -88,6 +96,34 @@ class AtomicJSONStorage(Storage):
 
     def close(self) -> None:
         pass
+
+
+class NewestShard:
+    """The shard the writer writes: its TinyDB, and what the writer knows of it."""
+
+    def __init__(
+        self, path: Path, tables: dict[str, dict[str, Any]] | None, mode: int
+    ) -> None:
+        self.db = TinyDB(path, storage=AtomicJSONStorage, data=tables, mode=mode)
+        self.storage: AtomicJSONStorage = self.db.storage  # type: ignore[assignment]
+        self.doc_ids: dict[str, int] = {}  # session id -> its document's id here
+        # session id -> the chained fields of its document here
+        self.linked: dict[str, dict[str, Any]] = {}
+        self.entries = 0  # commands and access-log entries: both seal it
+        if tables is None:
+            return
+        for doc_id, doc in tables.get(SESSIONS, {}).items():
+            sid = str(doc.get("id"))
+            self.doc_ids[sid] = int(doc_id)
+            if "_chain" in doc:
+                self.linked[sid] = chained_fields(SESSION, doc)
+            else:  # stored before the chain: its next state is a new link
+                self.linked.pop(sid, None)
+        self.entries = len(tables.get(COMMANDS, {})) + len(tables.get(ACCESS, {}))
+
+    @property
+    def path(self) -> Path:
+        return self.storage.path
 
 
 def _dumps(value: Any) -> str:

@@ -38,6 +38,7 @@ import psycopg
 
 from agent.access_log import AccessEntry
 from agent.casts import CAST_SUFFIX, CASTS_DIR
+from agent.daemon.cast_state import STATE_SUFFIX, CastState
 from agent.daemon.fleet_rows import (
     CAST_CHUNK_BYTES,
     ConflictError,
@@ -61,7 +62,6 @@ from agent.daemon.fleet_source import (
     shards_from,
     signature,
 )
-from agent.daemon.recorder import STATE_SUFFIX, CastState
 from agent.fleet_config import FleetConfig
 from agent.fleet_db import FleetDbError, connect, describe, explain
 from agent.fleet_schema import SchemaError, check_version, migrate

@@ -19,6 +19,7 @@ from typing import Any
 from agent.casts import CAST_SUFFIX, CASTS_DIR
 from agent.config import Config
 from agent.daemon.alerts import AlertsSnapshot
+from agent.daemon.disk import DiskSnapshot
 from agent.daemon.events import SinkSnapshot
 from agent.daemon.ingest import IngestSnapshot
 from agent.daemon.recorder import RecorderSnapshot
@@ -84,6 +85,7 @@ def collect(
     shipper: ShipperSnapshot | None = None,
     alerts: AlertsSnapshot | None = None,
     state: AgentState = AgentState.RUNNING,
+    disk: DiskSnapshot | None = None,
     sizes: DiskSizes | None = None,
 ) -> AgentStatus:
     """The agent's state from its owners' snapshots, and the live ssh processes."""
@@ -152,6 +154,17 @@ def collect(
         flush_errors=store.flush_errors,
         store_failing=store.failing,
         events=events,
+        disk=(
+            {
+                "state": disk.state,
+                "free_bytes": disk.free_bytes,
+                "reserve_bytes": disk.reserve_bytes,
+                "since": iso(disk.since) if disk.since is not None else None,
+                "no_space_errors": disk.no_space_errors,
+            }
+            if disk is not None
+            else None
+        ),
         version=version,
         bastion=config.bastion_name,
         mode=config.mode,

@@ -3,9 +3,10 @@
 Only the newest shard is ever written, by one thread. It is rewritten whole
 on each flush (write a temporary file, fsync, rename over the shard, fsync
 the directory), so a reader or a crash sees the previous version or the
-next, never a torn one. Once it holds SHARD_MAX_COMMANDS commands it is
-sealed and the next one begins, so the cost of a flush does not grow with
-the store.
+next, never a torn one. Once it holds SHARD_MAX_COMMANDS commands or
+SHARD_MAX_BYTES of text it is sealed and the next one begins, so the cost of
+a flush grows neither with the store nor with its sessions (new ones go in
+with one insert a flush: TinyDB rebuilds a table at each call).
 
 A session's document is written again into the newest shard whenever it
 changes; readers take the last one. It carries the ingest checkpoint (where
@@ -24,7 +25,6 @@ state, or its first write into a new shard, is a new document. Pruning
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import threading
@@ -34,19 +34,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tinydb import TinyDB
-
-from agent.access_log import ACCESS, AccessEntry, Action
+from agent.access_log import ACCESS, AccessEntry, stored_state
 from agent.chain import CHECKPOINTS, COMMAND, SESSION
 from agent.chain import record_fields as chained_fields
+from agent.daemon.disk import DiskGuard, WriteFailures
 from agent.daemon.flush_pacer import FlushPacer
 from agent.daemon.process_index import ProcessIndex
 from agent.daemon.prune import PruneResult, gather, pruned_sessions, record_prune, strip
 from agent.daemon.quarantine import quarantine
-from agent.daemon.shard_file import AtomicJSONStorage, write_shard
+from agent.daemon.shard_file import NewestShard, write_shard
 from agent.daemon.signer import Chain, ChainSnapshot
 from agent.files import Sharing
-from agent.records import ENDED, Command, RecordError, Session, SessionStatus, iso
+from agent.records import ENDED, Command, Session, SessionStatus, iso
 from agent.shards import (
     COMMANDS,
     SESSIONS,
@@ -60,6 +59,7 @@ from agent.shards import (
 log = logging.getLogger(__name__)
 
 SHARD_MAX_COMMANDS = 2_000
+SHARD_MAX_BYTES = 1 << 20  # of JSON text: a flush rewrites about this much at most
 # Never pruned, whatever is asked: a session still going on.
 KEPT_STATUSES = frozenset({SessionStatus.LIVE, SessionStatus.PENDING})
 
@@ -93,6 +93,7 @@ class Store:
         on_flushed: Callable[[list[Session]], None] | None = None,
         sharing: Sharing | None = None,
         chain: Chain | None = None,
+        disk: DiskGuard | None = None,
     ) -> None:
         self.store_dir = store_dir
         self.sharing = sharing or Sharing()
@@ -114,16 +115,13 @@ class Store:
         self._pending: dict[str, _Pending] = {}
         self._sessions: dict[str, Session] = {}  # newest state, flushed or not
         self.processes = ProcessIndex()  # what the ingest asks: find(), claims()
-        self._db: TinyDB | None = None
-        self._storage: AtomicJSONStorage | None = None
-        self._doc_ids: dict[str, int] = {}  # session id -> doc id in the newest shard
-        # session id -> the chained fields of its document in the newest shard
-        self._linked: dict[str, dict[str, Any]] = {}
+        self._shard: NewestShard | None = None  # the newest, being written
         self._shards_of: dict[str, set[str]] = {}  # session id -> shard names
         self._retired: set[str] = set()  # pruned session ids, never given again
-        self._shard_commands = 0
         self._next_shard = 1
         self._pacer = FlushPacer(flush_interval_s)
+        self._failures = WriteFailures(f"store shard in {store_dir}", disk)
+        self._next_of_tag: dict[str, int] = {}  # tag -> the N to try first
         self._thread: threading.Thread | None = None
         self.flush_errors = 0
         self.flush_error_at: float | None = None
@@ -157,12 +155,15 @@ class Store:
             for session in sessions:
                 if session.id not in self._retired:
                     self._remember(session)
-            self._load_access(tables)
+            last, terminated = stored_state(tables)
+            self._access_seq = max(self._access_seq, last)
+            self.terminated.update(terminated)
             newest = (path, tables)
         if newest is not None:
             path, tables = newest
-            if len(tables.get(COMMANDS, {})) < SHARD_MAX_COMMANDS:
-                self._use_shard(path, tables)
+            self._shard = NewestShard(path, tables, self.sharing.file_mode)
+            if self._full():
+                self._shard = None
         if self.chain is not None and walk is not None:
             self.chain.opened(walk)
 
@@ -213,11 +214,13 @@ class Store:
 
     def new_session_id(self, tag: str) -> str:
         """The tag itself, or `tag~N` when an earlier session used the tag."""
-        with self._lock:
-            sid, n = tag, 1
+        with self._lock:  # from the last N of the tag: no lookup per earlier use
+            n = self._next_of_tag.get(tag, 1)
+            sid = f"{tag}~{n}" if n > 1 else tag
             while sid in self._sessions or sid in self._retired:
                 n += 1
                 sid = f"{tag}~{n}"
+            self._next_of_tag[tag] = n
             return sid
 
     def submit(
@@ -278,7 +281,9 @@ class Store:
             except OSError as e:
                 self.flush_errors += 1
                 self.flush_error_at = time.time()
-                log.error("cannot write store shard in %s: %s", self.store_dir, e)
+                self._failures.failed(e)  # what is not written waits in memory
+                continue
+            self._failures.worked()
 
     def flush(self, stopping: bool = False) -> None:
         """Write every pending update to the newest shard in one atomic write.
@@ -291,7 +296,7 @@ class Store:
         if not batch and not access:
             if self.chain is not None and self.chain.due(False, stopping):
                 with self._write_lock:
-                    if self._db is not None:
+                    if self._shard is not None:
                         self._write({}, [], stopping)
             return
         try:
@@ -322,14 +327,16 @@ class Store:
         access: list[AccessEntry],
         stopping: bool = False,
     ) -> None:
-        if self._db is None or self._shard_commands >= SHARD_MAX_COMMANDS:
+        if self._shard is None or self._full():
             self._new_shard()
-        assert self._db is not None and self._storage is not None
-        chain, name = self.chain, self._storage.path.name
+        shard = self._shard
+        assert shard is not None
+        chain, name, db = self.chain, shard.path.name, shard.db
         head = chain.head if chain is not None else None
-        sessions = self._db.table(SESSIONS)
+        sessions = db.table(SESSIONS)
         new_docs: list[dict[str, Any]] = []
         updates: dict[str, dict[str, Any]] = {}  # by session id: in place
+        inserts: dict[str, dict[str, Any]] = {}  # by session id: new documents
         checkpoint = None
         try:
             for sid, pending in batch.items():
@@ -340,34 +347,36 @@ class Store:
                         chain.link(COMMAND, command_doc)
                 new_docs.extend(docs)
                 doc = pending.session.to_document()
-                doc_id = self._doc_ids.get(sid)
+                doc_id = shard.doc_ids.get(sid)
                 if chain is not None:
                     fields = chained_fields(SESSION, doc)
-                    if doc_id is None or self._linked.get(sid) != fields:
+                    if doc_id is None or shard.linked.get(sid) != fields:
                         chain.link(SESSION, doc)
-                        self._linked[sid] = fields
+                        shard.linked[sid] = fields
                         doc_id = None  # a new state: a new document
                 if doc_id is None:
-                    self._doc_ids[sid] = sessions.insert(doc)
+                    inserts[sid] = doc
                 else:  # merged below: its link stays (what changed is not chained)
                     updates[sid] = doc
-                    self._storage.changed(SESSIONS, doc_id)
+                    shard.storage.changed(SESSIONS, doc_id)
                 self._shards_of.setdefault(sid, set()).add(name)
-            ids = [self._doc_ids[sid] for sid in updates]  # one O(n) pass for all
+            new_ids = sessions.insert_multiple(inserts.values())  # one pass for all
+            shard.doc_ids.update(zip(inserts, new_ids, strict=True))
+            ids = [shard.doc_ids[sid] for sid in updates]  # one O(n) pass for all
             sessions.update(lambda doc: doc.update(updates[doc["id"]]), doc_ids=ids)
             if new_docs:
-                self._db.table(COMMANDS).insert_multiple(new_docs)
-                self._shard_commands += len(new_docs)
+                db.table(COMMANDS).insert_multiple(new_docs)
+                shard.entries += len(new_docs)
             if access:
                 # Counted with the commands: a flood of page views seals shards too.
-                self._db.table(ACCESS).insert_multiple(e.to_document() for e in access)
-                self._shard_commands += len(access)
-            sealing = self._shard_commands >= SHARD_MAX_COMMANDS
+                db.table(ACCESS).insert_multiple(e.to_document() for e in access)
+                shard.entries += len(access)
+            sealing = self._full()
             if chain is not None and chain.due(sealing, stopping):
                 reason = "seal" if sealing else "stop" if stopping else "interval"
                 checkpoint = chain.checkpoint(reason)
-                self._db.table(CHECKPOINTS).insert(checkpoint)
-            self._storage.flush()
+                db.table(CHECKPOINTS).insert(checkpoint)
+            shard.storage.flush()
         except BaseException:
             if chain is not None and head is not None:
                 chain.head = head  # the links written to memory only are void
@@ -403,7 +412,7 @@ class Store:
                     and self._sessions[s].status not in KEPT_STATUSES
                 }
             names = sorted(set().union(*(self._shards_of.get(s, ()) for s in wanted)))
-            newest = self._storage if self._storage is not None else None
+            newest = self._shard.storage if self._shard is not None else None
             removed, rewrites = gather(
                 self.store_dir,
                 names,
@@ -426,10 +435,9 @@ class Store:
                 )
             for path, stripped in rewrites:
                 if newest is not None and path == newest.path:
-                    self._use_shard(path, stripped)
-                    assert self._storage is not None
-                    self._storage.dirty = True
-                    self._storage.flush()
+                    self._shard = NewestShard(path, stripped, self.sharing.file_mode)
+                    self._shard.storage.dirty = True
+                    self._shard.storage.flush()
                 else:
                     write_shard(path, stripped, self.sharing.file_mode)
             with self._lock:
@@ -439,50 +447,27 @@ class Store:
                     self._retired.add(sid)
             return PruneResult(tuple(sorted(wanted)), removed, len(rewrites), record)
 
+    def _full(self) -> bool:
+        shard = self._shard
+        if shard is None:
+            return False
+        size = shard.storage.size
+        return shard.entries >= SHARD_MAX_COMMANDS or size >= SHARD_MAX_BYTES
+
     def _reload_newest(self) -> None:
-        if self._storage is None:
+        if self._shard is None:
             return
-        path = self._storage.path
+        path = self._shard.path
         try:
-            self._use_shard(path, read_shard(path) if path.exists() else None)
+            tables = read_shard(path) if path.exists() else None
+            self._shard = NewestShard(path, tables, self.sharing.file_mode)
         except StoreError:
-            self._db = self._storage = None
+            self._shard = None
 
     def _new_shard(self) -> None:
         path = self.store_dir / f"{self._next_shard:08d}.json"
         self._next_shard += 1
-        self._use_shard(path, None)
-
-    def _use_shard(self, path: Path, tables: dict[str, dict[str, Any]] | None) -> None:
-        self._db = TinyDB(
-            path, storage=AtomicJSONStorage, data=tables, mode=self.sharing.file_mode
-        )
-        self._storage = self._db.storage  # type: ignore[assignment]
-        self._doc_ids = {}
-        self._linked = {}
-        self._shard_commands = 0
-        if tables is not None:
-            for doc_id, doc in tables.get(SESSIONS, {}).items():
-                sid = str(doc.get("id"))
-                self._doc_ids[sid] = int(doc_id)
-                if "_chain" in doc:
-                    self._linked[sid] = chained_fields(SESSION, doc)
-                else:  # stored before the chain: its next state is a new link
-                    self._linked.pop(sid, None)
-            self._shard_commands = len(tables.get(COMMANDS, {})) + len(
-                tables.get(ACCESS, {})
-            )
-
-    def _load_access(self, tables: dict[str, dict[str, Any]]) -> None:
-        for doc in tables.get(ACCESS, {}).values():
-            seq = doc.get("seq") if isinstance(doc, dict) else None
-            if isinstance(seq, int):
-                self._access_seq = max(self._access_seq, seq)
-            if isinstance(doc, dict) and doc.get("action") == Action.TERMINATE:
-                with contextlib.suppress(RecordError):
-                    entry = AccessEntry.from_document(doc)
-                    if entry.ok and entry.session is not None:
-                        self.terminated[entry.session] = entry
+        self._shard = NewestShard(path, None, self.sharing.file_mode)
 
     def _remember(self, session: Session) -> None:
         self._sessions[session.id] = session

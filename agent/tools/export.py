@@ -1,5 +1,11 @@
 """audit-export: commands with their sessions' fields, as JSON, JSON Lines or CSV.
 
+From this bastion's store the commands are streamed: every session first,
+then the stored documents a shard at a time, encoded straight to text
+(reader.scan, export_record's JsonRecords and CsvRecords), so that a million
+commands take a few seconds and a flat cost each. From the fleet store, the
+reader's rows.
+
 Also a session's recording (`--cast TAG`), as the asciicast v2 file it is.
 The fields are documented in the README and in schema/export-record.schema.json.
 """
@@ -16,20 +22,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from agent.escape import FORMULA_START, csv_cell, json_dumps
 from agent.exits import ExitStatus, run_main
-from agent.export_record import (
-    COMMAND_FIELDS,
-    FIELDS,
-    OWN_FIELDS,
-    JsonRecords,
-    Stamp,
-    session_fields,
-)
+from agent.export_record import CsvRecords, JsonRecords, Stamp
 from agent.local_reader import LocalReader
-from agent.reader import Snapshot
+from agent.reader import StoreScan, scan
 from agent.reading import Row
-from agent.records import Command, Session
+from agent.records import Command, CommandDocument, Session
 from agent.tools.options import (
     Filter,
     add_reading_options,
@@ -42,31 +40,90 @@ from agent.version import add_version_option
 
 PROG = "audit-export"
 FORMATS = ("json", "jsonl", "csv")
-PROGRESS_EVERY = 20_000  # commands between two progress updates
 
 
 def select(
-    snapshot: Snapshot,
+    store: StoreScan,
     selection: Filter,
     scanned: Callable[[int], None] | None = None,
-) -> Iterator[tuple[Command, Session | None]]:
-    """The selected commands with their sessions, in the order stored.
+) -> Iterator[list[CommandDocument]]:
+    """The selected commands of a local store, a shard's at a time, in order.
 
-    `scanned(n)` hears how many commands were looked at, now and then.
+    What Selection.command_matches takes, on the documents: the session's
+    part once per session, the rest inline. `scanned(n)` hears how many
+    commands were looked at, after each shard.
     """
-    if scanned is None:
-        for command in snapshot.commands:
-            session = snapshot.sessions.get(command.session)
-            if selection.command_matches(command, session):
-                yield command, session
-        return
-    for n, command in enumerate(snapshot.commands, 1):
-        if n % PROGRESS_EVERY == 0:
+    wanted = _Wanted(selection, store.sessions)
+    since, until = selection.since, selection.until
+    contains = selection.contains.lower() if selection.contains else None
+    regex = selection.python_regex()
+    everything = selection == Filter()
+    n = 0
+    for docs in store.commands():
+        n += len(docs)
+        if not everything:
+            docs = [
+                d
+                for d in docs
+                if wanted[d["session"]]
+                and (since is None or d["time"] >= since)
+                and (until is None or d["time"] <= until)
+                and (contains is None or contains in d["command"].lower())
+                and (regex is None or regex.search(d["command"]) is not None)
+            ]
+        if scanned is not None:
             scanned(n)
-        session = snapshot.sessions.get(command.session)
-        if selection.command_matches(command, session):
-            yield command, session
-    scanned(len(snapshot.commands))
+        yield docs
+
+
+class _Wanted(dict[str, bool]):
+    """Per session id: does the selection take its session's commands."""
+
+    def __init__(self, selection: Filter, sessions: dict[str, Session]) -> None:
+        super().__init__()
+        self.selection = selection
+        self.sessions = sessions
+
+    def __missing__(self, sid: str) -> bool:
+        session = self.sessions.get(sid)
+        chosen = self.selection
+        ok = self[sid] = not (
+            chosen.session and session is None and sid != chosen.session
+        ) and chosen.session_matches(session)
+        return ok
+
+
+def write_documents(
+    batches: Iterator[list[CommandDocument]],
+    sessions: dict[str, Session],
+    out: IO[str],
+    fmt: str,
+    stamp: Stamp,
+) -> int:
+    """The records of a local store in `fmt`, a batch per write; how many.
+
+    Byte for byte what write_records() writes for the same commands.
+    """
+    records: CsvRecords | JsonRecords
+    if fmt == "csv":
+        records = CsvRecords(stamp)
+        out.write(records.header())
+        separator, first, last, empty = "", "", "", ""
+    elif fmt == "jsonl":
+        records = JsonRecords(stamp)
+        separator, first, last, empty = "\n", "", "\n", ""
+    else:
+        records = JsonRecords(stamp)
+        out.write("[")
+        separator, first, last, empty = ",\n  ", "\n  ", "\n]\n", "]\n"
+    count = 0
+    for docs in batches:
+        if docs:
+            texts = records.documents(docs, sessions)
+            out.write((separator if count else first) + separator.join(texts))
+            count += len(texts)
+    out.write(last if count else empty)
+    return count
 
 
 def write_csv(
@@ -75,65 +132,22 @@ def write_csv(
     """RFC 4180 CSV with a header row of FIELDS; a missing value is empty.
 
     `risk` is the rules' names separated by spaces (a name has none). Text
-    cells go through escape.csv_cell: they are what users typed.
+    cells go through escape.csv_cell (export_record.CsvRecords): they are
+    what users typed.
     """
-    writer = csv.writer(out)
-    writer.writerow(FIELDS)
-    session_names = FIELDS[COMMAND_FIELDS:-OWN_FIELDS]
-    tails: dict[tuple[str | None, str] | None, tuple[Any, ...]] = {
-        None: ("",) * len(session_names) + (stamp.bastion,)
-    }
-    risk = stamp.risk
+    records = CsvRecords(stamp)
+    out.write(records.header())
+    values = records.values
     count = 0
 
     def lines() -> Iterator[tuple[Any, ...]]:
         nonlocal count
         for command, session in rows:
-            sid = (session.bastion, session.id) if session is not None else None
-            tail = tails.get(sid)
-            if tail is None:
-                assert session is not None
-                named = session_fields(session)  # by name: FIELDS sets the order
-                values = (named.get(name) for name in session_names)
-                tail = tails[sid] = tuple(_cell(v) for v in values) + (
-                    _cell(stamp.bastion_of(session)),
-                )
             count += 1
-            text = command.command
-            if not text.isprintable() or text[:1] in FORMULA_START:
-                text = csv_cell(text)  # what a user typed: controls, formulas
-            yield (
-                (
-                    command.session,
-                    command.seq,
-                    command.time,
-                    text,
-                    "true" if command.cancelled else "false",
-                    command.kind.value,
-                    "" if command.transfer is None else _compact(command.transfer),
-                    "" if command.action is None else _compact(command.action),
-                    _cell(command.program),
-                    _cell(command.typed),  # what the user typed, too
-                    _cell(command.keys),
-                    "true" if command.unterminated else "false",
-                )
-                + tail
-                + (" ".join(risk(command.command)),)
-            )
+            yield values(command, session)
 
-    writer.writerows(lines())  # the loop over rows stays in C
+    csv.writer(out).writerows(lines())  # the loop over rows stays in C
     return count
-
-
-def _cell(value: Any) -> Any:
-    if value is None:
-        return ""
-    return csv_cell(value) if isinstance(value, str) else value
-
-
-def _compact(fields: Any) -> str:
-    """A transfer's fields (file names: the user's too) as one JSON cell."""
-    return json_dumps(dict(fields), separators=(",", ":"))
 
 
 def write_records(
@@ -226,26 +240,53 @@ def main(argv: list[str] | None = None) -> int:
                 selection = selection_from_args(
                     args, contains=args.contains, regex=args.regex
                 )
-                check_matches(PROG, selection, reader)
                 stamp = Stamp.of(config)
-                records: Iterator[Row]
                 if isinstance(reader, LocalReader):
-                    selection.python_regex()  # a bad one: refused before any output
-                    snapshot = reader.snapshot
-                    if bar:
-                        bar.start_commands(len(snapshot.commands))
-                    records = select(snapshot, selection, bar.commands if bar else None)
+                    errors = export_local(reader, selection, args, bar, stamp)
                 else:
-                    records = reader.commands(selection)
-                _output(
-                    args.output,
-                    lambda out: write_records(records, out, args.format, stamp),
-                )
-        for error in reader.errors:
+                    check_matches(PROG, selection, reader)
+                    records: Iterator[Row] = reader.commands(selection)
+                    _output(
+                        args.output,
+                        lambda out: write_records(records, out, args.format, stamp),
+                    )
+                    errors = reader.errors
+        for error in errors:
             print(f"{PROG}: warning: {error}; exported the rest", file=sys.stderr)
-        return ExitStatus.PARTIAL if reader.errors else ExitStatus.SUCCESS
+        return ExitStatus.PARTIAL if errors else ExitStatus.SUCCESS
 
     return run_main(PROG, body)
+
+
+def export_local(
+    reader: LocalReader,
+    selection: Filter,
+    args: argparse.Namespace,
+    bar: _Bar | None,
+    stamp: Stamp,
+) -> list[str]:
+    """Stream this bastion's store to the output; what could not be read."""
+    selection.python_regex()  # a bad one: refused before any output
+    store = scan(reader.data_dir, bar.shards if bar else None)
+    named = Filter(
+        session=selection.session,
+        user=selection.user,
+        host=selection.host,
+        bastion=selection.bastion,
+    )
+    if not any(named.session_matches(s) for s in store.sessions.values()):
+        # No session the filters name: check_matches says so (it reads the
+        # store the slow way, for a command whose session document is gone).
+        check_matches(PROG, selection, reader)
+    if bar:
+        # What the sessions say they hold; the bar ends at what was read.
+        bar.start_commands(sum(s.command_count for s in store.sessions.values()))
+    batches = select(store, selection, bar.commands if bar else None)
+    _output(
+        args.output,
+        lambda out: write_documents(batches, store.sessions, out, args.format, stamp),
+    )
+    return store.errors
 
 
 def find_cast(data_dir: Path, name: str) -> Path:

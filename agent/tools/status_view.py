@@ -6,6 +6,7 @@ Exit status 0 when healthy, 4 when not (the reasons on stdout, one a line),
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -74,6 +75,12 @@ def summary_lines(status: AgentStatus | None, now: float, running: bool) -> list
         f"ingest: {human_bytes(status.ingest_lag_bytes)} behind over "
         f"{status.logs} logs; {status.pending_commands} commands not yet written",
     ]
+    if status.disk:
+        d = status.disk
+        lines.append(
+            f"disk: {human_bytes(d.get('free_bytes', 0))} free, reserve "
+            f"{human_bytes(d.get('reserve_bytes', 0))} ({d.get('state')})"
+        )
     if status.chain:
         c = status.chain
         lines.append(
@@ -204,12 +211,33 @@ def render_rich(
     console.print(straces)
 
 
+NO_SPACE_BYTES = 64 << 10  # less than this free: not even status.json fits
+
+
+def disk_problem(data_dir: Path) -> str | None:
+    """The data disk as it is now: full, when the agent cannot even say so."""
+    try:
+        st = os.statvfs(data_dir)
+    except OSError:
+        return None
+    free = st.f_bavail * st.f_frsize
+    if free >= NO_SPACE_BYTES:
+        return None
+    return (
+        f"the data disk holding {data_dir} has no space left ({free} bytes free): "
+        "the agent can write neither its store nor its status"
+    )
+
+
 def show_status(data_dir: Path, as_json: bool, max_lag_bytes: int) -> int:
     check_data_dir(data_dir)
     status = read_status(data_dir)
     now = time.time()
     problems = assess(status, now, max_lag_bytes, data_dir)
     running = status is not None and agent_running(status, data_dir)
+    full = disk_problem(data_dir)
+    if full is not None and running:
+        problems.append(full)
     if as_json:
         doc = {
             "healthy": not problems,
