@@ -32,8 +32,10 @@ def test_only_the_device_the_process_holds_is_opened(tmp_path: Path) -> None:
         plain = tmp_path / "plain"
         plain.write_bytes(b"kept")
         assert open_terminal(held.pid, str(plain), os.O_WRONLY) is None
-        notify_terminal(held.pid, "hello", tty)
-        assert b"hello" in os.read(master, 100)
+        # Controls in the line (an auditor's reason, a rule's message) are left out.
+        assert notify_terminal(held.pid, "hel\x1b]0;x\x07lo", tty)
+        shown = os.read(master, 100)
+        assert b"hel]0;xlo" in shown and b"\x1b" not in shown and b"\x07" not in shown
         fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
         assert terminal_size(held.pid, tty) == (30, 100)
     finally:
@@ -50,7 +52,7 @@ def test_a_process_without_a_terminal_has_none(tmp_path: Path) -> None:
         held = subprocess.Popen(["sleep", "30"], stdin=stdin, stdout=subprocess.DEVNULL)
     try:
         assert ssh_tty(held.pid) is None
-        notify_terminal(held.pid, "nowhere")  # nothing to write to, no error
+        assert not notify_terminal(held.pid, "nowhere")  # nothing to write to
         assert plain.read_bytes() == b""
     finally:
         held.kill()

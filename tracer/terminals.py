@@ -72,16 +72,21 @@ def open_terminal(pid: int, tty: str, flags: int) -> int | None:
     return None
 
 
-def notify_terminal(ssh_pid: int, message: str, tty: str | None = None) -> None:
-    """One line on the terminal of the person at this ssh (its recorded tty)."""
+def notify_terminal(ssh_pid: int, message: str, tty: str | None = None) -> bool:
+    """One line on the terminal of the person at this ssh (its recorded tty).
+
+    Whether it was written; controls in `message` are left out.
+    """
     tty = tty or ssh_tty(ssh_pid)
     fd = open_terminal(ssh_pid, tty, os.O_WRONLY) if tty else None
     if fd is None:
-        return
+        return False
+    printable = "".join(c for c in message if c.isprintable())
     try:
-        os.write(fd, f"\r\n{message}\r\n".encode())
+        os.write(fd, f"\r\n{printable}\r\n".encode())
+        return True
     except OSError:
-        pass  # a hung-up or full terminal: the verdict stands without it
+        return False  # a hung-up or full terminal: the verdict stands without it
     finally:
         os.close(fd)
 

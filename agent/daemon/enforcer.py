@@ -30,12 +30,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from agent.daemon.alerts import Alert, Alerter
-from agent.daemon.terminal_line import write_line
 from agent.export_record import Stamp, flat_record
 from agent.locks import Lock, write_lock
 from agent.records import Command, Kind, Session, SessionStatus, iso, parse_iso
 from agent.rules import DIRECT, Action, Rule, RuleSet, Subject
 from tracer.discovery import is_alive
+from tracer.terminals import notify_terminal
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ class Enforcer:
             line = rule.message or (
                 f"bastion-audit: warning: this command matched rule {rule.name}"
             )
-            shown = write_line(session.ssh_pid, session.tty, line)
+            shown = notify_terminal(session.ssh_pid, line, session.tty or None)
             return Taken(
                 rule.name,
                 action,
@@ -240,7 +240,7 @@ class Enforcer:
                 break
             if not is_alive(cut.identity):
                 continue
-            write_line(cut.identity[0], None, cut.message)
+            notify_terminal(cut.identity[0], cut.message)
             _signal(cut.identity[0], signal.SIGTERM)
             # audit-shell's child ends its session and writes its end line
             # itself on SIGTERM: it gets the time its parent gives it.
