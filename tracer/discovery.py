@@ -306,8 +306,6 @@ class Discovery:
             return None
         if tag is not None:
             seen = Seen.TAGGED
-        elif self.trace_untagged:
-            tag = f"ut-{pid}-{ticks}"
         return TaggedSsh(
             pid,
             ticks,
