@@ -375,7 +375,7 @@ class Supervisor:
         first = watch.verdict is None
         watch.verdict = reason
         path = find_log(self.logs_dir, ssh.tag, ssh.identity)
-        if self._strict(watch):
+        if self.strict(watch.ssh):
             self.stats.terminated += 1
             log.error(
                 "session %s: %s; ending ssh %d (strict mode)", ssh.tag, reason, ssh.pid
@@ -404,9 +404,9 @@ class Supervisor:
         watch.next_attempt = time.monotonic() + RETRY_AFTER_S
         self._watches.schedule(watch, watch.next_attempt)
 
-    def _strict(self, watch: Watch) -> bool:
-        """An untagged ssh traced under our own tag never asked to be: never cut."""
-        return self.mode == Mode.STRICT and not watch.ssh.generated
+    def strict(self, ssh: TaggedSsh) -> bool:
+        """Whether the mode ends it; an untagged ssh traced under our tag, never."""
+        return self.mode == Mode.STRICT and not ssh.generated
 
     def _signal_ssh(self, watch: Watch, sig: signal.Signals) -> None:
         """`sig` to the ssh through its pidfd: never to a process reusing its pid."""
@@ -420,7 +420,7 @@ class Supervisor:
         if watch.pending_verdict is not None:
             self._apply_verdict(watch)  # its record-only tracker took too long
             return
-        if self._strict(watch):
+        if self.strict(watch.ssh):
             return
         if now < watch.next_attempt:
             self._watches.schedule(watch, watch.next_attempt)
@@ -450,7 +450,7 @@ class Supervisor:
         path = find_log(self.logs_dir, watch.ssh.tag, identity)
         if path is None:
             return
-        if watch.verdict is not None and self._strict(watch):
+        if watch.verdict is not None and self.strict(watch.ssh):
             mark_unended(
                 path, "end", reason=f"terminated: {watch.verdict}", status="terminated"
             )

@@ -79,7 +79,6 @@ from agent.export_record import Stamp
 from agent.records import Command, Session, SessionStatus
 from agent.status_file import AgentState, write_status
 from agent.version import version
-from tracer import Mode
 from tracer.discovery import Discovery, TaggedSsh
 from tracer.discovery_thread import DiscoveryThread
 from tracer.procfs import set_thread_nice
@@ -391,8 +390,7 @@ class Agent:
         watch = self.supervisor.watches.get(ssh.identity)
         if watch is not None and watch.verdict is not None:
             return  # judged before, for its own reason
-        # An untagged ssh traced under a tag of ours never asked to be: not cut.
-        strict = self.config.mode == Mode.STRICT and not ssh.generated
+        strict = self.supervisor.strict(ssh)
         if strict:
             self.ingest.cut(ssh.identity, f"terminated: {reason}")
         if not self.supervisor.give_verdict(ssh, reason) and strict:

@@ -18,7 +18,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agent.daemon.disk import mib
-from tracer import Mode
 from tracer.discovery import TaggedSsh
 from tracer.supervisor import KILL_GRACE_S, MAX_ATTACHES, Supervisor
 from tracer.watches import Watch
@@ -41,7 +40,7 @@ class AgentSupervisor(Supervisor):
             return False
         tracker = watch.tracker
         if (
-            self.mode == Mode.PERMISSIVE
+            not self.strict(ssh)
             and tracker is not None
             and tracker.popen is None
             and tracker.running()
