@@ -227,7 +227,7 @@ def main() -> None:
         with contextlib.ExitStack() as stack:
             for b in live:
                 stack.enter_context(b.store)
-                stack.enter_context(Shipper(b.data_dir, b.fleet))
+                stack.enter_context(Shipper(b.data_dir, b.fleet)).follow(b.store)
             steady(pg, live, args.rate, args.seconds)
             sustained(pg, live, min(args.seconds, 20.0))
         pg.sql("TRUNCATE commands, recordings, sessions CASCADE")

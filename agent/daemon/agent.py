@@ -76,7 +76,7 @@ from agent.daemon.status import DiskSizes, collect, disk_sizes
 from agent.daemon.store import Store
 from agent.daemon.verdicts import AgentSupervisor
 from agent.export_record import Stamp
-from agent.records import Command, Session, SessionStatus
+from agent.records import SessionStatus
 from agent.status_file import AgentState, write_status
 from agent.version import version
 from tracer.discovery import Discovery, TaggedSsh
@@ -186,15 +186,8 @@ class Agent:
             self.store.on_access_committed = self.sink.access_committed
         self.shipper: Shipper | None = None
         if config.fleet.enabled:
-            shipper = self.shipper = Shipper(config.data_dir, config.fleet)
-            also = self.store.on_committed
-
-            def committed(batch: list[tuple[Session, list[Command]]]) -> None:
-                if also is not None:
-                    also(batch)
-                shipper.wake()
-
-            self.store.on_committed = committed
+            self.shipper = Shipper(config.data_dir, config.fleet)
+            self.shipper.follow(self.store)
         self.supervisor = AgentSupervisor(
             config.tracker_script,
             config.data_dir,

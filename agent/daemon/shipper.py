@@ -32,7 +32,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
@@ -65,8 +65,11 @@ from agent.daemon.fleet_source import (
 from agent.fleet_config import FleetConfig
 from agent.fleet_db import FleetDbError, connect, describe, explain
 from agent.fleet_schema import SchemaError, check_version, migrate
-from agent.records import Command, parse_iso
+from agent.records import Command, Session, parse_iso
 from agent.shards import StoreError, list_shards
+
+if TYPE_CHECKING:
+    from agent.daemon.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +165,19 @@ class Shipper:
     def wake(self, *_: object) -> None:
         """Store callback (writer thread): a flush made something durable."""
         self._wake.set()
+
+    def follow(self, store: Store) -> None:
+        """Be woken by every flush of `store` that made commands durable, after
+        whatever the store called already. Without it a round comes only every
+        IDLE_WAKE_S, and the lag is that."""
+        also = store.on_committed
+
+        def committed(batch: list[tuple[Session, list[Command]]]) -> None:
+            if also is not None:
+                also(batch)
+            self.wake()
+
+        store.on_committed = committed
 
     def snapshot(self) -> ShipperSnapshot:
         return ShipperSnapshot(
