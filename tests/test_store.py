@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tinydb import TinyDB
 
 from agent.daemon import store as store_module
 from agent.daemon.store import Store
@@ -82,6 +83,46 @@ def test_flush_writes_one_whole_shard_and_resume_state(data_dir: Path) -> None:
     assert [c.command for c in load(data_dir).commands] == [
         f"cmd {n}" for n in range(1, 7)
     ]
+
+
+def test_shards_stay_tinydb_databases(data_dir: Path) -> None:
+    """The writer appends and updates documents itself (agent/daemon/shard_file.py),
+    not through TinyDB's Table: TinyDB must still read the shard as written,
+    number documents as the writer did, and go on from there."""
+    store = open_store(data_dir)
+    one, two = make_session("t1", pid=1), make_session("t2", pid=2)
+    store.submit(one)
+    store.submit(two)
+    store.flush()
+    for first in (1, 3):  # updates in place of both sessions, commands appended
+        for s in (one, two):
+            state = dataclasses.replace(s, command_count=first + 1)
+            store.submit(state, commands(s, first, 2))
+        store.flush()
+    reopened = open_store(data_dir)  # the newest shard read back, then written on
+    three = make_session("t3", pid=3)
+    reopened.submit(three, commands(three, 1, 1))
+    reopened.flush()
+    (shard,) = list_shards(data_dir / "store")
+    on_disk = json.loads(shard.read_text())
+
+    db = TinyDB(shard, access_mode="r")
+    try:
+        assert set(db.tables()) == {"sessions", "commands"}
+        sessions, cmds = db.table("sessions"), db.table("commands")
+        assert [d.doc_id for d in sessions.all()] == [1, 2, 3]
+        assert [d.doc_id for d in cmds.all()] == list(range(1, 10))
+        assert {d.doc_id: dict(d) for d in cmds.all()} == {
+            int(k): v for k, v in on_disk["commands"].items()
+        }
+        by_id = {d["id"]: d for d in sessions.all()}
+        assert by_id["t1"]["command_count"] == 4 and by_id["t3"]["command_count"] == 0
+        assert [d["command"] for d in cmds.all()] == [
+            "cmd 1", "cmd 2", "cmd 1", "cmd 2", "cmd 3", "cmd 4", "cmd 3", "cmd 4",
+            "cmd 1",
+        ]  # fmt: skip
+    finally:
+        db.close()
 
 
 def test_a_reused_tag_gets_its_own_id(data_dir: Path) -> None:

@@ -5,8 +5,8 @@ on each flush (write a temporary file, fsync, rename over the shard, fsync
 the directory), so a reader or a crash sees the previous version or the
 next, never a torn one. Once it holds SHARD_MAX_COMMANDS commands or
 SHARD_MAX_BYTES of text it is sealed and the next one begins, so the cost of
-a flush grows neither with the store nor with its sessions (new ones go in
-with one insert a flush: TinyDB rebuilds a table at each call).
+a flush grows neither with the store nor with its sessions: it encodes what
+changed and writes one copy of the shard (agent/daemon/shard_file.py).
 
 A session's document is written again into the newest shard whenever it
 changes; readers take the last one. It carries the ingest checkpoint (where
@@ -331,11 +331,10 @@ class Store:
             self._new_shard()
         shard = self._shard
         assert shard is not None
-        chain, name, db = self.chain, shard.path.name, shard.db
+        chain, name, file = self.chain, shard.path.name, shard.file
         head = chain.head if chain is not None else None
-        sessions = db.table(SESSIONS)
         new_docs: list[dict[str, Any]] = []
-        updates: dict[str, dict[str, Any]] = {}  # by session id: in place
+        updates: dict[int, dict[str, Any]] = {}  # by document id: in place
         inserts: dict[str, dict[str, Any]] = {}  # by session id: new documents
         checkpoint = None
         try:
@@ -357,26 +356,25 @@ class Store:
                 if doc_id is None:
                     inserts[sid] = doc
                 else:  # merged below: its link stays (what changed is not chained)
-                    updates[sid] = doc
-                    shard.storage.changed(SESSIONS, doc_id)
+                    updates[doc_id] = doc
                 self._shards_of.setdefault(sid, set()).add(name)
-            new_ids = sessions.insert_multiple(inserts.values())  # one pass for all
+            new_ids = file.append(SESSIONS, inserts.values())
             shard.doc_ids.update(zip(inserts, new_ids, strict=True))
-            ids = [shard.doc_ids[sid] for sid in updates]  # one O(n) pass for all
-            sessions.update(lambda doc: doc.update(updates[doc["id"]]), doc_ids=ids)
+            for doc_id, doc in updates.items():
+                file.update(SESSIONS, doc_id, doc)
             if new_docs:
-                db.table(COMMANDS).insert_multiple(new_docs)
+                file.append(COMMANDS, new_docs)
                 shard.entries += len(new_docs)
             if access:
                 # Counted with the commands: a flood of page views seals shards too.
-                db.table(ACCESS).insert_multiple(e.to_document() for e in access)
+                file.append(ACCESS, (e.to_document() for e in access))
                 shard.entries += len(access)
             sealing = self._full()
             if chain is not None and chain.due(sealing, stopping):
                 reason = "seal" if sealing else "stop" if stopping else "interval"
                 checkpoint = chain.checkpoint(reason)
-                db.table(CHECKPOINTS).insert(checkpoint)
-            shard.storage.flush()
+                file.append(CHECKPOINTS, [checkpoint])
+            file.flush()
         except BaseException:
             if chain is not None and head is not None:
                 chain.head = head  # the links written to memory only are void
@@ -412,7 +410,7 @@ class Store:
                     and self._sessions[s].status not in KEPT_STATUSES
                 }
             names = sorted(set().union(*(self._shards_of.get(s, ()) for s in wanted)))
-            newest = self._shard.storage if self._shard is not None else None
+            newest = self._shard.file if self._shard is not None else None
             removed, rewrites = gather(
                 self.store_dir,
                 names,
@@ -436,8 +434,8 @@ class Store:
             for path, stripped in rewrites:
                 if newest is not None and path == newest.path:
                     self._shard = NewestShard(path, stripped, self.sharing.file_mode)
-                    self._shard.storage.dirty = True
-                    self._shard.storage.flush()
+                    self._shard.file.dirty = True
+                    self._shard.file.flush()
                 else:
                     write_shard(path, stripped, self.sharing.file_mode)
             with self._lock:
@@ -451,7 +449,7 @@ class Store:
         shard = self._shard
         if shard is None:
             return False
-        size = shard.storage.size
+        size = shard.file.size
         return shard.entries >= SHARD_MAX_COMMANDS or size >= SHARD_MAX_BYTES
 
     def _reload_newest(self) -> None:
