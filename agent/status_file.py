@@ -1,7 +1,8 @@
 """The status file: the running agent's state, for `audit-agent status` and monitoring.
 
 The daemon's main loop (agent/daemon/status.py) rewrites DATA_DIR/status.json every
-`status_interval_s`, atomically and root only: its pid and process start
+`status_interval_s`, atomically and root only (built anew when something in
+it may have changed, else the last one with the new time): its pid and process start
 time, the live sessions and whether each ssh is traced, the straces, how far
 the ingest is behind the logs, the store's size and last write, the events
 sink. It writes it from the main loop on purpose: a loop that hangs stops the
@@ -19,6 +20,7 @@ from __future__ import annotations
 import enum
 import json
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -140,11 +142,34 @@ def status_path(data_dir: Path) -> Path:
     return data_dir / STATUS_FILE
 
 
+class StatusText:
+    """A status encoded once, for as many heartbeats as it stays true: each
+    write only puts the time in front (`updated_at`), so a heartbeat of idle
+    sessions costs nothing per session."""
+
+    def __init__(self, status: AgentStatus) -> None:
+        doc = status.to_document()
+        del doc["updated_at"]
+        # Compact: json's C encoder does not do indent (json/encoder.py).
+        self._rest = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+
+    def at(self, updated_at: float) -> bytes:
+        head = '{"updated_at":' + json.dumps(iso(updated_at)) + ","
+        return (head + self._rest[1:]).encode("utf-8")
+
+
 def write_status(
-    data_dir: Path, status: AgentStatus, mode: int = PRIVATE_FILE_MODE
+    data_dir: Path,
+    status: AgentStatus | StatusText,
+    mode: int = PRIVATE_FILE_MODE,
+    updated_at: float | None = None,
 ) -> None:
-    text = json.dumps(status.to_document(), ensure_ascii=False, indent=1)
-    write_atomic(status_path(data_dir), text.encode("utf-8"), mode)
+    """Write the status; a StatusText with the time of `updated_at` (now if None)."""
+    if isinstance(status, AgentStatus):
+        updated_at = status.updated_at if updated_at is None else updated_at
+        status = StatusText(status)
+    data = status.at(time.time() if updated_at is None else updated_at)
+    write_atomic(status_path(data_dir), data, mode)
 
 
 def read_status(data_dir: Path) -> AgentStatus | None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from agent.status_file import (
     AgentStatus,
     LiveSession,
+    StatusText,
     StraceProcess,
     assess,
     read_status,
@@ -113,6 +114,20 @@ def test_the_status_file_round_trips(tmp_path: Path) -> None:
     assert back is not None
     assert back.sessions[0].id == "t1" and back.straces == status.straces
     assert abs(back.updated_at - status.updated_at) < 0.001
+
+
+def test_a_heartbeat_rewrites_only_the_time(tmp_path: Path) -> None:
+    """The agent keeps the encoded status while nothing in it can have changed
+    (agent/daemon/agent.py): each heartbeat is that text with the new time."""
+    status = healthy_status(tmp_path)
+    text = StatusText(status)
+    write_status(tmp_path, text, updated_at=status.updated_at + 7.5)
+    back = read_status(tmp_path)
+    assert back is not None
+    assert abs(back.updated_at - (status.updated_at + 7.5)) < 0.001
+    doc, written = status.to_document(), back.to_document()
+    del doc["updated_at"], written["updated_at"]
+    assert written == doc
 
 
 def test_status_cli_exit_codes(tmp_path: Path) -> None:

@@ -84,6 +84,8 @@ class Supervisor:
         self._watches = Watches()
         self.watches = self._watches.by_identity
         self.stats = SupervisorStats()
+        # Bumped by every event handled: the status is rebuilt when it moved.
+        self.changes = 0
         self._tokens = self.limits.max_new_sessions_per_s
         self._tokens_at = time.monotonic()
         self._boot_time = read_boot_time()
@@ -119,12 +121,15 @@ class Supervisor:
         """Handle the exits that arrived and the timers that are due."""
         for watch, fd in self._watches.exited():
             self.stats.wakeups += 1
+            self.changes += 1
             self._exited(watch, fd)
         for key, started in self._launcher.take():
+            self.changes += 1
             self._started(key, started)
         now = time.monotonic()
         for watch in self._watches.due(now):
             self.stats.wakeups += 1
+            self.changes += 1
             self._check(watch, now)
 
     # -- discovery hands over ---------------------------------------------
@@ -136,6 +141,7 @@ class Supervisor:
         now = time.monotonic()
         watch = Watch(ssh, found_at=now)
         self._watches.add(watch)
+        self.changes += 1
         if ssh.tracer_pid:
             owner = self._owner(ssh, ssh.tracer_pid)
             if owner is not None:

@@ -48,6 +48,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from types import FrameType
+from typing import Any
 
 from agent.config import Config, rules_of, start_lines
 from agent.daemon.alerts import Alert, Alerter
@@ -77,7 +78,7 @@ from agent.daemon.store import Store
 from agent.daemon.verdicts import AgentSupervisor
 from agent.export_record import Stamp
 from agent.records import SessionStatus
-from agent.status_file import AgentState, write_status
+from agent.status_file import AgentState, StatusText, write_status
 from agent.version import version
 from tracer.discovery import Discovery, TaggedSsh
 from tracer.discovery_thread import DiscoveryThread
@@ -94,6 +95,7 @@ KILL_CHECK_S = 0.05  # while a cut's SIGKILL is due
 # The store's and the recordings' sizes in the status: a walk of every shard
 # and cast ever kept, so not at every status write.
 DISK_SIZES_INTERVAL_S = 30.0
+STATUS_REFRESH_S = 30.0  # the status is built anew at least this often
 # A prune run by hand may hold the data dir for a while; then the agent waits.
 PRUNE_WAIT_S = 10.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -210,6 +212,8 @@ class Agent:
         self._status_failing = False  # logged once, not every interval
         self._wake = WakePipe()
         self._sizes: tuple[float, DiskSizes] | None = None
+        # The status last built: what it was built for, when, and its text.
+        self._status_text: tuple[tuple[Any, ...], float, StatusText] | None = None
         self.cutter.wake = self.wake  # a terminate is acted on at once
         if self.enforcer is not None:
             self.enforcer.wake = self.wake  # and a rule's cut
@@ -397,31 +401,60 @@ class Agent:
             if session is not None and session.status == SessionStatus.LIVE:
                 self.ingest.cut(session.identity, end_reason(entry.actor, entry.detail))
 
+    def _status_key(self, state: AgentState) -> tuple[Any, ...]:
+        """What moves whenever anything the status shows may have changed.
+
+        Counters and small snapshots only: nothing here looks at each session,
+        so the heartbeat of idle sessions costs nothing per session. What
+        moves with no event (free space, a log that grew while the ingest
+        was stuck) is caught by STATUS_REFRESH_S.
+        """
+        chain = self.store.chain
+        disk = self.disk.snapshot()
+        return (
+            state,
+            self.store.flushed_at,
+            self.store.flush_errors,
+            self.store.flush_error_at,
+            chain.snapshot() if chain is not None else None,
+            self.ingest.progress,
+            self.supervisor.changes,
+            self.recorder.snapshot() if self.recorder else None,
+            self.sink.snapshot() if self.sink else None,
+            self.retention.snapshot(),
+            self.shipper.snapshot() if self.shipper else None,
+            self.alerter.snapshot() if self.alerter else None,
+            disk.state,
+            disk.no_space_errors,
+            self._sizes[0] if self._sizes is not None else None,
+        )
+
     def _write_status(self, state: AgentState) -> None:
         now = time.monotonic()
         if self._sizes is None or now - self._sizes[0] >= DISK_SIZES_INTERVAL_S:
             self._sizes = (now, disk_sizes(self.config.data_dir, self.config.store_dir))
-        try:
-            write_status(
-                self.config.data_dir,
-                collect(
-                    started_at=self.started_at,
-                    config=self.config,
-                    version=self.version,
-                    store=self.store.snapshot(),
-                    ingest=self.ingest.snapshot(),
-                    supervisor=self.supervisor.snapshot(),
-                    recorder=self.recorder.snapshot() if self.recorder else None,
-                    sink=self.sink.snapshot() if self.sink else None,
-                    retention=self.retention.snapshot(),
-                    shipper=self.shipper.snapshot() if self.shipper else None,
-                    alerts=self.alerter.snapshot() if self.alerter else None,
-                    state=state,
-                    sizes=self._sizes[1],
-                    disk=self.disk.snapshot(),
-                ),
-                self.sharing.file_mode,
+        key = self._status_key(state)
+        built = self._status_text
+        if built is None or built[0] != key or now - built[1] >= STATUS_REFRESH_S:
+            status = collect(
+                started_at=self.started_at,
+                config=self.config,
+                version=self.version,
+                store=self.store.snapshot(),
+                ingest=self.ingest.snapshot(),
+                supervisor=self.supervisor.snapshot(),
+                recorder=self.recorder.snapshot() if self.recorder else None,
+                sink=self.sink.snapshot() if self.sink else None,
+                retention=self.retention.snapshot(),
+                shipper=self.shipper.snapshot() if self.shipper else None,
+                alerts=self.alerter.snapshot() if self.alerter else None,
+                state=state,
+                sizes=self._sizes[1],
+                disk=self.disk.snapshot(),
             )
+            built = self._status_text = (key, now, StatusText(status))
+        try:
+            write_status(self.config.data_dir, built[2], self.sharing.file_mode)
         except OSError as e:  # a full disk must not stop the auditing
             if not self._status_failing:
                 log.error("cannot write %s/status.json: %s", self.config.data_dir, e)

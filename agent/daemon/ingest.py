@@ -111,6 +111,9 @@ class Ingest:
         self.intents = intents  # audit-shell's connection records, if collected
         self.recorder = recorder  # the followers feed it every event
         self.followers: dict[Path, LogFollower] = {}
+        # Bumped whenever a log was read on or let go: the status is rebuilt
+        # when it moved (agent/daemon/agent.py), not for idle sessions.
+        self.progress = 0
         self._ignored: set[Path] = set()  # logs already reported as unusable
         self._dirty: set[Path] = set()
         self._dirty_lock = threading.Lock()
@@ -367,8 +370,11 @@ class Ingest:
         if follower.finished:
             return
         follower.cut_reason = self._cuts.get(follower.session.identity)
+        offset = follower.decoder.offset
         if follower.read(final):
             self.wake(follower.path)  # more than a round's budget: come back soon
+        if follower.decoder.offset != offset or follower.finished:
+            self.progress += 1
         self._submit(follower)
         if follower.finished and follower.spooled and self.gate is not None:
             self.gate.done(path)  # its uid may start another
@@ -485,6 +491,7 @@ class Ingest:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
             del self.followers[path]
+            self.progress += 1
             self.log_budget.forget(path)
             self.reclaimer.forget(path)
             if follower.spooled and self.gate is not None:

@@ -32,6 +32,7 @@ class AgentSupervisor(Supervisor):
 
     def give_verdict(self, ssh: TaggedSsh, reason: str) -> bool:
         """Judge `ssh` (tracked or new) for `reason`; False if judged before."""
+        self.changes += 1
         watch = self.watches.get(ssh.identity)
         if watch is None:
             watch = Watch(ssh, found_at=time.monotonic())
