@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,16 @@ from tests import harness
 needs_root = pytest.mark.skipif(
     os.geteuid() != 0, reason="needs root (strace, sshd, users)"
 )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A background job of a non-interactive shell (`make test &`, a CI
+    # runner) starts with SIGINT ignored, and every child inherits that: a
+    # Python child then never sees KeyboardInterrupt, and the tests that end
+    # audit-tail with Ctrl-C wait forever. A handler (unlike SIG_IGN) is
+    # reset to the default at exec.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

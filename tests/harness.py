@@ -47,15 +47,6 @@ def wait_for(
         time.sleep(interval)
 
 
-def default_sigint() -> None:
-    """preexec_fn: Ctrl-C works in the child even if this run ignores SIGINT.
-
-    A background job of a non-interactive shell starts with SIGINT ignored,
-    and a Python child then never sees KeyboardInterrupt.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import BIN, LineReader, default_sigint, run_cli
+from tests.harness import BIN, LineReader, run_cli
 from tests.test_operator_cli import seed
 
 TOOLS = ("audit-export", "audit-sessions", "audit-tail")
@@ -99,7 +99,6 @@ def test_tail_waits_for_a_session_to_come_only_when_asked(seeded: Path) -> None:
         + ["--wait"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        preexec_fn=default_sigint,
     )
     try:
         line = LineReader(tail.stderr).readline(timeout=10)

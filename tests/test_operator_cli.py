@@ -22,7 +22,7 @@ import pytest
 from agent.daemon.store import Store
 from agent.records import Command, SessionStatus, iso
 from agent.tools.options import FilterError, parse_time
-from tests.harness import BIN, REPO, default_sigint, run_cli
+from tests.harness import BIN, REPO, run_cli
 from tests.test_store import make_session
 
 EXPORT_SCHEMA = json.loads((REPO / "schema" / "export-record.schema.json").read_text())
@@ -269,7 +269,6 @@ def spawn_tail(*args: str) -> pexpect.spawn:
         dimensions=(30, 160),
         env={**os.environ, "TERM": "xterm-256color"},
         timeout=20,
-        preexec_fn=default_sigint,
     )
 
 

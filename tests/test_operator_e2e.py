@@ -169,7 +169,6 @@ def test_restarts_lose_nothing_repeat_nothing_and_tail_goes_on(
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        preexec_fn=harness.default_sigint,
     )
     reader = harness.LineReader(tail.stdout)
     tailed: list[dict] = []

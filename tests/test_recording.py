@@ -22,7 +22,7 @@ from agent.casts import cast_path, read_cast
 from agent.daemon.ingest import Ingest
 from agent.daemon.recorder import Recorder
 from agent.daemon.store import Store
-from tests.harness import BIN, default_sigint, run_cli
+from tests.harness import BIN, run_cli
 
 DATA = Path(__file__).parent / "data"
 BIG = 1 << 30
@@ -266,7 +266,6 @@ def test_replay_stops_on_ctrl_c_and_puts_the_terminal_back(tmp_path: Path) -> No
         str(BIN / "audit-replay"),
         ["--data-dir", str(data_dir), "--idle-limit", "60", "slow"],
         timeout=30,
-        preexec_fn=default_sigint,
     )
     replay.expect("full screen program")
     replay.sendintr()

@@ -22,7 +22,7 @@ import pytest
 
 from agent.daemon.store import Store
 from agent.records import Command, SessionStatus, iso
-from tests.harness import BIN, default_sigint
+from tests.harness import BIN
 from tests.test_store import make_session
 
 ROWS = 60
@@ -85,7 +85,6 @@ def screen_of(
         dimensions=(ROWS, cols),
         env={**os.environ, "TERM": "xterm-256color", "COLUMNS": "", "LINES": ""},
         timeout=20,
-        preexec_fn=default_sigint,
     )
     screen = pyte.Screen(cols, ROWS)
     stream = pyte.ByteStream(screen)
