@@ -84,8 +84,7 @@ class Supervisor:
         self._watches = Watches()
         self.watches = self._watches.by_identity
         self.stats = SupervisorStats()
-        # Bumped by every event handled: the status is rebuilt when it moved.
-        self.changes = 0
+        self.changes = 0  # tracks and starts (wakeups are counted in stats)
         self._tokens = self.limits.max_new_sessions_per_s
         self._tokens_at = time.monotonic()
         self._boot_time = read_boot_time()
@@ -121,7 +120,6 @@ class Supervisor:
         """Handle the exits that arrived and the timers that are due."""
         for watch, fd in self._watches.exited():
             self.stats.wakeups += 1
-            self.changes += 1
             self._exited(watch, fd)
         for key, started in self._launcher.take():
             self.changes += 1
@@ -129,7 +127,6 @@ class Supervisor:
         now = time.monotonic()
         for watch in self._watches.due(now):
             self.stats.wakeups += 1
-            self.changes += 1
             self._check(watch, now)
 
     # -- discovery hands over ---------------------------------------------

@@ -419,6 +419,7 @@ class Agent:
             chain.snapshot() if chain is not None else None,
             self.ingest.progress,
             self.supervisor.changes,
+            self.supervisor.stats.wakeups,
             self.recorder.snapshot() if self.recorder else None,
             self.sink.snapshot() if self.sink else None,
             self.retention.snapshot(),
