@@ -72,6 +72,13 @@ class RecordError(AgentError):
     """A document or log line that does not describe a valid record."""
 
 
+def shallow_dict(record: Any) -> dict[str, Any]:
+    """A dataclass of plain fields as a dict, as dataclasses.asdict gives it
+    for them (tuples stay tuples), without asdict's deep copy of every value:
+    the writer does this for every session state it stores."""
+    return {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
+
+
 def iso(t: float) -> str:
     """Epoch seconds to `2026-11-28T10:53:00.123Z`."""
     dt = datetime.fromtimestamp(t, tz=UTC)
@@ -254,7 +261,7 @@ class Session:
                 "runner": self.runner,
                 "proof": self.proof,
                 "checkpoint": (
-                    dataclasses.asdict(self.checkpoint) if self.checkpoint else None
+                    shallow_dict(self.checkpoint) if self.checkpoint else None
                 ),
             },
         }

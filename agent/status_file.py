@@ -22,13 +22,13 @@ import json
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from agent import AgentError
 from agent.files import PRIVATE_FILE_MODE, write_atomic
-from agent.records import RecordError, iso, parse_iso
+from agent.records import RecordError, iso, parse_iso, shallow_dict
 from tracer.discovery import is_alive
 
 STATUS_FILE = "status.json"
@@ -111,11 +111,13 @@ class AgentStatus:
     alerts: Mapping[str, Any] | None = field(default=None)  # the rules' alerts
 
     def to_document(self) -> dict[str, Any]:
-        doc = asdict(self)
+        doc = shallow_dict(self)  # the mappings are the snapshots' own copies
         for key in ("started_at", "updated_at", "last_flush_at"):
             doc[key] = iso(doc[key]) if doc[key] is not None else None
-        for session in doc["sessions"]:
-            session["started_at"] = iso(session["started_at"])
+        doc["sessions"] = [
+            {**shallow_dict(s), "started_at": iso(s.started_at)} for s in self.sessions
+        ]
+        doc["straces"] = [shallow_dict(s) for s in self.straces]
         return doc
 
     @classmethod

@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.records import shallow_dict
+
 log = logging.getLogger(__name__)
 
 STATE_SUFFIX = ".cast.state"
@@ -63,9 +65,7 @@ class CastState:
         disk, milliseconds behind the store's fsyncs. A state too long for a
         sector is replaced whole, as a new file renamed over the old.
         """
-        # A shallow dict: asdict() copies deeply.
-        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        data = json.dumps(fields, separators=(",", ":")).encode("ascii")
+        data = json.dumps(shallow_dict(self), separators=(",", ":")).encode("ascii")
         if len(data) > STATE_BYTES:
             tmp = path.with_name(path.name + ".tmp")
             write_whole(tmp, data)
