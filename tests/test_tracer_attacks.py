@@ -27,7 +27,10 @@ import pytest
 from tests import harness
 from tests.test_restart import start_agent, stop_agent
 from tests.test_supervision import NOTICE, agent_with, tagged, wait_ended
+from tracer.ownership import CHILD_PATH, Owner, ssh_owner, strace_owner
 from tracer.proc_events import Kind, ProcEvents
+from tracer.procfs import read_start_ticks
+from tracer.session_log import find_logs
 
 __all__ = ["agent_with"]  # a fixture, used by name
 
@@ -357,6 +360,58 @@ def test_nothing_a_tracker_starts_outlives_it(agent_with, tmp_path: Path) -> Non
         assert not left, [name for _, name in left]
     finally:
         child.close(force=True)
+
+
+def test_two_trackers_that_raced_leave_two_logs_and_the_winner_is_ours(
+    tmp_path: Path,
+) -> None:
+    """The second of two racing trackers finds TAG.strace made but still empty
+    (the first has not written its start line) and makes TAG~PID-TICKS.strace;
+    then the first writes its start line. Both logs name the ssh. The strace
+    that won writes the second: it is ours all the same, and the session must
+    not be cut (a clean-clone run of test_a_session_our_own_strace_holds_...
+    cut it as "already traced by another tracer")."""
+    logs = tmp_path / "logs"
+    logs.mkdir(mode=0o700)
+    traced = subprocess.Popen(["sleep", "60"])
+    strace = None
+    try:
+        ticks = read_start_ticks(traced.pid)
+        assert ticks is not None
+        identity = (traced.pid, ticks)
+        line = (
+            '#bastion-audit {"event":"start","v":1,"time":1.0,"tag":"race",'
+            f'"ssh_pid":{traced.pid},"start_ticks":{ticks},"started_at":1.0,'
+            '"uid":0,"user":"root","tty":"","argv_b64":""}\n'
+        )
+        first, second = logs / "race.strace", logs / f"race~{traced.pid}-{ticks}.strace"
+        for log in (first, second):
+            log.write_text(line)
+            log.chmod(0o600)
+        binary = shutil.which("strace", path=CHILD_PATH)
+        assert binary is not None
+        strace = subprocess.Popen(
+            [
+                binary,
+                "-q",
+                "-e",
+                "trace=none",
+                "-p",
+                str(traced.pid),
+                "-A",
+                "-o",
+                str(second),
+            ]
+        )
+        harness.wait_for(lambda: harness.is_traced(traced.pid), timeout=10)
+        assert find_logs(logs, "race", identity) == [first, second]
+        assert strace_owner(strace.pid, [first]) is None  # the first log alone
+        assert ssh_owner(strace.pid, logs, "race", identity) is Owner.AGENT
+    finally:
+        for process in (strace, traced):
+            if process is not None:
+                process.kill()
+                process.wait()
 
 
 class HeldTrackers:

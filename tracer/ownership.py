@@ -12,9 +12,11 @@ import enum
 import os
 import shutil
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 
 from tracer.procfs import exe_key, read_stat_fields, read_uids
+from tracer.session_log import find_logs
 
 CHILD_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"  # session_tracker.sh's PATH
 
@@ -52,26 +54,33 @@ def holds_file(pid: int, dev: int, ino: int) -> bool:
     return False
 
 
-def strace_owner(tracer_pid: int, log_path: Path | None) -> Owner | None:
-    """AGENT or SUDO if `tracer_pid` is our strace writing `log_path`, else None."""
-    if log_path is None:
-        return None
+def strace_owner(tracer_pid: int, logs: Sequence[Path]) -> Owner | None:
+    """AGENT or SUDO if `tracer_pid` is our strace writing one of `logs` (the
+    logs of this ssh: tracer/session_log.py find_logs), else None."""
     uids = read_uids(tracer_pid)
-    if uids is None or any(uids):
+    if not logs or uids is None or any(uids):
         return None
     binary = strace_binary()
     exe = exe_key(tracer_pid)
     if binary is None or exe is None or exe[:2] != binary:
         return None
-    try:
-        log = os.stat(log_path, follow_symlinks=False)
-    except OSError:
-        return None
-    if not stat.S_ISREG(log.st_mode) or log.st_uid != 0:
-        return None
-    if not holds_file(tracer_pid, log.st_dev, log.st_ino):
-        return None
-    return Owner.SUDO if _parent_is_sudo(tracer_pid) else Owner.AGENT
+    for log_path in logs:
+        try:
+            log = os.stat(log_path, follow_symlinks=False)
+        except OSError:
+            continue
+        if not stat.S_ISREG(log.st_mode) or log.st_uid != 0:
+            continue
+        if holds_file(tracer_pid, log.st_dev, log.st_ino):
+            return Owner.SUDO if _parent_is_sudo(tracer_pid) else Owner.AGENT
+    return None
+
+
+def ssh_owner(
+    tracer_pid: int, logs_dir: Path, tag: str, identity: tuple[int, int]
+) -> Owner | None:
+    """Whether `tracer_pid` is our strace writing a log of this ssh."""
+    return strace_owner(tracer_pid, find_logs(logs_dir, tag, identity))
 
 
 def _parent_is_sudo(pid: int) -> bool:

@@ -136,7 +136,19 @@ def start_from_head(head: bytes, what: str) -> SessionStart | None:
 
 def find_log(logs_dir: Path, tag: str, identity: tuple[int, int]) -> Path | None:
     """The log session_tracker.sh writes for this ssh (see its naming rule)."""
+    logs = find_logs(logs_dir, tag, identity)
+    return logs[0] if logs else None
+
+
+def find_logs(logs_dir: Path, tag: str, identity: tuple[int, int]) -> list[Path]:
+    """Every log of this ssh by that rule, in its order.
+
+    Two of ours that raced for one ssh can leave two: the second tracker
+    found TAG.strace made but still without its start line (the first had
+    not written it yet), and made TAG~PID-TICKS.strace.
+    """
     pid, ticks = identity
+    found = []
     for name in (f"{tag}.strace", f"{tag}~{pid}-{ticks}.strace"):
         path = logs_dir / name
         try:
@@ -144,8 +156,8 @@ def find_log(logs_dir: Path, tag: str, identity: tuple[int, int]) -> Path | None
         except (OSError, SessionLogError):
             continue
         if start is not None and start.identity == identity:
-            return path
-    return None
+            found.append(path)
+    return found
 
 
 def _tail(path: Path) -> tuple[bytes, bool]:

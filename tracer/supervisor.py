@@ -30,7 +30,7 @@ from pathlib import Path
 from tracer import Mode
 from tracer.discovery import TaggedSsh
 from tracer.launcher import Launcher
-from tracer.ownership import Owner, strace_owner
+from tracer.ownership import Owner, ssh_owner
 from tracer.procfs import (
     is_alive,
     read_boot_time,
@@ -155,7 +155,7 @@ class Supervisor:
         self._try_launch(watch, now)
 
     def _owner(self, ssh: TaggedSsh, tracer_pid: int) -> Owner | None:
-        return strace_owner(tracer_pid, find_log(self.logs_dir, ssh.tag, ssh.identity))
+        return ssh_owner(tracer_pid, self.logs_dir, ssh.tag, ssh.identity)
 
     def _adopt(self, watch: Watch, tracer_pid: int, owner: Owner, now: float) -> None:
         tracker = adopt(tracer_pid, now)
