@@ -8,15 +8,12 @@ unprivileged account (setpriv/runuser), against the real agent, sshd and ssh.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import select
 import shlex
 import shutil
 import signal
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +25,6 @@ from tests import harness
 from tests.test_restart import start_agent, stop_agent
 from tests.test_supervision import NOTICE, agent_with, tagged, wait_ended
 from tracer.ownership import CHILD_PATH, Owner, ssh_owner, strace_owner
-from tracer.proc_events import Kind, ProcEvents
 from tracer.procfs import read_start_ticks
 from tracer.session_log import find_logs
 
@@ -414,60 +410,44 @@ def test_two_trackers_that_raced_leave_two_logs_and_the_winner_is_ours(
                 process.wait()
 
 
-class HeldTrackers:
-    """Stops each session_tracker.sh the agent starts the moment it execs.
+class GatedTrackers:
+    """The agent's tracker_script: session_tracker.sh behind a gate.
 
-    The kernel's exec event (tracer/proc_events.py) arrives before bash has
-    read a line of the script.
+    Each tracker the agent starts says it is held, then waits for the gate
+    before it execs the real script. Deterministic, where stopping it on the
+    kernel's exec event was not: on a loaded machine the tracker had exec'd
+    strace before the test's thread looked (2 clean-clone runs in 3).
     """
 
-    def __init__(self, agent_pid: int) -> None:
-        self.agent_pid = agent_pid
-        self.held: list[int] = []
-        self._events = ProcEvents()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run)
+    def __init__(self, workdir: Path) -> None:
+        self.script = workdir / "gated_tracker.sh"
+        self._held = workdir / "tracker.held"
+        self._gate = workdir / "tracker.gate"
+        real = harness.REPO / "scripts" / "session_tracker.sh"
+        self.script.write_text(
+            "#!/bin/bash\n"
+            f": >{shlex.quote(str(self._held))}\n"
+            f"while [ ! -e {shlex.quote(str(self._gate))} ]; do sleep 0.01; done\n"
+            f'exec {shlex.quote(str(real))} "$@"\n'
+        )
+        self.script.chmod(0o755)
 
-    def __enter__(self) -> HeldTrackers:
-        self._events.open()
-        self._thread.start()
-        return self
+    @property
+    def held(self) -> bool:
+        return self._held.exists()
 
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._events.close()
-        for pid in self.held:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
-
-    def _run(self) -> None:
-        poller = select.poll()
-        poller.register(self._events.fileno(), select.POLLIN)
-        while not self._stop.is_set():
-            poller.poll(50)
-            events, _ = self._events.read()
-            for event in events:
-                if event.kind is Kind.EXEC and self._is_tracker(event.pid):
-                    os.kill(event.pid, signal.SIGSTOP)
-                    self.held.append(event.pid)
-
-    def _is_tracker(self, pid: int) -> bool:
-        try:
-            proc = psutil.Process(pid)
-            return proc.ppid() == self.agent_pid and any(
-                a.endswith("session_tracker.sh") for a in proc.cmdline()
-            )
-        except psutil.Error:
-            return False
+    def open(self) -> None:
+        self._gate.touch()
 
 
-def test_a_session_our_own_strace_holds_is_never_cut(agent_with, user, server) -> None:
+def test_a_session_our_own_strace_holds_is_never_cut(
+    agent_with, user, server, tmp_path: Path
+) -> None:
     """Two of our trackers race for one ssh (sudo mode beside the agent, or two
     agents on one data dir): the one that loses must not end the session."""
-    agent = agent_with()
+    hold = GatedTrackers(tmp_path)
+    agent = agent_with(tracker_script=str(hold.script))
     script = harness.REPO / "scripts" / "session_tracker.sh"
-    hold = HeldTrackers(agent.process.pid).__enter__()
     child = harness.spawn_ssh(tagged(user, server, "race"))
     pid = harness.ssh_pid_of(child)
     other = None
@@ -482,7 +462,7 @@ def test_a_session_our_own_strace_holds_is_never_cut(agent_with, user, server) -
             start_new_session=True,
         )
         harness.wait_for(lambda: harness.is_traced(pid), timeout=15)
-        hold.__exit__()  # the agent's tracker goes on, and loses
+        hold.open()  # the agent's tracker goes on, and loses
         child.expect(harness.PROMPT)
         child.send(b"echo still-here\r")
         child.expect(rb"still-here\r\n")
@@ -503,7 +483,7 @@ def test_a_session_our_own_strace_holds_is_never_cut(agent_with, user, server) -
         child.sendeof()
         child.expect(harness.pexpect.EOF)
     finally:
-        hold.__exit__()
+        hold.open()
         child.close(force=True)
         if other is not None:
             other.wait(15)
