@@ -161,16 +161,13 @@ class StatusText:
 
 
 def write_status(
-    data_dir: Path,
-    status: AgentStatus | StatusText,
-    mode: int = PRIVATE_FILE_MODE,
-    updated_at: float | None = None,
+    data_dir: Path, status: AgentStatus | StatusText, mode: int = PRIVATE_FILE_MODE
 ) -> None:
-    """Write the status; a StatusText with the time of `updated_at` (now if None)."""
+    """Write the status: an AgentStatus at its own time, a StatusText at now."""
     if isinstance(status, AgentStatus):
-        updated_at = status.updated_at if updated_at is None else updated_at
-        status = StatusText(status)
-    data = status.at(time.time() if updated_at is None else updated_at)
+        data = StatusText(status).at(status.updated_at)
+    else:
+        data = status.at(time.time())
     write_atomic(status_path(data_dir), data, mode)
 
 
