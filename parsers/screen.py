@@ -44,6 +44,9 @@ class LineScreen(pyte.Screen):
         self._full_row: int | None = None  # row left by CR from the last column
         self.keep_scrolled = False
         self.kept: dict[int, list[str]] = {}  # absolute row -> its cells
+        # (attrs, char) -> its cell, shared: kept through resets (one a
+        # command), or every command would build its cells anew.
+        self._shared: dict[tuple[Any, str], Any] = {}
         super().__init__(columns, lines)
 
     # -- positions -------------------------------------------------------
@@ -140,7 +143,6 @@ class LineScreen(pyte.Screen):
 
     def reset(self) -> None:
         super().reset()
-        self._shared: dict[tuple[Any, str], Any] = {}  # (attrs, char) -> cell
         self.scrolled = 0
         self.kept = {}
         self.wrapped = set()

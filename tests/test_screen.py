@@ -32,6 +32,7 @@ PIECES = (
     "\x1b[2@",
     "héllo",
     " $ ",
+    "\x1bc",  # a reset: the shared cells outlive it
 )
 
 
