@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
+from agent.chain import CHAIN_KEY
 from agent.config import Config, rules_of
 from agent.escape import FORMULA_START, csv_cell, json_dumps, json_string, json_text
 from agent.highlight import Matcher, Risk
@@ -190,7 +191,7 @@ class JsonRecords:
             f'"command": {enc(c := d["command"])}, "cancelled": '
             f"{'true' if d.get('cancelled') is True else 'false'}{p[1]}"
             f"{json_dumps(list(r)) if (r := risk(c)) else '[]'}}}"
-            if len(d) - ("cancelled" in d) == PLAIN_FIELDS
+            if len(d) - ("cancelled" in d) - (CHAIN_KEY in d) == PLAIN_FIELDS
             else text(Command.from_document(d), sessions.get(d["session"]))
             for d in docs
         ]
@@ -300,7 +301,7 @@ class CsvRecords:
             f"{cell(text(c := d['command']))},"
             f"{'true' if d.get('cancelled') is True else 'false'},command,,,,,,false"
             f"{tails[d['session']]},{cell(' '.join(risk(c)))}\r\n"
-            if len(d) - ("cancelled" in d) == PLAIN_FIELDS
+            if len(d) - ("cancelled" in d) - (CHAIN_KEY in d) == PLAIN_FIELDS
             else _csv_row(values(Command.from_document(d), sessions.get(d["session"])))
             for d in docs
         ]

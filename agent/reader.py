@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.access_log import ACCESS, AccessEntry
+from agent.chain import CHAIN_KEY
 from agent.records import (
     PLAIN_FIELDS,
     Command,
@@ -119,7 +120,7 @@ def _commands_of(
     # transfer, an input, an action ...) are checked one by one.
     plain = [
         type(d) is dict
-        and len(d) - ("cancelled" in d) == PLAIN_FIELDS
+        and len(d) - ("cancelled" in d) - (CHAIN_KEY in d) == PLAIN_FIELDS
         and type(d.get("seq")) is int
         and type(d.get("session")) is str
         and type(d.get("time")) is str

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.daemon.signer import Chain, Signer
 from agent.daemon.store import Store
 from agent.export_record import Stamp
 from agent.highlight import BUILTIN_RULES
@@ -44,8 +45,10 @@ HOSTILE = [
 ]
 
 
-def seed(data_dir: Path) -> None:
-    store = Store(data_dir / "store", 0.05)
+def seed(data_dir: Path, chained: bool = False) -> None:
+    """Hostile records; `chained`: each document with its link, as the agent's."""
+    chain = Chain(Signer.load_or_create(data_dir), data_dir) if chained else None
+    store = Store(data_dir / "store", 0.05, chain=chain)
     store.open()
     rng = random.Random(16)
     alphabet = "".join(HOSTILE) + "abc,\"'\r\n\\"
@@ -110,9 +113,12 @@ def reference(data_dir: Path, fmt: str) -> str:
     return out.getvalue()
 
 
+@pytest.mark.parametrize("chained", [False, True], ids=["plain", "chained"])
 @pytest.mark.parametrize("fmt", ["json", "jsonl", "csv"])
-def test_fast_encoders_match_the_plain_ones(tmp_path: Path, fmt: str) -> None:
-    seed(tmp_path)
+def test_fast_encoders_match_the_plain_ones(
+    tmp_path: Path, fmt: str, chained: bool
+) -> None:
+    seed(tmp_path, chained)
     store = scan(tmp_path)
     out = io.StringIO()
     batches = select(store, Selection())
