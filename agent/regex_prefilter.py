@@ -15,7 +15,8 @@ admits at least what it matches, and anything else gives None. The subset's
 syntax is valid ARE syntax (tests/test_regex_prefilter.py asks PostgreSQL), but
 PostgreSQL may still refuse a pattern of it (`a?` 3,000 times then `x`: "too
 complex"), with its LIKE then ruling out every row before the regex is ever
-compiled: a caller compiles the regex on its own first.
+compiled: a caller compiles the regex on its own first (agent/fleet_reader.py
+does).
 """
 
 from __future__ import annotations

@@ -3,23 +3,34 @@
 The translation and its refusals are checked on literal patterns. That no
 string a regex matches is refused by its LIKE is asked of a real PostgreSQL 15
 (tests/pg_harness.py), for thousands of random patterns in and around the
-subset and strings made to match them.
+subset and strings made to match them. A regex search through the fleet
+reader finds exactly what a plain `~` finds, and still reports a bad regex,
+even one whose LIKE rules out every row.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from pathlib import Path
 
 import psycopg
 import pytest
 
+from agent.fleet_config import FleetConfig
+from agent.fleet_reader import FleetReader
+from agent.fleet_schema import migrate
+from agent.reading import ReadError, Selection
 from agent.regex_prefilter import like_prefilter
 from tests.pg_harness import PG_BIN, PgServer, postgres
+from tests.test_fleet import password_file
 
 needs_postgres = pytest.mark.skipif(
     not (PG_BIN / "initdb").exists(), reason="postgresql-15 is not installed"
 )
+READER_PASSWORD = "prefilter-reader-pw"
 
 TRANSLATED = [
     ("grep -r /srv/[0-9]+1$", "%grep -r /srv/_%1"),  # issue 18's
@@ -168,6 +179,9 @@ def _case(rng: random.Random) -> tuple[str, list[str]]:
 @pytest.fixture(scope="module")
 def pg() -> Iterator[PgServer]:
     with postgres() as server:
+        with server.connect(autocommit=False) as conn:
+            migrate(conn)
+        server.add_auditor_role("prefilter_reader", READER_PASSWORD)
         yield server
 
 
@@ -201,3 +215,140 @@ def test_no_match_of_a_regex_is_refused_by_its_like(pg: PgServer, seed: int) -> 
         ).fetchone()
     assert refused is None, f"matched by the regex, refused by its LIKE: {refused[:5]}"
     assert matched > len(rows) // 5  # many strings did match
+
+
+# -- through the fleet reader ---------------------------------------------------
+
+T0 = datetime(2027, 1, 1, tzinfo=UTC)
+CORPUS = [f"grep -r /srv/{n}" for n in range(300)] + [
+    "grep -r /srv/",
+    "echo 50% off",
+    "echo 50 percent off",
+    "a_b axb",
+    "type C:\\temp\\x",
+    "line one\nline two",
+    "é ü",
+    "printf '%s\\n' x",
+]
+SEARCHES = [
+    "grep -r /srv/[0-9]+1$",
+    "^grep -r /srv/1",
+    "/srv/.*7$",
+    "srv/2+?5",
+    "50%",
+    "a_b",
+    "C:\\\\temp",
+    "é.ü",
+    "one\nline",
+    "^line.*two$",
+    "^grep -r /srv/$",
+    "^nothing here$",
+    "[[:digit:]]{2}1$",  # no prefilter: the plain `~`
+]
+# Outside what PostgreSQL compiles, yet of the subset: its LIKE (%Q%)
+# rules out every command, and the regex must still be refused.
+TOO_COMPLEX = "a?" * 3000 + "Q"
+INVALID = ["(unclosed", "a**", "[z-a]x", TOO_COMPLEX]
+
+
+@pytest.fixture(scope="module")
+def stored(pg: PgServer) -> PgServer:
+    pg.sql("INSERT INTO bastions (id, name) VALUES ('p1', 'prefilter')")
+    pg.sql(
+        "INSERT INTO sessions (bastion, id, tag, bastion_user, ssh_pid, tty,"
+        " started_at, status, state_shard, state_mtime_ns) VALUES ('p1', 's1',"
+        " 's1', 'root', 1, '/dev/pts/1', %s, 'closed', 1, 1)",
+        [T0],
+    )
+    times = [T0 + timedelta(seconds=n) for n in range(len(CORPUS))]
+    pg.sql(
+        "INSERT INTO commands (bastion, session, seq, time, command)"
+        " SELECT 'p1', 's1', n, t, c FROM unnest(%s::int[], %s::timestamptz[],"
+        " %s::text[]) u(n, t, c)",
+        [list(range(1, len(CORPUS) + 1)), times, CORPUS],
+    )
+    pg.sql("ANALYZE commands")
+    return pg
+
+
+def _reader(pg: PgServer, tmp_path: Path) -> FleetReader:
+    """A FleetReader as audit-web has it: an auditor's, read-only, a timeout."""
+    database = pg.dsn("prefilter_reader")
+    fleet = FleetConfig(
+        database=database, password_file=password_file(tmp_path, READER_PASSWORD)
+    )
+    return FleetReader(database, fleet, statement_timeout_s=2.0, read_only=True)
+
+
+@pytest.fixture
+def reader(stored: PgServer, tmp_path: Path) -> Iterator[FleetReader]:
+    r = _reader(stored, tmp_path)
+    yield r
+    r.close()
+
+
+@pytest.mark.root
+@needs_postgres
+def test_a_regex_search_finds_what_a_plain_match_finds(
+    stored: PgServer, reader: FleetReader
+) -> None:
+    assert sum(like_prefilter(p) is not None for p in SEARCHES) == len(SEARCHES) - 1
+    for pattern in SEARCHES:
+        plain = [
+            seq
+            for (seq,) in stored.sql(
+                "SELECT seq FROM commands WHERE bastion = 'p1' AND command ~ %s"
+                " ORDER BY time",
+                [pattern],
+            )
+        ]
+        newest = plain[::-1][:20]
+        selection = Selection(bastion="p1", regex=pattern)
+        assert [c.seq for c, _ in reader.commands(selection)] == plain, pattern
+        assert reader.count_commands(selection) == len(plain), pattern
+        total, page = reader.counted_page(selection, 20, 0, 1001)
+        assert (total, [c.seq for c, _ in page]) == (len(plain), newest), pattern
+        walked = reader.commands(selection, 20, 0, newest_first=True, many=True)
+        assert [c.seq for c, _ in walked] == newest, pattern
+    one = Selection(bastion="p1", regex="grep -r /srv/[0-9]+1$")
+    assert len(list(reader.commands(one))) == 29  # 11, 21, ... 291: a digit, then 1
+
+
+@pytest.mark.root
+@needs_postgres
+def test_a_bad_regex_is_reported_even_when_its_like_rules_out_every_row(
+    stored: PgServer, reader: FleetReader
+) -> None:
+    assert like_prefilter(TOO_COMPLEX) == "%Q%"
+    assert stored.sql("SELECT count(*) FROM commands WHERE command LIKE '%Q%'") == [
+        (0,)
+    ]
+    for bad in INVALID:
+        selection = Selection(bastion="p1", regex=bad)
+        for ask in (
+            partial(reader.counted_page, selection, 20, 0, 1001),
+            partial(reader.count_commands, selection),
+            partial(reader.commands, selection),  # the export's: before any row
+            partial(reader.commands, selection, 20, 0, newest_first=True, many=True),
+        ):
+            with pytest.raises(ReadError, match="not a regular expression"):
+                ask()
+    assert reader.count_commands(Selection(regex="^grep -r /srv/1")) == 111
+
+
+@pytest.mark.root
+@needs_postgres
+def test_a_bad_regex_is_reported_under_a_generic_plan(
+    stored: PgServer, tmp_path: Path
+) -> None:
+    """psycopg prepares a statement run five times; PostgreSQL's generic plan of
+    it compiles the regex only at a row, and the LIKE lets none by."""
+    reader = _reader(stored, tmp_path)
+    try:
+        reader.conn.execute("SET plan_cache_mode = force_generic_plan")
+        for n in range(10):  # the same statement: a LIKE, then the regex
+            assert reader.count_commands(Selection(regex=f"^grep -r /srv/{n}Q")) == 0
+        with pytest.raises(ReadError, match="too complex"):
+            reader.count_commands(Selection(regex=TOO_COMPLEX))
+    finally:
+        reader.close()
