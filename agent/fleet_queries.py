@@ -5,8 +5,9 @@ runs them. A text search goes through the trigram index first (behind an
 OFFSET 0 fence, so that the planner cannot walk the time index instead and
 filter, which it chooses for a LIMIT when it guesses many hits: a rare word
 then costs a walk of the whole table), unless the caller knows there are
-many (`walk`); the sessions table is joined only when a session's field is
-asked about.
+many (`walk`); a regex has its LIKE prefilter (agent/regex_prefilter.py)
+before it where it has one; the sessions table is joined only when a
+session's field is asked about.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from agent.reading import Selection
+from agent.regex_prefilter import like_prefilter
 
 SESSION_COLUMNS = (
     "id, tag, bastion_user, remote_user, host, port, ssh_pid, tty, started_at,"
@@ -132,6 +134,13 @@ def _commands_from(selection: Selection, walk: bool = False) -> Query:
         text.append("c.command ILIKE %s")
         params.append(like(selection.contains))
     if selection.regex:
+        prefilter = like_prefilter(selection.regex)
+        if prefilter is not None:
+            # First: a recheck (and a filter, their costs being equal)
+            # evaluates its conditions in the order written, so the regex
+            # runs only on the rows the LIKE lets by; second, it saved nothing.
+            text.append("c.command LIKE %s")
+            params.append(prefilter)
         text.append("c.command ~ %s")
         params.append(selection.regex)
     joined, session_params = session_where(selection, "s", bastion=False)

@@ -119,6 +119,7 @@ class FleetReader(Reader):
             self.conn.close()
             raise
         self._sessions: dict[tuple[str, str], Session] = {}
+        self._valid_regex: str | None = None  # the last one PostgreSQL compiled
 
     def _set(self, name: str, value: str) -> None:
         try:
@@ -154,6 +155,18 @@ class FleetReader(Reader):
                 return list(self.conn.execute(sql, params).fetchall())
         except psycopg.Error as e:
             raise self._failure(e) from e
+
+    def _check_regex(self, selection: Selection) -> None:
+        """ReadError now if the selection's regex is not a regular expression.
+
+        The search itself may never compile it: its LIKE prefilter can rule
+        out every row, and under a generic plan (psycopg prepares a statement
+        run five times) PostgreSQL compiles a regex only when a row reaches it.
+        """
+        regex = selection.regex
+        if regex is not None and regex != self._valid_regex:
+            self._query("SELECT '' ~ %s", [regex])
+            self._valid_regex = regex
 
     def _count(self, sql: str, params: list[Any]) -> int:
         return int(self._query(sql, params)[0][0])
@@ -214,6 +227,7 @@ class FleetReader(Reader):
         count reached its bound), so a page of the newest is looked for by
         walking back in time; a walk that finds too few in WALK_S (the many
         are old) gives way to the usual plan."""
+        self._check_regex(selection)
         if limit is not None and limit <= FETCH_ROWS:  # one round trip
             if many and newest_first:
                 sql, params = commands_sql(selection, limit, offset, True, walk=True)
@@ -254,6 +268,7 @@ class FleetReader(Reader):
             self._remember(session_of(row))
 
     def count_commands(self, selection: Selection, at_most: int | None = None) -> int:
+        self._check_regex(selection)
         return self._count(*count_commands_sql(selection, at_most))
 
     def counted_page(
@@ -264,6 +279,7 @@ class FleetReader(Reader):
         Fewer: one scan of the matches gives both. As many (a common word):
         the page is found by walking back in time (`commands(many=True)`).
         """
+        self._check_regex(selection)
         rows = self._query(*counted_page_sql(selection, limit, offset, at_most))
         total = int(rows[0][0])
         if total < at_most:
