@@ -9,22 +9,37 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 PRIVATE_FILE_MODE = 0o600
+IOV_MAX = 1024  # parts a writev takes (Linux's UIO_MAXIOV)
 
 
-def write_atomic(path: Path, data: bytes, mode: int = PRIVATE_FILE_MODE) -> None:
-    """Replace `path` with `data` so that it is whole, durable, or untouched."""
+def write_atomic(
+    path: Path,
+    data: bytes | Sequence[bytes | bytearray | memoryview],
+    mode: int = PRIVATE_FILE_MODE,
+) -> None:
+    """Replace `path` with `data` so that it is whole, durable, or untouched.
+
+    `data` may come in parts (written in order, with writev: the store's
+    newest shard is a few large parts, not copied into one).
+    """
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         if mode != PRIVATE_FILE_MODE:
             os.fchmod(fd, mode)  # the umask (systemd's 0077) does not apply here
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        chunks = [data] if isinstance(data, bytes) else data
+        parts = [memoryview(chunk) for chunk in chunks]
+        while parts:
+            done = os.writev(fd, parts[:IOV_MAX])
+            while parts and done >= len(parts[0]):  # a short write: go on from there
+                done -= len(parts.pop(0))
+            if parts:
+                parts[0] = parts[0][done:]
         os.fsync(fd)
     except BaseException:
         os.close(fd)

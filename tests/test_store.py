@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import random
 import threading
 import time
 from pathlib import Path
@@ -13,7 +14,9 @@ import pytest
 from tinydb import TinyDB
 
 from agent.daemon import store as store_module
+from agent.daemon.shard_file import ShardFile
 from agent.daemon.store import Store
+from agent.files import IOV_MAX, write_atomic
 from agent.reader import StoreFollower, load
 from agent.records import Command, Session, SessionStatus, iso
 from agent.shards import list_shards
@@ -123,6 +126,44 @@ def test_shards_stay_tinydb_databases(data_dir: Path) -> None:
         ]  # fmt: skip
     finally:
         db.close()
+
+
+def test_a_shard_file_is_exactly_the_json_of_its_tables(tmp_path: Path) -> None:
+    """Each table's text is kept between flushes (appended to, joined again
+    after an update): every flush must still write json.dumps of the tables."""
+    rng = random.Random(22)
+    path = tmp_path / "00000001.json"
+    shard, tables = ShardFile(path), {}
+    for round_ in range(60):
+        for _ in range(rng.randrange(4)):
+            table = rng.choice(("sessions", "commands", "access", "checkpoints"))
+            docs = [
+                {"id": f"s{rng.randrange(5)}", "n": round_, "t": 'ünï \u2028 "q"'}
+                for _ in range(rng.randrange(3))
+            ]
+            ids = shard.append(table, docs)
+            rows = tables.setdefault(table, {})
+            rows.update({str(i): doc for i, doc in zip(ids, docs, strict=True)})
+        if tables.get("sessions") and rng.random() < 0.5:
+            key = rng.choice(list(tables["sessions"]))
+            shard.update("sessions", int(key), {"n": -round_})
+            tables["sessions"][key] = {**tables["sessions"][key], "n": -round_}
+        shard.dirty = True
+        shard.flush()
+        expected = json.dumps(tables, ensure_ascii=False, separators=(",", ":"))
+        assert path.read_bytes() == expected.encode()
+        assert shard.size == path.stat().st_size
+        if round_ == 30:  # read back, as the writer does after a restart
+            shard = ShardFile(path, json.loads(path.read_text()))
+
+
+def test_write_atomic_writes_its_parts_in_order(tmp_path: Path) -> None:
+    """More parts than one writev takes, empty ones among them."""
+    parts = [str(i).encode() * (i % 3) for i in range(3 * IOV_MAX + 7)]
+    write_atomic(tmp_path / "f", parts)
+    assert (tmp_path / "f").read_bytes() == b"".join(parts)
+    write_atomic(tmp_path / "f", b"")
+    assert (tmp_path / "f").read_bytes() == b""
 
 
 def test_a_reused_tag_gets_its_own_id(data_dir: Path) -> None:
