@@ -250,7 +250,7 @@ class Ingest:
                 )
         if self.intents is not None:
             self.intents.flushed(sessions)
-        self._wake_up()
+        # No wake-up: the next round (RESCAN_INTERVAL_S at most) does the rest.
 
     # -- the thread ------------------------------------------------------
 
