@@ -21,6 +21,7 @@ from agent.reader import StoreFollower, load
 from agent.records import Command, Session, SessionStatus, iso
 from agent.shards import list_shards
 from parsers.events import Checkpoint
+from tests.harness import wait_for
 from tracer.session_log import SessionStart
 
 
@@ -164,6 +165,38 @@ def test_write_atomic_writes_its_parts_in_order(tmp_path: Path) -> None:
     assert (tmp_path / "f").read_bytes() == b"".join(parts)
     write_atomic(tmp_path / "f", b"")
     assert (tmp_path / "f").read_bytes() == b""
+
+
+def test_a_batch_flushes_its_commands_in_its_own_thread(data_dir: Path) -> None:
+    """The ingest's rounds: commands submitted in a batch() wake no writer,
+    are written when it ends (by the thread that ran it), or at batch_due()
+    when the last flush was too recent; nothing is lost in between."""
+    store = Store(data_dir / "store", flush_interval_s=60.0)  # no interval flush
+    store.open()
+    store.start()
+    try:
+        session = make_session()
+        flushers: list[str] = []
+        store.on_flushed = lambda _: flushers.append(threading.current_thread().name)
+        with store.batch():
+            store.submit(session, commands(session, 1, 2))
+            assert not list_shards(data_dir / "store")  # held: nothing written yet
+        assert [c.command for c in load(data_dir).commands] == ["cmd 1", "cmd 2"]
+        assert flushers == [threading.current_thread().name]
+        with store.batch():  # within the gap of that flush: it waits
+            store.submit(session, commands(session, 3, 1))
+        due = store.batch_due()
+        assert due is not None and len(load(data_dir).commands) == 2
+        time.sleep(max(0.0, due - time.monotonic()))
+        with store.batch():  # nothing new, but the commands held are due
+            pass
+        assert len(load(data_dir).commands) == 3 and store.batch_due() is None
+        assert flushers == [threading.current_thread().name] * 2
+        store.submit(session, commands(session, 4, 1))  # outside: the writer's
+        wait_for(lambda: len(load(data_dir).commands) == 4, timeout=10)
+        assert flushers[-1] == "store-writer"
+    finally:
+        store.stop()
 
 
 def test_a_reused_tag_gets_its_own_id(data_dir: Path) -> None:

@@ -29,7 +29,8 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -274,45 +275,68 @@ class Store:
 
     # -- writing ---------------------------------------------------------
 
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Commands submitted inside are this thread's to flush: at its end if
+        the pacer's gap has passed, else in a batch() at `batch_due` (why:
+        agent/daemon/flush_pacer.py). A failing store's are the writer's."""
+        self._pacer.hold()
+        try:
+            yield
+        finally:
+            if self._pacer.release():
+                if self._failures.in_a_row:
+                    self._pacer.soon()
+                else:
+                    self._flush_counted()
+
+    def batch_due(self) -> float | None:
+        """When a batch()'s commands are due (time.monotonic()); None: none wait."""
+        return self._pacer.held_due()
+
     def _run(self) -> None:
         while self._pacer.wait():
-            try:
-                self.flush()
-            except OSError as e:
-                self.flush_errors += 1
-                self.flush_error_at = time.time()
-                self._failures.failed(e)  # what is not written waits in memory
-                continue
-            self._failures.worked()
+            self._flush_counted()
+
+    def _flush_counted(self) -> None:
+        try:
+            self.flush()
+        except OSError as e:
+            self.flush_errors += 1
+            self.flush_error_at = time.time()
+            self._failures.failed(e)  # what is not written waits in memory
+            return
+        self._failures.worked()
 
     def flush(self, stopping: bool = False) -> None:
         """Write every pending update to the newest shard in one atomic write.
 
         With nothing pending, a checkpoint that is due is still written.
         """
-        with self._lock:
-            batch, self._pending = self._pending, {}
-            access, self._access = self._access, []
-        if not batch and not access:
-            if self.chain is not None and self.chain.due(False, stopping):
-                with self._write_lock:
-                    if self._shard is not None:
-                        self._write({}, [], stopping)
-            return
-        try:
-            with self._write_lock:
+        # Taken under the write lock: two threads flush (the writer, a batch()),
+        # and an older batch written after a newer one would undo its states.
+        with self._write_lock:
+            with self._lock:
+                batch, self._pending = self._pending, {}
+                access, self._access = self._access, []
+            if not batch and not access:
+                due = self.chain is not None and self.chain.due(False, stopping)
+                if due and self._shard is not None:
+                    self._write({}, [], stopping)
+                return
+            try:
                 self._write(batch, access, stopping)
-        except BaseException:
-            self._reload_newest()  # memory must not keep what the disk lacks
-            with self._lock:  # keep the batch (and anything newer) for a retry
-                self._access[:0] = access
-                for sid, pending in batch.items():
-                    newer = self._pending.get(sid)
-                    if newer is not None:
-                        pending.commands.extend(newer.commands)
-                        pending.session = newer.session
-                    self._pending[sid] = pending
-            raise
+            except BaseException:
+                self._reload_newest()  # memory must not keep what the disk lacks
+                with self._lock:  # keep the batch (and anything newer) for a retry
+                    self._access[:0] = access
+                    for sid, pending in batch.items():
+                        newer = self._pending.get(sid)
+                        if newer is not None:
+                            pending.commands.extend(newer.commands)
+                            pending.session = newer.session
+                        self._pending[sid] = pending
+                raise
         self.flushed_at = time.time()
         if self.on_flushed is not None:
             self.on_flushed([p.session for p in batch.values()])
