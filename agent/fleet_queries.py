@@ -135,13 +135,18 @@ def _commands_from(selection: Selection, walk: bool = False) -> Query:
         params.append(like(selection.contains))
     if selection.regex:
         prefilter = like_prefilter(selection.regex)
-        if prefilter is not None:
-            # First: a recheck (and a filter, their costs being equal)
-            # evaluates its conditions in the order written, so the regex
-            # runs only on the rows the LIKE lets by; second, it saved nothing.
+        if prefilter is None:
+            text.append("c.command ~ %s")
+        else:
+            # The trigram index is asked about the LIKE alone, its recheck
+            # runs the LIKE, and the regex, which the index cannot take in
+            # this form, filters what is left. With the regex indexable too,
+            # its trigrams were looked up as well and its recheck ran on every
+            # row they admitted: over 1,000,000 commands, a regex matching
+            # none took 135 ms, 110 ms so; one matching every 70th, 114, 73.
             text.append("c.command LIKE %s")
             params.append(prefilter)
-        text.append("c.command ~ %s")
+            text.append("(c.command || '') ~ %s")
         params.append(selection.regex)
     joined, session_params = session_where(selection, "s", bastion=False)
     walking = walk and not joined
@@ -150,7 +155,7 @@ def _commands_from(selection: Selection, walk: bool = False) -> Query:
         # By time alone: the page's rows are sorted on their ties after.
         source = "(SELECT * FROM commands ORDER BY time DESC OFFSET 0) c"
     elif text:
-        inner = " AND ".join(t.removeprefix("c.") for t in text)
+        inner = " AND ".join(t.replace("c.command", "command") for t in text)
         source = f"(SELECT * FROM commands WHERE {inner} OFFSET 0) c"
     else:
         source = "commands c"
