@@ -142,15 +142,32 @@ class FleetReader(Reader):
         return explain(error, self.where)
 
     def _query(
-        self, sql: str, params: list[Any], timeout_s: float | None = None
+        self,
+        sql: str,
+        params: list[Any],
+        timeout_s: float | None = None,
+        walk: bool = False,
     ) -> list[tuple[Any, ...]]:
-        """`timeout_s`: this query's own statement timeout (shorter, for a try)."""
+        """`timeout_s`: this query's own statement timeout (shorter, for a try).
+
+        `walk`: only an index walk will do. A walk back in time is asked for
+        when there are many hits, but the planner, guessing few (it cannot
+        see into a regex), read and sorted a whole index for them: a regex
+        matching every 70th command of 1,000,000 took 300 to 480 ms so, and
+        2 ms walking.
+        """
         try:
             with self.conn.transaction():
                 if timeout_s is not None:
                     self.conn.execute(
                         "SELECT set_config('statement_timeout', %s, true)",
                         [f"{max(1, int(timeout_s * 1000))}ms"],
+                    )
+                if walk:
+                    self.conn.execute(
+                        "SELECT set_config('enable_seqscan', 'off', true),"
+                        " set_config('enable_bitmapscan', 'off', true),"
+                        " set_config('enable_sort', 'off', true)"
                     )
                 return list(self.conn.execute(sql, params).fetchall())
         except psycopg.Error as e:
@@ -232,7 +249,8 @@ class FleetReader(Reader):
             if many and newest_first:
                 sql, params = commands_sql(selection, limit, offset, True, walk=True)
                 try:
-                    return iter(self._rows(self._query(sql, params, WALK_S)))
+                    rows = self._query(sql, params, WALK_S, walk=True)
+                    return iter(self._rows(rows))
                 except ReadTimeout:
                     pass
             sql, params = commands_sql(selection, limit, offset, newest_first)
