@@ -43,6 +43,8 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
+import pyte
+
 from parsers.accepted import AcceptedLines
 from parsers.control_strings import StringFilter
 from parsers.events import (
@@ -61,7 +63,6 @@ from parsers.keys import KeyLog, Unparsed
 from parsers.programs import Reader, is_multiplexer
 from parsers.screen import LineScreen
 from parsers.screen_lines import LineFinder
-from parsers.stream import FastByteStream
 
 DEFAULT_ROWS = 24
 DEFAULT_COLS = 80
@@ -105,7 +106,7 @@ class CommandBuilder:
             prompts = tuple(checkpoint.shell_prompts)
         self.keys = KeyLog(pending)
         self.screen = LineScreen(cols, rows)
-        self.stream = FastByteStream(self.screen)
+        self.stream = pyte.ByteStream(self.screen)
         self.lines = LineFinder(self.screen, prompt)
         self.strings = StringFilter()
         self.marker_line = False  # a line editor is reading a line with markers
@@ -287,29 +288,6 @@ class CommandBuilder:
     def _emulate(self, data: bytes) -> None:
         self.stream.feed(self.strings.feed(data))
 
-    def _set_modes(self, params: bytes, is_set: bool, sequence: bytes) -> None:
-        """ESC[?Pm h or l as pyte takes it, without its parser: every prompt
-        brings two (bracketed paste), and pyte's parser takes them a character
-        at a time, through a generator (a ninth of a typing session's ingest).
-        Unless the string filter or pyte (its parser, its UTF-8 decoder) is
-        inside a sequence, this is pyte's own dispatch for `CSI ? Pm h/l`
-        (pyte/streams.py: an int each, an empty one 0, at most 9999)."""
-        strings, stream = self.strings, self.stream
-        if (
-            strings.held
-            or strings.in_string
-            or strings.in_long_csi
-            or not stream._taking_plain_text
-            or (stream.use_utf8 and stream.utf8_decoder.getstate()[0])
-        ):
-            self._emulate(sequence)
-            return
-        modes = [min(int(p or 0), 9999) for p in params.split(b";")]
-        if is_set:
-            self.screen.set_mode(*modes, private=True)
-        else:
-            self.screen.reset_mode(*modes, private=True)
-
     def _segment(
         self, data: bytes, chunk: Chunk, start: int, lines: list[CommandLine]
     ) -> None:
@@ -405,7 +383,7 @@ class CommandBuilder:
                 self._marker_end(data, m, chunk, base, lines)
                 return
         if not self.skipping:
-            self._set_modes(m.group(1), is_set, data[m.start() : m.end()])
+            self._emulate(data[m.start() : m.end()])
         self.strings.reset()
 
     def _marker_end(

@@ -23,13 +23,14 @@ import select
 import time
 from typing import Any
 
+import pyte
+
 from agent.inventory import Target
 from agent.rules import Rule, RuleSet, Subject, denied_by
 from agent.shell.chunk_writer import ChunkWriter
 from agent.shell.relay import write_all
 from parsers.chunk_log import encode_denied
 from parsers.events import Chunk, Denied, Direction, Resize
-from parsers.stream import FastByteStream
 from parsers.terminal import CommandBuilder
 
 ENTER_KEYS = b"\r\n"
@@ -97,7 +98,7 @@ def _copy(builder: CommandBuilder) -> CommandBuilder:
         trial = copy.deepcopy(builder)
     finally:
         builder.stream = stream
-    trial.stream = FastByteStream(trial.screen)
+    trial.stream = pyte.ByteStream(trial.screen)
     return trial
 
 
