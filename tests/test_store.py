@@ -8,6 +8,7 @@ import os
 import random
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -197,6 +198,47 @@ def test_a_batch_flushes_its_commands_in_its_own_thread(data_dir: Path) -> None:
         assert flushers[-1] == "store-writer"
     finally:
         store.stop()
+
+
+def test_two_flushing_threads_tell_in_the_order_they_wrote(data_dir: Path) -> None:
+    """The writer and a batch() both flush, as the agent's writer and ingest
+    do: what each flush made durable is told in the order written (the events
+    sink drops a command whose seq is not past the last it told)."""
+    store = Store(data_dir / "store", flush_interval_s=1.0)
+    store.open()
+    told: list[int] = []
+    flushers: Counter[str] = Counter()
+
+    def committed(batch: list[tuple[Session, list[Command]]]) -> None:
+        flushers[threading.current_thread().name] += 1
+        told.extend(c.seq for _, cmds in batch for c in cmds)
+
+    store.on_committed = committed
+    store.start()
+    session, seq, lock = make_session(), [0], threading.Lock()
+
+    def submit() -> None:
+        with lock:  # one session's commands, in seq order
+            seq[0] += 1
+            state = dataclasses.replace(session, command_count=seq[0])
+            store.submit(state, commands(session, seq[0], 1))
+
+    def rounds() -> None:  # as the ingest's: its commands, then at batch_due
+        for _ in range(100):
+            with store.batch():
+                submit()
+            due = store.batch_due()
+            time.sleep(max(0.0, (due or 0.0) - time.monotonic()) or 0.003)
+
+    other = threading.Thread(target=rounds, name="rounds")
+    other.start()
+    for _ in range(100):
+        submit()  # outside a batch: the writer's
+        time.sleep(0.003)
+    other.join()
+    store.stop()
+    assert told == list(range(1, 201))
+    assert flushers["rounds"] and flushers["store-writer"]
 
 
 def test_a_reused_tag_gets_its_own_id(data_dir: Path) -> None:

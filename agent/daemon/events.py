@@ -286,11 +286,11 @@ class EventSink:
             self._sender.close()
 
     def committed(self, batch: Batch) -> None:
-        """Store callback (writer thread): this is durable now."""
+        """Store callback (the flushing thread): this is durable now."""
         self._queue.put(batch)
 
     def access_committed(self, entries: list[AccessEntry]) -> None:
-        """Store callback (writer thread): these access entries are durable."""
+        """Store callback (the flushing thread): these access entries are durable."""
         self._queue.put(tuple(entries))
 
     # -- the thread ------------------------------------------------------

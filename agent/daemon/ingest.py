@@ -237,7 +237,7 @@ class Ingest:
                 self.store.submit(session, [record])
 
     def on_flushed(self, sessions: list[Session]) -> None:
-        """Store callback (writer thread): these states are now durable."""
+        """Store callback (the flushing thread): these states are now durable."""
         for session in sessions:
             if session.status in ENDED:
                 self.expiry.closed(session)

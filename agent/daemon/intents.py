@@ -185,7 +185,7 @@ class IntentLinker:
         )
 
     def flushed(self, sessions: list[Session]) -> None:
-        """Store callback (writer thread): these sessions are durable."""
+        """Store callback (the flushing thread): these sessions are durable."""
         for session in sessions:
             if session.origin is not None:
                 self._durable.put(session.tag)

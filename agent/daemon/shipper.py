@@ -163,7 +163,7 @@ class Shipper:
         self._close()
 
     def wake(self, *_: object) -> None:
-        """Store callback (writer thread): a flush made something durable."""
+        """Store callback (the flushing thread): a flush made something durable."""
         self._wake.set()
 
     def follow(self, store: Store) -> None:

@@ -277,9 +277,8 @@ class Store:
 
     @contextmanager
     def batch(self) -> Iterator[None]:
-        """Commands submitted inside are this thread's to flush: at its end if
-        the pacer's gap has passed, else in a batch() at `batch_due` (why:
-        agent/daemon/flush_pacer.py). A failing store's are the writer's."""
+        """Commands submitted inside are this thread's to flush, at its end or at
+        batch_due() (agent/daemon/flush_pacer.py); a failing store's, the writer's."""
         self._pacer.hold()
         try:
             yield
@@ -313,8 +312,9 @@ class Store:
 
         With nothing pending, a checkpoint that is due is still written.
         """
-        # Taken under the write lock: two threads flush (the writer, a batch()),
-        # and an older batch written after a newer one would undo its states.
+        # All under the write lock, as two threads flush (writer, batch()): an
+        # older batch written or told (the callbacks only queue) after a newer
+        # one would undo its states, or the events sink would skip it (by seq).
         with self._write_lock:
             with self._lock:
                 batch, self._pending = self._pending, {}
@@ -337,13 +337,13 @@ class Store:
                             pending.session = newer.session
                         self._pending[sid] = pending
                 raise
-        self.flushed_at = time.time()
-        if self.on_flushed is not None:
-            self.on_flushed([p.session for p in batch.values()])
-        if self.on_committed is not None and batch:
-            self.on_committed([(p.session, p.commands) for p in batch.values()])
-        if self.on_access_committed is not None and access:
-            self.on_access_committed(access)
+            self.flushed_at = time.time()
+            if self.on_flushed is not None:
+                self.on_flushed([p.session for p in batch.values()])
+            if self.on_committed is not None and batch:
+                self.on_committed([(p.session, p.commands) for p in batch.values()])
+            if self.on_access_committed is not None and access:
+                self.on_access_committed(access)
 
     def _write(
         self,
