@@ -207,3 +207,45 @@ def test_an_ssh_forked_but_not_exec_d_is_no_second_session(tmp_path: Path) -> No
     finally:
         os.killpg(parent.pid, signal.SIGKILL)  # the subshell too
         parent.wait()
+
+
+# Execs itself once, with the same argv, when a line comes on stdin.
+REEXEC = """
+import os, sys
+print("ready", flush=True)
+sys.stdin.readline()
+os.execv(sys.executable, [sys.executable, *sys.argv])
+"""
+
+
+def test_an_exec_event_after_the_poll_saw_that_exec_looks_once(tmp_path: Path) -> None:
+    """The kernel's exec event can come after the poll has looked at the new
+    image: the same exec is not looked at twice (an invalid tag was logged
+    twice), while a new exec of the same argv is."""
+    fake_ssh = tmp_path / "ssh"
+    shutil.copy(os.path.realpath(sys.executable), fake_ssh)
+    script = tmp_path / "reexec.py"
+    script.write_text(REEXEC)
+    process = subprocess.Popen(
+        [fake_ssh, script, "-o", "SetEnv=AUDIT_SESSION=../../etc/x", "db1"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdin and process.stdout
+    try:
+        assert process.stdout.readline() == "ready\n"
+        discovery = Discovery(scope_pid=os.getpid())
+        (refused,) = [s for s in discovery.poll() if s.pid == process.pid]
+        assert refused.reason.startswith("invalid session tag")
+        assert discovery.exec_seen(process.pid) is None  # the late event
+        assert discovery.stats.bad_tags == 1
+        process.stdin.write("\n")
+        process.stdin.flush()
+        assert process.stdout.readline() == "ready\n"  # exec'd again
+        again = discovery.exec_seen(process.pid)
+        assert again is not None and again.pid == process.pid
+        assert discovery.stats.bad_tags == 2
+    finally:
+        process.kill()
+        process.wait()

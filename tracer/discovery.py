@@ -213,8 +213,14 @@ class Discovery:
         return found
 
     def exec_seen(self, pid: int) -> TaggedSsh | None:
-        """The kernel reports that `pid` exec'd: look at it now, as new."""
+        """The kernel reports that `pid` exec'd: look at it now, as new.
+
+        Unless the poll looked at that very exec already: the event can come
+        after it (an invalid tag was logged twice so, in a test under load).
+        """
         self.stats.exec_events += 1
+        if pid in self._settled and not self._exec_since_settled(pid):
+            return None
         self._settled.pop(pid, None)
         self._first_seen[pid] = time.monotonic()
         return self._inspect(pid)
