@@ -34,18 +34,23 @@ with open("/proc/self/mem", "r+b", buffering=0) as mem:
 """
 
 
-def test_an_ssh_seen_before_its_argv_is_looked_at_again(tmp_path: Path) -> None:
-    # A real process whose executable is named ssh: a copy of this Python.
+def python_named_ssh(tmp_path: Path, script: str, tag: str) -> subprocess.Popen[str]:
+    """A real process whose executable is named ssh (a copy of this Python),
+    running `script` with a session tag in its argv; pipes to talk to it."""
     fake_ssh = tmp_path / "ssh"
     shutil.copy(os.path.realpath(sys.executable), fake_ssh)
-    script = tmp_path / "blank.py"
-    script.write_text(BLANK_ARGV)
-    process = subprocess.Popen(
-        [fake_ssh, script, "-o", "SetEnv=AUDIT_SESSION=midexec", "db1"],
+    path = tmp_path / "script.py"
+    path.write_text(script)
+    return subprocess.Popen(
+        [fake_ssh, path, "-o", f"SetEnv=AUDIT_SESSION={tag}", "db1"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
+
+
+def test_an_ssh_seen_before_its_argv_is_looked_at_again(tmp_path: Path) -> None:
+    process = python_named_ssh(tmp_path, BLANK_ARGV, "midexec")
     assert process.stdin and process.stdout
     try:
         assert process.stdout.readline() == "blank\n"
@@ -222,16 +227,7 @@ def test_an_exec_event_after_the_poll_saw_that_exec_looks_once(tmp_path: Path) -
     """The kernel's exec event can come after the poll has looked at the new
     image: the same exec is not looked at twice (an invalid tag was logged
     twice), while a new exec of the same argv is."""
-    fake_ssh = tmp_path / "ssh"
-    shutil.copy(os.path.realpath(sys.executable), fake_ssh)
-    script = tmp_path / "reexec.py"
-    script.write_text(REEXEC)
-    process = subprocess.Popen(
-        [fake_ssh, script, "-o", "SetEnv=AUDIT_SESSION=../../etc/x", "db1"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    process = python_named_ssh(tmp_path, REEXEC, "../../etc/x")
     assert process.stdin and process.stdout
     try:
         assert process.stdout.readline() == "ready\n"
