@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 LOG_SUFFIX = STRACE_SUFFIX
 RESCAN_INTERVAL_S = 1.0  # intents; spooled writers gone; the spool's gate
 REREAD_INTERVAL_S = 10.0  # every log looked for and read again: a net under inotify
-SETTLE_S = 0.005  # a command's echo, output and prompt: written within 2 ms
+SETTLE_S = 0.005  # a command's echo, output and prompt: written within about 2 ms
 ROUND_S = 0.05  # 20 sessions typing: 7 % of a core; 9 % with a round each 10 ms
 INGEST_NICE = 10  # parsing yields the CPU to the sessions it audits
 RECORDINGS_PER_UID = 256  # recordings of one uid followed (or incomplete) at once
@@ -263,8 +263,8 @@ class Ingest:
         poller.register(self._wake.fileno(), select.POLLIN)
         last_scan = last_reread = last_round = 0.0
         while not self._stop.is_set():
-            due = self.store.batch_due() or last_scan + RESCAN_INTERVAL_S
-            due = min(due, last_scan + RESCAN_INTERVAL_S)  # the commands, or a scan
+            due = last_scan + RESCAN_INTERVAL_S  # a scan, or the commands held first
+            due = min(due, self.store.batch_due() or due)
             if poller.poll(max(0.0, due - time.monotonic()) * 1000):
                 self._stop.wait(max(SETTLE_S, last_round + ROUND_S - time.monotonic()))
             now = last_round = time.monotonic()

@@ -35,8 +35,8 @@ class ShardFile:
     documents changes: commands are only ever appended, so a flush encodes
     what came since and the sessions' table, not the shard; the parts go
     to writev as they are. Joining, encoding and copying every member made
-    a flush of 2 commands of 20 sessions into a shard of 1,000 commands cost
-    1.26 ms of CPU; 0.55 ms this way.
+    a flush of 2 commands of 20 sessions into a shard of 600 to 1,200
+    commands cost 1.26 ms of CPU (a hot loop); 0.55 ms this way.
     """
 
     def __init__(
