@@ -194,6 +194,31 @@ CREATE TRIGGER commands_notify AFTER INSERT ON commands
     FOR EACH STATEMENT EXECUTE FUNCTION fleet_notify_commands();
 """
 
+# Auditors see every row (their policies are USING (true)), but under
+# row-level security the planner will not use a column's statistics with an
+# operator that is not leakproof, as LIKE and `~` are not, and pg_stats hides
+# them: every text search was planned on default guesses, and over 1,000,000
+# commands a regex matching none took 139 to 163 ms, 95 to 116 through the
+# view, which runs as its owner. The view lists the columns of its day:
+# a migration that adds one to commands makes it again.
+_AUDITOR_READS = f"""
+CREATE VIEW auditor_commands AS SELECT * FROM commands;
+GRANT SELECT ON auditor_commands TO {AUDITOR_ROLE};
+
+-- PostgreSQL's sample of the commands (agent/regex_prefilter.py: Sample).
+CREATE FUNCTION auditor_command_sample(
+    OUT common text[], OUT shares real[], OUT null_share real, OUT others text[]
+) LANGUAGE sql STABLE SECURITY DEFINER SET search_path FROM CURRENT AS $$
+    SELECT most_common_vals::text::text[], most_common_freqs, null_frac,
+        histogram_bounds::text::text[]
+    FROM pg_catalog.pg_stats
+    WHERE schemaname = current_schema() AND tablename = 'commands'
+        AND attname = 'command'
+$$;
+REVOKE ALL ON FUNCTION auditor_command_sample() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION auditor_command_sample() TO {AUDITOR_ROLE};
+"""
+
 # (version, what it does, SQL); never edit one that has shipped: add another.
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (1, "bastions, sessions, commands, recordings, access log, checkpoints", _TABLES),
@@ -202,6 +227,7 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         "the agent and auditor roles, row-level security, notifications",
         _ACCESS + _POLICIES + _NOTIFY,
     ),
+    (3, "the auditors' view of the commands and their sample", _AUDITOR_READS),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

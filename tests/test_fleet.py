@@ -126,8 +126,12 @@ def test_fleet_init_applies_each_migration_once(pg: PgServer, tmp_path: Path) ->
     config.write_text(f'[fleet]\ndatabase = "{dsn}"\npassword_file = "{env_file}"\n')
     result = cli("audit-agent", "fleet-init", "--config", str(config))
     assert result.returncode == 0, result.stderr
-    assert "schema version 2 (nothing to do)" in result.stdout
-    assert pg.sql("SELECT version FROM fleet_schema ORDER BY version") == [(1,), (2,)]
+    assert "schema version 3 (nothing to do)" in result.stdout
+    assert pg.sql("SELECT version FROM fleet_schema ORDER BY version") == [
+        (1,),
+        (2,),
+        (3,),
+    ]
 
 
 def test_one_agent_ships_every_command_once_and_readers_read_it(
@@ -365,12 +369,12 @@ def test_an_older_schema_is_refused_by_the_shipper_and_the_readers(
         harness.wait_for(lambda: shipper.snapshot().state == ShipState.BLOCKED)
         error = shipper.snapshot().last_error or ""
     assert (
-        "schema version 1, older than this agent's 2: run audit-agent fleet-init"
+        "schema version 1, older than this agent's 3: run audit-agent fleet-init"
         in error
     )
     config = config_file(tmp_path, data_dir, fleet)
     result = cli("audit-sessions", "--config", str(config))
-    assert result.returncode == 2 and "older than this agent's 2" in result.stderr
+    assert result.returncode == 2 and "older than this agent's 3" in result.stderr
 
 
 def test_row_level_security_keeps_each_agent_to_its_own_bastion(
@@ -410,12 +414,27 @@ def test_row_level_security_keeps_each_agent_to_its_own_bastion(
             conn.execute("DELETE FROM commands WHERE bastion = 'b1'")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("UPDATE fleet_agents SET bastion = 'b2'")
+        # The auditors' view and sample pass by row-level security: not an agent's.
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SELECT count(*) FROM auditor_commands")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SELECT * FROM auditor_command_sample()")
+    pg.sql("ANALYZE commands")
     with as_role("alice", "auditor-secret") as conn:
-        assert conn.execute(
-            "SELECT command FROM commands WHERE bastion = 'b2' AND session = 'b2only'"
-        ).fetchall() == [("echo 1",)]
+        for relation in ("commands", "auditor_commands"):
+            assert conn.execute(
+                f"SELECT command FROM {relation}"
+                " WHERE bastion = 'b2' AND session = 'b2only'"
+            ).fetchall() == [("echo 1",)]
+        # pg_stats hides the column under row-level security; the sample has it.
+        stats = "SELECT null_frac FROM pg_stats WHERE attname = 'command'"
+        assert conn.execute(stats).fetchall() == []
+        sample = "SELECT null_share FROM auditor_command_sample()"
+        assert conn.execute(sample).fetchall() == [(0.0,)]
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("UPDATE commands SET command = 'changed'")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("UPDATE auditor_commands SET command = 'changed'")
     assert pg.sql("SELECT command FROM commands WHERE session = 'b2only'") == [
         ("echo 1",)
     ]
