@@ -6,16 +6,18 @@ OFFSET 0 fence, so that the planner cannot walk the time index instead and
 filter, which it chooses for a LIMIT when it guesses many hits: a rare word
 then costs a walk of the whole table), unless the caller knows there are
 many (`walk`); a regex has its LIKE prefilter (agent/regex_prefilter.py)
-before it where it has one; the sessions table is joined only when a
-session's field is asked about.
+before it where it has one, the index asked about the part of it that
+PostgreSQL's sample of the column says costs least (`Commands`); the
+sessions table is joined only when a session's field is asked about.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from agent.reading import Selection
-from agent.regex_prefilter import like_prefilter
+from agent.regex_prefilter import Sample, index_probe, like_prefilter
 
 SESSION_COLUMNS = (
     "id, tag, bastion_user, remote_user, host, port, ssh_pid, tty, started_at,"
@@ -28,11 +30,35 @@ COMMAND_COLUMNS = (
     " c.extra, c.bastion"
 )
 ACCESS_COLUMNS = "bastion, seq, time, actor, action, target, detail"
+# PostgreSQL's sample of the commands (agent/fleet_records.py: sample_of):
+# an auditor's, then that of a role the commands' row-level security spares.
+AUDITOR_SAMPLE_SQL = "SELECT * FROM auditor_command_sample()"
+SAMPLE_SQL = (
+    "SELECT most_common_vals::text::text[], most_common_freqs, null_frac,"
+    " histogram_bounds::text::text[] FROM pg_stats WHERE schemaname ="
+    " current_schema() AND tablename = 'commands' AND attname = 'command'"
+)
 OLDEST_FIRST = " ORDER BY c.time, c.bastion, c.session, c.seq"
 NEWEST_FIRST = " ORDER BY c.time DESC, c.bastion DESC, c.session DESC, c.seq DESC"
 
 Query = tuple[str, list[Any]]
 Conditions = tuple[list[str], list[Any]]
+
+
+@dataclass(frozen=True)
+class Commands:
+    """Where a search reads the commands, and what PostgreSQL sampled of them.
+
+    `relation`: the table, or an auditor's view of it (agent/fleet_schema.py:
+    planned on the column's statistics); `sample`: what the regex's index
+    probe is chosen by (agent/regex_prefilter.py).
+    """
+
+    relation: str = "commands"
+    sample: Sample | None = None
+
+
+TABLE = Commands()
 
 
 def like(text: str) -> str:
@@ -121,7 +147,9 @@ def count_sessions_sql(selection: Selection) -> Query:
     return f"SELECT count(*){source}", params
 
 
-def _commands_from(selection: Selection, walk: bool = False) -> Query:
+def _commands_from(
+    selection: Selection, walk: bool = False, commands: Commands = TABLE
+) -> Query:
     """FROM and WHERE of the commands a selection names.
 
     `walk`: the commands newest first (the time index, backwards), then the
@@ -138,27 +166,33 @@ def _commands_from(selection: Selection, walk: bool = False) -> Query:
         if prefilter is None:
             text.append("c.command ~ %s")
         else:
-            # The trigram index is asked about the LIKE alone, its recheck
-            # runs the LIKE, and the regex, which the index cannot take in
-            # this form, filters what is left. With the regex indexable too,
-            # its trigrams were looked up as well and its recheck ran on every
-            # row they admitted: over 1,000,000 commands, a regex matching
-            # none took 135 ms, 110 ms so; one matching every 70th, 114, 73.
+            # The trigram index is asked about the probe alone, its recheck
+            # runs it, then the whole LIKE and the regex, which the index
+            # cannot take in this form, filter what is left. With the regex
+            # indexable too, its trigrams were looked up as well and its
+            # recheck ran on every row they admitted: over 1,000,000
+            # commands, a regex matching none took 135 ms, 110 ms so; one
+            # matching every 70th, 114, 73.
+            probe = index_probe(prefilter, commands.sample)
             text.append("c.command LIKE %s")
-            params.append(prefilter)
+            params.append(probe)
+            if probe != prefilter:
+                text.append("(c.command || '') LIKE %s")
+                params.append(prefilter)
             text.append("(c.command || '') ~ %s")
         params.append(selection.regex)
     joined, session_params = session_where(selection, "s", bastion=False)
     walking = walk and not joined
     where = text if walking else []
+    relation = commands.relation
     if walking:
         # By time alone: the page's rows are sorted on their ties after.
-        source = "(SELECT * FROM commands ORDER BY time DESC OFFSET 0) c"
+        source = f"(SELECT * FROM {relation} ORDER BY time DESC OFFSET 0) c"
     elif text:
         inner = " AND ".join(t.replace("c.command", "command") for t in text)
-        source = f"(SELECT * FROM commands WHERE {inner} OFFSET 0) c"
+        source = f"(SELECT * FROM {relation} WHERE {inner} OFFSET 0) c"
     else:
-        source = "commands c"
+        source = f"{relation} c"
     if joined:
         source += " JOIN sessions s ON s.bastion = c.bastion AND s.id = c.session"
         where += joined
@@ -180,15 +214,18 @@ def commands_sql(
     offset: int,
     newest_first: bool = False,
     walk: bool = False,
+    commands: Commands = TABLE,
 ) -> Query:
-    source, params = _commands_from(selection, walk and newest_first)
+    source, params = _commands_from(selection, walk and newest_first, commands)
     sql = f"SELECT {COMMAND_COLUMNS} FROM {source}"
     order = NEWEST_FIRST if newest_first else OLDEST_FIRST
     return _limit(sql + order, params, limit, offset)
 
 
-def count_commands_sql(selection: Selection, at_most: int | None) -> Query:
-    source, params = _commands_from(selection)
+def count_commands_sql(
+    selection: Selection, at_most: int | None, commands: Commands = TABLE
+) -> Query:
+    source, params = _commands_from(selection, commands=commands)
     if at_most is None:
         return f"SELECT count(*) FROM {source}", params
     return (
@@ -198,7 +235,11 @@ def count_commands_sql(selection: Selection, at_most: int | None) -> Query:
 
 
 def counted_page_sql(
-    selection: Selection, limit: int, offset: int, at_most: int
+    selection: Selection,
+    limit: int,
+    offset: int,
+    at_most: int,
+    commands: Commands = TABLE,
 ) -> Query:
     """Up to `at_most` matches, how many, and the newest-first page of them.
 
@@ -206,7 +247,7 @@ def counted_page_sql(
     fewer than `at_most` (all of them were looked at). A row even for an
     empty page, so the count always comes back.
     """
-    source, params = _commands_from(selection)
+    source, params = _commands_from(selection, commands=commands)
     sql = (
         f"WITH m AS (SELECT c.* FROM {source} LIMIT %s)"
         " SELECT n.total, p.* FROM (SELECT count(*) AS total FROM m) n"

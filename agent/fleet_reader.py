@@ -1,8 +1,7 @@
 """The Reader (agent/reading.py) over the fleet store: every bastion's record.
 
-What it gives is what the local reader gives, built by the same records
-(Session.from_document, Command.from_document) from the columns the shipper
-filled, plus each session's `bastion`. Commands stream through a server-side
+What it gives is what the local reader gives (agent/fleet_records.py builds
+the records from the rows). Commands stream through a server-side
 cursor, so an export of millions holds a few thousand at a time; sessions
 are fetched once each. The live feed LISTENs for the notifications the
 commands table sends at each commit (agent/fleet_schema.py) and fetches the
@@ -12,9 +11,9 @@ commands they name.
 from __future__ import annotations
 
 import json
+import time
 import zlib
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -24,8 +23,11 @@ from agent.casts import CastError
 from agent.fleet_config import FleetConfig
 from agent.fleet_db import connect, describe, explain, one_line
 from agent.fleet_queries import (
+    AUDITOR_SAMPLE_SQL,
     COMMAND_COLUMNS,
+    SAMPLE_SQL,
     SESSION_COLUMNS,
+    Commands,
     access_sql,
     commands_sql,
     count_commands_sql,
@@ -33,6 +35,7 @@ from agent.fleet_queries import (
     counted_page_sql,
     sessions_sql,
 )
+from agent.fleet_records import access_of, command_of, sample_of, session_of
 from agent.fleet_schema import NOTIFY_CHANNEL, check_version
 from agent.reading import Follower, Reader, ReadError, ReadTimeout, Row, Selection
 from agent.records import Command, Session
@@ -40,52 +43,11 @@ from agent.records import Command, Session
 FETCH_ROWS = 5000  # commands per round trip of the server-side cursor
 RECONNECT_LOOKBACK = "60 seconds"  # re-read after a lost feed connection
 WALK_S = 0.5  # a walk back in time for a page of a common match, at most
+SAMPLE_MAX_AGE_S = 600.0  # then pg_stats is read again (ANALYZE renews it)
 
 
-def iso_of(dt: datetime) -> str:
-    """A timestamptz as the store writes times: milliseconds and Z."""
-    dt = dt.astimezone(UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
-
-
-_SESSION_NAMES = [n.strip() for n in SESSION_COLUMNS.split(",")]
-
-
-def session_of(row: tuple[Any, ...]) -> Session:
-    values = dict(zip(_SESSION_NAMES, row, strict=True))
-    doc = {k: v for k, v in values.items() if k not in ("extra", "start_ticks")}
-    for key in ("started_at", "ended_at"):
-        if doc[key] is not None:
-            doc[key] = iso_of(doc[key])
-    doc.update(values["extra"] or {})
-    doc["_ingest"] = {"start_ticks": values["start_ticks"]}
-    return Session.from_document(doc)
-
-
-def command_of(row: tuple[Any, ...]) -> Command:
-    session, seq, time, command, cancelled, kind, program, hash_, extra, _ = row
-    doc: dict[str, Any] = {
-        "session": session,
-        "seq": seq,
-        "time": iso_of(time),
-        "command": command,
-    }
-    if cancelled:
-        doc["cancelled"] = True
-    doc["kind"] = kind
-    for key, value in (("program", program), ("hash", hash_)):
-        if value is not None:
-            doc[key] = value
-    doc.update(extra or {})
-    return Command.from_document(doc)
-
-
-def access_of(row: tuple[Any, ...]) -> AccessEntry:
-    """An access_log row (agent/daemon/fleet_rows.py wrote it) as its entry."""
-    bastion, seq, time, actor, action, target, detail = row
-    doc = {**(detail or {}), "seq": seq, "time": iso_of(time), "actor": actor}
-    doc.update(action=action, session=target, bastion=bastion)
-    return AccessEntry.from_document(doc)
+def _searches_text(selection: Selection) -> bool:
+    return selection.contains is not None or selection.regex is not None
 
 
 class FleetReader(Reader):
@@ -115,11 +77,17 @@ class FleetReader(Reader):
                 # Short queries: compiling them (about 30 ms) costs more
                 # than it saves (seen in EXPLAIN ANALYZE of a page).
                 self._set("jit", "off")
+            row = self.conn.execute(
+                "SELECT has_table_privilege('auditor_commands', 'SELECT')"
+            ).fetchone()
         except BaseException:
             self.conn.close()
             raise
         self._sessions: dict[tuple[str, str], Session] = {}
         self._valid_regex: str | None = None  # the last one PostgreSQL compiled
+        self._auditor = bool(row and row[0])
+        self._commands = Commands("auditor_commands" if self._auditor else "commands")
+        self._sample_read = -SAMPLE_MAX_AGE_S  # monotonic time
 
     def _set(self, name: str, value: str) -> None:
         try:
@@ -147,8 +115,15 @@ class FleetReader(Reader):
         params: list[Any],
         timeout_s: float | None = None,
         walk: bool = False,
+        own_plan: bool = False,
     ) -> list[tuple[Any, ...]]:
         """`timeout_s`: this query's own statement timeout (shorter, for a try).
+
+        `own_plan`: planned for its values, never prepared. A text search's
+        best plan depends on its pattern; psycopg prepares a statement run
+        five times, and PostgreSQL's generic plan of it, chosen after five
+        more, cannot see how common the pattern is: a regex matching none of
+        1,000,000 commands took 106 to 122 ms, then 160 to 195 ms so.
 
         `walk`: only an index walk will do. A walk back in time is asked for
         when there are many hits, but the planner, guessing few (it cannot
@@ -169,7 +144,8 @@ class FleetReader(Reader):
                         " set_config('enable_bitmapscan', 'off', true),"
                         " set_config('enable_sort', 'off', true)"
                     )
-                return list(self.conn.execute(sql, params).fetchall())
+                prepare = False if own_plan else None
+                return list(self.conn.execute(sql, params, prepare=prepare).fetchall())
         except psycopg.Error as e:
             raise self._failure(e) from e
 
@@ -185,8 +161,18 @@ class FleetReader(Reader):
             self._query("SELECT '' ~ %s", [regex])
             self._valid_regex = regex
 
-    def _count(self, sql: str, params: list[Any]) -> int:
-        return int(self._query(sql, params)[0][0])
+    def _commands_for(self, selection: Selection) -> Commands:
+        """Where to read the commands; for a regex, with PostgreSQL's sample."""
+        now = time.monotonic()
+        if selection.regex is not None and now - self._sample_read > SAMPLE_MAX_AGE_S:
+            rows = self._query(AUDITOR_SAMPLE_SQL if self._auditor else SAMPLE_SQL, [])
+            sample = sample_of(rows[0] if rows else None)
+            self._commands = Commands(self._commands.relation, sample)
+            self._sample_read = now
+        return self._commands
+
+    def _count(self, sql: str, params: list[Any], own_plan: bool = False) -> int:
+        return int(self._query(sql, params, own_plan=own_plan)[0][0])
 
     def can_write(self) -> bool:
         """Whether this role may write any of the fleet's tables."""
@@ -245,17 +231,25 @@ class FleetReader(Reader):
         walking back in time; a walk that finds too few in WALK_S (the many
         are old) gives way to the usual plan."""
         self._check_regex(selection)
+        commands = self._commands_for(selection)
+        text = _searches_text(selection)
         if limit is not None and limit <= FETCH_ROWS:  # one round trip
             if many and newest_first:
-                sql, params = commands_sql(selection, limit, offset, True, walk=True)
+                sql, params = commands_sql(
+                    selection, limit, offset, True, walk=True, commands=commands
+                )
                 try:
-                    rows = self._query(sql, params, WALK_S, walk=True)
+                    rows = self._query(sql, params, WALK_S, walk=True, own_plan=text)
                     return iter(self._rows(rows))
                 except ReadTimeout:
                     pass
-            sql, params = commands_sql(selection, limit, offset, newest_first)
-            return iter(self._rows(self._query(sql, params)))
-        sql, params = commands_sql(selection, limit, offset, newest_first)
+            sql, params = commands_sql(
+                selection, limit, offset, newest_first, commands=commands
+            )
+            return iter(self._rows(self._query(sql, params, own_plan=text)))
+        sql, params = commands_sql(
+            selection, limit, offset, newest_first, commands=commands
+        )
         return self._streamed(sql, params)
 
     def _streamed(self, sql: str, params: list[Any]) -> Iterator[Row]:
@@ -287,7 +281,9 @@ class FleetReader(Reader):
 
     def count_commands(self, selection: Selection, at_most: int | None = None) -> int:
         self._check_regex(selection)
-        return self._count(*count_commands_sql(selection, at_most))
+        commands = self._commands_for(selection)
+        sql, params = count_commands_sql(selection, at_most, commands)
+        return self._count(sql, params, own_plan=_searches_text(selection))
 
     def counted_page(
         self, selection: Selection, limit: int, offset: int, at_most: int
@@ -298,7 +294,9 @@ class FleetReader(Reader):
         the page is found by walking back in time (`commands(many=True)`).
         """
         self._check_regex(selection)
-        rows = self._query(*counted_page_sql(selection, limit, offset, at_most))
+        commands = self._commands_for(selection)
+        sql, params = counted_page_sql(selection, limit, offset, at_most, commands)
+        rows = self._query(sql, params, own_plan=_searches_text(selection))
         total = int(rows[0][0])
         if total < at_most:
             return total, self._rows([r[1:] for r in rows if r[1] is not None])

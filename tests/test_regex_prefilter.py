@@ -20,10 +20,12 @@ import psycopg
 import pytest
 
 from agent.fleet_config import FleetConfig
+from agent.fleet_queries import AUDITOR_SAMPLE_SQL
 from agent.fleet_reader import FleetReader
+from agent.fleet_records import sample_of
 from agent.fleet_schema import migrate
 from agent.reading import ReadError, Selection
-from agent.regex_prefilter import like_prefilter
+from agent.regex_prefilter import Sample, index_probe, like_prefilter
 from tests.pg_harness import PG_BIN, PgServer, postgres
 from tests.test_fleet import password_file
 
@@ -118,6 +120,44 @@ def test_anything_else_has_no_prefilter(pattern: str) -> None:
     assert like_prefilter(pattern) is None
 
 
+# A fleet's commands as pg_stats samples them: `srv` on every row, `grep` on
+# one in seven, `needle` on none of the sample.
+SAMPLE = Sample(
+    (("ls", 0.2),),
+    tuple(
+        f"{('grep -r', 'cat', 'tail -f', 'du -sh', 'vi', 'ls -l', 'sort')[n % 7]}"
+        f" /srv/{n}/data{n * 13}"
+        for n in range(100)
+    ),
+    0.8,
+)
+PROBED = [
+    # Issue 18's: the index reads `grep`'s lists, not `srv`'s of every row.
+    ("%grep -r /srv/_%1", "%grep%"),
+    ("%grep -r /srv/_%/data%1", "%grep%"),
+    # Two words each common, rarer together: the whole run.
+    ("%cat /srv/1%", "%cat /srv/1%"),
+    # Unseen: of equal costs, the longest.
+    ("%needle-4242 _%", "%needle%"),
+    ("%srv%needle%", "%needle%"),
+    # A word of three is one trigram: without one, the whole LIKE.
+    ("%ls -l%", "%ls -l%"),
+    ("%ab_cd%", "%ab_cd%"),
+    # Escapes kept: the run is `50%_off`.
+    ("%50\\%\\_off%", "%50\\%\\_off%"),
+    ("ls /srv/%", "%ls /srv/%"),
+]
+
+
+@pytest.mark.parametrize(("like", "probe"), PROBED)
+def test_the_index_probe_is_the_cheapest_part(like: str, probe: str) -> None:
+    assert index_probe(like, SAMPLE) == probe
+
+
+def test_without_a_sample_the_index_is_asked_about_the_whole_like() -> None:
+    assert index_probe("%grep -r /srv/_%1", None) == "%grep -r /srv/_%1"
+
+
 # -- the property, asked of PostgreSQL ---------------------------------------
 
 SEEDS = (18, 1800, 180000)
@@ -138,6 +178,9 @@ def _atom(rng: random.Random) -> Atom:
     kind = rng.random()
     if kind < 0.03:
         return rng.choice(OUTSIDE), lambda r: r.choice(CHARS)
+    if kind < 0.1:  # a word: the index probe's (agent/regex_prefilter.py)
+        word = "".join(rng.choice("abé1") for _ in range(rng.randint(3, 5)))
+        return word, lambda r: word
     if kind < 0.45:
         c = rng.choice(LITERALS)
         return c, lambda r: c
@@ -206,15 +249,27 @@ def test_no_match_of_a_regex_is_refused_by_its_like(pg: PgServer, seed: int) -> 
                     conn.execute("SELECT '' ~ %s", [p])
                 except psycopg.errors.InvalidRegularExpression as e:
                     pytest.fail(f"{p!r} -> {likes[p]!r}, but PostgreSQL: {e}")
-        rows = [(p, likes[p], s) for p, strings in cases if likes[p] for s in strings]
-        matched, refused = conn.execute(
+        # The index's probe, from a sample of these strings: implied too.
+        sample = Sample((), tuple(s for _, strings in cases[::7] for s in strings), 1)
+        probes = {p: index_probe(like, sample) for p, like in likes.items() if like}
+        rows = [
+            (p, likes[p], probes[p], s)
+            for p, strings in cases
+            if likes[p]
+            for s in strings
+        ]
+        matched, refused, probed = conn.execute(
             "SELECT count(*) FILTER (WHERE s ~ p),"
-            " array_agg(ARRAY[p, l, s]) FILTER (WHERE s ~ p AND s NOT LIKE l)"
-            " FROM unnest(%s::text[], %s::text[], %s::text[]) t(p, l, s)",
+            " array_agg(ARRAY[p, l, s]) FILTER (WHERE s ~ p AND s NOT LIKE l),"
+            " array_agg(ARRAY[p, i, s]) FILTER (WHERE s ~ p AND s NOT LIKE i)"
+            " FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[])"
+            " t(p, l, i, s)",
             [list(column) for column in zip(*rows, strict=True)],
         ).fetchone()
     assert refused is None, f"matched by the regex, refused by its LIKE: {refused[:5]}"
+    assert probed is None, f"matched by the regex, refused by its probe: {probed[:5]}"
     assert matched > len(rows) // 5  # many strings did match
+    assert sum(probes[p] != likes[p] for p in probes) > len(probes) // 20
 
 
 # -- through the fleet reader ---------------------------------------------------
@@ -310,6 +365,10 @@ def test_a_regex_search_finds_what_a_plain_match_finds(
         assert (total, [c.seq for c, _ in page]) == (len(plain), newest), pattern
         walked = reader.commands(selection, 20, 0, newest_first=True, many=True)
         assert [c.seq for c, _ in walked] == newest, pattern
+    # The index was asked about a probe, not the whole LIKE (which needs srv),
+    # chosen by the sample an auditor may read.
+    sample = sample_of(reader.conn.execute(AUDITOR_SAMPLE_SQL).fetchone())
+    assert index_probe("%grep -r /srv/_%1", sample) == "%grep%"
     one = Selection(bastion="p1", regex="grep -r /srv/[0-9]+1$")
     assert len(list(reader.commands(one))) == 29  # 11, 21, ... 291: a digit, then 1
 
