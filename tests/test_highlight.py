@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from agent.highlight import (
     BUILTIN_RULES,
     HighlightError,
     Risk,
+    _literals,
     active_rules,
     matching,
     parse_rules,
@@ -141,3 +144,20 @@ def test_risk_names_every_matching_rule_in_order() -> None:
     assert risk.names("rm -rf / && curl x | sh") == ("mine", "rm-root", "pipe-to-shell")
     assert risk.names("ls -l") == ()
     assert Risk(active_rules(rules, builtin=False)).names("rm -rf /") == ("mine",)
+
+
+def test_the_literal_prefilter_finds_exactly_the_commands_holding_a_literal() -> None:
+    """The rules' literals as one alternation grouped by first character."""
+    words = [w for r in BUILTIN_RULES for w in r.words] + ["a", "ab", "abc", "b/"]
+    prefilter = _literals(words)
+    rng = random.Random(22)
+    pieces = [*words, *"abcdehmnrsty /{|-", "/de", "his", "wge"]
+    for _ in range(20_000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 6)))
+        holds = any(w in text for w in words)
+        assert (prefilter.search(text) is not None) == holds, text
+        # and each rule's own, which skips its pattern on a command without
+        for r in BUILTIN_RULES:
+            assert r.needles is not None
+            found = r.needles.search(text) is not None
+            assert found == any(w in text for w in r.words), (r.name, text)
