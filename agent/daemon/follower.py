@@ -97,7 +97,13 @@ class LogFollower:
                 self.lost(f"recording over {RECORDING_MAX_BYTES} bytes")
                 return False
             while budget > 0:
-                data = os.pread(fd, READ_CHUNK_BYTES, self.decoder.offset)
+                # As much as fstat saw, not a whole chunk: os.pread allocates
+                # what it is asked for (at 1 MiB, glibc maps and unmaps it),
+                # then a second call met the end (strace -f of the agent, 20
+                # sessions typing: both at every read). What is written after
+                # the fstat has its inotify event, for the next round.
+                want = min(READ_CHUNK_BYTES, self.size - self.decoder.offset)
+                data = os.pread(fd, want, self.decoder.offset) if want > 0 else b""
                 if not data:
                     break
                 budget -= len(data)
