@@ -411,3 +411,25 @@ def test_a_bad_regex_is_reported_under_a_generic_plan(
             reader.count_commands(Selection(regex=TOO_COMPLEX))
     finally:
         reader.close()
+
+
+@pytest.mark.root
+@needs_postgres
+def test_a_search_is_planned_for_its_pattern_each_time(
+    stored: PgServer, tmp_path: Path
+) -> None:
+    """Never a prepared statement (whose generic plan cannot see how common a
+    pattern is); a page of sessions, which does not depend on one, is."""
+    reader = _reader(stored, tmp_path)
+    try:
+        prepared = "SELECT statement FROM pg_prepared_statements"
+        searches = (Selection(regex="grep -r /srv/[0-9]+1$"), Selection(contains="srv"))
+        for _ in range(12):  # psycopg prepares a statement at its fifth run
+            for selection in searches:
+                reader.counted_page(selection, 20, 0, 1001)
+                reader.count_commands(selection)
+            reader.sessions(Selection(), 20)
+        statements = [s for (s,) in reader.conn.execute(prepared)]
+        assert statements and all("FROM sessions" in s for s in statements)
+    finally:
+        reader.close()
