@@ -3,12 +3,14 @@
 The agent's own CPU time (all its threads, from the kernel's accounting) over
 a few quiet seconds with a traced session open. A loop that re-reads an
 unchanged log, or that looks at every session every round, shows up here
-whatever the machine's load; speed itself belongs in bench/.
+whatever the machine's load; speed itself belongs in bench/. And the agent's
+threads go by their names, so that `top -H` shows which one it is.
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -59,3 +61,21 @@ def test_an_idle_live_session_costs_the_agent_almost_nothing(
     finally:
         child.sendeof()
         child.close()
+
+
+def test_the_agents_threads_go_by_their_names(
+    running_agent: harness.AgentProcess,
+) -> None:
+    """What costs is seen in `top -H`: the ingest, the store's writer, ..."""
+    agent = psutil.Process(running_agent.process.pid)
+    main_name = agent.name()
+
+    def names() -> set[str]:
+        return {
+            (task / "comm").read_text().strip()
+            for task in Path(f"/proc/{agent.pid}/task").iterdir()
+        }
+
+    harness.wait_for(lambda: {"ingest", "store-writer", "discovery"} <= names())
+    assert main_name in names()  # the main thread keeps the program's name
+    assert agent.name() == main_name

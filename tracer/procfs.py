@@ -158,6 +158,24 @@ def set_thread_nice(nice: int) -> bool:
     return True
 
 
+def name_threads() -> None:
+    """Each running thread's kernel name (comm) from its Python name.
+
+    `top -H` and /proc/PID/task/*/comm then tell the ingest from the store's
+    writer; else every thread is the program's name. The main thread keeps
+    it: its comm is the process's (ps, pgrep, psutil). The kernel keeps 15
+    bytes. A thread may rename another of its own process.
+    """
+    for thread in threading.enumerate():
+        if thread.native_id is None or thread is threading.main_thread():
+            continue
+        name = thread.name.encode("ascii", "replace")[:15]
+        comm = f"/proc/self/task/{thread.native_id}/comm"
+        # OSError: the thread has just ended, or there is no /proc.
+        with contextlib.suppress(OSError), open(comm, "wb") as f:
+            f.write(name)
+
+
 def set_nice(pid: int, nice: int) -> None:
     with contextlib.suppress(OSError):
         os.setpriority(os.PRIO_PROCESS, pid, nice)

@@ -82,7 +82,7 @@ from agent.status_file import AgentState, StatusText, write_status
 from agent.version import version
 from tracer.discovery import Discovery, TaggedSsh
 from tracer.discovery_thread import DiscoveryThread
-from tracer.procfs import set_thread_nice
+from tracer.procfs import name_threads, set_thread_nice
 from tracer.supervisor import Limits
 from tracer.tracker import URGENT_NICE, open_pidfd
 from tracer.wake import WakePipe
@@ -283,6 +283,7 @@ class Agent:
                 )
                 if self.sink is not None:
                     log.info("events to %s", self.sink.description)
+                name_threads()  # all of them run by now
                 self._loop(discovery)
         finally:
             self._write_status(AgentState.STOPPED)
