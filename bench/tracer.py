@@ -293,6 +293,12 @@ def report(args, idle, att, bur, feed, cpu, mem) -> None:
                 f" {w.typed:>6} {pct(w.feed_s, 0.5) * ms:>9.0f}"
                 f" {pct(w.feed_s, 0.95) * ms:>9.0f} {missing:>7} {dupes:>5}"
             )
+        print("  the agent's CPU by thread (% of one core), typing:")
+        for size, kind, w, _ in cpu:
+            if kind == "typing":
+                busiest = w.threads.most_common(5)
+                shares = ", ".join(f"{n} {w.share(c):.2f}" for n, c in busiest)
+                print(f"  {size:>8} typing  {shares}")
     if mem is not None:
         print(
             f"memory: agent RSS idle {mem['idle_mb']:.1f} MB, with {args.live} live"

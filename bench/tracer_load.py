@@ -49,6 +49,26 @@ def cpu_s(procs: list[psutil.Process]) -> float:
     return total
 
 
+def thread_cpu_s(pid: int) -> Counter[str]:
+    """CPU seconds of each of a process's threads so far, by thread name.
+
+    The agent names its threads (tracer/procfs.py: name_threads); those of
+    one name (the launchers) add up. A thread that ended is not counted.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    by_name: Counter[str] = Counter()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        by_name[name.rstrip("0123456789-") or name] += (
+            int(fields[11]) + int(fields[12])
+        ) / tick
+    return by_name
+
+
 @dataclass
 class Window:
     """What one measuring window saw."""
@@ -60,6 +80,7 @@ class Window:
     agent_rss_mb: float
     typed: int = 0
     feed_s: list[float] = field(default_factory=list)
+    threads: Counter[str] = field(default_factory=Counter)  # the agent's CPU s
 
     def share(self, cpu: float) -> float:
         return 100.0 * cpu / self.seconds
@@ -113,6 +134,7 @@ class LiveSessions:
         feed: list[float] = []
         groups = [self.agent_procs(agent), self.ssh, self.straces]
         before = [cpu_s(g) for g in groups]
+        threads_before = thread_cpu_s(agent.pid)
         t0 = time.monotonic()
         next_send = t0
         n = 0
@@ -136,6 +158,8 @@ class LiveSessions:
                     feed.append(stamp - sent.pop(stored.command))
         elapsed = time.monotonic() - t0
         after = [cpu_s(g) for g in groups]
+        threads = thread_cpu_s(agent.pid)
+        threads.subtract(threads_before)
         return Window(
             elapsed,
             after[0] - before[0],
@@ -144,6 +168,7 @@ class LiveSessions:
             agent.memory_info().rss / 2**20,
             n,
             feed,
+            +threads,  # those that ran
         )
 
     @staticmethod
