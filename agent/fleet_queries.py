@@ -30,14 +30,10 @@ COMMAND_COLUMNS = (
     " c.extra, c.bastion"
 )
 ACCESS_COLUMNS = "bastion, seq, time, actor, action, target, detail"
-# PostgreSQL's sample of the commands (agent/fleet_records.py: sample_of):
-# an auditor's, then that of a role the commands' row-level security spares.
+# PostgreSQL's sample of the commands (agent/fleet_records.py: sample_of),
+# for the roles that may read the auditors' view: an agent's sees none, as
+# row-level security hides the column's pg_stats row from it.
 AUDITOR_SAMPLE_SQL = "SELECT * FROM auditor_command_sample()"
-SAMPLE_SQL = (
-    "SELECT most_common_vals::text::text[], most_common_freqs, null_frac,"
-    " histogram_bounds::text::text[] FROM pg_stats WHERE schemaname ="
-    " current_schema() AND tablename = 'commands' AND attname = 'command'"
-)
 OLDEST_FIRST = " ORDER BY c.time, c.bastion, c.session, c.seq"
 NEWEST_FIRST = " ORDER BY c.time DESC, c.bastion DESC, c.session DESC, c.seq DESC"
 

@@ -25,7 +25,6 @@ from agent.fleet_db import connect, describe, explain, one_line
 from agent.fleet_queries import (
     AUDITOR_SAMPLE_SQL,
     COMMAND_COLUMNS,
-    SAMPLE_SQL,
     SESSION_COLUMNS,
     Commands,
     access_sql,
@@ -164,8 +163,9 @@ class FleetReader(Reader):
     def _commands_for(self, selection: Selection) -> Commands:
         """Where to read the commands; for a regex, with PostgreSQL's sample."""
         now = time.monotonic()
-        if selection.regex is not None and now - self._sample_read > SAMPLE_MAX_AGE_S:
-            rows = self._query(AUDITOR_SAMPLE_SQL if self._auditor else SAMPLE_SQL, [])
+        stale = now - self._sample_read > SAMPLE_MAX_AGE_S
+        if selection.regex is not None and self._auditor and stale:
+            rows = self._query(AUDITOR_SAMPLE_SQL, [])
             sample = sample_of(rows[0] if rows else None)
             self._commands = Commands(self._commands.relation, sample)
             self._sample_read = now

@@ -57,7 +57,7 @@ def command_of(row: tuple[Any, ...]) -> Command:
 
 
 def sample_of(row: tuple[Any, ...] | None) -> Sample | None:
-    """The commands' sample, from SAMPLE_SQL's row; None before an ANALYZE."""
+    """The commands' sample, from AUDITOR_SAMPLE_SQL's row; None before an ANALYZE."""
     if row is None:
         return None
     common_values, common_shares, null_share, others = row

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from agent import AgentError
@@ -36,12 +36,15 @@ class HighlightRule:
     name: str
     pattern: re.Pattern[str]
     style: str = DEFAULT_STYLE
-    # Texts of which a match holds at least one, as one alternation of
-    # literals: a command with none of them is passed over without running
-    # the pattern (a literal search costs a fraction of a regex that may start
-    # anywhere). None: always run it.
-    needles: re.Pattern[str] | None = None
-    words: tuple[str, ...] = ()  # the literals of `needles`
+    # Texts of which a match holds at least one: a command with none of them
+    # is passed over without running the pattern (a literal search costs a
+    # fraction of a regex that may start anywhere). None: always run it.
+    words: tuple[str, ...] = ()
+    needles: re.Pattern[str] | None = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        needles = _literals(self.words) if self.words else None
+        object.__setattr__(self, "needles", needles)  # frozen: derived once
 
     def matches(self, command: str) -> bool:
         if self.needles is not None and self.needles.search(command) is None:
@@ -72,9 +75,7 @@ def _literals(words: Iterable[str]) -> re.Pattern[str]:
 
 
 def rule(name: str, needles: tuple[str, ...], pattern: str) -> HighlightRule:
-    return HighlightRule(
-        name, re.compile(pattern), DEFAULT_STYLE, _literals(needles), needles
-    )
+    return HighlightRule(name, re.compile(pattern), DEFAULT_STYLE, needles)
 
 
 BUILTIN_RULES: tuple[HighlightRule, ...] = (

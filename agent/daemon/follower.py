@@ -98,10 +98,10 @@ class LogFollower:
                 return False
             while budget > 0:
                 # As much as fstat saw, not a whole chunk: os.pread allocates
-                # what it is asked for (at 1 MiB, glibc maps and unmaps it),
-                # then a second call met the end (strace -f of the agent, 20
-                # sessions typing: both at every read). What is written after
-                # the fstat has its inotify event, for the next round.
+                # what it is asked for, and a second call met the end (strace
+                # -f of the agent, 20 sessions typing: two preads at every
+                # read). What is written after the fstat has its inotify
+                # event, for the next round.
                 want = min(READ_CHUNK_BYTES, self.size - self.decoder.offset)
                 data = os.pread(fd, want, self.decoder.offset) if want > 0 else b""
                 if not data:
