@@ -83,11 +83,12 @@ def install(out: Path) -> None:
         module = importlib.import_module(module_name)
         if owner is None:
             setattr(module, name, _timed(getattr(module, name), stage))
-        elif owner == "os":  # only this module's calls: a proxy of os
-            proxy = type(os)("os")
-            proxy.__dict__.update(os.__dict__)
+        elif owner == "os":  # only this module's calls: its own proxy of os
+            proxy = module.os
+            if proxy is os:
+                proxy = module.os = type(os)("os")  # type: ignore[attr-defined]
+                proxy.__dict__.update(os.__dict__)
             setattr(proxy, name, _timed(getattr(os, name), stage))
-            module.os = proxy  # type: ignore[attr-defined]
         else:
             cls = getattr(module, owner)
             setattr(cls, name, _timed(getattr(cls, name), stage))
