@@ -26,17 +26,17 @@ from pathlib import Path
 import psutil
 
 from bench import stage_timer
+from bench.stage_timer import Snapshot
 from bench.tracer_load import LiveSessions, Window, pct
 from tests import harness
 
 HOOK_DIR = Path(__file__).with_name("stage_hook")
 WARM_S = 2.0
-Totals = dict[str, tuple[int, int]]  # stage@thread -> (CPU ns, calls)
 
 
 @contextmanager
 def _hooked(out: Path) -> Iterator[None]:
-    """The agent started inside inherits the hook (and nothing else does)."""
+    """What starts inside inherits the hook; only audit-agent loads it."""
     saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "BENCH_STAGES_OUT")}
     os.environ["PYTHONPATH"] = os.pathsep.join(
         p
@@ -54,8 +54,8 @@ def _hooked(out: Path) -> Iterator[None]:
                 os.environ[key] = value
 
 
-def _settled(out: Path) -> Totals:
-    """The totals once the agent wrote them after now."""
+def _settled(out: Path) -> Snapshot:
+    """What the agent wrote after now."""
     time.sleep(2 * stage_timer.DUMP_S)
     return stage_timer.read(out)
 
@@ -78,7 +78,6 @@ def main() -> None:
             _hooked(out),
             harness.agent(workdir / "data", poll_interval=0.1) as agent,
         ):
-            os.environ.pop("BENCH_STAGES_OUT", None)
             proc = psutil.Process(agent.process.pid)
             live = LiveSessions(user, server, "st-", args.sessions)
             try:
@@ -102,24 +101,27 @@ def main() -> None:
 def _report(
     args: argparse.Namespace,
     window: Window,
-    before: Totals,
-    after: Totals,
+    before: Snapshot,
+    after: Snapshot,
     written: int,
 ) -> None:
-    thread_ns = window.threads.get("ingest", 0.0) * 1e9
+    # The stages' window is the agent's, between two of its snapshots.
+    seconds = after.at - before.at
+    thread_ns = after.threads["ingest"] - before.threads["ingest"]
     rows = []
-    for key, (ns, calls) in after.items():
+    for key, (ns, calls) in after.stages.items():
         stage, _, thread = key.rpartition("@")
         if thread != "ingest":
             continue
-        ns0, calls0 = before.get(key, (0, 0))
+        ns0, calls0 = before.stages.get(key, (0, 0))
         if calls - calls0:
             rows.append((ns - ns0, calls - calls0, stage))
     commands = max(1, window.typed)
     print(
         f"{args.sessions} sessions typing a command each {args.period_s} s, "
         f"{window.seconds:.0f} s: the agent {window.share(window.agent_cpu_s):.2f} % "
-        f"of a core, its ingest thread {100 * thread_ns / 1e9 / window.seconds:.2f} %"
+        f"of a core; its ingest thread {100 * thread_ns / 1e9 / seconds:.2f} % over "
+        f"the {seconds:.1f} s between the stage timer's snapshots"
     )
     print(
         f"  {'stage':32s} {'ms':>7s} {'share':>6s} {'calls':>7s} "
@@ -138,7 +140,7 @@ def _report(
         f" {'':7s} {'':8s} {rest / 1e3 / commands:10.1f}"
     )
     print(
-        f"  written by the agent: {written / window.seconds / 1e6:.2f} MB/s, "
+        f"  written by the agent: {written / seconds / 1e6:.2f} MB/s, "
         f"{written / commands / 1e3:.1f} kB a command"
     )
 

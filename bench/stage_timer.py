@@ -3,8 +3,9 @@
 Installed into the agent process by bench/stage_hook/sitecustomize.py when
 BENCH_STAGES_OUT names a file: each stage's method is wrapped to add the
 thread CPU time it used, minus that of the stages it called (so every
-nanosecond is counted once, in the innermost stage), per thread. The totals
-go to that file as JSON every DUMP_S, replaced whole.
+nanosecond is counted once, in the innermost stage), per thread. The totals,
+with each thread's CPU clock read at the same moment, go to that file as
+JSON every DUMP_S, replaced whole.
 
 Why not a sampling profiler: py-spy at 200 Hz over 30 s of 20 typing
 sessions took about 200 samples of the ingest thread (it runs about 6 % of
@@ -22,6 +23,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +94,8 @@ def install(out: Path) -> None:
         else:
             cls = getattr(module, owner)
             setattr(cls, name, _timed(getattr(cls, name), stage))
+    # A daemon: the hook owns nothing of the agent's, and this thread lives
+    # exactly as long as the process it measures.
     threading.Thread(target=_dump, args=(out,), name="stage-timer", daemon=True).start()
 
 
@@ -99,13 +103,33 @@ def _dump(out: Path) -> None:
     tmp = out.with_name(out.name + ".tmp")
     while True:
         time.sleep(DUMP_S)
-        with _lock:
-            text = json.dumps(_totals)
+        with _lock:  # the stages and the threads' clocks at one moment
+            threads = {}
+            for thread in threading.enumerate():
+                with contextlib.suppress(OSError, TypeError):  # gone, or not started
+                    clock = time.pthread_getcpuclockid(thread.ident)  # type: ignore[arg-type]
+                    threads[thread.name] = time.clock_gettime_ns(clock)
+            text = json.dumps(
+                {"at": time.monotonic(), "threads": threads, "stages": _totals}
+            )
         with contextlib.suppress(OSError):
             tmp.write_text(text)
             tmp.replace(out)
 
 
-def read(out: Path) -> dict[str, tuple[int, int]]:
-    """The totals the agent last wrote: stage@thread -> (ns, calls)."""
-    return {k: (v[0], v[1]) for k, v in json.loads(out.read_text()).items()}
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What the agent last wrote: when, its threads' CPU, the stages' totals."""
+
+    at: float  # time.monotonic() in the agent
+    threads: dict[str, int]  # thread name -> CPU ns
+    stages: dict[str, tuple[int, int]]  # stage@thread -> (CPU ns, calls)
+
+
+def read(out: Path) -> Snapshot:
+    doc = json.loads(out.read_text())
+    return Snapshot(
+        doc["at"],
+        doc["threads"],
+        {k: (v[0], v[1]) for k, v in doc["stages"].items()},
+    )
