@@ -43,8 +43,6 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
-import pyte
-
 from parsers.accepted import AcceptedLines
 from parsers.control_strings import StringFilter
 from parsers.events import (
@@ -63,6 +61,7 @@ from parsers.keys import KeyLog, Unparsed
 from parsers.programs import Reader, is_multiplexer
 from parsers.screen import LineScreen
 from parsers.screen_lines import LineFinder
+from parsers.terminal_stream import TerminalStream
 
 DEFAULT_ROWS = 24
 DEFAULT_COLS = 80
@@ -106,7 +105,7 @@ class CommandBuilder:
             prompts = tuple(checkpoint.shell_prompts)
         self.keys = KeyLog(pending)
         self.screen = LineScreen(cols, rows)
-        self.stream = pyte.ByteStream(self.screen)
+        self.stream = TerminalStream(self.screen)
         self.lines = LineFinder(self.screen, prompt)
         self.strings = StringFilter()
         self.marker_line = False  # a line editor is reading a line with markers

@@ -23,8 +23,6 @@ import select
 import time
 from typing import Any
 
-import pyte
-
 from agent.inventory import Target
 from agent.rules import Rule, RuleSet, Subject, denied_by
 from agent.shell.chunk_writer import ChunkWriter
@@ -32,6 +30,7 @@ from agent.shell.relay import write_all
 from parsers.chunk_log import encode_denied
 from parsers.events import Chunk, Denied, Direction, Resize
 from parsers.terminal import CommandBuilder
+from parsers.terminal_stream import TerminalStream
 
 ENTER_KEYS = b"\r\n"
 CLEAR_LINE = b"\x05\x15"  # readline: Ctrl-E end-of-line, Ctrl-U unix-line-discard
@@ -89,7 +88,7 @@ class DenyGate:
 
 
 def _copy(builder: CommandBuilder) -> CommandBuilder:
-    """A copy to try an Enter on. pyte's stream holds a generator, which cannot
+    """A copy to try an Enter on. The stream holds pyte's generator, which cannot
     be copied: the copy gets a stream of its own on its copy of the screen (an
     escape sequence cut in the middle is not carried over)."""
     stream = builder.stream
@@ -98,7 +97,7 @@ def _copy(builder: CommandBuilder) -> CommandBuilder:
         trial = copy.deepcopy(builder)
     finally:
         builder.stream = stream
-    trial.stream = pyte.ByteStream(trial.screen)
+    trial.stream = TerminalStream(trial.screen)
     return trial
 
 
