@@ -1,7 +1,7 @@
 """Where the agent's CPU goes with live sessions typing, stage by stage.
 
     sudo .venv/bin/python -m bench.ingest_stages [--sessions 20] [--seconds 30]
-        [--period-s 0.5]
+        [--period-s 0.5] [--prefill N]
 
 The real agent, straces and ssh clients of bench/tracer.py's typing window
 (a command into each session every --period-s), with the stage timer
@@ -10,6 +10,12 @@ stage of the ingest path over the window, counted once (in the innermost
 stage), in ms, as a share of the thread's CPU, per call and per command.
 The thread's CPU outside every stage is its loop and its waking up.
 Beside it, the bytes the agent wrote in the window (/proc/PID/io).
+
+An agent that has run a while has a newest shard part full: a flush rewrites
+it whole, so what a flush costs and writes grows with it (up to
+SHARD_MAX_BYTES). `--prefill N` stores N commands (bench/store_bench.py's,
+chained as the agent chains them) before the agent starts, so that the
+window begins with a newest shard of that many.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import psutil
 
 from bench import stage_timer
 from bench.stage_timer import Snapshot
+from bench.store_bench import fill
 from bench.tracer_load import LiveSessions, Window, pct
 from tests import harness
 
@@ -65,6 +72,7 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--period-s", type=float, default=0.5)
+    parser.add_argument("--prefill", type=int, default=0, metavar="N")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench.ingest_stages: run as root (strace, sshd, a throwaway user)")
@@ -72,6 +80,8 @@ def main() -> None:
         workdir = Path(tmp)
         workdir.chmod(0o755)
         out = workdir / "stages.json"
+        if args.prefill:
+            fill(workdir / "data", args.prefill, chained=True)
         with (
             harness.sshd(workdir) as server,
             harness.test_user(workdir, "bst") as user,
