@@ -31,6 +31,7 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -80,7 +81,9 @@ REGISTER_INTERVAL_S = 60.0  # bastions.last_seen is refreshed this often
 STOP_DEADLINE_S = 3.0  # a clean stop ships what it can for this long
 
 
-class ShipState:
+class ShipState(StrEnum):
+    """Where the shipper stands; `audit-agent status` shows the value."""
+
     STARTING = "starting"
     CAUGHT_UP = "caught up"
     SHIPPING = "shipping"  # a backlog is going out
@@ -94,7 +97,7 @@ class ShipperSnapshot:
 
     database: str  # user@host:port/dbname, never a password
     bastion: str
-    state: str
+    state: ShipState
     lag_records: int  # commands in the local store not yet in the fleet
     lag_s: float  # age of the oldest of them
     shipped_commands: int
