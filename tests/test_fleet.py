@@ -134,6 +134,25 @@ def test_fleet_init_applies_each_migration_once(pg: PgServer, tmp_path: Path) ->
     ]
 
 
+def test_the_auditors_view_has_every_column_of_commands(pg: PgServer) -> None:
+    # `SELECT *` in a view is expanded when the view is made: a migration that
+    # adds a column to commands must make auditor_commands again, or auditors
+    # would not see it (agent/fleet_schema.py).
+    def columns(relation: str) -> list[tuple[str, str]]:
+        return [
+            (name, kind)
+            for name, kind in pg.sql(
+                "SELECT column_name, data_type FROM information_schema.columns"
+                " WHERE table_schema = current_schema() AND table_name = %s"
+                " ORDER BY ordinal_position",
+                (relation,),
+            )
+        ]
+
+    assert columns("commands")
+    assert columns("auditor_commands") == columns("commands")
+
+
 def test_one_agent_ships_every_command_once_and_readers_read_it(
     pg: PgServer, tmp_path: Path
 ) -> None:
