@@ -56,6 +56,17 @@ def write_atomic(
         os.close(dir_fd)
 
 
+def write_whole(path: Path, data: bytes) -> None:
+    """`path` (0600) holding `data`, every byte written: no fsync, no rename."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
 @dataclass(frozen=True, slots=True)
 class Sharing:
     """Modes for what a group may read: `gid` None is root only.

@@ -2,8 +2,10 @@
 
 Synthetic sessions and commands go through the real store code (Store.submit,
 the writer's atomic flushes, shard roll-over), then the real export path
-(reader.scan, export.select, export.write_documents) writes JSON to /dev/null,
-with the built-in risk rules (every record's `risk`) and, side by side, without.
+(reader.scan, export_shards.select and write_documents) writes JSON to
+/dev/null, with the built-in risk rules (every record's `risk`) and, side by
+side, without; and with audit-export's forked workers (`--jobs`, its
+default) beside one process, alternated.
 The same commands are stored again with the hash chain and its signed
 checkpoints on (the agent's way), side by side, and that store is verified
 the way `audit-export --verify` does. Then a flood of new sessions (what a
@@ -13,7 +15,7 @@ side in one run; the ratios are what to read.
 
     .venv/bin/python -m bench.store_bench [--sizes 10000,100000,1000000]
                                           [--formats json,jsonl,csv]
-                                          [--sessions 2000,20000]
+                                          [--sessions 2000,20000] [--jobs N]
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import resource
 import shutil
 import tempfile
 import time
@@ -35,7 +38,8 @@ from agent.highlight import BUILTIN_RULES
 from agent.reader import scan
 from agent.records import Command, Session, iso
 from agent.shards import list_shards
-from agent.tools.export import select, write_documents
+from agent.tools.export import DEFAULT_JOBS
+from agent.tools.export_shards import select, write_documents, write_in_jobs
 from agent.tools.options import Filter
 from parsers.events import Checkpoint
 from tracer.session_log import SessionStart
@@ -106,21 +110,45 @@ def fill(
 
 
 def export_seconds(
-    data_dir: Path, fmt: str = "json", rules: bool = True
+    data_dir: Path, fmt: str = "json", rules: bool = True, jobs: int = 1
 ) -> tuple[float, float, int]:
     """Wall and CPU seconds of an export of everything; how many records.
 
-    As audit-export runs it; rules=False: no risk rules at all. CPU time is
-    what to compare on a shared machine: wall time counts the other
-    processes' turns too.
+    As audit-export runs it (`jobs` > 1: its forked workers, their CPU
+    counted too); rules=False: no risk rules at all. CPU time is what to
+    compare on a shared machine: wall time counts the other processes'
+    turns too.
     """
     stamp = Stamp("bench", BUILTIN_RULES if rules else ())
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0, c0 = time.perf_counter(), time.process_time()
     store = scan(data_dir)
     with open(os.devnull, "w") as out:
-        batches = select(store, Filter())
-        count = write_documents(batches, store.sessions, out, fmt, stamp)
-    return time.perf_counter() - t0, time.process_time() - c0, count
+        if jobs > 1:
+            count = write_in_jobs(store, Filter(), out, fmt, stamp, jobs)
+        else:
+            batches = select(store, Filter())
+            count = write_documents(batches, store.sessions, out, fmt, stamp)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    done = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu += done.ru_utime + done.ru_stime - children.ru_utime - children.ru_stime
+    return wall, cpu, count
+
+
+def jobs_side_by_side(
+    data_dir: Path, jobs: int, rounds: int = 3
+) -> tuple[float, float, float, float]:
+    """One process and `jobs` workers, alternated: the best wall and CPU of each."""
+    one, many = [], []
+    for _ in range(rounds):
+        one.append(export_seconds(data_dir)[:2])
+        many.append(export_seconds(data_dir, jobs=jobs)[:2])
+    return (
+        min(w for w, _ in one),
+        min(c for _, c in one),
+        min(w for w, _ in many),
+        min(c for _, c in many),
+    )
 
 
 def session_flood(count: int) -> tuple[float, float]:
@@ -187,11 +215,15 @@ def main() -> None:
     parser.add_argument(
         "--sessions", default="2000,20000", help="new sessions in one flush"
     )
+    parser.add_argument(
+        "--jobs", type=int, default=DEFAULT_JOBS, help="audit-export's workers"
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     formats = ["json", *(f for f in args.formats.split(",") if f != "json")]
     by_format: list[tuple[int, dict[str, float]]] = []
     no_risk: list[tuple[int, float, float]] = []
+    in_jobs: list[tuple[int, float, float, float, float]] = []
     rows = []
     chain_rows = []
     for total in sizes:
@@ -203,6 +235,7 @@ def main() -> None:
             assert count == total, (count, total)
             by_format.append((total, {f: export_seconds(tmp, f)[0] for f in formats}))
             no_risk.append((total, *risk_side_by_side(tmp)))
+            in_jobs.append((total, *jobs_side_by_side(tmp, args.jobs)))
             size = sum(p.stat().st_size for p in (tmp / "store").iterdir())
             rows.append((total, first, last, elapsed, exp, cpu, size))
             _, _, chain_elapsed = fill(chained, total, chained=True)
@@ -240,6 +273,16 @@ def main() -> None:
         print(
             f"{total:>10} {with_rules:>9.2f} {without:>11.2f}"
             f" {with_rules / without:>10.2f}"
+        )
+    print()
+    print(
+        f"{'commands':>10} {'1 process s':>12} {'cpu s':>6}"
+        f" {f'{args.jobs} jobs s':>10} {'cpu s':>6} {'wall ratio':>11}"
+    )
+    for total, one_s, one_cpu, many_s, many_cpu in in_jobs:
+        print(
+            f"{total:>10} {one_s:>12.2f} {one_cpu:>6.2f} {many_s:>10.2f}"
+            f" {many_cpu:>6.2f} {many_s / one_s:>11.2f}"
         )
     print()
     print(

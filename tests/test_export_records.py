@@ -27,7 +27,8 @@ from agent.local_reader import LocalReader
 from agent.reader import load, scan
 from agent.reading import Selection
 from agent.records import Command, Kind, Origin, SessionStatus, iso
-from agent.tools.export import select, write_documents, write_records
+from agent.tools.export import write_records
+from agent.tools.export_shards import select, write_documents
 from tests.test_store import make_session
 
 HOSTILE = [

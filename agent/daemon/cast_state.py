@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.files import write_whole
 from agent.records import shallow_dict
 
 log = logging.getLogger(__name__)
@@ -78,13 +79,3 @@ class CastState:
                 os.ftruncate(fd, STATE_BYTES)  # a longer state, written whole before
         finally:
             os.close(fd)
-
-
-def write_whole(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-    finally:
-        os.close(fd)

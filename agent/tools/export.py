@@ -2,8 +2,9 @@
 
 From this bastion's store the commands are streamed: every session first,
 then the stored documents a shard at a time, encoded straight to text
-(reader.scan, export_record's JsonRecords and CsvRecords), so that a million
-commands take a few seconds and a flat cost each. From the fleet store, the
+(reader.scan, export_shards.py, export_record's JsonRecords and CsvRecords),
+in forked workers when there are shards enough, so that a million commands
+take a few seconds and a flat cost each. From the fleet store, the
 reader's rows.
 
 Also a session's recording (`--cast TAG`), as the asciicast v2 file it is.
@@ -25,9 +26,10 @@ from typing import IO, Any
 from agent.exits import ExitStatus, run_main
 from agent.export_record import CsvRecords, JsonRecords, Stamp
 from agent.local_reader import LocalReader
-from agent.reader import StoreScan, scan
+from agent.reader import scan
 from agent.reading import Row
-from agent.records import Command, CommandDocument, Session
+from agent.records import Command, Session
+from agent.tools.export_shards import select, write_documents, write_in_jobs
 from agent.tools.options import (
     Filter,
     add_reading_options,
@@ -40,90 +42,7 @@ from agent.version import add_version_option
 
 PROG = "audit-export"
 FORMATS = ("json", "jsonl", "csv")
-
-
-def select(
-    store: StoreScan,
-    selection: Filter,
-    scanned: Callable[[int], None] | None = None,
-) -> Iterator[list[CommandDocument]]:
-    """The selected commands of a local store, a shard's at a time, in order.
-
-    What Selection.command_matches takes, on the documents: the session's
-    part once per session, the rest inline. `scanned(n)` hears how many
-    commands were looked at, after each shard.
-    """
-    wanted = _Wanted(selection, store.sessions)
-    since, until = selection.since, selection.until
-    contains = selection.contains.lower() if selection.contains else None
-    regex = selection.python_regex()
-    everything = selection == Filter()
-    n = 0
-    for docs in store.commands():
-        n += len(docs)
-        if not everything:
-            docs = [
-                d
-                for d in docs
-                if wanted[d["session"]]
-                and (since is None or d["time"] >= since)
-                and (until is None or d["time"] <= until)
-                and (contains is None or contains in d["command"].lower())
-                and (regex is None or regex.search(d["command"]) is not None)
-            ]
-        if scanned is not None:
-            scanned(n)
-        yield docs
-
-
-class _Wanted(dict[str, bool]):
-    """Per session id: does the selection take its session's commands."""
-
-    def __init__(self, selection: Filter, sessions: dict[str, Session]) -> None:
-        super().__init__()
-        self.selection = selection
-        self.sessions = sessions
-
-    def __missing__(self, sid: str) -> bool:
-        session = self.sessions.get(sid)
-        chosen = self.selection
-        ok = self[sid] = not (
-            chosen.session and session is None and sid != chosen.session
-        ) and chosen.session_matches(session)
-        return ok
-
-
-def write_documents(
-    batches: Iterator[list[CommandDocument]],
-    sessions: dict[str, Session],
-    out: IO[str],
-    fmt: str,
-    stamp: Stamp,
-) -> int:
-    """The records of a local store in `fmt`, a batch per write; how many.
-
-    Byte for byte what write_records() writes for the same commands.
-    """
-    records: CsvRecords | JsonRecords
-    if fmt == "csv":
-        records = CsvRecords(stamp)
-        out.write(records.header())
-        separator, first, last, empty = "", "", "", ""
-    elif fmt == "jsonl":
-        records = JsonRecords(stamp)
-        separator, first, last, empty = "\n", "", "\n", ""
-    else:
-        records = JsonRecords(stamp)
-        out.write("[")
-        separator, first, last, empty = ",\n  ", "\n  ", "\n]\n", "]\n"
-    count = 0
-    for docs in batches:
-        if docs:
-            texts = records.documents(docs, sessions)
-            out.write((separator if count else first) + separator.join(texts))
-            count += len(texts)
-    out.write(last if count else empty)
-    return count
+DEFAULT_JOBS = min(4, len(os.sched_getaffinity(0)))
 
 
 def write_csv(
@@ -213,6 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(default DATA_DIR/chain/signing.pub)",
     )
     parser.add_argument(
+        "--jobs",
+        type=_jobs,
+        default=DEFAULT_JOBS,
+        metavar="N",
+        help="format this bastion's shards in N processes "
+        f"(default {DEFAULT_JOBS}: the CPUs, at most 4; 1: in this one)",
+    )
+    parser.add_argument(
         "--no-progress",
         action="store_true",
         help="no progress bar (there is one on stderr when it is a terminal)",
@@ -281,12 +208,33 @@ def export_local(
     if bar:
         # What the sessions say they hold; the bar ends at what was read.
         bar.start_commands(sum(s.command_count for s in store.sessions.values()))
-    batches = select(store, selection, bar.commands if bar else None)
+    scanned = bar.commands if bar else None
+    if args.jobs > 1 and len(store.shards) > 1:
+        _output(
+            args.output,
+            lambda out: write_in_jobs(
+                store, selection, out, args.format, stamp, args.jobs, scanned
+            ),
+        )
+        return store.errors
+    batches = select(store, selection, scanned)
     _output(
         args.output,
         lambda out: write_documents(batches, store.sessions, out, args.format, stamp),
     )
     return store.errors
+
+
+def _jobs(text: str) -> int:
+    try:
+        jobs = int(text)
+    except ValueError:
+        jobs = 0
+    if not 1 <= jobs <= 64:
+        raise argparse.ArgumentTypeError(
+            f"not a number of processes from 1 to 64: {text!r}"
+        )
+    return jobs
 
 
 def find_cast(data_dir: Path, name: str) -> Path:
