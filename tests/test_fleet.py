@@ -236,6 +236,17 @@ def test_recordings_ship_in_chunks_and_come_back_whole(
     assert out.read_bytes() == cast
     stored = pg.sql("SELECT sum(length(data)) FROM recordings WHERE session = 'rec'")
     assert stored[0][0] < len(cast) / 2  # compressed
+    # audit-replay reads it from the fleet store as audit-export does.
+    fast = ("--speed", "1000", "--idle-limit", "0.01", "rec")
+    local = cli("audit-replay", "--data-dir", str(data_dir), *fast)
+    (casts / "rec.cast").unlink()  # the fleet's copy only, from here on
+    played = cli("audit-replay", "--config", str(config), *fast)
+    assert played.returncode == local.returncode == 0, played.stderr + local.stderr
+    assert played.stdout == local.stdout and "line 2999" in played.stdout
+    missing = cli("audit-replay", "--config", str(config), "nope")
+    assert missing.returncode == 2 and "no session 'nope' in the fleet store" in (
+        missing.stderr
+    )
 
 
 def test_a_cut_mid_transaction_loses_and_repeats_nothing(

@@ -237,11 +237,6 @@ def _jobs(text: str) -> int:
     return jobs
 
 
-def find_cast(data_dir: Path, name: str) -> Path:
-    """The recording of session `name` (an id, or a tag used only once)."""
-    return LocalReader(data_dir).cast_file(name)
-
-
 class _Bar:
     """rich's progress bar on stderr: shards read, then commands written."""
 

@@ -138,6 +138,11 @@ def add_reading_options(parser: argparse.ArgumentParser) -> None:
         "--user", metavar="U", help="only sessions of this bastion or remote user"
     )
     parser.add_argument("--host", metavar="H", help="only sessions to this host")
+    add_store_options(parser)
+
+
+def add_store_options(parser: argparse.ArgumentParser) -> None:
+    """Which store open_reading() opens: the fleet's, or this bastion's."""
     parser.add_argument(
         "--database",
         metavar="DSN",

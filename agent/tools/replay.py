@@ -1,6 +1,8 @@
 """audit-replay: play a session's recording in this terminal.
 
-Output is written with its timing (`--speed`; pauses longer than the idle
+The recording is this bastion's, or the fleet store's (`--database`, or a
+[fleet] table in the configuration, as for audit-export --cast). Output is
+written with its timing (`--speed`; pauses longer than the idle
 limit are shortened); markers and resizes are not output. Control strings
 that draw nothing (OSC, DCS, APC, PM, SOS: window titles, clipboard writes,
 hyperlinks) are dropped: a recording is what a remote host printed, and it
@@ -20,10 +22,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-from agent.casts import IDLE_TIME_LIMIT_S, CastError, read_cast
-from agent.config import add_data_dir_options, reading_config
+from agent.casts import IDLE_TIME_LIMIT_S, CastError
+from agent.config import add_data_dir_options
 from agent.exits import ExitStatus, run_main
-from agent.tools.export import find_cast
+from agent.tools.options import add_store_options, open_reading
 from agent.version import add_version_option
 
 PROG = "audit-replay"
@@ -170,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_version_option(parser)
     parser.add_argument("session", metavar="TAG", help="session id or tag")
     add_data_dir_options(parser)
+    add_store_options(parser)
     parser.add_argument(
         "-s", "--speed", type=positive, default=1.0, metavar="N", help="N times faster"
     )
@@ -188,9 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
-        reading_config(args)
-        path = find_cast(args.data_dir, args.session)
-        cast = parse_cast(read_cast(path), str(path))
+        _, reader = open_reading(args)
+        with reader:
+            cast = parse_cast(reader.cast(args.session, args.bastion), args.session)
         columns, rows = shutil.get_terminal_size((0, 0))
         if (
             sys.stdout.isatty()
