@@ -154,3 +154,39 @@ def test_the_spool_is_removed(store_dir: Path) -> None:
     before = spools()
     assert export(store_dir, "--jobs", "2")[0] == ExitStatus.SUCCESS
     assert spools() <= before
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_full_output_is_named(store_dir: Path, jobs: str) -> None:
+    with open("/dev/full", "wb") as full:
+        result = subprocess.run(
+            [str(BIN / "audit-export"), "--data-dir", str(store_dir), "--jobs", jobs],
+            stdout=full,
+            stderr=subprocess.PIPE,
+        )
+    assert (result.returncode, result.stderr.decode()) == (
+        ExitStatus.ERROR,
+        "audit-export: error: No space left on device: standard output\n",
+    )
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_full_disk_under_the_output_file_is_named(
+    store_dir: Path, tmp_path: Path, jobs: str
+) -> None:
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], check=True
+    )
+    try:
+        target = disk / "out.json"
+        code, _, err = export(store_dir, "--jobs", jobs, "-o", str(target))
+        assert (code, err) == (
+            ExitStatus.ERROR,
+            f"audit-export: error: No space left on device: {target}\n",
+        )
+        assert list(disk.iterdir()) == []  # neither the file nor its temporary
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)

@@ -288,21 +288,38 @@ def progress_bar(enabled: bool) -> Iterator[_Bar | None]:
 
 
 def _output(output: str | None, write: Callable[[Any], object]) -> None:
-    """To stdout, or to a temporary file beside FILE renamed over it."""
+    """To stdout, or to a temporary file beside FILE renamed over it.
+
+    A write that fails names the output (a write error carries no file name:
+    a full disk said only `No space left on device`).
+    """
     if not output or output == "-":
-        write(sys.stdout)
-        sys.stdout.flush()
+        with _naming("standard output"):
+            write(sys.stdout)
+            sys.stdout.flush()
         return
     path = Path(output)
     directory = path.parent if str(path.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
+        with _naming(output), os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
             write(out)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def _naming(target: str) -> Iterator[None]:
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        if e.filename is not None or e.errno is None:
+            raise
+        raise OSError(e.errno, e.strerror, target) from e
 
 
 if __name__ == "__main__":

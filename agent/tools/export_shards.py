@@ -178,7 +178,10 @@ def _format_shard(index: int) -> ShardText:
             texts += _job.framing.records.documents(docs, one.sessions)
     data = _job.framing.separator.join(texts).encode(_job.encoding, _job.errors)
     part = _job.spool / f"{index}.part"
-    write_whole(part, data)
+    try:
+        write_whole(part, data)
+    except OSError as e:  # the spool's disk, not the output
+        raise OSError(e.errno, e.strerror, str(part)) from e
     return ShardText(part, len(data), len(texts), scanned, tuple(one.errors))
 
 
