@@ -45,6 +45,7 @@ class TerminalStream(pyte.ByteStream):
         self._debug: Callable[..., Any] = screen.debug  # pyte's for the others
 
     def feed(self, data: bytes) -> None:  # type: ignore[override]
+        # ByteStream.feed's decoding; its super().feed would be pyte's loop.
         if self.use_utf8:
             text = self.utf8_decoder.decode(data)
         else:

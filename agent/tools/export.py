@@ -29,7 +29,12 @@ from agent.local_reader import LocalReader
 from agent.reader import scan
 from agent.reading import Row
 from agent.records import Command, Session
-from agent.tools.export_shards import select, write_documents, write_in_jobs
+from agent.tools.export_shards import (
+    Framing,
+    select,
+    write_documents,
+    write_in_jobs,
+)
 from agent.tools.options import (
     Filter,
     add_reading_options,
@@ -76,19 +81,16 @@ def write_records(
     stamp: Stamp,
 ) -> int:
     if fmt == "csv":
-        return write_csv(rows, out, stamp)
-    text = JsonRecords(stamp).text
+        return write_csv(rows, out, stamp)  # csv.writer's loop, in C
+    framing = Framing.of(fmt, stamp)
+    assert isinstance(framing.records, JsonRecords)
+    text, separator = framing.records.text, framing.separator
+    out.write(framing.head)
     count = 0
-    if fmt == "jsonl":
-        for command, session in rows:
-            out.write(text(command, session) + "\n")
-            count += 1
-        return count
-    out.write("[")
     for command, session in rows:
-        out.write((",\n  " if count else "\n  ") + text(command, session))
+        out.write((separator if count else framing.first) + text(command, session))
         count += 1
-    out.write("\n]\n" if count else "]\n")
+    out.write(framing.last if count else framing.empty)
     return count
 
 
